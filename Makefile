@@ -1,0 +1,64 @@
+# AgentMesh. `make help` lists the targets.
+SHELL := /usr/bin/env bash
+GO ?= go
+BIN := $(CURDIR)/bin
+AS_ROOT := $(CURDIR)/test/scripts/as-root
+CMDS := agentd ztunnel meshlab
+TEST_TIMEOUT ?= 40m
+
+.DEFAULT_GOAL := help
+
+.PHONY: help
+help: ## list the targets
+	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  %-15s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+.PHONY: deps
+deps: ## install what building and testing need (clang-19, llvm-19, bpftool, iproute2; needs root)
+	@$(AS_ROOT) $(CURDIR)/test/scripts/deps
+
+.PHONY: build
+build: ## build the binaries into bin/
+	$(GO) build -o $(BIN)/ $(addprefix ./cmd/,$(CMDS))
+
+.PHONY: generate
+generate: deps ## regenerate the eBPF objects and Go bindings in bpf/ (needs clang-19)
+	$(GO) generate ./bpf/...
+
+.PHONY: check-generate
+check-generate: generate ## fail if the committed eBPF objects differ from a fresh build
+	@git diff --exit-code --stat -- bpf/ || { echo "bpf/: generated files differ from a fresh 'make generate'; commit them" >&2; exit 1; }
+
+.PHONY: lint
+lint: ## gofmt, go vet and staticcheck
+	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
+	$(GO) vet ./...
+	$(GO) tool staticcheck ./...
+
+.PHONY: test
+test: ## run every test, the privileged lab tests included (needs root; installs deps)
+	@$(AS_ROOT) $(MAKE) --no-print-directory test-as-root
+
+.PHONY: test-as-root
+test-as-root: check-generate lint build
+	$(GO) test -count=1 -timeout $(TEST_TIMEOUT) ./...
+
+.PHONY: bench
+bench: ## benchmark the mesh against direct pod-to-pod on the lab (needs root)
+	@$(AS_ROOT) $(MAKE) --no-print-directory bench-as-root
+
+.PHONY: bench-as-root
+bench-as-root: deps build
+	$(BIN)/meshlab bench --bin-dir $(BIN)
+
+.PHONY: demo
+demo: ## run the mesh on a local two-node lab and show what it did (needs root)
+	@$(AS_ROOT) $(MAKE) --no-print-directory demo-as-root
+
+.PHONY: demo-as-root
+demo-as-root: deps build
+	$(BIN)/meshlab demo --bin-dir $(BIN)
+
+.PHONY: clean
+clean: ## remove build output and whatever a crashed lab left behind
+	@if [ "$$(id -u)" = 0 ] && [ -x $(BIN)/meshlab ]; then $(BIN)/meshlab down; fi
+	rm -rf $(BIN)

@@ -1,0 +1,101 @@
+package handoff
+
+import (
+	"context"
+	"net"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+// TestClientRejectsBadMessages plays a broken agentd against Connect: every
+// bad message gets an error ack and the connection keeps working.
+func TestClientRejectsBadMessages(t *testing.T) {
+	log, _ := newLog(t)
+	path := filepath.Join(t.TempDir(), "fake.sock")
+	ln, err := net.ListenUnix("unixpacket", &net.UnixAddr{Name: path, Net: "unixpacket"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	h := &recHandler{}
+	startClient(t, path, h, log)
+	ln.SetDeadline(time.Now().Add(5 * time.Second))
+	c, err := ln.AcceptUnix()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	ns := selfNetns(t)
+	tests := []struct {
+		packet  string
+		withFD  bool
+		wantErr string // "" means an ok ack
+	}{
+		{`{"v":1,"type":"add","seq":1,"pod":{"uid":"a"}}`, false, "want 1 netns fd, got 0"},
+		{`{"v":1,"type":"teleport","seq":2}`, false, `unknown message type "teleport"`},
+		{`{"v":1,"type":"teleport","seq":3}`, true, `unknown message type "teleport"`},
+		{`{"v":1,"type":"del","seq":4,"uid":"a"}`, true, "carries 1 unexpected fds"},
+		{`{"v":1,"type":"ack","seq":5}`, false, "unexpected message type: ack"},
+		{`{"v":7,"type":"del","seq":6,"uid":"a"}`, false, "unsupported protocol version 7"},
+		{`{"v":1,"type":"add","seq":7,"pod":{"uid":"a","netnsCookie":9}}`, true, ""},
+		{`{"v":1,"type":"del","seq":8,"uid":"a"}`, false, ""},
+		{`{"v":1,"type":"snapshot-end","seq":9,"uids":["x"]}`, false, ""},
+	}
+	for _, tt := range tests {
+		f := ns
+		if !tt.withFD {
+			f = nil
+		}
+		if err := writePacket(c, []byte(tt.packet), f); err != nil {
+			t.Fatal(err)
+		}
+		c.SetReadDeadline(time.Now().Add(5 * time.Second))
+		p, err := readPacket(c)
+		if err != nil {
+			t.Fatalf("%s: read ack: %v", tt.packet, err)
+		}
+		ack, err := decode(p.data)
+		if err != nil || ack.Type != typeAck {
+			t.Fatalf("%s: bad ack %q: %v", tt.packet, p.data, err)
+		}
+		want, _ := decode([]byte(tt.packet))
+		if ack.Seq != want.Seq || ack.OK != (tt.wantErr == "") || !strings.Contains(ack.Error, tt.wantErr) {
+			t.Errorf("%s: ack = %+v, want seq %d error %q", tt.packet, ack, want.Seq, tt.wantErr)
+		}
+	}
+	h.waitEvents(t, addEvent("a", ns, 9), "del a", "snapshot-end x")
+}
+
+func TestConnectWithoutAgentdReturnsOnCancel(t *testing.T) {
+	log, logs := newLog(t)
+	path := filepath.Join(t.TempDir(), "nobody.sock")
+	ctx, cancel := context.WithTimeout(context.Background(), 400*time.Millisecond)
+	defer cancel()
+	start := time.Now()
+	if err := Connect(ctx, path, nopHandler{}, log); err != nil {
+		t.Fatalf("Connect = %v, want nil on ctx done", err)
+	}
+	if d := time.Since(start); d > 2*time.Second {
+		t.Fatalf("Connect took %s to notice ctx done", d)
+	}
+	// 100ms, 200ms, ...: a handful of attempts, only the first one a warning.
+	if n := strings.Count(logs.String(), "level=WARN"); n != 1 {
+		t.Errorf("%d warnings for dial failures, want 1", n)
+	}
+	if n := strings.Count(logs.String(), "retrying"); n < 2 || n > 4 {
+		t.Errorf("%d dial attempts in 400ms, want 2..4 with 100ms doubling backoff", n)
+	}
+}
+
+func TestUpsertWithoutUIDIsIgnored(t *testing.T) {
+	log, _ := newLog(t)
+	s, path := startServer(t, log)
+	h := &recHandler{}
+	startClient(t, path, h, log)
+	h.waitEvents(t, "snapshot-end ")
+	s.Upsert(Pod{Name: "nameless"}, selfNetns(t))
+	s.Upsert(pod("a", 1), selfNetns(t))
+	h.waitEvents(t, "snapshot-end ", addEvent("a", selfNetns(t), 1))
+}

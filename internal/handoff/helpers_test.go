@@ -1,0 +1,215 @@
+package handoff
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"runtime"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+func discardLog() *slog.Logger { return slog.New(slog.DiscardHandler) }
+
+type nopHandler struct{}
+
+func (nopHandler) AddPod(_ Pod, f *os.File) error { return f.Close() }
+func (nopHandler) RemovePod(string) error         { return nil }
+func (nopHandler) SnapshotDone([]string) error    { return nil }
+
+// logBuffer is a goroutine-safe log sink the test can search.
+type logBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *logBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *logBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
+func newLog(t *testing.T) (*slog.Logger, *logBuffer) {
+	b := &logBuffer{}
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("log:\n%s", b)
+		}
+	})
+	return slog.New(slog.NewTextHandler(b, &slog.HandlerOptions{Level: slog.LevelDebug})), b
+}
+
+// recHandler records what ztunnel would see, as lines like "add u1 ino=5".
+type recHandler struct {
+	mu     sync.Mutex
+	events []string
+	addErr error
+}
+
+func (h *recHandler) record(s string) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.events = append(h.events, s)
+}
+
+func (h *recHandler) AddPod(p Pod, f *os.File) error {
+	defer f.Close()
+	h.record(fmt.Sprintf("add %s ino=%d cookie=%d", p.UID, inode(f), p.NetnsCookie))
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.addErr
+}
+
+func (h *recHandler) RemovePod(uid string) error { h.record("del " + uid); return nil }
+
+func (h *recHandler) SnapshotDone(uids []string) error {
+	h.record("snapshot-end " + strings.Join(uids, ","))
+	return nil
+}
+
+func (h *recHandler) snapshot() []string {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return slices.Clone(h.events)
+}
+
+// waitEvents waits until the handler has seen exactly want.
+func (h *recHandler) waitEvents(t *testing.T, want ...string) {
+	t.Helper()
+	var got []string
+	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(5 * time.Millisecond) {
+		if got = h.snapshot(); slices.Equal(got, want) {
+			return
+		}
+	}
+	t.Fatalf("handler events:\n got %q\nwant %q", got, want)
+}
+
+func inode(f *os.File) uint64 {
+	var st unix.Stat_t
+	if err := unix.Fstat(int(f.Fd()), &st); err != nil {
+		return 0
+	}
+	return st.Ino
+}
+
+// startServer runs a server on a fresh socket until the test ends.
+func startServer(t *testing.T, log *slog.Logger) (*Server, string) {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "run", "agentd.sock")
+	s, err := Listen(path, log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.ackTimeout = 500 * time.Millisecond
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- s.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("Run: %v", err)
+		}
+	})
+	return s, path
+}
+
+// startClient runs Connect until the returned stop is called (or the test
+// ends).
+func startClient(t *testing.T, path string, h Handler, log *slog.Logger) (stop func()) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- Connect(ctx, path, h, log) }()
+	var once sync.Once
+	stop = func() {
+		once.Do(func() {
+			cancel()
+			if err := <-done; err != nil {
+				t.Errorf("Connect: %v", err)
+			}
+		})
+	}
+	t.Cleanup(stop)
+	return stop
+}
+
+// selfNetns opens the test process's own network namespace.
+func selfNetns(t *testing.T) *os.File {
+	t.Helper()
+	f, err := os.Open("/proc/self/ns/net")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { f.Close() })
+	return f
+}
+
+// requireRoot skips the test without root, or fails it when CI=true.
+func requireRoot(t *testing.T) {
+	t.Helper()
+	if os.Geteuid() == 0 {
+		return
+	}
+	if os.Getenv("CI") == "true" {
+		t.Fatal("this test needs root (CAP_SYS_ADMIN) to create network namespaces")
+	}
+	t.Skip("needs root to create network namespaces")
+}
+
+// newNetns creates a throwaway network namespace and returns the only
+// handle to it; the namespace disappears once every copy of it is closed.
+func newNetns(t *testing.T) *os.File {
+	t.Helper()
+	requireRoot(t)
+	type result struct {
+		f   *os.File
+		err error
+	}
+	ch := make(chan result, 1)
+	go func() {
+		// Never unlocked: the runtime ends this thread with the goroutine,
+		// so no other goroutine ever runs in the new namespace.
+		runtime.LockOSThread()
+		if err := unix.Unshare(unix.CLONE_NEWNET); err != nil {
+			ch <- result{err: fmt.Errorf("unshare: %w", err)}
+			return
+		}
+		f, err := os.Open("/proc/thread-self/ns/net")
+		ch <- result{f, err}
+	}()
+	r := <-ch
+	if r.err != nil {
+		t.Fatal(r.err)
+	}
+	t.Cleanup(func() { r.f.Close() })
+	return r.f
+}
+
+// waitFor polls cond for up to five seconds.
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(5 * time.Millisecond) {
+		if cond() {
+			return
+		}
+	}
+	t.Fatalf("timed out waiting for %s", what)
+}
+
+var _ io.Writer = (*logBuffer)(nil)

@@ -1,0 +1,205 @@
+package handoff
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"slices"
+	"sync"
+	"time"
+)
+
+// DefaultAckTimeout is how long the server waits for ztunnel to acknowledge
+// one message before it drops the client.
+const DefaultAckTimeout = 5 * time.Second
+
+// acceptRetryDelay paces Accept after a transient error.
+const acceptRetryDelay = 100 * time.Millisecond
+
+// Server is agentd's side: it keeps the enrolled pods with a netns fd each
+// and streams them to the one connected ztunnel.
+type Server struct {
+	log        *slog.Logger
+	path       string
+	ln         *net.UnixListener
+	ackTimeout time.Duration // set before Run; tests shorten it
+
+	mu      sync.Mutex
+	pods    map[string]*entry // guarded by mu: by pod UID
+	current *session          // guarded by mu: the connected client, or nil
+	closed  bool              // guarded by mu: Run has returned
+}
+
+// entry is one pod and the server's own duplicate of its netns fd.
+type entry struct {
+	pod   Pod
+	netns *os.File
+}
+
+// Listen creates the socket at path (its directory too, replacing a stale
+// socket file) with mode 0600. Call Run to serve it.
+func Listen(path string, log *slog.Logger) (*Server, error) {
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		return nil, fmt.Errorf("create socket directory: %w", err)
+	}
+	if err := removeStale(path); err != nil {
+		return nil, err
+	}
+	ln, err := net.ListenUnix("unixpacket", &net.UnixAddr{Name: path, Net: "unixpacket"})
+	if err != nil {
+		return nil, fmt.Errorf("listen on %s: %w", path, err)
+	}
+	if err := os.Chmod(path, 0o600); err != nil {
+		ln.Close()
+		return nil, fmt.Errorf("chmod %s: %w", path, err)
+	}
+	return &Server{
+		log:        log,
+		path:       path,
+		ln:         ln,
+		ackTimeout: DefaultAckTimeout,
+		pods:       map[string]*entry{},
+	}, nil
+}
+
+// removeStale removes a socket file left by an earlier run; it refuses to
+// remove anything that is not a socket.
+func removeStale(path string) error {
+	fi, err := os.Lstat(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("stat %s: %w", path, err)
+	}
+	if fi.Mode().Type() != fs.ModeSocket {
+		return fmt.Errorf("%s exists and is not a socket", path)
+	}
+	if err := os.Remove(path); err != nil {
+		return fmt.Errorf("remove stale socket: %w", err)
+	}
+	return nil
+}
+
+// Run accepts ztunnel connections until ctx is done. A new connection
+// replaces the previous one. On return the listener is closed, the socket
+// file removed, every goroutine stopped and every kept netns fd closed;
+// Upsert and Remove do nothing afterwards.
+func (s *Server) Run(ctx context.Context) error {
+	stop := context.AfterFunc(ctx, func() { s.ln.Close() })
+	defer stop()
+	var sess *session
+	defer func() {
+		if sess != nil {
+			sess.stop()
+		}
+		s.shutdown()
+	}()
+	for {
+		c, err := s.ln.AcceptUnix()
+		switch {
+		case ctx.Err() != nil:
+			if c != nil {
+				c.Close()
+			}
+			return nil
+		case errors.Is(err, net.ErrClosed):
+			return fmt.Errorf("accept: %w", err)
+		case err != nil: // EMFILE and the like: wait and try again
+			s.log.Warn("accept ztunnel connection", "err", err)
+			time.Sleep(acceptRetryDelay)
+			continue
+		}
+		if sess != nil {
+			s.log.Info("new ztunnel connection replaces the current one")
+			sess.stop()
+		}
+		sess = s.startSession(ctx, c)
+	}
+}
+
+// shutdown closes the listener and every kept fd, and removes the socket.
+func (s *Server) shutdown() {
+	s.ln.Close()
+	if err := os.Remove(s.path); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		s.log.Warn("remove hand-off socket", "path", s.path, "err", err)
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.closed = true
+	for uid, e := range s.pods {
+		e.netns.Close()
+		delete(s.pods, uid)
+	}
+}
+
+// Upsert adds or replaces pod p. The server keeps a duplicate of netns (the
+// caller keeps and closes its own) and sends an add to a connected client.
+func (s *Server) Upsert(p Pod, netns *os.File) {
+	if p.UID == "" {
+		s.log.Error("hand-off ignores a pod without uid", "pod", p.Namespace+"/"+p.Name)
+		return
+	}
+	own, err := dupFile(netns)
+	if err != nil {
+		s.log.Error("hand-off cannot keep pod netns", "pod", p.Namespace+"/"+p.Name, "uid", p.UID, "err", err)
+		return
+	}
+	p.IPs = slices.Clone(p.IPs)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		own.Close()
+		return
+	}
+	if old := s.pods[p.UID]; old != nil {
+		old.netns.Close()
+	}
+	e := &entry{pod: p, netns: own}
+	s.pods[p.UID] = e
+	if s.current != nil {
+		s.current.enqueueAddLocked(e)
+	}
+}
+
+// Remove forgets the pod with uid and sends a del to a connected client. It
+// returns once the client acknowledged the del, or right away when no client
+// is connected, but never later than the ack timeout. Unknown uids are
+// ignored.
+func (s *Server) Remove(uid string) {
+	s.mu.Lock()
+	e := s.pods[uid]
+	if e == nil {
+		s.mu.Unlock()
+		return
+	}
+	delete(s.pods, uid)
+	e.netns.Close()
+	var done chan struct{}
+	if s.current != nil {
+		done = s.current.enqueueLocked(&outgoing{msg: message{Type: typeDel, UID: uid}})
+	}
+	s.mu.Unlock()
+	if done == nil {
+		return
+	}
+	t := time.NewTimer(s.ackTimeout)
+	defer t.Stop()
+	select {
+	case <-done:
+	case <-t.C:
+		s.log.Warn("ztunnel did not acknowledge del in time", "uid", uid)
+	}
+}
+
+// Connected reports whether a ztunnel client is connected.
+func (s *Server) Connected() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.current != nil
+}

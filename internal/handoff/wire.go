@@ -1,0 +1,129 @@
+// Package handoff passes enrolled pods, each with its network namespace file
+// descriptor, from agentd to ztunnel over a SOCK_SEQPACKET unix socket.
+//
+// agentd listens (Listen, Server.Run); ztunnel connects (Connect). On every
+// (re)connection agentd first sends the full snapshot, one add per pod and
+// then snapshot-end with the pod UIDs, and afterwards incremental add and
+// del messages. Each message is one JSON packet; an add carries the pod's
+// netns fd as SCM_RIGHTS. ztunnel acknowledges every message and agentd sends
+// the next one only after the acknowledgement.
+//
+// Wire format (protocol Version 1), one JSON object per packet, at most
+// 128 KiB:
+//
+//	{"v":1,"type":"add","seq":N,"pod":{"uid","name","namespace","ips","netnsCookie"}}  + 1 fd
+//	{"v":1,"type":"del","seq":N,"uid":"..."}
+//	{"v":1,"type":"snapshot-end","seq":N,"uids":["...", ...]}
+//	{"v":1,"type":"ack","seq":N,"ok":true}  or  {"v":1,"type":"ack","seq":N,"error":"..."}
+//
+// seq starts at 1 on every connection. A message ztunnel cannot use (bad
+// JSON, other version, unknown type, an add without exactly one fd) is
+// answered with an error ack; agentd drops a client whose ack is late,
+// malformed or for the wrong seq, and the client reconnects.
+package handoff
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/netip"
+)
+
+// Version is the wire protocol version carried in every message.
+const Version = 1
+
+// maxMessageSize caps one packet; anything larger is rejected.
+const maxMessageSize = 128 << 10
+
+// maxUIDs caps the UIDs one snapshot-end may list.
+const maxUIDs = 2048
+
+// Message types.
+const (
+	typeAdd         = "add"          // agentd -> ztunnel, with one netns fd
+	typeDel         = "del"          // agentd -> ztunnel
+	typeSnapshotEnd = "snapshot-end" // agentd -> ztunnel, after the full snapshot
+	typeAck         = "ack"          // ztunnel -> agentd, for every message
+)
+
+// Pod is one enrolled pod as ztunnel needs it.
+type Pod struct {
+	UID         string       `json:"uid"`
+	Name        string       `json:"name"`
+	Namespace   string       `json:"namespace"`
+	IPs         []netip.Addr `json:"ips"`
+	NetnsCookie uint64       `json:"netnsCookie"`
+}
+
+// message is the single wire shape; Type says which fields are set.
+type message struct {
+	V     int      `json:"v"`
+	Type  string   `json:"type"`
+	Seq   uint64   `json:"seq"`
+	Pod   *Pod     `json:"pod,omitempty"`   // add
+	UID   string   `json:"uid,omitempty"`   // del
+	UIDs  []string `json:"uids,omitempty"`  // snapshot-end
+	OK    bool     `json:"ok,omitempty"`    // ack
+	Error string   `json:"error,omitempty"` // ack with OK false
+}
+
+var errTooLarge = errors.New("message too large")
+
+// decode parses and validates one packet. It never panics. When the packet
+// is JSON but invalid, it returns the message too (for its Seq) with the error.
+func decode(data []byte) (*message, error) {
+	if len(data) > maxMessageSize {
+		return nil, errTooLarge
+	}
+	var m message
+	if err := json.Unmarshal(data, &m); err != nil {
+		return nil, fmt.Errorf("decode message: %w", err)
+	}
+	if m.V != Version {
+		return &m, fmt.Errorf("unsupported protocol version %d", m.V)
+	}
+	if err := m.validate(); err != nil {
+		return &m, fmt.Errorf("%s message %d: %w", m.Type, m.Seq, err)
+	}
+	return &m, nil
+}
+
+// validate checks the fields that m.Type requires.
+func (m *message) validate() error {
+	switch m.Type {
+	case typeAdd:
+		if m.Pod == nil || m.Pod.UID == "" {
+			return errors.New("missing pod uid")
+		}
+		for _, ip := range m.Pod.IPs {
+			if !ip.IsValid() {
+				return errors.New("invalid pod ip")
+			}
+		}
+	case typeDel:
+		if m.UID == "" {
+			return errors.New("missing uid")
+		}
+	case typeSnapshotEnd:
+		if len(m.UIDs) > maxUIDs {
+			return errors.New("too many uids")
+		}
+	case typeAck:
+	default:
+		return fmt.Errorf("unknown message type %q", m.Type)
+	}
+	return nil
+}
+
+// encode marshals m with the current version.
+func encode(m *message) ([]byte, error) {
+	m.V = Version
+	data, err := json.Marshal(m)
+	if err != nil {
+		return nil, fmt.Errorf("encode %s message: %w", m.Type, err)
+	}
+	if len(data) > maxMessageSize {
+		return nil, fmt.Errorf("encode %s message: %w", m.Type, errTooLarge)
+	}
+	return data, nil
+}

@@ -1,0 +1,113 @@
+// Package meshconfig is the node's view of the mesh: the workloads it must
+// know about and the trust domain. In standalone mode it is read from a local
+// JSON file; later the controller's config stream feeds the same types.
+package meshconfig
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/netip"
+	"os"
+
+	"github.com/agentmesh/agentmesh/internal/mesh"
+	"github.com/agentmesh/agentmesh/internal/spiffe"
+)
+
+// Workload is one pod as the mesh sees it.
+type Workload struct {
+	UID            string            `json:"uid"`
+	Name           string            `json:"name"`
+	Namespace      string            `json:"namespace"`
+	ServiceAccount string            `json:"serviceAccount"`
+	Node           string            `json:"node"`
+	IPs            []netip.Addr      `json:"ips"`
+	Labels         map[string]string `json:"labels,omitempty"`
+	// Enrolled says the pod's traffic is captured by the mesh.
+	Enrolled bool `json:"enrolled"`
+	// Netns is the path of the pod's network namespace, for the agentd of
+	// the pod's node (standalone mode; in Kubernetes mode agentd finds it).
+	Netns string `json:"netns,omitempty"`
+}
+
+// Config is everything a node needs.
+type Config struct {
+	TrustDomain string     `json:"trustDomain"`
+	Workloads   []Workload `json:"workloads"`
+}
+
+// Identity returns the SPIFFE id of w.
+func (c *Config) Identity(w *Workload) spiffe.ID {
+	return spiffe.New(c.TrustDomain, w.Namespace, w.ServiceAccount)
+}
+
+// Validate checks that every workload is complete and that no address or
+// uid is claimed twice.
+func (c *Config) Validate() error {
+	if c.TrustDomain == "" {
+		c.TrustDomain = mesh.DefaultTrustDomain
+	}
+	uids := map[string]bool{}
+	ips := map[netip.Addr]string{}
+	var errs []error
+	for i := range c.Workloads {
+		w := &c.Workloads[i]
+		if w.UID == "" || w.Name == "" || w.Namespace == "" || w.ServiceAccount == "" || w.Node == "" {
+			errs = append(errs, fmt.Errorf("workload %d (%s/%s): uid, name, namespace, serviceAccount and node are required", i, w.Namespace, w.Name))
+			continue
+		}
+		if uids[w.UID] {
+			errs = append(errs, fmt.Errorf("workload %s/%s: duplicate uid %q", w.Namespace, w.Name, w.UID))
+		}
+		uids[w.UID] = true
+		for _, ip := range w.IPs {
+			if !ip.IsValid() {
+				errs = append(errs, fmt.Errorf("workload %s/%s: invalid ip", w.Namespace, w.Name))
+				continue
+			}
+			ip = ip.Unmap()
+			if other, dup := ips[ip]; dup {
+				errs = append(errs, fmt.Errorf("workload %s/%s: ip %s already belongs to %s", w.Namespace, w.Name, ip, other))
+			}
+			ips[ip] = w.Namespace + "/" + w.Name
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// Parse decodes and validates a config.
+func Parse(data []byte) (*Config, error) {
+	var c Config
+	if err := json.Unmarshal(data, &c); err != nil {
+		return nil, fmt.Errorf("decode mesh config: %w", err)
+	}
+	if err := c.Validate(); err != nil {
+		return nil, fmt.Errorf("invalid mesh config: %w", err)
+	}
+	return &c, nil
+}
+
+// Load reads and validates the config file at path.
+func Load(path string) (*Config, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("read mesh config: %w", err)
+	}
+	return Parse(data)
+}
+
+// Save writes c to path atomically (write to a temporary file, then rename).
+func Save(path string, c *Config) error {
+	data, err := json.MarshalIndent(c, "", "  ")
+	if err != nil {
+		return fmt.Errorf("encode mesh config: %w", err)
+	}
+	tmp := path + ".tmp"
+	if err := os.WriteFile(tmp, data, 0o644); err != nil {
+		return fmt.Errorf("write mesh config: %w", err)
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		return fmt.Errorf("write mesh config: %w", err)
+	}
+	return nil
+}
