@@ -1,0 +1,52 @@
+package bpf
+
+import (
+	"path/filepath"
+	"strconv"
+)
+
+// Layout of the pins under a pin directory (default mesh.DefaultPinDir):
+//
+//	<pin-dir>/maps/<map name>          every map, by the names below
+//	<pin-dir>/progs/<program>          connect4, connect6, sockops, sk_lookup
+//	<pin-dir>/links/<program>          connect4, connect6, sockops (cgroup links)
+//	<pin-dir>/links/sk_lookup_<cookie> the netns link of each enrolled pod
+const (
+	MapsDir  = "maps"
+	ProgsDir = "progs"
+	LinksDir = "links"
+)
+
+// Map names, in the ELF objects and under <pin-dir>/maps.
+const (
+	MapEnrolledNetns = "enrolled_netns"  // HASH: netns cookie (u64) -> u8
+	MapOrigDstCookie = "orig_dst_cookie" // LRU_HASH: socket cookie -> struct orig_addr
+	MapOrigDst       = "orig_dst"        // LRU_HASH: struct tuple_key -> struct orig_addr
+	MapListeners     = "listeners"       // SOCKHASH: struct listener_key -> listening socket
+	MapStats         = "stats"           // PERCPU_ARRAY: key 0 -> struct counters
+)
+
+// Program (and link) pin names under <pin-dir>/progs and <pin-dir>/links.
+const (
+	ProgConnect4 = "connect4"  // cgroup/connect4
+	ProgConnect6 = "connect6"  // cgroup/connect6
+	ProgSockOps  = "sockops"   // cgroup sock_ops
+	ProgSkLookup = "sk_lookup" // sk_lookup, one link per enrolled netns
+)
+
+// SkLookupLinkPrefix starts the name of every per-netns sk_lookup link pin.
+const SkLookupLinkPrefix = ProgSkLookup + "_"
+
+// MapPin is the pin path of the map name under pinDir.
+func MapPin(pinDir, name string) string { return filepath.Join(pinDir, MapsDir, name) }
+
+// ProgPin is the pin path of the program name under pinDir.
+func ProgPin(pinDir, name string) string { return filepath.Join(pinDir, ProgsDir, name) }
+
+// LinkPin is the pin path of the link name under pinDir.
+func LinkPin(pinDir, name string) string { return filepath.Join(pinDir, LinksDir, name) }
+
+// SkLookupLinkName is the link pin name of the netns with the given cookie.
+func SkLookupLinkName(netnsCookie uint64) string {
+	return SkLookupLinkPrefix + strconv.FormatUint(netnsCookie, 10)
+}

@@ -1,0 +1,62 @@
+//go:build ignore
+
+// Inbound steering: an sk_lookup program, attached to every enrolled pod
+// network namespace, hands TCP connections that arrive from outside the pod
+// to ztunnel's listeners in that namespace: port 15008 to the HBONE listener,
+// every other port to the plaintext listener 15006. Without a listener the
+// connection is refused (fail closed).
+#include "common.h"
+
+char __license[] SEC("license") = "Dual MIT/GPL";
+
+// ztunnel's listening sockets by pod IP and port (15006, 15008).
+struct {
+	__uint(type, BPF_MAP_TYPE_SOCKHASH);
+	__uint(max_entries, 8192);
+	__type(key, struct listener_key);
+	__type(value, __u64);
+} listeners SEC(".maps");
+
+// from_inside reports connections made inside the pod's own netns: to a
+// loopback address, from a loopback address, or from the pod's own address.
+// (ingress_ifindex cannot tell: for local traffic it is the device owning
+// the address, not lo.) ztunnel therefore delivers to the app from the pod
+// IP or loopback, never with a foreign (spoofed) source address.
+static __always_inline bool from_inside(const __u8 *local, const __u8 *remote)
+{
+	return addr_is_local(local) || addr_is_local(remote) || addr_equal(local, remote);
+}
+
+SEC("sk_lookup")
+int steer_inbound(struct bpf_sk_lookup *ctx)
+{
+	if (ctx->protocol != IPPROTO_TCP)
+		return SK_PASS;
+	struct listener_key key = {};
+	__u8 remote[16] __attribute__((aligned(4)));
+	if (ctx->family == AF_INET) {
+		addr_set4(key.addr, ctx->local_ip4);
+		addr_set4(remote, ctx->remote_ip4);
+	} else {
+		addr_set6(key.addr, CTX_U32(ctx, local_ip6[0]), CTX_U32(ctx, local_ip6[1]),
+			  CTX_U32(ctx, local_ip6[2]), CTX_U32(ctx, local_ip6[3]));
+		addr_set6(remote, CTX_U32(ctx, remote_ip6[0]), CTX_U32(ctx, remote_ip6[1]),
+			  CTX_U32(ctx, remote_ip6[2]), CTX_U32(ctx, remote_ip6[3]));
+	}
+	if (from_inside(key.addr, remote))
+		return SK_PASS;
+	key.port = ctx->local_port == HBONE_PORT ? HBONE_PORT : INBOUND_PLAINTEXT_PORT;
+	struct bpf_sock *sk = bpf_map_lookup_elem(&listeners, &key);
+	if (!sk) {
+		STAT_INC(lookup_dropped);
+		return SK_DROP;
+	}
+	long err = bpf_sk_assign(ctx, sk, 0);
+	bpf_sk_release(sk);
+	if (err) {
+		STAT_INC(lookup_errors);
+		return SK_DROP;
+	}
+	STAT_INC(lookup_steered);
+	return SK_PASS;
+}
