@@ -1,0 +1,120 @@
+package agentd
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/agentmesh/agentmesh/agentd/loader"
+	"github.com/agentmesh/agentmesh/internal/handoff"
+	"github.com/agentmesh/agentmesh/internal/meshconfig"
+)
+
+// run is agentd run with its datapath opener injected.
+//
+// Shutdown order (ctx done): first the config loop stops, so nothing
+// changes any more; then the hand-off server closes, and ztunnel keeps its
+// pods and listeners and retries connecting (the next agentd sends a full
+// snapshot); last the datapath is closed, which keeps every pin. Pods are
+// deliberately not unenrolled: capture must survive an agentd restart or
+// upgrade, and "agentd cleanup" is the way to remove the mesh from a node.
+func run(ctx context.Context, o *options, log *slog.Logger, open func(loader.Options) (Datapath, error)) (err error) {
+	log = log.With("node", o.node)
+	dp, err := open(loader.Options{PinDir: o.pinDir, CgroupPath: o.cgroup, Logger: log.With("component", "datapath")})
+	if err != nil {
+		return fmt.Errorf("open datapath: %w", err)
+	}
+	defer func() { err = errors.Join(err, closeDatapath(dp)) }()
+	r, err := newReconciler(o.node, dp, nil, log.With("component", "reconcile"))
+	if err != nil {
+		return err
+	}
+	srv, err := handoff.Listen(o.socket, log.With("component", "handoff"))
+	if err != nil {
+		return err
+	}
+	r.ho = srv
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var wg sync.WaitGroup
+	var srvErr error
+	// The server starts serving only after the first sync: a ztunnel that
+	// connects earlier waits in the accept queue instead of getting an
+	// empty snapshot after an agentd restart, which would make it drop
+	// every pod only to get them back a moment later.
+	serve := sync.OnceFunc(func() {
+		wg.Go(func() {
+			srvErr = srv.Run(ctx)
+			cancel() // a failed server ends agentd
+		})
+	})
+	log.Info("agentd running", "config", o.configPath, "socket", o.socket, "pin_dir", o.pinDir)
+	loop(ctx, o, r, log, serve)
+	cancel()
+	serve() // if it never started: Run returns at once and removes the socket
+	wg.Wait()
+	if srvErr != nil {
+		return fmt.Errorf("hand-off server: %w", srvErr)
+	}
+	log.Info("agentd stopped; pods stay enrolled")
+	return nil
+}
+
+func closeDatapath(dp Datapath) error {
+	if err := dp.Close(); err != nil {
+		return fmt.Errorf("close datapath: %w", err)
+	}
+	return nil
+}
+
+// loop reconciles every new config, and retries failed pods every
+// o.retryInterval, until ctx is done. It calls synced after every sync. It
+// returns after the watcher ended.
+func loop(ctx context.Context, o *options, r *reconciler, log *slog.Logger, synced func()) {
+	configs := make(chan *meshconfig.Config, 1)
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	wg.Go(func() {
+		meshconfig.Watch(ctx, o.configPath, o.watchInterval, log, func(c *meshconfig.Config) { offerLatest(configs, c) })
+	})
+	retry := time.NewTimer(0)
+	retry.Stop()
+	var last *meshconfig.Config
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case last = <-configs:
+			log.Info("mesh config loaded", "workloads", len(last.Workloads))
+		case <-retry.C:
+			log.Info("retrying failed pods")
+		}
+		if err := r.sync(last); err != nil {
+			log.Warn("reconcile incomplete, will retry", "in", o.retryInterval, "err", err)
+			retry.Reset(o.retryInterval)
+		} else {
+			retry.Stop()
+			log.Info("reconciled", "enrolled_pods", len(r.pods))
+		}
+		synced()
+	}
+}
+
+// offerLatest puts c in ch (capacity 1), replacing an unread older config.
+// Only one goroutine may send on ch.
+func offerLatest(ch chan *meshconfig.Config, c *meshconfig.Config) {
+	for {
+		select {
+		case ch <- c:
+			return
+		default:
+			select {
+			case <-ch:
+			default:
+			}
+		}
+	}
+}

@@ -1,0 +1,124 @@
+package agentd
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"strings"
+	"time"
+
+	"github.com/agentmesh/agentmesh/agentd/loader"
+	"github.com/agentmesh/agentmesh/internal/mesh"
+)
+
+// options are the flags of agentd run.
+type options struct {
+	node       string
+	configPath string
+	pinDir     string
+	cgroup     string
+	socket     string
+	logFormat  string
+	logLevel   string
+
+	// Not flags: intervals that tests shorten.
+	watchInterval time.Duration
+	retryInterval time.Duration
+}
+
+// Run runs the agentd command line: "run" (the default) or "cleanup".
+func Run(ctx context.Context, args []string, stdout io.Writer) error {
+	cmd := "run"
+	if len(args) > 0 && !strings.HasPrefix(args[0], "-") {
+		cmd, args = args[0], args[1:]
+	}
+	switch cmd {
+	case "run":
+		opts, err := parseRunFlags(args, stdout)
+		if err != nil {
+			return ignoreHelp(err)
+		}
+		log, err := newLogger(stdout, opts.logFormat, opts.logLevel)
+		if err != nil {
+			return err
+		}
+		return run(ctx, opts, log, openLoader)
+	case "cleanup":
+		return cleanup(args, stdout)
+	}
+	return fmt.Errorf("unknown subcommand %q (want run or cleanup)", cmd)
+}
+
+// openLoader opens the real eBPF datapath.
+func openLoader(o loader.Options) (Datapath, error) { return loader.Open(o) }
+
+func parseRunFlags(args []string, out io.Writer) (*options, error) {
+	o := &options{watchInterval: 500 * time.Millisecond, retryInterval: 2 * time.Second}
+	fs := flag.NewFlagSet("agentd run", flag.ContinueOnError)
+	fs.SetOutput(out)
+	fs.StringVar(&o.node, "node", "", "name of this node (required)")
+	fs.StringVar(&o.configPath, "config", "", "standalone mesh config JSON file (required)")
+	fs.StringVar(&o.pinDir, "pin-dir", mesh.DefaultPinDir, "bpffs directory for pinned maps, programs and links")
+	fs.StringVar(&o.cgroup, "cgroup", "", "cgroup v2 directory to attach capture to (default: the cgroup2 root)")
+	fs.StringVar(&o.socket, "socket", mesh.DefaultAgentdSocket, "unix socket ztunnel connects to")
+	fs.StringVar(&o.logFormat, "log-format", "json", "log format: json or text")
+	fs.StringVar(&o.logLevel, "log-level", "info", "log level: debug, info, warn or error")
+	if err := fs.Parse(args); err != nil {
+		return nil, err
+	}
+	switch {
+	case fs.NArg() > 0:
+		return nil, fmt.Errorf("unexpected arguments: %q", fs.Args())
+	case o.node == "":
+		return nil, errors.New("--node is required")
+	case o.configPath == "":
+		return nil, errors.New("--config is required (only standalone mode exists yet)")
+	}
+	return o, nil
+}
+
+// cleanup runs "agentd cleanup": remove every pin, which detaches capture.
+func cleanup(args []string, stdout io.Writer) error {
+	fs := flag.NewFlagSet("agentd cleanup", flag.ContinueOnError)
+	fs.SetOutput(stdout)
+	pinDir := fs.String("pin-dir", mesh.DefaultPinDir, "bpffs directory to remove")
+	format := fs.String("log-format", "json", "log format: json or text")
+	level := fs.String("log-level", "info", "log level: debug, info, warn or error")
+	if err := fs.Parse(args); err != nil {
+		return ignoreHelp(err)
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("unexpected arguments: %q", fs.Args())
+	}
+	log, err := newLogger(stdout, *format, *level)
+	if err != nil {
+		return err
+	}
+	return loader.Cleanup(*pinDir, log)
+}
+
+func ignoreHelp(err error) error {
+	if errors.Is(err, flag.ErrHelp) {
+		return nil
+	}
+	return err
+}
+
+// newLogger builds the process logger.
+func newLogger(w io.Writer, format, level string) (*slog.Logger, error) {
+	var lv slog.Level
+	if err := lv.UnmarshalText([]byte(level)); err != nil {
+		return nil, fmt.Errorf("bad --log-level %q", level)
+	}
+	o := &slog.HandlerOptions{Level: lv}
+	switch format {
+	case "json":
+		return slog.New(slog.NewJSONHandler(w, o)), nil
+	case "text":
+		return slog.New(slog.NewTextHandler(w, o)), nil
+	}
+	return nil, fmt.Errorf("bad --log-format %q (want json or text)", format)
+}
