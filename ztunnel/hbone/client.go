@@ -1,0 +1,161 @@
+package hbone
+
+import (
+	"cmp"
+	"context"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/netip"
+	"sync"
+	"time"
+
+	"golang.org/x/net/http2"
+
+	"github.com/agentmesh/agentmesh/internal/spiffe"
+)
+
+// Client defaults.
+const (
+	DefaultIdleTimeout       = time.Minute
+	DefaultMaxStreamsPerConn = 100
+	streamWindow             = 512 << 10 // receive buffer per stream
+	connWindow               = 8 << 20   // receive buffer per connection
+)
+
+// ClientOptions configure a Client.
+type ClientOptions struct {
+	Logger            *slog.Logger
+	IdleTimeout       time.Duration // a connection without streams is closed after this
+	MaxStreamsPerConn int           // a new connection is opened beyond this
+}
+
+// Client opens HBONE streams over pooled mTLS HTTP/2 connections.
+//
+// Connections are pooled per (source id, destination id, source ip,
+// destination ip): a TLS connection carries one source identity's
+// certificate, it was dialed from inside one source pod's network namespace
+// (its source ip) and it lands in one destination pod's namespace, so a
+// connection can only carry streams that agree on all four.
+type Client struct {
+	log        *slog.Logger
+	idle       time.Duration
+	maxStreams int
+	tr         *http2.Transport
+	ctx        context.Context // canceled by Close: aborts every stream
+	cancel     context.CancelFunc
+	wg         sync.WaitGroup // the janitor
+
+	mu     sync.Mutex
+	pools  map[poolKey]*pool // guarded by mu
+	closed bool              // guarded by mu
+}
+
+type poolKey struct {
+	src, dst     spiffe.ID
+	srcIP, dstIP netip.Addr
+}
+
+// PoolStats counts a Client's connections and open streams.
+type PoolStats struct {
+	Conns   int `json:"conns"`
+	Streams int `json:"streams"`
+}
+
+// NewClient returns a Client; Close it to stop its connections.
+func NewClient(o ClientOptions) *Client {
+	c := &Client{
+		log:        cmp.Or(o.Logger, slog.Default()),
+		idle:       cmp.Or(o.IdleTimeout, DefaultIdleTimeout),
+		maxStreams: cmp.Or(o.MaxStreamsPerConn, DefaultMaxStreamsPerConn),
+		pools:      map[poolKey]*pool{},
+	}
+	c.ctx, c.cancel = context.WithCancel(context.Background())
+	c.tr = newTransport()
+	c.wg.Add(1)
+	go c.janitor()
+	return c
+}
+
+func newTransport() *http2.Transport {
+	t1 := &http.Transport{HTTP2: &http.HTTP2Config{
+		MaxReceiveBufferPerStream:     streamWindow,
+		MaxReceiveBufferPerConnection: connWindow,
+	}}
+	tr, err := http2.ConfigureTransports(t1)
+	if err != nil { // only when t1 was configured before; it was not
+		panic(fmt.Sprintf("hbone: configure http2 transport: %v", err))
+	}
+	return tr
+}
+
+// Dial opens a stream to t.Authority through t.HBONEAddr, reusing a pooled
+// connection when one has room. A non-200 answer is a *StatusError.
+func (c *Client) Dial(ctx context.Context, t Target) (net.Conn, error) {
+	if err := t.validate(); err != nil {
+		return nil, fmt.Errorf("hbone dial: %w", err)
+	}
+	pc, err := c.acquire(ctx, &t)
+	if err != nil {
+		return nil, fmt.Errorf("hbone dial %s: %w", t.HBONEAddr, err)
+	}
+	s, err := c.openStream(ctx, pc, &t)
+	if err != nil {
+		c.release(pc)
+		return nil, err
+	}
+	return s, nil
+}
+
+// Stats counts the pooled connections and the streams open on them.
+func (c *Client) Stats() PoolStats {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	var s PoolStats
+	for _, p := range c.pools {
+		for _, pc := range p.conns {
+			s.Conns++
+			s.Streams += pc.streams
+		}
+	}
+	return s
+}
+
+// Close closes every connection, aborting their streams, and stops the
+// janitor. Dial fails with net.ErrClosed afterwards.
+func (c *Client) Close() error {
+	c.mu.Lock()
+	var conns []*pconn
+	if !c.closed {
+		c.closed = true
+		for k, p := range c.pools {
+			conns = append(conns, p.conns...)
+			delete(c.pools, k)
+		}
+	}
+	c.mu.Unlock()
+	c.cancel()
+	for _, pc := range conns {
+		pc.close()
+	}
+	c.wg.Wait()
+	return nil
+}
+
+// janitor closes idle, broken and draining connections.
+func (c *Client) janitor() {
+	defer c.wg.Done()
+	tick := time.NewTicker(max(c.idle/4, 10*time.Millisecond))
+	defer tick.Stop()
+	for {
+		select {
+		case <-c.ctx.Done():
+			return
+		case <-tick.C:
+			for _, pc := range c.sweep(time.Now()) {
+				pc.close()
+			}
+		}
+	}
+}

@@ -1,0 +1,196 @@
+package hbone
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/netip"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+func TestEchoThroughStream(t *testing.T) {
+	var seen http.Header
+	var mu sync.Mutex
+	h := HandlerFunc(func(ctx context.Context, r *Request) (net.Conn, error) {
+		mu.Lock()
+		seen = r.Header
+		mu.Unlock()
+		if r.PeerID != idA || !r.PeerAddr.Addr().IsLoopback() {
+			return nil, fmt.Errorf("peer %s at %s", r.PeerID, r.PeerAddr)
+		}
+		return dialUpstream(ctx, r)
+	})
+	e := newEnv(t, h, ClientOptions{})
+	tg := e.target(idA, upstream(t, echo))
+	tg.Header = http.Header{"Baggage": {"k=v"}}
+	c := e.dial(tg)
+	defer c.Close()
+	if _, err := c.Write([]byte("hello")); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.(interface{ CloseWrite() error }).CloseWrite(); err != nil {
+		t.Fatal(err)
+	}
+	got, err := io.ReadAll(c)
+	if err != nil || string(got) != "hello" {
+		t.Fatalf("read %q, %v; want hello and EOF", got, err)
+	}
+	c.Close()
+	mu.Lock()
+	defer mu.Unlock()
+	if seen.Get("Baggage") != "k=v" || len(seen.Get("Traceparent")) != 55 {
+		t.Errorf("headers %v: want baggage passed and a traceparent", seen)
+	}
+	waitFor(t, "OnDone", func() bool { return len(e.results()) == 1 })
+	if r := e.results()[0]; r.Status != 200 || r.BytesIn != 5 || r.BytesOut != 5 || r.Err != nil {
+		t.Errorf("result %+v", r)
+	}
+}
+
+func TestParallelStreamsShareOneConn(t *testing.T) {
+	e := newEnv(t, HandlerFunc(dialUpstream), ClientOptions{})
+	tg := e.target(idA, upstream(t, echo))
+	const n = 50
+	conns := make([]net.Conn, n)
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			c, err := e.cli.Dial(context.Background(), tg)
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			conns[i] = c
+			msg := bytes.Repeat([]byte{byte(i)}, 4096)
+			c.Write(msg)
+			buf := make([]byte, len(msg))
+			if _, err := io.ReadFull(c, buf); err != nil || !bytes.Equal(buf, msg) {
+				t.Errorf("stream %d: echo mismatch, %v", i, err)
+			}
+		}()
+	}
+	wg.Wait()
+	if s := e.cli.Stats(); s != (PoolStats{Conns: 1, Streams: n}) {
+		t.Errorf("stats %+v, want 1 conn with %d streams", s, n)
+	}
+	for _, c := range conns {
+		if c != nil {
+			c.Close()
+		}
+	}
+	if s := e.cli.Stats(); s.Streams != 0 {
+		t.Errorf("after close: stats %+v", s)
+	}
+}
+
+func TestPoolKeys(t *testing.T) {
+	e := newEnv(t, HandlerFunc(dialUpstream), ClientOptions{})
+	up := upstream(t, echo)
+	a, c := e.target(idA, up), e.target(idC, up)
+	a2 := a
+	a2.SrcIP = netip.MustParseAddr("127.0.0.2")
+	for _, tg := range []Target{a, a, c, a2} {
+		s := e.dial(tg)
+		defer s.Close()
+	}
+	if s := e.cli.Stats(); s != (PoolStats{Conns: 3, Streams: 4}) {
+		t.Errorf("stats %+v, want 3 conns (idA, idC, idA from another ip) with 4 streams", s)
+	}
+}
+
+func TestMaxStreamsAndIdle(t *testing.T) {
+	e := newEnv(t, HandlerFunc(dialUpstream), ClientOptions{MaxStreamsPerConn: 2, IdleTimeout: 200 * time.Millisecond})
+	tg := e.target(idA, upstream(t, echo))
+	for range 3 {
+		defer e.dial(tg).Close()
+	}
+	if s := e.cli.Stats(); s != (PoolStats{Conns: 2, Streams: 3}) {
+		t.Errorf("stats %+v, want 2 conns for 3 streams at 2 per conn", s)
+	}
+	time.Sleep(400 * time.Millisecond)
+	if s := e.cli.Stats(); s.Conns != 2 {
+		t.Errorf("busy conns dropped: %+v", s)
+	}
+}
+
+func TestIdleConnsDropped(t *testing.T) {
+	e := newEnv(t, HandlerFunc(dialUpstream), ClientOptions{IdleTimeout: 200 * time.Millisecond})
+	e.dial(e.target(idA, upstream(t, echo))).Close()
+	if s := e.cli.Stats(); s.Conns != 1 {
+		t.Fatalf("stats %+v", s)
+	}
+	waitFor(t, "idle conn dropped", func() bool { return e.cli.Stats().Conns == 0 })
+}
+
+func TestConcurrentDialsShareAttempt(t *testing.T) {
+	e := newEnv(t, HandlerFunc(dialUpstream), ClientOptions{})
+	tg := e.target(idA, upstream(t, echo))
+	var dials atomic.Int32
+	tg.Dial = func(ctx context.Context, network, addr string) (net.Conn, error) {
+		dials.Add(1)
+		time.Sleep(100 * time.Millisecond)
+		var d net.Dialer
+		return d.DialContext(ctx, network, addr)
+	}
+	var wg sync.WaitGroup
+	for range 20 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			c, err := e.cli.Dial(context.Background(), tg)
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			c.Close()
+		}()
+	}
+	wg.Wait()
+	if n := dials.Load(); n != 1 {
+		t.Errorf("20 concurrent Dials made %d connections, want 1", n)
+	}
+}
+
+func TestStatusMapping(t *testing.T) {
+	h := HandlerFunc(func(ctx context.Context, r *Request) (net.Conn, error) {
+		if r.Authority.Port() == 1 {
+			return nil, fmt.Errorf("policy x: %w", ErrDenied)
+		}
+		return nil, errors.New("connection refused")
+	})
+	e := newEnv(t, h, ClientOptions{})
+	for port, want := range map[uint16]int{1: 401, 2: 503} {
+		_, err := e.cli.Dial(context.Background(), e.target(idA, netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), port)))
+		var se *StatusError
+		if !errors.As(err, &se) || se.Code != want {
+			t.Errorf("port %d: err %v, want status %d", port, err, want)
+		}
+	}
+	waitFor(t, "OnDone", func() bool { return len(e.results()) == 2 })
+	if s := e.cli.Stats(); s.Streams != 0 || s.Conns != 1 {
+		t.Errorf("stats %+v after refused streams", s)
+	}
+}
+
+func TestDialErrors(t *testing.T) {
+	e := newEnv(t, HandlerFunc(dialUpstream), ClientOptions{})
+	tg := e.target(idA, upstream(t, echo))
+	tg.TLS = e.m.ClientTLSConfig(idA, idC) // the server is idB
+	if _, err := e.cli.Dial(context.Background(), tg); err == nil || !strings.Contains(err.Error(), "peer id "+idB.String()+", want "+idC.String()) {
+		t.Errorf("wrong peer: err %v", err)
+	}
+	e.cli.Close()
+	if _, err := e.cli.Dial(context.Background(), e.target(idA, tg.Authority)); !errors.Is(err, net.ErrClosed) {
+		t.Errorf("after Close: err %v, want net.ErrClosed", err)
+	}
+}

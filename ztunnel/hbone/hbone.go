@@ -1,0 +1,91 @@
+// Package hbone carries TCP connections as HTTP/2 CONNECT streams over
+// mutual TLS, in the Istio HBONE wire format: TLS 1.3 with ALPN "h2", one
+// CONNECT per proxied connection with :authority "<dest pod ip>:<port>",
+// W3C traceparent and baggage headers, and answers 200 (connected), 401
+// (denied by policy), 503 (upstream failed), 400 (bad authority) and 405
+// (not CONNECT).
+//
+// Half-close: a client's CloseWrite reaches the upstream as a TCP half-close
+// and the upstream's answer keeps flowing. When the upstream ends its side
+// first the stream ends (the client reads EOF) and whatever the client still
+// sends is dropped: the HTTP/2 server cannot end a response while it keeps
+// reading the request.
+package hbone
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/tls"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"net/netip"
+
+	"github.com/agentmesh/agentmesh/internal/spiffe"
+)
+
+// Header names HBONE passes along.
+const (
+	HeaderTraceparent = "Traceparent"
+	HeaderBaggage     = "Baggage"
+)
+
+// Target says where and as whom a Client opens a stream.
+type Target struct {
+	SrcID, DstID spiffe.ID
+	SrcIP        netip.Addr     // source pod ip (part of the pool key)
+	HBONEAddr    netip.AddrPort // dest pod ip:15008
+	Authority    netip.AddrPort // dest pod ip:target port
+	TLS          *tls.Config    // client config from identity.Manager.ClientTLSConfig
+	// Dial makes the TCP connection (ztunnel dials inside the source pod
+	// netns with SO_MARK); a plain net.Dialer when nil.
+	Dial   func(ctx context.Context, network, address string) (net.Conn, error)
+	Header http.Header // extra request headers (traceparent, baggage)
+}
+
+func (t *Target) validate() error {
+	switch {
+	case t.SrcID.IsZero() || t.DstID.IsZero():
+		return errors.New("target needs source and destination ids")
+	case !t.HBONEAddr.IsValid() || !t.Authority.IsValid() || t.Authority.Port() == 0:
+		return errors.New("target needs hbone address and authority")
+	case t.TLS == nil:
+		return errors.New("target needs a tls config")
+	}
+	return nil
+}
+
+// StatusError is a non-200 answer to a CONNECT.
+type StatusError struct {
+	Code    int
+	Message string
+}
+
+func (e *StatusError) Error() string {
+	return fmt.Sprintf("hbone: server answered %d: %s", e.Code, e.Message)
+}
+
+// ErrDenied is wrapped by Handler errors that mean "policy denied"; they are
+// answered 401, every other error 503.
+var ErrDenied = errors.New("denied")
+
+// requestHeader returns t's headers plus a traceparent if it had none.
+func requestHeader(h http.Header) http.Header {
+	out := h.Clone()
+	if out == nil {
+		out = http.Header{}
+	}
+	if out.Get(HeaderTraceparent) == "" {
+		out.Set(HeaderTraceparent, NewTraceparent())
+	}
+	return out
+}
+
+// NewTraceparent returns a W3C traceparent with fresh random ids, sampled.
+func NewTraceparent() string {
+	var b [24]byte
+	rand.Read(b[:])
+	return "00-" + hex.EncodeToString(b[:16]) + "-" + hex.EncodeToString(b[16:]) + "-01"
+}

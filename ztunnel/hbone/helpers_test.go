@@ -1,0 +1,171 @@
+package hbone
+
+import (
+	"context"
+	"crypto/tls"
+	"io"
+	"log/slog"
+	"net"
+	"net/netip"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/agentmesh/agentmesh/internal/spiffe"
+	"github.com/agentmesh/agentmesh/ztunnel/identity"
+)
+
+var (
+	idA = spiffe.New("cluster.local", "ns1", "a")
+	idB = spiffe.New("cluster.local", "ns2", "b")
+	idC = spiffe.New("cluster.local", "ns3", "c")
+)
+
+func quietLogger() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
+
+// env is a CA, a certificate manager for idA, idB, idC, an HBONE server for
+// idB on loopback and a client.
+type env struct {
+	t      *testing.T
+	m      *identity.Manager
+	srv    *Server
+	cli    *Client
+	addr   netip.AddrPort // the HBONE listener
+	h      Handler
+	mu     sync.Mutex
+	done   []Result // OnDone results; guarded by mu
+	active sync.WaitGroup
+}
+
+func newEnv(t *testing.T, h Handler, co ClientOptions) *env {
+	t.Helper()
+	certPEM, keyPEM, err := identity.GenerateCA("cluster.local", time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ca, err := identity.NewLocalCA(certPEM, keyPEM)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := &env{t: t, h: h}
+	e.m = identity.NewManager(identity.ManagerOptions{Signer: ca, Bundle: ca.Bundle(), Logger: quietLogger()})
+	for _, id := range []spiffe.ID{idA, idB, idC} {
+		if err := e.m.Ensure(context.Background(), id); err != nil {
+			t.Fatal(err)
+		}
+	}
+	e.srv = NewServer(ServerOptions{Logger: quietLogger(), OnDone: func(r *Request, res Result) {
+		e.mu.Lock()
+		e.done = append(e.done, res)
+		e.mu.Unlock()
+	}})
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.addr = ln.Addr().(*net.TCPAddr).AddrPort()
+	cfg := e.m.ServerTLSConfig(idB, nil)
+	ctx, cancel := context.WithCancel(context.Background())
+	e.active.Add(1)
+	go func() {
+		defer e.active.Done()
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			e.active.Add(1)
+			go func() {
+				defer e.active.Done()
+				e.srv.ServeConn(ctx, tls.Server(c, cfg), e.h)
+			}()
+		}
+	}()
+	co.Logger = quietLogger()
+	e.cli = NewClient(co)
+	t.Cleanup(func() {
+		e.cli.Close()
+		ln.Close()
+		e.srv.Close()
+		cancel()
+		e.active.Wait()
+	})
+	return e
+}
+
+// target is a stream from src (as 127.0.0.1) to the server, for authority.
+func (e *env) target(src spiffe.ID, authority netip.AddrPort) Target {
+	return Target{
+		SrcID: src, DstID: idB, SrcIP: netip.MustParseAddr("127.0.0.1"),
+		HBONEAddr: e.addr, Authority: authority,
+		TLS: e.m.ClientTLSConfig(src, idB),
+	}
+}
+
+func (e *env) dial(tg Target) net.Conn {
+	e.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	c, err := e.cli.Dial(ctx, tg)
+	if err != nil {
+		e.t.Fatalf("dial: %v", err)
+	}
+	return c
+}
+
+func (e *env) results() []Result {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return append([]Result(nil), e.done...)
+}
+
+// dialUpstream is a Handler that connects to the authority on loopback.
+func dialUpstream(ctx context.Context, r *Request) (net.Conn, error) {
+	var d net.Dialer
+	return d.DialContext(ctx, "tcp", r.Authority.String())
+}
+
+// upstream runs serve on every connection to a loopback listener until the test ends.
+func upstream(t *testing.T, serve func(c *net.TCPConn)) netip.AddrPort {
+	t.Helper()
+	ln, err := net.ListenTCP("tcp", &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for {
+			c, err := ln.AcceptTCP()
+			if err != nil {
+				return
+			}
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				defer c.Close()
+				serve(c)
+			}()
+		}
+	}()
+	t.Cleanup(func() { ln.Close(); wg.Wait() })
+	return ln.Addr().(*net.TCPAddr).AddrPort()
+}
+
+// echo copies everything back and half-closes at EOF.
+func echo(c *net.TCPConn) {
+	io.Copy(c, c)
+	c.CloseWrite()
+}
+
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}

@@ -1,0 +1,179 @@
+package hbone
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"net"
+	"slices"
+	"time"
+
+	"golang.org/x/net/http2"
+
+	"github.com/agentmesh/agentmesh/ztunnel/identity"
+)
+
+// pool is the connections of one poolKey. Guarded by Client.mu.
+type pool struct {
+	conns []*pconn
+	dial  *dialCall // connection attempt in progress, shared by all Dials
+}
+
+// pconn is one pooled TLS connection.
+type pconn struct {
+	cc        *http2.ClientConn
+	tc        *tls.Conn
+	streams   int       // open streams; guarded by Client.mu
+	idleSince time.Time // when streams last dropped to 0; guarded by Client.mu
+}
+
+func (pc *pconn) close() { pc.cc.Close() }
+
+// dialCall is a connection attempt other Dials may wait for.
+type dialCall struct {
+	ctx  context.Context // of the Dial making the attempt
+	done chan struct{}   // closed when err is set
+	err  error
+}
+
+// acquire returns a connection with a stream reserved on it, dialing one or
+// waiting for an attempt in progress when none has room.
+func (c *Client) acquire(ctx context.Context, t *Target) (*pconn, error) {
+	key := poolKey{t.SrcID, t.DstID, t.SrcIP, t.HBONEAddr.Addr()}
+	for {
+		pc, call, mine, err := c.reserve(key, ctx)
+		switch {
+		case err != nil:
+			return nil, err
+		case pc != nil:
+			return pc, nil
+		case mine:
+			c.connect(key, t, call)
+		}
+		select {
+		case <-call.done:
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+		// Another Dial's canceled attempt is no reason to fail this one.
+		if call.err != nil && (call.ctx == ctx || call.ctx.Err() == nil) {
+			return nil, call.err
+		}
+	}
+}
+
+// reserve reserves a stream on a pooled connection with room, or returns the
+// attempt to wait for (mine: the caller must make it).
+func (c *Client) reserve(key poolKey, ctx context.Context) (pc *pconn, call *dialCall, mine bool, err error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closed {
+		return nil, nil, false, net.ErrClosed
+	}
+	p := c.pools[key]
+	if p == nil {
+		p = &pool{}
+		c.pools[key] = p
+	}
+	for _, pc := range p.conns {
+		if pc.streams < c.maxStreams && pc.cc.ReserveNewRequest() {
+			pc.streams++
+			return pc, nil, false, nil
+		}
+	}
+	if p.dial != nil {
+		return nil, p.dial, false, nil
+	}
+	p.dial = &dialCall{ctx: ctx, done: make(chan struct{})}
+	return nil, p.dial, true, nil
+}
+
+// connect dials a new connection for key and adds it to the pool.
+func (c *Client) connect(key poolKey, t *Target, call *dialCall) {
+	pc, err := c.dialConn(call.ctx, t)
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	defer close(call.done)
+	p := c.pools[key]
+	if p != nil && p.dial == call {
+		p.dial = nil
+	}
+	switch {
+	case err != nil:
+		call.err = err
+	case c.closed || p == nil:
+		pc.close()
+		call.err = net.ErrClosed
+	default:
+		pc.idleSince = time.Now()
+		p.conns = append(p.conns, pc)
+	}
+}
+
+// dialConn makes the TCP connection, the TLS handshake and the HTTP/2 client.
+func (c *Client) dialConn(ctx context.Context, t *Target) (*pconn, error) {
+	dial := t.Dial
+	if dial == nil {
+		dial = (&net.Dialer{}).DialContext
+	}
+	raw, err := dial(ctx, "tcp", t.HBONEAddr.String())
+	if err != nil {
+		return nil, err
+	}
+	cfg := t.TLS.Clone()
+	if !slices.Contains(cfg.NextProtos, identity.ALPN) {
+		cfg.NextProtos = append(cfg.NextProtos, identity.ALPN)
+	}
+	tc := tls.Client(raw, cfg)
+	if err := tc.HandshakeContext(ctx); err != nil {
+		raw.Close()
+		return nil, fmt.Errorf("tls handshake: %w", err)
+	}
+	if p := tc.ConnectionState().NegotiatedProtocol; p != identity.ALPN {
+		tc.Close()
+		return nil, fmt.Errorf("server negotiated alpn %q, want %q", p, identity.ALPN)
+	}
+	//lint:ignore SA1019 x/net's NewClientConn is the way to run HTTP/2 on a conn we dialed ourselves.
+	cc, err := c.tr.NewClientConn(tc)
+	if err != nil {
+		tc.Close()
+		return nil, fmt.Errorf("http2 client: %w", err)
+	}
+	c.log.Debug("hbone connection up", "dst", t.HBONEAddr.String(), "src", t.SrcID.String(), "dst_id", t.DstID.String())
+	return &pconn{cc: cc, tc: tc}, nil
+}
+
+// release gives back a stream reserved on pc.
+func (c *Client) release(pc *pconn) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	pc.streams--
+	if pc.streams == 0 {
+		pc.idleSince = time.Now()
+	}
+}
+
+// sweep removes the connections that are broken, draining without streams
+// or idle too long, and returns them for closing.
+func (c *Client) sweep(now time.Time) []*pconn {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	var dead []*pconn
+	for k, p := range c.pools {
+		p.conns = slices.DeleteFunc(p.conns, func(pc *pconn) bool {
+			st := pc.cc.State()
+			gone := st.Closed || (pc.streams == 0 && (st.Closing || !pc.cc.CanTakeNewRequest() || now.Sub(pc.idleSince) > c.idle))
+			if gone {
+				dead = append(dead, pc)
+			}
+			return gone
+		})
+		if len(p.conns) == 0 && p.dial == nil {
+			delete(c.pools, k)
+		}
+	}
+	return dead
+}
+
+var errStreamClosed = errors.New("hbone stream closed")

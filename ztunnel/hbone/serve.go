@@ -1,0 +1,58 @@
+package hbone
+
+import (
+	"errors"
+	"net/http"
+	"time"
+)
+
+// serveStream answers one request on a connection.
+func (s *Server) serveStream(w http.ResponseWriter, r *http.Request, c *connState) {
+	if !c.enter() {
+		return
+	}
+	defer c.active.Done()
+	start := time.Now()
+	req := &Request{PeerID: c.peer, PeerAddr: c.remote, LocalAddr: c.local, Header: r.Header}
+	var res Result
+	defer func() {
+		res.Duration = time.Since(start)
+		if s.onDone != nil {
+			s.onDone(req, res)
+		}
+	}()
+	if r.Method != http.MethodConnect {
+		w.Header().Set("Allow", http.MethodConnect)
+		res.Status, res.Err = http.StatusMethodNotAllowed, errors.New("method "+r.Method+" not allowed")
+		http.Error(w, "method not allowed", res.Status)
+		return
+	}
+	auth, err := ParseAuthority(r.Host)
+	if err != nil {
+		res.Status, res.Err = http.StatusBadRequest, err
+		http.Error(w, "bad authority", res.Status)
+		return
+	}
+	req.Authority = auth
+	up, err := c.h.ServeHBONE(r.Context(), req)
+	if err != nil {
+		res.Status, res.Err = statusFor(err), err
+		http.Error(w, http.StatusText(res.Status), res.Status)
+		return
+	}
+	defer up.Close()
+	res.Status = http.StatusOK
+	w.WriteHeader(http.StatusOK)
+	if err := http.NewResponseController(w).Flush(); err != nil {
+		res.Err = err
+		return
+	}
+	res.BytesIn, res.BytesOut, res.Err = splice(r.Context(), w, r.Body, up)
+}
+
+func statusFor(err error) int {
+	if errors.Is(err, ErrDenied) {
+		return http.StatusUnauthorized
+	}
+	return http.StatusServiceUnavailable
+}

@@ -1,0 +1,215 @@
+package hbone
+
+import (
+	"cmp"
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/netip"
+	"sync"
+	"time"
+
+	"golang.org/x/net/http2"
+
+	"github.com/agentmesh/agentmesh/internal/spiffe"
+	"github.com/agentmesh/agentmesh/ztunnel/identity"
+)
+
+// Server limits.
+const (
+	handshakeTimeout     = 10 * time.Second
+	maxConcurrentStreams = 1000
+)
+
+// Request is one CONNECT as the Handler sees it.
+type Request struct {
+	PeerID    spiffe.ID      // from the verified client certificate
+	PeerAddr  netip.AddrPort // TCP remote address of the TLS connection
+	LocalAddr netip.AddrPort
+	Authority netip.AddrPort // parsed :authority
+	Header    http.Header
+}
+
+// Handler connects a CONNECT to its upstream. Errors wrapping ErrDenied are
+// answered 401, other errors 503. The returned conn is closed by the Server.
+type Handler interface {
+	ServeHBONE(ctx context.Context, r *Request) (upstream net.Conn, err error)
+}
+
+// HandlerFunc adapts a function to Handler.
+type HandlerFunc func(ctx context.Context, r *Request) (net.Conn, error)
+
+// ServeHBONE calls f.
+func (f HandlerFunc) ServeHBONE(ctx context.Context, r *Request) (net.Conn, error) { return f(ctx, r) }
+
+// Result is how a stream ended, for access logs and metrics.
+type Result struct {
+	BytesIn  int64 // client to upstream
+	BytesOut int64 // upstream to client
+	Duration time.Duration
+	Status   int // the answer: 200, 400, 401, 405, 503
+	Err      error
+}
+
+// ServerOptions configure a Server.
+type ServerOptions struct {
+	Logger *slog.Logger
+	// OnDone is called once per stream when it ends, also for refused ones
+	// (Request.Authority is zero when the authority was bad).
+	OnDone func(r *Request, res Result)
+}
+
+// Server answers HBONE CONNECTs on TLS connections.
+type Server struct {
+	log    *slog.Logger
+	onDone func(*Request, Result)
+	h2     *http2.Server
+	base   *http.Server // only carries the error log for http2.Server
+
+	mu     sync.Mutex
+	conns  map[*tls.Conn]struct{} // being served; guarded by mu
+	closed bool                   // guarded by mu
+	wg     sync.WaitGroup         // ServeConn calls; Add only under mu while !closed
+}
+
+// NewServer returns a Server.
+func NewServer(o ServerOptions) *Server {
+	log := cmp.Or(o.Logger, slog.Default())
+	return &Server{
+		log:    log,
+		onDone: o.OnDone,
+		h2: &http2.Server{
+			MaxConcurrentStreams:         maxConcurrentStreams,
+			MaxUploadBufferPerStream:     streamWindow,
+			MaxUploadBufferPerConnection: connWindow,
+		},
+		base:  &http.Server{ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelDebug)},
+		conns: map[*tls.Conn]struct{}{},
+	}
+}
+
+// ServeConn serves CONNECTs on conn with h until the connection ends, ctx is
+// done or the Server is closed, and closes conn. It does the TLS handshake if
+// the caller has not; the TLS config must verify the client (identity's
+// ServerTLSConfig does).
+func (s *Server) ServeConn(ctx context.Context, conn *tls.Conn, h Handler) {
+	if !s.track(conn) {
+		conn.Close()
+		return
+	}
+	defer s.untrack(conn)
+	defer conn.Close()
+	stop := context.AfterFunc(ctx, func() { conn.Close() })
+	defer stop()
+	cs, err := s.accept(ctx, conn)
+	if err != nil {
+		s.log.Debug("hbone connection refused", "peer", conn.RemoteAddr().String(), "err", err)
+		return
+	}
+	cs.h = h
+	s.h2.ServeConn(conn, &http2.ServeConnOpts{
+		Context:    ctx,
+		BaseConfig: s.base,
+		Handler:    http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { s.serveStream(w, r, cs) }),
+	})
+	cs.closeAndWait()
+}
+
+// accept finishes the handshake and reads who the peer is.
+func (s *Server) accept(ctx context.Context, conn *tls.Conn) (*connState, error) {
+	hctx, cancel := context.WithTimeout(ctx, handshakeTimeout)
+	defer cancel()
+	if err := conn.HandshakeContext(hctx); err != nil {
+		return nil, fmt.Errorf("tls handshake: %w", err)
+	}
+	st := conn.ConnectionState()
+	if st.NegotiatedProtocol != identity.ALPN {
+		return nil, fmt.Errorf("client negotiated alpn %q, want %q", st.NegotiatedProtocol, identity.ALPN)
+	}
+	peer, err := identity.PeerID(st)
+	if err != nil {
+		return nil, fmt.Errorf("peer identity: %w", err)
+	}
+	return &connState{
+		peer:   peer,
+		remote: addrPort(conn.RemoteAddr()),
+		local:  addrPort(conn.LocalAddr()),
+	}, nil
+}
+
+func addrPort(a net.Addr) netip.AddrPort {
+	if ta, ok := a.(*net.TCPAddr); ok {
+		ap := ta.AddrPort()
+		return netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
+	}
+	ap, _ := netip.ParseAddrPort(a.String())
+	return ap
+}
+
+func (s *Server) track(conn *tls.Conn) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return false
+	}
+	s.conns[conn] = struct{}{}
+	s.wg.Add(1)
+	return true
+}
+
+func (s *Server) untrack(conn *tls.Conn) {
+	s.mu.Lock()
+	delete(s.conns, conn)
+	s.mu.Unlock()
+	s.wg.Done()
+}
+
+// Close closes every connection being served and waits until their
+// ServeConn calls and stream handlers have returned. Later ServeConn calls
+// close their connection at once.
+func (s *Server) Close() error {
+	s.mu.Lock()
+	s.closed = true
+	var errs []error
+	for c := range s.conns {
+		if err := c.NetConn().Close(); err != nil && !errors.Is(err, net.ErrClosed) {
+			errs = append(errs, err)
+		}
+	}
+	s.mu.Unlock()
+	s.wg.Wait()
+	return errors.Join(errs...)
+}
+
+// connState is what the streams of one connection share.
+type connState struct {
+	peer          spiffe.ID
+	remote, local netip.AddrPort
+	h             Handler
+
+	mu     sync.Mutex
+	done   bool           // no new streams; guarded by mu
+	active sync.WaitGroup // stream handlers; Add only under mu while !done
+}
+
+// enter registers a stream handler; false once the connection is done.
+func (c *connState) enter() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.done {
+		return false
+	}
+	c.active.Add(1)
+	return true
+}
+
+func (c *connState) closeAndWait() {
+	c.mu.Lock()
+	c.done = true
+	c.mu.Unlock()
+	c.active.Wait()
+}

@@ -1,0 +1,177 @@
+package hbone
+
+import (
+	"context"
+	"crypto/tls"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"runtime"
+	"strings"
+	"testing"
+	"time"
+
+	"golang.org/x/net/http2"
+)
+
+// rawConn is an HTTP/2 client connection to the env's server as idA.
+func (e *env) rawConn() *http2.ClientConn {
+	e.t.Helper()
+	tc, err := tls.Dial("tcp", e.addr.String(), e.m.ClientTLSConfig(idA, idB))
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	//lint:ignore SA1019 the test speaks raw HTTP/2 like the client does.
+	cc, err := (&http2.Transport{}).NewClientConn(tc)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	e.t.Cleanup(func() { cc.Close() })
+	return cc
+}
+
+func TestBadRequestsRefused(t *testing.T) {
+	called := false
+	h := HandlerFunc(func(ctx context.Context, r *Request) (net.Conn, error) {
+		called = true
+		return nil, ErrDenied
+	})
+	e := newEnv(t, h, ClientOptions{})
+	cc := e.rawConn()
+	for _, tc := range []struct {
+		method, host string
+		want         int
+	}{
+		{http.MethodConnect, "example.com:80", 400},
+		{http.MethodConnect, "127.0.0.1:0", 400},
+		{http.MethodConnect, "[fe80::1%25lo]:80", 400},
+		{http.MethodGet, "127.0.0.1:80", 405},
+		{http.MethodPost, "127.0.0.1:80", 405},
+	} {
+		req := &http.Request{Method: tc.method, Host: tc.host, URL: &url.URL{Scheme: "https", Host: tc.host, Path: "/"}, Header: http.Header{}}
+		resp, err := cc.RoundTrip(req)
+		if err != nil {
+			t.Fatalf("%s %s: %v", tc.method, tc.host, err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != tc.want {
+			t.Errorf("%s %s: status %d, want %d", tc.method, tc.host, resp.StatusCode, tc.want)
+		}
+	}
+	if called {
+		t.Error("handler called for a bad request")
+	}
+	waitFor(t, "OnDone", func() bool { return len(e.results()) == 5 })
+}
+
+func TestHalfClose(t *testing.T) {
+	// The upstream reads to EOF, then answers with what it got.
+	countThenAnswer := func(c *net.TCPConn) {
+		b, _ := io.ReadAll(c)
+		fmt.Fprintf(c, "got %d bytes", len(b))
+	}
+	e := newEnv(t, HandlerFunc(dialUpstream), ClientOptions{})
+	c := e.dial(e.target(idA, upstream(t, countThenAnswer)))
+	defer c.Close()
+	payload := strings.Repeat("x", 1<<20)
+	go func() {
+		io.WriteString(c, payload)
+		c.(interface{ CloseWrite() error }).CloseWrite()
+	}()
+	got, err := io.ReadAll(c)
+	if err != nil || string(got) != "got 1048576 bytes" {
+		t.Fatalf("read %q, %v", got, err)
+	}
+}
+
+func TestUpstreamClosesFirst(t *testing.T) {
+	banner := func(c *net.TCPConn) { io.WriteString(c, "bye") }
+	e := newEnv(t, HandlerFunc(dialUpstream), ClientOptions{})
+	c := e.dial(e.target(idA, upstream(t, banner)))
+	defer c.Close()
+	got, err := io.ReadAll(c) // the client never half-closes
+	if err != nil || string(got) != "bye" {
+		t.Fatalf("read %q, %v; want bye and EOF", got, err)
+	}
+}
+
+func TestServerSurvivesGarbage(t *testing.T) {
+	e := newEnv(t, HandlerFunc(dialUpstream), ClientOptions{})
+	cfg := e.m.ClientTLSConfig(idA, idB)
+	for _, junk := range []string{
+		"GET / HTTP/1.1\r\nHost: x\r\n\r\n",
+		"PRI * HTTP/2.0\r\n\r\nSM", // truncated preface
+		strings.Repeat("\x00\xff", 5000),
+	} {
+		tc, err := tls.Dial("tcp", e.addr.String(), cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		io.WriteString(tc, junk)
+		if junk[0] == 'P' {
+			tc.Close() // truncated: hang up mid-preface
+			continue
+		}
+		tc.SetReadDeadline(time.Now().Add(5 * time.Second))
+		if _, err := io.Copy(io.Discard, tc); err != nil {
+			t.Errorf("junk %.10q: server did not hang up cleanly: %v", junk, err)
+		}
+		tc.Close()
+	}
+	raw, err := net.Dial("tcp", e.addr.String()) // not even TLS
+	if err != nil {
+		t.Fatal(err)
+	}
+	io.WriteString(raw, "hello\r\n\r\n")
+	raw.Close()
+
+	c := e.dial(e.target(idA, upstream(t, echo)))
+	defer c.Close()
+	io.WriteString(c, "still serving")
+	buf := make([]byte, 13)
+	if _, err := io.ReadFull(c, buf); err != nil || string(buf) != "still serving" {
+		t.Fatalf("after garbage: %q, %v", buf, err)
+	}
+}
+
+func TestCloseLeavesNoGoroutines(t *testing.T) {
+	before := runtime.NumGoroutine()
+	t.Run("traffic", func(t *testing.T) {
+		e := newEnv(t, HandlerFunc(dialUpstream), ClientOptions{})
+		up := upstream(t, echo)
+		for range 10 {
+			c := e.dial(e.target(idA, up))
+			io.WriteString(c, "x")
+			c.Read(make([]byte, 1))
+			// left open on purpose: Close must tear it down
+		}
+		e.dial(e.target(idC, up)).Close()
+	})
+	deadline := time.Now().Add(5 * time.Second)
+	for runtime.NumGoroutine() > before {
+		if time.Now().After(deadline) {
+			buf := make([]byte, 1<<20)
+			t.Fatalf("%d goroutines after Close, %d before:\n%s", runtime.NumGoroutine(), before, buf[:runtime.Stack(buf, true)])
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func TestServerCloseEndsStreams(t *testing.T) {
+	e := newEnv(t, HandlerFunc(dialUpstream), ClientOptions{})
+	c := e.dial(e.target(idA, upstream(t, echo)))
+	defer c.Close()
+	done := make(chan error, 1)
+	go func() { _, err := io.ReadAll(c); done <- err }()
+	if err := e.srv.Close(); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-done:
+	case <-time.After(5 * time.Second):
+		t.Fatal("stream still open after Server.Close")
+	}
+	waitFor(t, "OnDone", func() bool { return len(e.results()) == 1 })
+}
