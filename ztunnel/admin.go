@@ -1,0 +1,60 @@
+package ztunnel
+
+import (
+	"encoding/json"
+	"net/http"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+)
+
+// AdminHandler serves the admin API (bind it to localhost only):
+//
+//	GET /healthz  200 "ok" while the process runs
+//	GET /pods     handed-over pods with their listeners (JSON)
+//	GET /certs    workload certificates (JSON)
+//	GET /config   the mesh config in force (JSON)
+func (n *Node) AdminHandler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
+		w.Write([]byte("ok\n"))
+	})
+	mux.HandleFunc("GET /pods", func(w http.ResponseWriter, _ *http.Request) {
+		writeJSON(w, n.Pods())
+	})
+	mux.HandleFunc("GET /certs", func(w http.ResponseWriter, _ *http.Request) {
+		writeJSON(w, n.opts.Certs.Snapshot())
+	})
+	mux.HandleFunc("GET /config", func(w http.ResponseWriter, _ *http.Request) {
+		writeJSON(w, n.Index().Config)
+	})
+	return mux
+}
+
+// ReadyHandler serves GET /healthz/ready: 200 once Ready, else 503 with the
+// reason.
+func (n *Node) ReadyHandler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /healthz/ready", func(w http.ResponseWriter, _ *http.Request) {
+		if err := n.Ready(); err != nil {
+			http.Error(w, err.Error(), http.StatusServiceUnavailable)
+			return
+		}
+		w.Write([]byte("ready\n"))
+	})
+	return mux
+}
+
+// MetricsHandler serves GET /metrics from reg.
+func MetricsHandler(reg *prometheus.Registry) http.Handler {
+	mux := http.NewServeMux()
+	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
+	return mux
+}
+
+func writeJSON(w http.ResponseWriter, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	enc.Encode(v)
+}

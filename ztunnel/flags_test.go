@@ -1,0 +1,54 @@
+package ztunnel
+
+import (
+	"bytes"
+	"context"
+	"log/slog"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/agentmesh/agentmesh/internal/mesh"
+)
+
+func TestParseFlags(t *testing.T) {
+	req := []string{"--node", "n1", "--config", "c.json", "--ca-cert", "ca.pem", "--ca-key", "ca.key"}
+	o, err := parseFlags(req, &bytes.Buffer{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if o.pinDir != mesh.DefaultPinDir || o.agentdSocket != mesh.DefaultAgentdSocket || o.certLifetime != 24*time.Hour ||
+		o.adminAddr != "127.0.0.1:15000" || o.metricsAddr != ":15020" || o.readyAddr != ":15021" ||
+		o.logFormat != "json" || o.logLevel != slog.LevelInfo {
+		t.Errorf("defaults: %+v", o)
+	}
+	o, err = parseFlags(append(req, "--log-level", "debug", "--log-format", "text", "--cert-lifetime", "1h"), &bytes.Buffer{})
+	if err != nil || o.logLevel != slog.LevelDebug || o.logFormat != "text" || o.certLifetime != time.Hour {
+		t.Errorf("overrides: %+v, %v", o, err)
+	}
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{nil, "missing required flags: --node, --config, --ca-cert, --ca-key"},
+		{append(req, "--log-format", "xml"), "--log-format"},
+		{append(req, "--log-level", "loud"), "log-level"},
+		{append(req, "--cert-lifetime", "-1h"), "positive"},
+		{append(req, "extra"), "unexpected arguments"},
+	} {
+		if _, err := parseFlags(tc.args, &bytes.Buffer{}); err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("parseFlags(%v) = %v, want %q", tc.args, err, tc.want)
+		}
+	}
+}
+
+func TestRunHelpAndErrors(t *testing.T) {
+	var out bytes.Buffer
+	if err := Run(context.Background(), []string{"-h"}, &out); err != nil || !strings.Contains(out.String(), "--agentd-socket") && !strings.Contains(out.String(), "-agentd-socket") {
+		t.Errorf("Run -h = %v, usage %q", err, out.String())
+	}
+	err := Run(context.Background(), []string{"--node", "n1", "--config", "c.json", "--ca-cert", "/nonexistent", "--ca-key", "/nonexistent"}, &out)
+	if err == nil || !strings.Contains(err.Error(), "load local ca") {
+		t.Errorf("Run with a missing CA = %v", err)
+	}
+}

@@ -1,0 +1,142 @@
+package ztunnel
+
+import (
+	"context"
+	"crypto/tls"
+	"fmt"
+	"net"
+	"net/http"
+	"net/netip"
+	"time"
+
+	"github.com/agentmesh/agentmesh/internal/mesh"
+	"github.com/agentmesh/agentmesh/internal/spiffe"
+	"github.com/agentmesh/agentmesh/ztunnel/hbone"
+)
+
+// serveHBONE terminates mTLS on the pod's 15008 socket and serves the HBONE
+// CONNECT streams on it.
+func (n *Node) serveHBONE(ctx context.Context, p *pod, c net.Conn) {
+	src := addrPort(c.RemoteAddr())
+	cfg := n.opts.Certs.ServerTLSConfig(p.id, n.authorizer(src))
+	tc := tls.Server(c, cfg)
+	hctx, cancel := context.WithTimeout(ctx, n.opts.HandshakeTimeout)
+	err := tc.HandshakeContext(hctx)
+	cancel()
+	if err != nil {
+		reason := handshakeReason(err)
+		n.log.Warn("inbound hbone handshake failed, connection closed",
+			"pod", p.name(), "src_addr", src.String(), "dst_addr", addrPort(c.LocalAddr()).String(),
+			"reason", reason, "err", err)
+		n.metrics.handshakeFailures.WithLabelValues(reason).Inc()
+		return
+	}
+	n.server.ServeConn(ctx, tc, inboundHandler{n: n, p: p})
+}
+
+// authorizer returns the TLS peer check for a connection from src: the peer's
+// SPIFFE id must be the identity of the workload that owns src's address, so
+// a workload cannot present another's certificate from its own address.
+func (n *Node) authorizer(src netip.AddrPort) func(spiffe.ID, tls.ConnectionState) error {
+	return func(peer spiffe.ID, _ tls.ConnectionState) error {
+		return authorizePeer(n.Index(), peer, src.Addr())
+	}
+}
+
+// inboundHandler delivers HBONE streams to the app in its pod.
+type inboundHandler struct {
+	n *Node
+	p *pod
+}
+
+// ServeHBONE checks the stream's authority is this pod and dials the app.
+func (h inboundHandler) ServeHBONE(ctx context.Context, req *hbone.Request) (net.Conn, error) {
+	h.n.metrics.opened(dirInbound, protoHBONE)
+	if err := checkAuthority(h.p, req.Authority); err != nil {
+		h.n.log.Warn("hbone stream refused", "pod", h.p.name(), "src_addr", req.PeerAddr.String(),
+			"src_identity", req.PeerID.String(), "authority", req.Authority.String(), "err", err)
+		return nil, err
+	}
+	ctx, cancel := context.WithTimeout(ctx, h.n.opts.DialTimeout)
+	defer cancel()
+	c, err := h.n.dial(ctx, h.p, "tcp", req.Authority.String())
+	if err != nil {
+		return nil, fmt.Errorf("deliver to %s: %w", req.Authority, err)
+	}
+	return c, nil
+}
+
+// checkAuthority refuses streams not addressed to one of the pod's addresses
+// or addressed to a mesh port (which would loop back into ztunnel).
+func checkAuthority(p *pod, a netip.AddrPort) error {
+	if !a.IsValid() || a.Port() == 0 {
+		return fmt.Errorf("%w: invalid authority %q", hbone.ErrDenied, a.String())
+	}
+	if !p.owns(a.Addr()) {
+		return fmt.Errorf("%w: authority %s is not an address of pod %s", hbone.ErrDenied, a, p.name())
+	}
+	if isMeshPort(a.Port()) {
+		return fmt.Errorf("%w: authority %s is a mesh port", hbone.ErrDenied, a)
+	}
+	return nil
+}
+
+func isMeshPort(port uint16) bool {
+	switch port {
+	case mesh.OutboundPort, mesh.InboundPlaintextPort, mesh.HBONEPort, mesh.DNSPort:
+		return true
+	}
+	return false
+}
+
+// inboundDone writes the access log line of one finished HBONE stream.
+func (n *Node) inboundDone(req *hbone.Request, res hbone.Result) {
+	idx := n.Index()
+	r := &record{
+		direction: dirInbound, protocol: protoHBONE, mtls: true,
+		src: req.PeerAddr, dst: req.Authority,
+		srcW: idx.ByIP(req.PeerAddr.Addr()), dstW: idx.ByIP(req.Authority.Addr()),
+		srcID: req.PeerID,
+		sent:  res.BytesIn, received: res.BytesOut,
+		start: time.Now().Add(-res.Duration),
+		err:   res.Err,
+	}
+	if r.dstW != nil {
+		r.dstID = idx.Config.Identity(r.dstW)
+	}
+	if res.Status == http.StatusBadRequest || res.Status == http.StatusMethodNotAllowed {
+		n.metrics.opened(r.direction, r.protocol) // refused before ServeHBONE
+	}
+	n.logAccess(r)
+}
+
+// servePlaintext delivers a connection sk_lookup steered to 15006. Its local
+// address is the original destination. mTLS mode is PERMISSIVE: plaintext is
+// accepted and logged with mtls=false.
+func (n *Node) servePlaintext(ctx context.Context, p *pod, c net.Conn) {
+	idx := n.Index()
+	r := &record{
+		direction: dirInbound, protocol: protoPlaintext, start: time.Now(),
+		src: addrPort(c.RemoteAddr()), dst: addrPort(c.LocalAddr()),
+		dstW: &p.workload, dstID: p.id,
+	}
+	r.srcW = idx.ByIP(r.src.Addr())
+	n.metrics.opened(r.direction, r.protocol)
+	if err := checkAuthority(p, r.dst); err != nil {
+		r.err = fmt.Errorf("refused: %w", err)
+		n.logAccess(r)
+		return
+	}
+	dctx, cancel := context.WithTimeout(ctx, n.opts.DialTimeout)
+	up, err := n.dial(dctx, p, "tcp", r.dst.String())
+	cancel()
+	if err != nil {
+		r.err = fmt.Errorf("deliver to %s: %w", r.dst, err)
+		n.logAccess(r)
+		return
+	}
+	stop := context.AfterFunc(ctx, func() { up.Close() })
+	defer stop()
+	r.sent, r.received, r.err = join(c, up)
+	n.logAccess(r)
+}

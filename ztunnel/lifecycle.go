@@ -1,0 +1,216 @@
+package ztunnel
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"slices"
+	"time"
+
+	"github.com/agentmesh/agentmesh/internal/handoff"
+	"github.com/agentmesh/agentmesh/internal/netns"
+)
+
+// errClosed is returned by AddPod after the node shut down.
+var errClosed = errors.New("ztunnel node is shut down")
+
+// teardownWait bounds how long removing a pod waits for its goroutines.
+const teardownWait = 5 * time.Second
+
+// AddPod takes over a pod netns handed over by agentd. The node owns netns
+// from now on. A pod the config does not know yet stays pending and is set up
+// when the config catches up; setup failures are retried.
+func (n *Node) AddPod(info handoff.Pod, ns *os.File) error {
+	n.opMu.Lock()
+	defer n.opMu.Unlock()
+	if n.closed {
+		ns.Close()
+		return errClosed
+	}
+	n.mu.Lock()
+	old := n.pods[info.UID]
+	n.mu.Unlock()
+	if old != nil {
+		st, _ := old.getState()
+		if st == stateReady && info.NetnsCookie != 0 && info.NetnsCookie == old.info.NetnsCookie {
+			// A re-sent add after agentd reconnected, same netns: keep
+			// what runs.
+			ns.Close()
+			return nil
+		}
+		n.removeLocked(info.UID)
+	}
+	p := &pod{info: info, netns: ns, nsFD: int(ns.Fd()), state: statePending}
+	n.mu.Lock()
+	n.pods[info.UID] = p
+	n.mu.Unlock()
+	n.log.Info("pod handed over", "pod", p.name(), "uid", info.UID, "ips", info.IPs)
+	err := n.trySetupLocked(p)
+	n.metrics.refreshPods()
+	return err
+}
+
+// RemovePod tears down everything the node made for the pod.
+func (n *Node) RemovePod(uid string) error {
+	n.opMu.Lock()
+	defer n.opMu.Unlock()
+	err := n.removeLocked(uid)
+	n.metrics.refreshPods()
+	return err
+}
+
+// SnapshotDone drops every pod agentd did not re-send after (re)connecting.
+func (n *Node) SnapshotDone(uids []string) error {
+	n.opMu.Lock()
+	defer n.opMu.Unlock()
+	n.mu.Lock()
+	var stale []string
+	for uid := range n.pods {
+		if !slices.Contains(uids, uid) {
+			stale = append(stale, uid)
+		}
+	}
+	n.snapshotDone = true
+	n.mu.Unlock()
+	var errs []error
+	for _, uid := range stale {
+		n.log.Info("dropping pod not in agentd snapshot", "uid", uid)
+		errs = append(errs, n.removeLocked(uid))
+	}
+	n.metrics.refreshPods()
+	return errors.Join(errs...)
+}
+
+// reconcile retries the setup of every pod that is not ready.
+func (n *Node) reconcile() {
+	n.opMu.Lock()
+	defer n.opMu.Unlock()
+	if n.closed {
+		return
+	}
+	n.mu.Lock()
+	var todo []*pod
+	for _, p := range n.pods {
+		if st, _ := p.getState(); st != stateReady {
+			todo = append(todo, p)
+		}
+	}
+	n.mu.Unlock()
+	for _, p := range todo {
+		n.trySetupLocked(p) //nolint:errcheck // logged; retried next round
+	}
+	n.metrics.refreshPods()
+}
+
+func (n *Node) removeLocked(uid string) error {
+	n.mu.Lock()
+	p := n.pods[uid]
+	delete(n.pods, uid)
+	n.mu.Unlock()
+	if p == nil {
+		return nil
+	}
+	return n.teardownLocked(p)
+}
+
+// teardownLocked undoes setup; see Node.Run for the order.
+func (n *Node) teardownLocked(p *pod) error {
+	st, _ := p.getState()
+	var errs []error
+	for _, l := range p.listeners {
+		for _, ip := range l.registered {
+			if err := n.opts.Listeners.Delete(ip, l.port()); err != nil {
+				errs = append(errs, fmt.Errorf("delete listener %s:%d: %w", ip, l.port(), err))
+			}
+		}
+		l.ln.Close()
+	}
+	if p.cancel != nil {
+		p.cancel()
+	}
+	if !waitTimeout(&p.wg, teardownWait) {
+		errs = append(errs, fmt.Errorf("pod %s: connections still running after %s", p.name(), teardownWait))
+	}
+	p.netns.Close()
+	if st == stateReady && !n.identityInUseLocked(p) {
+		n.opts.Certs.Forget(p.id)
+	}
+	p.setState("removed", nil)
+	err := errors.Join(errs...)
+	n.log.Info("pod removed", "pod", p.name(), "uid", p.info.UID, "err", err)
+	return err
+}
+
+// identityInUseLocked reports whether another ready pod shares p's identity.
+func (n *Node) identityInUseLocked(p *pod) bool {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	for _, o := range n.pods {
+		if st, _ := o.getState(); o != p && st == stateReady && o.id == p.id {
+			return true
+		}
+	}
+	return false
+}
+
+// trySetupLocked sets p up if the config knows it, else leaves it pending.
+func (n *Node) trySetupLocked(p *pod) error {
+	idx := n.Index()
+	w := idx.ByUID(p.info.UID)
+	if w == nil {
+		if !p.pendingLogged {
+			n.log.Info("pod not in mesh config yet, pending", "pod", p.name(), "uid", p.info.UID)
+			p.pendingLogged = true
+		}
+		p.setState(statePending, nil)
+		return nil
+	}
+	if !w.Enrolled {
+		n.log.Warn("pod handed over but not enrolled in the mesh config; setting it up anyway", "pod", p.name())
+	}
+	p.workload = *w
+	p.id = idx.Config.Identity(w)
+	p.ips = podIPs(p.info.IPs, w.IPs)
+	if err := n.setupLocked(p); err != nil {
+		level := slog.LevelError
+		if _, last := p.getState(); last != nil && last.Error() == err.Error() {
+			level = slog.LevelDebug // the same failure again: said already
+		}
+		p.setState(stateFailed, err)
+		n.log.Log(context.Background(), level, "pod setup failed, will retry", "pod", p.name(), "uid", p.info.UID, "err", err)
+		return err
+	}
+	p.setState(stateReady, nil)
+	n.log.Info("pod ready", "pod", p.name(), "identity", p.id.String(), "ips", p.ips)
+	return nil
+}
+
+func (n *Node) setupLocked(p *pod) error {
+	if p.info.NetnsCookie == 0 {
+		c, err := netns.Cookie(p.nsFD)
+		if err != nil {
+			return fmt.Errorf("netns cookie: %w", err)
+		}
+		p.info.NetnsCookie = c
+	}
+	ctx, cancel := context.WithTimeout(n.ctx, 15*time.Second)
+	err := n.opts.Certs.Ensure(ctx, p.id)
+	cancel()
+	if err != nil {
+		return fmt.Errorf("certificate for %s: %w", p.id, err)
+	}
+	lns, err := openListeners(p.nsFD)
+	if err != nil {
+		return err
+	}
+	p.listeners = lns
+	if err := n.registerLocked(p); err != nil {
+		n.unregisterLocked(p)
+		return err
+	}
+	p.ctx, p.cancel = context.WithCancel(n.ctx)
+	n.startAcceptLoops(p)
+	return nil
+}

@@ -1,0 +1,72 @@
+package ztunnel
+
+import (
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// metrics are the node's Prometheus series, on the node's own registry.
+type metrics struct {
+	connOpened        *prometheus.CounterVec // direction, protocol
+	connClosed        *prometheus.CounterVec // direction, protocol, result
+	bytes             *prometheus.CounterVec // direction, protocol, flow (sent|received)
+	connRejected      *prometheus.CounterVec // direction, reason
+	handshakeFailures *prometheus.CounterVec // reason
+	panics            prometheus.Counter
+	pods              *prometheus.GaugeVec // state
+	podStates         func() map[string]int
+}
+
+func newMetrics(reg prometheus.Registerer, podStates func() map[string]int) *metrics {
+	m := &metrics{
+		connOpened: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "ztunnel_connections_opened_total", Help: "Proxied connections opened.",
+		}, []string{"direction", "protocol"}),
+		connClosed: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "ztunnel_connections_closed_total", Help: "Proxied connections closed, by result (ok|error).",
+		}, []string{"direction", "protocol", "result"}),
+		bytes: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "ztunnel_bytes_total", Help: "Bytes proxied; flow is sent (by the connection's opener) or received.",
+		}, []string{"direction", "protocol", "flow"}),
+		connRejected: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "ztunnel_connections_rejected_total", Help: "Connections refused before proxying.",
+		}, []string{"direction", "reason"}),
+		handshakeFailures: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "ztunnel_handshake_failures_total", Help: "Failed inbound mTLS handshakes, by reason.",
+		}, []string{"reason"}),
+		panics: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "ztunnel_handler_panics_total", Help: "Panics recovered in connection handlers.",
+		}),
+		pods: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "ztunnel_pods", Help: "Pods handed over by agentd, by state.",
+		}, []string{"state"}),
+		podStates: podStates,
+	}
+	reg.MustRegister(m.connOpened, m.connClosed, m.bytes, m.connRejected, m.handshakeFailures, m.panics, m.pods)
+	return m
+}
+
+func (m *metrics) opened(direction, protocol string) {
+	m.connOpened.WithLabelValues(direction, protocol).Inc()
+}
+
+func (m *metrics) closed(direction, protocol string, ok bool, sent, received int64) {
+	result := "ok"
+	if !ok {
+		result = "error"
+	}
+	m.connClosed.WithLabelValues(direction, protocol, result).Inc()
+	m.bytes.WithLabelValues(direction, protocol, "sent").Add(float64(sent))
+	m.bytes.WithLabelValues(direction, protocol, "received").Add(float64(received))
+}
+
+func (m *metrics) rejected(direction, reason string) {
+	m.connRejected.WithLabelValues(direction, reason).Inc()
+}
+
+// refreshPods sets the pods gauge from the node's pod table.
+func (m *metrics) refreshPods() {
+	counts := m.podStates()
+	for _, s := range []string{statePending, stateFailed, stateReady} {
+		m.pods.WithLabelValues(s).Set(float64(counts[s]))
+	}
+}

@@ -1,0 +1,157 @@
+package ztunnel
+
+import (
+	"context"
+	"crypto/tls"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/agentmesh/agentmesh/internal/meshconfig"
+	"github.com/agentmesh/agentmesh/internal/spiffe"
+	"github.com/agentmesh/agentmesh/ztunnel/hbone"
+	"github.com/agentmesh/agentmesh/ztunnel/identity"
+)
+
+// CertManager is the part of *identity.Manager the node uses.
+type CertManager interface {
+	Ensure(ctx context.Context, id spiffe.ID) error
+	Forget(id spiffe.ID)
+	ServerTLSConfig(local spiffe.ID, authorize func(peer spiffe.ID, cs tls.ConnectionState) error) *tls.Config
+	ClientTLSConfig(local, expectedPeer spiffe.ID) *tls.Config
+	Snapshot() []identity.CertInfo
+}
+
+// NodeOptions configure a Node.
+type NodeOptions struct {
+	Logger    *slog.Logger
+	Certs     CertManager
+	OrigDst   OrigDstTable
+	Listeners ListenerTable
+	// Registry receives the node's metrics; nil makes a private one.
+	Registry *prometheus.Registry
+	// DialTimeout bounds upstream dials (default 10s).
+	DialTimeout time.Duration
+	// HandshakeTimeout bounds inbound TLS handshakes (default 10s).
+	HandshakeTimeout time.Duration
+}
+
+// Node is the per-node tunnel: it owns the listeners inside every handed-over
+// pod netns and proxies their connections. It implements handoff.Handler.
+// All methods are safe for concurrent use; after Run returns, AddPod fails.
+type Node struct {
+	opts    NodeOptions
+	log     *slog.Logger
+	idx     atomic.Pointer[meshconfig.Index]
+	client  *hbone.Client
+	server  *hbone.Server
+	metrics *metrics
+
+	// ctx is the parent of every pod context; cancelled when Run ends.
+	ctx    context.Context
+	cancel context.CancelFunc
+	kick   chan struct{} // wakes the reconcile loop; capacity 1
+
+	// opMu serialises pod lifecycle operations (add, remove, snapshot,
+	// reconcile, shutdown). It may be held across slow calls.
+	opMu sync.Mutex
+	// closed is set under opMu when the node shuts down.
+	closed bool
+	// draining makes Ready fail from the start of shutdown.
+	draining atomic.Bool
+
+	mu           sync.Mutex // guards pods and snapshotDone
+	pods         map[string]*pod
+	snapshotDone bool
+}
+
+// NewNode returns a node; call Run to start its reconcile loop.
+func NewNode(o NodeOptions) *Node {
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	if o.DialTimeout == 0 {
+		o.DialTimeout = 10 * time.Second
+	}
+	if o.HandshakeTimeout == 0 {
+		o.HandshakeTimeout = 10 * time.Second
+	}
+	if o.Registry == nil {
+		o.Registry = prometheus.NewRegistry()
+	}
+	n := &Node{
+		opts: o,
+		log:  o.Logger,
+		kick: make(chan struct{}, 1),
+		pods: map[string]*pod{},
+	}
+	n.ctx, n.cancel = context.WithCancel(context.Background())
+	n.metrics = newMetrics(o.Registry, n.podStates)
+	n.client = hbone.NewClient(hbone.ClientOptions{Logger: o.Logger.With("component", "hbone-client"), IdleTimeout: 90 * time.Second})
+	n.server = hbone.NewServer(hbone.ServerOptions{Logger: o.Logger.With("component", "hbone-server"), OnDone: n.inboundDone})
+	n.idx.Store(meshconfig.NewIndex(&meshconfig.Config{}))
+	return n
+}
+
+// SetConfig swaps in a new mesh config and sets up pods that waited for it.
+func (n *Node) SetConfig(c *meshconfig.Config) {
+	n.idx.Store(meshconfig.NewIndex(c))
+	n.log.Info("mesh config applied", "workloads", len(c.Workloads), "trust_domain", c.TrustDomain)
+	n.wake()
+}
+
+// Index returns the current config index.
+func (n *Node) Index() *meshconfig.Index { return n.idx.Load() }
+
+func (n *Node) wake() {
+	select {
+	case n.kick <- struct{}{}:
+	default:
+	}
+}
+
+// Run retries pods that are not set up (config not there yet, certificate
+// failed) until ctx is done, then tears every pod down. Shutdown order:
+//  1. refuse new pods (closed), so handoff can no longer add any;
+//  2. per pod: delete its SOCKHASH entries first (new connections are then
+//     refused by the kernel: the mesh fails closed), close its listeners
+//     (accept loops end), cancel its context (live conns are closed), wait
+//     for its goroutines (bounded), close its netns fd;
+//  3. close the HBONE client (pooled conns) and server.
+func (n *Node) Run(ctx context.Context) error {
+	t := time.NewTicker(2 * time.Second)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return n.shutdown()
+		case <-n.kick:
+		case <-t.C:
+		}
+		n.reconcile()
+	}
+}
+
+func (n *Node) shutdown() error {
+	n.draining.Store(true)
+	n.opMu.Lock()
+	defer n.opMu.Unlock()
+	n.closed = true
+	n.mu.Lock()
+	pods := n.pods
+	n.pods = map[string]*pod{}
+	n.mu.Unlock()
+	var err error
+	for _, p := range pods {
+		if e := n.teardownLocked(p); e != nil && err == nil {
+			err = e
+		}
+	}
+	n.cancel()
+	n.client.Close()
+	n.server.Close()
+	return err
+}

@@ -1,0 +1,89 @@
+package ztunnel
+
+import (
+	"context"
+	"net"
+	"net/netip"
+	"os"
+	"sync"
+	"sync/atomic"
+
+	"github.com/agentmesh/agentmesh/internal/handoff"
+	"github.com/agentmesh/agentmesh/internal/meshconfig"
+	"github.com/agentmesh/agentmesh/internal/spiffe"
+)
+
+// Pod states, as shown on /pods and in the ztunnel_pods metric.
+const (
+	statePending = "pending" // handed over, config does not know the uid yet
+	stateFailed  = "failed"  // setup failed; retried by the reconcile loop
+	stateReady   = "ready"   // listeners up and registered
+)
+
+// pod is one handed-over pod netns and everything ztunnel made in it.
+type pod struct {
+	info  handoff.Pod
+	netns *os.File // owned; closed on teardown
+	nsFD  int
+
+	// Set by setup (under Node.opMu) before state becomes ready; read-only
+	// afterwards, so the conn goroutines read them without a lock.
+	workload  meshconfig.Workload
+	id        spiffe.ID
+	ips       []netip.Addr
+	listeners []*podListener
+	ctx       context.Context
+	cancel    context.CancelFunc
+	wg        sync.WaitGroup // accept loops and conn goroutines
+
+	active atomic.Int64 // live proxied connections
+
+	pendingLogged bool // guarded by Node.opMu
+
+	mu    sync.Mutex // guards state and err
+	state string
+	err   error
+}
+
+// podListener is one listening socket in a pod netns.
+type podListener struct {
+	kind string // outbound | inbound-plaintext | hbone
+	ln   *net.TCPListener
+	// registered lists the SOCKHASH keys inserted for ln.
+	registered []netip.Addr
+}
+
+func (p *pod) setState(s string, err error) {
+	p.mu.Lock()
+	p.state, p.err = s, err
+	p.mu.Unlock()
+}
+
+func (p *pod) getState() (string, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.state, p.err
+}
+
+func (p *pod) name() string { return p.info.Namespace + "/" + p.info.Name }
+
+// ipFor returns the pod's address of dst's family, used as the source ip.
+func (p *pod) ipFor(dst netip.Addr) netip.Addr {
+	for _, ip := range p.ips {
+		if ip.Is4() == dst.Unmap().Is4() {
+			return ip
+		}
+	}
+	return netip.Addr{}
+}
+
+// owns reports whether ip is one of the pod's addresses.
+func (p *pod) owns(ip netip.Addr) bool {
+	ip = ip.Unmap()
+	for _, a := range p.ips {
+		if a == ip {
+			return true
+		}
+	}
+	return false
+}

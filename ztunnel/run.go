@@ -1,0 +1,178 @@
+package ztunnel
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+
+	"github.com/agentmesh/agentmesh/bpf"
+	"github.com/agentmesh/agentmesh/internal/handoff"
+	"github.com/agentmesh/agentmesh/internal/meshconfig"
+	"github.com/agentmesh/agentmesh/ztunnel/identity"
+)
+
+// shutdownBudget bounds the whole shutdown of Run.
+const shutdownBudget = 15 * time.Second
+
+// Run is the ztunnel process: it parses args, serves until ctx is done and
+// returns after everything it started has stopped (bounded by a budget).
+// Logs go to stderr; usage goes to stdout.
+//
+// Start order: HTTP servers (admin, metrics, readiness; not ready yet),
+// certificate manager, config watcher, pinned maps (waits for agentd), node,
+// agentd hand-off. Shutdown order is the reverse, each step finished before
+// the next:
+//  1. hand-off: no pods are added or removed any more;
+//  2. config watcher;
+//  3. node: SOCKHASH entries deleted (the kernel refuses new inbound
+//     connections, failing closed), listeners closed, live connections
+//     closed, netns fds closed, HBONE client and server closed;
+//  4. certificate manager (nothing asks it for certificates any more);
+//  5. HTTP servers (readiness answered 503 until here);
+//  6. pinned maps closed.
+func Run(ctx context.Context, args []string, stdout io.Writer) error {
+	o, err := parseFlags(args, stdout)
+	if errors.Is(err, flag.ErrHelp) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	log := newLogger(o.logFormat, o.logLevel, os.Stderr).With("node", o.node)
+	return run(ctx, o, log)
+}
+
+func run(ctx context.Context, o *options, log *slog.Logger) error {
+	ca, err := identity.LoadLocalCA(o.caCert, o.caKey)
+	if err != nil {
+		return fmt.Errorf("load local ca: %w", err)
+	}
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	certs := identity.NewManager(identity.ManagerOptions{
+		Signer: ca, Bundle: ca.Bundle(), Lifetime: o.certLifetime, Logger: log.With("component", "identity"),
+	})
+	notReady := http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		http.Error(w, "starting", http.StatusServiceUnavailable)
+	})
+	ready := &swapHandler{h: notReady}
+	admin := &swapHandler{h: notReady}
+	servers, err := startServers(log, map[string]http.Handler{
+		o.adminAddr: admin, o.metricsAddr: MetricsHandler(reg), o.readyAddr: ready,
+	})
+	if err != nil {
+		return err
+	}
+	deadline := func() time.Time { return time.Now().Add(shutdownBudget) }
+	certTask := startTask("certificate manager", log, func(ctx context.Context) error { certs.Run(ctx); return nil })
+	cleanup := func(errs ...error) error {
+		errs = append(errs, certTask.stop(deadline()))
+		errs = append(errs, stopServers(servers, deadline()))
+		return errors.Join(errs...)
+	}
+	maps, err := waitForMaps(ctx, o.pinDir, log)
+	if ctx.Err() != nil {
+		if maps != nil {
+			maps.Close()
+		}
+		return cleanup() // stopped while waiting for agentd: not an error
+	}
+	if err != nil {
+		return cleanup(err)
+	}
+	tables := bpfTables{origDst: maps.OrigDst, listeners: maps.Listeners}
+	node := NewNode(NodeOptions{
+		Logger: log, Certs: certs, OrigDst: tables, Listeners: tables, Registry: reg,
+	})
+	admin.set(node.AdminHandler())
+	ready.set(node.ReadyHandler())
+	watchTask := startTask("config watcher", log, func(ctx context.Context) error {
+		meshconfig.Watch(ctx, o.configPath, 500*time.Millisecond, log.With("component", "config"), node.SetConfig)
+		return nil
+	})
+	nodeTask := startTask("node", log, node.Run)
+	handoffTask := startTask("agentd hand-off", log, func(ctx context.Context) error {
+		return handoff.Connect(ctx, o.agentdSocket, node, log.With("component", "handoff"))
+	})
+	log.Info("ztunnel running", "pin_dir", o.pinDir, "agentd_socket", o.agentdSocket, "config", o.configPath)
+	<-ctx.Done()
+	log.Info("ztunnel shutting down")
+	node.draining.Store(true)
+	end := deadline()
+	err = cleanup(handoffTask.stop(end), watchTask.stop(end), nodeTask.stop(end))
+	err = errors.Join(err, maps.Close())
+	log.Info("ztunnel stopped", "err", err)
+	return err
+}
+
+// waitForMaps opens agentd's pinned maps, waiting for agentd to pin them.
+func waitForMaps(ctx context.Context, pinDir string, log *slog.Logger) (*bpf.PinnedMaps, error) {
+	logged := false
+	for {
+		m, err := bpf.OpenPinnedMaps(pinDir)
+		if err == nil {
+			return m, nil
+		}
+		if !logged {
+			log.Warn("waiting for agentd's pinned maps", "pin_dir", pinDir, "err", err)
+			logged = true
+		}
+		select {
+		case <-ctx.Done():
+			return nil, fmt.Errorf("open pinned maps in %s: %w", pinDir, err)
+		case <-time.After(500 * time.Millisecond):
+		}
+	}
+}
+
+// server is one HTTP endpoint of Run.
+type server struct {
+	srv  *http.Server
+	done chan struct{}
+}
+
+// startServers listens on every address (failing fast on a taken port) and
+// serves each on its own goroutine.
+func startServers(log *slog.Logger, handlers map[string]http.Handler) ([]*server, error) {
+	var out []*server
+	for addr, h := range handlers {
+		ln, err := net.Listen("tcp", addr)
+		if err != nil {
+			stopServers(out, time.Now().Add(time.Second))
+			return nil, fmt.Errorf("listen %s: %w", addr, err)
+		}
+		s := &server{srv: &http.Server{Handler: h, ReadHeaderTimeout: 5 * time.Second}, done: make(chan struct{})}
+		go func() {
+			defer close(s.done)
+			if err := s.srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
+				log.Error("http server failed", "addr", addr, "err", err)
+			}
+		}()
+		out = append(out, s)
+	}
+	return out, nil
+}
+
+func stopServers(servers []*server, deadline time.Time) error {
+	ctx, cancel := context.WithDeadline(context.Background(), deadline)
+	defer cancel()
+	var errs []error
+	for _, s := range servers {
+		if err := s.srv.Shutdown(ctx); err != nil {
+			s.srv.Close()
+			errs = append(errs, fmt.Errorf("stop http server %s: %w", s.srv.Addr, err))
+		}
+		<-s.done
+	}
+	return errors.Join(errs...)
+}

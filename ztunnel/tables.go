@@ -1,0 +1,43 @@
+package ztunnel
+
+import (
+	"net/netip"
+	"syscall"
+
+	"github.com/cilium/ebpf"
+
+	"github.com/agentmesh/agentmesh/bpf"
+)
+
+// OrigDstTable finds the original destination of a redirected outbound
+// connection. Lookup consumes the entry: a second lookup for the same tuple
+// fails.
+type OrigDstTable interface {
+	Lookup(netnsCookie uint64, src, dst netip.AddrPort) (netip.AddrPort, error)
+}
+
+// ListenerTable is where the pods' inbound listening sockets are registered
+// for the sk_lookup program, keyed by (pod ip, port).
+type ListenerTable interface {
+	Put(podIP netip.Addr, port uint16, ln syscall.Conn) error
+	Delete(podIP netip.Addr, port uint16) error
+}
+
+// bpfTables implements OrigDstTable and ListenerTable on agentd's pinned
+// maps.
+type bpfTables struct {
+	origDst   *ebpf.Map
+	listeners *ebpf.Map
+}
+
+func (t bpfTables) Lookup(cookie uint64, src, dst netip.AddrPort) (netip.AddrPort, error) {
+	return bpf.LookupOrigDst(t.origDst, cookie, src, dst)
+}
+
+func (t bpfTables) Put(ip netip.Addr, port uint16, ln syscall.Conn) error {
+	return bpf.PutListener(t.listeners, ip, port, ln)
+}
+
+func (t bpfTables) Delete(ip netip.Addr, port uint16) error {
+	return bpf.DeleteListener(t.listeners, ip, port)
+}

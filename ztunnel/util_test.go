@@ -1,0 +1,11 @@
+package ztunnel
+
+import (
+	"strings"
+
+	"github.com/agentmesh/agentmesh/internal/meshconfig"
+)
+
+func contains(s, sub string) bool { return strings.Contains(s, sub) }
+
+func newIndex(c *meshconfig.Config) *meshconfig.Index { return meshconfig.NewIndex(c) }
