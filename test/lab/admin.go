@@ -1,0 +1,135 @@
+package lab
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"net/netip"
+	"time"
+
+	"github.com/agentmesh/agentmesh/internal/mesh"
+	"github.com/agentmesh/agentmesh/internal/meshconfig"
+)
+
+// ZtunnelPods returns the pod uids node i's ztunnel reports as set up
+// (admin GET /pods on 127.0.0.1:15000 inside the node netns).
+func (l *Lab) ZtunnelPods(ctx context.Context, i int) (map[string]bool, error) {
+	url := "http://" + netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), mesh.AdminPort).String() + "/pods"
+	code, body, err := l.httpGet(ctx, i, url)
+	if err != nil {
+		return nil, err
+	}
+	if code != http.StatusOK {
+		return nil, fmt.Errorf("get %s: status %d", url, code)
+	}
+	var v any
+	if err := json.Unmarshal(body, &v); err != nil {
+		return nil, fmt.Errorf("decode /pods: %w", err)
+	}
+	uids := map[string]bool{}
+	collectUIDs(v, uids)
+	return uids, nil
+}
+
+// collectUIDs gathers every "uid" string field anywhere in v, so that
+// /pods may be a list of objects, an object keyed by uid or {"pods": [...]}.
+func collectUIDs(v any, into map[string]bool) {
+	switch t := v.(type) {
+	case map[string]any:
+		for k, x := range t {
+			if s, ok := x.(string); ok && (k == "uid" || k == "UID") {
+				into[s] = true
+			}
+			if _, ok := x.(map[string]any); ok {
+				into[k] = true // keyed by uid
+			}
+			collectUIDs(x, into)
+		}
+	case []any:
+		for _, x := range t {
+			collectUIDs(x, into)
+		}
+	}
+}
+
+// waitPodListed waits until p's node ztunnel lists p (want) or no longer
+// does (!want).
+func (l *Lab) waitPodListed(ctx context.Context, p *Pod, want bool) error {
+	ctx, cancel := context.WithTimeout(ctx, l.opts.ReadyTimeout)
+	defer cancel()
+	var last error
+	for {
+		uids, err := l.ZtunnelPods(ctx, p.Node)
+		if err == nil && uids[p.UID] == want {
+			return nil
+		}
+		last = err
+		select {
+		case <-ctx.Done():
+			return l.daemonError(p.Node, ztunnelKind,
+				fmt.Errorf("pod %s (uid %s) listed=%v: %w (last error: %v)", p.Name, p.UID, want, ctx.Err(), last))
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
+
+// ztunnelConfig returns the mesh config node i's ztunnel has in force
+// (admin GET /config).
+func (l *Lab) ztunnelConfig(ctx context.Context, i int) (*meshconfig.Config, error) {
+	url := "http://" + netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), mesh.AdminPort).String() + "/config"
+	code, body, err := l.httpGet(ctx, i, url)
+	if err != nil {
+		return nil, err
+	}
+	if code != http.StatusOK {
+		return nil, fmt.Errorf("get %s: status %d", url, code)
+	}
+	var c meshconfig.Config
+	if err := json.Unmarshal(body, &c); err != nil {
+		return nil, fmt.Errorf("decode /config: %w", err)
+	}
+	return &c, nil
+}
+
+// waitConfigSynced waits until every running ztunnel has the workload uid
+// in force (want) or no longer has it (!want), so that a pod is known
+// mesh-wide before AddPod returns.
+func (l *Lab) waitConfigSynced(ctx context.Context, uid string, want bool) error {
+	ctx, cancel := context.WithTimeout(ctx, l.opts.ReadyTimeout)
+	defer cancel()
+	for i := 1; i <= l.opts.Nodes; i++ {
+		if err := l.waitNodeConfig(ctx, i, uid, want); err != nil {
+			return l.daemonError(i, ztunnelKind, err)
+		}
+	}
+	return nil
+}
+
+// waitNodeConfig polls node i's ztunnel config while the ztunnel runs.
+func (l *Lab) waitNodeConfig(ctx context.Context, i int, uid string, want bool) error {
+	var last error
+	for l.Daemon(i, ztunnelKind) != nil {
+		c, err := l.ztunnelConfig(ctx, i)
+		if err == nil && hasWorkload(c, uid) == want {
+			return nil
+		}
+		last = err
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("config with workload %s present=%v: %w (last error: %v)", uid, want, ctx.Err(), last)
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+	return nil
+}
+
+// hasWorkload reports whether c holds the workload uid.
+func hasWorkload(c *meshconfig.Config, uid string) bool {
+	for _, w := range c.Workloads {
+		if w.UID == uid {
+			return true
+		}
+	}
+	return false
+}

@@ -1,0 +1,73 @@
+package lab
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"strings"
+	"time"
+)
+
+// httpGet does a GET from inside node i's network namespace.
+func (l *Lab) httpGet(ctx context.Context, i int, url string) (int, []byte, error) {
+	return httpGetIn(ctx, l.nodeNetns(i), url)
+}
+
+// HTTPGet does a GET from inside the pod's network namespace, by the
+// calling process (which is not in the pod's cgroup, so the mesh does not
+// capture it): use it to reach the pod's own apps on 127.0.0.1. It returns
+// the status code and up to 4 MiB of body.
+func (p *Pod) HTTPGet(ctx context.Context, url string) (int, []byte, error) {
+	return httpGetIn(ctx, p.NetnsName(), url)
+}
+
+// httpGetIn does a GET with a connection made inside the named netns,
+// bounded by 10s.
+func httpGetIn(ctx context.Context, ns, url string) (int, []byte, error) {
+	tr := &http.Transport{
+		DisableKeepAlives: true,
+		DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
+			var c net.Conn
+			err := doInNetns(ns, func() error {
+				var d net.Dialer
+				var err error
+				c, err = d.DialContext(ctx, network, addr)
+				return err
+			})
+			return c, err
+		},
+	}
+	defer tr.CloseIdleConnections()
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return 0, nil, fmt.Errorf("build request: %w", err)
+	}
+	resp, err := (&http.Client{Transport: tr}).Do(req)
+	if err != nil {
+		return 0, nil, fmt.Errorf("get %s: %w", url, err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(io.LimitReader(resp.Body, 4<<20))
+	if err != nil {
+		return 0, nil, fmt.Errorf("read %s: %w", url, err)
+	}
+	return resp.StatusCode, body, nil
+}
+
+// logTail returns the last n lines of the file at path.
+func logTail(path string, n int) string {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return "(" + err.Error() + ")"
+	}
+	lines := strings.Split(strings.TrimRight(string(b), "\n"), "\n")
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	return strings.Join(lines, "\n")
+}

@@ -1,0 +1,36 @@
+package meshlab
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+)
+
+// runApp dispatches `meshlab app <name>`.
+func runApp(ctx context.Context, args []string, stdout io.Writer) error {
+	if len(args) == 0 {
+		return fmt.Errorf("%w: app needs one of echo, http, send, stream", ErrUsage)
+	}
+	switch args[0] {
+	case "echo":
+		return appEcho(ctx, args[1:], stdout)
+	case "http":
+		return appHTTP(ctx, args[1:], stdout)
+	case "send":
+		return appSend(ctx, args[1:], stdout)
+	case "stream":
+		return appStream(ctx, args[1:], stdout)
+	}
+	return fmt.Errorf("%w: unknown app %q", ErrUsage, args[0])
+}
+
+// writeJSON prints v as one JSON line.
+func writeJSON(w io.Writer, v any) error {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return fmt.Errorf("encode result: %w", err)
+	}
+	_, err = fmt.Fprintf(w, "%s\n", b)
+	return err
+}

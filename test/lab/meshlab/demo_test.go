@@ -1,0 +1,45 @@
+package meshlab
+
+import (
+	"bytes"
+	"context"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/agentmesh/agentmesh/test/lab"
+)
+
+// TestDemo runs `meshlab demo` against freshly built binaries (needs root).
+func TestDemo(t *testing.T) {
+	if os.Geteuid() != 0 {
+		if os.Getenv("CI") == "true" {
+			t.Fatal("demo needs root")
+		}
+		t.Skip("demo needs root")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	bin := t.TempDir()
+	if err := lab.BuildBinaries(ctx, bin); err != nil {
+		t.Fatal(err)
+	}
+	var out bytes.Buffer
+	if err := Run(ctx, []string{"demo", "--bin-dir", bin}, &out); err != nil {
+		t.Fatalf("demo: %v\n%s", err, out.String())
+	}
+	text := out.String()
+	t.Log("\n" + text)
+	for want, n := range map[string]int{
+		"yes (both ends)": 3, // the three calls between enrolled agents
+		"sa/planner":      3, // the callee's ztunnel verified the caller
+		"PLAINTEXT":       1, // only the call to legacy-batch
+		"encrypted":       2, // both cross-node mesh calls
+		"nothing left":    1,
+	} {
+		if got := strings.Count(text, want); got != n {
+			t.Errorf("%q appears %d times, want %d", want, got, n)
+		}
+	}
+}

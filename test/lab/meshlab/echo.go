@@ -1,0 +1,68 @@
+package meshlab
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"sync"
+)
+
+// appEcho is `app echo --listen :8080`: a TCP echo server (IPv4 and IPv6)
+// that runs until ctx ends.
+func appEcho(ctx context.Context, args []string, stdout io.Writer) error {
+	fs := flag.NewFlagSet("app echo", flag.ContinueOnError)
+	listen := fs.String("listen", ":8080", "address to listen on")
+	if err := fs.Parse(args); err != nil {
+		return fmt.Errorf("%w: %w", ErrUsage, err)
+	}
+	ln, err := net.Listen("tcp", *listen)
+	if err != nil {
+		return fmt.Errorf("listen: %w", err)
+	}
+	fmt.Fprintf(stdout, "echo listening on %s\n", ln.Addr())
+	return serveEcho(ctx, ln)
+}
+
+// serveEcho echoes every connection on ln until ctx ends, then closes the
+// listener and the open connections and waits for their goroutines.
+func serveEcho(ctx context.Context, ln net.Listener) error {
+	var wg sync.WaitGroup
+	var mu sync.Mutex // guards conns
+	conns := map[net.Conn]bool{}
+	closeAll := func() {
+		ln.Close()
+		mu.Lock()
+		defer mu.Unlock()
+		for c := range conns {
+			c.Close()
+		}
+	}
+	defer wg.Wait()
+	defer closeAll()
+	stop := context.AfterFunc(ctx, closeAll)
+	defer stop()
+	for {
+		c, err := ln.Accept()
+		if err != nil {
+			if ctx.Err() != nil || errors.Is(err, net.ErrClosed) {
+				return nil
+			}
+			return fmt.Errorf("accept: %w", err)
+		}
+		mu.Lock()
+		conns[c] = true
+		mu.Unlock()
+		wg.Go(func() {
+			defer func() {
+				mu.Lock()
+				delete(conns, c)
+				mu.Unlock()
+				c.Close()
+			}()
+			_, _ = io.Copy(c, c)
+		})
+	}
+}

@@ -1,0 +1,124 @@
+package meshlab
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"time"
+)
+
+// AgentReply is what `app http` answers on GET /.
+type AgentReply struct {
+	Agent  string `json:"agent"`
+	Local  string `json:"local"`  // the address the request arrived on
+	Remote string `json:"remote"` // the peer as this agent saw it
+}
+
+// CallResult is what `app http` answers on GET /call?to=URL.
+type CallResult struct {
+	From      string          `json:"from"`
+	To        string          `json:"to"`
+	Status    int             `json:"status,omitempty"`
+	Bytes     int             `json:"bytes"`
+	LatencyMS float64         `json:"latency_ms"`
+	Reply     json.RawMessage `json:"reply,omitempty"`
+	Error     string          `json:"error,omitempty"`
+}
+
+// appHTTP is `app http --name NAME --listen :8080`: a small HTTP agent.
+func appHTTP(ctx context.Context, args []string, stdout io.Writer) error {
+	fs := flag.NewFlagSet("app http", flag.ContinueOnError)
+	name := fs.String("name", "agent", "agent name to report")
+	listen := fs.String("listen", ":8080", "address to listen on")
+	if err := fs.Parse(args); err != nil {
+		return fmt.Errorf("%w: %w", ErrUsage, err)
+	}
+	ln, err := net.Listen("tcp", *listen)
+	if err != nil {
+		return fmt.Errorf("listen: %w", err)
+	}
+	fmt.Fprintf(stdout, "agent %s listening on %s\n", *name, ln.Addr())
+	srv := &http.Server{Handler: agentHandler(*name), ReadHeaderTimeout: 10 * time.Second,
+		ConnContext: func(ctx context.Context, c net.Conn) context.Context {
+			return context.WithValue(ctx, localAddrKey{}, c.LocalAddr().String())
+		}}
+	stop := context.AfterFunc(ctx, func() {
+		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = srv.Shutdown(sctx)
+	})
+	defer stop()
+	if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		return fmt.Errorf("serve: %w", err)
+	}
+	return nil
+}
+
+type localAddrKey struct{}
+
+// agentHandler serves / (who am I, who called) and /call?to=URL.
+func agentHandler(name string) http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /{$}", func(w http.ResponseWriter, r *http.Request) {
+		local, _ := r.Context().Value(localAddrKey{}).(string)
+		respondJSON(w, http.StatusOK, AgentReply{Agent: name, Local: local, Remote: r.RemoteAddr})
+	})
+	mux.HandleFunc("GET /call", func(w http.ResponseWriter, r *http.Request) {
+		to := r.URL.Query().Get("to")
+		if u, err := url.Parse(to); err != nil || (u.Scheme != "http" && u.Scheme != "https") {
+			respondJSON(w, http.StatusBadRequest, CallResult{From: name, To: to, Error: "to must be an http URL"})
+			return
+		}
+		res := call(r.Context(), name, to)
+		code := http.StatusOK
+		if res.Error != "" {
+			code = http.StatusBadGateway
+		}
+		respondJSON(w, code, res)
+	})
+	return mux
+}
+
+// call GETs to on a fresh connection (so each call is one connection in
+// the mesh's access logs) and reports what happened.
+func call(ctx context.Context, from, to string) CallResult {
+	res := CallResult{From: from, To: to}
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	tr := &http.Transport{DisableKeepAlives: true}
+	defer tr.CloseIdleConnections()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, to, nil)
+	if err != nil {
+		res.Error = err.Error()
+		return res
+	}
+	start := time.Now()
+	resp, err := (&http.Client{Transport: tr}).Do(req)
+	if err != nil {
+		res.Error = err.Error()
+		return res
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+	res.LatencyMS = float64(time.Since(start).Microseconds()) / 1000
+	res.Status, res.Bytes = resp.StatusCode, len(body)
+	if err != nil {
+		res.Error = err.Error()
+	} else if json.Valid(body) {
+		res.Reply = body
+	}
+	return res
+}
+
+// respondJSON writes v as the JSON body.
+func respondJSON(w http.ResponseWriter, code int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(code)
+	_ = json.NewEncoder(w).Encode(v)
+}

@@ -1,0 +1,80 @@
+package meshlab
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"time"
+)
+
+// SendResult is what `app send` prints.
+type SendResult struct {
+	To        string  `json:"to"`
+	Local     string  `json:"local,omitempty"`
+	Bytes     int     `json:"bytes"`
+	EchoOK    bool    `json:"echo_ok"`
+	LatencyMS float64 `json:"latency_ms"`
+	Error     string  `json:"error,omitempty"`
+}
+
+// appSend is `app send --to ADDR --payload STR`: connect, write the
+// payload, read the echo, print a JSON result. A failure is still printed,
+// and returned.
+func appSend(ctx context.Context, args []string, stdout io.Writer) error {
+	fs := flag.NewFlagSet("app send", flag.ContinueOnError)
+	to := fs.String("to", "", "address to send to (host:port)")
+	payload := fs.String("payload", "hello", "bytes to send")
+	timeout := fs.Duration("timeout", 10*time.Second, "give up after")
+	if err := fs.Parse(args); err != nil {
+		return fmt.Errorf("%w: %w", ErrUsage, err)
+	}
+	if *to == "" {
+		return fmt.Errorf("%w: --to is required", ErrUsage)
+	}
+	ctx, cancel := context.WithTimeout(ctx, *timeout)
+	defer cancel()
+	res := send(ctx, *to, []byte(*payload))
+	if err := writeJSON(stdout, res); err != nil {
+		return err
+	}
+	if res.Error != "" {
+		return errors.New(res.Error)
+	}
+	return nil
+}
+
+// send does one round trip.
+func send(ctx context.Context, to string, payload []byte) SendResult {
+	res := SendResult{To: to}
+	start := time.Now()
+	var d net.Dialer
+	c, err := d.DialContext(ctx, "tcp", to)
+	if err != nil {
+		res.Error = err.Error()
+		return res
+	}
+	defer c.Close()
+	res.Local = c.LocalAddr().String()
+	if dl, ok := ctx.Deadline(); ok {
+		_ = c.SetDeadline(dl)
+	}
+	if _, err := c.Write(payload); err != nil {
+		res.Error = "write: " + err.Error()
+		return res
+	}
+	got := make([]byte, len(payload))
+	n, err := io.ReadFull(c, got)
+	res.Bytes, res.LatencyMS = n, float64(time.Since(start).Microseconds())/1000
+	if err != nil {
+		res.Error = "read echo: " + err.Error()
+		return res
+	}
+	res.EchoOK = string(got) == string(payload)
+	if !res.EchoOK {
+		res.Error = "echo differs from payload"
+	}
+	return res
+}
