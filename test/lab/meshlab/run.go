@@ -11,6 +11,8 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+
+	"github.com/agentmesh/agentmesh/test/bench"
 )
 
 // Usage is the command line help.
@@ -21,6 +23,7 @@ commands:
   down   remove whatever any lab left behind (netns, cgroups, pins, processes)
   demo   run a two-node mesh, make some agent calls, show what the mesh did
   app    sample workloads run inside pods: echo, http, send, stream
+  bench  measure latency and throughput: direct pod-to-pod against the mesh
 `
 
 // ErrUsage is returned for a bad command line.
@@ -40,6 +43,12 @@ func Run(ctx context.Context, args []string, stdout io.Writer) error {
 		return runDemo(ctx, args[1:], stdout)
 	case "app":
 		return runApp(ctx, args[1:], stdout)
+	case "bench":
+		return bench.Run(ctx, args[1:], stdout)
+	case bench.ClientCommand:
+		return bench.Client(ctx, args[1:], stdout)
+	case bench.ServerCommand:
+		return bench.Server(ctx, args[1:])
 	case "help", "-h", "--help":
 		fmt.Fprint(stdout, Usage)
 		return nil

@@ -1,0 +1,124 @@
+package bench
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"time"
+)
+
+// Options configure a benchmark run on a lab.
+type Options struct {
+	BinDir    string        // agentd, ztunnel and meshlab
+	Duration  time.Duration // latency sending time per scenario
+	Rate      float64       // latency requests per second
+	Conns     int           // latency connections
+	Size      int           // latency payload bytes
+	BulkBytes int64         // bytes of the single-stream throughput run
+	IPv6      bool          // use the pods' IPv6 addresses
+	Logger    *slog.Logger  // progress (default: discard)
+	// Command runs the benchmark's client and server inside pods as
+	// Command + [ClientCommand or ServerCommand] + flags. Default:
+	// BinDir/meshlab.
+	Command []string
+
+	scenarios []Scenario // default Scenarios (tests measure fewer)
+}
+
+// Run builds a two-node lab, measures every scenario, and prints one table
+// and the mesh/direct ratios to stdout. Flags: --bin-dir, --duration,
+// --rate, --conns, --size, --bulk-bytes, --ipv6, --verbose. Progress goes
+// to stderr.
+func Run(ctx context.Context, args []string, stdout io.Writer) error {
+	opts, err := parseFlags(args, stdout)
+	if errors.Is(err, flag.ErrHelp) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	load := loadAverage()
+	results, err := Measure(ctx, opts)
+	if len(results) > 0 {
+		WriteTable(stdout, opts, results)
+		fmt.Fprintf(stdout, "\nmachine: %d CPUs, load average %s before and %s after the run\n",
+			runtime.NumCPU(), load, loadAverage())
+	}
+	return err
+}
+
+// defaultBinDir is the directory of the running executable (meshlab, next
+// to agentd and ztunnel after make build).
+func defaultBinDir() string {
+	exe, err := os.Executable()
+	if err != nil {
+		return "bin"
+	}
+	return filepath.Dir(exe)
+}
+
+// loadAverage is the 1-minute load average from /proc/loadavg, "?" if
+// unreadable.
+func loadAverage() string {
+	b, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return "?"
+	}
+	if f := strings.Fields(string(b)); len(f) > 0 {
+		return f[0]
+	}
+	return "?"
+}
+
+func parseFlags(args []string, usage io.Writer) (Options, error) {
+	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
+	fs.SetOutput(usage)
+	var o Options
+	fs.StringVar(&o.BinDir, "bin-dir", defaultBinDir(), "directory with agentd, ztunnel and meshlab")
+	fs.DurationVar(&o.Duration, "duration", 5*time.Second, "latency measurement time per scenario")
+	fs.Float64Var(&o.Rate, "rate", 500, "latency requests per second (all connections together)")
+	fs.IntVar(&o.Conns, "conns", 8, "latency connections")
+	fs.IntVar(&o.Size, "size", 1024, "latency request and response payload bytes")
+	fs.Int64Var(&o.BulkBytes, "bulk-bytes", 256<<20, "bytes of the single-stream throughput run")
+	fs.BoolVar(&o.IPv6, "ipv6", false, "use the pods' IPv6 addresses")
+	verbose := fs.Bool("verbose", false, "log lab progress to stderr")
+	if err := fs.Parse(args); err != nil {
+		return o, err
+	}
+	if fs.NArg() > 0 {
+		return o, fmt.Errorf("bench: unexpected arguments %q", fs.Args())
+	}
+	level := slog.LevelWarn
+	if *verbose {
+		level = slog.LevelInfo
+	}
+	o.Logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
+	return o, o.check()
+}
+
+func (o Options) check() error {
+	lc := LatencyConfig{To: "-", Rate: o.Rate, Conns: o.Conns, Size: o.Size, Duration: o.Duration}
+	if err := lc.check(); err != nil {
+		return fmt.Errorf("bench: %w", err)
+	}
+	if o.BulkBytes <= 0 || o.BulkBytes > MaxBulk {
+		return fmt.Errorf("bench: bulk bytes %d not in (0, %d]", o.BulkBytes, int64(MaxBulk))
+	}
+	return nil
+}
+
+// command is the command line that runs a benchmark subcommand in a pod.
+func (o Options) command(sub string, args ...string) []string {
+	cmd := o.Command
+	if len(cmd) == 0 {
+		cmd = []string{filepath.Join(o.BinDir, "meshlab")}
+	}
+	return append(append(append([]string{}, cmd...), sub), args...)
+}
