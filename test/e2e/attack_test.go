@@ -1,3 +1,5 @@
+//lint:file-ignore SA1019 the attacker speaks raw HTTP/2 through x/net/http2, as ztunnel/hbone does.
+
 package e2e
 
 import (

@@ -1,13 +1,17 @@
+//lint:file-ignore SA1019 the brief fixes x/net/http2 (deprecated for net/http, whose HTTP/2 runs only on conns its own Transport and Server dial and accept).
+
 package hbone
 
 import (
 	"cmp"
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net"
 	"net/http"
 	"net/netip"
+	"strings"
 	"sync"
 	"time"
 
@@ -22,6 +26,8 @@ const (
 	DefaultMaxStreamsPerConn = 100
 	streamWindow             = 512 << 10 // receive buffer per stream
 	connWindow               = 8 << 20   // receive buffer per connection
+	pingAfter                = 30 * time.Second
+	pingTimeout              = 15 * time.Second
 )
 
 // ClientOptions configure a Client.
@@ -87,6 +93,8 @@ func newTransport() *http2.Transport {
 	if err != nil { // only when t1 was configured before; it was not
 		panic(fmt.Sprintf("hbone: configure http2 transport: %v", err))
 	}
+	// Ping a connection that went quiet, so one to a vanished peer breaks.
+	tr.ReadIdleTimeout, tr.PingTimeout = pingAfter, pingTimeout
 	return tr
 }
 
@@ -96,16 +104,38 @@ func (c *Client) Dial(ctx context.Context, t Target) (net.Conn, error) {
 	if err := t.validate(); err != nil {
 		return nil, fmt.Errorf("hbone dial: %w", err)
 	}
-	pc, err := c.acquire(ctx, &t)
-	if err != nil {
-		return nil, fmt.Errorf("hbone dial %s: %w", t.HBONEAddr, err)
-	}
-	s, err := c.openStream(ctx, pc, &t)
-	if err != nil {
+	for attempt := 1; ; attempt++ {
+		pc, err := c.acquire(ctx, &t)
+		if err != nil {
+			return nil, fmt.Errorf("hbone dial %s: %w", t.HBONEAddr, err)
+		}
+		s, err := c.openStream(ctx, pc, &t)
+		if err == nil {
+			return s, nil
+		}
 		c.release(pc)
-		return nil, err
+		if attempt == maxAttempts || !unprocessed(err) || ctx.Err() != nil {
+			return nil, err
+		}
+		c.log.Debug("hbone stream refused before processing, retrying", "dst", t.HBONEAddr.String(), "err", err)
 	}
-	return s, nil
+}
+
+// maxAttempts bounds the CONNECTs one Dial sends when the server refuses
+// them unprocessed (GOAWAY raced the request).
+const maxAttempts = 3
+
+// unprocessed reports whether a CONNECT failed before the server processed
+// it, so it is safe to send it again on another connection. x/net/http2 does
+// not export these errors; their texts are matched.
+func unprocessed(err error) bool {
+	var se http2.StreamError
+	if errors.As(err, &se) {
+		return se.Code == http2.ErrCodeRefusedStream
+	}
+	msg := err.Error()
+	return strings.Contains(msg, "http2: Transport received Server's graceful shutdown GOAWAY") ||
+		strings.Contains(msg, "http2: client conn not usable")
 }
 
 // Stats counts the pooled connections and the streams open on them.
@@ -146,7 +176,7 @@ func (c *Client) Close() error {
 // janitor closes idle, broken and draining connections.
 func (c *Client) janitor() {
 	defer c.wg.Done()
-	tick := time.NewTicker(max(c.idle/4, 10*time.Millisecond))
+	tick := time.NewTicker(min(max(c.idle/4, 10*time.Millisecond), time.Second))
 	defer tick.Stop()
 	for {
 		select {

@@ -194,3 +194,22 @@ func TestDialErrors(t *testing.T) {
 		t.Errorf("after Close: err %v, want net.ErrClosed", err)
 	}
 }
+
+func TestIPv6AuthorityAndTraceparent(t *testing.T) {
+	var gotAuth netip.AddrPort
+	var gotTrace string
+	h := HandlerFunc(func(ctx context.Context, r *Request) (net.Conn, error) {
+		gotAuth, gotTrace = r.Authority, r.Header.Get("Traceparent")
+		return nil, errors.New("no upstream")
+	})
+	e := newEnv(t, h, ClientOptions{})
+	tg := e.target(idA, netip.MustParseAddrPort("[fd00:18::5]:8080"))
+	const trace = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+	tg.Header = http.Header{"Traceparent": {trace}}
+	if _, err := e.cli.Dial(context.Background(), tg); err == nil {
+		t.Fatal("dial succeeded, want 503")
+	}
+	if gotAuth.String() != "[fd00:18::5]:8080" || gotTrace != trace {
+		t.Errorf("server saw authority %s traceparent %q", gotAuth, gotTrace)
+	}
+}

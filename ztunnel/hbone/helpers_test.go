@@ -28,7 +28,7 @@ func quietLogger() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard
 type env struct {
 	t      *testing.T
 	m      *identity.Manager
-	srv    *Server
+	srv    *Server // guarded by mu
 	cli    *Client
 	addr   netip.AddrPort // the HBONE listener
 	h      Handler
@@ -54,11 +54,7 @@ func newEnv(t *testing.T, h Handler, co ClientOptions) *env {
 			t.Fatal(err)
 		}
 	}
-	e.srv = NewServer(ServerOptions{Logger: quietLogger(), OnDone: func(r *Request, res Result) {
-		e.mu.Lock()
-		e.done = append(e.done, res)
-		e.mu.Unlock()
-	}})
+	e.srv = e.newServer()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -74,10 +70,13 @@ func newEnv(t *testing.T, h Handler, co ClientOptions) *env {
 			if err != nil {
 				return
 			}
+			e.mu.Lock()
+			srv := e.srv
+			e.mu.Unlock()
 			e.active.Add(1)
 			go func() {
 				defer e.active.Done()
-				e.srv.ServeConn(ctx, tls.Server(c, cfg), e.h)
+				srv.ServeConn(ctx, tls.Server(c, cfg), e.h)
 			}()
 		}
 	}()
@@ -86,11 +85,26 @@ func newEnv(t *testing.T, h Handler, co ClientOptions) *env {
 	t.Cleanup(func() {
 		e.cli.Close()
 		ln.Close()
-		e.srv.Close()
+		e.server().Close()
 		cancel()
 		e.active.Wait()
 	})
 	return e
+}
+
+func (e *env) newServer() *Server {
+	return NewServer(ServerOptions{Logger: quietLogger(), OnDone: func(r *Request, res Result) {
+		e.mu.Lock()
+		e.done = append(e.done, res)
+		e.mu.Unlock()
+	}})
+}
+
+// server is the Server new connections go to.
+func (e *env) server() *Server {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.srv
 }
 
 // target is a stream from src (as 127.0.0.1) to the server, for authority.
@@ -133,6 +147,8 @@ func upstream(t *testing.T, serve func(c *net.TCPConn)) netip.AddrPort {
 		t.Fatal(err)
 	}
 	var wg sync.WaitGroup
+	var mu sync.Mutex
+	var conns []*net.TCPConn
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
@@ -141,6 +157,9 @@ func upstream(t *testing.T, serve func(c *net.TCPConn)) netip.AddrPort {
 			if err != nil {
 				return
 			}
+			mu.Lock()
+			conns = append(conns, c)
+			mu.Unlock()
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
@@ -149,7 +168,15 @@ func upstream(t *testing.T, serve func(c *net.TCPConn)) netip.AddrPort {
 			}()
 		}
 	}()
-	t.Cleanup(func() { ln.Close(); wg.Wait() })
+	t.Cleanup(func() {
+		ln.Close()
+		mu.Lock()
+		for _, c := range conns {
+			c.Close()
+		}
+		mu.Unlock()
+		wg.Wait()
+	})
 	return ln.Addr().(*net.TCPAddr).AddrPort()
 }
 

@@ -1,3 +1,5 @@
+//lint:file-ignore SA1019 the brief fixes x/net/http2 (deprecated for net/http, whose HTTP/2 runs only on conns its own Transport and Server dial and accept).
+
 package hbone
 
 import (
@@ -134,7 +136,6 @@ func (c *Client) dialConn(ctx context.Context, t *Target) (*pconn, error) {
 		tc.Close()
 		return nil, fmt.Errorf("server negotiated alpn %q, want %q", p, identity.ALPN)
 	}
-	//lint:ignore SA1019 x/net's NewClientConn is the way to run HTTP/2 on a conn we dialed ourselves.
 	cc, err := c.tr.NewClientConn(tc)
 	if err != nil {
 		tc.Close()

@@ -3,7 +3,11 @@ package hbone
 import (
 	"errors"
 	"net/http"
+	"net/netip"
+	"sync"
 	"time"
+
+	"github.com/agentmesh/agentmesh/internal/spiffe"
 )
 
 // serveStream answers one request on a connection.
@@ -55,4 +59,33 @@ func statusFor(err error) int {
 		return http.StatusUnauthorized
 	}
 	return http.StatusServiceUnavailable
+}
+
+// connState is what the streams of one connection share.
+type connState struct {
+	peer          spiffe.ID
+	remote, local netip.AddrPort
+	h             Handler
+
+	mu     sync.Mutex
+	done   bool           // no new streams; guarded by mu
+	active sync.WaitGroup // stream handlers; Add only under mu while !done
+}
+
+// enter registers a stream handler; false once the connection is done.
+func (c *connState) enter() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.done {
+		return false
+	}
+	c.active.Add(1)
+	return true
+}
+
+func (c *connState) closeAndWait() {
+	c.mu.Lock()
+	c.done = true
+	c.mu.Unlock()
+	c.active.Wait()
 }

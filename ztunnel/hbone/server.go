@@ -1,3 +1,5 @@
+//lint:file-ignore SA1019 the brief fixes x/net/http2 (deprecated for net/http, whose HTTP/2 runs only on conns its own Transport and Server dial and accept).
+
 package hbone
 
 import (
@@ -23,6 +25,7 @@ import (
 const (
 	handshakeTimeout     = 10 * time.Second
 	maxConcurrentStreams = 1000
+	serverIdleTimeout    = 10 * time.Minute // then GOAWAY; clients redial
 )
 
 // Request is one CONNECT as the Handler sees it.
@@ -68,7 +71,7 @@ type Server struct {
 	log    *slog.Logger
 	onDone func(*Request, Result)
 	h2     *http2.Server
-	base   *http.Server // only carries the error log for http2.Server
+	base   *http.Server // the error log and graceful shutdown of h2's connections
 
 	mu     sync.Mutex
 	conns  map[*tls.Conn]struct{} // being served; guarded by mu
@@ -79,17 +82,23 @@ type Server struct {
 // NewServer returns a Server.
 func NewServer(o ServerOptions) *Server {
 	log := cmp.Or(o.Logger, slog.Default())
-	return &Server{
+	s := &Server{
 		log:    log,
 		onDone: o.OnDone,
 		h2: &http2.Server{
 			MaxConcurrentStreams:         maxConcurrentStreams,
+			IdleTimeout:                  serverIdleTimeout,
 			MaxUploadBufferPerStream:     streamWindow,
 			MaxUploadBufferPerConnection: connWindow,
 		},
 		base:  &http.Server{ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelDebug)},
 		conns: map[*tls.Conn]struct{}{},
 	}
+	// Lets base.Shutdown send GOAWAY on the connections h2 serves.
+	if err := http2.ConfigureServer(s.base, s.h2); err != nil {
+		panic(fmt.Sprintf("hbone: configure http2 server: %v", err))
+	}
+	return s
 }
 
 // ServeConn serves CONNECTs on conn with h until the connection ends, ctx is
@@ -168,6 +177,33 @@ func (s *Server) untrack(conn *tls.Conn) {
 	s.wg.Done()
 }
 
+// Shutdown stops taking connections, sends GOAWAY on every connection so
+// clients open new streams elsewhere, and waits until the streams in flight
+// have ended; when ctx is done first it closes the rest as Close does.
+func (s *Server) Shutdown(ctx context.Context) error {
+	s.mu.Lock()
+	s.closed = true
+	s.mu.Unlock()
+	s.base.Shutdown(ctx) // no listeners: only starts the GOAWAYs
+	done := make(chan struct{})
+	go func() { s.wg.Wait(); close(done) }()
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		s.Close()
+		<-done
+		return ctx.Err()
+	}
+}
+
+// Conns counts the connections being served.
+func (s *Server) Conns() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.conns)
+}
+
 // Close closes every connection being served and waits until their
 // ServeConn calls and stream handlers have returned. Later ServeConn calls
 // close their connection at once.
@@ -183,33 +219,4 @@ func (s *Server) Close() error {
 	s.mu.Unlock()
 	s.wg.Wait()
 	return errors.Join(errs...)
-}
-
-// connState is what the streams of one connection share.
-type connState struct {
-	peer          spiffe.ID
-	remote, local netip.AddrPort
-	h             Handler
-
-	mu     sync.Mutex
-	done   bool           // no new streams; guarded by mu
-	active sync.WaitGroup // stream handlers; Add only under mu while !done
-}
-
-// enter registers a stream handler; false once the connection is done.
-func (c *connState) enter() bool {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.done {
-		return false
-	}
-	c.active.Add(1)
-	return true
-}
-
-func (c *connState) closeAndWait() {
-	c.mu.Lock()
-	c.done = true
-	c.mu.Unlock()
-	c.active.Wait()
 }

@@ -76,8 +76,17 @@ type stream struct {
 // ErrDeadline is returned by the deadline setters of a stream.
 var ErrDeadline = fmt.Errorf("hbone stream deadlines: %w", errors.ErrUnsupported)
 
-func (s *stream) Read(p []byte) (int, error)  { return s.body.Read(p) }
-func (s *stream) Write(p []byte) (int, error) { return s.pw.Write(p) }
+func (s *stream) Read(p []byte) (int, error) { return s.body.Read(p) }
+
+// Write sends p to the upstream. After CloseWrite, Close or the server
+// ending the stream it fails with an error wrapping net.ErrClosed.
+func (s *stream) Write(p []byte) (int, error) {
+	n, err := s.pw.Write(p)
+	if errors.Is(err, io.ErrClosedPipe) {
+		err = fmt.Errorf("hbone stream write side closed: %w", net.ErrClosed)
+	}
+	return n, err
+}
 
 // CloseWrite ends the stream's sending side (HTTP/2 END_STREAM); the
 // upstream sees a TCP half-close and reading goes on.

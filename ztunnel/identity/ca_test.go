@@ -117,3 +117,23 @@ func TestLoadLocalCA(t *testing.T) {
 		t.Error("missing key file accepted")
 	}
 }
+
+func FuzzCheckCSR(f *testing.F) {
+	key, _ := newKey()
+	good, _ := NewCSR(key, idA)
+	f.Add(good)
+	f.Add([]byte("junk"))
+	f.Fuzz(func(t *testing.T, der []byte) {
+		pub, err := CheckCSR(der, idA)
+		if err != nil {
+			if !errors.Is(err, ErrBadCSR) {
+				t.Fatalf("error %v does not wrap ErrBadCSR", err)
+			}
+			return
+		}
+		csr, err := x509.ParseCertificateRequest(der)
+		if err != nil || pub.Curve != elliptic.P256() || len(csr.URIs) != 1 || csr.URIs[0].String() != idA.String() || len(csr.DNSNames)+len(csr.IPAddresses)+len(csr.EmailAddresses) != 0 {
+			t.Fatalf("accepted a csr it should refuse: %+v", csr)
+		}
+	})
+}

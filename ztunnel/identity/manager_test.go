@@ -7,6 +7,7 @@ import (
 	"errors"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -197,5 +198,34 @@ func TestEnsureGivesUpWithContext(t *testing.T) {
 	}
 	if _, err := m.Certificate(idA); err == nil || !strings.Contains(err.Error(), "yet") {
 		t.Errorf("Certificate err %v", err)
+	}
+}
+
+func TestRunStopsRenewalInFlight(t *testing.T) {
+	ca := newCA(t, "cluster.local")
+	var calls atomic.Int32
+	blocking := signerFunc(func(ctx context.Context, der []byte, id spiffe.ID, life time.Duration) ([]*x509.Certificate, error) {
+		if calls.Add(1) == 1 {
+			return ca.Sign(ctx, der, id, life)
+		}
+		<-ctx.Done() // a CA that never answers
+		return nil, ctx.Err()
+	})
+	m := NewManager(ManagerOptions{Signer: blocking, Lifetime: time.Second, Logger: quietLogger()})
+	if err := m.Ensure(context.Background(), idA); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); m.Run(ctx) }()
+	waitFor(t, "renewal to start", 3*time.Second, func() bool { return calls.Load() == 2 })
+	cancel()
+	select {
+	case <-done:
+	case <-time.After(2 * time.Second):
+		t.Fatal("Run did not return with a renewal in flight")
+	}
+	if _, err := m.Certificate(idA); err != nil {
+		t.Errorf("certificate lost after a canceled renewal: %v", err)
 	}
 }
