@@ -1,4 +1,4 @@
-//lint:file-ignore SA1019 the brief fixes x/net/http2 (deprecated for net/http, whose HTTP/2 runs only on conns its own Transport and Server dial and accept).
+//lint:file-ignore SA1019 x/net/http2 is deprecated for net/http, but HBONE needs HTTP/2 on TLS conns ztunnel dials and accepts itself inside pod netns, which net/http's server cannot take over.
 
 package hbone
 
