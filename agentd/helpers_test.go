@@ -1,23 +1,22 @@
 package agentd
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"log/slog"
 	"os"
 	"path/filepath"
-	"runtime"
 	"slices"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/agentmesh/agentmesh/internal/testutil"
+
 	"github.com/agentmesh/agentmesh/internal/handoff"
 	"github.com/agentmesh/agentmesh/internal/netns"
-	"golang.org/x/sys/unix"
 )
 
 // eventLog is the one ordered record of what the fake datapath and the
@@ -223,44 +222,13 @@ func startHandoff(t *testing.T, log *slog.Logger) (*handoff.Server, string) {
 	return s, path
 }
 
-type logBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *logBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *logBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
 // newLog logs into a buffer printed when the test fails.
-func newLog(t *testing.T) (*slog.Logger, *logBuffer) {
-	b := &logBuffer{}
-	t.Cleanup(func() {
-		if t.Failed() {
-			t.Logf("log:\n%s", b)
-		}
-	})
-	return slog.New(slog.NewTextHandler(b, &slog.HandlerOptions{Level: slog.LevelDebug})), b
-}
+func newLog(t *testing.T) (*slog.Logger, *testutil.LogBuffer) { return testutil.NewLog(t) }
 
 // requireRoot skips without root, or fails when CI=true.
 func requireRoot(t *testing.T, why string) {
 	t.Helper()
-	if os.Geteuid() == 0 {
-		return
-	}
-	if os.Getenv("CI") == "true" {
-		t.Fatalf("needs root: %s", why)
-	}
-	t.Skipf("needs root: %s", why)
+	testutil.RequireRoot(t, why)
 }
 
 // testNetns is a throwaway network namespace.
@@ -274,36 +242,16 @@ type testNetns struct {
 // its close is called.
 func newNetns(t *testing.T) *testNetns {
 	t.Helper()
-	requireRoot(t, "creates network namespaces")
-	type result struct {
-		f   *os.File
-		err error
-	}
-	ch := make(chan result, 1)
-	go func() {
-		// Never unlocked: the thread dies with this goroutine, so nothing
-		// else ever runs in the new namespace.
-		runtime.LockOSThread()
-		if err := unix.Unshare(unix.CLONE_NEWNET); err != nil {
-			ch <- result{err: fmt.Errorf("unshare: %w", err)}
-			return
-		}
-		f, err := os.Open("/proc/thread-self/ns/net")
-		ch <- result{f, err}
-	}()
-	r := <-ch
-	if r.err != nil {
-		t.Fatal(r.err)
-	}
-	c, err := netns.Cookie(int(r.f.Fd()))
+	f := testutil.NewNetns(t)
+	c, err := netns.Cookie(int(f.Fd()))
 	if err != nil {
 		t.Fatal(err)
 	}
 	var once sync.Once
 	n := &testNetns{
-		path:   fmt.Sprintf("/proc/%d/fd/%d", os.Getpid(), r.f.Fd()),
+		path:   fmt.Sprintf("/proc/%d/fd/%d", os.Getpid(), f.Fd()),
 		cookie: c,
-		close:  func() { once.Do(func() { r.f.Close() }) },
+		close:  func() { once.Do(func() { f.Close() }) },
 	}
 	t.Cleanup(n.close)
 	return n

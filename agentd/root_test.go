@@ -13,9 +13,12 @@ import (
 	"testing"
 	"time"
 
+	"github.com/agentmesh/agentmesh/internal/testutil"
+
+	"github.com/cilium/ebpf"
+
 	"github.com/agentmesh/agentmesh/agentd/loader"
 	"github.com/agentmesh/agentmesh/bpf"
-	"github.com/cilium/ebpf"
 )
 
 // realEnv is a throwaway cgroup and pin dir for the real datapath.
@@ -51,7 +54,7 @@ func newRealEnv(t *testing.T) realEnv {
 // startAgentd runs the agentd command line until the returned stop.
 func startAgentd(t *testing.T, args ...string) (stop func()) {
 	t.Helper()
-	logs := &logBuffer{}
+	logs := &testutil.LogBuffer{}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- Run(ctx, args, logs) }()
@@ -158,7 +161,7 @@ func TestAgentdCleanupRemovesPins(t *testing.T) {
 		"--socket", filepath.Join(dir, "s.sock"))
 	waitKernel(t, env.pinDir, a.cookie, true)
 	stop()
-	if err := Run(context.Background(), []string{"cleanup", "--pin-dir", env.pinDir}, &logBuffer{}); err != nil {
+	if err := Run(context.Background(), []string{"cleanup", "--pin-dir", env.pinDir}, &testutil.LogBuffer{}); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := os.Stat(env.pinDir); !errors.Is(err, os.ErrNotExist) {

@@ -12,6 +12,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/agentmesh/agentmesh/internal/testutil"
+
 	"github.com/agentmesh/agentmesh/agentd/loader"
 	"github.com/agentmesh/agentmesh/internal/meshconfig"
 )
@@ -149,7 +151,7 @@ func waitForFile(t *testing.T, path string) {
 	t.Fatalf("%s never appeared", path)
 }
 
-func waitForLog(t *testing.T, logs *logBuffer, s string) {
+func waitForLog(t *testing.T, logs *testutil.LogBuffer, s string) {
 	t.Helper()
 	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(5 * time.Millisecond) {
 		if strings.Contains(logs.String(), s) {

@@ -9,26 +9,21 @@ import (
 	"net"
 	"os"
 	"path/filepath"
-	"runtime"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/agentmesh/agentmesh/internal/netns"
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
+
+	"github.com/agentmesh/agentmesh/internal/netns"
+	"github.com/agentmesh/agentmesh/internal/testutil"
 )
 
 // requireRoot fails under CI=true and skips otherwise when not root.
 func requireRoot(t *testing.T) {
 	t.Helper()
-	if os.Geteuid() == 0 {
-		return
-	}
-	if os.Getenv("CI") == "true" {
-		t.Fatal("these tests need root (CAP_BPF, CAP_NET_ADMIN, CAP_SYS_ADMIN)")
-	}
-	t.Skip("needs root")
+	testutil.RequireRoot(t, "loads eBPF programs (CAP_BPF, CAP_NET_ADMIN, CAP_SYS_ADMIN)")
 }
 
 func loadObjects(t *testing.T) *Objects {
@@ -49,50 +44,7 @@ func randomName(prefix string) string {
 }
 
 // newNetns makes a network namespace with lo up; it lives until cleanup.
-func newNetns(t *testing.T) *os.File {
-	t.Helper()
-	fc := make(chan *os.File, 1)
-	errc := make(chan error, 1)
-	go func() {
-		runtime.LockOSThread()
-		orig, err := os.Open("/proc/thread-self/ns/net")
-		if err != nil {
-			errc <- err
-			return
-		}
-		defer orig.Close()
-		if err := unix.Unshare(unix.CLONE_NEWNET); err != nil {
-			errc <- err
-			return
-		}
-		f, ferr := os.Open("/proc/thread-self/ns/net")
-		if err := unix.Setns(int(orig.Fd()), unix.CLONE_NEWNET); err != nil {
-			errc <- err // thread stays locked and dies
-			return
-		}
-		runtime.UnlockOSThread()
-		if ferr != nil {
-			errc <- ferr
-			return
-		}
-		fc <- f
-	}()
-	var f *os.File
-	select {
-	case f = <-fc:
-	case err := <-errc:
-		t.Fatalf("new netns: %v", err)
-	}
-	t.Cleanup(func() { f.Close() })
-	inNetns(t, f, func() error {
-		lo, err := netlink.LinkByName("lo")
-		if err != nil {
-			return err
-		}
-		return netlink.LinkSetUp(lo)
-	})
-	return f
-}
+func newNetns(t *testing.T) *os.File { return testutil.NewNetns(t) }
 
 func inNetns(t *testing.T, ns *os.File, fn func() error) {
 	t.Helper()

@@ -10,27 +10,22 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"slices"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/agentmesh/agentmesh/bpf"
+	"github.com/agentmesh/agentmesh/internal/testutil"
+
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/link"
-	"golang.org/x/sys/unix"
+
+	"github.com/agentmesh/agentmesh/bpf"
 )
 
 func requireRoot(t *testing.T) {
 	t.Helper()
-	if os.Geteuid() == 0 {
-		return
-	}
-	if os.Getenv("CI") == "true" {
-		t.Fatal("these tests need root (CAP_BPF, CAP_NET_ADMIN, CAP_SYS_ADMIN)")
-	}
-	t.Skip("needs root")
+	testutil.RequireRoot(t, "loads eBPF programs (CAP_BPF, CAP_NET_ADMIN, CAP_SYS_ADMIN)")
 }
 
 func randomName(prefix string) string {
@@ -84,40 +79,8 @@ func newNetns(t *testing.T) string {
 // reference to the netns early.
 func newNetnsCloser(t *testing.T) (string, func()) {
 	t.Helper()
-	fc := make(chan *os.File, 1)
-	errc := make(chan error, 1)
-	go func() {
-		runtime.LockOSThread()
-		orig, err := os.Open("/proc/thread-self/ns/net")
-		if err != nil {
-			errc <- err
-			return
-		}
-		defer orig.Close()
-		if err := unix.Unshare(unix.CLONE_NEWNET); err != nil {
-			errc <- err
-			return
-		}
-		f, ferr := os.Open("/proc/thread-self/ns/net")
-		if err := unix.Setns(int(orig.Fd()), unix.CLONE_NEWNET); err != nil {
-			errc <- err // thread stays locked and dies
-			return
-		}
-		runtime.UnlockOSThread()
-		if ferr != nil {
-			errc <- ferr
-			return
-		}
-		fc <- f
-	}()
-	select {
-	case f := <-fc:
-		t.Cleanup(func() { f.Close() })
-		return fmt.Sprintf("/proc/%d/fd/%d", os.Getpid(), f.Fd()), func() { f.Close() }
-	case err := <-errc:
-		t.Fatalf("new netns: %v", err)
-		return "", nil
-	}
+	f := testutil.NewNetns(t)
+	return fmt.Sprintf("/proc/%d/fd/%d", os.Getpid(), f.Fd()), func() { f.Close() }
 }
 
 // linkIDs maps every pinned link name to its link ID.

@@ -1,19 +1,18 @@
 package handoff
 
 import (
-	"bytes"
 	"context"
 	"fmt"
-	"io"
 	"log/slog"
 	"os"
 	"path/filepath"
-	"runtime"
 	"slices"
 	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/agentmesh/agentmesh/internal/testutil"
 
 	"golang.org/x/sys/unix"
 )
@@ -26,33 +25,7 @@ func (nopHandler) AddPod(_ Pod, f *os.File) error { return f.Close() }
 func (nopHandler) RemovePod(string) error         { return nil }
 func (nopHandler) SnapshotDone([]string) error    { return nil }
 
-// logBuffer is a goroutine-safe log sink the test can search.
-type logBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *logBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *logBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
-func newLog(t *testing.T) (*slog.Logger, *logBuffer) {
-	b := &logBuffer{}
-	t.Cleanup(func() {
-		if t.Failed() {
-			t.Logf("log:\n%s", b)
-		}
-	})
-	return slog.New(slog.NewTextHandler(b, &slog.HandlerOptions{Level: slog.LevelDebug})), b
-}
+func newLog(t *testing.T) (*slog.Logger, *testutil.LogBuffer) { return testutil.NewLog(t) }
 
 // recHandler records what ztunnel would see, as lines like "add u1 ino=5".
 type recHandler struct {
@@ -160,46 +133,9 @@ func selfNetns(t *testing.T) *os.File {
 	return f
 }
 
-// requireRoot skips the test without root, or fails it when CI=true.
-func requireRoot(t *testing.T) {
-	t.Helper()
-	if os.Geteuid() == 0 {
-		return
-	}
-	if os.Getenv("CI") == "true" {
-		t.Fatal("this test needs root (CAP_SYS_ADMIN) to create network namespaces")
-	}
-	t.Skip("needs root to create network namespaces")
-}
-
 // newNetns creates a throwaway network namespace and returns the only
 // handle to it; the namespace disappears once every copy of it is closed.
-func newNetns(t *testing.T) *os.File {
-	t.Helper()
-	requireRoot(t)
-	type result struct {
-		f   *os.File
-		err error
-	}
-	ch := make(chan result, 1)
-	go func() {
-		// Never unlocked: the runtime ends this thread with the goroutine,
-		// so no other goroutine ever runs in the new namespace.
-		runtime.LockOSThread()
-		if err := unix.Unshare(unix.CLONE_NEWNET); err != nil {
-			ch <- result{err: fmt.Errorf("unshare: %w", err)}
-			return
-		}
-		f, err := os.Open("/proc/thread-self/ns/net")
-		ch <- result{f, err}
-	}()
-	r := <-ch
-	if r.err != nil {
-		t.Fatal(r.err)
-	}
-	t.Cleanup(func() { r.f.Close() })
-	return r.f
-}
+func newNetns(t *testing.T) *os.File { return testutil.NewNetns(t) }
 
 // waitFor polls cond for up to five seconds.
 func waitFor(t *testing.T, what string, cond func() bool) {
@@ -211,5 +147,3 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 	}
 	t.Fatalf("timed out waiting for %s", what)
 }
-
-var _ io.Writer = (*logBuffer)(nil)

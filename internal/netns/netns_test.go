@@ -1,46 +1,16 @@
-package netns
+package netns_test
 
 import (
 	"os"
 	"runtime"
 	"testing"
 
+	"github.com/agentmesh/agentmesh/internal/netns"
+
+	"github.com/agentmesh/agentmesh/internal/testutil"
+
 	"golang.org/x/sys/unix"
 )
-
-// newNetns makes a throwaway network namespace and returns an fd to it.
-func newNetns(t *testing.T) *os.File {
-	t.Helper()
-	if os.Geteuid() != 0 {
-		if os.Getenv("CI") == "true" {
-			t.Fatal("needs root to create network namespaces (CI=true)")
-		}
-		t.Skip("needs root to create network namespaces")
-	}
-	ch := make(chan *os.File, 1)
-	errc := make(chan error, 1)
-	go func() {
-		runtime.LockOSThread() // never unlocked: the thread dies with the goroutine
-		if err := unix.Unshare(unix.CLONE_NEWNET); err != nil {
-			errc <- err
-			return
-		}
-		f, err := os.Open("/proc/thread-self/ns/net")
-		if err != nil {
-			errc <- err
-			return
-		}
-		ch <- f
-	}()
-	select {
-	case err := <-errc:
-		t.Fatalf("unshare: %v", err)
-	case f := <-ch:
-		t.Cleanup(func() { f.Close() })
-		return f
-	}
-	return nil
-}
 
 // currentNetns opens the calling thread's network namespace.
 func currentNetns(t *testing.T) *os.File {
@@ -57,12 +27,12 @@ func currentNetns(t *testing.T) *os.File {
 
 func TestDoAndCookie(t *testing.T) {
 	host := currentNetns(t) // before newNetns: its thread may be the main one
-	ns := newNetns(t)
-	hostCookie, err := Cookie(int(host.Fd()))
+	ns := testutil.NewNetns(t)
+	hostCookie, err := netns.Cookie(int(host.Fd()))
 	if err != nil {
 		t.Fatal(err)
 	}
-	nsCookie, err := Cookie(int(ns.Fd()))
+	nsCookie, err := netns.Cookie(int(ns.Fd()))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -71,7 +41,7 @@ func TestDoAndCookie(t *testing.T) {
 	}
 	// A socket made inside Do belongs to the namespace; the thread goes back.
 	var fd int
-	if err := Do(int(ns.Fd()), func() error {
+	if err := netns.Do(int(ns.Fd()), func() error {
 		var err error
 		fd, err = unix.Socket(unix.AF_INET, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
 		return err
@@ -79,18 +49,18 @@ func TestDoAndCookie(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer unix.Close(fd)
-	if got, err := SocketNetnsCookie(fd); err != nil || got != nsCookie {
+	if got, err := netns.SocketNetnsCookie(fd); err != nil || got != nsCookie {
 		t.Errorf("socket made in Do: cookie %d, %v; want %d", got, err, nsCookie)
 	}
 	for range 20 { // no thread was left in the namespace
-		if c, err := Cookie(int(host.Fd())); err != nil || c != hostCookie {
+		if c, err := netns.Cookie(int(host.Fd())); err != nil || c != hostCookie {
 			t.Fatalf("host cookie changed to %d (%v)", c, err)
 		}
 		s, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
 		if err != nil {
 			t.Fatal(err)
 		}
-		c, _ := SocketNetnsCookie(s)
+		c, _ := netns.SocketNetnsCookie(s)
 		unix.Close(s)
 		if c != hostCookie {
 			t.Fatalf("a thread was left in the test namespace")
