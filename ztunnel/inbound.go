@@ -19,7 +19,7 @@ import (
 func (n *Node) serveHBONE(ctx context.Context, p *pod, c net.Conn) {
 	src := addrPort(c.RemoteAddr())
 	cfg := n.opts.Certs.ServerTLSConfig(p.id, n.authorizer(src))
-	tc := tls.Server(c, cfg)
+	tc := hbone.NewServerConn(c, cfg)
 	hctx, cancel := context.WithTimeout(ctx, n.opts.HandshakeTimeout)
 	err := tc.HandshakeContext(hctx)
 	cancel()

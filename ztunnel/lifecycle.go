@@ -130,6 +130,11 @@ func (n *Node) teardownLocked(p *pod) error {
 	if p.cancel != nil {
 		p.cancel()
 	}
+	// Pooled HBONE conns dialed inside the pod netns would keep it alive
+	// until their idle timeout.
+	for _, ip := range podIPs(p.ips, p.info.IPs) {
+		n.client.CloseSource(ip)
+	}
 	if !waitTimeout(&p.wg, teardownWait) {
 		errs = append(errs, fmt.Errorf("pod %s: connections still running after %s", p.name(), teardownWait))
 	}

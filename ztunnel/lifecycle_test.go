@@ -16,6 +16,7 @@ import (
 
 	"github.com/agentmesh/agentmesh/internal/handoff"
 	"github.com/agentmesh/agentmesh/internal/netns"
+	"github.com/agentmesh/agentmesh/ztunnel/hbone"
 )
 
 func TestPendingPodSetUpWhenConfigCatchesUp(t *testing.T) {
@@ -211,4 +212,26 @@ func get(t *testing.T, url string, into any) int {
 		}
 	}
 	return resp.StatusCode
+}
+
+// TestRemovePodClosesPooledHBONEConns: an HBONE connection dialed inside
+// A's netns stays pooled after its stream ends; removing A must close it
+// at once, not after the idle timeout, so it does not pin A's netns.
+func TestRemovePodClosesPooledHBONEConns(t *testing.T) {
+	e := newEnv(t)
+	e.handOverAB()
+	e.orig.set(appB)
+	c := dialIn(t, e.a, "127.0.0.1:15001")
+	if got, err := roundTrip(c, "pooled"); err != nil || got != "echo:pooled" {
+		t.Fatalf("round trip = %q, %v", got, err)
+	}
+	c.Close()
+	waitFor(t, "stream released", func() bool { return e.node.client.Stats() == hbone.PoolStats{Conns: 1} })
+	if err := e.node.RemovePod("uid-a"); err != nil {
+		t.Fatal(err)
+	}
+	if s := e.node.client.Stats(); s.Conns != 0 {
+		t.Errorf("pool after removing the source pod: %+v, want no conns", s)
+	}
+	waitFor(t, "B's ztunnel sees the conn closed", func() bool { return e.node.server.Conns() == 0 })
 }

@@ -6,6 +6,8 @@ import (
 	"io"
 	"net"
 	"sync"
+
+	"github.com/agentmesh/agentmesh/ztunnel/hbone"
 )
 
 // closeWriter is a conn that can half-close (TCP, TLS, HBONE streams).
@@ -41,7 +43,7 @@ func join(down, up net.Conn) (sent, received int64, err error) {
 
 // pipe copies src to dst, then half-closes dst (or closes it when it cannot).
 func pipe(dst, src net.Conn) (int64, error) {
-	n, err := io.Copy(dst, src)
+	n, err := copyConn(dst, src)
 	if cw, ok := dst.(closeWriter); ok {
 		cw.CloseWrite()
 	} else {
@@ -53,4 +55,17 @@ func pipe(dst, src net.Conn) (int64, error) {
 		return n, err
 	}
 	return n, nil
+}
+
+// copyConn copies src to dst: TCP to TCP with io.Copy, which lets the kernel
+// splice; anything with an HBONE stream on one side with hbone.Copy, whose
+// buffer grows for bulk transfers (io.Copy would use 32 KiB, so 32 KiB
+// HTTP/2 frames).
+func copyConn(dst, src net.Conn) (int64, error) {
+	_, tcpDst := dst.(*net.TCPConn)
+	_, tcpSrc := src.(*net.TCPConn)
+	if tcpDst && tcpSrc {
+		return io.Copy(dst, src)
+	}
+	return hbone.Copy(dst, src, nil)
 }

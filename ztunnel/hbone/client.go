@@ -24,10 +24,28 @@ import (
 const (
 	DefaultIdleTimeout       = time.Minute
 	DefaultMaxStreamsPerConn = 100
-	streamWindow             = 512 << 10 // receive buffer per stream
-	connWindow               = 8 << 20   // receive buffer per connection
 	pingAfter                = 30 * time.Second
 	pingTimeout              = 15 * time.Second
+)
+
+// HTTP/2 sizes, client and server alike.
+//
+// Memory per stream: data received and not yet taken by the other side
+// (the upstream on the server, the app on the client) is buffered up to
+// streamWindow, and all streams of a connection together up to connWindow;
+// these buffers are allocated as data arrives and freed as it is read, so
+// a quiet stream holds none. x/net's client holds one scratch buffer of
+// min(peer's maxFrame, 512 KiB) per stream with a request body for the
+// stream's whole life; maxFrame bounds it (x/net's default 1 MiB frame made
+// it 512 KiB). Copy adds 32 KiB per direction (256 KiB more while a bulk
+// transfer runs). So a stream whose peer reads holds at most
+// maxFrame + 2*(32+256) KiB, and at most streamWindow more when its reader
+// stalls, within connWindow per connection. Per connection, batchConn
+// holds up to 2*maxBatch only while a write or unread data is in flight.
+const (
+	streamWindow = 4 << 20   // one bulk stream is not stalled by window updates
+	connWindow   = 16 << 20  // a few bulk streams per connection
+	maxFrame     = 256 << 10 // DATA frames up to one full Copy buffer
 )
 
 // ClientOptions configure a Client.
@@ -88,6 +106,7 @@ func newTransport() *http2.Transport {
 	t1 := &http.Transport{HTTP2: &http.HTTP2Config{
 		MaxReceiveBufferPerStream:     streamWindow,
 		MaxReceiveBufferPerConnection: connWindow,
+		MaxReadFrameSize:              maxFrame,
 	}}
 	tr, err := http2.ConfigureTransports(t1)
 	if err != nil { // only when t1 was configured before; it was not
@@ -187,5 +206,26 @@ func (c *Client) janitor() {
 				pc.close()
 			}
 		}
+	}
+}
+
+// CloseSource closes the pooled connections dialed from srcIP, failing the
+// streams on them, and fails the connection attempts in progress for it
+// with net.ErrClosed. ztunnel calls it when a pod goes away: a connection
+// dialed inside the pod's network namespace keeps that namespace alive.
+// Later Dials from srcIP open new connections.
+func (c *Client) CloseSource(srcIP netip.Addr) {
+	srcIP = srcIP.Unmap()
+	c.mu.Lock()
+	var conns []*pconn
+	for k, p := range c.pools {
+		if k.srcIP.Unmap() == srcIP {
+			conns = append(conns, p.conns...)
+			delete(c.pools, k)
+		}
+	}
+	c.mu.Unlock()
+	for _, pc := range conns {
+		pc.close()
 	}
 }

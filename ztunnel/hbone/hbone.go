@@ -10,6 +10,13 @@
 // first the stream ends (the client reads EOF) and whatever the client still
 // sends is dropped: the HTTP/2 server cannot end a response while it keeps
 // reading the request.
+//
+// Throughput: x/net/http2 and crypto/tls would make one system call (and
+// one wakeup of the peer) per 16 KiB TLS record and read one record per
+// call; batchConn, under the TLS layer of both ends, writes each HTTP/2
+// write as one system call and reads what the socket has at once. DATA
+// frames are up to maxFrame (256 KiB) and Copy moves bulk transfers in
+// chunks that size. Small writes are never held back.
 package hbone
 
 import (

@@ -2,7 +2,6 @@ package hbone
 
 import (
 	"context"
-	"crypto/tls"
 	"io"
 	"log/slog"
 	"net"
@@ -26,7 +25,7 @@ func quietLogger() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard
 // env is a CA, a certificate manager for idA, idB, idC, an HBONE server for
 // idB on loopback and a client.
 type env struct {
-	t      *testing.T
+	t      testing.TB
 	m      *identity.Manager
 	srv    *Server // guarded by mu
 	cli    *Client
@@ -37,7 +36,7 @@ type env struct {
 	active sync.WaitGroup
 }
 
-func newEnv(t *testing.T, h Handler, co ClientOptions) *env {
+func newEnv(t testing.TB, h Handler, co ClientOptions) *env {
 	t.Helper()
 	certPEM, keyPEM, err := identity.GenerateCA("cluster.local", time.Hour)
 	if err != nil {
@@ -76,7 +75,7 @@ func newEnv(t *testing.T, h Handler, co ClientOptions) *env {
 			e.active.Add(1)
 			go func() {
 				defer e.active.Done()
-				srv.ServeConn(ctx, tls.Server(c, cfg), e.h)
+				srv.ServeConn(ctx, NewServerConn(c, cfg), e.h)
 			}()
 		}
 	}()
@@ -140,7 +139,7 @@ func dialUpstream(ctx context.Context, r *Request) (net.Conn, error) {
 }
 
 // upstream runs serve on every connection to a loopback listener until the test ends.
-func upstream(t *testing.T, serve func(c *net.TCPConn)) netip.AddrPort {
+func upstream(t testing.TB, serve func(c *net.TCPConn)) netip.AddrPort {
 	t.Helper()
 	ln, err := net.ListenTCP("tcp", &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1)})
 	if err != nil {

@@ -98,13 +98,16 @@ func (c *Client) connect(key poolKey, t *Target, call *dialCall) {
 	defer c.mu.Unlock()
 	defer close(call.done)
 	p := c.pools[key]
-	if p != nil && p.dial == call {
+	// The pool may be gone (Close, CloseSource), or be a new one made after
+	// that: either way this connection belongs nowhere.
+	live := p != nil && p.dial == call
+	if live {
 		p.dial = nil
 	}
 	switch {
 	case err != nil:
 		call.err = err
-	case c.closed || p == nil:
+	case c.closed || !live:
 		pc.close()
 		call.err = net.ErrClosed
 	default:
@@ -124,10 +127,13 @@ func (c *Client) dialConn(ctx context.Context, t *Target) (*pconn, error) {
 		return nil, err
 	}
 	cfg := t.TLS.Clone()
+	// Small first records help a browser render early; a tunnel's records
+	// are batched (batchConn) and only cost more to seal.
+	cfg.DynamicRecordSizingDisabled = true
 	if !slices.Contains(cfg.NextProtos, identity.ALPN) {
 		cfg.NextProtos = append(cfg.NextProtos, identity.ALPN)
 	}
-	tc := tls.Client(raw, cfg)
+	tc := tls.Client(newBatchConn(raw), cfg)
 	if err := tc.HandshakeContext(ctx); err != nil {
 		raw.Close()
 		return nil, fmt.Errorf("tls handshake: %w", err)
@@ -136,10 +142,18 @@ func (c *Client) dialConn(ctx context.Context, t *Target) (*pconn, error) {
 		tc.Close()
 		return nil, fmt.Errorf("server negotiated alpn %q, want %q", p, identity.ALPN)
 	}
-	cc, err := c.tr.NewClientConn(tc)
+	cc, err := c.tr.NewClientConn(tlsConn(tc))
 	if err != nil {
 		tc.Close()
 		return nil, fmt.Errorf("http2 client: %w", err)
+	}
+	// x/net sizes a stream's send buffer, and so its DATA frames, by the
+	// server's SETTINGS as known when the stream starts: before they
+	// arrive that is 16 KiB, for the stream's whole life. The answer to a
+	// PING comes after them.
+	if err := cc.Ping(ctx); err != nil {
+		cc.Close()
+		return nil, fmt.Errorf("http2 settings: %w", err)
 	}
 	c.log.Debug("hbone connection up", "dst", t.HBONEAddr.String(), "src", t.SrcID.String(), "dst_id", t.DstID.String())
 	return &pconn{cc: cc, tc: tc}, nil

@@ -90,6 +90,7 @@ func NewServer(o ServerOptions) *Server {
 			IdleTimeout:                  serverIdleTimeout,
 			MaxUploadBufferPerStream:     streamWindow,
 			MaxUploadBufferPerConnection: connWindow,
+			MaxReadFrameSize:             maxFrame,
 		},
 		base:  &http.Server{ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelDebug)},
 		conns: map[*tls.Conn]struct{}{},
@@ -120,7 +121,7 @@ func (s *Server) ServeConn(ctx context.Context, conn *tls.Conn, h Handler) {
 		return
 	}
 	cs.h = h
-	s.h2.ServeConn(conn, &http2.ServeConnOpts{
+	s.h2.ServeConn(tlsConn(conn), &http2.ServeConnOpts{
 		Context:    ctx,
 		BaseConfig: s.base,
 		Handler:    http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { s.serveStream(w, r, cs) }),

@@ -6,13 +6,7 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"sync"
 )
-
-// bufSize is the copy buffer per direction; HTTP/2 flow control bounds the rest.
-const bufSize = 32 << 10
-
-var bufPool = sync.Pool{New: func() any { b := make([]byte, bufSize); return &b }}
 
 // splice copies between a CONNECT stream and its upstream until the upstream
 // ends its side (or either side fails). The client's end of stream becomes
@@ -23,7 +17,7 @@ func splice(ctx context.Context, w http.ResponseWriter, body io.ReadCloser, up n
 	defer stop()
 	inErr := make(chan error, 1)
 	go func() {
-		n, err := copyBuf(up, body, nil)
+		n, err := Copy(up, body, nil)
 		in = n
 		if err == nil {
 			err = closeWrite(up)
@@ -32,7 +26,7 @@ func splice(ctx context.Context, w http.ResponseWriter, body io.ReadCloser, up n
 		}
 		inErr <- err
 	}()
-	out, outErr := copyBuf(flushWriter{w}, up, func() { body.Close() })
+	out, outErr := Copy(newFlushWriter(w), up, func() { body.Close() })
 	var ie error
 	select {
 	case ie = <-inErr:
@@ -44,34 +38,6 @@ func splice(ctx context.Context, w http.ResponseWriter, body io.ReadCloser, up n
 	return in, out, errors.Join(outErr, ie)
 }
 
-// copyBuf copies src to dst with a pooled buffer. On a write error it calls
-// onWriteErr (to unblock the other direction). io.EOF is not an error.
-func copyBuf(dst io.Writer, src io.Reader, onWriteErr func()) (int64, error) {
-	bp := bufPool.Get().(*[]byte)
-	defer bufPool.Put(bp)
-	buf := *bp
-	var n int64
-	for {
-		nr, rerr := src.Read(buf)
-		if nr > 0 {
-			nw, werr := dst.Write(buf[:nr])
-			n += int64(nw)
-			if werr != nil {
-				if onWriteErr != nil {
-					onWriteErr()
-				}
-				return n, werr
-			}
-		}
-		if rerr == io.EOF {
-			return n, nil
-		}
-		if rerr != nil {
-			return n, rerr
-		}
-	}
-}
-
 func closeWrite(c net.Conn) error {
 	if cw, ok := c.(interface{ CloseWrite() error }); ok {
 		return cw.CloseWrite()
@@ -79,13 +45,23 @@ func closeWrite(c net.Conn) error {
 	return nil
 }
 
-// flushWriter sends every write to the client at once.
-type flushWriter struct{ w http.ResponseWriter }
+// flushWriter sends every write to the client at once. Copy reads all the
+// upstream has (up to its buffer) before it writes, so there is nothing to
+// gain by holding a write back. Writes larger than x/net's 4 KiB response
+// buffer bypass it, and then the flush is free.
+type flushWriter struct {
+	w  http.ResponseWriter
+	rc *http.ResponseController
+}
+
+func newFlushWriter(w http.ResponseWriter) flushWriter {
+	return flushWriter{w: w, rc: http.NewResponseController(w)}
+}
 
 func (f flushWriter) Write(p []byte) (int, error) {
 	n, err := f.w.Write(p)
 	if err == nil {
-		err = http.NewResponseController(f.w).Flush()
+		err = f.rc.Flush()
 	}
 	return n, err
 }
