@@ -18,6 +18,9 @@ import (
 // thread is moved back to its original netns; if that fails it stays locked
 // and dies with its goroutine.
 func createNetns(name string, forwarding bool) (vnetns.NsHandle, error) {
+	if err := ensureNetnsDir(); err != nil {
+		return vnetns.None(), err
+	}
 	type result struct {
 		h   vnetns.NsHandle
 		err error
