@@ -2,7 +2,6 @@ package bench
 
 import (
 	"context"
-	"crypto/tls"
 	"log/slog"
 	"net"
 	"net/netip"
@@ -73,7 +72,7 @@ func newHBONEEnv(b *testing.B) *hboneEnv {
 			if err != nil {
 				return
 			}
-			wg.Go(func() { srv.ServeConn(ctx, tls.Server(c, cfg), upstream) })
+			wg.Go(func() { srv.ServeConn(ctx, hbone.NewServerConn(c, cfg), upstream) })
 		}
 	})
 	e := &hboneEnv{m: m, cli: hbone.NewClient(hbone.ClientOptions{Logger: quiet}), addr: ln.Addr().(*net.TCPAddr).AddrPort()}
