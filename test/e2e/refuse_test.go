@@ -119,6 +119,7 @@ func TestMalformedInput(t *testing.T) {
 		}
 		tc.Write([]byte("PRI * HTTP/2.0\r\n\r\nSM")) // the preface, cut short
 		tc.Close()
+		waitLog(t, l, 2, "hbone connection closed without any CONNECT", a.IPv4().String(), spiffeOf("a"))
 	})
 	for _, bad := range []struct {
 		authority string

@@ -68,8 +68,9 @@ type connState struct {
 	h             Handler
 
 	mu     sync.Mutex
-	done   bool           // no new streams; guarded by mu
-	active sync.WaitGroup // stream handlers; Add only under mu while !done
+	done    bool           // no new streams; guarded by mu
+	streams int            // streams ever entered; guarded by mu
+	active  sync.WaitGroup // stream handlers; Add only under mu while !done
 }
 
 // enter registers a stream handler; false once the connection is done.
@@ -79,13 +80,18 @@ func (c *connState) enter() bool {
 	if c.done {
 		return false
 	}
+	c.streams++
 	c.active.Add(1)
 	return true
 }
 
-func (c *connState) closeAndWait() {
+// closeAndWait stops new streams, waits for the running ones and returns
+// how many the connection carried.
+func (c *connState) closeAndWait() int {
 	c.mu.Lock()
 	c.done = true
+	n := c.streams
 	c.mu.Unlock()
 	c.active.Wait()
+	return n
 }

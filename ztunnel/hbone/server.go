@@ -126,7 +126,12 @@ func (s *Server) ServeConn(ctx context.Context, conn *tls.Conn, h Handler) {
 		BaseConfig: s.base,
 		Handler:    http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { s.serveStream(w, r, cs) }),
 	})
-	cs.closeAndWait()
+	if cs.closeAndWait() == 0 && ctx.Err() == nil {
+		// A peer that passed mTLS but never sent a request: truncated or
+		// malformed HTTP/2 (x/net reports those details only at debug).
+		s.log.Warn("hbone connection closed without any CONNECT (truncated or malformed HTTP/2)",
+			"peer", cs.remote.String(), "peer_identity", cs.peer.String())
+	}
 }
 
 // accept finishes the handshake and reads who the peer is.
