@@ -34,6 +34,9 @@ type Workload struct {
 type Config struct {
 	TrustDomain string     `json:"trustDomain"`
 	Workloads   []Workload `json:"workloads"`
+	// Services come from the controller (Kubernetes mode); standalone
+	// configs usually leave them out.
+	Services []Service `json:"services,omitempty"`
 }
 
 // Identity returns the SPIFFE id of w.

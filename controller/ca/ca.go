@@ -1,0 +1,202 @@
+package ca
+
+import (
+	"context"
+	"crypto"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/url"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	corev1 "k8s.io/api/core/v1"
+
+	"github.com/agentmesh/agentmesh/internal/spiffe"
+	"github.com/agentmesh/agentmesh/ztunnel/identity"
+)
+
+// Pods finds the pods scheduled on a node (the informer cache).
+type Pods interface {
+	PodsOnNode(node string) []*corev1.Pod
+}
+
+// Options configure a CA.
+type Options struct {
+	CertPEM, KeyPEM []byte // the root
+	TrustDomain     string
+	Lifetime        time.Duration // of workload certificates (default 24h)
+	Pods            Pods
+	Logger          *slog.Logger
+	Registerer      prometheus.Registerer
+}
+
+// CA signs workload certificates.
+type CA struct {
+	local    *identity.LocalCA
+	root     *x509.Certificate
+	key      crypto.Signer
+	rootPEM  []byte
+	td       string
+	lifetime time.Duration
+	pods     Pods
+	log      *slog.Logger
+	issued   prometheus.Counter
+	refused  *prometheus.CounterVec // reason
+}
+
+// New loads the root and returns a CA.
+func New(o Options) (*CA, error) {
+	local, err := identity.NewLocalCA(o.CertPEM, o.KeyPEM)
+	if err != nil {
+		return nil, err
+	}
+	pair, err := tls.X509KeyPair(o.CertPEM, o.KeyPEM)
+	if err != nil {
+		return nil, fmt.Errorf("load ca key pair: %w", err)
+	}
+	if err := checkRootDomain(local.Certificate(), o.TrustDomain); err != nil {
+		return nil, err
+	}
+	c := &CA{local: local, root: local.Certificate(), key: pair.PrivateKey.(crypto.Signer), rootPEM: o.CertPEM,
+		td: o.TrustDomain, lifetime: o.Lifetime, pods: o.Pods, log: o.Logger}
+	if c.lifetime <= 0 {
+		c.lifetime = identity.DefaultLifetime
+	}
+	if c.log == nil {
+		c.log = slog.Default()
+	}
+	c.issued = prometheus.NewCounter(prometheus.CounterOpts{Name: "agentmesh_controller_certificates_issued_total",
+		Help: "Workload certificates signed."})
+	c.refused = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "agentmesh_controller_certificates_refused_total",
+		Help: "Certificate requests refused, by reason."}, []string{"reason"})
+	if o.Registerer != nil {
+		o.Registerer.MustRegister(c.issued, c.refused)
+	}
+	return c, nil
+}
+
+// checkRootDomain refuses a root made for another trust domain.
+func checkRootDomain(root *x509.Certificate, td string) error {
+	for _, u := range root.URIs {
+		if u.Scheme == "spiffe" && u.Host != td {
+			return fmt.Errorf("ca root is for trust domain %q, controller serves %q", u.Host, td)
+		}
+	}
+	return nil
+}
+
+// RootPEM returns the root certificate, PEM.
+func (c *CA) RootPEM() []byte { return c.rootPEM }
+
+// Root returns the root certificate.
+func (c *CA) Root() *x509.Certificate { return c.root }
+
+// Refusal reasons (label values of the refused counter).
+const (
+	ReasonBadRequest  = "bad_request"
+	ReasonBadCSR      = "bad_csr"
+	ReasonTrustDomain = "trust_domain"
+	ReasonNoPod       = "no_pod_on_node"
+	ReasonSign        = "sign_failed"
+)
+
+// RefusedError is a refused signing request.
+type RefusedError struct {
+	Reason string
+	Err    error
+}
+
+func (e *RefusedError) Error() string { return e.Err.Error() }
+func (e *RefusedError) Unwrap() error { return e.Err }
+
+// Sign signs the CSR (PEM) for a caller on node and returns the chain, PEM,
+// leaf first. Every refusal is a *RefusedError.
+func (c *CA) Sign(ctx context.Context, node string, csrPEM []byte) ([]byte, error) {
+	chain, err := c.sign(ctx, node, csrPEM)
+	if err != nil {
+		var re *RefusedError
+		if errors.As(err, &re) {
+			c.refused.WithLabelValues(re.Reason).Inc()
+		}
+		c.log.Warn("refused certificate request", "node", node, "err", err)
+		return nil, err
+	}
+	c.issued.Inc()
+	return chain, nil
+}
+
+func (c *CA) sign(ctx context.Context, node string, csrPEM []byte) ([]byte, error) {
+	blk, _ := pem.Decode(csrPEM)
+	if blk == nil || blk.Type != "CERTIFICATE REQUEST" {
+		return nil, &RefusedError{ReasonBadRequest, errors.New("csr is not a PEM certificate request")}
+	}
+	id, err := csrID(blk.Bytes)
+	if err != nil {
+		return nil, &RefusedError{ReasonBadCSR, err}
+	}
+	if id.TrustDomain != c.td {
+		return nil, &RefusedError{ReasonTrustDomain, fmt.Errorf("identity %s is not in trust domain %q", id, c.td)}
+	}
+	if !c.podOnNode(node, id) {
+		return nil, &RefusedError{ReasonNoPod, fmt.Errorf("%w: %s on node %q", errNoPod, id, node)}
+	}
+	chain, err := c.local.Sign(ctx, blk.Bytes, id, c.lifetime)
+	if err != nil {
+		reason := ReasonSign
+		if errors.Is(err, identity.ErrBadCSR) {
+			reason = ReasonBadCSR
+		}
+		return nil, &RefusedError{reason, err}
+	}
+	c.log.Info("issued certificate", "id", id.String(), "node", node, "serial", chain[0].SerialNumber.Text(16))
+	var out []byte
+	for _, x := range chain {
+		out = append(out, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: x.Raw})...)
+	}
+	return out, nil
+}
+
+// csrID returns the SPIFFE id a CSR asks for; identity.CheckCSR (run by the
+// signer) then checks it is the only SAN and the key is ECDSA P-256.
+func csrID(der []byte) (spiffe.ID, error) {
+	csr, err := x509.ParseCertificateRequest(der)
+	if err != nil {
+		return spiffe.ID{}, fmt.Errorf("%w: parse: %w", identity.ErrBadCSR, err)
+	}
+	var uris []*url.URL
+	for _, u := range csr.URIs {
+		if u.Scheme == "spiffe" {
+			uris = append(uris, u)
+		}
+	}
+	if len(uris) != 1 {
+		return spiffe.ID{}, fmt.Errorf("%w: has %d spiffe uri sans, want 1", identity.ErrBadCSR, len(uris))
+	}
+	id, err := spiffe.Parse(uris[0].String())
+	if err != nil {
+		return spiffe.ID{}, fmt.Errorf("%w: %w", identity.ErrBadCSR, err)
+	}
+	return id, nil
+}
+
+// podOnNode reports whether a running pod on node has identity id.
+func (c *CA) podOnNode(node string, id spiffe.ID) bool {
+	if c.pods == nil || node == "" {
+		return false
+	}
+	for _, p := range c.pods.PodsOnNode(node) {
+		sa := p.Spec.ServiceAccountName
+		if sa == "" {
+			sa = "default"
+		}
+		done := p.Status.Phase == corev1.PodSucceeded || p.Status.Phase == corev1.PodFailed
+		if !done && p.Namespace == id.Namespace && sa == id.ServiceAccount {
+			return true
+		}
+	}
+	return false
+}

@@ -1,0 +1,232 @@
+// Package controller is AgentMesh's control plane: it watches Kubernetes,
+// streams one view per node to every node's agentd and ztunnel, and signs
+// workload certificates for the pods on the asking node.
+//
+// It needs these permissions: list and watch pods, namespaces, services
+// (core) and endpointslices (discovery.k8s.io) cluster-wide; create
+// tokenreviews (authentication.k8s.io); in its own namespace get and create
+// secrets, get, create and update configmaps, and get, create and update
+// leases (coordination.k8s.io).
+package controller
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/keepalive"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/clientcmd"
+
+	"github.com/agentmesh/agentmesh/controller/auth"
+	"github.com/agentmesh/agentmesh/controller/ca"
+	"github.com/agentmesh/agentmesh/controller/stream"
+	"github.com/agentmesh/agentmesh/controller/view"
+	"github.com/agentmesh/agentmesh/internal/configapi"
+)
+
+// shutdownBudget bounds the graceful part of shutdown.
+const shutdownBudget = 10 * time.Second
+
+// Run is the controller process: it parses args, serves until ctx is done
+// and returns after everything it started has stopped. Logs go to stderr,
+// usage to stdout.
+func Run(ctx context.Context, args []string, stdout io.Writer) error {
+	o, err := parseFlags(args, stdout)
+	if errors.Is(err, flag.ErrHelp) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	log := newLogger(o.logLevel, os.Stderr)
+	cfg, err := restConfig(o.kubeconfig)
+	if err != nil {
+		return err
+	}
+	client, err := kubernetes.NewForConfig(cfg)
+	if err != nil {
+		return fmt.Errorf("kubernetes client: %w", err)
+	}
+	lis, err := net.Listen("tcp", o.listen)
+	if err != nil {
+		return fmt.Errorf("listen: %w", err)
+	}
+	return run(ctx, o, deps{client: client, reviewer: auth.KubeReviewer{Client: client}, listener: lis, log: log})
+}
+
+func restConfig(kubeconfig string) (*rest.Config, error) {
+	if kubeconfig == "" {
+		cfg, err := rest.InClusterConfig()
+		if err != nil {
+			return nil, fmt.Errorf("in-cluster config (set --kubeconfig outside a cluster): %w", err)
+		}
+		return cfg, nil
+	}
+	cfg, err := clientcmd.BuildConfigFromFlags("", kubeconfig)
+	if err != nil {
+		return nil, fmt.Errorf("load kubeconfig: %w", err)
+	}
+	return cfg, nil
+}
+
+func newLogger(level string, w io.Writer) *slog.Logger {
+	var l slog.Level
+	if err := l.UnmarshalText([]byte(level)); err != nil {
+		l = slog.LevelInfo
+	}
+	return slog.New(slog.NewJSONHandler(w, &slog.HandlerOptions{Level: l})).With("component", "controller")
+}
+
+// deps are what run needs from outside; tests pass fakes.
+type deps struct {
+	client   kubernetes.Interface
+	reviewer auth.TokenReviewer
+	listener net.Listener // the gRPC listener; run closes it
+	admin    net.Listener // optional: the admin HTTP listener instead of --metrics-addr
+	log      *slog.Logger
+}
+
+// run wires the pieces. Start order: CA root, informers, gRPC server,
+// admin HTTP, leader election. Shutdown order: the hub closes (every stream
+// ends with Unavailable and nodes reconnect, possibly to another replica),
+// the gRPC server stops, then informers, leader election (the lease is
+// released) and the admin server.
+func run(ctx context.Context, o *options, d deps) error {
+	defer d.listener.Close()
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	certPEM, keyPEM, err := ca.EnsureRoot(ctx, d.client, o.namespace, o.caSecret, o.trustDomain, d.log)
+	if err != nil {
+		return err
+	}
+	hub := stream.NewHub(nil)
+	hub.SetTrustBundle(certPEM)
+	watcher, err := view.NewWatcher(d.client, view.Options{TrustDomain: o.trustDomain, Debounce: o.debounce,
+		Logger: d.log, OnSnapshot: hub.Update})
+	if err != nil {
+		return err
+	}
+	authority, err := ca.New(ca.Options{CertPEM: certPEM, KeyPEM: keyPEM, TrustDomain: o.trustDomain,
+		Lifetime: o.certLifetime, Pods: watcher, Logger: d.log, Registerer: reg})
+	if err != nil {
+		return err
+	}
+	serving, err := authority.NewServing(o.servingNames)
+	if err != nil {
+		return err
+	}
+	authn := auth.New(auth.Options{Reviewer: d.reviewer, Audiences: o.audiences, NodeServiceAccounts: o.nodeSAs, Logger: d.log})
+	streams := stream.NewServer(stream.Options{Hub: hub, Authorize: auth.AuthorizeNode, Logger: d.log, Registerer: reg})
+	gs := newGRPCServer(serving, authn)
+	configapi.Register(gs, meshService{Server: streams, ca: authority})
+	l := newLeader(d.client, o, certPEM, d.log, reg)
+	return serve(ctx, o, d, tasks{
+		watcher: watcher.Run, leader: l.run, grpc: gs, hub: hub, streams: streams,
+		admin: adminHandler(reg, streams, hub, l, o.identity),
+	})
+}
+
+func newGRPCServer(serving *ca.Serving, authn *auth.Authenticator) *grpc.Server {
+	tlsConf := &tls.Config{MinVersion: tls.VersionTLS13, GetCertificate: serving.GetCertificate, NextProtos: []string{"h2"}}
+	return grpc.NewServer(
+		grpc.Creds(credentials.NewTLS(tlsConf)),
+		grpc.MaxRecvMsgSize(configapi.MaxRequestSize),
+		grpc.UnaryInterceptor(authn.Unary),
+		grpc.StreamInterceptor(authn.Stream),
+		grpc.KeepaliveParams(keepalive.ServerParameters{Time: 30 * time.Second, Timeout: 10 * time.Second}),
+		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 10 * time.Second, PermitWithoutStream: true}),
+		grpc.ConnectionTimeout(10*time.Second),
+	)
+}
+
+// tasks are the long-running parts serve starts and stops.
+type tasks struct {
+	watcher func(context.Context) error
+	leader  func(context.Context)
+	grpc    *grpc.Server
+	hub     *stream.Hub
+	streams *stream.Server
+	admin   http.Handler
+}
+
+func serve(ctx context.Context, o *options, d deps, t tasks) error {
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		if err := t.watcher(ctx); err != nil {
+			cancel(fmt.Errorf("watch kubernetes: %w", err))
+		}
+	})
+	wg.Go(func() { t.leader(ctx) })
+	grpcDone := make(chan error, 1)
+	go func() { grpcDone <- t.grpc.Serve(d.listener) }()
+	var admin *http.Server
+	lis, err := adminListener(o, d)
+	switch {
+	case err != nil:
+		cancel(err)
+	case lis != nil:
+		admin = &http.Server{Handler: t.admin, ReadHeaderTimeout: 5 * time.Second}
+		wg.Go(func() { admin.Serve(lis) })
+	}
+	d.log.Info("controller serving", "grpc", d.listener.Addr().String(), "metrics", o.metricsAddr)
+	select {
+	case <-ctx.Done():
+	case err := <-grpcDone:
+		cancel(fmt.Errorf("grpc serve: %w", err))
+	}
+	t.hub.Close()
+	stopGRPC(t.grpc)
+	t.streams.Wait()
+	cancel(nil)
+	if admin != nil {
+		sctx, scancel := context.WithTimeout(context.Background(), shutdownBudget)
+		admin.Shutdown(sctx)
+		scancel()
+	}
+	wg.Wait()
+	d.log.Info("controller stopped")
+	if err := context.Cause(ctx); err != nil && !errors.Is(err, context.Canceled) {
+		return err
+	}
+	return nil
+}
+
+func adminListener(o *options, d deps) (net.Listener, error) {
+	if d.admin != nil || o.metricsAddr == "" {
+		return d.admin, nil
+	}
+	lis, err := net.Listen("tcp", o.metricsAddr)
+	if err != nil {
+		return nil, fmt.Errorf("listen metrics: %w", err)
+	}
+	return lis, nil
+}
+
+// stopGRPC stops gracefully within the budget, then hard.
+func stopGRPC(s *grpc.Server) {
+	done := make(chan struct{})
+	go func() { s.GracefulStop(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(shutdownBudget):
+		s.Stop()
+		<-done
+	}
+}

@@ -1,0 +1,43 @@
+package controller
+
+import (
+	"context"
+	"errors"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/agentmesh/agentmesh/controller/auth"
+	"github.com/agentmesh/agentmesh/controller/ca"
+	"github.com/agentmesh/agentmesh/controller/stream"
+	"github.com/agentmesh/agentmesh/internal/configapi"
+)
+
+// meshService implements agentmesh.v1.Mesh: config streams from the
+// stream server, certificates from the CA.
+type meshService struct {
+	*stream.Server
+	ca *ca.CA
+}
+
+var _ configapi.MeshServer = meshService{}
+
+// SignCertificate signs for the authenticated caller's node.
+func (m meshService) SignCertificate(ctx context.Context, req *configapi.SignRequest) (*configapi.SignResponse, error) {
+	c, ok := auth.CallerFrom(ctx)
+	if !ok {
+		return nil, status.Error(codes.Unauthenticated, "no authenticated caller")
+	}
+	chain, err := m.ca.Sign(ctx, c.NodeName, req.CSRPEM)
+	var re *ca.RefusedError
+	switch {
+	case err == nil:
+		return &configapi.SignResponse{ChainPEM: chain}, nil
+	case errors.As(err, &re) && (re.Reason == ca.ReasonNoPod || re.Reason == ca.ReasonTrustDomain):
+		return nil, status.Error(codes.PermissionDenied, err.Error())
+	case errors.As(err, &re) && re.Reason != ca.ReasonSign:
+		return nil, status.Error(codes.InvalidArgument, err.Error())
+	default:
+		return nil, status.Error(codes.Internal, err.Error())
+	}
+}

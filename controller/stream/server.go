@@ -1,0 +1,126 @@
+package stream
+
+import (
+	"context"
+	"errors"
+	"io"
+	"log/slog"
+	"sync"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/agentmesh/agentmesh/internal/configapi"
+)
+
+// Options configure a Server.
+type Options struct {
+	Hub *Hub
+	// Authorize checks that the caller of ctx may receive node's view; its
+	// error (a gRPC status) ends the stream. Nil allows everyone (tests).
+	Authorize  func(ctx context.Context, node string) error
+	Logger     *slog.Logger
+	Registerer prometheus.Registerer
+}
+
+// Server implements the StreamConfig half of agentmesh.v1.Mesh.
+type Server struct {
+	hub       *Hub
+	authorize func(context.Context, string) error
+	log       *slog.Logger
+	m         *metrics
+	wg        sync.WaitGroup // receive goroutines
+
+	mu      sync.Mutex
+	streams map[*conn]struct{} // guarded by mu
+}
+
+// NewServer returns a Server on o.Hub.
+func NewServer(o Options) *Server {
+	s := &Server{hub: o.Hub, authorize: o.Authorize, log: o.Logger, m: newMetrics(o.Registerer),
+		streams: map[*conn]struct{}{}}
+	if s.log == nil {
+		s.log = slog.Default()
+	}
+	return s
+}
+
+// StreamConfig serves one node component: a full snapshot, then deltas,
+// until the client goes away or the hub closes.
+func (s *Server) StreamConfig(st configapi.ConfigStream) error {
+	ctx := st.Context()
+	first, err := st.Recv()
+	if err != nil {
+		return err
+	}
+	if first.Node == "" || !configapi.ValidComponent(first.Component) {
+		return status.Errorf(codes.InvalidArgument, "first request must name the node and a component (agentd or ztunnel), got node %q component %q", first.Node, first.Component)
+	}
+	if s.authorize != nil {
+		if err := s.authorize(ctx, first.Node); err != nil {
+			return err
+		}
+	}
+	select {
+	case <-s.hub.Ready():
+	case <-s.hub.Done():
+		return status.Error(codes.Unavailable, "controller shutting down")
+	case <-ctx.Done():
+		return status.FromContextError(ctx.Err()).Err()
+	}
+	unsubscribe := s.hub.Subscribe(first.Node)
+	defer unsubscribe()
+	c := s.open(first.Node, first.Component)
+	defer s.close(c)
+	recvErr := make(chan error, 1)
+	s.wg.Add(1)
+	go func() {
+		defer s.wg.Done()
+		recvErr <- s.receive(st, c)
+	}()
+	return s.push(ctx, st, c, recvErr)
+}
+
+// push sends every new version of the node's view until the stream ends.
+func (s *Server) push(ctx context.Context, st configapi.ConfigStream, c *conn, recvErr <-chan error) error {
+	var cur Cursor
+	for {
+		resp, next, wake, closed := s.hub.Next(c.node, cur)
+		if closed {
+			return status.Error(codes.Unavailable, "controller shutting down")
+		}
+		if resp != nil {
+			if err := st.Send(resp); err != nil {
+				return err
+			}
+			s.sent(c, resp)
+		}
+		cur = next
+		select {
+		case <-ctx.Done():
+			return status.FromContextError(ctx.Err()).Err()
+		case err := <-recvErr:
+			if errors.Is(err, io.EOF) {
+				return nil
+			}
+			return err
+		case <-wake:
+		}
+	}
+}
+
+// receive reads acks and nacks until the stream ends.
+func (s *Server) receive(st configapi.ConfigStream, c *conn) error {
+	for {
+		req, err := st.Recv()
+		if err != nil {
+			return err
+		}
+		s.ack(c, req)
+	}
+}
+
+// Wait waits for the receive goroutines of ended streams; call it after
+// the gRPC server has stopped.
+func (s *Server) Wait() { s.wg.Wait() }

@@ -1,0 +1,123 @@
+// Package view turns the Kubernetes objects the controller watches into the
+// mesh's view: every workload with an address, every service with its
+// endpoints, and the trust domain. The shared part is computed once per
+// change (Compute); per-node selection is done by the stream package.
+package view
+
+import (
+	"cmp"
+	"net/netip"
+	"slices"
+
+	corev1 "k8s.io/api/core/v1"
+
+	"github.com/agentmesh/agentmesh/internal/meshconfig"
+)
+
+// Labels that decide enrollment.
+const (
+	// DataplaneLabel on a namespace ("enabled") enrolls its pods; on a pod
+	// ("disabled") opts the pod out.
+	DataplaneLabel   = "agentmesh.io/dataplane"
+	DataplaneEnabled = "enabled"
+	DataplaneOff     = "disabled"
+)
+
+// Snapshot is the view shared by all nodes, deterministic for equal inputs:
+// workloads sorted by UID, services by namespace/name.
+type Snapshot struct {
+	TrustDomain string
+	Workloads   []meshconfig.Workload
+	Services    []meshconfig.Service
+}
+
+// Inputs are the objects a Snapshot is computed from (lister output).
+type Inputs struct {
+	TrustDomain string
+	Namespaces  []*corev1.Namespace
+	Pods        []*corev1.Pod
+	Services    []*corev1.Service
+	Slices      []*EndpointSlice
+}
+
+// Compute builds the snapshot of in.
+func Compute(in Inputs) *Snapshot {
+	enabled := map[string]bool{}
+	for _, ns := range in.Namespaces {
+		enabled[ns.Name] = ns.Labels[DataplaneLabel] == DataplaneEnabled
+	}
+	s := &Snapshot{TrustDomain: in.TrustDomain, Workloads: workloads(in.Pods, enabled)}
+	s.Services = services(in.Services, in.Slices)
+	return s
+}
+
+// workloads converts the pods that have addresses. When two live pods claim
+// one address (an address reused while the old pod terminates), the newer
+// pod keeps it and the older one is left out, so the view stays valid.
+func workloads(pods []*corev1.Pod, enabled map[string]bool) []meshconfig.Workload {
+	cands := slices.Clone(pods)
+	slices.SortFunc(cands, func(a, b *corev1.Pod) int {
+		if c := b.CreationTimestamp.Compare(a.CreationTimestamp.Time); c != 0 {
+			return c
+		}
+		return cmp.Compare(a.UID, b.UID)
+	})
+	taken := map[netip.Addr]bool{}
+	var out []meshconfig.Workload
+	for _, p := range cands {
+		w, ok := workload(p, enabled[p.Namespace])
+		if !ok || slices.ContainsFunc(w.IPs, func(ip netip.Addr) bool { return taken[ip] }) {
+			continue
+		}
+		for _, ip := range w.IPs {
+			taken[ip] = true
+		}
+		out = append(out, w)
+	}
+	slices.SortFunc(out, func(a, b meshconfig.Workload) int { return cmp.Compare(a.UID, b.UID) })
+	return out
+}
+
+// workload converts one pod; ok is false for pods the mesh does not see:
+// unscheduled, host-network, finished, or without addresses.
+func workload(p *corev1.Pod, nsEnabled bool) (meshconfig.Workload, bool) {
+	if p.Spec.NodeName == "" || p.Spec.HostNetwork || finished(p) {
+		return meshconfig.Workload{}, false
+	}
+	ips := podIPs(p)
+	if len(ips) == 0 {
+		return meshconfig.Workload{}, false
+	}
+	sa := cmp.Or(p.Spec.ServiceAccountName, "default")
+	return meshconfig.Workload{
+		UID:            string(p.UID),
+		Name:           p.Name,
+		Namespace:      p.Namespace,
+		ServiceAccount: sa,
+		Node:           p.Spec.NodeName,
+		IPs:            ips,
+		Labels:         p.Labels,
+		Enrolled:       nsEnabled && p.Labels[DataplaneLabel] != DataplaneOff,
+	}, true
+}
+
+func finished(p *corev1.Pod) bool {
+	return p.Status.Phase == corev1.PodSucceeded || p.Status.Phase == corev1.PodFailed
+}
+
+// podIPs returns the pod's valid addresses, primary first, without duplicates.
+func podIPs(p *corev1.Pod) []netip.Addr {
+	raw := []string{p.Status.PodIP}
+	for _, ip := range p.Status.PodIPs {
+		raw = append(raw, ip.IP)
+	}
+	var out []netip.Addr
+	for _, s := range raw {
+		ip, err := netip.ParseAddr(s)
+		if err != nil || slices.Contains(out, ip.Unmap()) {
+			continue
+		}
+		out = append(out, ip.Unmap())
+	}
+	return out
+}

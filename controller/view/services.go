@@ -1,0 +1,130 @@
+package view
+
+import (
+	"cmp"
+	"maps"
+	"net/netip"
+	"slices"
+
+	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
+	"k8s.io/apimachinery/pkg/util/intstr"
+
+	"github.com/agentmesh/agentmesh/internal/meshconfig"
+)
+
+// EndpointSlice is the discovery/v1 type, aliased for Inputs.
+type EndpointSlice = discoveryv1.EndpointSlice
+
+// services converts every non-ExternalName service with the endpoints of
+// its slices, sorted by namespace/name.
+func services(svcs []*corev1.Service, eps []*EndpointSlice) []meshconfig.Service {
+	bySvc := map[string][]*EndpointSlice{}
+	for _, s := range eps {
+		name := s.Labels[discoveryv1.LabelServiceName]
+		if name != "" {
+			bySvc[s.Namespace+"/"+name] = append(bySvc[s.Namespace+"/"+name], s)
+		}
+	}
+	out := make([]meshconfig.Service, 0, len(svcs))
+	for _, svc := range svcs {
+		if svc.Spec.Type == corev1.ServiceTypeExternalName {
+			continue
+		}
+		ms := meshconfig.Service{Name: svc.Name, Namespace: svc.Namespace, VIPs: vips(svc), Ports: ports(svc)}
+		ms.Endpoints = endpoints(bySvc[ms.Key()])
+		out = append(out, ms)
+	}
+	slices.SortFunc(out, func(a, b meshconfig.Service) int { return cmp.Compare(a.Key(), b.Key()) })
+	return out
+}
+
+func vips(svc *corev1.Service) []netip.Addr {
+	ips := svc.Spec.ClusterIPs
+	if len(ips) == 0 && svc.Spec.ClusterIP != "" {
+		ips = []string{svc.Spec.ClusterIP}
+	}
+	var out []netip.Addr
+	for _, s := range ips {
+		if ip, err := netip.ParseAddr(s); err == nil { // skips "None" (headless)
+			out = append(out, ip.Unmap())
+		}
+	}
+	return out
+}
+
+func ports(svc *corev1.Service) []meshconfig.ServicePort {
+	var out []meshconfig.ServicePort
+	for _, p := range svc.Spec.Ports {
+		sp := meshconfig.ServicePort{Name: p.Name, Port: uint16(p.Port), Protocol: string(p.Protocol)}
+		switch {
+		case p.TargetPort.Type == intstr.Int && p.TargetPort.IntVal != 0:
+			sp.TargetPort = uint16(p.TargetPort.IntVal)
+		case p.TargetPort.Type == intstr.String && p.TargetPort.StrVal != "":
+			sp.TargetPort = 0 // named: resolved per endpoint
+		default:
+			sp.TargetPort = sp.Port
+		}
+		if p.AppProtocol != nil {
+			sp.AppProtocol = *p.AppProtocol
+		}
+		out = append(out, sp)
+	}
+	return out
+}
+
+// endpoints merges the slices' endpoints, one per primary address (a ready
+// copy wins over a not-ready one), sorted by address.
+func endpoints(eps []*EndpointSlice) []meshconfig.Endpoint {
+	byIP := map[netip.Addr]meshconfig.Endpoint{}
+	for _, s := range eps {
+		named := slicePorts(s)
+		for _, e := range s.Endpoints {
+			me, ok := endpoint(e, named)
+			if !ok {
+				continue
+			}
+			if old, dup := byIP[me.IPs[0]]; dup && old.Ready && !me.Ready {
+				continue
+			}
+			byIP[me.IPs[0]] = me
+		}
+	}
+	keys := slices.SortedFunc(maps.Keys(byIP), func(a, b netip.Addr) int { return a.Compare(b) })
+	var out []meshconfig.Endpoint
+	for _, k := range keys {
+		out = append(out, byIP[k])
+	}
+	return out
+}
+
+func endpoint(e discoveryv1.Endpoint, named map[string]uint16) (meshconfig.Endpoint, bool) {
+	var me meshconfig.Endpoint
+	for _, a := range e.Addresses {
+		if ip, err := netip.ParseAddr(a); err == nil {
+			me.IPs = append(me.IPs, ip.Unmap())
+		}
+	}
+	if len(me.IPs) == 0 {
+		return me, false
+	}
+	// The API reads an unset ready condition as ready.
+	me.Ready = e.Conditions.Ready == nil || *e.Conditions.Ready
+	if e.TargetRef != nil && e.TargetRef.Kind == "Pod" {
+		me.WorkloadUID = string(e.TargetRef.UID)
+	}
+	if len(named) > 0 {
+		me.Ports = named
+	}
+	return me, true
+}
+
+func slicePorts(s *EndpointSlice) map[string]uint16 {
+	out := map[string]uint16{}
+	for _, p := range s.Ports {
+		if p.Name != nil && *p.Name != "" && p.Port != nil {
+			out[*p.Name] = uint16(*p.Port)
+		}
+	}
+	return out
+}

@@ -1,0 +1,52 @@
+// Package configapi is the wire between the controller and the node
+// components: the gRPC service agentmesh.v1.Mesh (StreamConfig, a
+// bidirectional config stream, and SignCertificate), its message types and
+// a JSON codec, so that no protoc is needed. Messages carry the same
+// meshconfig types the node components use.
+package configapi
+
+import "github.com/agentmesh/agentmesh/internal/meshconfig"
+
+// Components that open a config stream.
+const (
+	ComponentAgentd  = "agentd"
+	ComponentZtunnel = "ztunnel"
+)
+
+// ValidComponent reports whether c is a known component name.
+func ValidComponent(c string) bool { return c == ComponentAgentd || c == ComponentZtunnel }
+
+// ConfigRequest is what a node component sends on StreamConfig: first to
+// subscribe (Node, Component), then one per ConfigResponse to ack its
+// Version (AckVersion) or nack it (AckVersion and a non-empty Error).
+type ConfigRequest struct {
+	Node       string `json:"node"`
+	Component  string `json:"component"`
+	AckVersion uint64 `json:"ackVersion,omitempty"`
+	Error      string `json:"error,omitempty"`
+}
+
+// ConfigResponse is one version of the node's view. Full replaces
+// everything the client holds; otherwise Workloads and Services are upserts
+// (by UID and by namespace/name) and Removed* name what to drop. Versions
+// increase per node view.
+type ConfigResponse struct {
+	Version          uint64                `json:"version"`
+	Full             bool                  `json:"full,omitempty"`
+	TrustDomain      string                `json:"trustDomain"`
+	TrustBundlePEM   []byte                `json:"trustBundlePEM,omitempty"`
+	Workloads        []meshconfig.Workload `json:"workloads,omitempty"`
+	RemovedWorkloads []string              `json:"removedWorkloads,omitempty"` // uids
+	Services         []meshconfig.Service  `json:"services,omitempty"`
+	RemovedServices  []string              `json:"removedServices,omitempty"` // namespace/name
+}
+
+// SignRequest asks the controller's CA to sign a workload CSR.
+type SignRequest struct {
+	CSRPEM []byte `json:"csrPEM"`
+}
+
+// SignResponse is the issued chain, PEM, leaf first.
+type SignResponse struct {
+	ChainPEM []byte `json:"chainPEM"`
+}

@@ -1,0 +1,35 @@
+package meshconfig
+
+import "net/netip"
+
+// Service is a Kubernetes Service as the mesh sees it: its virtual IPs, its
+// ports and the workloads behind it.
+type Service struct {
+	Name      string        `json:"name"`
+	Namespace string        `json:"namespace"`
+	VIPs      []netip.Addr  `json:"vips,omitempty"`
+	Ports     []ServicePort `json:"ports,omitempty"`
+	Endpoints []Endpoint    `json:"endpoints,omitempty"`
+}
+
+// Key returns "namespace/name", the service's identity in config deltas.
+func (s *Service) Key() string { return s.Namespace + "/" + s.Name }
+
+// ServicePort is one port of a Service.
+type ServicePort struct {
+	Name        string `json:"name,omitempty"`
+	Port        uint16 `json:"port"`
+	TargetPort  uint16 `json:"targetPort,omitempty"` // 0: a named target port, resolved per endpoint
+	Protocol    string `json:"protocol,omitempty"`   // TCP, UDP, SCTP
+	AppProtocol string `json:"appProtocol,omitempty"`
+}
+
+// Endpoint is one backend of a Service.
+type Endpoint struct {
+	// WorkloadUID is the backing pod's uid ("" for an endpoint that is not a pod).
+	WorkloadUID string       `json:"workloadUID,omitempty"`
+	IPs         []netip.Addr `json:"ips"`
+	Ready       bool         `json:"ready"`
+	// Ports maps a port name to the endpoint's port number, for named target ports.
+	Ports map[string]uint16 `json:"ports,omitempty"`
+}
