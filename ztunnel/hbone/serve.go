@@ -67,7 +67,7 @@ type connState struct {
 	remote, local netip.AddrPort
 	h             Handler
 
-	mu     sync.Mutex
+	mu      sync.Mutex
 	done    bool           // no new streams; guarded by mu
 	streams int            // streams ever entered; guarded by mu
 	active  sync.WaitGroup // stream handlers; Add only under mu while !done
