@@ -15,14 +15,23 @@ import (
 
 // run is agentd run with its datapath opener injected.
 //
+// In Kubernetes mode the first sync, and with it the hand-off socket,
+// waits for the controller's first config; while the controller is away
+// the last config stays in force and nothing is unenrolled.
+//
 // Shutdown order (ctx done): first the config loop stops, so nothing
-// changes any more; then the hand-off server closes, and ztunnel keeps its
-// pods and listeners and retries connecting (the next agentd sends a full
-// snapshot); last the datapath is closed, which keeps every pin. Pods are
-// deliberately not unenrolled: capture must survive an agentd restart or
-// upgrade, and "agentd cleanup" is the way to remove the mesh from a node.
+// changes any more (in Kubernetes mode the config stream is closed); then
+// the hand-off server closes, and ztunnel keeps its pods and listeners and
+// retries connecting (the next agentd sends a full snapshot); last the
+// datapath is closed, which keeps every pin. Pods are deliberately not
+// unenrolled: capture must survive an agentd restart or upgrade, and
+// "agentd cleanup" is the way to remove the mesh from a node.
 func run(ctx context.Context, o *options, log *slog.Logger, open func(loader.Options) (Datapath, error)) (err error) {
 	log = log.With("node", o.node)
+	src, finder, err := newFeed(o, log.With("component", "config"))
+	if err != nil {
+		return err
+	}
 	dp, err := open(loader.Options{PinDir: o.pinDir, CgroupPath: o.cgroup, Logger: log.With("component", "datapath")})
 	if err != nil {
 		return fmt.Errorf("open datapath: %w", err)
@@ -32,6 +41,7 @@ func run(ctx context.Context, o *options, log *slog.Logger, open func(loader.Opt
 	if err != nil {
 		return err
 	}
+	r.finder = finder
 	srv, err := handoff.Listen(o.socket, log.With("component", "handoff"))
 	if err != nil {
 		return err
@@ -51,8 +61,8 @@ func run(ctx context.Context, o *options, log *slog.Logger, open func(loader.Opt
 			cancel() // a failed server ends agentd
 		})
 	})
-	log.Info("agentd running", "config", o.configPath, "socket", o.socket, "pin_dir", o.pinDir)
-	loop(ctx, o, r, log, serve)
+	log.Info("agentd running", append([]any{"socket", o.socket, "pin_dir", o.pinDir}, src.describe()...)...)
+	loop(ctx, src, o.retryInterval, r, log, serve)
 	cancel()
 	serve() // if it never started: Run returns at once and removes the socket
 	wg.Wait()
@@ -70,15 +80,15 @@ func closeDatapath(dp Datapath) error {
 	return nil
 }
 
-// loop reconciles every new config, and retries failed pods every
-// o.retryInterval, until ctx is done. It calls synced after every sync. It
-// returns after the watcher ended.
-func loop(ctx context.Context, o *options, r *reconciler, log *slog.Logger, synced func()) {
+// loop reconciles every new config from src, and retries failed pods
+// every retryInterval, until ctx is done. It calls synced after every sync.
+// It returns after src ended.
+func loop(ctx context.Context, src feed, retryInterval time.Duration, r *reconciler, log *slog.Logger, synced func()) {
 	configs := make(chan *meshconfig.Config, 1)
 	var wg sync.WaitGroup
 	defer wg.Wait()
 	wg.Go(func() {
-		meshconfig.Watch(ctx, o.configPath, o.watchInterval, log, func(c *meshconfig.Config) { offerLatest(configs, c) })
+		src.run(ctx, func(c *meshconfig.Config) { offerLatest(configs, c) })
 	})
 	retry := time.NewTimer(0)
 	retry.Stop()
@@ -93,8 +103,8 @@ func loop(ctx context.Context, o *options, r *reconciler, log *slog.Logger, sync
 			log.Info("retrying failed pods")
 		}
 		if err := r.sync(last); err != nil {
-			log.Warn("reconcile incomplete, will retry", "in", o.retryInterval, "err", err)
-			retry.Reset(o.retryInterval)
+			log.Warn("reconcile incomplete, will retry", "in", retryInterval, "err", err)
+			retry.Reset(retryInterval)
 		} else {
 			retry.Stop()
 			log.Info("reconciled", "enrolled_pods", len(r.pods))

@@ -1,6 +1,11 @@
 // Package agentd is the node agent: it loads and pins the eBPF datapath,
 // enrolls the pods of its node that the mesh config marks as enrolled, and
 // hands each one's network namespace to ztunnel.
+//
+// The mesh config comes from a local file (standalone mode, --config; each
+// workload names its netns) or from the controller's config stream
+// (Kubernetes mode, --controller; a pod's netns is found through its cgroup
+// by a NetnsFinder).
 package agentd
 
 import (

@@ -24,6 +24,13 @@ type reconciler struct {
 	// cookieOf returns the cookie of an open netns (netns.Cookie; tests
 	// may replace it).
 	cookieOf func(f *os.File) (uint64, error)
+	// finder finds a pod's netns in Kubernetes mode; nil in standalone
+	// mode, where Workload.Netns names it.
+	finder NetnsFinder
+	// skipped are pods the finder found in the host network namespace;
+	// they can never be enrolled (hostNetwork is immutable), so they are
+	// logged once and not retried.
+	skipped map[string]bool
 
 	pods map[string]*enrolledPod // by workload UID
 	// orphans are cookies the datapath had enrolled when agentd started
@@ -47,7 +54,7 @@ func newReconciler(node string, dp Datapath, ho Handoff, log *slog.Logger) (*rec
 	}
 	r := &reconciler{node: node, dp: dp, ho: ho, log: log,
 		cookieOf: func(f *os.File) (uint64, error) { return netns.Cookie(int(f.Fd())) },
-		pods:     map[string]*enrolledPod{}, orphans: map[uint64]bool{}}
+		pods:     map[string]*enrolledPod{}, orphans: map[uint64]bool{}, skipped: map[string]bool{}}
 	for _, c := range have {
 		r.orphans[c] = true
 	}
@@ -62,7 +69,7 @@ func (r *reconciler) wanted(cfg *meshconfig.Config) map[string]*meshconfig.Workl
 	out := map[string]*meshconfig.Workload{}
 	for i := range cfg.Workloads {
 		w := &cfg.Workloads[i]
-		if w.Node == r.node && w.Enrolled && w.Netns != "" {
+		if w.Node == r.node && w.Enrolled && (r.finder != nil || w.Netns != "") && !r.skipped[w.UID] {
 			out[w.UID] = w
 		}
 	}
@@ -72,10 +79,17 @@ func (r *reconciler) wanted(cfg *meshconfig.Config) map[string]*meshconfig.Workl
 // sync applies cfg. A failure for one pod does not stop the others; the
 // returned error joins them all, and a later sync retries them.
 func (r *reconciler) sync(cfg *meshconfig.Config) error {
+	r.forgetSkipped(cfg)
 	want := r.wanted(cfg)
+	idx := meshconfig.NewIndex(cfg)
 	var errs []error
 	for _, uid := range sortedKeys(r.pods) {
-		if want[uid] == nil {
+		if want[uid] != nil {
+			continue
+		}
+		if w := idx.ByUID(uid); w != nil && w.Node == r.node && !w.Enrolled {
+			errs = append(errs, r.optOut(uid))
+		} else {
 			errs = append(errs, r.remove(uid))
 		}
 	}
@@ -101,17 +115,28 @@ func (r *reconciler) apply(w *meshconfig.Workload) error {
 			return err
 		}
 	}
-	cookie, err := r.enroll(w.Netns, func(f *os.File, cookie uint64) {
+	path, release, err := r.netnsPath(w)
+	if errors.Is(err, ErrHostNetwork) {
+		r.skipped[w.UID] = true
+		r.log.Warn("not enrolling pod: it uses the host network", "pod", name, "uid", w.UID, "err", err)
+		return nil
+	}
+	if err != nil {
+		r.log.Debug("cannot find pod netns yet", "pod", name, "uid", w.UID, "err", err)
+		return fmt.Errorf("pod %s: %w", name, err)
+	}
+	defer release()
+	cookie, err := r.enroll(path, func(f *os.File, cookie uint64) {
 		r.ho.Upsert(handoff.Pod{UID: w.UID, Name: w.Name, Namespace: w.Namespace,
 			IPs: slices.Clone(w.IPs), NetnsCookie: cookie}, f)
 	})
 	if err != nil {
-		r.log.Error("cannot enroll pod", "pod", name, "uid", w.UID, "netns", w.Netns, "err", err)
+		r.log.Error("cannot enroll pod", "pod", name, "uid", w.UID, "netns", path, "err", err)
 		return fmt.Errorf("pod %s: %w", name, err)
 	}
 	old := r.pods[w.UID]
 	r.pods[w.UID] = &enrolledPod{w: cloneWorkload(w), cookie: cookie}
-	r.log.Info("pod enrolled", "pod", name, "uid", w.UID, "netns", w.Netns, "netns_cookie", cookie)
+	r.log.Info("pod enrolled", "pod", name, "uid", w.UID, "netns", path, "netns_cookie", cookie)
 	if old != nil && old.cookie != cookie {
 		// Same path, new namespace behind it; ztunnel replaces the pod on
 		// the add above, the old namespace is most likely gone already.

@@ -83,7 +83,11 @@ func TestReconcileEnrollsOnlyThisNodesEnrolledPods(t *testing.T) {
 	}
 }
 
-func TestReconcileRemovesFromZtunnelBeforeUnenrolling(t *testing.T) {
+// TestReconcileRemoveAndOptOutOrder: a pod that leaves (a) is taken from
+// ztunnel before its capture ends (fail closed); a pod that stays but is
+// no longer enrolled (b) is released from the datapath first, so its new
+// connections go direct and are never refused (see optOut).
+func TestReconcileRemoveAndOptOutOrder(t *testing.T) {
 	a, b := newNetns(t), newNetns(t)
 	f := newFixture(t)
 	if err := f.r.sync(config(workload("a", a, true), workload("b", b, true))); err != nil {
@@ -95,7 +99,7 @@ func TestReconcileRemovesFromZtunnelBeforeUnenrolling(t *testing.T) {
 		t.Fatal(err)
 	}
 	// Strict order: sync returns only after ztunnel acked each del.
-	want := []string{"zt del a", fmt.Sprintf("dp unenroll %d", a.cookie), "zt del b", fmt.Sprintf("dp unenroll %d", b.cookie)}
+	want := []string{"zt del a", fmt.Sprintf("dp unenroll %d", a.cookie), fmt.Sprintf("dp unenroll %d", b.cookie), "zt del b"}
 	if got := f.ev.take(); strings.Join(got, "|") != strings.Join(want, "|") {
 		t.Fatalf("events:\n got %q\nwant %q", got, want)
 	}

@@ -23,6 +23,11 @@ type options struct {
 	socket     string
 	logFormat  string
 	logLevel   string
+	// Kubernetes mode: the config comes from the controller.
+	controller           string
+	controllerCA         string
+	tokenFile            string
+	controllerServerName string
 
 	// Not flags: intervals that tests shorten.
 	watchInterval time.Duration
@@ -60,7 +65,11 @@ func parseRunFlags(args []string, out io.Writer) (*options, error) {
 	fs := flag.NewFlagSet("agentd run", flag.ContinueOnError)
 	fs.SetOutput(out)
 	fs.StringVar(&o.node, "node", "", "name of this node (required)")
-	fs.StringVar(&o.configPath, "config", "", "standalone mesh config JSON file (required)")
+	fs.StringVar(&o.configPath, "config", "", "standalone mode: mesh config JSON file")
+	fs.StringVar(&o.controller, "controller", "", "Kubernetes mode: controller address host:port (replaces --config); pod netns are found by their cgroup below --cgroup")
+	fs.StringVar(&o.controllerCA, "controller-ca", "", "Kubernetes mode: PEM roots that verify the controller")
+	fs.StringVar(&o.tokenFile, "token-file", "", "Kubernetes mode: file with this pod's bound ServiceAccount token (re-read on every call)")
+	fs.StringVar(&o.controllerServerName, "controller-server-name", "", "Kubernetes mode: name to verify in the controller's certificate (default: the host of --controller)")
 	fs.StringVar(&o.pinDir, "pin-dir", mesh.DefaultPinDir, "bpffs directory for pinned maps, programs and links")
 	fs.StringVar(&o.cgroup, "cgroup", "", "cgroup v2 directory to attach capture to (default: the cgroup2 root)")
 	fs.StringVar(&o.socket, "socket", mesh.DefaultAgentdSocket, "unix socket ztunnel connects to")
@@ -74,8 +83,9 @@ func parseRunFlags(args []string, out io.Writer) (*options, error) {
 		return nil, fmt.Errorf("unexpected arguments: %q", fs.Args())
 	case o.node == "":
 		return nil, errors.New("--node is required")
-	case o.configPath == "":
-		return nil, errors.New("--config is required (only standalone mode exists yet)")
+	}
+	if err := o.checkMode(); err != nil {
+		return nil, err
 	}
 	return o, nil
 }

@@ -20,6 +20,13 @@ type options struct {
 	agentdSocket string
 	caCert       string
 	caKey        string
+	// Kubernetes mode (--controller): config, trust bundle and
+	// certificates come from the controller.
+	controller           string
+	controllerCA         string
+	tokenFile            string
+	controllerServerName string
+
 	certLifetime time.Duration
 	adminAddr    string
 	metricsAddr  string
@@ -34,12 +41,16 @@ func parseFlags(args []string, usage io.Writer) (*options, error) {
 	fs := flag.NewFlagSet("ztunnel", flag.ContinueOnError)
 	fs.SetOutput(usage)
 	fs.StringVar(&o.node, "node", "", "name of this node (required)")
-	fs.StringVar(&o.configPath, "config", "", "standalone mesh config file (JSON), polled every 500ms (required)")
+	fs.StringVar(&o.configPath, "config", "", "standalone mode: mesh config file (JSON), polled every 500ms")
 	fs.StringVar(&o.pinDir, "pin-dir", mesh.DefaultPinDir, "bpffs directory where agentd pins the maps")
 	fs.StringVar(&o.agentdSocket, "agentd-socket", mesh.DefaultAgentdSocket, "agentd hand-off unix socket")
-	fs.StringVar(&o.caCert, "ca-cert", "", "standalone local CA certificate (PEM, required)")
-	fs.StringVar(&o.caKey, "ca-key", "", "standalone local CA private key (PEM, required)")
-	fs.DurationVar(&o.certLifetime, "cert-lifetime", 24*time.Hour, "lifetime of workload certificates")
+	fs.StringVar(&o.caCert, "ca-cert", "", "standalone mode: local CA certificate (PEM)")
+	fs.StringVar(&o.caKey, "ca-key", "", "standalone mode: local CA private key (PEM)")
+	fs.StringVar(&o.controller, "controller", "", "Kubernetes mode: controller address host:port (replaces --config, --ca-cert, --ca-key)")
+	fs.StringVar(&o.controllerCA, "controller-ca", "", "Kubernetes mode: PEM roots that verify the controller")
+	fs.StringVar(&o.tokenFile, "token-file", "", "Kubernetes mode: file with this pod's bound ServiceAccount token (re-read on every call)")
+	fs.StringVar(&o.controllerServerName, "controller-server-name", "", "Kubernetes mode: name to verify in the controller's certificate (default: the host of --controller)")
+	fs.DurationVar(&o.certLifetime, "cert-lifetime", 24*time.Hour, "standalone mode: lifetime of workload certificates (the controller decides in Kubernetes mode)")
 	fs.StringVar(&o.adminAddr, "admin-addr", fmt.Sprintf("127.0.0.1:%d", mesh.AdminPort), "admin API address (keep it on localhost)")
 	fs.StringVar(&o.metricsAddr, "metrics-addr", fmt.Sprintf(":%d", mesh.MetricsPort), "Prometheus metrics address")
 	fs.StringVar(&o.readyAddr, "ready-addr", fmt.Sprintf(":%d", mesh.ReadinessPort), "readiness probe address")
@@ -51,16 +62,8 @@ func parseFlags(args []string, usage io.Writer) (*options, error) {
 	if fs.NArg() > 0 {
 		return nil, fmt.Errorf("unexpected arguments: %s", strings.Join(fs.Args(), " "))
 	}
-	var missing []string
-	for _, f := range []struct{ name, v string }{
-		{"--node", o.node}, {"--config", o.configPath}, {"--ca-cert", o.caCert}, {"--ca-key", o.caKey},
-	} {
-		if f.v == "" {
-			missing = append(missing, f.name)
-		}
-	}
-	if len(missing) > 0 {
-		return nil, fmt.Errorf("missing required flags: %s", strings.Join(missing, ", "))
+	if err := o.checkMode(); err != nil {
+		return nil, err
 	}
 	if o.logFormat != "json" && o.logFormat != "text" {
 		return nil, fmt.Errorf("--log-format %q: want json or text", o.logFormat)

@@ -17,7 +17,6 @@ import (
 
 	"github.com/agentmesh/agentmesh/bpf"
 	"github.com/agentmesh/agentmesh/internal/handoff"
-	"github.com/agentmesh/agentmesh/internal/meshconfig"
 	"github.com/agentmesh/agentmesh/ztunnel/identity"
 )
 
@@ -28,16 +27,27 @@ const shutdownBudget = 15 * time.Second
 // returns after everything it started has stopped (bounded by a budget).
 // Logs go to stderr; usage goes to stdout.
 //
+// Two modes (see checkMode): standalone (--config file, local CA from
+// --ca-cert/--ca-key) and Kubernetes (--controller: config and trust bundle
+// from the controller's stream, certificates from its CA). Both feed the
+// same Node.SetConfig. In Kubernetes mode readiness also waits for the
+// first config, and while the controller is away ztunnel keeps serving
+// with the last config and its current certificates. A pod agentd takes
+// away while the config lists it as opted out (not enrolled, still on this
+// node) is drained, not removed: see drainingNode.
+//
 // Start order: HTTP servers (admin, metrics, readiness; not ready yet),
-// certificate manager, config watcher, pinned maps (waits for agentd), node,
-// agentd hand-off. Shutdown order is the reverse, each step finished before
-// the next:
+// certificate manager, pinned maps (waits for agentd), node, config source
+// (file watcher or controller stream), agentd hand-off. Shutdown order is
+// the reverse, each step finished before the next:
 //  1. hand-off: no pods are added or removed any more;
-//  2. config watcher;
+//  2. config source;
 //  3. node: SOCKHASH entries deleted (the kernel refuses new inbound
 //     connections, failing closed), listeners closed, live connections
-//     closed, netns fds closed, HBONE client and server closed;
-//  4. certificate manager (nothing asks it for certificates any more);
+//     closed (those of draining pods too), netns fds closed, HBONE client
+//     and server closed; then the drained pods are released;
+//  4. certificate manager (nothing asks for certificates any more), then
+//     the controller connection;
 //  5. HTTP servers (readiness answered 503 until here);
 //  6. pinned maps closed.
 func Run(ctx context.Context, args []string, stdout io.Writer) error {
@@ -53,14 +63,14 @@ func Run(ctx context.Context, args []string, stdout io.Writer) error {
 }
 
 func run(ctx context.Context, o *options, log *slog.Logger) error {
-	ca, err := identity.LoadLocalCA(o.caCert, o.caKey)
+	src, err := newSource(o, log.With("component", "config"))
 	if err != nil {
-		return fmt.Errorf("load local ca: %w", err)
+		return err
 	}
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	certs := identity.NewManager(identity.ManagerOptions{
-		Signer: ca, Bundle: ca.Bundle(), Lifetime: o.certLifetime, Logger: log.With("component", "identity"),
+		Signer: src.signer(), Bundle: src.bundle(), Lifetime: o.certLifetime, Logger: log.With("component", "identity"),
 	})
 	notReady := http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
 		http.Error(w, "starting", http.StatusServiceUnavailable)
@@ -71,12 +81,12 @@ func run(ctx context.Context, o *options, log *slog.Logger) error {
 		o.adminAddr: admin, o.metricsAddr: MetricsHandler(reg), o.readyAddr: ready,
 	})
 	if err != nil {
-		return err
+		return errors.Join(err, src.close())
 	}
 	deadline := func() time.Time { return time.Now().Add(shutdownBudget) }
 	certTask := startTask("certificate manager", log, func(ctx context.Context) error { certs.Run(ctx); return nil })
 	cleanup := func(errs ...error) error {
-		errs = append(errs, certTask.stop(deadline()))
+		errs = append(errs, certTask.stop(deadline()), src.close())
 		errs = append(errs, stopServers(servers, deadline()))
 		return errors.Join(errs...)
 	}
@@ -95,21 +105,21 @@ func run(ctx context.Context, o *options, log *slog.Logger) error {
 		Logger: log, Certs: certs, OrigDst: tables, Listeners: tables, Registry: reg,
 	})
 	admin.set(node.AdminHandler())
-	ready.set(node.ReadyHandler())
-	watchTask := startTask("config watcher", log, func(ctx context.Context) error {
-		meshconfig.Watch(ctx, o.configPath, 500*time.Millisecond, log.With("component", "config"), node.SetConfig)
-		return nil
+	ready.set(gateReady(src.ready, node.ReadyHandler()))
+	watchTask := startTask("config source", log, func(ctx context.Context) error {
+		return src.run(ctx, node.SetConfig, certs.SetBundle)
 	})
 	nodeTask := startTask("node", log, node.Run)
+	drains := newDrainingNode(node)
 	handoffTask := startTask("agentd hand-off", log, func(ctx context.Context) error {
-		return handoff.Connect(ctx, o.agentdSocket, node, log.With("component", "handoff"))
+		return handoff.Connect(ctx, o.agentdSocket, drains, log.With("component", "handoff"))
 	})
-	log.Info("ztunnel running", "pin_dir", o.pinDir, "agentd_socket", o.agentdSocket, "config", o.configPath)
+	log.Info("ztunnel running", append([]any{"pin_dir", o.pinDir, "agentd_socket", o.agentdSocket}, src.describe()...)...)
 	<-ctx.Done()
 	log.Info("ztunnel shutting down")
 	node.draining.Store(true)
 	end := deadline()
-	err = cleanup(handoffTask.stop(end), watchTask.stop(end), nodeTask.stop(end))
+	err = cleanup(handoffTask.stop(end), watchTask.stop(end), nodeTask.stop(end), drains.waitUntil(end))
 	err = errors.Join(err, maps.Close())
 	log.Info("ztunnel stopped", "err", err)
 	return err

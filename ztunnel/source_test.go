@@ -1,0 +1,136 @@
+package ztunnel
+
+import (
+	"context"
+	"crypto/x509"
+	"errors"
+	"net/http"
+	"net/http/httptest"
+	"sync"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+
+	"github.com/agentmesh/agentmesh/internal/meshconfig"
+	"github.com/agentmesh/agentmesh/internal/spiffe"
+	"github.com/agentmesh/agentmesh/ztunnel/identity"
+)
+
+// TestControllerSource runs Kubernetes mode's source against the real
+// controller stream server and CA: the first config opens the readiness
+// gate, the trust bundle reaches the identity manager before it, and the
+// manager's certificates come from the controller's CA (only for pods on
+// this node).
+func TestControllerSource(t *testing.T) {
+	ctl := startTestController(t, map[string][]*corev1.Pod{"n1": {kubePod("client-0", "client")}})
+	o, err := parseFlags([]string{"--node", "n1", "--controller", ctl.addr, "--controller-ca", ctl.caFile,
+		"--token-file", ctl.tokenFile("n1"), "--controller-server-name", "127.0.0.1"}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	src, err := newSource(o, discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if src.bundle() != nil {
+		t.Fatal("kubernetes mode starts with a trust bundle; it must come from the controller")
+	}
+	certs := identity.NewManager(identity.ManagerOptions{Signer: src.signer(), Logger: discard})
+	applied := make(chan *meshconfig.Config, 10)
+	var mu sync.Mutex
+	var order []string
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() {
+		done <- src.run(ctx, func(c *meshconfig.Config) {
+			mu.Lock()
+			order = append(order, "config")
+			mu.Unlock()
+			applied <- c
+		}, func(p *x509.CertPool) {
+			mu.Lock()
+			order = append(order, "bundle")
+			mu.Unlock()
+			certs.SetBundle(p)
+		})
+	}()
+	defer func() {
+		cancel()
+		<-done
+		if err := src.close(); err != nil {
+			t.Error(err)
+		}
+	}()
+
+	ready := gateReady(src.ready, http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { w.Write([]byte("node ready")) }))
+	if code, body := probe(ready); code != http.StatusServiceUnavailable || body != errNoConfigYet.Error()+"\n" {
+		t.Fatalf("readiness before the first config: %d %q", code, body)
+	}
+	select {
+	case <-applied:
+		t.Fatal("config applied before the controller had a view")
+	case <-time.After(200 * time.Millisecond):
+	}
+	ctl.update(testConfig(true))
+	select {
+	case c := <-applied:
+		if len(c.Workloads) != 3 || c.TrustDomain != td {
+			t.Fatalf("applied %+v", c)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("no config from the controller")
+	}
+	if code, body := probe(ready); code != http.StatusOK || body != "node ready" {
+		t.Fatalf("readiness after the first config: %d %q", code, body)
+	}
+	mu.Lock()
+	if len(order) != 2 || order[0] != "bundle" {
+		t.Errorf("callbacks %v, want the bundle before the config", order)
+	}
+	mu.Unlock()
+	if certs.Bundle() == nil || !certs.Bundle().Equal(mustPool(t, ctl.rootPEM)) {
+		t.Fatal("identity manager did not get the controller's root as trust bundle")
+	}
+
+	client := spiffe.New(td, "agents", "client")
+	sctx, scancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer scancel()
+	if err := certs.Ensure(sctx, client); err != nil {
+		t.Fatalf("certificate from the controller: %v", err)
+	}
+	c, err := certs.Certificate(client)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Leaf.Verify(x509.VerifyOptions{Roots: mustPool(t, ctl.rootPEM), KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageAny}}); err != nil {
+		t.Errorf("certificate not from the controller's root: %v", err)
+	}
+	if got := c.Leaf.NotAfter.Sub(c.Leaf.NotBefore); got > 3*time.Hour {
+		t.Errorf("certificate lifetime %s: the controller's 2h should apply", got)
+	}
+	// server runs on no pod of n1: refused, no certificate.
+	fctx, fcancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	defer fcancel()
+	if err := certs.Ensure(fctx, spiffe.New(td, "agents", "server")); err == nil {
+		t.Error("controller signed for an identity with no pod on the node")
+	}
+	if got := ctl.issued(); got != 1 {
+		t.Errorf("controller issued %v certificates, want 1", got)
+	}
+}
+
+func probe(h http.Handler) (int, string) {
+	rec := httptest.NewRecorder()
+	h.ServeHTTP(rec, httptest.NewRequest("GET", "/healthz/ready", nil))
+	return rec.Code, rec.Body.String()
+}
+
+func mustPool(t *testing.T, pem []byte) *x509.CertPool {
+	t.Helper()
+	p := x509.NewCertPool()
+	if !p.AppendCertsFromPEM(pem) {
+		t.Fatal(errors.New("no certificates in pem"))
+	}
+	return p
+}
