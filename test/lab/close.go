@@ -10,8 +10,9 @@ import (
 	"time"
 )
 
-// Close stops every process the lab started (pods first, then ztunnel,
-// then agentd, which then cleans up its eBPF state), kills whatever is
+// Close stops every process the lab started (kubelets and pods first, then
+// ztunnel, then agentd, which then cleans up its eBPF state, then the
+// Kubernetes control plane), kills whatever is
 // left in the lab's cgroups, and removes the network namespaces, cgroups,
 // pins and the state directory. It is idempotent.
 func (l *Lab) Close() error {
@@ -29,10 +30,12 @@ func (l *Lab) Close() error {
 	for _, c := range captures {
 		_, _ = c.Stop()
 	}
+	l.stopKubelets() // first, so no kubelet restarts a pod's process
 	for _, p := range procs {
 		errs = append(errs, p.Stop())
 	}
 	errs = append(errs, l.stopMesh()...)
+	errs = append(errs, l.stopControlPlane())
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	errs = append(errs, removeLeftovers(ctx, l.id))

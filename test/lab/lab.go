@@ -13,6 +13,14 @@
 // /sys/fs/bpf/<id>/n<i>; state: /run/amlab/<id> (mesh.json, ca.pem,
 // ca-key.pem, one log per process, and the pids file Down uses).
 //
+// Kubernetes mode (Options.Kube): etcd, kube-apiserver and
+// kube-controller-manager (package kubecp) run in the wire netns, listening
+// on the bridge address 198.18.0.254, in cgroup <id>/kube, with their state
+// under <state>/kube; a fake kubelet per node (package kubelet) registers
+// Node n<i> and runs the Pods bound to it, each in netns <id>-pod<uid> and
+// cgroup <node cgroup>/pod<uid>, addressed as above. The lab is the
+// scheduler (CreatePod).
+//
 // Processes (agentd, ztunnel, pod workloads) are forked from a locked OS
 // thread that has joined the target netns, so they are born in it, and are
 // placed in their cgroup by clone3(CLONE_INTO_CGROUP). `ip netns exec` is
@@ -53,6 +61,13 @@ type Options struct {
 	// ReadyTimeout bounds the wait for a node's ztunnel to be ready and for
 	// pods to be set up (default 30s).
 	ReadyTimeout time.Duration
+	// Kube runs the lab in Kubernetes mode: etcd, kube-apiserver and
+	// kube-controller-manager in the wire netns, and a fake kubelet per
+	// node that runs the Pods bound to it (see kube.go).
+	Kube bool
+	// KubeBinDir holds etcd, kube-apiserver and kube-controller-manager
+	// (default BinDir/kube; `make kube` builds them into bin/kube).
+	KubeBinDir string
 }
 
 // Lab is a running simulated cluster. Its methods are safe for concurrent use.
@@ -64,6 +79,7 @@ type Lab struct {
 	cgRoot  string // <cgroup2 root>/<id>
 	pinRoot string // /sys/fs/bpf/<id>
 	pids    *pidsFile
+	kube    *kubeMode // Kubernetes mode; nil in standalone mode. Set by build before New returns.
 
 	mu        sync.Mutex // guards the fields below
 	cfg       meshconfig.Config
@@ -144,6 +160,11 @@ func (l *Lab) build(ctx context.Context) error {
 		}
 	}
 	l.log.Info("lab network ready", "nodes", l.opts.Nodes, "state", l.state)
+	if l.opts.Kube {
+		if err := l.startKube(ctx); err != nil {
+			return err
+		}
+	}
 	if !l.opts.StartMesh {
 		return nil
 	}

@@ -38,7 +38,8 @@ type Pod struct {
 	Enrolled                             bool
 
 	lab   *Lab
-	index int // k in 198.19.<node>.<k>
+	index int    // k in 198.19.<node>.<k>
+	key   string // l.pods key and netns/cgroup name: Name, or pod<uid> for a Kubernetes pod
 }
 
 var podNameRE = regexp.MustCompile(`^[a-z0-9]([a-z0-9-]{0,38}[a-z0-9])?$`)
@@ -50,13 +51,13 @@ func (p *Pod) IPv4() netip.Addr { return podIPv4(p.Node, p.index) }
 func (p *Pod) IPv6() netip.Addr { return podIPv6(p.Node, p.index) }
 
 // NetnsName is the name of the pod's network namespace.
-func (p *Pod) NetnsName() string { return p.lab.id + "-" + p.Name }
+func (p *Pod) NetnsName() string { return p.lab.id + "-" + p.key }
 
 // NetnsPath is /run/netns/<NetnsName>.
 func (p *Pod) NetnsPath() string { return netnsPath(p.NetnsName()) }
 
 // CgroupPath is the pod's cgroup directory.
-func (p *Pod) CgroupPath() string { return filepath.Join(p.lab.nodeCgroup(p.Node), p.Name) }
+func (p *Pod) CgroupPath() string { return filepath.Join(p.lab.nodeCgroup(p.Node), p.key) }
 
 // nodeVeth is the name of the pod's veth end in the node netns.
 func (p *Pod) nodeVeth() string { return fmt.Sprintf("veth%d", p.index) }
@@ -116,23 +117,28 @@ func (l *Lab) reservePod(spec PodSpec) (*Pod, error) {
 	}
 	p := &Pod{Name: spec.Name, Namespace: or(spec.Namespace, "default"),
 		ServiceAccount: or(spec.ServiceAccount, "default"), UID: uid,
-		Node: spec.Node, Enrolled: spec.Enrolled, lab: l}
+		Node: spec.Node, Enrolled: spec.Enrolled, lab: l, key: spec.Name}
+	return p, l.claimPod(p)
+}
+
+// claimPod records p under p.key and gives it the next address on its node.
+func (l *Lab) claimPod(p *Pod) error {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if l.closed {
-		return nil, errors.New("lab closed")
+		return errors.New("lab closed")
 	}
-	if l.pods[p.Name] != nil {
-		return nil, fmt.Errorf("pod %s exists", p.Name)
+	if l.pods[p.key] != nil {
+		return fmt.Errorf("pod %s exists", p.key)
 	}
 	k := max(l.nextPod[p.Node], 2)
 	if k > 254 {
-		return nil, fmt.Errorf("node %d: no pod addresses left", p.Node)
+		return fmt.Errorf("node %d: no pod addresses left", p.Node)
 	}
 	l.nextPod[p.Node] = k + 1
 	p.index = k
-	l.pods[p.Name] = p
-	return p, nil
+	l.pods[p.key] = p
+	return nil
 }
 
 // setupPod makes the pod's netns, links, cgroup and config entry.

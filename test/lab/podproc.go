@@ -55,14 +55,14 @@ func (l *Lab) startPodProcess(p *Pod, spec procSpec) (*Process, error) {
 	if l.closed {
 		return nil, errors.New("lab closed")
 	}
-	if l.pods[p.Name] != p {
+	if l.pods[p.key] != p {
 		return nil, fmt.Errorf("pod %s removed", p.Name)
 	}
 	proc, err := startProcess(spec)
 	if err != nil {
 		return nil, err
 	}
-	proc.pod = p.Name
+	proc.pod = p.key
 	l.processes = append(l.processes, proc)
 	return proc, l.pids.record(proc.PID, spec.name)
 }
@@ -79,7 +79,7 @@ func (l *Lab) stopPodProcesses(p *Pod) error {
 	l.mu.Lock()
 	var mine []*Process
 	l.processes = slices.DeleteFunc(l.processes, func(q *Process) bool {
-		if q.pod == p.Name {
+		if q.pod == p.key {
 			mine = append(mine, q)
 			return true
 		}

@@ -36,6 +36,7 @@ type procSpec struct {
 	netns   string // named netns to run in
 	cgroup  string // cgroup2 directory to run in
 	args    []string
+	env     []string  // the environment; nil inherits the lab's
 	logPath string    // stdout+stderr go here unless stdout is set
 	stdout  io.Writer // optional: stdout (stderr then goes to stderr)
 	stderr  io.Writer
@@ -53,6 +54,7 @@ func startProcess(spec procSpec) (*Process, error) {
 	}
 	defer cg.Close()
 	cmd := exec.Command(spec.args[0], spec.args[1:]...)
+	cmd.Env = spec.env
 	cmd.SysProcAttr = &syscall.SysProcAttr{UseCgroupFD: true, CgroupFD: int(cg.Fd()), Setpgid: true}
 	var logf *os.File
 	if spec.stdout != nil {

@@ -1,0 +1,157 @@
+package kubelet
+
+import (
+	"context"
+	"errors"
+	"net"
+	"net/netip"
+	"os"
+	"sync"
+	"syscall"
+)
+
+// fakeRuntime is an in-memory PodRuntime: sandboxes are records and
+// processes are channels; DialNode succeeds while listening is set.
+type fakeRuntime struct {
+	mu        sync.Mutex // guards the fields below
+	sandboxes map[string]*fakeSandbox
+	listening bool
+	nextPID   int
+}
+
+func newFakeRuntime() *fakeRuntime {
+	return &fakeRuntime{sandboxes: map[string]*fakeSandbox{}, listening: true, nextPID: 100}
+}
+
+func (r *fakeRuntime) CreateSandbox(_ context.Context, s SandboxSpec) (Sandbox, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.sandboxes[s.UID] != nil {
+		return nil, errors.New("sandbox exists")
+	}
+	sb := &fakeSandbox{r: r, spec: s, ips: []netip.Addr{netip.MustParseAddr("198.19.1.2"), netip.MustParseAddr("fd00:19:1::2")}}
+	r.sandboxes[s.UID] = sb
+	return sb, nil
+}
+
+func (r *fakeRuntime) DialNode(context.Context, string, string) (net.Conn, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if !r.listening {
+		return nil, syscall.ECONNREFUSED
+	}
+	c1, c2 := net.Pipe()
+	c2.Close()
+	return c1, nil
+}
+
+func (r *fakeRuntime) setListening(v bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.listening = v
+}
+
+// sandbox returns the sandbox of uid, or nil.
+func (r *fakeRuntime) sandbox(uid string) *fakeSandbox {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.sandboxes[uid]
+}
+
+type fakeSandbox struct {
+	r    *fakeRuntime
+	spec SandboxSpec
+	ips  []netip.Addr
+
+	mu      sync.Mutex // guards the fields below
+	procs   []*fakeProc
+	removed bool
+}
+
+func (s *fakeSandbox) IPs() []netip.Addr { return s.ips }
+
+func (s *fakeSandbox) Start(_ string, args, env []string) (Process, error) {
+	s.r.mu.Lock()
+	s.r.nextPID++
+	pid := s.r.nextPID
+	s.r.mu.Unlock()
+	p := &fakeProc{pid: pid, args: args, env: env, done: make(chan struct{})}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.procs = append(s.procs, p)
+	return p, nil
+}
+
+func (s *fakeSandbox) Remove(context.Context) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, p := range s.procs {
+		p.exit(137)
+	}
+	s.removed = true
+	return nil
+}
+
+// last is the newest process, or nil.
+func (s *fakeSandbox) last() *fakeProc {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if len(s.procs) == 0 {
+		return nil
+	}
+	return s.procs[len(s.procs)-1]
+}
+
+func (s *fakeSandbox) isRemoved() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.removed
+}
+
+type fakeProc struct {
+	pid  int
+	args []string
+	env  []string
+	done chan struct{}
+
+	mu      sync.Mutex // guards the fields below
+	code    int
+	exited  bool
+	signals []os.Signal
+}
+
+func (p *fakeProc) PID() int              { return p.pid }
+func (p *fakeProc) Done() <-chan struct{} { return p.done }
+
+func (p *fakeProc) ExitCode() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.code
+}
+
+func (p *fakeProc) Signal(sig os.Signal) error {
+	p.mu.Lock()
+	p.signals = append(p.signals, sig)
+	p.mu.Unlock()
+	if s, ok := sig.(syscall.Signal); ok {
+		p.exit(128 + int(s))
+	}
+	return nil
+}
+
+// exit makes the process exit with code (once).
+func (p *fakeProc) exit(code int) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.exited {
+		return
+	}
+	p.exited, p.code = true, code
+	close(p.done)
+}
+
+func (p *fakeProc) gotSignals() []os.Signal {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return append([]os.Signal(nil), p.signals...)
+}
