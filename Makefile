@@ -28,6 +28,14 @@ generate: deps ## regenerate the eBPF objects and Go bindings in bpf/ (needs cla
 check-generate: generate ## fail if the committed eBPF objects differ from a fresh build
 	@git diff --exit-code --stat -- bpf/ || { echo "bpf/: generated files differ from a fresh 'make generate'; commit them" >&2; exit 1; }
 
+.PHONY: manifests
+manifests: ## render the Helm chart deploy/charts/agentmesh into deploy/manifests/agentmesh.yaml (Helm Go SDK, no helm binary)
+	cd deploy/render && $(GO) run . -values manifests-values.yaml -out ../manifests/agentmesh.yaml
+
+.PHONY: check-manifests
+check-manifests: ## lint the chart and fail if deploy/manifests/agentmesh.yaml differs from a fresh render
+	cd deploy/render && $(GO) run . -values manifests-values.yaml -out ../manifests/agentmesh.yaml -check
+
 .PHONY: lint
 lint: ## gofmt, go vet and staticcheck
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
@@ -39,7 +47,8 @@ test: ## run every test, the privileged lab tests included (needs root; installs
 	@$(AS_ROOT) $(MAKE) --no-print-directory test-as-root
 
 .PHONY: test-as-root
-test-as-root: check-generate lint build kube
+test-as-root: check-generate check-manifests lint build kube
+	cd deploy/render && $(GO) vet ./... && $(GO) test -count=1 ./...
 	$(GO) test -count=1 -timeout $(TEST_TIMEOUT) ./...
 
 .PHONY: bench
