@@ -11,9 +11,9 @@ import (
 )
 
 // Commands is what BuildBinaries builds.
-var Commands = []string{"./cmd/agentd", "./cmd/ztunnel", "./cmd/meshlab"}
+var Commands = []string{"./cmd/agentd", "./cmd/ztunnel", "./cmd/meshlab", "./cmd/controller"}
 
-// BuildBinaries builds agentd, ztunnel and meshlab into dir, from the
+// BuildBinaries builds agentd, ztunnel, meshlab and controller into dir, from the
 // module root found with `go env GOMOD`. Tests call it from TestMain.
 func BuildBinaries(ctx context.Context, dir string) error {
 	root, err := ModuleRoot(ctx)

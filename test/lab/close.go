@@ -35,6 +35,7 @@ func (l *Lab) Close() error {
 		errs = append(errs, p.Stop())
 	}
 	errs = append(errs, l.stopMesh()...)
+	errs = append(errs, l.stopControllers()...)
 	errs = append(errs, l.stopControlPlane())
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()

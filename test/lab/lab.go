@@ -19,7 +19,14 @@
 // under <state>/kube; a fake kubelet per node (package kubelet) registers
 // Node n<i> and runs the Pods bound to it, each in netns <id>-pod<uid> and
 // cgroup <node cgroup>/pod<uid>, addressed as above. The lab is the
-// scheduler (CreatePod).
+// scheduler (CreatePod). With StartMesh (kubemesh.go) the lab applies the
+// chart's namespace, ServiceAccounts and RBAC (deploy/manifests), runs the
+// AgentMesh controller in the wire netns on 198.18.0.254:15012 with a
+// token of ServiceAccount agentmesh-controller, creates a Pod object
+// agentmesh-system/agentmesh-node-n<i> per node (the kubelet does not run
+// it), and starts agentd and ztunnel in Kubernetes mode with a token bound
+// to that pod (<state>/n<i>/token) and the mesh root from ConfigMap
+// agentmesh-ca-root (<state>/ca-root.pem).
 //
 // Processes (agentd, ztunnel, pod workloads) are forked from a locked OS
 // thread that has joined the target netns, so they are born in it, and are
@@ -68,6 +75,11 @@ type Options struct {
 	// KubeBinDir holds etcd, kube-apiserver and kube-controller-manager
 	// (default BinDir/kube; `make kube` builds them into bin/kube).
 	KubeBinDir string
+	// Manifest is the rendered chart whose Namespace, ServiceAccount and
+	// RBAC objects Kubernetes mode applies before it starts the controller
+	// (default: ManifestPath under the module root, if it exists; without
+	// one, the lab creates a minimal set, see kubemeshobjects.go).
+	Manifest string
 }
 
 // Lab is a running simulated cluster. Its methods are safe for concurrent use.

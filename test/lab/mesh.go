@@ -20,19 +20,29 @@ const (
 	ztunnelKind = "ztunnel"
 )
 
-// startMesh prepares pins and the CA and starts agentd and ztunnel on
-// every node.
+// startMesh prepares pins and the CA (in Kubernetes mode: the mesh's
+// objects, the controller, node pods and tokens) and starts agentd and
+// ztunnel on every node.
 func (l *Lab) startMesh(ctx context.Context) error {
 	if err := ensureBPFFS(); err != nil {
 		return err
 	}
-	if err := l.writeCA(); err != nil {
+	if l.kube != nil {
+		if err := l.prepareKubeMesh(ctx); err != nil {
+			return err
+		}
+	} else if err := l.writeCA(); err != nil {
 		return err
 	}
 	for i := 1; i <= l.opts.Nodes; i++ {
 		for _, d := range []string{l.pinDir(i), filepath.Join(l.state, nodeName(i))} {
 			if err := os.MkdirAll(d, 0o755); err != nil {
 				return fmt.Errorf("make %s: %w", d, err)
+			}
+		}
+		if l.kube != nil {
+			if err := l.prepareKubeNode(ctx, i); err != nil {
+				return err
 			}
 		}
 		if err := l.StartAgentd(ctx, i); err != nil {
@@ -81,20 +91,28 @@ func (l *Lab) writeCA() error {
 
 // agentdArgs is node i's agentd command line.
 func (l *Lab) agentdArgs(i int) []string {
-	return []string{l.Bin("agentd"), "run", "--node", nodeName(i), "--config", l.ConfigPath(),
+	args := []string{l.Bin("agentd"), "run", "--node", nodeName(i),
 		"--pin-dir", l.pinDir(i), "--cgroup", l.nodeCgroup(i), "--socket", l.agentdSocket(i),
 		"--log-format", "json"}
+	if l.kube != nil {
+		return append(args, l.kubeNodeFlags(i)...)
+	}
+	return append(args, "--config", l.ConfigPath())
 }
 
 // ztunnelArgs is node i's ztunnel command line.
 func (l *Lab) ztunnelArgs(i int) []string {
-	return []string{l.Bin("ztunnel"), "--node", nodeName(i), "--config", l.ConfigPath(),
+	args := []string{l.Bin("ztunnel"), "--node", nodeName(i),
 		"--pin-dir", l.pinDir(i), "--agentd-socket", l.agentdSocket(i),
-		"--ca-cert", filepath.Join(l.state, "ca.pem"), "--ca-key", filepath.Join(l.state, "ca-key.pem"),
 		"--cert-lifetime", l.opts.CertLifetime.String(),
 		"--admin-addr", "127.0.0.1:" + strconv.Itoa(mesh.AdminPort),
 		"--metrics-addr", ":" + strconv.Itoa(mesh.MetricsPort),
 		"--ready-addr", ":" + strconv.Itoa(mesh.ReadinessPort), "--log-format", "json"}
+	if l.kube != nil {
+		return append(args, l.kubeNodeFlags(i)...)
+	}
+	return append(args, "--config", l.ConfigPath(),
+		"--ca-cert", filepath.Join(l.state, "ca.pem"), "--ca-key", filepath.Join(l.state, "ca-key.pem"))
 }
 
 // ensureBPFFS mounts bpffs on /sys/fs/bpf unless it is mounted already.

@@ -10,6 +10,11 @@ import (
 	"k8s.io/client-go/tools/cache"
 )
 
+// NotRunAnnotation set to "true" on a Pod makes the kubelet leave it
+// alone: the lab runs that pod's processes itself (the mesh's node
+// components, which need the node netns and cgroup).
+const NotRunAnnotation = "lab.agentmesh.io/not-run"
+
 // watchPods runs an informer on the Pods bound to this node and hands
 // every change to the pod's worker, until ctx ends.
 func (k *Kubelet) watchPods(ctx context.Context) error {
@@ -38,7 +43,7 @@ func (k *Kubelet) watchPods(ctx context.Context) error {
 // podChanged gives pod to its worker, starting one for a new pod.
 func (k *Kubelet) podChanged(ctx context.Context, obj any) {
 	pod, ok := obj.(*corev1.Pod)
-	if !ok || pod.Spec.NodeName != k.opts.Node {
+	if !ok || pod.Spec.NodeName != k.opts.Node || pod.Annotations[NotRunAnnotation] == "true" {
 		return
 	}
 	uid := string(pod.UID)

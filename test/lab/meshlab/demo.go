@@ -50,13 +50,17 @@ func runDemo(ctx context.Context, args []string, stdout io.Writer) (err error) {
 	if f.nodes < 2 {
 		return fmt.Errorf("%w: the demo needs 2 nodes or more", ErrUsage)
 	}
-	fmt.Fprintf(stdout, "starting a %d-node lab with agentd and ztunnel...\n", f.nodes)
+	mode := ""
+	if f.kube {
+		mode = " (Kubernetes mode: kube-apiserver, the AgentMesh controller, pods made through the API)"
+	}
+	fmt.Fprintf(stdout, "starting a %d-node lab with agentd and ztunnel%s...\n", f.nodes, mode)
 	l, err := f.newLab(ctx)
 	if err != nil {
 		return err
 	}
 	defer func() { err = closeLab(l, stdout, err) }()
-	pods, err := startAgents(ctx, l, demoPods(f.nodes))
+	pods, err := f.startAgents(ctx, l, demoPods(f.nodes))
 	if err != nil {
 		return err
 	}

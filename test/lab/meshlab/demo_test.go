@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -12,7 +13,28 @@ import (
 )
 
 // TestDemo runs `meshlab demo` against freshly built binaries (needs root).
-func TestDemo(t *testing.T) {
+func TestDemo(t *testing.T) { testDemo(t) }
+
+// TestDemoKube runs `meshlab demo --kube`: the same calls between Pods
+// made through the API, configured by the controller (needs root and
+// bin/kube from `make kube`).
+func TestDemoKube(t *testing.T) {
+	root, err := lab.ModuleRoot(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	kube := filepath.Join(root, "bin", "kube")
+	if _, err := os.Stat(filepath.Join(kube, "kube-apiserver")); err != nil {
+		if os.Getenv("CI") == "true" {
+			t.Fatalf("demo --kube needs %s (make kube): %v", kube, err)
+		}
+		t.Skipf("demo --kube needs %s (make kube): %v", kube, err)
+	}
+	testDemo(t, "--kube", "--kube-bin-dir", kube)
+}
+
+// testDemo runs the demo with extra flags and checks its report.
+func testDemo(t *testing.T, flags ...string) {
 	if os.Geteuid() != 0 {
 		if os.Getenv("CI") == "true" {
 			t.Fatal("demo needs root")
@@ -26,7 +48,7 @@ func TestDemo(t *testing.T) {
 		t.Fatal(err)
 	}
 	var out bytes.Buffer
-	if err := Run(ctx, []string{"demo", "--bin-dir", bin}, &out); err != nil {
+	if err := Run(ctx, append([]string{"demo", "--bin-dir", bin}, flags...), &out); err != nil {
 		t.Fatalf("demo: %v\n%s", err, out.String())
 	}
 	text := out.String()

@@ -23,6 +23,8 @@ type labFlags struct {
 	certLifetime time.Duration
 	verbose      bool
 	noMesh       bool
+	kube         bool
+	kubeBinDir   string
 }
 
 func (f *labFlags) register(fs *flag.FlagSet, nodes int) {
@@ -30,6 +32,8 @@ func (f *labFlags) register(fs *flag.FlagSet, nodes int) {
 	fs.IntVar(&f.nodes, "nodes", nodes, "number of nodes")
 	fs.DurationVar(&f.certLifetime, "cert-lifetime", time.Hour, "workload certificate lifetime")
 	fs.BoolVar(&f.verbose, "v", false, "log each step")
+	fs.BoolVar(&f.kube, "kube", false, "Kubernetes mode: etcd, kube-apiserver, the AgentMesh controller, pods made through the API")
+	fs.StringVar(&f.kubeBinDir, "kube-bin-dir", "", "Kubernetes mode: directory with etcd, kube-apiserver, kube-controller-manager (default BIN-DIR/kube; `make kube`)")
 }
 
 // newLab starts a lab from the flags.
@@ -42,7 +46,7 @@ func (f *labFlags) newLab(ctx context.Context) (*lab.Lab, error) {
 		return nil, fmt.Errorf("bin dir: %w", err)
 	}
 	return lab.New(ctx, lab.Options{Nodes: f.nodes, BinDir: abs, Logger: newLogger(f.verbose),
-		CertLifetime: f.certLifetime, StartMesh: !f.noMesh})
+		CertLifetime: f.certLifetime, StartMesh: !f.noMesh, Kube: f.kube, KubeBinDir: f.kubeBinDir})
 }
 
 // runUp is `meshlab up`: start a lab with the demo's agents, print how to
@@ -60,7 +64,7 @@ func runUp(ctx context.Context, args []string, stdout io.Writer) (err error) {
 		return err
 	}
 	defer func() { err = closeLab(l, stdout, err) }()
-	pods, err := startAgents(ctx, l, demoPods(f.nodes))
+	pods, err := f.startAgents(ctx, l, demoPods(f.nodes))
 	if err != nil {
 		return err
 	}

@@ -1,0 +1,236 @@
+package lab
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"net/netip"
+	"path/filepath"
+	"strconv"
+	"time"
+
+	authenticationv1 "k8s.io/api/authentication/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/tools/clientcmd"
+	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
+	"k8s.io/utils/ptr"
+)
+
+// Controller ports (as deploy/ sets them).
+const (
+	ControllerPort      = 15012 // gRPC config stream and CA
+	ControllerAdminPort = 15014 // /metrics, /status, /readyz
+)
+
+// MaxControllers is how many controller replicas a lab can run.
+const MaxControllers = 2
+
+// ControllerAddr is replica r's gRPC address in the wire netns: replica 0
+// listens on 198.18.0.254 (where node components connect), replica 1 on
+// 198.18.0.253.
+func ControllerAddr(r int) netip.AddrPort {
+	return netip.AddrPortFrom(controllerIP(r), ControllerPort)
+}
+
+// controllerIP is replica r's address on the bridge.
+func controllerIP(r int) netip.Addr {
+	return netip.AddrFrom4([4]byte{198, 18, 0, byte(254 - r)})
+}
+
+// ControllerLog is replica r's log file.
+func (l *Lab) ControllerLog(r int) string {
+	return filepath.Join(l.state, "controller-"+strconv.Itoa(r)+".log")
+}
+
+// ControllerID is replica r's leader election identity.
+func ControllerID(r int) string { return "controller-" + strconv.Itoa(r) }
+
+// controllerKubeconfig is the controller's kubeconfig: a TokenRequest
+// token of ServiceAccount agentmesh-controller (as in a pod), so RBAC is
+// what applies to it.
+func (l *Lab) controllerKubeconfig() string { return filepath.Join(l.state, "controller.kubeconfig") }
+
+// writeControllerKubeconfig writes controllerKubeconfig.
+func (l *Lab) writeControllerKubeconfig(ctx context.Context) error {
+	req := &authenticationv1.TokenRequest{Spec: authenticationv1.TokenRequestSpec{ExpirationSeconds: ptr.To(int64(nodeTokenTTL / time.Second))}}
+	tok, err := l.kube.client.CoreV1().ServiceAccounts(MeshNamespace).CreateToken(ctx, ControllerServiceAccount, req, metav1.CreateOptions{})
+	if err != nil {
+		return fmt.Errorf("controller token: %w", err)
+	}
+	cfg := clientcmdapi.NewConfig()
+	cfg.Clusters["lab"] = &clientcmdapi.Cluster{Server: l.KubeAPIServer(), CertificateAuthority: l.KubeCAFile()}
+	cfg.AuthInfos["controller"] = &clientcmdapi.AuthInfo{Token: tok.Status.Token}
+	cfg.Contexts["lab"] = &clientcmdapi.Context{Cluster: "lab", AuthInfo: "controller"}
+	cfg.CurrentContext = "lab"
+	if err := clientcmd.WriteToFile(*cfg, l.controllerKubeconfig()); err != nil {
+		return fmt.Errorf("write controller kubeconfig: %w", err)
+	}
+	return nil
+}
+
+// controllerArgs is replica r's command line.
+func (l *Lab) controllerArgs(r int) []string {
+	ip := controllerIP(r)
+	return []string{l.Bin("controller"), "--kubeconfig", l.controllerKubeconfig(),
+		"--namespace", MeshNamespace, "--listen", ControllerAddr(r).String(),
+		"--serving-names", ControllerServerName + "," + ip.String(),
+		"--trust-domain", l.opts.TrustDomain, "--cert-lifetime", max(l.opts.CertLifetime, time.Minute).String(),
+		"--node-service-accounts", MeshNamespace + "/" + NodeServiceAccount, "--token-audience", TokenAudience,
+		"--metrics-addr", netip.AddrPortFrom(ip, ControllerAdminPort).String(),
+		"--id", ControllerID(r), "--lease-duration", "4s", "--renew-deadline", "3s", "--retry-period", "1s"}
+}
+
+// StartController starts controller replica r (0 or 1) in the wire netns
+// and waits until its /readyz answers 200.
+func (l *Lab) StartController(ctx context.Context, r int) error {
+	if l.kube == nil {
+		return errNotKube
+	}
+	if r < 0 || r >= MaxControllers {
+		return fmt.Errorf("no controller replica %d", r)
+	}
+	if r > 0 {
+		if err := l.addWireAddr(controllerIP(r)); err != nil {
+			return err
+		}
+	}
+	p, err := l.startController(r)
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(ctx, l.opts.ReadyTimeout)
+	defer cancel()
+	url := l.controllerURL(r, "/readyz")
+	for {
+		code, _, err := httpGetIn(ctx, l.wireName(), url)
+		if err == nil && code == http.StatusOK {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("controller %d not ready: %w (last: %d %v)\n--- last lines of %s ---\n%s",
+				r, ctx.Err(), code, err, l.ControllerLog(r), logTail(l.ControllerLog(r), 20))
+		case <-p.Done():
+			return fmt.Errorf("controller %d exited: %v\n--- last lines of %s ---\n%s",
+				r, p.Wait(), l.ControllerLog(r), logTail(l.ControllerLog(r), 20))
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
+
+// startController forks replica r and records it.
+func (l *Lab) startController(r int) (*Process, error) {
+	key := ControllerID(r)
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.closed {
+		return nil, errors.New("lab closed")
+	}
+	if p := l.daemons[key]; p != nil {
+		return nil, fmt.Errorf("%s already running (pid %d)", key, p.PID)
+	}
+	p, err := startProcess(procSpec{name: key, netns: l.wireName(), cgroup: l.kubeCgroup(),
+		args: l.controllerArgs(r), logPath: l.ControllerLog(r)})
+	if err != nil {
+		return nil, err
+	}
+	l.daemons[key] = p
+	l.log.Info("started", "process", key, "pid", p.PID)
+	return p, l.pids.record(p.PID, key)
+}
+
+// StopController stops replica r (SIGTERM, then SIGKILL); a stopped one
+// is a no-op.
+func (l *Lab) StopController(r int) error {
+	key := ControllerID(r)
+	l.mu.Lock()
+	p := l.daemons[key]
+	delete(l.daemons, key)
+	l.mu.Unlock()
+	if p == nil {
+		return nil
+	}
+	l.log.Info("stopping", "process", key, "pid", p.PID)
+	return p.Stop()
+}
+
+// KillController kills replica r with SIGKILL (no graceful handover).
+func (l *Lab) KillController(r int) error {
+	key := ControllerID(r)
+	l.mu.Lock()
+	p := l.daemons[key]
+	delete(l.daemons, key)
+	l.mu.Unlock()
+	if p == nil {
+		return nil
+	}
+	if err := p.cmd.Process.Kill(); err != nil {
+		return fmt.Errorf("kill %s: %w", key, err)
+	}
+	<-p.Done()
+	return nil
+}
+
+// stopControllers stops every replica.
+func (l *Lab) stopControllers() []error {
+	var errs []error
+	for r := range MaxControllers {
+		errs = append(errs, l.StopController(r))
+	}
+	return errs
+}
+
+// controllerURL is replica r's admin URL for path.
+func (l *Lab) controllerURL(r int, path string) string {
+	return "http://" + netip.AddrPortFrom(controllerIP(r), ControllerAdminPort).String() + path
+}
+
+// ControllerStatus is a controller's /status document.
+type ControllerStatus struct {
+	ID       string                                      `json:"id"`
+	Leader   bool                                        `json:"leader"`
+	LeaderID string                                      `json:"leaderID,omitempty"`
+	Versions map[string]uint64                           `json:"versions"`
+	Nodes    map[string]map[string]ControllerStreamState `json:"nodes"`
+}
+
+// ControllerStreamState is one node component's stream in ControllerStatus.
+type ControllerStreamState struct {
+	ConnectedSince time.Time `json:"connectedSince"`
+	SentVersion    uint64    `json:"sentVersion"`
+	AckedVersion   uint64    `json:"ackedVersion"`
+	NackedVersion  uint64    `json:"nackedVersion,omitempty"`
+	LastError      string    `json:"lastError,omitempty"`
+}
+
+// ControllerStatusOf fetches replica r's /status.
+func (l *Lab) ControllerStatusOf(ctx context.Context, r int) (*ControllerStatus, error) {
+	code, body, err := httpGetIn(ctx, l.wireName(), l.controllerURL(r, "/status"))
+	if err != nil {
+		return nil, err
+	}
+	if code != http.StatusOK {
+		return nil, fmt.Errorf("controller status: %d", code)
+	}
+	var s ControllerStatus
+	if err := json.Unmarshal(body, &s); err != nil {
+		return nil, fmt.Errorf("decode controller status: %w", err)
+	}
+	return &s, nil
+}
+
+// AllAcked reports whether both components of every node 1..nodes acked
+// the node's current version.
+func (s *ControllerStatus) AllAcked(nodes int) bool {
+	for i := 1; i <= nodes; i++ {
+		n, v := s.Nodes[nodeName(i)], s.Versions[nodeName(i)]
+		for _, c := range []string{agentdKind, ztunnelKind} {
+			if st, ok := n[c]; !ok || st.AckedVersion == 0 || (v != 0 && st.AckedVersion != v) {
+				return false
+			}
+		}
+	}
+	return true
+}
