@@ -64,7 +64,7 @@ demo: ## run the mesh on a local two-node lab and show what it did (needs root)
 	@$(AS_ROOT) $(MAKE) --no-print-directory demo-as-root
 
 .PHONY: demo-as-root
-demo-as-root: deps build
+demo-as-root: deps build kube
 	$(BIN)/meshlab demo --bin-dir $(BIN)
 
 .PHONY: clean

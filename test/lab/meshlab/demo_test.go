@@ -13,7 +13,7 @@ import (
 )
 
 // TestDemo runs `meshlab demo` against freshly built binaries (needs root).
-func TestDemo(t *testing.T) { testDemo(t) }
+func TestDemo(t *testing.T) { testDemo(t, "--kube=false") }
 
 // TestDemoKube runs `meshlab demo --kube`: the same calls between Pods
 // made through the API, configured by the controller (needs root and

@@ -32,7 +32,7 @@ func (f *labFlags) register(fs *flag.FlagSet, nodes int) {
 	fs.IntVar(&f.nodes, "nodes", nodes, "number of nodes")
 	fs.DurationVar(&f.certLifetime, "cert-lifetime", time.Hour, "workload certificate lifetime")
 	fs.BoolVar(&f.verbose, "v", false, "log each step")
-	fs.BoolVar(&f.kube, "kube", false, "Kubernetes mode: etcd, kube-apiserver, the AgentMesh controller, pods made through the API")
+	fs.BoolVar(&f.kube, "kube", true, "Kubernetes mode (the default): etcd, kube-apiserver, the AgentMesh controller, pods made through the API; --kube=false runs standalone mode (a mesh config file, a local CA)")
 	fs.StringVar(&f.kubeBinDir, "kube-bin-dir", "", "Kubernetes mode: directory with etcd, kube-apiserver, kube-controller-manager (default BIN-DIR/kube; `make kube`)")
 }
 
