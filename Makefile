@@ -56,7 +56,7 @@ bench: ## benchmark the mesh against direct pod-to-pod on the lab (needs root)
 	@$(AS_ROOT) $(MAKE) --no-print-directory bench-as-root
 
 .PHONY: bench-as-root
-bench-as-root: deps build
+bench-as-root: deps build kube
 	$(BIN)/meshlab bench --bin-dir $(BIN)
 
 .PHONY: demo
@@ -90,3 +90,9 @@ $(KUBE)/%: test/kube/cmd/%/main.go $(KUBE_MOD)
 		-X k8s.io/component-base/version.gitMinor=$$(echo $$v | cut -d. -f2) \
 		-X k8s.io/component-base/version.gitTreeState=clean" ./cmd/$* && \
 	echo "kube: built $* in $$(( $$(date +%s) - start ))s ($$(du -h $@ | cut -f1))"
+
+CONTROLLER_GEN := $(GO) run sigs.k8s.io/controller-tools/cmd/controller-gen@v0.23.0
+
+.PHONY: crds
+crds: ## regenerate the CRDs in deploy/charts/agentmesh/crds and the DeepCopy code in controller/api from the Go types (controller-gen, run in its own module)
+	$(CONTROLLER_GEN) object paths=./controller/api/... crd:crdVersions=v1 output:crd:dir=./deploy/charts/agentmesh/crds

@@ -29,13 +29,16 @@ type Options struct {
 	// BinDir/meshlab.
 	Command []string
 
-	scenarios []Scenario // default Scenarios (tests measure fewer)
+	scenarios []Scenario        // default Scenarios (tests measure fewer)
+	cpFlags   controlPlaneFlags // which benchmarks; control-plane sizes (controlplane.go)
 }
 
 // Run builds a two-node lab, measures every scenario, and prints one table
-// and the mesh/direct ratios to stdout. Flags: --bin-dir, --duration,
-// --rate, --conns, --size, --bulk-bytes, --ipv6, --verbose. Progress goes
-// to stderr.
+// and the mesh/direct ratios to stdout; then it benchmarks the controller on
+// a real Kubernetes control plane and prints a second table. Flags:
+// --bin-dir, --duration, --rate, --conns, --size, --bulk-bytes, --ipv6,
+// --verbose; --data-path and --control-plane (both default true) pick the
+// benchmarks, --cp-* size the second. Progress goes to stderr.
 func Run(ctx context.Context, args []string, stdout io.Writer) error {
 	opts, err := parseFlags(args, stdout)
 	if errors.Is(err, flag.ErrHelp) {
@@ -44,6 +47,17 @@ func Run(ctx context.Context, args []string, stdout io.Writer) error {
 	if err != nil {
 		return err
 	}
+	if opts.cpFlags.dataPath {
+		err = runDataPath(ctx, opts, stdout)
+	}
+	if opts.cpFlags.controlPlane {
+		err = errors.Join(err, runControlPlane(ctx, opts, stdout))
+	}
+	return err
+}
+
+// runDataPath measures every data-path scenario and prints their table.
+func runDataPath(ctx context.Context, opts Options, stdout io.Writer) error {
 	load := loadAverage()
 	results, err := Measure(ctx, opts)
 	if len(results) > 0 {
@@ -88,6 +102,7 @@ func parseFlags(args []string, usage io.Writer) (Options, error) {
 	fs.IntVar(&o.Size, "size", 1024, "latency request and response payload bytes")
 	fs.Int64Var(&o.BulkBytes, "bulk-bytes", 256<<20, "bytes of the single-stream throughput run")
 	fs.BoolVar(&o.IPv6, "ipv6", false, "use the pods' IPv6 addresses")
+	o.cpFlags.register(fs)
 	verbose := fs.Bool("verbose", false, "log lab progress to stderr")
 	if err := fs.Parse(args); err != nil {
 		return o, err

@@ -1,0 +1,45 @@
+package bench
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"io"
+	"runtime"
+
+	"github.com/agentmesh/agentmesh/test/bench/controlplane"
+)
+
+// controlPlaneFlags select the benchmarks and size the control-plane one.
+type controlPlaneFlags struct {
+	dataPath, controlPlane bool
+	cp                     controlplane.Options
+}
+
+// register adds --data-path, --control-plane and the --cp-* sizes to fs.
+func (f *controlPlaneFlags) register(fs *flag.FlagSet) {
+	fs.BoolVar(&f.dataPath, "data-path", true, "benchmark the data path on a two-node lab (needs root)")
+	fs.BoolVar(&f.controlPlane, "control-plane", true, "then benchmark the controller on a real Kubernetes control plane (needs bin/controller and bin/kube)")
+	fs.IntVar(&f.cp.Nodes, "cp-nodes", 10, "control plane: nodes, one config stream each")
+	fs.IntVar(&f.cp.Namespaces, "cp-namespaces", 5, "control plane: mesh-enabled namespaces")
+	fs.IntVar(&f.cp.Services, "cp-services", 100, "control plane: services")
+	fs.IntVar(&f.cp.Pods, "cp-pods", 2000, "control plane: pods")
+	fs.IntVar(&f.cp.Changes, "cp-changes", 20, "control plane: service changes to time")
+	fs.DurationVar(&f.cp.Debounce, "cp-debounce", 0, "control plane: the controller's --debounce (0: its default)")
+}
+
+// runControlPlane runs the control-plane benchmark and prints its table.
+func runControlPlane(ctx context.Context, o Options, stdout io.Writer) error {
+	cp := o.cpFlags.cp
+	cp.BinDir, cp.Logger = o.BinDir, o.Logger
+	load := loadAverage()
+	r, err := controlplane.Measure(ctx, cp)
+	if err != nil {
+		return fmt.Errorf("control plane bench: %w", err)
+	}
+	fmt.Fprintln(stdout)
+	controlplane.WriteTable(stdout, r)
+	fmt.Fprintf(stdout, "\nmachine: %d CPUs, load average %s before and %s after the run\n",
+		runtime.NumCPU(), load, loadAverage())
+	return nil
+}

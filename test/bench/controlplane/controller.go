@@ -1,0 +1,212 @@
+package controlplane
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/agentmesh/agentmesh/test/lab"
+)
+
+// controller is the running controller binary.
+type controller struct {
+	cmd     *exec.Cmd
+	done    chan struct{} // closed when the process has been reaped
+	waitErr error         // set before done is closed
+	grpc    string        // host:port of the config stream
+	admin   string        // host:port of /metrics, /status, /readyz
+	logPath string
+}
+
+// startController runs bin/controller with the given kubeconfig on free
+// loopback ports and waits for /readyz.
+func startController(ctx context.Context, o Options, kubeconfig, dir string) (*controller, error) {
+	ports, err := freePorts(2)
+	if err != nil {
+		return nil, err
+	}
+	c := &controller{grpc: ports[0], admin: ports[1], logPath: filepath.Join(dir, "controller.log"), done: make(chan struct{})}
+	args := []string{"--kubeconfig", kubeconfig, "--namespace", lab.MeshNamespace, "--listen", c.grpc,
+		"--serving-names", lab.ControllerServerName + ",127.0.0.1", "--metrics-addr", c.admin, "--id", "bench",
+		"--node-service-accounts", lab.MeshNamespace + "/" + lab.NodeServiceAccount, "--token-audience", lab.TokenAudience,
+		"--log-level", "warn"}
+	if o.Debounce > 0 {
+		args = append(args, "--debounce", o.Debounce.String())
+	}
+	log, err := os.Create(c.logPath)
+	if err != nil {
+		return nil, fmt.Errorf("controller log: %w", err)
+	}
+	defer log.Close()
+	c.cmd = exec.Command(filepath.Join(o.BinDir, "controller"), args...)
+	c.cmd.Stdout, c.cmd.Stderr = log, log
+	c.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	if err := c.cmd.Start(); err != nil {
+		return nil, fmt.Errorf("start controller: %w", err)
+	}
+	go func() { c.waitErr = c.cmd.Wait(); close(c.done) }()
+	o.Logger.Info("started", "process", "controller", "pid", c.cmd.Process.Pid)
+	if err := c.waitReady(ctx); err != nil {
+		return nil, errors.Join(err, c.stop())
+	}
+	return c, nil
+}
+
+func (c *controller) waitReady(ctx context.Context) error {
+	err := poll(ctx, time.Minute, "controller /readyz", func() (bool, error) {
+		select {
+		case <-c.done:
+			return false, fmt.Errorf("controller exited: %v", c.waitErr)
+		default:
+		}
+		code, _, err := httpGet(ctx, "http://"+c.admin+"/readyz")
+		return err == nil && code == http.StatusOK, nil
+	})
+	if err != nil {
+		return fmt.Errorf("%w\n--- %s ---\n%s", err, c.logPath, tail(c.logPath, 20))
+	}
+	return nil
+}
+
+// stop sends SIGTERM to the controller's PID, SIGKILL after 10s, and waits.
+func (c *controller) stop() error {
+	select {
+	case <-c.done:
+		return nil
+	default:
+	}
+	c.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-c.done:
+		return nil
+	case <-time.After(10 * time.Second):
+	}
+	c.cmd.Process.Kill()
+	<-c.done
+	return fmt.Errorf("controller (pid %d) did not stop on SIGTERM", c.cmd.Process.Pid)
+}
+
+// memory is the controller's resident set size (VmRSS of
+// /proc/PID/status) and Go heap in use (go_memstats_heap_inuse_bytes).
+func (c *controller) memory(ctx context.Context) (rss, heap uint64, err error) {
+	if rss, err = vmRSS(c.cmd.Process.Pid); err != nil {
+		return 0, 0, err
+	}
+	code, body, err := httpGet(ctx, "http://"+c.admin+"/metrics")
+	if err != nil || code != http.StatusOK {
+		return 0, 0, fmt.Errorf("controller metrics: %d %v", code, err)
+	}
+	heap, err = metricValue(body, "go_memstats_heap_inuse_bytes")
+	return rss, heap, err
+}
+
+// vmRSS reads VmRSS (kB) of pid in bytes.
+func vmRSS(pid int) (uint64, error) {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/status")
+	if err != nil {
+		return 0, fmt.Errorf("read rss: %w", err)
+	}
+	for line := range strings.Lines(string(b)) {
+		if f := strings.Fields(line); len(f) >= 2 && f[0] == "VmRSS:" {
+			kb, err := strconv.ParseUint(f[1], 10, 64)
+			if err != nil {
+				return 0, fmt.Errorf("parse rss: %w", err)
+			}
+			return kb << 10, nil
+		}
+	}
+	return 0, errors.New("no VmRSS in /proc status")
+}
+
+// metricValue is the value of an unlabelled sample in Prometheus text.
+func metricValue(body []byte, name string) (uint64, error) {
+	sc := bufio.NewScanner(bytes.NewReader(body))
+	for sc.Scan() {
+		f := strings.Fields(sc.Text())
+		if len(f) == 2 && f[0] == name {
+			v, err := strconv.ParseFloat(f[1], 64)
+			if err != nil {
+				return 0, fmt.Errorf("parse %s: %w", name, err)
+			}
+			return uint64(v), nil
+		}
+	}
+	return 0, fmt.Errorf("no %s in metrics", name)
+}
+
+// status is the part of the controller's /status the bench checks.
+type status struct {
+	Versions map[string]uint64                               `json:"versions"`
+	Nodes    map[string]map[string]lab.ControllerStreamState `json:"nodes"`
+}
+
+// allAcked reports whether every node's ztunnel stream acked the node's
+// current version, per the controller's /status.
+func (c *controller) allAcked(ctx context.Context, nodes int) (bool, error) {
+	code, body, err := httpGet(ctx, "http://"+c.admin+"/status")
+	if err != nil || code != http.StatusOK {
+		return false, fmt.Errorf("controller status: %d %v", code, err)
+	}
+	var s status
+	if err := json.Unmarshal(body, &s); err != nil {
+		return false, fmt.Errorf("decode controller status: %w", err)
+	}
+	for i := range nodes {
+		st, ok := s.Nodes[nodeName(i)][ztunnel]
+		if v := s.Versions[nodeName(i)]; !ok || v == 0 || st.AckedVersion != v {
+			return false, nil
+		}
+	}
+	return true, nil
+}
+
+func httpGet(ctx context.Context, url string) (int, []byte, error) {
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return 0, nil, err
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return 0, nil, err
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	return resp.StatusCode, body, err
+}
+
+// freePorts returns n free loopback host:ports (bound together, then
+// released; another process could take one in between).
+func freePorts(n int) ([]string, error) {
+	var out []string
+	for range n {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			return nil, fmt.Errorf("find free port: %w", err)
+		}
+		defer l.Close()
+		out = append(out, l.Addr().String())
+	}
+	return out, nil
+}
+
+// tail is the last n lines of a file.
+func tail(path string, n int) string {
+	b, _ := os.ReadFile(path)
+	lines := strings.Split(strings.TrimRight(string(b), "\n"), "\n")
+	return strings.Join(lines[max(0, len(lines)-n):], "\n")
+}
