@@ -1,0 +1,19 @@
+// Package policy decides whether a connection to a workload is allowed, from
+// the AgentPolicies that select it (agentmesh.io/v1alpha1) in compiled form.
+// It is pure: no I/O, no clock, no locks; the controller compiles policies
+// (Compile, with a Resolver for the selectors) and ztunnel evaluates them
+// (Evaluate) for every inbound connection.
+//
+// Semantics, for one target and one connection (Evaluate):
+//   - no policy data for the target yet: deny (fail closed);
+//   - plaintext to a STRICT target: deny;
+//   - any matching Deny rule: deny;
+//   - no Allow policy selects the target: the namespace default;
+//   - otherwise: allow if some Allow rule matches, else deny.
+//
+// A rule with L7 fields (http, jsonrpc, mcp) is checked at L4 only: under
+// Allow it matches nothing, under Deny it matches without its L7 part, so
+// the result is never more permissive than the policy. Identity fields
+// (service accounts, namespaces) match only a verified peer identity, never
+// a plaintext connection.
+package policy

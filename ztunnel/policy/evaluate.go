@@ -1,0 +1,69 @@
+package policy
+
+import (
+	"github.com/agentmesh/agentmesh/controller/api/v1alpha1"
+	"github.com/agentmesh/agentmesh/internal/spiffe"
+)
+
+// Evaluate decides whether c may reach the target t; t nil means no policy
+// data for the target yet, which denies. When several rules could decide,
+// the first in t.Policies order (then rule order) is reported, so callers
+// that want stable reports keep t.Policies sorted.
+func Evaluate(t *Target, c Conn) Decision {
+	if t == nil {
+		return decided(false, ReasonNoPolicyData)
+	}
+	if !c.MTLS && t.MTLSMode == v1alpha1.MTLSStrict {
+		return decided(false, ReasonPlaintextStrict)
+	}
+	c = normalize(c)
+	if d, ok := firstMatch(t.Policies, v1alpha1.ActionDeny, c); ok {
+		return d
+	}
+	if !selectsAllow(t.Policies) {
+		return decided(t.Default != v1alpha1.ActionDeny, ReasonDefault)
+	}
+	if d, ok := firstMatch(t.Policies, v1alpha1.ActionAllow, c); ok {
+		return d
+	}
+	return decided(false, ReasonNoAllowMatch)
+}
+
+// normalize drops what a plaintext connection cannot claim and unmaps
+// IPv4-mapped addresses.
+func normalize(c Conn) Conn {
+	if !c.MTLS {
+		c.Identity = spiffe.ID{}
+	}
+	c.Addr = c.Addr.Unmap()
+	return c
+}
+
+func selectsAllow(ps []Policy) bool {
+	for i := range ps {
+		if ps[i].Action == v1alpha1.ActionAllow {
+			return true
+		}
+	}
+	return false
+}
+
+// firstMatch finds the first rule of a policy with action a matching c.
+func firstMatch(ps []Policy, a v1alpha1.Action, c Conn) (Decision, bool) {
+	reason := ReasonAllowRule
+	if a == v1alpha1.ActionDeny {
+		reason = ReasonDenyRule
+	}
+	for i := range ps {
+		p := &ps[i]
+		if p.Action != a {
+			continue
+		}
+		for j := range p.Rules {
+			if p.Rules[j].matches(a, c) {
+				return byRule(p, &p.Rules[j], reason), true
+			}
+		}
+	}
+	return Decision{}, false
+}

@@ -1,0 +1,90 @@
+package policy
+
+import (
+	"net/netip"
+
+	"github.com/agentmesh/agentmesh/controller/api/v1alpha1"
+	"github.com/agentmesh/agentmesh/internal/spiffe"
+)
+
+// Policy is a compiled AgentPolicy.
+type Policy struct {
+	// Namespace and Name identify the AgentPolicy.
+	Namespace string `json:"namespace"`
+	Name      string `json:"name"`
+	// Action is Allow or Deny.
+	Action v1alpha1.Action `json:"action"`
+	// Rules, in spec order; Rule.Index is the spec index.
+	Rules []Rule `json:"rules,omitempty"`
+}
+
+// Rule is a compiled spec.rules[i]: it matches when the peer matches some
+// From entry (or From is empty) and the port some Ports entry (or Ports is
+// empty).
+type Rule struct {
+	// Index is the rule's position in spec.rules.
+	Index int `json:"index"`
+	// From are alternative peers; empty means any peer.
+	From []Peer `json:"from,omitempty"`
+	// Ports are destination port ranges; empty means any port.
+	Ports []PortRange `json:"ports,omitempty"`
+	// L7 is set when the rule has http, jsonrpc or mcp fields, which this
+	// evaluator does not enforce.
+	L7 bool `json:"l7,omitempty"`
+}
+
+// Peer is a compiled spec.rules[i].from[j]: every constrained attribute
+// must match. Its JSON form (peerjson.go) writes an unconstrained set as an
+// absent field and a constrained one as a sorted list.
+type Peer struct {
+	// Identities are the SPIFFE ids of the allowed service accounts.
+	Identities Set[spiffe.ID]
+	// Namespaces constrain the namespace of the peer's identity
+	// (namespaces and namespaceSelector, resolved and intersected).
+	Namespaces Set[string]
+	// Workloads are the UIDs of the source workloads a podSelector picks.
+	Workloads Set[string]
+	// IPBlocks constrain the source address; empty means any address.
+	IPBlocks []IPBlock
+}
+
+// IPBlock is a prefix minus the prefixes in Except.
+type IPBlock struct {
+	Prefix netip.Prefix   `json:"prefix"`
+	Except []netip.Prefix `json:"except,omitempty"`
+}
+
+// PortRange is the destination ports From..To, inclusive.
+type PortRange struct {
+	From uint16 `json:"from"`
+	To   uint16 `json:"to"`
+}
+
+// Target is what applies to one destination workload.
+type Target struct {
+	// Policies are the compiled policies whose podSelector selects the
+	// workload (both actions, any order).
+	Policies []Policy `json:"policies,omitempty"`
+	// MTLSMode is the workload's mode; only STRICT refuses plaintext (unset is
+	// PERMISSIVE, the default).
+	MTLSMode v1alpha1.MTLSMode `json:"mtlsMode"`
+	// Default is the namespace's action when no Allow policy selects the
+	// workload; anything but Deny is Allow.
+	Default v1alpha1.Action `json:"default"`
+}
+
+// Conn is the connection to authorize.
+type Conn struct {
+	// MTLS is set when the peer presented a verified certificate.
+	MTLS bool
+	// Identity is the peer's verified SPIFFE id; zero when plaintext.
+	Identity spiffe.ID
+	// Workload is the UID of the workload that owns Addr in the mesh
+	// config, or "" when none does. For an mTLS connection the caller sets
+	// it only if that workload's identity is Identity.
+	Workload string
+	// Addr is the source address (IPv4-mapped IPv6 is unmapped).
+	Addr netip.Addr
+	// Port is the destination port.
+	Port uint16
+}
