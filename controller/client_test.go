@@ -94,7 +94,7 @@ func (h *harness) runClient(tokFile, node string, onConfig func(*meshconfig.Conf
 }
 
 func TestClientNackResumeAndRestart(t *testing.T) {
-	h := startController(t, nsObj("apps", true), podObj("apps", "p1", "web", "n1", "10.0.0.1"))
+	h := startController(t, nsObj("apps", true), nodeObj("n1"), podObj("apps", "p1", "web", "n1", "10.0.0.1"))
 	tokFile := h.token("tok-1", nodeSA, "n1")
 	rec := &recorder{max: 2}
 	c := h.runClient(tokFile, "n1", rec.onConfig)
@@ -153,8 +153,9 @@ func (h *harness) waitNack(node, component string) {
 }
 
 func TestSignCertificate(t *testing.T) {
-	h := startController(t, nsObj("apps", true), podObj("apps", "p1", "web", "n1", "10.0.0.1"),
-		podObj("apps", "p2", "db", "n2", "10.0.0.2"))
+	h := startController(t, nsObj("apps", true), nodeObj("n1"), nodeObj("n2"), saObj("apps", "web"), saObj("apps", "db"),
+		podObj("apps", "p1", "web", "n1", "10.0.0.1"), podObj("apps", "p2", "db", "n2", "10.0.0.2"),
+		podObj("apps", "p3", "gone", "n1", "10.0.0.3"))
 	c := h.runClient(h.token("tok", nodeSA, "n1"), "n1", nil)
 	signer := configclient.RemoteSigner{Client: c}
 	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
@@ -193,5 +194,15 @@ func TestSignCertificate(t *testing.T) {
 	}
 	if got := h.metric("agentmesh_controller_certificates_refused_total", ca.ReasonNoPod); got != "1" {
 		t.Errorf("refused{reason=%s} = %q, want 1", ca.ReasonNoPod, got)
+	}
+
+	gone := spiffe.New("td.test", "apps", "gone") // p3 runs on n1, but its ServiceAccount does not exist
+	csr, _ = identity.NewCSR(key, gone)
+	_, err = signer.Sign(ctx, csr, gone, time.Hour)
+	if status.Code(err) != codes.PermissionDenied {
+		t.Fatalf("sign for an identity without a ServiceAccount: %v, want PermissionDenied", err)
+	}
+	if got := h.metric("agentmesh_controller_certificates_refused_total", ca.ReasonNoSA); got != "1" {
+		t.Errorf("refused{reason=%s} = %q, want 1", ca.ReasonNoSA, got)
 	}
 }

@@ -2,9 +2,12 @@
 // streams one view per node to every node's agentd and ztunnel, and signs
 // workload certificates for the pods on the asking node.
 //
-// It needs these permissions: list and watch pods, namespaces, services
-// (core) and endpointslices (discovery.k8s.io) cluster-wide; create
-// tokenreviews (authentication.k8s.io); in its own namespace get and create
+// It needs these permissions: list and watch pods, namespaces, services,
+// nodes, serviceaccounts (core) and endpointslices (discovery.k8s.io)
+// cluster-wide (nodes: only nodes with a Node object get a config stream,
+// and a deleted Node's streams are closed; serviceaccounts: the CA signs
+// only identities whose ServiceAccount exists); create tokenreviews
+// (authentication.k8s.io); in its own namespace get and create
 // secrets, get, create and update configmaps, and get, create and update
 // leases (coordination.k8s.io).
 package controller
@@ -116,13 +119,14 @@ func run(ctx context.Context, o *options, d deps) error {
 	}
 	hub := stream.NewHub(nil)
 	hub.SetTrustBundle(certPEM)
+	var streams *stream.Server // set before the watcher runs, so before any node event
 	watcher, err := view.NewWatcher(d.client, view.Options{TrustDomain: o.trustDomain, Debounce: o.debounce,
-		Logger: d.log, OnSnapshot: hub.Update})
+		Logger: d.log, OnSnapshot: hub.Update, OnNodeDeleted: func(n string) { streams.DropNode(n) }})
 	if err != nil {
 		return err
 	}
 	authority, err := ca.New(ca.Options{CertPEM: certPEM, KeyPEM: keyPEM, TrustDomain: o.trustDomain,
-		Lifetime: o.certLifetime, Pods: watcher, Logger: d.log, Registerer: reg})
+		Lifetime: o.certLifetime, Pods: watcher, ServiceAccounts: watcher, Logger: d.log, Registerer: reg})
 	if err != nil {
 		return err
 	}
@@ -131,7 +135,8 @@ func run(ctx context.Context, o *options, d deps) error {
 		return err
 	}
 	authn := auth.New(auth.Options{Reviewer: d.reviewer, Audiences: o.audiences, NodeServiceAccounts: o.nodeSAs, Logger: d.log})
-	streams := stream.NewServer(stream.Options{Hub: hub, Authorize: auth.AuthorizeNode, Logger: d.log, Registerer: reg})
+	streams = stream.NewServer(stream.Options{Hub: hub, Authorize: auth.AuthorizeNode, NodeExists: watcher.NodeExists,
+		Logger: d.log, Registerer: reg})
 	gs := newGRPCServer(serving, authn)
 	configapi.Register(gs, meshService{Server: streams, ca: authority})
 	l := newLeader(d.client, o, certPEM, d.log, reg)

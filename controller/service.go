@@ -33,11 +33,17 @@ func (m meshService) SignCertificate(ctx context.Context, req *configapi.SignReq
 	switch {
 	case err == nil:
 		return &configapi.SignResponse{ChainPEM: chain}, nil
-	case errors.As(err, &re) && (re.Reason == ca.ReasonNoPod || re.Reason == ca.ReasonTrustDomain):
+	case errors.As(err, &re) && refusedForCaller(re.Reason):
 		return nil, status.Error(codes.PermissionDenied, err.Error())
 	case errors.As(err, &re) && re.Reason != ca.ReasonSign:
 		return nil, status.Error(codes.InvalidArgument, err.Error())
 	default:
 		return nil, status.Error(codes.Internal, err.Error())
 	}
+}
+
+// refusedForCaller reports whether a refusal is about who asks (the
+// identity is not theirs to have), not about a malformed request.
+func refusedForCaller(reason string) bool {
+	return reason == ca.ReasonNoPod || reason == ca.ReasonNoSA || reason == ca.ReasonTrustDomain
 }

@@ -20,6 +20,7 @@ import (
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/status"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
 
 	"github.com/agentmesh/agentmesh/internal/configapi"
 	"github.com/agentmesh/agentmesh/internal/meshconfig"
@@ -132,7 +133,7 @@ func (h *harness) waitAcked(node, component string, v uint64) statusDoc {
 }
 
 func TestStreamSnapshotDeltasAcks(t *testing.T) {
-	h := startController(t, nsObj("apps", true), podObj("apps", "p1", "web", "n1", "10.0.0.1"))
+	h := startController(t, nsObj("apps", true), nodeObj("n1"), podObj("apps", "p1", "web", "n1", "10.0.0.1"))
 	tok := "tok-n1"
 	h.token(tok, nodeSA, "n1")
 	st := h.subscribe(h.dial(), tok, "n1", configapi.ComponentAgentd)
@@ -185,10 +186,11 @@ func TestStreamSnapshotDeltasAcks(t *testing.T) {
 }
 
 func TestStreamRefusals(t *testing.T) {
-	h := startController(t, nsObj("apps", true))
+	h := startController(t, nsObj("apps", true), nodeObj("n1"))
 	h.token("good", nodeSA, "n1")
 	h.token("other-sa", "someone-else", "n1")
 	h.reviewer.add("unbound", testNS, nodeSA, "")
+	h.token("no-node", nodeSA, "n9")
 	cc := h.dial()
 	tests := []struct {
 		name, tok, node, component string
@@ -201,6 +203,7 @@ func TestStreamRefusals(t *testing.T) {
 		{"not a node agent", "other-sa", "n1", "agentd", codes.PermissionDenied, "is not a node agent"},
 		{"token not bound to a node", "unbound", "n1", "agentd", codes.PermissionDenied, "not bound to a pod on a node"},
 		{"unknown component", "good", "n1", "kubelet", codes.InvalidArgument, "component"},
+		{"node without a Node object", "no-node", "n9", "agentd", codes.PermissionDenied, `node "n9" has no Node object`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -225,7 +228,7 @@ func TestStreamRefusals(t *testing.T) {
 // TestGarbageDoesNotHurtStreams: junk bytes and a half-open TLS connection
 // on the port leave an open stream working.
 func TestGarbageDoesNotHurtStreams(t *testing.T) {
-	h := startController(t, nsObj("apps", true))
+	h := startController(t, nsObj("apps", true), nodeObj("n1"))
 	h.token("tok", nodeSA, "n1")
 	st := h.subscribe(h.dial(), "tok", "n1", configapi.ComponentZtunnel)
 	r := recv(t, st)
@@ -265,9 +268,13 @@ func (h *harness) metric(name, label string) string {
 
 // TestManyNodes: one pod change reaches every node's stream as one delta.
 func TestManyNodes(t *testing.T) {
-	h := startController(t, nsObj("apps", true))
-	cc := h.dial()
 	const n = 50
+	objs := []runtime.Object{nsObj("apps", true)}
+	for i := range n {
+		objs = append(objs, nodeObj("node-"+strconv.Itoa(i)))
+	}
+	h := startController(t, objs...)
+	cc := h.dial()
 	streams := make([]configapi.ConfigClient, n)
 	for i := range streams {
 		node := "node-" + strconv.Itoa(i)

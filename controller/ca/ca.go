@@ -24,12 +24,21 @@ type Pods interface {
 	PodsOnNode(node string) []*corev1.Pod
 }
 
+// ServiceAccounts says whether a ServiceAccount object exists (the
+// informer cache).
+type ServiceAccounts interface {
+	ServiceAccountExists(namespace, name string) bool
+}
+
 // Options configure a CA.
 type Options struct {
 	CertPEM, KeyPEM []byte // the root
 	TrustDomain     string
 	Lifetime        time.Duration // of workload certificates (default 24h)
 	Pods            Pods
+	// ServiceAccounts gates signing on the identity's ServiceAccount
+	// existing; nil refuses every request.
+	ServiceAccounts ServiceAccounts
 	Logger          *slog.Logger
 	Registerer      prometheus.Registerer
 }
@@ -43,6 +52,7 @@ type CA struct {
 	td       string
 	lifetime time.Duration
 	pods     Pods
+	sas      ServiceAccounts
 	log      *slog.Logger
 	issued   prometheus.Counter
 	refused  *prometheus.CounterVec // reason
@@ -62,7 +72,7 @@ func New(o Options) (*CA, error) {
 		return nil, err
 	}
 	c := &CA{local: local, root: local.Certificate(), key: pair.PrivateKey.(crypto.Signer), rootPEM: o.CertPEM,
-		td: o.TrustDomain, lifetime: o.Lifetime, pods: o.Pods, log: o.Logger}
+		td: o.TrustDomain, lifetime: o.Lifetime, pods: o.Pods, sas: o.ServiceAccounts, log: o.Logger}
 	if c.lifetime <= 0 {
 		c.lifetime = identity.DefaultLifetime
 	}
@@ -101,8 +111,13 @@ const (
 	ReasonBadCSR      = "bad_csr"
 	ReasonTrustDomain = "trust_domain"
 	ReasonNoPod       = "no_pod_on_node"
+	ReasonNoSA        = "no_service_account"
 	ReasonSign        = "sign_failed"
 )
+
+// errNoSA is the refusal when the identity's ServiceAccount object does
+// not exist (deleted while its pods still run, or never made).
+var errNoSA = errors.New("no such service account")
 
 // RefusedError is a refused signing request.
 type RefusedError struct {
@@ -143,6 +158,9 @@ func (c *CA) sign(ctx context.Context, node string, csrPEM []byte) ([]byte, erro
 	}
 	if !c.podOnNode(node, id) {
 		return nil, &RefusedError{ReasonNoPod, fmt.Errorf("%w: %s on node %q", errNoPod, id, node)}
+	}
+	if c.sas == nil || !c.sas.ServiceAccountExists(id.Namespace, id.ServiceAccount) {
+		return nil, &RefusedError{ReasonNoSA, fmt.Errorf("%w: %s/%s (identity %s)", errNoSA, id.Namespace, id.ServiceAccount, id)}
 	}
 	chain, err := c.local.Sign(ctx, blk.Bytes, id, c.lifetime)
 	if err != nil {

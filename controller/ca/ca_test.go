@@ -32,19 +32,24 @@ type podsTable map[string][]*corev1.Pod
 
 func (p podsTable) PodsOnNode(node string) []*corev1.Pod { return p[node] }
 
+// saTable is a ServiceAccounts fake: the namespace/name pairs that exist.
+type saTable map[string]bool
+
+func (s saTable) ServiceAccountExists(ns, name string) bool { return s[ns+"/"+name] }
+
 func pod(ns, sa string, phase corev1.PodPhase) *corev1.Pod {
 	return &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: sa + "-pod"},
 		Spec: corev1.PodSpec{ServiceAccountName: sa}, Status: corev1.PodStatus{Phase: phase}}
 }
 
-func newCA(t *testing.T, pods Pods) *CA {
+func newCA(t *testing.T, pods Pods, sas ServiceAccounts) *CA {
 	t.Helper()
 	cert, key, err := identity.GenerateCA("td.test", time.Hour*24*365)
 	if err != nil {
 		t.Fatal(err)
 	}
 	c, err := New(Options{CertPEM: cert, KeyPEM: key, TrustDomain: "td.test", Lifetime: 2 * time.Hour,
-		Pods: pods, Logger: quiet, Registerer: prometheus.NewRegistry()})
+		Pods: pods, ServiceAccounts: sas, Logger: quiet, Registerer: prometheus.NewRegistry()})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -61,8 +66,9 @@ func csrPEM(t *testing.T, key any, tmpl *x509.CertificateRequest) []byte {
 }
 
 func TestSign(t *testing.T) {
-	c := newCA(t, podsTable{"n1": {pod("apps", "web", corev1.PodRunning), pod("apps", "done", corev1.PodSucceeded)},
-		"n2": {pod("apps", "db", corev1.PodRunning)}})
+	c := newCA(t, podsTable{"n1": {pod("apps", "web", corev1.PodRunning), pod("apps", "done", corev1.PodSucceeded),
+		pod("apps", "orphan", corev1.PodRunning)}, "n2": {pod("apps", "db", corev1.PodRunning)}},
+		saTable{"apps/web": true, "apps/done": true, "apps/db": true})
 	ec, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	ec384, _ := ecdsa.GenerateKey(elliptic.P384(), rand.Reader)
 	rsaKey, _ := rsa.GenerateKey(rand.Reader, 2048)
@@ -79,6 +85,8 @@ func TestSign(t *testing.T) {
 		{"extra dns san", csrPEM(t, ec, &x509.CertificateRequest{URIs: uri(web), DNSNames: []string{"evil.example"}}), ReasonBadCSR},
 		{"no spiffe id", csrPEM(t, ec, &x509.CertificateRequest{DNSNames: []string{"web"}}), ReasonBadCSR},
 		{"pod on another node", csrPEM(t, ec, &x509.CertificateRequest{URIs: uri("spiffe://td.test/ns/apps/sa/db")}), ReasonNoPod},
+		{"service account deleted, pod still running", csrPEM(t, ec, &x509.CertificateRequest{URIs: uri("spiffe://td.test/ns/apps/sa/orphan")}), ReasonNoSA},
+		{"neither pod nor service account", csrPEM(t, ec, &x509.CertificateRequest{URIs: uri("spiffe://td.test/ns/apps/sa/ghost")}), ReasonNoPod},
 		{"finished pod", csrPEM(t, ec, &x509.CertificateRequest{URIs: uri("spiffe://td.test/ns/apps/sa/done")}), ReasonNoPod},
 		{"other trust domain", csrPEM(t, ec, &x509.CertificateRequest{URIs: uri("spiffe://other/ns/apps/sa/web")}), ReasonTrustDomain},
 		{"not pem", []byte("hello"), ReasonBadRequest},
@@ -177,7 +185,7 @@ func TestPublishRoot(t *testing.T) {
 }
 
 func TestServingRenews(t *testing.T) {
-	c := newCA(t, nil)
+	c := newCA(t, nil, nil)
 	s, err := c.NewServing([]string{"ctl.example", "127.0.0.1"})
 	if err != nil {
 		t.Fatal(err)

@@ -16,6 +16,8 @@ type conn struct {
 	nackedVersion   uint64
 	lastError       string
 	sentAt          map[uint64]time.Time // versions sent and not yet acked
+	gone            chan struct{}        // closed by DropNode
+	dropped         bool                 // gone is closed
 }
 
 // ComponentStatus is one node component's stream, for admins.
@@ -28,7 +30,7 @@ type ComponentStatus struct {
 }
 
 func (s *Server) open(node, component string) *conn {
-	c := &conn{node: node, component: component, since: time.Now(), sentAt: map[uint64]time.Time{}}
+	c := &conn{node: node, component: component, since: time.Now(), sentAt: map[uint64]time.Time{}, gone: make(chan struct{})}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.streams[c] = struct{}{}
@@ -118,4 +120,23 @@ func (s *Server) Status() map[string]map[string]ComponentStatus {
 			AckedVersion: c.ackedVersion, NackedVersion: c.nackedVersion, LastError: c.lastError}
 	}
 	return out
+}
+
+// DropNode ends every stream of node (its Node object was deleted). Each
+// stream ends with PermissionDenied; as it ends, the node's per-node state
+// goes with it: its hub version, its status entry and its metric series.
+func (s *Server) DropNode(node string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	n := 0
+	for c := range s.streams {
+		if c.node == node && !c.dropped {
+			c.dropped = true
+			close(c.gone)
+			n++
+		}
+	}
+	if n > 0 {
+		s.log.Info("closing config streams of a deleted node", "node", node, "streams", n)
+	}
 }

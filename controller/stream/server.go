@@ -19,7 +19,11 @@ type Options struct {
 	Hub *Hub
 	// Authorize checks that the caller of ctx may receive node's view; its
 	// error (a gRPC status) ends the stream. Nil allows everyone (tests).
-	Authorize  func(ctx context.Context, node string) error
+	Authorize func(ctx context.Context, node string) error
+	// NodeExists says whether node has a Node object; a stream for a node
+	// without one is refused. It is asked once the hub has its first view
+	// (the caches have synced). Nil: every node exists (tests).
+	NodeExists func(node string) bool
 	Logger     *slog.Logger
 	Registerer prometheus.Registerer
 }
@@ -28,6 +32,7 @@ type Options struct {
 type Server struct {
 	hub       *Hub
 	authorize func(context.Context, string) error
+	exists    func(string) bool
 	log       *slog.Logger
 	m         *metrics
 	wg        sync.WaitGroup // receive goroutines
@@ -38,7 +43,7 @@ type Server struct {
 
 // NewServer returns a Server on o.Hub.
 func NewServer(o Options) *Server {
-	s := &Server{hub: o.Hub, authorize: o.Authorize, log: o.Logger, m: newMetrics(o.Registerer),
+	s := &Server{hub: o.Hub, authorize: o.Authorize, exists: o.NodeExists, log: o.Logger, m: newMetrics(o.Registerer),
 		streams: map[*conn]struct{}{}}
 	if s.log == nil {
 		s.log = slog.Default()
@@ -73,6 +78,10 @@ func (s *Server) StreamConfig(st configapi.ConfigStream) error {
 	defer unsubscribe()
 	c := s.open(first.Node, first.Component)
 	defer s.close(c)
+	// Asked after open: a Node deleted from here on finds c in DropNode.
+	if s.exists != nil && !s.exists(first.Node) {
+		return status.Errorf(codes.PermissionDenied, "node %q has no Node object: the controller serves only nodes registered in the cluster", first.Node)
+	}
 	recvErr := make(chan error, 1)
 	s.wg.Add(1)
 	go func() {
@@ -100,6 +109,8 @@ func (s *Server) push(ctx context.Context, st configapi.ConfigStream, c *conn, r
 		select {
 		case <-ctx.Done():
 			return status.FromContextError(ctx.Err()).Err()
+		case <-c.gone:
+			return status.Errorf(codes.PermissionDenied, "node %q was deleted from the cluster", c.node)
 		case err := <-recvErr:
 			if errors.Is(err, io.EOF) {
 				return nil

@@ -31,10 +31,17 @@ type Options struct {
 	// OnSnapshot receives every computed snapshot, the first once the caches
 	// have synced. It is called from Run's goroutine, one at a time.
 	OnSnapshot func(*Snapshot)
+	// OnNodeDeleted is called with the name of every deleted Node, after
+	// the cache has dropped it (so NodeExists is already false). It runs on
+	// an informer goroutine and must not block.
+	OnNodeDeleted func(node string)
 }
 
-// Watcher runs shared informers on Namespaces, Pods, Services and
-// EndpointSlices and computes a Snapshot after each burst of changes.
+// Watcher runs shared informers on Namespaces, Pods, Services,
+// EndpointSlices, Nodes and ServiceAccounts and computes a Snapshot after
+// each burst of changes. Nodes and ServiceAccounts do not enter the
+// snapshot: they gate who may stream (NodeExists) and what the CA signs
+// (ServiceAccountExists).
 type Watcher struct {
 	o       Options
 	factory informers.SharedInformerFactory
@@ -43,6 +50,8 @@ type Watcher struct {
 	nss     corelisters.NamespaceLister
 	svcs    corelisters.ServiceLister
 	slices  discoverylisters.EndpointSliceLister
+	nodes   corelisters.NodeLister
+	sas     corelisters.ServiceAccountLister
 	synced  []cache.InformerSynced
 	kick    chan struct{} // cap 1: something changed
 }
@@ -76,6 +85,9 @@ func NewWatcher(client kubernetes.Interface, o Options) (*Watcher, error) {
 			return nil, fmt.Errorf("add event handler: %w", err)
 		}
 		w.synced = append(w.synced, inf.HasSynced)
+	}
+	if err := w.watchGates(f); err != nil {
+		return nil, err
 	}
 	return w, nil
 }

@@ -35,6 +35,10 @@ var controllerAccess = []access{
 	{"watch", "", "namespaces", "", "", true},
 	{"list", "discovery.k8s.io", "endpointslices", "", "", true},
 	{"watch", "discovery.k8s.io", "endpointslices", "", "", true},
+	{"list", "", "nodes", "", "", true},
+	{"watch", "", "nodes", "", "", true},
+	{"list", "", "serviceaccounts", "", "", true},
+	{"watch", "", "serviceaccounts", "", "", true},
 	// controller/auth.
 	{"create", "authentication.k8s.io", "tokenreviews", "", "", true},
 	// controller/ca, in its namespace.
@@ -66,9 +70,13 @@ var controllerAccess = []access{
 	{"update", "", "services", "default", "s", false},
 	{"create", "discovery.k8s.io", "endpointslices", "default", "", false},
 	{"update", "", "namespaces", "", "default", false},
+	{"get", "", "nodes", "", "n", false},
+	{"update", "", "nodes", "", "n", false},
+	{"delete", "", "nodes", "", "n", false},
+	{"get", "", "serviceaccounts", meshNS, nodeSA, false},
+	{"create", "", "serviceaccounts", meshNS, "", false},
+	{"update", "", "serviceaccounts", meshNS, nodeSA, false},
 	// Nothing it does not use.
-	{"list", "", "nodes", "", "", false},
-	{"list", "", "serviceaccounts", "", "", false},
 	{"create", "", "serviceaccounts/token", meshNS, nodeSA, false},
 	{"list", "", "configmaps", meshNS, "", false},
 	{"update", "", "configmaps", meshNS, "other", false},

@@ -141,7 +141,7 @@ func minimalMeshObjects() []runtime.Object {
 		&corev1.ServiceAccount{ObjectMeta: meta(ControllerServiceAccount)},
 		&corev1.ServiceAccount{ObjectMeta: meta(NodeServiceAccount)},
 		&rbacv1.ClusterRole{ObjectMeta: metav1.ObjectMeta{Name: labControllerRole}, Rules: []rbacv1.PolicyRule{
-			rule("", []string{"pods", "namespaces", "services"}, "list", "watch"),
+			rule("", []string{"pods", "namespaces", "services", "nodes", "serviceaccounts"}, "list", "watch"),
 			rule("discovery.k8s.io", []string{"endpointslices"}, "list", "watch"),
 			rule("authentication.k8s.io", []string{"tokenreviews"}, "create"),
 		}},
