@@ -59,7 +59,7 @@ func (l *Lab) prepareKubeMesh(ctx context.Context) error {
 	if manifest == "" {
 		manifest = defaultManifest(ctx)
 	}
-	n, err := applyMeshObjects(ctx, l.kube.client, manifest)
+	n, err := ApplyMeshObjects(ctx, l.kube.client, manifest)
 	if err != nil {
 		return err
 	}

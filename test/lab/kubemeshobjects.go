@@ -28,11 +28,11 @@ const ManifestPath = "deploy/manifests/agentmesh.yaml"
 // no manifest: exactly what controller/run.go documents.
 const labControllerRole = "amlab:agentmesh-controller"
 
-// applyMeshObjects creates the mesh's namespace, service accounts and the
+// ApplyMeshObjects creates the mesh's namespace, service accounts and the
 // controller's RBAC: the manifest's, if manifest names a file that exists
 // (so the lab proves the chart's RBAC is enough), else the lab's minimal
 // set. It returns how many objects came from the manifest.
-func applyMeshObjects(ctx context.Context, c kubernetes.Interface, manifest string) (applied int, err error) {
+func ApplyMeshObjects(ctx context.Context, c kubernetes.Interface, manifest string) (applied int, err error) {
 	if manifest != "" {
 		if _, statErr := os.Stat(manifest); statErr == nil {
 			objs, err := readManifest(manifest)

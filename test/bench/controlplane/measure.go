@@ -14,6 +14,7 @@ import (
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/client-go/kubernetes"
 
+	"github.com/agentmesh/agentmesh/test/lab"
 	"github.com/agentmesh/agentmesh/test/lab/kubecp"
 )
 
@@ -102,7 +103,7 @@ func (r *run) measure(ctx context.Context) (err error) {
 // prepare applies the mesh's RBAC, writes the node tokens, creates the
 // objects and waits until the EndpointSlices list every pod.
 func (r *run) prepare(ctx context.Context) error {
-	if err := applyManifest(ctx, r.client, manifestPath(ctx, r.o)); err != nil {
+	if _, err := lab.ApplyMeshObjects(ctx, r.client, manifestPath(ctx, r.o)); err != nil {
 		return err
 	}
 	for i := range r.o.Nodes {

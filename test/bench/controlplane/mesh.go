@@ -1,25 +1,17 @@
 package controlplane
 
 import (
-	"bufio"
-	"bytes"
 	"context"
-	"errors"
 	"fmt"
-	"io"
 	"os"
 	"path/filepath"
 	"time"
 
 	authenticationv1 "k8s.io/api/authentication/v1"
 	corev1 "k8s.io/api/core/v1"
-	rbacv1 "k8s.io/api/rbac/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/runtime"
-	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
 	"k8s.io/client-go/kubernetes"
-	"k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/tools/clientcmd"
 	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
 
@@ -43,58 +35,6 @@ func manifestPath(ctx context.Context, o Options) string {
 }
 
 func fileExists(p string) bool { _, err := os.Stat(p); return err == nil }
-
-// applyManifest creates the manifest's Namespace, ServiceAccounts and RBAC
-// (the rest, workloads and CRDs, is not for this run), as the lab does.
-func applyManifest(ctx context.Context, c kubernetes.Interface, path string) error {
-	data, err := os.ReadFile(path)
-	if err != nil {
-		return fmt.Errorf("read manifest: %w", err)
-	}
-	r := utilyaml.NewYAMLReader(bufio.NewReader(bytes.NewReader(data)))
-	for {
-		doc, err := r.Read()
-		if errors.Is(err, io.EOF) {
-			return nil
-		}
-		if err != nil {
-			return fmt.Errorf("split manifest: %w", err)
-		}
-		obj, _, err := scheme.Codecs.UniversalDeserializer().Decode(doc, nil, nil)
-		if runtime.IsNotRegisteredError(err) || (err != nil && !bytes.Contains(doc, []byte("kind:"))) {
-			continue // a CRD, or comments only
-		}
-		if err != nil {
-			return fmt.Errorf("decode manifest: %w", err)
-		}
-		if err := createObject(ctx, c, obj); err != nil {
-			return fmt.Errorf("apply %s: %w", path, err)
-		}
-	}
-}
-
-func createObject(ctx context.Context, c kubernetes.Interface, o runtime.Object) error {
-	var err error
-	opts := metav1.CreateOptions{}
-	switch t := o.(type) {
-	case *corev1.Namespace:
-		_, err = c.CoreV1().Namespaces().Create(ctx, t, opts)
-	case *corev1.ServiceAccount:
-		_, err = c.CoreV1().ServiceAccounts(t.Namespace).Create(ctx, t, opts)
-	case *rbacv1.ClusterRole:
-		_, err = c.RbacV1().ClusterRoles().Create(ctx, t, opts)
-	case *rbacv1.ClusterRoleBinding:
-		_, err = c.RbacV1().ClusterRoleBindings().Create(ctx, t, opts)
-	case *rbacv1.Role:
-		_, err = c.RbacV1().Roles(t.Namespace).Create(ctx, t, opts)
-	case *rbacv1.RoleBinding:
-		_, err = c.RbacV1().RoleBindings(t.Namespace).Create(ctx, t, opts)
-	}
-	if err != nil && !apierrors.IsAlreadyExists(err) {
-		return fmt.Errorf("create %T: %w", o, err)
-	}
-	return nil
-}
 
 // writeControllerKubeconfig writes a kubeconfig with a token of the
 // controller's ServiceAccount, so the chart's RBAC is what applies.
