@@ -67,7 +67,7 @@ func startTestController(t *testing.T, pods map[string][]*corev1.Pod) *testContr
 	}
 	c := &testController{t: t, hub: stream.NewHub(nil), reg: prometheus.NewRegistry(), rootPEM: certPEM, local: local}
 	authority, err := ca.New(ca.Options{CertPEM: certPEM, KeyPEM: keyPEM, TrustDomain: td, Lifetime: 2 * time.Hour,
-		Pods: podTable(pods), Logger: discard, Registerer: c.reg})
+		Pods: podTable(pods), ServiceAccounts: podTable(pods), Logger: discard, Registerer: c.reg})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -177,6 +177,18 @@ func (tokenTable) Review(_ context.Context, tok string, auds []string) (authnv1.
 type podTable map[string][]*corev1.Pod
 
 func (p podTable) PodsOnNode(node string) []*corev1.Pod { return p[node] }
+
+// ServiceAccountExists: the table's service accounts are those its pods use.
+func (p podTable) ServiceAccountExists(namespace, name string) bool {
+	for _, pods := range p {
+		for _, pod := range pods {
+			if pod.Namespace == namespace && pod.Spec.ServiceAccountName == name {
+				return true
+			}
+		}
+	}
+	return false
+}
 
 // kubePod is a running pod of namespace agents with service account sa.
 func kubePod(name, sa string) *corev1.Pod {
