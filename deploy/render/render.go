@@ -44,6 +44,14 @@ func Render(dir, release, namespace string, overrides map[string]any) ([]byte, e
 	}
 	var b bytes.Buffer
 	b.WriteString(header)
+	// CRDs first, as Helm installs its crds/ directory before the templates.
+	for _, crd := range ch.CRDObjects() {
+		content := strings.TrimPrefix(strings.TrimSpace(string(crd.File.Data)), "---")
+		if err := decodeStrict(crd.Filename, content); err != nil {
+			return nil, err
+		}
+		fmt.Fprintf(&b, "---\n# Source: %s\n%s\n", crd.Filename, strings.TrimSpace(content))
+	}
 	for _, m := range manifests {
 		if err := decodeStrict(m.Name, m.Content); err != nil {
 			return nil, err

@@ -42,7 +42,8 @@ func TestRenderDefaults(t *testing.T) {
 	for _, want := range []string{"ServiceAccount/agentmesh-controller", "ServiceAccount/agentmesh-node",
 		"ClusterRole/agentmesh-controller", "ClusterRoleBinding/agentmesh-controller", "Role/agentmesh-controller",
 		"RoleBinding/agentmesh-controller", "Service/agentmesh-controller", "Deployment/agentmesh-controller",
-		"PodDisruptionBudget/agentmesh-controller", "DaemonSet/agentmesh-node"} {
+		"PodDisruptionBudget/agentmesh-controller", "DaemonSet/agentmesh-node",
+		"CustomResourceDefinition/agentpolicies.agentmesh.io"} {
 		if objs[want] == nil {
 			t.Errorf("missing %s", want)
 		}
@@ -50,8 +51,8 @@ func TestRenderDefaults(t *testing.T) {
 	if objs["Namespace/agentmesh-system"] != nil {
 		t.Errorf("Namespace rendered though createNamespace is false")
 	}
-	if len(objs) != 10 {
-		t.Errorf("rendered %d objects, want 10: %v", len(objs), keys(objs))
+	if len(objs) != 11 {
+		t.Errorf("rendered %d objects, want 11: %v", len(objs), keys(objs))
 	}
 	d := objs["Deployment/agentmesh-controller"].(*appsv1.Deployment)
 	if *d.Spec.Replicas != 2 {
