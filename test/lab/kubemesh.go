@@ -15,6 +15,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/agentmesh/agentmesh/test/lab/kubelet"
+	"github.com/vishvananda/netlink"
 )
 
 // The mesh's objects in Kubernetes mode (as deploy/ names them).
@@ -133,22 +134,10 @@ func (l *Lab) kubeNodeFlags(i int) []string {
 
 // addWireAddr gives the wire netns's bridge one more IPv4 address.
 func (l *Lab) addWireAddr(ip netip.Addr) error {
-	h, err := openNetns(l.wireName())
-	if err != nil {
-		return err
-	}
-	defer h.Close()
-	nl, err := handleAt(h)
-	if err != nil {
-		return err
-	}
-	defer nl.Close()
-	br, err := nl.LinkByName(bridgeName)
-	if err != nil {
-		return fmt.Errorf("find bridge: %w", err)
-	}
-	if err := addAddr(nl, br, netip.PrefixFrom(ip, 24)); err != nil && !errors.Is(err, unix.EEXIST) {
-		return err
-	}
-	return nil
+	return l.withWireBridge(func(nl *netlink.Handle, br netlink.Link) error {
+		if err := addAddr(nl, br, netip.PrefixFrom(ip, 24)); err != nil && !errors.Is(err, unix.EEXIST) {
+			return err
+		}
+		return nil
+	})
 }

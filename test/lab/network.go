@@ -90,26 +90,34 @@ func (l *Lab) configureNodeLink(nl *netlink.Handle, eth netlink.Link, i int) err
 
 // attachToBridge enslaves the wire-side veth to the bridge and sets it up.
 func (l *Lab) attachToBridge(port string) error {
-	wh, err := openNetns(l.wireName())
+	return l.withWireBridge(func(nl *netlink.Handle, br netlink.Link) error {
+		p, err := nl.LinkByName(port)
+		if err != nil {
+			return fmt.Errorf("find %s: %w", port, err)
+		}
+		if err := nl.LinkSetMaster(p, br); err != nil {
+			return fmt.Errorf("attach %s to bridge: %w", port, err)
+		}
+		return linkUp(nl, p)
+	})
+}
+
+// withWireBridge runs fn with a netlink handle in the wire netns and its
+// bridge.
+func (l *Lab) withWireBridge(fn func(nl *netlink.Handle, br netlink.Link) error) error {
+	h, err := openNetns(l.wireName())
 	if err != nil {
 		return err
 	}
-	defer wh.Close()
-	nl, err := handleAt(wh)
+	defer h.Close()
+	nl, err := handleAt(h)
 	if err != nil {
 		return err
 	}
 	defer nl.Close()
-	p, err := nl.LinkByName(port)
-	if err != nil {
-		return fmt.Errorf("find %s: %w", port, err)
-	}
 	br, err := nl.LinkByName(bridgeName)
 	if err != nil {
 		return fmt.Errorf("find bridge: %w", err)
 	}
-	if err := nl.LinkSetMaster(p, br); err != nil {
-		return fmt.Errorf("attach %s to bridge: %w", port, err)
-	}
-	return linkUp(nl, p)
+	return fn(nl, br)
 }
