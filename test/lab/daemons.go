@@ -96,8 +96,11 @@ func (l *Lab) startDaemon(i int, kind string, args []string) (*Process, error) {
 }
 
 // stopDaemon stops one per-node daemon; stopping a stopped one is a no-op.
-func (l *Lab) stopDaemon(i int, kind string) error {
-	key := daemonKey(i, kind)
+func (l *Lab) stopDaemon(i int, kind string) error { return l.stopProcess(daemonKey(i, kind)) }
+
+// stopProcess stops the daemon or controller recorded under key (SIGTERM,
+// then SIGKILL) and forgets it; an unknown key is a no-op.
+func (l *Lab) stopProcess(key string) error {
 	l.mu.Lock()
 	p := l.daemons[key]
 	delete(l.daemons, key)

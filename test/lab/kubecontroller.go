@@ -143,18 +143,7 @@ func (l *Lab) startController(r int) (*Process, error) {
 
 // StopController stops replica r (SIGTERM, then SIGKILL); a stopped one
 // is a no-op.
-func (l *Lab) StopController(r int) error {
-	key := ControllerID(r)
-	l.mu.Lock()
-	p := l.daemons[key]
-	delete(l.daemons, key)
-	l.mu.Unlock()
-	if p == nil {
-		return nil
-	}
-	l.log.Info("stopping", "process", key, "pid", p.PID)
-	return p.Stop()
-}
+func (l *Lab) StopController(r int) error { return l.stopProcess(ControllerID(r)) }
 
 // KillController kills replica r with SIGKILL (no graceful handover).
 func (l *Lab) KillController(r int) error {
