@@ -158,11 +158,32 @@ func (h *Hub) touches(node string, c *change) bool {
 		return true
 	}
 	for _, wc := range c.workloads {
-		if h.vis(node, wc.old) || h.vis(node, wc.new) {
+		if (h.vis(node, wc.old) || h.vis(node, wc.new)) && changedFor(node, wc.old, wc.new) {
 			return true
 		}
 	}
 	return false
+}
+
+// forNode is w as node receives it: the authorization data only goes to the
+// workload's own node, which enforces it.
+func forNode(node string, w *meshconfig.Workload) meshconfig.Workload {
+	out := *w
+	if w.Node != node {
+		out.Authz = nil
+	}
+	return out
+}
+
+// changedFor reports whether node sees a difference between old and new
+// (either may be nil). A policy change that only alters a workload's Authz
+// is thus sent to that workload's node alone.
+func changedFor(node string, old, new *meshconfig.Workload) bool {
+	if old == nil || new == nil {
+		return old != new
+	}
+	a, b := forNode(node, old), forNode(node, new)
+	return !reflect.DeepEqual(&a, &b)
 }
 
 func (h *Hub) vis(node string, w *meshconfig.Workload) bool { return w != nil && h.visible(node, w) }
@@ -247,7 +268,7 @@ func (h *Hub) fullLocked(node string) *configapi.ConfigResponse {
 	r := &configapi.ConfigResponse{Full: true}
 	for _, uid := range slices.Sorted(maps.Keys(h.cur.workloads)) {
 		if w := h.cur.workloads[uid]; h.visible(node, w) {
-			r.Workloads = append(r.Workloads, *w)
+			r.Workloads = append(r.Workloads, forNode(node, w))
 		}
 	}
 	for _, k := range slices.Sorted(maps.Keys(h.cur.services)) {
@@ -276,11 +297,13 @@ func (h *Hub) deltaLocked(node string, rev uint64) *configapi.ConfigResponse {
 	}
 	r := &configapi.ConfigResponse{}
 	for _, uid := range slices.Sorted(maps.Keys(first)) {
-		now := h.cur.workloads[uid]
+		now, was := h.cur.workloads[uid], first[uid]
 		switch {
+		case h.vis(node, now) && h.vis(node, was) && !changedFor(node, was, now):
+			// only another node's part of it changed
 		case h.vis(node, now):
-			r.Workloads = append(r.Workloads, *now)
-		case h.vis(node, first[uid]):
+			r.Workloads = append(r.Workloads, forNode(node, now))
+		case h.vis(node, was):
 			r.RemovedWorkloads = append(r.RemovedWorkloads, uid)
 		}
 	}

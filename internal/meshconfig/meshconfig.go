@@ -12,6 +12,7 @@ import (
 
 	"github.com/agentmesh/agentmesh/internal/mesh"
 	"github.com/agentmesh/agentmesh/internal/spiffe"
+	"github.com/agentmesh/agentmesh/ztunnel/policy"
 )
 
 // Workload is one pod as the mesh sees it.
@@ -28,6 +29,11 @@ type Workload struct {
 	// Netns is the path of the pod's network namespace, for the agentd of
 	// the pod's node (standalone mode; in Kubernetes mode agentd finds it).
 	Netns string `json:"netns,omitempty"`
+	// Authz is what decides who may connect to the workload: the policies
+	// that select it, its mTLS mode and its namespace's default. Only the
+	// workload's own node receives it (it enforces inbound); nil means no
+	// policy data, and ztunnel then refuses every inbound connection.
+	Authz *policy.Target `json:"authz,omitempty"`
 }
 
 // Config is everything a node needs.

@@ -1,8 +1,9 @@
 // Package policy decides whether a connection to a workload is allowed, from
 // the AgentPolicies that select it (agentmesh.io/v1alpha1) in compiled form.
-// It is pure: no I/O, no clock, no locks; the controller compiles policies
-// (Compile, with a Resolver for the selectors) and ztunnel evaluates them
-// (Evaluate) for every inbound connection.
+// It is pure: no I/O, no clock, no locks, and no Kubernetes imports, so the
+// node components stay small; the controller compiles policies
+// (controller/compile, with a resolver for the selectors) and ztunnel
+// evaluates them (Evaluate) for every inbound connection.
 //
 // Semantics, for one target and one connection (Evaluate):
 //   - no policy data for the target yet: deny (fail closed);

@@ -1,7 +1,6 @@
 package policy
 
 import (
-	"github.com/agentmesh/agentmesh/controller/api/v1alpha1"
 	"github.com/agentmesh/agentmesh/internal/spiffe"
 )
 
@@ -13,17 +12,17 @@ func Evaluate(t *Target, c Conn) Decision {
 	if t == nil {
 		return decided(false, ReasonNoPolicyData)
 	}
-	if !c.MTLS && t.MTLSMode == v1alpha1.MTLSStrict {
+	if !c.MTLS && t.MTLSMode == MTLSStrict {
 		return decided(false, ReasonPlaintextStrict)
 	}
 	c = normalize(c)
-	if d, ok := firstMatch(t.Policies, v1alpha1.ActionDeny, c); ok {
+	if d, ok := firstMatch(t.Policies, ActionDeny, c); ok {
 		return d
 	}
 	if !selectsAllow(t.Policies) {
-		return decided(t.Default != v1alpha1.ActionDeny, ReasonDefault)
+		return decided(t.Default != ActionDeny, ReasonDefault)
 	}
-	if d, ok := firstMatch(t.Policies, v1alpha1.ActionAllow, c); ok {
+	if d, ok := firstMatch(t.Policies, ActionAllow, c); ok {
 		return d
 	}
 	return decided(false, ReasonNoAllowMatch)
@@ -41,7 +40,7 @@ func normalize(c Conn) Conn {
 
 func selectsAllow(ps []Policy) bool {
 	for i := range ps {
-		if ps[i].Action == v1alpha1.ActionAllow {
+		if ps[i].Action == ActionAllow {
 			return true
 		}
 	}
@@ -49,9 +48,9 @@ func selectsAllow(ps []Policy) bool {
 }
 
 // firstMatch finds the first rule of a policy with action a matching c.
-func firstMatch(ps []Policy, a v1alpha1.Action, c Conn) (Decision, bool) {
+func firstMatch(ps []Policy, a Action, c Conn) (Decision, bool) {
 	reason := ReasonAllowRule
-	if a == v1alpha1.ActionDeny {
+	if a == ActionDeny {
 		reason = ReasonDenyRule
 	}
 	for i := range ps {

@@ -3,22 +3,21 @@ package policy
 import (
 	"net/netip"
 
-	"github.com/agentmesh/agentmesh/controller/api/v1alpha1"
 	"github.com/agentmesh/agentmesh/internal/spiffe"
 )
 
 const td = "cluster.local"
 
 var (
-	allow = v1alpha1.ActionAllow
-	deny  = v1alpha1.ActionDeny
+	allow = ActionAllow
+	deny  = ActionDeny
 
 	webID   = spiffe.New(td, "shop", "web")
 	adminID = spiffe.New(td, "ops", "admin")
 	otherID = spiffe.New(td, "other", "bot")
 )
 
-func pol(name string, a v1alpha1.Action, rules ...Rule) Policy {
+func pol(name string, a Action, rules ...Rule) Policy {
 	for i := range rules {
 		rules[i].Index = i
 	}
@@ -54,9 +53,9 @@ func plain(addr string, p uint16) Conn {
 func (c Conn) fromWorkload(uid string) Conn { c.Workload = uid; return c }
 
 func target(policies ...Policy) *Target {
-	return &Target{Policies: policies, MTLSMode: v1alpha1.MTLSStrict, Default: allow}
+	return &Target{Policies: policies, MTLSMode: MTLSStrict, Default: allow}
 }
 
-func (t *Target) permissive() *Target { t.MTLSMode = v1alpha1.MTLSPermissive; return t }
+func (t *Target) permissive() *Target { t.MTLSMode = MTLSPermissive; return t }
 
 func (t *Target) defaultDeny() *Target { t.Default = deny; return t }

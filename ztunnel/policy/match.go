@@ -2,15 +2,13 @@ package policy
 
 import (
 	"net/netip"
-
-	"github.com/agentmesh/agentmesh/controller/api/v1alpha1"
 )
 
 // matches reports whether r matches c under a policy with action a. An L7
 // rule matches nothing under Allow and is checked without its L7 part
 // under Deny.
-func (r *Rule) matches(a v1alpha1.Action, c Conn) bool {
-	if r.L7 && a != v1alpha1.ActionDeny {
+func (r *Rule) matches(a Action, c Conn) bool {
+	if r.L7 && a != ActionDeny {
 		return false
 	}
 	return r.matchesPort(c.Port) && r.matchesPeer(c)

@@ -3,8 +3,27 @@ package policy
 import (
 	"net/netip"
 
-	"github.com/agentmesh/agentmesh/controller/api/v1alpha1"
 	"github.com/agentmesh/agentmesh/internal/spiffe"
+)
+
+// Action is what a policy does with the connections its rules match. The
+// values are those of the AgentPolicy CRD's spec.action.
+type Action string
+
+// Actions.
+const (
+	ActionAllow Action = "Allow"
+	ActionDeny  Action = "Deny"
+)
+
+// MTLSMode says whether a workload accepts plaintext; the values are those
+// of the agentmesh.io/mtls-mode annotation.
+type MTLSMode string
+
+// mTLS modes.
+const (
+	MTLSStrict     MTLSMode = "STRICT"
+	MTLSPermissive MTLSMode = "PERMISSIVE"
 )
 
 // Policy is a compiled AgentPolicy.
@@ -13,7 +32,7 @@ type Policy struct {
 	Namespace string `json:"namespace"`
 	Name      string `json:"name"`
 	// Action is Allow or Deny.
-	Action v1alpha1.Action `json:"action"`
+	Action Action `json:"action"`
 	// Rules, in spec order; Rule.Index is the spec index.
 	Rules []Rule `json:"rules,omitempty"`
 }
@@ -67,10 +86,10 @@ type Target struct {
 	Policies []Policy `json:"policies,omitempty"`
 	// MTLSMode is the workload's mode; only STRICT refuses plaintext (unset is
 	// PERMISSIVE, the default).
-	MTLSMode v1alpha1.MTLSMode `json:"mtlsMode"`
+	MTLSMode MTLSMode `json:"mtlsMode"`
 	// Default is the namespace's action when no Allow policy selects the
 	// workload; anything but Deny is Allow.
-	Default v1alpha1.Action `json:"default"`
+	Default Action `json:"default"`
 }
 
 // Conn is the connection to authorize.

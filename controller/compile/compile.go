@@ -1,4 +1,8 @@
-package policy
+// Package compile turns AgentPolicies into the evaluated form of
+// ztunnel/policy: selectors become identities, namespaces, workload UIDs and
+// address blocks (through a Resolver the controller implements over its
+// informers), and every field is checked again.
+package compile
 
 import (
 	"errors"
@@ -8,6 +12,7 @@ import (
 
 	"github.com/agentmesh/agentmesh/controller/api/v1alpha1"
 	"github.com/agentmesh/agentmesh/internal/spiffe"
+	"github.com/agentmesh/agentmesh/ztunnel/policy"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
 )
@@ -21,94 +26,94 @@ type Resolver interface {
 	Namespaces(sel labels.Selector) []string
 	// Workloads are the UIDs of the workloads in namespaces ns that sel
 	// matches.
-	Workloads(ns Set[string], sel labels.Selector) []string
+	Workloads(ns policy.Set[string], sel labels.Selector) []string
 }
 
 // Compile turns an AgentPolicy into its evaluated form. It checks what the
 // CRD schema checks too (the controller must not trust that the apiserver
 // validated everything) and fails on the first problem.
-func Compile(p *v1alpha1.AgentPolicy, r Resolver) (Policy, error) {
+func Compile(p *v1alpha1.AgentPolicy, r Resolver) (policy.Policy, error) {
 	if p.Spec.Action != v1alpha1.ActionAllow && p.Spec.Action != v1alpha1.ActionDeny {
-		return Policy{}, fmt.Errorf("action %q: want Allow or Deny", p.Spec.Action)
+		return policy.Policy{}, fmt.Errorf("action %q: want Allow or Deny", p.Spec.Action)
 	}
-	out := Policy{Namespace: p.Namespace, Name: p.Name, Action: p.Spec.Action}
+	out := policy.Policy{Namespace: p.Namespace, Name: p.Name, Action: policy.Action(p.Spec.Action)}
 	for i := range p.Spec.Rules {
 		rule, err := compileRule(p, i, r)
 		if err != nil {
-			return Policy{}, fmt.Errorf("rules[%d]: %w", i, err)
+			return policy.Policy{}, fmt.Errorf("rules[%d]: %w", i, err)
 		}
 		out.Rules = append(out.Rules, rule)
 	}
 	return out, nil
 }
 
-func compileRule(p *v1alpha1.AgentPolicy, i int, r Resolver) (Rule, error) {
+func compileRule(p *v1alpha1.AgentPolicy, i int, r Resolver) (policy.Rule, error) {
 	src := &p.Spec.Rules[i]
 	if p.Spec.Action == v1alpha1.ActionDeny && len(src.From) == 0 && len(src.Ports) == 0 {
-		return Rule{}, errors.New("deny rule without from or ports")
+		return policy.Rule{}, errors.New("deny rule without from or ports")
 	}
-	out := Rule{Index: i, L7: src.UsesL7()}
+	out := policy.Rule{Index: i, L7: src.UsesL7()}
 	for j := range src.From {
 		peer, err := compilePeer(p.Namespace, &src.From[j], r)
 		if err != nil {
-			return Rule{}, fmt.Errorf("from[%d]: %w", j, err)
+			return policy.Rule{}, fmt.Errorf("from[%d]: %w", j, err)
 		}
 		out.From = append(out.From, peer)
 	}
 	for j, port := range src.Ports {
 		pr, err := compilePort(port)
 		if err != nil {
-			return Rule{}, fmt.Errorf("ports[%d]: %w", j, err)
+			return policy.Rule{}, fmt.Errorf("ports[%d]: %w", j, err)
 		}
 		out.Ports = append(out.Ports, pr)
 	}
 	return out, nil
 }
 
-func compilePort(p v1alpha1.Port) (PortRange, error) {
+func compilePort(p v1alpha1.Port) (policy.PortRange, error) {
 	if p.Protocol != "" && p.Protocol != v1alpha1.ProtocolTCP {
-		return PortRange{}, fmt.Errorf("protocol %q: only TCP", p.Protocol)
+		return policy.PortRange{}, fmt.Errorf("protocol %q: only TCP", p.Protocol)
 	}
 	end := p.Port
 	if p.EndPort != nil {
 		end = *p.EndPort
 	}
 	if p.Port < 1 || p.Port > 65535 || end < p.Port || end > 65535 {
-		return PortRange{}, fmt.Errorf("port range %d-%d: want 1 <= port <= endPort <= 65535", p.Port, end)
+		return policy.PortRange{}, fmt.Errorf("port range %d-%d: want 1 <= port <= endPort <= 65535", p.Port, end)
 	}
-	return PortRange{From: uint16(p.Port), To: uint16(end)}, nil
+	return policy.PortRange{From: uint16(p.Port), To: uint16(end)}, nil
 }
 
 // compilePeer compiles one from entry of a policy in namespace ns.
-func compilePeer(ns string, s *v1alpha1.Source, r Resolver) (Peer, error) {
-	var out Peer
+func compilePeer(ns string, s *v1alpha1.Source, r Resolver) (policy.Peer, error) {
+	var out policy.Peer
 	var err error
 	if len(s.ServiceAccounts) > 0 {
 		if out.Identities, err = identities(r.TrustDomain(), ns, s.ServiceAccounts); err != nil {
-			return Peer{}, err
+			return policy.Peer{}, err
 		}
 	}
 	nsSet, err := namespaces(s, r)
 	if err != nil {
-		return Peer{}, err
+		return policy.Peer{}, err
 	}
 	if s.PodSelector != nil {
 		if nsSet.Any() {
-			nsSet = SetOf(ns)
+			nsSet = policy.SetOf(ns)
 		}
 		sel, err := selector(s.PodSelector)
 		if err != nil {
-			return Peer{}, fmt.Errorf("podSelector: %w", err)
+			return policy.Peer{}, fmt.Errorf("podSelector: %w", err)
 		}
-		out.Workloads = SetOf(r.Workloads(nsSet, sel)...)
+		out.Workloads = policy.SetOf(r.Workloads(nsSet, sel)...)
 	} else {
 		out.Namespaces = nsSet
 	}
 	if out.IPBlocks, err = ipBlocks(s.IPBlocks); err != nil {
-		return Peer{}, err
+		return policy.Peer{}, err
 	}
 	if !constrains(s) {
-		return Peer{}, errors.New("from entry sets nothing")
+		return policy.Peer{}, errors.New("from entry sets nothing")
 	}
 	return out, nil
 }
@@ -119,25 +124,25 @@ func constrains(s *v1alpha1.Source) bool {
 }
 
 // namespaces resolves namespaces and namespaceSelector (both: intersected).
-func namespaces(s *v1alpha1.Source, r Resolver) (Set[string], error) {
+func namespaces(s *v1alpha1.Source, r Resolver) (policy.Set[string], error) {
 	var names []string
 	switch {
 	case s.NamespaceSelector != nil:
 		sel, err := selector(s.NamespaceSelector)
 		if err != nil {
-			return Set[string]{}, fmt.Errorf("namespaceSelector: %w", err)
+			return policy.Set[string]{}, fmt.Errorf("namespaceSelector: %w", err)
 		}
 		names = r.Namespaces(sel)
 		if len(s.Namespaces) > 0 {
-			listed := SetOf(s.Namespaces...)
+			listed := policy.SetOf(s.Namespaces...)
 			names = filter(names, listed.Has)
 		}
 	case len(s.Namespaces) > 0:
 		names = s.Namespaces
 	default:
-		return Set[string]{}, nil
+		return policy.Set[string]{}, nil
 	}
-	return SetOf(names...), nil
+	return policy.SetOf(names...), nil
 }
 
 func filter(vs []string, keep func(string) bool) []string {
@@ -155,7 +160,7 @@ func selector(s *metav1.LabelSelector) (labels.Selector, error) {
 }
 
 // identities turns "name" and "namespace/name" into SPIFFE ids.
-func identities(td, ns string, sas []string) (Set[spiffe.ID], error) {
+func identities(td, ns string, sas []string) (policy.Set[spiffe.ID], error) {
 	ids := make([]spiffe.ID, 0, len(sas))
 	for _, sa := range sas {
 		sans, name, found := strings.Cut(sa, "/")
@@ -163,21 +168,21 @@ func identities(td, ns string, sas []string) (Set[spiffe.ID], error) {
 			sans, name = ns, sa
 		}
 		if sans == "" || name == "" || strings.Contains(name, "/") {
-			return Set[spiffe.ID]{}, fmt.Errorf("service account %q: want name or namespace/name", sa)
+			return policy.Set[spiffe.ID]{}, fmt.Errorf("service account %q: want name or namespace/name", sa)
 		}
 		ids = append(ids, spiffe.New(td, sans, name))
 	}
-	return SetOf(ids...), nil
+	return policy.SetOf(ids...), nil
 }
 
-func ipBlocks(bs []v1alpha1.IPBlock) ([]IPBlock, error) {
-	var out []IPBlock
+func ipBlocks(bs []v1alpha1.IPBlock) ([]policy.IPBlock, error) {
+	var out []policy.IPBlock
 	for _, b := range bs {
 		p, err := netip.ParsePrefix(b.CIDR)
 		if err != nil {
 			return nil, fmt.Errorf("cidr: %w", err)
 		}
-		blk := IPBlock{Prefix: unmap(p).Masked()}
+		blk := policy.IPBlock{Prefix: unmap(p).Masked()}
 		for _, e := range b.Except {
 			ep, err := netip.ParsePrefix(e)
 			if err != nil {
@@ -195,7 +200,7 @@ func ipBlocks(bs []v1alpha1.IPBlock) ([]IPBlock, error) {
 }
 
 // unmap turns an IPv4-mapped IPv6 prefix (::ffff:10.0.0.0/104) into its
-// IPv4 form, as Evaluate unmaps source addresses.
+// IPv4 form, as policy.Evaluate unmaps source addresses.
 func unmap(p netip.Prefix) netip.Prefix {
 	if p.Addr().Is4In6() && p.Bits() >= 96 {
 		return netip.PrefixFrom(p.Addr().Unmap(), p.Bits()-96)

@@ -1,4 +1,4 @@
-package policy
+package compile
 
 import (
 	"encoding/json"
@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	"github.com/agentmesh/agentmesh/controller/api/v1alpha1"
+	"github.com/agentmesh/agentmesh/ztunnel/policy"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
 )
@@ -38,7 +39,7 @@ func (fakeResolver) Namespaces(sel labels.Selector) []string {
 	return out
 }
 
-func (fakeResolver) Workloads(ns Set[string], sel labels.Selector) []string {
+func (fakeResolver) Workloads(ns policy.Set[string], sel labels.Selector) []string {
 	var out []string
 	for _, w := range fakeWorkloads {
 		if ns.Has(w.ns) && sel.Matches(w.labels) {
@@ -49,7 +50,7 @@ func (fakeResolver) Workloads(ns Set[string], sel labels.Selector) []string {
 }
 
 // compileJSON compiles an AgentPolicy in namespace shop from its spec.
-func compileJSON(t *testing.T, spec string) (Policy, error) {
+func compileJSON(t *testing.T, spec string) (policy.Policy, error) {
 	t.Helper()
 	p := &v1alpha1.AgentPolicy{ObjectMeta: metav1.ObjectMeta{Namespace: "shop", Name: "p"}}
 	if err := json.Unmarshal([]byte(spec), &p.Spec); err != nil {
@@ -84,11 +85,11 @@ func TestCompile(t *testing.T) {
 	if w := r[2].From[1].Workloads; !w.Has("uid-web") || !w.Has("uid-db") || w.Len() != 2 {
 		t.Errorf("pods in own namespace = %+v", w)
 	}
-	wantBlock := IPBlock{Prefix: netip.MustParsePrefix("10.0.0.0/8"), Except: []netip.Prefix{netip.MustParsePrefix("10.1.0.0/16")}}
+	wantBlock := policy.IPBlock{Prefix: netip.MustParsePrefix("10.0.0.0/8"), Except: []netip.Prefix{netip.MustParsePrefix("10.1.0.0/16")}}
 	if b := r[3].From[0].IPBlocks; len(b) != 1 || b[0].Prefix != wantBlock.Prefix || b[0].Except[0] != wantBlock.Except[0] {
 		t.Errorf("ipBlocks = %+v", b)
 	}
-	if ports := r[3].Ports; len(ports) != 2 || ports[0] != port(80) || ports[1] != (PortRange{9000, 9010}) {
+	if ports := r[3].Ports; len(ports) != 2 || ports[0] != port(80) || ports[1] != (policy.PortRange{From: 9000, To: 9010}) {
 		t.Errorf("ports = %+v", ports)
 	}
 }

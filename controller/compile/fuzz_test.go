@@ -1,10 +1,11 @@
-package policy
+package compile
 
 import (
 	"encoding/json"
 	"testing"
 
 	"github.com/agentmesh/agentmesh/controller/api/v1alpha1"
+	"github.com/agentmesh/agentmesh/ztunnel/policy"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
 
@@ -24,18 +25,18 @@ func FuzzCompile(f *testing.F) {
 		if json.Unmarshal(data, &p.Spec) != nil {
 			return
 		}
-		c, err := Compile(p, fakeResolver{})
+		compiled, err := Compile(p, fakeResolver{})
 		if err != nil {
 			return
 		}
-		checkCompiled(t, c)
-		for _, conn := range []Conn{mtls(webID, "10.1.2.3", 80), plain("fd00::1", 9000).fromWorkload("uid-web")} {
-			Evaluate(target(c).permissive(), conn)
+		checkCompiled(t, compiled)
+		for _, c := range []conn{mtls(webID, "10.1.2.3", 80), plain("fd00::1", 9000).fromWorkload("uid-web")} {
+			policy.Evaluate(target(compiled).permissive().Target, c.Conn)
 		}
 	})
 }
 
-func checkCompiled(t *testing.T, c Policy) {
+func checkCompiled(t *testing.T, c policy.Policy) {
 	for i, r := range c.Rules {
 		if r.Index != i {
 			t.Fatalf("rule %d has index %d", i, r.Index)
@@ -53,7 +54,7 @@ func checkCompiled(t *testing.T, c Policy) {
 	}
 }
 
-func checkBlock(t *testing.T, b IPBlock) {
+func checkBlock(t *testing.T, b policy.IPBlock) {
 	if !b.Prefix.IsValid() || b.Prefix != b.Prefix.Masked() {
 		t.Fatalf("prefix %v not valid and masked", b.Prefix)
 	}
