@@ -3,7 +3,7 @@ SHELL := /usr/bin/env bash
 GO ?= go
 BIN := $(CURDIR)/bin
 AS_ROOT := $(CURDIR)/test/scripts/as-root
-CMDS := agentd ztunnel meshlab controller
+CMDS := agentd ztunnel meshlab controller meshctl
 TEST_TIMEOUT ?= 40m
 
 .DEFAULT_GOAL := help

@@ -53,12 +53,15 @@ func (l *Lab) NodeTokenFile(i int) string { return filepath.Join(l.state, nodeNa
 // (--controller-ca), copied from ConfigMap agentmesh-ca-root.
 func (l *Lab) ControllerCAFile() string { return filepath.Join(l.state, "ca-root.pem") }
 
-// prepareKubeMesh applies the mesh's objects, starts controller replica 0
+// prepareKubeMesh installs the CRDs, applies the mesh's objects, starts controller replica 0
 // and saves the mesh root.
 func (l *Lab) prepareKubeMesh(ctx context.Context) error {
 	manifest := l.opts.Manifest
 	if manifest == "" {
 		manifest = defaultManifest(ctx)
+	}
+	if err := InstallMeshCRDs(ctx, l.kube.config); err != nil {
+		return err
 	}
 	n, err := ApplyMeshObjects(ctx, l.kube.client, manifest)
 	if err != nil {

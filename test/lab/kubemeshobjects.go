@@ -18,11 +18,28 @@ import (
 	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/kubernetes/scheme"
+	"k8s.io/client-go/rest"
+
+	"github.com/agentmesh/agentmesh/test/lab/kubecp"
 )
 
 // ManifestPath is the rendered Helm chart, relative to the module root;
 // Kubernetes mode applies its Namespace, ServiceAccount and RBAC objects.
 const ManifestPath = "deploy/manifests/agentmesh.yaml"
+
+// CRDDir holds the chart's CustomResourceDefinitions, relative to the
+// module root; Kubernetes mode installs them before the controller starts.
+const CRDDir = "deploy/charts/agentmesh/crds"
+
+// InstallMeshCRDs installs the chart's CRDs (CRDDir under the module root)
+// and waits until they are served.
+func InstallMeshCRDs(ctx context.Context, cfg *rest.Config) error {
+	root, err := ModuleRoot(ctx)
+	if err != nil {
+		return err
+	}
+	return kubecp.InstallCRDs(ctx, cfg, filepath.Join(root, CRDDir))
+}
 
 // labControllerRole is the lab's own grant to the controller when there is
 // no manifest: exactly what controller/run.go documents.
@@ -144,6 +161,9 @@ func minimalMeshObjects() []runtime.Object {
 			rule("", []string{"pods", "namespaces", "services", "nodes", "serviceaccounts"}, "list", "watch"),
 			rule("discovery.k8s.io", []string{"endpointslices"}, "list", "watch"),
 			rule("authentication.k8s.io", []string{"tokenreviews"}, "create"),
+			rule("agentmesh.io", []string{"agentpolicies"}, "get", "list", "watch"),
+			rule("agentmesh.io", []string{"agentpolicies/status"}, "update", "patch"),
+			rule("", []string{"events"}, "create", "patch"),
 		}},
 		&rbacv1.ClusterRoleBinding{ObjectMeta: metav1.ObjectMeta{Name: labControllerRole}, Subjects: subject,
 			RoleRef: rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "ClusterRole", Name: labControllerRole}},

@@ -100,9 +100,12 @@ func (r *run) measure(ctx context.Context) (err error) {
 	return r.withNodes(ctx, c, caFile)
 }
 
-// prepare applies the mesh's RBAC, writes the node tokens, creates the
+// prepare installs the CRDs, applies the mesh's RBAC, writes the node tokens, creates the
 // objects and waits until the EndpointSlices list every pod.
 func (r *run) prepare(ctx context.Context) error {
+	if err := lab.InstallMeshCRDs(ctx, r.cp.AdminConfig()); err != nil {
+		return err
+	}
 	if _, err := lab.ApplyMeshObjects(ctx, r.client, manifestPath(ctx, r.o)); err != nil {
 		return err
 	}

@@ -1,0 +1,50 @@
+// Command meshctl inspects a running AgentMesh.
+//
+//	meshctl policy check --from <ns>/<pod> --to <ns>/<pod> --port <n>
+//
+// explains whether a connection would be allowed and why: which
+// AgentPolicy and which rule decided, or which default. The decision comes
+// from the ztunnel of the destination's node (the data it enforces, read
+// from its admin endpoint); the controller says which node that is and
+// whether each policy was accepted. --from may also be a bare IP address
+// (a client outside the mesh).
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"syscall"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	code := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
+	stop()
+	os.Exit(code)
+}
+
+const usage = `usage: meshctl <command>
+
+commands:
+  policy check --from <ns>/<pod>|<ip> --to <ns>/<pod> --port <n>
+               explain the policy decision for a connection
+
+run "meshctl policy check -h" for its flags
+`
+
+// run executes one command line and returns the exit status: 0 when the
+// command ran, 1 when it failed, 2 for a usage error.
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	if len(args) >= 2 && args[0] == "policy" && args[1] == "check" {
+		return policyCheck(ctx, args[2:], stdout, stderr)
+	}
+	if len(args) == 1 && (args[0] == "-h" || args[0] == "--help" || args[0] == "help") {
+		fmt.Fprint(stdout, usage)
+		return 0
+	}
+	fmt.Fprint(stderr, usage)
+	return 2
+}

@@ -1,0 +1,119 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+)
+
+// fakeAPIs serves a controller and a ztunnel answering with the given
+// JSON bodies and records the queries they got.
+func fakeAPIs(t *testing.T, ctl, zt any, ztStatus int) (ctlURL, ztURL string, queries *[]string) {
+	t.Helper()
+	var qs []string
+	serve := func(path string, body any, status int) string {
+		s := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			qs = append(qs, r.URL.Path+"?"+r.URL.RawQuery)
+			if r.URL.Path != path {
+				http.NotFound(w, r)
+				return
+			}
+			if status != http.StatusOK {
+				http.Error(w, body.(string), status)
+				return
+			}
+			json.NewEncoder(w).Encode(body)
+		}))
+		t.Cleanup(s.Close)
+		return s.URL
+	}
+	return serve("/debug/workload", ctl, http.StatusOK), serve("/debug/authz", zt, ztStatus), &qs
+}
+
+const ctlAnswer = `{"workload": {"uid": "u1", "name": "data-validator", "namespace": "shop", "serviceAccount": "validator",
+  "node": "n2", "ips": ["198.18.2.5"], "enrolled": true}, "identity": "spiffe://cluster.local/ns/shop/sa/validator",
+  "node": "n2", "policies": [{"name": "shop/only-planner", "action": "Allow", "accepted": "True", "reason": "Accepted"},
+  {"name": "shop/new", "action": "Deny", "accepted": "True", "reason": "Accepted"}]}`
+
+const ztAnswer = `{"node": "n2", "from": {"workload": "shop/billing", "identity": "spiffe://cluster.local/ns/shop/sa/billing",
+  "addr": "198.18.1.7", "mtls": true}, "to": {"workload": "shop/data-validator", "uid": "u1", "addr": "198.18.2.5"},
+  "port": 8080, "mtlsMode": "STRICT", "default": "Allow", "policies": ["shop/only-planner"],
+  "decision": {"allow": false, "reason": "no-allow-match", "policy": "", "rule": -1}}`
+
+func decode(t *testing.T, s string) any {
+	var v any
+	if err := json.Unmarshal([]byte(s), &v); err != nil {
+		t.Fatal(err)
+	}
+	return v
+}
+
+func TestPolicyCheckText(t *testing.T) {
+	ctl, zt, qs := fakeAPIs(t, decode(t, ctlAnswer), decode(t, ztAnswer), http.StatusOK)
+	var out, errOut bytes.Buffer
+	code := run(context.Background(), []string{"policy", "check", "--from", "shop/billing", "--to", "shop/data-validator",
+		"--port", "8080", "--controller", ctl, "--ztunnel", zt}, &out, &errOut)
+	if code != 0 {
+		t.Fatalf("exit %d, stderr %q", code, errOut.String())
+	}
+	text := out.String()
+	t.Logf("output:\n%s", text)
+	for _, want := range []string{
+		"shop/billing", "spiffe://cluster.local/ns/shop/sa/billing, mTLS, 198.18.1.7",
+		"shop/data-validator port 8080", "on node n2 (mTLS mode STRICT, namespace default Allow)",
+		"shop/only-planner", "Allow, Accepted=True",
+		"pending:", "shop/new (not in ztunnel yet)",
+		"decision: DENY: Allow policies select shop/data-validator but no rule of theirs matches",
+	} {
+		if !strings.Contains(text, want) {
+			t.Errorf("output lacks %q", want)
+		}
+	}
+	wantQ := []string{"/debug/workload?pod=shop%2Fdata-validator", "/debug/authz?from=shop%2Fbilling&port=8080&to=shop%2Fdata-validator"}
+	if strings.Join(*qs, " ") != strings.Join(wantQ, " ") {
+		t.Errorf("queries = %q, want %q", *qs, wantQ)
+	}
+}
+
+func TestPolicyCheckExplain(t *testing.T) {
+	for _, tc := range []struct{ decision, want string }{
+		{`{"allow": true, "reason": "allow-rule", "policy": "shop/p", "rule": 2}`, "ALLOW by shop/p rule 2 (allow-rule)"},
+		{`{"allow": false, "reason": "deny-rule", "policy": "shop/d", "rule": 0}`, "DENY by shop/d rule 0 (deny-rule)"},
+		{`{"allow": true, "reason": "namespace-default", "rule": -1}`, "ALLOW: no Allow policy selects shop/v, the namespace default (Allow) applies"},
+		{`{"allow": false, "reason": "plaintext-strict", "rule": -1}`, "DENY: plaintext to a STRICT workload"},
+		{`{"allow": false, "reason": "no-policy-data", "rule": -1}`, "DENY: ztunnel has no policy data for shop/v yet (fail closed)"},
+	} {
+		var z authzCheck
+		if err := json.Unmarshal([]byte(`{"to": {"workload": "shop/v"}, "default": "Allow", "decision": `+tc.decision+`}`), &z); err != nil {
+			t.Fatal(err)
+		}
+		if got := explain(&z); got != tc.want {
+			t.Errorf("explain(%s) = %q, want %q", tc.decision, got, tc.want)
+		}
+	}
+}
+
+func TestPolicyCheckErrors(t *testing.T) {
+	ctl, zt, _ := fakeAPIs(t, decode(t, ctlAnswer), "to shop/data-validator runs on node n2, ask that node's ztunnel", http.StatusBadRequest)
+	for _, tc := range []struct {
+		args     []string
+		code     int
+		inStderr string
+	}{
+		{[]string{"--from", "shop/billing", "--to", "data-validator", "--port", "8080"}, 2, `--to "data-validator": want <namespace>/<pod>`},
+		{[]string{"--from", "nope", "--to", "shop/v", "--port", "70000"}, 2, "--port 70000: want 1-65535"},
+		{[]string{"--from", "198.18.9.9", "--to", "shop/v", "--port", "80", "--controller", ctl, "--ztunnel", zt}, 1,
+			"ztunnel: 400 Bad Request: to shop/data-validator runs on node n2, ask that node's ztunnel (is --ztunnel the admin endpoint of node n2's ztunnel?)"},
+		{[]string{"--from", "198.18.9.9", "--to", "shop/v", "--port", "80", "--controller", "http://127.0.0.1:1"}, 1, "controller unreachable"},
+	} {
+		var out, errOut bytes.Buffer
+		code := run(context.Background(), append([]string{"policy", "check"}, tc.args...), &out, &errOut)
+		if code != tc.code || !strings.Contains(errOut.String(), tc.inStderr) {
+			t.Errorf("%q: exit %d, stderr %q; want exit %d and %q", tc.args, code, errOut.String(), tc.code, tc.inStderr)
+		}
+	}
+}
