@@ -237,7 +237,7 @@ func explain(z *authzCheck) string {
 	case policy.ReasonDefault:
 		return fmt.Sprintf("%s: no Allow policy selects %s, the namespace default (%s) applies", verb, z.To.Workload, z.Default)
 	case policy.ReasonNoAllowMatch:
-		return fmt.Sprintf("%s: Allow policies select %s but no rule of theirs matches", verb, z.To.Workload)
+		return fmt.Sprintf("%s: Allow policies select %s (%s) but no rule of theirs matches", verb, z.To.Workload, d.Policy)
 	case policy.ReasonPlaintextStrict:
 		return fmt.Sprintf("%s: plaintext to a STRICT workload", verb)
 	case policy.ReasonNoPolicyData:

@@ -42,7 +42,7 @@ const ctlAnswer = `{"workload": {"uid": "u1", "name": "data-validator", "namespa
 const ztAnswer = `{"node": "n2", "from": {"workload": "shop/billing", "identity": "spiffe://cluster.local/ns/shop/sa/billing",
   "addr": "198.18.1.7", "mtls": true}, "to": {"workload": "shop/data-validator", "uid": "u1", "addr": "198.18.2.5"},
   "port": 8080, "mtlsMode": "STRICT", "default": "Allow", "policies": ["shop/only-planner"],
-  "decision": {"allow": false, "reason": "no-allow-match", "policy": "", "rule": -1}}`
+  "decision": {"allow": false, "reason": "no-allow-match", "policy": "shop/only-planner", "rule": -1}}`
 
 func decode(t *testing.T, s string) any {
 	var v any
@@ -67,7 +67,7 @@ func TestPolicyCheckText(t *testing.T) {
 		"shop/data-validator port 8080", "on node n2 (mTLS mode STRICT, namespace default Allow)",
 		"shop/only-planner", "Allow, Accepted=True",
 		"pending:", "shop/new (not in ztunnel yet)",
-		"decision: DENY: Allow policies select shop/data-validator but no rule of theirs matches",
+		"decision: DENY: Allow policies select shop/data-validator (shop/only-planner) but no rule of theirs matches",
 	} {
 		if !strings.Contains(text, want) {
 			t.Errorf("output lacks %q", want)

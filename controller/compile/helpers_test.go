@@ -14,7 +14,7 @@ var (
 	webID   = spiffe.New(td, "shop", "web")
 	adminID = spiffe.New(td, "ops", "admin")
 
-	noMatch = policy.Decision{Reason: policy.ReasonNoAllowMatch, Rule: -1}
+	noMatch = policy.Decision{Reason: policy.ReasonNoAllowMatch, Policy: "shop/p", Rule: -1}
 )
 
 func port(p uint16) policy.PortRange { return policy.PortRange{From: p, To: p} }

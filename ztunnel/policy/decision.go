@@ -26,7 +26,8 @@ type Decision struct {
 	Allow  bool
 	Reason Reason
 	// Policy is "namespace/name" of the deciding policy for
-	// ReasonDenyRule and ReasonAllowRule, else "".
+	// ReasonDenyRule and ReasonAllowRule; for ReasonNoAllowMatch the Allow
+	// policies that select the target, comma separated; else "".
 	Policy string
 	// Rule is the deciding rule's index in spec.rules, else -1.
 	Rule int
@@ -40,6 +41,9 @@ func (d Decision) String() string {
 	}
 	if d.Policy == "" {
 		return verb + " " + string(d.Reason)
+	}
+	if d.Rule < 0 {
+		return verb + " " + string(d.Reason) + " " + d.Policy
 	}
 	return fmt.Sprintf("%s %s %s rule %d", verb, d.Reason, d.Policy, d.Rule)
 }

@@ -1,6 +1,8 @@
 package policy
 
 import (
+	"strings"
+
 	"github.com/agentmesh/agentmesh/internal/spiffe"
 )
 
@@ -25,7 +27,21 @@ func Evaluate(t *Target, c Conn) Decision {
 	if d, ok := firstMatch(t.Policies, ActionAllow, c); ok {
 		return d
 	}
-	return decided(false, ReasonNoAllowMatch)
+	d := decided(false, ReasonNoAllowMatch)
+	d.Policy = allowNames(t.Policies)
+	return d
+}
+
+// allowNames joins the names of the Allow policies, which together decided
+// a no-allow-match denial.
+func allowNames(ps []Policy) string {
+	var names []string
+	for i := range ps {
+		if ps[i].Action == ActionAllow {
+			names = append(names, ps[i].Namespace+"/"+ps[i].Name)
+		}
+	}
+	return strings.Join(names, ",")
 }
 
 // normalize drops what a plaintext connection cannot claim and unmaps

@@ -25,9 +25,11 @@ func TestEvaluate(t *testing.T) {
 		{"allow rule matches", target(webOnly), mtls(webID, "10.0.0.1", 80),
 			Decision{Allow: true, Reason: ReasonAllowRule, Policy: "shop/web-only", Rule: 0}},
 		{"allow selects, no match", target(webOnly), mtls(otherID, "10.0.0.1", 80),
-			Decision{Reason: ReasonNoAllowMatch, Rule: -1}},
+			Decision{Reason: ReasonNoAllowMatch, Policy: "shop/web-only", Rule: -1}},
 		{"allow with no rules allows nothing", target(pol("none", allow)), mtls(webID, "10.0.0.1", 80),
-			Decision{Reason: ReasonNoAllowMatch, Rule: -1}},
+			Decision{Reason: ReasonNoAllowMatch, Policy: "shop/none", Rule: -1}},
+		{"no match names every allow policy", target(webOnly, denyAdmin, pol("none", allow)), mtls(otherID, "10.0.0.1", 80),
+			Decision{Reason: ReasonNoAllowMatch, Policy: "shop/web-only,shop/none", Rule: -1}},
 		{"deny beats allow", target(pol("all", allow, Rule{}), denyAdmin), mtls(adminID, "10.0.0.1", 80),
 			Decision{Reason: ReasonDenyRule, Policy: "shop/no-admin", Rule: 0}},
 		{"deny beats default allow", target(denySSH), mtls(webID, "10.0.0.1", 22),
@@ -56,7 +58,7 @@ func allowed(i int) Decision {
 	return Decision{Allow: true, Reason: ReasonAllowRule, Policy: "shop/p", Rule: i}
 }
 
-var noMatch = Decision{Reason: ReasonNoAllowMatch, Rule: -1}
+var noMatch = Decision{Reason: ReasonNoAllowMatch, Policy: "shop/p", Rule: -1}
 
 func TestEvaluateSelectors(t *testing.T) {
 	tests := []struct {
@@ -145,6 +147,7 @@ func TestDecisionString(t *testing.T) {
 	}{
 		{allowed(2), "allow allow-rule shop/p rule 2"},
 		{Decision{Reason: ReasonNoPolicyData, Rule: -1}, "deny no-policy-data"},
+		{Decision{Reason: ReasonNoAllowMatch, Policy: "shop/a,shop/b", Rule: -1}, "deny no-allow-match shop/a,shop/b"},
 	} {
 		if got := tc.d.String(); got != tc.want {
 			t.Errorf("String = %q, want %q", got, tc.want)

@@ -7,23 +7,39 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"strings"
 	"sync"
 )
 
-// appEcho is `app echo --listen :8080`: a TCP echo server (IPv4 and IPv6)
-// that runs until ctx ends.
+// appEcho is `app echo --listen :8080[,:9090...]`: a TCP echo server (IPv4
+// and IPv6) on every listed address that runs until ctx ends.
 func appEcho(ctx context.Context, args []string, stdout io.Writer) error {
 	fs := flag.NewFlagSet("app echo", flag.ContinueOnError)
-	listen := fs.String("listen", ":8080", "address to listen on")
+	listen := fs.String("listen", ":8080", "addresses to listen on, comma separated")
 	if err := fs.Parse(args); err != nil {
 		return fmt.Errorf("%w: %w", ErrUsage, err)
 	}
-	ln, err := net.Listen("tcp", *listen)
-	if err != nil {
-		return fmt.Errorf("listen: %w", err)
+	var lns []net.Listener
+	for _, addr := range strings.Split(*listen, ",") {
+		ln, err := net.Listen("tcp", addr)
+		if err != nil {
+			for _, l := range lns {
+				l.Close()
+			}
+			return fmt.Errorf("listen: %w", err)
+		}
+		fmt.Fprintf(stdout, "echo listening on %s\n", ln.Addr())
+		lns = append(lns, ln)
 	}
-	fmt.Fprintf(stdout, "echo listening on %s\n", ln.Addr())
-	return serveEcho(ctx, ln)
+	errs := make(chan error, len(lns))
+	for _, ln := range lns {
+		go func() { errs <- serveEcho(ctx, ln) }()
+	}
+	var err error
+	for range lns {
+		err = errors.Join(err, <-errs)
+	}
+	return err
 }
 
 // serveEcho echoes every connection on ln until ctx ends, then closes the
