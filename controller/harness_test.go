@@ -15,11 +15,16 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/dynamic"
+	dynamicfake "k8s.io/client-go/dynamic/fake"
 	"k8s.io/client-go/kubernetes/fake"
 
+	"github.com/agentmesh/agentmesh/controller/api/v1alpha1"
 	"github.com/agentmesh/agentmesh/controller/auth"
 	"github.com/agentmesh/agentmesh/controller/ca"
+	"github.com/agentmesh/agentmesh/controller/view"
 )
 
 const (
@@ -65,6 +70,7 @@ func (f *fakeReviewer) remove(tok string) {
 type harness struct {
 	t        *testing.T
 	client   *fake.Clientset
+	dynamic  dynamic.Interface // AgentPolicies
 	reviewer *fakeReviewer
 	addr     string
 	admin    string // admin HTTP address
@@ -82,7 +88,7 @@ func startController(t *testing.T, objs ...runtime.Object) *harness {
 }
 
 func newHarness(t *testing.T, client *fake.Clientset, flags ...string) *harness {
-	return &harness{t: t, client: client, dir: t.TempDir(), flags: flags,
+	return &harness{t: t, client: client, dynamic: fakeDynamic(t), dir: t.TempDir(), flags: flags,
 		reviewer: &fakeReviewer{tokens: map[string]authnv1.TokenReviewStatus{}}}
 }
 
@@ -109,7 +115,7 @@ func (h *harness) start() {
 	done := make(chan error, 1)
 	log := slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelWarn}))
 	go func() {
-		done <- run(ctx, o, deps{client: h.client, reviewer: h.reviewer, listener: lis, admin: alis, log: log})
+		done <- run(ctx, o, deps{client: h.client, dynamic: h.dynamic, reviewer: h.reviewer, listener: lis, admin: alis, log: log})
 	}()
 	h.stop = sync.OnceFunc(func() {
 		cancel()
@@ -177,6 +183,17 @@ func podObj(ns, name, sa, node, ip string) *corev1.Pod {
 		Spec:       corev1.PodSpec{NodeName: node, ServiceAccountName: sa},
 		Status:     corev1.PodStatus{Phase: corev1.PodRunning, PodIP: ip, PodIPs: []corev1.PodIP{{IP: ip}}},
 	}
+}
+
+// fakeDynamic is a fake dynamic client serving AgentPolicies.
+func fakeDynamic(t *testing.T, policies ...runtime.Object) dynamic.Interface {
+	t.Helper()
+	s := runtime.NewScheme()
+	if err := v1alpha1.AddToScheme(s); err != nil {
+		t.Fatal(err)
+	}
+	return dynamicfake.NewSimpleDynamicClientWithCustomListKinds(s,
+		map[schema.GroupVersionResource]string{view.PolicyResource: "AgentPolicyList"}, policies...)
 }
 
 func cmpOr(a, b string) string {

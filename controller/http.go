@@ -7,6 +7,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/agentmesh/agentmesh/controller/debug"
 	"github.com/agentmesh/agentmesh/controller/stream"
 )
 
@@ -19,8 +20,9 @@ type statusDoc struct {
 	Nodes    map[string]map[string]stream.ComponentStatus `json:"nodes"`    // node -> component -> stream
 }
 
-func adminHandler(reg *prometheus.Registry, srv *stream.Server, hub *stream.Hub, l *leader, id string) http.Handler {
+func adminHandler(reg *prometheus.Registry, srv *stream.Server, hub *stream.Hub, l *leader, id string, dbg debugWorkload) http.Handler {
 	mux := http.NewServeMux()
+	mux.Handle("GET "+debug.WorkloadPath, dbg)
 	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
 	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
 		select {

@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -16,6 +17,7 @@ import (
 	authnv1 "k8s.io/api/authentication/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
 
 	"github.com/agentmesh/agentmesh/controller/auth"
@@ -45,6 +47,8 @@ func kubeBinDir(t *testing.T) string {
 // TestRealAPIServer runs the controller against a real kube-apiserver: a
 // bound ServiceAccount token of a node-agent pod passes TokenReview and
 // receives its node's view; the same token for another node is refused.
+// Without the AgentPolicy CRD the controller refuses to start; with it,
+// AgentPolicies reach the stream, their status and events (policyEnv).
 func TestRealAPIServer(t *testing.T) {
 	bin := kubeBinDir(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
@@ -58,15 +62,20 @@ func TestRealAPIServer(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	agent := setupCluster(t, cs)
-	tok := boundToken(t, cs, agent)
-
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	dyn, err := dynamic.NewForConfig(cp.AdminConfig())
 	if err != nil {
 		t.Fatal(err)
 	}
+	checkRefusesWithoutCRD(t, cs, dyn)
+	if err := kubecp.InstallCRDs(ctx, cp.AdminConfig(), filepath.Join("..", "deploy", "charts", "agentmesh", "crds")); err != nil {
+		t.Fatal(err)
+	}
+	agent := setupCluster(t, cs)
+	tok := boundToken(t, cs, agent)
+
+	lis, admin := listen(t), listen(t)
 	o, err := parseFlags([]string{"--namespace", testNS, "--metrics-addr", "", "--leader-elect=false",
-		"--serving-names", "127.0.0.1", "--token-audience", "agentmesh"}, io.Discard)
+		"--serving-names", "127.0.0.1", "--token-audience", "agentmesh", "--debounce", "20ms"}, io.Discard)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -74,7 +83,7 @@ func TestRealAPIServer(t *testing.T) {
 	done := make(chan error, 1)
 	log := slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelWarn}))
 	go func() {
-		done <- run(rctx, o, deps{client: cs, reviewer: auth.KubeReviewer{Client: cs}, listener: lis, log: log})
+		done <- run(rctx, o, deps{client: cs, dynamic: dyn, reviewer: auth.KubeReviewer{Client: cs}, listener: lis, admin: admin, log: log})
 	}()
 	t.Cleanup(func() { rcancel(); <-done })
 
@@ -120,6 +129,36 @@ func TestRealAPIServer(t *testing.T) {
 	if _, err := st.Recv(); status.Code(err) != codes.Unauthenticated {
 		t.Errorf("token for another audience: %v, want Unauthenticated", err)
 	}
+	p := &policyEnv{t: t, cs: cs, dyn: dyn, admin: "http://" + admin.Addr().String(), configs: got}
+	t.Run("policies", p.run)
+}
+
+func listen(t *testing.T) net.Listener {
+	t.Helper()
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return lis
+}
+
+// checkRefusesWithoutCRD: without the AgentPolicy CRD the controller stops
+// at once with a clear error instead of running without policies.
+func checkRefusesWithoutCRD(t *testing.T, cs kubernetes.Interface, dyn dynamic.Interface) {
+	t.Helper()
+	o, err := parseFlags([]string{"--namespace", testNS, "--metrics-addr", "", "--leader-elect=false"}, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lis := listen(t)
+	ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
+	defer cancel()
+	err = run(ctx, o, deps{client: cs, dynamic: dyn, reviewer: auth.KubeReviewer{Client: cs}, listener: lis, log: slog.New(slog.DiscardHandler)})
+	const want = "AgentPolicy CRD agentpolicies.agentmesh.io not installed: "
+	if err == nil || !strings.HasPrefix(err.Error(), want) {
+		t.Fatalf("run without the CRD: %v, want an error starting %q", err, want)
+	}
+	t.Logf("without the CRD: %v", err)
 }
 
 // setupCluster makes the controller namespace, the node-agent
@@ -146,10 +185,13 @@ func setupCluster(t *testing.T, cs kubernetes.Interface) *corev1.Pod {
 	return agent
 }
 
-func createRealPod(t *testing.T, cs kubernetes.Interface, ns, name, sa, ip string) *corev1.Pod {
+func createRealPod(t *testing.T, cs kubernetes.Interface, ns, name, sa, ip string, mod ...func(*corev1.Pod)) *corev1.Pod {
 	ctx := t.Context()
 	p := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name},
 		Spec: corev1.PodSpec{NodeName: "n1", ServiceAccountName: sa, Containers: []corev1.Container{{Name: "c", Image: "none"}}}}
+	for _, m := range mod {
+		m(p)
+	}
 	p, err := cs.CoreV1().Pods(ns).Create(ctx, p, metav1.CreateOptions{})
 	if err != nil {
 		t.Fatal(err)

@@ -19,8 +19,8 @@ import (
 // and signs certificates: both only read the cluster, so they scale out and
 // keep working while no leader is elected. Creating the CA Secret is safe
 // without a leader too (create, and on AlreadyExists read the winner's).
-// Only the leader writes shared state: the root ConfigMap today, CRD status
-// later. Handover is observable: the agentmesh_controller_leader gauge,
+// Only the leader writes shared state: the root ConfigMap, AgentPolicy
+// status and events (controller/policystatus). Handover is observable: the agentmesh_controller_leader gauge,
 // "leader" in /status and the "became leader" / "lost leadership" logs.
 type leader struct {
 	client  kubernetes.Interface
@@ -31,6 +31,9 @@ type leader struct {
 	is      atomic.Bool
 	current atomic.Pointer[string] // identity of the current leader
 	elected chan struct{}          // cap 1: this replica started leading
+	// onElected is called each time this replica starts leading (it must
+	// not block): the policy status writer catches up.
+	onElected func()
 }
 
 func newLeader(c kubernetes.Interface, o *options, rootPEM []byte, log *slog.Logger, reg prometheus.Registerer) *leader {
@@ -74,6 +77,9 @@ func (l *leader) start() {
 	l.gauge.Set(1)
 	l.current.Store(&l.o.identity)
 	l.log.Info("became leader", "id", l.o.identity)
+	if l.onElected != nil {
+		l.onElected()
+	}
 	select {
 	case l.elected <- struct{}{}:
 	default:
@@ -110,6 +116,9 @@ func (l *leader) duties(ctx context.Context) {
 		}
 	}
 }
+
+// isLeader reports whether this replica leads now.
+func (l *leader) isLeader() bool { return l.is.Load() }
 
 // status for /status.
 func (l *leader) status() (isLeader bool, current string) {

@@ -3,13 +3,16 @@
 // workload certificates for the pods on the asking node.
 //
 // It needs these permissions: list and watch pods, namespaces, services,
-// nodes, serviceaccounts (core) and endpointslices (discovery.k8s.io)
-// cluster-wide (nodes: only nodes with a Node object get a config stream,
-// and a deleted Node's streams are closed; serviceaccounts: the CA signs
-// only identities whose ServiceAccount exists); create tokenreviews
-// (authentication.k8s.io); in its own namespace get and create
-// secrets, get, create and update configmaps, and get, create and update
-// leases (coordination.k8s.io).
+// nodes, serviceaccounts (core), endpointslices (discovery.k8s.io) and
+// agentpolicies (agentmesh.io) cluster-wide (nodes: only nodes with a Node
+// object get a config stream, and a deleted Node's streams are closed;
+// serviceaccounts: the CA signs only identities whose ServiceAccount
+// exists); patch agentpolicies/status (the leader's server-side apply of
+// the Accepted condition); create and patch events (Warning events on
+// AgentPolicies and on namespaces and pods with invalid annotations);
+// create tokenreviews (authentication.k8s.io); in its own namespace get
+// and create secrets, get, create and update configmaps, and get, create
+// and update leases (coordination.k8s.io).
 package controller
 
 import (
@@ -24,6 +27,7 @@ import (
 	"net/http"
 	"os"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -31,12 +35,14 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/keepalive"
+	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 
 	"github.com/agentmesh/agentmesh/controller/auth"
 	"github.com/agentmesh/agentmesh/controller/ca"
+	"github.com/agentmesh/agentmesh/controller/policystatus"
 	"github.com/agentmesh/agentmesh/controller/stream"
 	"github.com/agentmesh/agentmesh/controller/view"
 	"github.com/agentmesh/agentmesh/internal/configapi"
@@ -65,11 +71,15 @@ func Run(ctx context.Context, args []string, stdout io.Writer) error {
 	if err != nil {
 		return fmt.Errorf("kubernetes client: %w", err)
 	}
+	dyn, err := dynamic.NewForConfig(cfg)
+	if err != nil {
+		return fmt.Errorf("dynamic client: %w", err)
+	}
 	lis, err := net.Listen("tcp", o.listen)
 	if err != nil {
 		return fmt.Errorf("listen: %w", err)
 	}
-	return run(ctx, o, deps{client: client, reviewer: auth.KubeReviewer{Client: client}, listener: lis, log: log})
+	return run(ctx, o, deps{client: client, dynamic: dyn, reviewer: auth.KubeReviewer{Client: client}, listener: lis, log: log})
 }
 
 func restConfig(kubeconfig string) (*rest.Config, error) {
@@ -98,14 +108,16 @@ func newLogger(level string, w io.Writer) *slog.Logger {
 // deps are what run needs from outside; tests pass fakes.
 type deps struct {
 	client   kubernetes.Interface
+	dynamic  dynamic.Interface // AgentPolicies
 	reviewer auth.TokenReviewer
 	listener net.Listener // the gRPC listener; run closes it
 	admin    net.Listener // optional: the admin HTTP listener instead of --metrics-addr
 	log      *slog.Logger
 }
 
-// run wires the pieces. Start order: CA root, informers, gRPC server,
-// admin HTTP, leader election. Shutdown order: the hub closes (every stream
+// run wires the pieces. Start order: the AgentPolicy CRD check, CA root,
+// informers, gRPC server, admin HTTP, leader election and the policy
+// status writer. Shutdown order: the hub closes (every stream
 // ends with Unavailable and nodes reconnect, possibly to another replica),
 // the gRPC server stops, then informers, leader election (the lease is
 // released) and the admin server.
@@ -113,18 +125,33 @@ func run(ctx context.Context, o *options, d deps) error {
 	defer d.listener.Close()
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	if err := view.CheckCRD(ctx, d.dynamic); err != nil {
+		return err
+	}
 	certPEM, keyPEM, err := ca.EnsureRoot(ctx, d.client, o.namespace, o.caSecret, o.trustDomain, d.log)
 	if err != nil {
 		return err
 	}
 	hub := stream.NewHub(nil)
 	hub.SetTrustBundle(certPEM)
-	var streams *stream.Server // set before the watcher runs, so before any node event
-	watcher, err := view.NewWatcher(d.client, view.Options{TrustDomain: o.trustDomain, Debounce: o.debounce,
-		Logger: d.log, OnSnapshot: hub.Update, OnNodeDeleted: func(n string) { streams.DropNode(n) }})
+	l := newLeader(d.client, o, certPEM, d.log, reg)
+	rec, stopEvents, err := newRecorder(d.client)
 	if err != nil {
 		return err
 	}
+	defer stopEvents()
+	var snap atomic.Pointer[view.Snapshot]
+	var statuses *policystatus.Writer // set before the watcher runs
+	var streams *stream.Server        // set before the watcher runs, so before any node event
+	watcher, err := view.NewWatcher(d.client, d.dynamic, view.Options{TrustDomain: o.trustDomain, Debounce: o.debounce,
+		Logger: d.log, OnNodeDeleted: func(n string) { streams.DropNode(n) },
+		OnSnapshot: func(s *view.Snapshot) { hub.Update(s); snap.Store(s); statuses.Update(s) }})
+	if err != nil {
+		return err
+	}
+	statuses = policystatus.New(policystatus.Options{Client: d.dynamic, Events: rec, Current: watcher.Policy,
+		IsLeader: l.isLeader, Logger: d.log})
+	l.onElected = statuses.Kick
 	authority, err := ca.New(ca.Options{CertPEM: certPEM, KeyPEM: keyPEM, TrustDomain: o.trustDomain,
 		Lifetime: o.certLifetime, Pods: watcher, ServiceAccounts: watcher, Logger: d.log, Registerer: reg})
 	if err != nil {
@@ -139,10 +166,9 @@ func run(ctx context.Context, o *options, d deps) error {
 		Logger: d.log, Registerer: reg})
 	gs := newGRPCServer(serving, authn)
 	configapi.Register(gs, meshService{Server: streams, ca: authority})
-	l := newLeader(d.client, o, certPEM, d.log, reg)
 	return serve(ctx, o, d, tasks{
-		watcher: watcher.Run, leader: l.run, grpc: gs, hub: hub, streams: streams,
-		admin: adminHandler(reg, streams, hub, l, o.identity),
+		watcher: watcher.Run, leader: l.run, status: statuses.Run, grpc: gs, hub: hub, streams: streams,
+		admin: adminHandler(reg, streams, hub, l, o.identity, debugWorkload{snap: &snap, policy: watcher.Policy}),
 	})
 }
 
@@ -163,6 +189,7 @@ func newGRPCServer(serving *ca.Serving, authn *auth.Authenticator) *grpc.Server 
 type tasks struct {
 	watcher func(context.Context) error
 	leader  func(context.Context)
+	status  func(context.Context)
 	grpc    *grpc.Server
 	hub     *stream.Hub
 	streams *stream.Server
@@ -179,6 +206,7 @@ func serve(ctx context.Context, o *options, d deps, t tasks) error {
 		}
 	})
 	wg.Go(func() { t.leader(ctx) })
+	wg.Go(func() { t.status(ctx) })
 	grpcDone := make(chan error, 1)
 	go func() { grpcDone <- t.grpc.Serve(d.listener) }()
 	var admin *http.Server

@@ -11,6 +11,7 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 
+	"github.com/agentmesh/agentmesh/controller/api/v1alpha1"
 	"github.com/agentmesh/agentmesh/internal/meshconfig"
 )
 
@@ -24,11 +25,17 @@ const (
 )
 
 // Snapshot is the view shared by all nodes, deterministic for equal inputs:
-// workloads sorted by UID, services by namespace/name.
+// workloads sorted by UID, services and policies by namespace/name.
 type Snapshot struct {
 	TrustDomain string
-	Workloads   []meshconfig.Workload
-	Services    []meshconfig.Service
+	// Workloads each carry their Authz (see authorize).
+	Workloads []meshconfig.Workload
+	Services  []meshconfig.Service
+	// Policies are what became of every AgentPolicy (for its status).
+	Policies []PolicyState
+	// Warnings are invalid annotations on namespaces (sorted by name), then
+	// on pods (by UID).
+	Warnings []Warning
 }
 
 // Inputs are the objects a Snapshot is computed from (lister output).
@@ -38,6 +45,7 @@ type Inputs struct {
 	Pods        []*corev1.Pod
 	Services    []*corev1.Service
 	Slices      []*EndpointSlice
+	Policies    []*v1alpha1.AgentPolicy
 }
 
 // Compute builds the snapshot of in.
@@ -48,6 +56,11 @@ func Compute(in Inputs) *Snapshot {
 	}
 	s := &Snapshot{TrustDomain: in.TrustDomain, Workloads: workloads(in.Pods, enabled)}
 	s.Services = services(in.Services, in.Slices)
+	pods := make(map[string]*corev1.Pod, len(in.Pods))
+	for _, p := range in.Pods {
+		pods[string(p.UID)] = p
+	}
+	authorize(s, in, pods)
 	return s
 }
 

@@ -17,6 +17,7 @@ import (
 	"k8s.io/client-go/kubernetes/fake"
 
 	"github.com/agentmesh/agentmesh/internal/meshconfig"
+	"github.com/agentmesh/agentmesh/ztunnel/policy"
 )
 
 func ns(name string, labels map[string]string) *corev1.Namespace {
@@ -44,7 +45,7 @@ func pod(namespace, name, node, ip string, mod ...func(*corev1.Pod)) *corev1.Pod
 
 func wl(namespace, name, node string, enrolled bool, ips ...string) meshconfig.Workload {
 	w := meshconfig.Workload{UID: "uid-" + name, Name: name, Namespace: namespace, ServiceAccount: "sa-" + name,
-		Node: node, Enrolled: enrolled}
+		Node: node, Enrolled: enrolled, Authz: &policy.Target{MTLSMode: policy.MTLSPermissive, Default: policy.ActionAllow}}
 	for _, ip := range ips {
 		w.IPs = append(w.IPs, netip.MustParseAddr(ip))
 	}
@@ -54,7 +55,7 @@ func wl(namespace, name, node string, enrolled bool, ips ...string) meshconfig.W
 // compute runs objs through a fake clientset and the Watcher's informers.
 func compute(t *testing.T, objs ...runtime.Object) *Snapshot {
 	t.Helper()
-	w, err := NewWatcher(fake.NewClientset(objs...), Options{TrustDomain: "td.test", Logger: slog.New(slog.DiscardHandler)})
+	w, err := NewWatcher(fake.NewClientset(objs...), fakeDynamic(t), Options{TrustDomain: "td.test", Logger: slog.New(slog.DiscardHandler)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -247,7 +248,7 @@ func TestDeterministic(t *testing.T) {
 func TestWatcherFollowsChanges(t *testing.T) {
 	client := fake.NewClientset(ns("a", enabled))
 	snaps := make(chan *Snapshot, 16)
-	w, err := NewWatcher(client, Options{TrustDomain: "td", Logger: slog.New(slog.DiscardHandler), Debounce: 50 * time.Millisecond, OnSnapshot: func(s *Snapshot) { snaps <- s }})
+	w, err := NewWatcher(client, fakeDynamic(t), Options{TrustDomain: "td", Logger: slog.New(slog.DiscardHandler), Debounce: 50 * time.Millisecond, OnSnapshot: func(s *Snapshot) { snaps <- s }})
 	if err != nil {
 		t.Fatal(err)
 	}

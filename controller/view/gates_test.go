@@ -25,7 +25,7 @@ func TestGates(t *testing.T) {
 	var mu sync.Mutex
 	var deleted []string
 	var w *Watcher
-	w, err := NewWatcher(client, Options{Logger: slog.New(slog.DiscardHandler), OnNodeDeleted: func(n string) {
+	w, err := NewWatcher(client, fakeDynamic(t), Options{Logger: slog.New(slog.DiscardHandler), OnNodeDeleted: func(n string) {
 		mu.Lock()
 		defer mu.Unlock()
 		if w.NodeExists(n) {

@@ -9,6 +9,8 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/client-go/dynamic"
+	"k8s.io/client-go/dynamic/dynamicinformer"
 	"k8s.io/client-go/informers"
 	"k8s.io/client-go/kubernetes"
 	corelisters "k8s.io/client-go/listers/core/v1"
@@ -38,8 +40,8 @@ type Options struct {
 }
 
 // Watcher runs shared informers on Namespaces, Pods, Services,
-// EndpointSlices, Nodes and ServiceAccounts and computes a Snapshot after
-// each burst of changes. Nodes and ServiceAccounts do not enter the
+// EndpointSlices, AgentPolicies, Nodes and ServiceAccounts and computes a
+// Snapshot after each burst of changes. Nodes and ServiceAccounts do not enter the
 // snapshot: they gate who may stream (NodeExists) and what the CA signs
 // (ServiceAccountExists).
 type Watcher struct {
@@ -52,12 +54,16 @@ type Watcher struct {
 	slices  discoverylisters.EndpointSliceLister
 	nodes   corelisters.NodeLister
 	sas     corelisters.ServiceAccountLister
-	synced  []cache.InformerSynced
-	kick    chan struct{} // cap 1: something changed
+	// policyFactory runs the AgentPolicy informer; policies is its cache.
+	policyFactory dynamicinformer.DynamicSharedInformerFactory
+	policies      cache.Indexer
+	synced        []cache.InformerSynced
+	kick          chan struct{} // cap 1: something changed
 }
 
-// NewWatcher prepares informers on client; Run starts them.
-func NewWatcher(client kubernetes.Interface, o Options) (*Watcher, error) {
+// NewWatcher prepares informers on client, and on dyn for AgentPolicies;
+// Run starts them.
+func NewWatcher(client kubernetes.Interface, dyn dynamic.Interface, o Options) (*Watcher, error) {
 	if o.Debounce <= 0 {
 		o.Debounce = 100 * time.Millisecond
 	}
@@ -89,6 +95,9 @@ func NewWatcher(client kubernetes.Interface, o Options) (*Watcher, error) {
 	if err := w.watchGates(f); err != nil {
 		return nil, err
 	}
+	if err := w.watchPolicies(dyn); err != nil {
+		return nil, err
+	}
 	return w, nil
 }
 
@@ -112,7 +121,9 @@ func (w *Watcher) poke() {
 // the informers have stopped.
 func (w *Watcher) Run(ctx context.Context) error {
 	defer w.factory.Shutdown()
+	defer w.policyFactory.Shutdown()
 	w.factory.Start(ctx.Done())
+	w.policyFactory.Start(ctx.Done())
 	if !cache.WaitForCacheSync(ctx.Done(), w.synced...) {
 		return errors.New("wait for informer caches: " + context.Cause(ctx).Error())
 	}
@@ -164,6 +175,7 @@ func (w *Watcher) Compute() *Snapshot {
 	in.Pods, _ = w.pods.List(labels.Everything())
 	in.Services, _ = w.svcs.List(labels.Everything())
 	in.Slices, _ = w.slices.List(labels.Everything())
+	in.Policies = w.listPolicies()
 	return Compute(in)
 }
 

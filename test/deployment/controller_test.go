@@ -25,7 +25,8 @@ import (
 
 // testControllerBinary runs the real controller with only its service
 // account's token: it must create its CA Secret, win the Lease, publish the
-// root ConfigMap and become ready, with no request refused.
+// root ConfigMap, become ready, write an AgentPolicy's status and record
+// events, with no request refused.
 func testControllerBinary(ctx context.Context, t *testing.T, cp *kubecp.ControlPlane, ctrl *rest.Config) {
 	dir := t.TempDir()
 	buildBinaries(ctx, t, dir, "controller")
@@ -38,6 +39,7 @@ func testControllerBinary(ctx context.Context, t *testing.T, cp *kubecp.ControlP
 		t.Fatal(err)
 	}
 	defer logFile.Close()
+	seedPolicyObjects(ctx, t, cp.AdminConfig())
 	cmd := exec.Command(bin, "--kubeconfig", kubeconfig, "--namespace", meshNS, "--listen", freeAddr(t),
 		"--metrics-addr", metrics, "--id", "replica-test", "--leader-elect=true",
 		"--node-service-accounts", meshNS+"/"+nodeSA, "--token-audience", audience, "--log-level", "debug")
@@ -62,6 +64,7 @@ func testControllerBinary(ctx context.Context, t *testing.T, cp *kubecp.ControlP
 		t.Fatalf("controller never ready: %v", err)
 	}
 	checkControllerState(ctx, t, kubernetes.NewForConfigOrDie(cp.AdminConfig()))
+	checkPolicyWrites(ctx, t, cp.AdminConfig())
 	cmd.Process.Signal(syscall.SIGTERM)
 	select {
 	case err := <-exited:

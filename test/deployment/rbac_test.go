@@ -39,6 +39,14 @@ var controllerAccess = []access{
 	{"watch", "", "nodes", "", "", true},
 	{"list", "", "serviceaccounts", "", "", true},
 	{"watch", "", "serviceaccounts", "", "", true},
+	// controller/view: the AgentPolicy informer, cluster-wide.
+	{"list", "agentmesh.io", "agentpolicies", "", "", true},
+	{"watch", "agentmesh.io", "agentpolicies", "", "", true},
+	// controller/policystatus (the leader): server-side apply of status,
+	// events on policies (any namespace), namespaces ("default") and pods.
+	{"patch", "agentmesh.io", "agentpolicies/status", "", "", true},
+	{"create", "", "events", "", "", true},
+	{"patch", "", "events", "", "", true},
 	// controller/auth.
 	{"create", "authentication.k8s.io", "tokenreviews", "", "", true},
 	// controller/ca, in its namespace.
@@ -76,6 +84,17 @@ var controllerAccess = []access{
 	{"get", "", "serviceaccounts", meshNS, nodeSA, false},
 	{"create", "", "serviceaccounts", meshNS, "", false},
 	{"update", "", "serviceaccounts", meshNS, nodeSA, false},
+	// Policies: only their status, only by patch; events: only recorded.
+	{"get", "agentmesh.io", "agentpolicies", "default", "p", false},
+	{"create", "agentmesh.io", "agentpolicies", "default", "", false},
+	{"update", "agentmesh.io", "agentpolicies", "default", "p", false},
+	{"patch", "agentmesh.io", "agentpolicies", "default", "p", false},
+	{"delete", "agentmesh.io", "agentpolicies", "default", "p", false},
+	{"update", "agentmesh.io", "agentpolicies/status", "default", "p", false},
+	{"get", "", "events", "default", "e", false},
+	{"list", "", "events", "", "", false},
+	{"update", "", "events", "default", "e", false},
+	{"delete", "", "events", "default", "e", false},
 	// Nothing it does not use.
 	{"create", "", "serviceaccounts/token", meshNS, nodeSA, false},
 	{"list", "", "configmaps", meshNS, "", false},
@@ -104,6 +123,9 @@ var nodeAccess = []access{
 	{"create", "authentication.k8s.io", "tokenreviews", "", "", false},
 	{"create", "", "serviceaccounts/token", meshNS, nodeSA, false},
 	{"get", "coordination.k8s.io", "leases", meshNS, leaseName, false},
+	{"list", "agentmesh.io", "agentpolicies", "", "", false},
+	{"patch", "agentmesh.io", "agentpolicies/status", "default", "p", false},
+	{"create", "", "events", "default", "", false},
 }
 
 // checkAccess asks the apiserver, authenticated as the account cfg holds,

@@ -1,0 +1,81 @@
+package controller
+
+import (
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"strings"
+	"sync/atomic"
+
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/agentmesh/agentmesh/controller/api/v1alpha1"
+	"github.com/agentmesh/agentmesh/controller/debug"
+	"github.com/agentmesh/agentmesh/controller/view"
+	"github.com/agentmesh/agentmesh/internal/spiffe"
+)
+
+// debugWorkload serves debug.WorkloadPath from the latest snapshot and the
+// AgentPolicy cache.
+type debugWorkload struct {
+	snap   *atomic.Pointer[view.Snapshot]
+	policy func(namespace, name string) *v1alpha1.AgentPolicy
+}
+
+func (d debugWorkload) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	ns, name, ok := strings.Cut(r.URL.Query().Get("pod"), "/")
+	if !ok || ns == "" || name == "" || strings.Contains(name, "/") {
+		http.Error(w, "want ?pod=<namespace>/<name>", http.StatusBadRequest)
+		return
+	}
+	s := d.snap.Load()
+	if s == nil {
+		http.Error(w, "no view yet: informer caches not synced", http.StatusServiceUnavailable)
+		return
+	}
+	doc, found := d.describe(s, ns, name)
+	if !found {
+		http.Error(w, "pod "+ns+"/"+name+" is not in the controller's view (no such pod, or it has no address yet, is host-network or finished)", http.StatusNotFound)
+		return
+	}
+	w.Header().Set("Content-Type", "application/json")
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	enc.Encode(doc)
+}
+
+func (d debugWorkload) describe(s *view.Snapshot, ns, name string) (debug.Workload, bool) {
+	for i := range s.Workloads {
+		wl := &s.Workloads[i]
+		if wl.Namespace != ns || wl.Name != name {
+			continue
+		}
+		doc := debug.Workload{Workload: *wl, Node: wl.Node, Policies: []debug.Policy{},
+			Identity: spiffe.New(s.TrustDomain, wl.Namespace, wl.ServiceAccount).String()}
+		if wl.Authz != nil {
+			for _, p := range wl.Authz.Policies {
+				doc.Policies = append(doc.Policies, d.policyDoc(p.Namespace, p.Name, string(p.Action)))
+			}
+		}
+		return doc, true
+	}
+	return debug.Workload{}, false
+}
+
+func (d debugWorkload) policyDoc(ns, name, action string) debug.Policy {
+	out := debug.Policy{Name: ns + "/" + name, Action: action, Accepted: string(metav1.ConditionUnknown)}
+	p := d.policy(ns, name)
+	if p == nil {
+		return out
+	}
+	c := meta.FindStatusCondition(p.Status.Conditions, v1alpha1.ConditionAccepted)
+	switch {
+	case c == nil:
+	case c.ObservedGeneration != p.Generation:
+		out.Reason, out.Message = "Pending", fmt.Sprintf("the condition is of generation %d, the policy is at %d", c.ObservedGeneration, p.Generation)
+	default:
+		out.Accepted, out.Reason, out.Message = string(c.Status), c.Reason, c.Message
+	}
+	return out
+}
