@@ -9,6 +9,7 @@ import (
 
 	"github.com/agentmesh/agentmesh/internal/meshconfig"
 	"github.com/agentmesh/agentmesh/internal/spiffe"
+	"github.com/agentmesh/agentmesh/ztunnel/policy"
 )
 
 // Directions and protocols in access logs and metrics.
@@ -31,6 +32,8 @@ type record struct {
 	sent, received      int64
 	start               time.Time
 	err                 error
+	// authz is the policy decision that refused or closed the connection.
+	authz *policy.Decision
 }
 
 func workloadName(w *meshconfig.Workload) string {
@@ -54,7 +57,7 @@ func (n *Node) logAccess(r *record) {
 	if r.err != nil {
 		result = r.err.Error()
 	}
-	n.log.LogAttrs(context.Background(), level, "access",
+	attrs := []slog.Attr{
 		slog.String("direction", r.direction),
 		slog.String("protocol", r.protocol),
 		slog.String("src_addr", r.src.String()),
@@ -68,7 +71,11 @@ func (n *Node) logAccess(r *record) {
 		slog.Int64("bytes_received", r.received),
 		slog.Int64("duration_ms", time.Since(r.start).Milliseconds()),
 		slog.String("result", result),
-	)
+	}
+	if r.authz != nil {
+		attrs = append(attrs, slog.String("authz", string(r.authz.Reason)), slog.String("policy", r.authz.Policy))
+	}
+	n.log.LogAttrs(context.Background(), level, "access", attrs...)
 	n.metrics.closed(r.direction, r.protocol, r.err == nil, r.sent, r.received)
 }
 

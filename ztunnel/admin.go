@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"net/http"
 
+	"github.com/agentmesh/agentmesh/ztunnel/debug"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 )
@@ -14,6 +15,13 @@ import (
 //	GET /pods     handed-over pods with their listeners (JSON)
 //	GET /certs    workload certificates (JSON)
 //	GET /config   the mesh config in force (JSON)
+//	GET /debug/authz?from=<ns/pod|ip>&to=<ns/pod>&port=<n>
+//	              what the policy in force decides for that connection
+//	              (debug.Authz as JSON). from an enrolled workload is mTLS
+//	              with its identity; from any other workload or a bare ip
+//	              it is plaintext from that address. to must run on this
+//	              node (400 otherwise: only its node has its policy data);
+//	              404 for an unknown workload, 400 for a bad port.
 func (n *Node) AdminHandler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
@@ -28,6 +36,7 @@ func (n *Node) AdminHandler() http.Handler {
 	mux.HandleFunc("GET /config", func(w http.ResponseWriter, _ *http.Request) {
 		writeJSON(w, n.Index().Config)
 	})
+	mux.HandleFunc("GET "+debug.AuthzPath, n.serveAuthzCheck)
 	return mux
 }
 

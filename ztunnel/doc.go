@@ -37,12 +37,34 @@
 // (denied) or 503 (app unreachable).
 //
 // Inbound plaintext: sk_lookup keeps the original destination as the
-// accepted conn's local address. The mTLS mode is PERMISSIVE for now: the
-// connection is delivered to the app and logged with mtls=false.
+// accepted conn's local address; the connection is delivered to the app if
+// the pod's policy admits it (below) and logged with mtls=false.
+//
+// # Authorization
+//
+// Every inbound connection is decided by policy.Evaluate with the
+// destination workload's current Authz (meshconfig.Workload.Authz, looked
+// up per connection in the config in force): an HBONE stream as mTLS from
+// its verified identity (and the source workload, if that workload's
+// identity is the peer's), a 15006 connection as plaintext from its source
+// address (and the workload owning it). A nil Authz is no policy data and
+// denies; a STRICT workload refuses all plaintext. A denied HBONE stream is
+// answered 401, a denied plaintext connection closed before the app is
+// dialed; either logs "connection denied by policy" (Warn) and its access
+// line carries authz (the reason) and policy. Admitted connections stay in
+// their pod's live set: every SetConfig re-evaluates them and closes those
+// the new config denies ("connection closed: no longer allowed by
+// policy"), which ends an HBONE stream for its client. Counters:
+// ztunnel_policy_decisions_total{decision,policy,reason} per admission
+// decision, ztunnel_policy_closed_connections_total{policy,reason} per
+// connection closed by a config change. Standalone mode fills in an
+// allow-all Authz for workloads the config file gives none (see
+// fileSource); Kubernetes mode fills in nothing. GET /debug/authz on the
+// admin API shows what the policy decides for a given connection.
 //
 // Every proxied connection writes one "access" log line (direction,
 // protocol, addresses, workloads, identities, mtls, bytes, duration,
-// result). Admin (/healthz, /pods, /certs, /config), readiness
+// result). Admin (/healthz, /pods, /certs, /config, /debug/authz), readiness
 // (/healthz/ready) and Prometheus metrics (/metrics) are served on the
 // node's own netns. See Run for the start and shutdown order.
 package ztunnel

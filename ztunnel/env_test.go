@@ -50,8 +50,11 @@ type env struct {
 	stop       func()
 }
 
+// workload is an enrolled workload in namespace agents on node n1 whose
+// authorization data allows everything (as standalone mode fills in).
 func workload(uid, name string, ips ...netip.Addr) meshconfig.Workload {
-	return meshconfig.Workload{UID: uid, Name: name, Namespace: "agents", ServiceAccount: name, Node: "n1", IPs: ips, Enrolled: true}
+	return meshconfig.Workload{UID: uid, Name: name, Namespace: "agents", ServiceAccount: name, Node: "n1", IPs: ips, Enrolled: true,
+		Authz: allowAll()}
 }
 
 func testConfig(withB bool) *meshconfig.Config {
@@ -75,7 +78,7 @@ func newEnv(t *testing.T) *env {
 	e.ca, e.caPair = newCAPair(t, td)
 	e.certs = newManager(t, e.ca, nil)
 	e.node = NewNode(NodeOptions{
-		Logger: e.logs.logger(), Certs: e.certs, OrigDst: e.orig, Listeners: e.lst,
+		NodeName: "n1", Logger: e.logs.logger(), Certs: e.certs, OrigDst: e.orig, Listeners: e.lst,
 		DialTimeout: 2 * time.Second, HandshakeTimeout: 2 * time.Second,
 	})
 	e.node.SetConfig(testConfig(true))

@@ -3,6 +3,7 @@ package ztunnel
 import (
 	"context"
 	"crypto/tls"
+	"errors"
 	"fmt"
 	"net"
 	"net/http"
@@ -12,6 +13,7 @@ import (
 	"github.com/agentmesh/agentmesh/internal/mesh"
 	"github.com/agentmesh/agentmesh/internal/spiffe"
 	"github.com/agentmesh/agentmesh/ztunnel/hbone"
+	"github.com/agentmesh/agentmesh/ztunnel/policy"
 )
 
 // serveHBONE terminates mTLS on the pod's 15008 socket and serves the HBONE
@@ -49,21 +51,52 @@ type inboundHandler struct {
 	p *pod
 }
 
-// ServeHBONE checks the stream's authority is this pod and dials the app.
+// ServeHBONE checks the stream's authority is this pod, authorizes the
+// peer with the pod's current policy and dials the app.
 func (h inboundHandler) ServeHBONE(ctx context.Context, req *hbone.Request) (net.Conn, error) {
-	h.n.metrics.opened(dirInbound, protoHBONE)
+	n := h.n
+	n.metrics.opened(dirInbound, protoHBONE)
 	if err := checkAuthority(h.p, req.Authority); err != nil {
-		h.n.log.Warn("hbone stream refused", "pod", h.p.name(), "src_addr", req.PeerAddr.String(),
+		n.log.Warn("hbone stream refused", "pod", h.p.name(), "src_addr", req.PeerAddr.String(),
 			"src_identity", req.PeerID.String(), "authority", req.Authority.String(), "err", err)
 		return nil, err
 	}
-	ctx, cancel := context.WithTimeout(ctx, h.n.opts.DialTimeout)
-	defer cancel()
-	c, err := h.n.dial(ctx, h.p, "tcp", req.Authority.String())
+	srcW := mtlsSource(n.Index(), req.PeerID, req.PeerAddr.Addr())
+	ic := &inboundConn{
+		pod: h.p, src: req.PeerAddr, dst: req.Authority, srcW: workloadName(srcW),
+		conn: policy.Conn{MTLS: true, Identity: req.PeerID, Workload: workloadUID(srcW),
+			Addr: req.PeerAddr.Addr(), Port: req.Authority.Port()},
+	}
+	if d := n.admit(ic); !d.Allow {
+		return nil, &policyError{d: d}
+	}
+	c, err := n.deliverHBONE(ctx, ic)
 	if err != nil {
-		return nil, fmt.Errorf("deliver to %s: %w", req.Authority, err)
+		h.p.live.remove(ic)
+		return nil, err
 	}
 	return c, nil
+}
+
+// deliverHBONE dials the app for an admitted stream; a revocation during
+// the dial cancels it.
+func (n *Node) deliverHBONE(ctx context.Context, ic *inboundConn) (net.Conn, error) {
+	ctx, cancel := context.WithTimeout(ctx, n.opts.DialTimeout)
+	defer cancel()
+	if !ic.attach(cancel) {
+		return nil, ic.revokedErr()
+	}
+	c, err := n.dial(ctx, ic.pod, "tcp", ic.dst.String())
+	if err != nil {
+		if perr := ic.revokedErr(); perr != nil {
+			return nil, perr
+		}
+		return nil, fmt.Errorf("deliver to %s: %w", ic.dst, err)
+	}
+	if !ic.attach(func() { c.Close() }) {
+		return nil, ic.revokedErr()
+	}
+	return &trackedConn{Conn: c, ic: ic}, nil
 }
 
 // checkAuthority refuses streams not addressed to one of the pod's addresses
@@ -107,12 +140,16 @@ func (n *Node) inboundDone(req *hbone.Request, res hbone.Result) {
 	if res.Status == http.StatusBadRequest || res.Status == http.StatusMethodNotAllowed {
 		n.metrics.opened(r.direction, r.protocol) // refused before ServeHBONE
 	}
+	var perr *policyError
+	if errors.As(res.Err, &perr) {
+		r.authz = &perr.d
+	}
 	n.logAccess(r)
 }
 
-// servePlaintext delivers a connection sk_lookup steered to 15006. Its local
-// address is the original destination. mTLS mode is PERMISSIVE: plaintext is
-// accepted and logged with mtls=false.
+// servePlaintext delivers a connection sk_lookup steered to 15006, if the
+// pod's policy admits plaintext from its source. Its local address is the
+// original destination.
 func (n *Node) servePlaintext(ctx context.Context, p *pod, c net.Conn) {
 	idx := n.Index()
 	r := &record{
@@ -127,16 +164,38 @@ func (n *Node) servePlaintext(ctx context.Context, p *pod, c net.Conn) {
 		n.logAccess(r)
 		return
 	}
+	ic := &inboundConn{
+		pod: p, src: r.src, dst: r.dst, srcW: workloadName(r.srcW),
+		conn: policy.Conn{Workload: workloadUID(r.srcW), Addr: r.src.Addr(), Port: r.dst.Port()},
+	}
+	if d := n.admit(ic); !d.Allow {
+		r.err, r.authz = &policyError{d: d}, &d
+		n.logAccess(r)
+		return
+	}
+	defer p.live.remove(ic)
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	ic.attach(func() { cancel(); c.Close() })
+	n.proxyPlaintext(ctx, ic, c, r)
+	ic.end()
+	if d := ic.revocation(); d != nil {
+		r.err, r.authz = &policyError{d: *d, closed: true}, d
+	}
+	n.logAccess(r)
+}
+
+// proxyPlaintext dials the app and joins c to it, filling r. A revocation
+// cancels ctx and closes c, which ends both.
+func (n *Node) proxyPlaintext(ctx context.Context, ic *inboundConn, c net.Conn, r *record) {
 	dctx, cancel := context.WithTimeout(ctx, n.opts.DialTimeout)
-	up, err := n.dial(dctx, p, "tcp", r.dst.String())
+	up, err := n.dial(dctx, ic.pod, "tcp", r.dst.String())
 	cancel()
 	if err != nil {
 		r.err = fmt.Errorf("deliver to %s: %w", r.dst, err)
-		n.logAccess(r)
 		return
 	}
 	stop := context.AfterFunc(ctx, func() { up.Close() })
 	defer stop()
 	r.sent, r.received, r.err = join(c, up)
-	n.logAccess(r)
 }

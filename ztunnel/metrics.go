@@ -2,6 +2,8 @@ package ztunnel
 
 import (
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/agentmesh/agentmesh/ztunnel/policy"
 )
 
 // metrics are the node's Prometheus series, on the node's own registry.
@@ -12,7 +14,9 @@ type metrics struct {
 	connRejected      *prometheus.CounterVec // direction, reason
 	handshakeFailures *prometheus.CounterVec // reason
 	panics            prometheus.Counter
-	pods              *prometheus.GaugeVec // state
+	policyDecisions   *prometheus.CounterVec // decision, policy, reason
+	policyClosed      *prometheus.CounterVec // policy, reason
+	pods              *prometheus.GaugeVec   // state
 	podStates         func() map[string]int
 }
 
@@ -36,12 +40,21 @@ func newMetrics(reg prometheus.Registerer, podStates func() map[string]int) *met
 		panics: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "ztunnel_handler_panics_total", Help: "Panics recovered in connection handlers.",
 		}),
+		policyDecisions: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "ztunnel_policy_decisions_total",
+			Help: "Authorization decisions on inbound connections when they open, by decision (allow|deny), reason and deciding policy (namespace/name; for no-allow-match the Allow policies, comma separated; else empty).",
+		}, []string{"decision", "policy", "reason"}),
+		policyClosed: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "ztunnel_policy_closed_connections_total",
+			Help: "Live inbound connections closed because a new config no longer allows them, by the new decision's policy (as in ztunnel_policy_decisions_total) and reason.",
+		}, []string{"policy", "reason"}),
 		pods: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "ztunnel_pods", Help: "Pods handed over by agentd, by state.",
 		}, []string{"state"}),
 		podStates: podStates,
 	}
-	reg.MustRegister(m.connOpened, m.connClosed, m.bytes, m.connRejected, m.handshakeFailures, m.panics, m.pods)
+	reg.MustRegister(m.connOpened, m.connClosed, m.bytes, m.connRejected, m.handshakeFailures, m.panics,
+		m.policyDecisions, m.policyClosed, m.pods)
 	return m
 }
 
@@ -69,4 +82,19 @@ func (m *metrics) refreshPods() {
 	for _, s := range []string{statePending, stateFailed, stateReady} {
 		m.pods.WithLabelValues(s).Set(float64(counts[s]))
 	}
+}
+
+// decided counts the decision on a connection being opened.
+func (m *metrics) decided(d policy.Decision) {
+	verdict := "deny"
+	if d.Allow {
+		verdict = "allow"
+	}
+	m.policyDecisions.WithLabelValues(verdict, d.Policy, string(d.Reason)).Inc()
+}
+
+// policyClosedConn counts a live connection closed by a config change; d is
+// the new decision.
+func (m *metrics) policyClosedConn(d policy.Decision) {
+	m.policyClosed.WithLabelValues(d.Policy, string(d.Reason)).Inc()
 }

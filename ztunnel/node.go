@@ -27,6 +27,9 @@ type CertManager interface {
 
 // NodeOptions configure a Node.
 type NodeOptions struct {
+	// NodeName is the node's name; /debug/authz uses it to refuse
+	// workloads of other nodes (unchecked when empty).
+	NodeName  string
 	Logger    *slog.Logger
 	Certs     CertManager
 	OrigDst   OrigDstTable
@@ -49,6 +52,10 @@ type Node struct {
 	client  *hbone.Client
 	server  *hbone.Server
 	metrics *metrics
+
+	// authzMu orders admissions (read lock: evaluate and register) against
+	// reevaluate (write lock), so no connection escapes a policy change.
+	authzMu sync.RWMutex
 
 	// ctx is the parent of every pod context; cancelled when Run ends.
 	ctx    context.Context
@@ -96,10 +103,13 @@ func NewNode(o NodeOptions) *Node {
 	return n
 }
 
-// SetConfig swaps in a new mesh config and sets up pods that waited for it.
+// SetConfig swaps in a new mesh config, closes the live inbound connections
+// its authorization data no longer allows and sets up pods that waited for
+// it.
 func (n *Node) SetConfig(c *meshconfig.Config) {
 	n.idx.Store(meshconfig.NewIndex(c))
 	n.log.Info("mesh config applied", "workloads", len(c.Workloads), "trust_domain", c.TrustDomain)
+	n.reevaluate()
 	n.wake()
 }
 

@@ -37,6 +37,7 @@ type pod struct {
 	wg        sync.WaitGroup // accept loops and conn goroutines
 
 	active atomic.Int64 // live proxied connections
+	live   liveSet      // admitted inbound connections, for policy changes
 
 	pendingLogged bool // guarded by Node.opMu
 

@@ -18,6 +18,7 @@ import (
 	"github.com/agentmesh/agentmesh/internal/handoff"
 	"github.com/agentmesh/agentmesh/internal/meshconfig"
 	"github.com/agentmesh/agentmesh/internal/netns"
+	"github.com/agentmesh/agentmesh/ztunnel/debug"
 	"github.com/agentmesh/agentmesh/ztunnel/identity"
 )
 
@@ -92,7 +93,12 @@ func TestRunWithAgentdHandoff(t *testing.T) {
 	}
 	os.WriteFile(filepath.Join(dir, "ca.pem"), certPEM, 0o600)
 	os.WriteFile(filepath.Join(dir, "ca.key"), keyPEM, 0o600)
-	if err := meshconfig.Save(filepath.Join(dir, "mesh.json"), testConfig(true)); err != nil {
+	// A standalone file has no policies: the workloads get allow-all.
+	fileCfg := testConfig(true)
+	for i := range fileCfg.Workloads {
+		fileCfg.Workloads[i].Authz = nil
+	}
+	if err := meshconfig.Save(filepath.Join(dir, "mesh.json"), fileCfg); err != nil {
 		t.Fatal(err)
 	}
 	sock := filepath.Join(dir, "agentd.sock")
@@ -147,6 +153,11 @@ func TestRunWithAgentdHandoff(t *testing.T) {
 	// A: 2 ips (v4, v6) x 2 ports; B: 2 ips x 2 ports.
 	if n := countKeys(t, listeners); n != 8 {
 		t.Errorf("listeners SOCKHASH has %d entries, want 8", n)
+	}
+	var check debug.Authz
+	get(t, "http://"+admin+"/debug/authz?from=agents/client&to=agents/server&port=8080", &check)
+	if check.Node != "n1" || check.MTLSMode != "PERMISSIVE" || !check.Decision.Allow || check.Decision.Reason != "namespace-default" {
+		t.Errorf("/debug/authz on the file's config = %+v, want node n1, PERMISSIVE, allowed by default", check)
 	}
 	body := fetch(t, "http://"+metrics+"/metrics")
 	if !strings.Contains(body, `ztunnel_pods{state="ready"} 2`) {

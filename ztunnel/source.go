@@ -14,6 +14,7 @@ import (
 	"github.com/agentmesh/agentmesh/internal/configclient"
 	"github.com/agentmesh/agentmesh/internal/meshconfig"
 	"github.com/agentmesh/agentmesh/ztunnel/identity"
+	"github.com/agentmesh/agentmesh/ztunnel/policy"
 )
 
 // source is where one mode takes the mesh config, the trust bundle and the
@@ -50,6 +51,13 @@ func newSource(o *options, log *slog.Logger) (source, error) {
 }
 
 // fileSource is standalone mode: a polled config file and a local CA.
+//
+// The file is the complete truth and has no policy concept of its own: a
+// workload without "authz" gets allowAll (PERMISSIVE, default Allow) when
+// the file is loaded, so standalone meshes keep working without policies.
+// A workload with an explicit "authz" keeps it, which lets a standalone
+// mesh (and its tests) exercise policies. Kubernetes mode fills in
+// nothing: there a nil Authz means no policy data yet, which denies.
 type fileSource struct {
 	path string
 	ca   *identity.LocalCA
@@ -63,8 +71,27 @@ func (s *fileSource) close() error            { return nil }
 func (s *fileSource) describe() []any         { return []any{"mode", "standalone", "config", s.path} }
 
 func (s *fileSource) run(ctx context.Context, apply func(*meshconfig.Config), _ func(*x509.CertPool)) error {
-	meshconfig.Watch(ctx, s.path, 500*time.Millisecond, s.log, apply)
+	meshconfig.Watch(ctx, s.path, 500*time.Millisecond, s.log, func(c *meshconfig.Config) {
+		fillStandaloneAuthz(c)
+		apply(c)
+	})
 	return nil
+}
+
+// fillStandaloneAuthz gives every workload of c without Authz its own
+// allowAll target (see fileSource).
+func fillStandaloneAuthz(c *meshconfig.Config) {
+	for i := range c.Workloads {
+		if c.Workloads[i].Authz == nil {
+			c.Workloads[i].Authz = allowAll()
+		}
+	}
+}
+
+// allowAll is the authorization data of a workload without policies in a
+// PERMISSIVE namespace that allows by default.
+func allowAll() *policy.Target {
+	return &policy.Target{MTLSMode: policy.MTLSPermissive, Default: policy.ActionAllow}
 }
 
 // controllerSource is Kubernetes mode: the controller's config stream and

@@ -1,0 +1,58 @@
+// Package debug holds the JSON documents of ztunnel's admin debug
+// endpoints, for clients such as meshctl; it imports nothing heavy.
+package debug
+
+import (
+	"net/netip"
+
+	"github.com/agentmesh/agentmesh/ztunnel/policy"
+)
+
+// AuthzPath is the admin endpoint that evaluates a connection with the
+// config in force: GET /debug/authz?from=<ns/pod|ip>&to=<ns/pod>&port=<n>.
+const AuthzPath = "/debug/authz"
+
+// Authz is the answer of AuthzPath: what the node's policy
+// decides for a connection from From to To on Port, with the config in
+// force.
+type Authz struct {
+	// Node is this ztunnel's node, when it knows it.
+	Node string    `json:"node,omitempty"`
+	From AuthzPeer `json:"from"`
+	To   AuthzDest `json:"to"`
+	Port uint16    `json:"port"`
+	// MTLSMode is the target's mode (STRICT or PERMISSIVE); "" when the
+	// node has no policy data for it.
+	MTLSMode policy.MTLSMode `json:"mtlsMode"`
+	// Default is the target namespace's action (Allow or Deny); "" when
+	// the node has no policy data.
+	Default policy.Action `json:"default"`
+	// Policies are the policies selecting the target, "namespace/name".
+	Policies []string      `json:"policies"`
+	Decision AuthzDecision `json:"decision"`
+}
+
+// AuthzPeer is the source of a checked connection: an enrolled
+// workload connects with mTLS as its identity, anything else in plaintext
+// from its address.
+type AuthzPeer struct {
+	Workload string     `json:"workload"` // namespace/name, "" if none owns Addr
+	Identity string     `json:"identity"` // SPIFFE id, "" for plaintext
+	Addr     netip.Addr `json:"addr"`
+	MTLS     bool       `json:"mtls"`
+}
+
+// AuthzDest is the destination workload of a checked connection.
+type AuthzDest struct {
+	Workload string     `json:"workload"` // namespace/name
+	UID      string     `json:"uid"`
+	Addr     netip.Addr `json:"addr"`
+}
+
+// AuthzDecision is policy.Decision on the wire.
+type AuthzDecision struct {
+	Allow  bool          `json:"allow"`
+	Reason policy.Reason `json:"reason"`
+	Policy string        `json:"policy"` // namespace/name, "" unless a rule decided
+	Rule   int           `json:"rule"`   // index in spec.rules, -1 unless a rule decided
+}
