@@ -16,7 +16,8 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"github.com/agentmesh/agentmesh/internal/meshconfig"
+	ctldebug "github.com/agentmesh/agentmesh/controller/debug"
+	ztdebug "github.com/agentmesh/agentmesh/ztunnel/debug"
 	"github.com/agentmesh/agentmesh/ztunnel/policy"
 )
 
@@ -103,53 +104,11 @@ func policyCheck(ctx context.Context, args []string, stdout, stderr io.Writer) i
 // report is what policy check found: the controller's view of the
 // destination and ztunnel's decision.
 type report struct {
-	Controller controllerWorkload `json:"controller"`
-	Ztunnel    authzCheck         `json:"ztunnel"`
+	Controller ctldebug.Workload `json:"controller"`
+	Ztunnel    ztdebug.Authz     `json:"ztunnel"`
 	// Pending are policies the controller has for the destination that
 	// ztunnel does not enforce yet (or the other way round).
 	Pending []string `json:"pending,omitempty"`
-}
-
-// controllerWorkload is the controller's GET /debug/workload answer.
-type controllerWorkload struct {
-	Workload meshconfig.Workload `json:"workload"`
-	Identity string              `json:"identity"`
-	Node     string              `json:"node"`
-	Policies []policyStatus      `json:"policies"`
-}
-
-type policyStatus struct {
-	Name     string `json:"name"`
-	Action   string `json:"action"`
-	Accepted string `json:"accepted"`
-	Reason   string `json:"reason"`
-	Message  string `json:"message"`
-}
-
-// authzCheck is ztunnel's GET /debug/authz answer.
-type authzCheck struct {
-	Node string `json:"node,omitempty"`
-	From struct {
-		Workload string `json:"workload"`
-		Identity string `json:"identity"`
-		Addr     string `json:"addr"`
-		MTLS     bool   `json:"mtls"`
-	} `json:"from"`
-	To struct {
-		Workload string `json:"workload"`
-		UID      string `json:"uid"`
-		Addr     string `json:"addr"`
-	} `json:"to"`
-	Port     int      `json:"port"`
-	MTLSMode string   `json:"mtlsMode"`
-	Default  string   `json:"default"`
-	Policies []string `json:"policies"`
-	Decision struct {
-		Allow  bool          `json:"allow"`
-		Reason policy.Reason `json:"reason"`
-		Policy string        `json:"policy"`
-		Rule   int           `json:"rule"`
-	} `json:"decision"`
 }
 
 func check(ctx context.Context, f *checkFlags) (*report, error) {
@@ -162,11 +121,11 @@ func check(ctx context.Context, f *checkFlags) (*report, error) {
 		return nil, err
 	}
 	var rep report
-	if err := ctl.get(ctx, "/debug/workload", url.Values{"pod": {f.to}}, &rep.Controller); err != nil {
+	if err := ctl.get(ctx, ctldebug.WorkloadPath, url.Values{"pod": {f.to}}, &rep.Controller); err != nil {
 		return nil, err
 	}
 	q := url.Values{"from": {f.from}, "to": {f.to}, "port": {strconv.Itoa(f.port)}}
-	if err := zt.get(ctx, "/debug/authz", q, &rep.Ztunnel); err != nil {
+	if err := zt.get(ctx, ztdebug.AuthzPath, q, &rep.Ztunnel); err != nil {
 		return nil, fmt.Errorf("%w (is --ztunnel the admin endpoint of node %s's ztunnel?)", err, rep.Controller.Node)
 	}
 	if z := rep.Ztunnel.Node; z != "" && rep.Controller.Node != "" && z != rep.Controller.Node {
@@ -177,7 +136,7 @@ func check(ctx context.Context, f *checkFlags) (*report, error) {
 }
 
 // pending lists the policies only one side knows of.
-func pending(ctl []policyStatus, zt []string) []string {
+func pending(ctl []ctldebug.Policy, zt []string) []string {
 	var names []string
 	for _, p := range ctl {
 		names = append(names, p.Name)
@@ -206,7 +165,7 @@ func printReport(w io.Writer, r *report) {
 		fmt.Fprintf(tw, "from:\t%s\tplaintext from %s\n", src, z.From.Addr)
 	}
 	fmt.Fprintf(tw, "to:\t%s port %d\t%s on node %s (mTLS mode %s, namespace default %s)\n",
-		z.To.Workload, z.Port, r.Controller.Identity, cmp.Or(z.Node, r.Controller.Node), z.MTLSMode, z.Default)
+		z.To.Workload, z.Port, r.Controller.Identity, cmp.Or(z.Node, r.Controller.Node), cmp.Or(string(z.MTLSMode), "unknown"), cmp.Or(string(z.Default), "unknown"))
 	if len(r.Controller.Policies) == 0 {
 		fmt.Fprintf(tw, "policies:\tnone select the destination\n")
 	}
@@ -215,7 +174,7 @@ func printReport(w io.Writer, r *report) {
 		if i == 0 {
 			label = "policies:"
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s, Accepted=%s %s\n", label, p.Name, p.Action, p.Accepted, p.Reason)
+		fmt.Fprintf(tw, "%s\t%s\t%s, %s\n", label, p.Name, p.Action, acceptance(p))
 	}
 	for _, p := range r.Pending {
 		fmt.Fprintf(tw, "pending:\t%s\n", p)
@@ -224,8 +183,21 @@ func printReport(w io.Writer, r *report) {
 	fmt.Fprintf(w, "decision: %s\n", explain(z))
 }
 
+// acceptance says whether the controller accepted p and why not.
+func acceptance(p ctldebug.Policy) string {
+	switch {
+	case p.Accepted == "True" && p.Reason == "Accepted":
+		return "accepted"
+	case p.Accepted == "True":
+		return "accepted with a warning: " + p.Reason + ": " + p.Message
+	case p.Accepted == "False":
+		return "NOT accepted: " + p.Reason + ": " + p.Message
+	}
+	return "status not written yet"
+}
+
 // explain is the decision in words.
-func explain(z *authzCheck) string {
+func explain(z *ztdebug.Authz) string {
 	d := z.Decision
 	verb := "DENY"
 	if d.Allow {

@@ -8,6 +8,8 @@ import (
 	"net/http/httptest"
 	"strings"
 	"testing"
+
+	ztdebug "github.com/agentmesh/agentmesh/ztunnel/debug"
 )
 
 // fakeAPIs serves a controller and a ztunnel answering with the given
@@ -37,7 +39,7 @@ func fakeAPIs(t *testing.T, ctl, zt any, ztStatus int) (ctlURL, ztURL string, qu
 const ctlAnswer = `{"workload": {"uid": "u1", "name": "data-validator", "namespace": "shop", "serviceAccount": "validator",
   "node": "n2", "ips": ["198.18.2.5"], "enrolled": true}, "identity": "spiffe://cluster.local/ns/shop/sa/validator",
   "node": "n2", "policies": [{"name": "shop/only-planner", "action": "Allow", "accepted": "True", "reason": "Accepted"},
-  {"name": "shop/new", "action": "Deny", "accepted": "True", "reason": "Accepted"}]}`
+  {"name": "shop/new", "action": "Deny", "accepted": "True", "reason": "L7FieldsNotEnforced", "message": "rule 0 uses http"}]}`
 
 const ztAnswer = `{"node": "n2", "from": {"workload": "shop/billing", "identity": "spiffe://cluster.local/ns/shop/sa/billing",
   "addr": "198.18.1.7", "mtls": true}, "to": {"workload": "shop/data-validator", "uid": "u1", "addr": "198.18.2.5"},
@@ -65,7 +67,8 @@ func TestPolicyCheckText(t *testing.T) {
 	for _, want := range []string{
 		"shop/billing", "spiffe://cluster.local/ns/shop/sa/billing, mTLS, 198.18.1.7",
 		"shop/data-validator port 8080", "on node n2 (mTLS mode STRICT, namespace default Allow)",
-		"shop/only-planner", "Allow, Accepted=True",
+		"shop/only-planner", "Allow, accepted",
+		"Deny, accepted with a warning: L7FieldsNotEnforced: rule 0 uses http",
 		"pending:", "shop/new (not in ztunnel yet)",
 		"decision: DENY: Allow policies select shop/data-validator (shop/only-planner) but no rule of theirs matches",
 	} {
@@ -87,7 +90,7 @@ func TestPolicyCheckExplain(t *testing.T) {
 		{`{"allow": false, "reason": "plaintext-strict", "rule": -1}`, "DENY: plaintext to a STRICT workload"},
 		{`{"allow": false, "reason": "no-policy-data", "rule": -1}`, "DENY: ztunnel has no policy data for shop/v yet (fail closed)"},
 	} {
-		var z authzCheck
+		var z ztdebug.Authz
 		if err := json.Unmarshal([]byte(`{"to": {"workload": "shop/v"}, "default": "Allow", "decision": `+tc.decision+`}`), &z); err != nil {
 			t.Fatal(err)
 		}

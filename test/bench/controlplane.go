@@ -8,12 +8,15 @@ import (
 	"runtime"
 
 	"github.com/agentmesh/agentmesh/test/bench/controlplane"
+	policybench "github.com/agentmesh/agentmesh/test/bench/policy"
 )
 
-// controlPlaneFlags select the benchmarks and size the control-plane one.
+// controlPlaneFlags select the benchmarks and size the control-plane and
+// policy ones.
 type controlPlaneFlags struct {
-	dataPath, controlPlane bool
-	cp                     controlplane.Options
+	dataPath, controlPlane, policy bool
+	cp                             controlplane.Options
+	pol                            policybench.Options
 }
 
 // register adds --data-path, --control-plane and the --cp-* sizes to fs.
@@ -26,6 +29,25 @@ func (f *controlPlaneFlags) register(fs *flag.FlagSet) {
 	fs.IntVar(&f.cp.Pods, "cp-pods", 2000, "control plane: pods")
 	fs.IntVar(&f.cp.Changes, "cp-changes", 20, "control plane: service changes to time")
 	fs.DurationVar(&f.cp.Debounce, "cp-debounce", 0, "control plane: the controller's --debounce (0: its default)")
+	fs.BoolVar(&f.policy, "policy", true, "then time AgentPolicy apply -> enforcement on every node of a Kubernetes-mode lab (needs root and bin/kube)")
+	fs.IntVar(&f.pol.Nodes, "policy-nodes", 3, "policy: lab nodes, one target pod each")
+	fs.IntVar(&f.pol.Rounds, "policy-rounds", 10, "policy: apply+delete rounds")
+}
+
+// runPolicy runs the policy benchmark and prints its table.
+func runPolicy(ctx context.Context, o Options, stdout io.Writer) error {
+	po := o.cpFlags.pol
+	po.BinDir, po.Logger = o.BinDir, o.Logger
+	load := loadAverage()
+	r, err := policybench.Measure(ctx, po)
+	if err != nil {
+		return fmt.Errorf("policy bench: %w", err)
+	}
+	fmt.Fprintln(stdout)
+	policybench.WriteTable(stdout, r)
+	fmt.Fprintf(stdout, "\nmachine: %d CPUs, load average %s before and %s after the run\n",
+		runtime.NumCPU(), load, loadAverage())
+	return nil
 }
 
 // runControlPlane runs the control-plane benchmark and prints its table.

@@ -35,10 +35,12 @@ type Options struct {
 
 // Run builds a two-node lab, measures every scenario, and prints one table
 // and the mesh/direct ratios to stdout; then it benchmarks the controller on
-// a real Kubernetes control plane and prints a second table. Flags:
+// a real Kubernetes control plane and prints a second table, and times
+// AgentPolicy enforcement on a Kubernetes-mode lab for a third. Flags:
 // --bin-dir, --duration, --rate, --conns, --size, --bulk-bytes, --ipv6,
-// --verbose; --data-path and --control-plane (both default true) pick the
-// benchmarks, --cp-* size the second. Progress goes to stderr.
+// --verbose; --data-path, --control-plane and --policy (all default true)
+// pick the benchmarks, --cp-* and --policy-* size the last two. Progress
+// goes to stderr.
 func Run(ctx context.Context, args []string, stdout io.Writer) error {
 	opts, err := parseFlags(args, stdout)
 	if errors.Is(err, flag.ErrHelp) {
@@ -52,6 +54,9 @@ func Run(ctx context.Context, args []string, stdout io.Writer) error {
 	}
 	if opts.cpFlags.controlPlane {
 		err = errors.Join(err, runControlPlane(ctx, opts, stdout))
+	}
+	if opts.cpFlags.policy {
+		err = errors.Join(err, runPolicy(ctx, opts, stdout))
 	}
 	return err
 }

@@ -11,7 +11,7 @@ import (
 )
 
 // Commands is what BuildBinaries builds.
-var Commands = []string{"./cmd/agentd", "./cmd/ztunnel", "./cmd/meshlab", "./cmd/controller"}
+var Commands = []string{"./cmd/agentd", "./cmd/ztunnel", "./cmd/meshlab", "./cmd/controller", "./cmd/meshctl"}
 
 // BuildBinaries builds agentd, ztunnel, meshlab and controller into dir, from the
 // module root found with `go env GOMOD`. Tests call it from TestMain.

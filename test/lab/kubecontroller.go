@@ -171,10 +171,14 @@ func (l *Lab) stopControllers() []error {
 	return errs
 }
 
-// controllerURL is replica r's admin URL for path.
-func (l *Lab) controllerURL(r int, path string) string {
-	return "http://" + netip.AddrPortFrom(controllerIP(r), ControllerAdminPort).String() + path
+// ControllerAdminURL is replica r's HTTP endpoint (/metrics, /status,
+// /debug/...), reachable from the node netns.
+func ControllerAdminURL(r int) string {
+	return "http://" + netip.AddrPortFrom(controllerIP(r), ControllerAdminPort).String()
 }
+
+// controllerURL is replica r's admin URL for path.
+func (l *Lab) controllerURL(r int, path string) string { return ControllerAdminURL(r) + path }
 
 // ControllerStatus is a controller's /status document.
 type ControllerStatus struct {

@@ -201,6 +201,9 @@ func (l *Lab) NodeIPv6(i int) netip.Addr { return nodeIPv6(i) }
 // NodeNetns is the name of node i's network namespace.
 func (l *Lab) NodeNetns(i int) string { return l.nodeNetns(i) }
 
+// NodeNetnsPath is the path of node i's network namespace.
+func (l *Lab) NodeNetnsPath(i int) string { return netnsPath(l.nodeNetns(i)) }
+
 // ConfigPath is the mesh config file shared by all nodes.
 func (l *Lab) ConfigPath() string { return filepath.Join(l.state, "mesh.json") }
 

@@ -11,7 +11,7 @@ import (
 
 // TestBinaries are the binaries a test package's TestMain built for it.
 type TestBinaries struct {
-	Dir     string // agentd, ztunnel, controller, meshlab
+	Dir     string // agentd, ztunnel, controller, meshlab, meshctl
 	KubeDir string // etcd, kube-apiserver, kube-controller-manager ("" without kube)
 }
 

@@ -35,14 +35,14 @@ func WriteTable(w io.Writer, r *Result) {
 }
 
 func row(w io.Writer, name string, d []time.Duration) {
-	fmt.Fprintf(w, "%-48s %10.1f %10.1f %10.1f\n", name, ms(percentile(d, 0.5)), ms(percentile(d, 0.9)), ms(percentile(d, 1)))
+	fmt.Fprintf(w, "%-48s %10.1f %10.1f %10.1f\n", name, ms(Quantile(d, 0.5)), ms(Quantile(d, 0.9)), ms(Quantile(d, 1)))
 }
 
 // ratio compares mesh and informer latency at quantile p, each counted from
 // the update being sent (so neither is near zero).
 func ratio(r *Result, p float64) string {
-	mesh := percentile(sum(r.Update, r.Mesh), p)
-	base := percentile(sum(r.Update, r.Informer), p)
+	mesh := Quantile(sum(r.Update, r.Mesh), p)
+	base := Quantile(sum(r.Update, r.Informer), p)
 	if mesh <= 0 || base <= 0 {
 		return "n/a"
 	}
@@ -57,8 +57,8 @@ func sum(a, b []time.Duration) []time.Duration {
 	return out
 }
 
-// percentile is the nearest-rank p-quantile of d (0 if empty).
-func percentile(d []time.Duration, p float64) time.Duration {
+// Quantile is the nearest-rank p-quantile of d, unsorted (0 if empty).
+func Quantile(d []time.Duration, p float64) time.Duration {
 	if len(d) == 0 {
 		return 0
 	}
