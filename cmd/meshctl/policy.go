@@ -205,6 +205,9 @@ func explain(z *ztdebug.Authz) string {
 	}
 	switch d.Reason {
 	case policy.ReasonAllowRule, policy.ReasonDenyRule:
+		if d.Rule < 0 { // the controller's stand-in for an invalid Deny
+			return fmt.Sprintf("%s by %s as a whole: it is invalid and enforced as a Deny of every connection", verb, d.Policy)
+		}
 		return fmt.Sprintf("%s by %s rule %d (%s)", verb, d.Policy, d.Rule, d.Reason)
 	case policy.ReasonDefault:
 		return fmt.Sprintf("%s: no Allow policy selects %s, the namespace default (%s) applies", verb, z.To.Workload, z.Default)

@@ -86,6 +86,7 @@ func TestPolicyCheckExplain(t *testing.T) {
 	for _, tc := range []struct{ decision, want string }{
 		{`{"allow": true, "reason": "allow-rule", "policy": "shop/p", "rule": 2}`, "ALLOW by shop/p rule 2 (allow-rule)"},
 		{`{"allow": false, "reason": "deny-rule", "policy": "shop/d", "rule": 0}`, "DENY by shop/d rule 0 (deny-rule)"},
+		{`{"allow": false, "reason": "deny-rule", "policy": "shop/bad", "rule": -1}`, "DENY by shop/bad as a whole: it is invalid and enforced as a Deny of every connection"},
 		{`{"allow": true, "reason": "namespace-default", "rule": -1}`, "ALLOW: no Allow policy selects shop/v, the namespace default (Allow) applies"},
 		{`{"allow": false, "reason": "plaintext-strict", "rule": -1}`, "DENY: plaintext to a STRICT workload"},
 		{`{"allow": false, "reason": "no-policy-data", "rule": -1}`, "DENY: ztunnel has no policy data for shop/v yet (fail closed)"},

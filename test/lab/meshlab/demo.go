@@ -71,6 +71,9 @@ func runDemo(ctx context.Context, args []string, stdout io.Writer) (err error) {
 	}
 	collectAccessLogs(ctx, l, reports)
 	printReports(stdout, reports)
+	if f.kube {
+		return runPolicyDemo(ctx, l, pods, stdout)
+	}
 	return nil
 }
 

@@ -13,7 +13,7 @@ import (
 )
 
 // TestDemo runs `meshlab demo` against freshly built binaries (needs root).
-func TestDemo(t *testing.T) { testDemo(t, "--kube=false") }
+func TestDemo(t *testing.T) { testDemo(t, demoWant(3), "--kube=false") }
 
 // TestDemoKube runs `meshlab demo --kube`: the same calls between Pods
 // made through the API, configured by the controller (needs root and
@@ -30,11 +30,29 @@ func TestDemoKube(t *testing.T) {
 		}
 		t.Skipf("demo --kube needs %s (make kube): %v", kube, err)
 	}
-	testDemo(t, "--kube", "--kube-bin-dir", kube)
+	// Kubernetes mode adds the policy step: planner's call is allowed
+	// (a fourth sa/planner), billing's refused by the policy.
+	want := demoWant(4)
+	want["denied spiffe://cluster.local/ns/agents/sa/billing: no-allow-match agents/only-planner"] = 1
+	want["refused ("] = 1
+	want["enforced on the destination's node"] = 1
+	testDemo(t, want, "--kube", "--kube-bin-dir", kube)
+}
+
+// demoWant is how often the call table's markers appear, with planner
+// named as a verified caller planners times.
+func demoWant(planners int) map[string]int {
+	return map[string]int{
+		"yes (both ends)": 3, // the three calls between enrolled agents
+		"sa/planner":      planners,
+		"PLAINTEXT":       1, // only the call to legacy-batch
+		"encrypted":       2, // both cross-node mesh calls
+		"nothing left":    1,
+	}
 }
 
 // testDemo runs the demo with extra flags and checks its report.
-func testDemo(t *testing.T, flags ...string) {
+func testDemo(t *testing.T, want map[string]int, flags ...string) {
 	if os.Geteuid() != 0 {
 		if os.Getenv("CI") == "true" {
 			t.Fatal("demo needs root")
@@ -53,15 +71,9 @@ func testDemo(t *testing.T, flags ...string) {
 	}
 	text := out.String()
 	t.Log("\n" + text)
-	for want, n := range map[string]int{
-		"yes (both ends)": 3, // the three calls between enrolled agents
-		"sa/planner":      3, // the callee's ztunnel verified the caller
-		"PLAINTEXT":       1, // only the call to legacy-batch
-		"encrypted":       2, // both cross-node mesh calls
-		"nothing left":    1,
-	} {
-		if got := strings.Count(text, want); got != n {
-			t.Errorf("%q appears %d times, want %d", want, got, n)
+	for marker, n := range want {
+		if got := strings.Count(text, marker); got != n {
+			t.Errorf("%q appears %d times, want %d", marker, got, n)
 		}
 	}
 }
