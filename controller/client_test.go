@@ -23,6 +23,7 @@ import (
 	"github.com/agentmesh/agentmesh/internal/configclient"
 	"github.com/agentmesh/agentmesh/internal/meshconfig"
 	"github.com/agentmesh/agentmesh/internal/spiffe"
+	"github.com/agentmesh/agentmesh/internal/testutil"
 	"github.com/agentmesh/agentmesh/ztunnel/identity"
 )
 
@@ -76,7 +77,7 @@ func (h *harness) runClient(tokFile, node string, onConfig func(*meshconfig.Conf
 	h.t.Helper()
 	c, err := configclient.New(configclient.Options{Addr: h.addr, CAFile: h.caFile, TokenFile: tokFile,
 		Node: node, Component: configapi.ComponentZtunnel, OnConfig: onConfig,
-		Logger: slog.New(slog.NewTextHandler(testWriter{h.t}, &slog.HandlerOptions{Level: slog.LevelError}))})
+		Logger: testutil.TLogger(h.t, slog.LevelError)})
 	if err != nil {
 		h.t.Fatal(err)
 	}

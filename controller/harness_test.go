@@ -25,6 +25,7 @@ import (
 	"github.com/agentmesh/agentmesh/controller/auth"
 	"github.com/agentmesh/agentmesh/controller/ca"
 	"github.com/agentmesh/agentmesh/controller/view"
+	"github.com/agentmesh/agentmesh/internal/testutil"
 )
 
 const (
@@ -113,7 +114,7 @@ func (h *harness) start() {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	log := slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	log := testutil.TLogger(t, slog.LevelWarn)
 	go func() {
 		done <- run(ctx, o, deps{client: h.client, dynamic: h.dynamic, reviewer: h.reviewer, listener: lis, admin: alis, log: log})
 	}()
@@ -156,10 +157,6 @@ func (h *harness) token(name, sa, node string) string {
 	}
 	return p
 }
-
-type testWriter struct{ t *testing.T }
-
-func (w testWriter) Write(p []byte) (int, error) { w.t.Log(string(p)); return len(p), nil }
 
 func nsObj(name string, enabled bool) *corev1.Namespace {
 	n := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: name}}

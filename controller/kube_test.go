@@ -25,6 +25,7 @@ import (
 	"github.com/agentmesh/agentmesh/internal/configapi"
 	"github.com/agentmesh/agentmesh/internal/configclient"
 	"github.com/agentmesh/agentmesh/internal/meshconfig"
+	"github.com/agentmesh/agentmesh/internal/testutil"
 	"github.com/agentmesh/agentmesh/test/lab/kubecp"
 )
 
@@ -81,7 +82,7 @@ func TestRealAPIServer(t *testing.T) {
 	}
 	rctx, rcancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	log := slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	log := testutil.TLogger(t, slog.LevelWarn)
 	go func() {
 		done <- run(rctx, o, deps{client: cs, dynamic: dyn, reviewer: auth.KubeReviewer{Client: cs}, listener: lis, admin: admin, log: log})
 	}()

@@ -7,6 +7,7 @@ import (
 	"bytes"
 	"log/slog"
 	"os"
+	"strings"
 	"sync"
 	"testing"
 
@@ -79,4 +80,17 @@ func NewLog(t testing.TB) (*slog.Logger, *LogBuffer) {
 		}
 	})
 	return slog.New(slog.NewTextHandler(b, &slog.HandlerOptions{Level: slog.LevelDebug})), b
+}
+
+// TLogger returns a logger at level whose lines go to t.Log, so they show
+// with -v or when the test fails.
+func TLogger(t testing.TB, level slog.Level) *slog.Logger {
+	return slog.New(slog.NewTextHandler(tWriter{t}, &slog.HandlerOptions{Level: level}))
+}
+
+type tWriter struct{ t testing.TB }
+
+func (w tWriter) Write(p []byte) (int, error) {
+	w.t.Log(strings.TrimRight(string(p), "\n"))
+	return len(p), nil
 }

@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/agentmesh/agentmesh/internal/testutil"
 	"github.com/agentmesh/agentmesh/test/lab"
 )
 
@@ -51,7 +52,7 @@ func buildMesh(t *testing.T) string {
 // testOptions is a small run whose client and server are this test binary.
 func testOptions(t *testing.T, binDir string, scenarios []Scenario) Options {
 	return Options{BinDir: binDir, Duration: 500 * time.Millisecond, Rate: 200, Conns: 2, Size: 1024,
-		BulkBytes: 8 << 20, Logger: slog.New(slog.NewTextHandler(testWriter{t}, nil)),
+		BulkBytes: 8 << 20, Logger: testutil.TLogger(t, slog.LevelInfo),
 		Command: []string{os.Args[0], helperArg}, scenarios: scenarios}
 }
 
@@ -107,12 +108,4 @@ func TestMeasureOnLab(t *testing.T) {
 	defer cancel()
 	results, err := Measure(ctx, opts)
 	checkResults(t, opts, results, err)
-}
-
-// testWriter sends log lines to t.Log.
-type testWriter struct{ t *testing.T }
-
-func (w testWriter) Write(p []byte) (int, error) {
-	w.t.Log(strings.TrimSpace(string(p)))
-	return len(p), nil
 }

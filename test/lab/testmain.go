@@ -85,3 +85,26 @@ func findKubeBinaries() (dir, why string) {
 	}
 	return dir, ""
 }
+
+// RequireModuleBins returns the module's bin/ directory after checking
+// that it holds names (paths relative to it, like "kube/etcd"; `make
+// build kube` makes them). A missing one fails the test when CI=true and
+// skips it otherwise.
+func RequireModuleBins(t testing.TB, names ...string) string {
+	t.Helper()
+	root, err := ModuleRoot(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := filepath.Join(root, "bin")
+	for _, b := range names {
+		if _, err := os.Stat(filepath.Join(dir, b)); err != nil {
+			msg := "missing " + filepath.Join(dir, b) + " (run make build kube)"
+			if os.Getenv("CI") == "true" {
+				t.Fatal(msg)
+			}
+			t.Skip(msg)
+		}
+	}
+	return dir
+}

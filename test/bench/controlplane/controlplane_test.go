@@ -4,50 +4,29 @@ import (
 	"bytes"
 	"context"
 	"log/slog"
-	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/agentmesh/agentmesh/internal/testutil"
 	"github.com/agentmesh/agentmesh/test/lab"
 	"github.com/agentmesh/agentmesh/test/lab/kubecp"
 )
-
-// binDir is the module's bin/ with controller and kube/, or it skips (fails
-// under CI=true) when they are missing.
-func binDir(t *testing.T) string {
-	t.Helper()
-	root, err := lab.ModuleRoot(t.Context())
-	if err != nil {
-		t.Fatal(err)
-	}
-	dir := filepath.Join(root, "bin")
-	need := []string{"controller"}
-	for _, b := range kubecp.Binaries {
-		need = append(need, filepath.Join("kube", b))
-	}
-	for _, b := range need {
-		if _, err := os.Stat(filepath.Join(dir, b)); err != nil {
-			msg := "missing " + filepath.Join(dir, b) + " (run make build kube)"
-			if os.Getenv("CI") == "true" {
-				t.Fatal(msg)
-			}
-			t.Skip(msg)
-		}
-	}
-	return dir
-}
 
 // TestMeasureSmall runs a small benchmark and checks only correctness:
 // every node saw every change, the controller acked them all, and the
 // memory figures are there. No timing is asserted.
 func TestMeasureSmall(t *testing.T) {
-	dir := binDir(t)
+	need := []string{"controller"}
+	for _, b := range kubecp.Binaries {
+		need = append(need, filepath.Join("kube", b))
+	}
+	dir := lab.RequireModuleBins(t, need...)
 	ctx, cancel := context.WithTimeout(t.Context(), 4*time.Minute)
 	defer cancel()
 	o := Options{BinDir: dir, Nodes: 3, Namespaces: 2, Services: 10, Pods: 100, Changes: 3,
-		Settle: 200 * time.Millisecond, Logger: slog.New(slog.NewTextHandler(testWriter{t}, nil))}
+		Settle: 200 * time.Millisecond, Logger: testutil.TLogger(t, slog.LevelInfo)}
 	r, err := Measure(ctx, o)
 	if err != nil {
 		t.Fatal(err)
@@ -67,12 +46,4 @@ func TestMeasureSmall(t *testing.T) {
 	if !strings.Contains(out.String(), "every node received+acked") {
 		t.Errorf("table lacks the propagation row:\n%s", out.String())
 	}
-}
-
-// testWriter sends log lines to t.Log.
-type testWriter struct{ t *testing.T }
-
-func (w testWriter) Write(p []byte) (int, error) {
-	w.t.Log(strings.TrimRight(string(p), "\n"))
-	return len(p), nil
 }

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"log/slog"
-	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -15,39 +14,14 @@ import (
 	"github.com/agentmesh/agentmesh/test/lab/kubecp"
 )
 
-// binDir is the module's bin/ (make build kube), or it skips (fails under
-// CI=true) when something is missing.
-func binDir(t *testing.T) string {
-	t.Helper()
-	root, err := lab.ModuleRoot(t.Context())
-	if err != nil {
-		t.Fatal(err)
-	}
-	dir := filepath.Join(root, "bin")
-	need := []string{"agentd", "ztunnel", "meshlab", "controller"}
-	for _, b := range kubecp.Binaries {
-		need = append(need, filepath.Join("kube", b))
-	}
-	for _, b := range need {
-		if _, err := os.Stat(filepath.Join(dir, b)); err != nil {
-			msg := "missing " + filepath.Join(dir, b) + " (run make build kube)"
-			if os.Getenv("CI") == "true" {
-				t.Fatal(msg)
-			}
-			t.Skip(msg)
-		}
-	}
-	return dir
-}
-
 // TestMeasureSmall runs two rounds on two nodes and checks correctness
 // only: every round produced its figures and the table has its rows.
 func TestMeasureSmall(t *testing.T) {
 	testutil.RequireRoot(t, "the policy bench runs a lab: network namespaces, eBPF")
-	dir := binDir(t)
+	dir := lab.RequireModuleBins(t, append([]string{"agentd", "ztunnel", "meshlab", "controller"}, kubeBins()...)...)
 	ctx, cancel := context.WithTimeout(t.Context(), 4*time.Minute)
 	defer cancel()
-	r, err := Measure(ctx, Options{BinDir: dir, Nodes: 2, Rounds: 2, Logger: slog.New(slog.NewTextHandler(testWriter{t}, nil))})
+	r, err := Measure(ctx, Options{BinDir: dir, Nodes: 2, Rounds: 2, Logger: testutil.TLogger(t, slog.LevelInfo)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -69,9 +43,11 @@ func TestMeasureSmall(t *testing.T) {
 	}
 }
 
-type testWriter struct{ t *testing.T }
-
-func (w testWriter) Write(p []byte) (int, error) {
-	w.t.Log(strings.TrimRight(string(p), "\n"))
-	return len(p), nil
+// kubeBins are the control plane's binaries under bin/.
+func kubeBins() []string {
+	var out []string
+	for _, b := range kubecp.Binaries {
+		out = append(out, filepath.Join("kube", b))
+	}
+	return out
 }

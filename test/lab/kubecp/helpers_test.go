@@ -5,10 +5,10 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
-	"strings"
 	"testing"
 	"time"
 
+	"github.com/agentmesh/agentmesh/internal/testutil"
 	"k8s.io/apimachinery/pkg/util/wait"
 )
 
@@ -45,7 +45,7 @@ func startControlPlane(t *testing.T, o Options) *ControlPlane {
 	if o.StateDir == "" {
 		o.StateDir = t.TempDir()
 	}
-	o.Logger = slog.New(slog.NewTextHandler(tlogWriter{t}, nil))
+	o.Logger = testutil.TLogger(t, slog.LevelInfo)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	start := time.Now()
@@ -76,12 +76,4 @@ func eventually(t *testing.T, what string, cond func(ctx context.Context) (bool,
 	if err := wait.PollUntilContextCancel(ctx, 100*time.Millisecond, true, cond); err != nil {
 		t.Fatalf("%s: %v", what, err)
 	}
-}
-
-// tlogWriter sends a logger's lines to t.Log.
-type tlogWriter struct{ t *testing.T }
-
-func (w tlogWriter) Write(b []byte) (int, error) {
-	w.t.Log(strings.TrimSuffix(string(b), "\n"))
-	return len(b), nil
 }
