@@ -53,8 +53,8 @@ func (d debugWorkload) describe(s *view.Snapshot, ns, name string) (debug.Worklo
 		}
 		doc := debug.Workload{Workload: *wl, Node: wl.Node, Policies: []debug.Policy{},
 			Identity: spiffe.New(s.TrustDomain, wl.Namespace, wl.ServiceAccount).String()}
-		if wl.Authz != nil {
-			for _, p := range wl.Authz.Policies {
+		if doc.Workload.Authz = s.ResolvedAuthz(wl); doc.Workload.Authz != nil {
+			for _, p := range doc.Workload.Authz.Policies {
 				doc.Policies = append(doc.Policies, d.policyDoc(p.Namespace, p.Name, string(p.Action)))
 			}
 		}

@@ -17,6 +17,7 @@ import (
 	"github.com/agentmesh/agentmesh/controller/view"
 	"github.com/agentmesh/agentmesh/internal/configapi"
 	"github.com/agentmesh/agentmesh/internal/meshconfig"
+	"github.com/agentmesh/agentmesh/ztunnel/policy"
 )
 
 // Visibility says whether node's view includes w. Services are in every
@@ -154,7 +155,7 @@ func (h *Hub) broadcastLocked() {
 
 // touches reports whether change c alters node's view.
 func (h *Hub) touches(node string, c *change) bool {
-	if c.trust || len(c.services) > 0 {
+	if c.trust || len(c.services) > 0 || c.policyNodes[node] {
 		return true
 	}
 	for _, wc := range c.workloads {
@@ -274,13 +275,14 @@ func (h *Hub) fullLocked(node string) *configapi.ConfigResponse {
 	for _, k := range slices.Sorted(maps.Keys(h.cur.services)) {
 		r.Services = append(r.Services, *h.cur.services[k])
 	}
+	r.Policies = h.cur.policyBodies(slices.Sorted(maps.Keys(h.cur.refs[node])))
 	return r
 }
 
 // deltaLocked merges the changes after rev and keeps what node sees.
 func (h *Hub) deltaLocked(node string, rev uint64) *configapi.ConfigResponse {
 	first := map[string]*meshconfig.Workload{} // uid -> state before the first change after rev
-	svcs, trust := map[string]bool{}, false
+	svcs, pols, trust := map[string]bool{}, map[string]bool{}, false
 	for _, c := range h.log {
 		if c.rev <= rev {
 			continue
@@ -292,6 +294,9 @@ func (h *Hub) deltaLocked(node string, rev uint64) *configapi.ConfigResponse {
 		}
 		for _, k := range c.services {
 			svcs[k] = true
+		}
+		for _, k := range c.policies {
+			pols[k] = true
 		}
 		trust = trust || c.trust
 	}
@@ -314,10 +319,32 @@ func (h *Hub) deltaLocked(node string, rev uint64) *configapi.ConfigResponse {
 			r.RemovedServices = append(r.RemovedServices, k)
 		}
 	}
-	if !trust && len(r.Workloads)+len(r.RemovedWorkloads)+len(r.Services)+len(r.RemovedServices) == 0 {
+	r.Policies = h.cur.policyBodies(h.deltaPolicies(node, pols, r.Workloads))
+	if !trust && len(r.Workloads)+len(r.RemovedWorkloads)+len(r.Services)+len(r.RemovedServices)+len(r.Policies) == 0 {
 		return nil
 	}
 	return r
+}
+
+// deltaPolicies are the policies a delta to node carries: those changed
+// since the node's cursor that it refers to now, and every one an upserted
+// workload of the node refers to (it may have been dropped by the client
+// when nothing referred to it), sorted.
+func (h *Hub) deltaPolicies(node string, changed map[string]bool, upserts []meshconfig.Workload) []string {
+	send := map[string]bool{}
+	for k := range changed {
+		if h.cur.refs[node][k] {
+			send[k] = true
+		}
+	}
+	for i := range upserts {
+		if a := upserts[i].Authz; a != nil {
+			for _, k := range a.PolicyRefs {
+				send[k] = true
+			}
+		}
+	}
+	return slices.Sorted(maps.Keys(send))
 }
 
 // state is one view, indexed.
@@ -326,7 +353,20 @@ type state struct {
 	bundle    []byte
 	workloads map[string]*meshconfig.Workload // by uid
 	services  map[string]*meshconfig.Service  // by namespace/name
+	policies  map[string]*policy.Policy       // by namespace/name
+	refs      map[string]map[string]bool      // node -> policies its workloads refer to
 	empty     bool                            // a bundle but no view yet
+}
+
+// policyBodies are the policies named keys that exist, in keys' order.
+func (st *state) policyBodies(keys []string) []policy.Policy {
+	var out []policy.Policy
+	for _, k := range keys {
+		if p := st.policies[k]; p != nil {
+			out = append(out, *p)
+		}
+	}
+	return out
 }
 
 func newState(s *view.Snapshot, bundle []byte) *state {
@@ -339,6 +379,22 @@ func newState(s *view.Snapshot, bundle []byte) *state {
 	for i := range s.Services {
 		st.services[s.Services[i].Key()] = &s.Services[i]
 	}
+	st.policies = make(map[string]*policy.Policy, len(s.AuthzPolicies))
+	for i := range s.AuthzPolicies {
+		st.policies[s.AuthzPolicies[i].Key()] = &s.AuthzPolicies[i]
+	}
+	st.refs = map[string]map[string]bool{}
+	for _, w := range st.workloads {
+		if w.Authz == nil || len(w.Authz.PolicyRefs) == 0 {
+			continue
+		}
+		if st.refs[w.Node] == nil {
+			st.refs[w.Node] = map[string]bool{}
+		}
+		for _, k := range w.Authz.PolicyRefs {
+			st.refs[w.Node][k] = true
+		}
+	}
 	return st
 }
 
@@ -347,12 +403,18 @@ type change struct {
 	rev       uint64
 	workloads map[string]wlChange // by uid
 	services  []string            // keys upserted or removed
-	trust     bool                // trust domain or bundle
+	policies  []string            // keys whose body changed, appeared or went
+	// policyNodes are the nodes that referred to a policy in policies,
+	// before or after.
+	policyNodes map[string]bool
+	trust       bool // trust domain or bundle
 }
 
 type wlChange struct{ old, new *meshconfig.Workload } // nil: absent
 
-func (c *change) empty() bool { return !c.trust && len(c.workloads) == 0 && len(c.services) == 0 }
+func (c *change) empty() bool {
+	return !c.trust && len(c.workloads) == 0 && len(c.services) == 0 && len(c.policies) == 0
+}
 
 func diff(a, b *state) change {
 	c := change{workloads: map[string]wlChange{}}
@@ -377,5 +439,30 @@ func diff(a, b *state) change {
 			c.services = append(c.services, k)
 		}
 	}
+	c.policies, c.policyNodes = diffPolicies(a, b)
 	return c
+}
+
+// diffPolicies lists the policies whose body differs between a and b and
+// the nodes that refer to one of them in a or b.
+func diffPolicies(a, b *state) (keys []string, nodes map[string]bool) {
+	for k, p := range b.policies {
+		if old := a.policies[k]; old == nil || !reflect.DeepEqual(old, p) {
+			keys = append(keys, k)
+		}
+	}
+	for k := range a.policies {
+		if b.policies[k] == nil {
+			keys = append(keys, k)
+		}
+	}
+	nodes = map[string]bool{}
+	for _, st := range []*state{a, b} {
+		for node, refs := range st.refs {
+			if slices.ContainsFunc(keys, func(k string) bool { return refs[k] }) {
+				nodes[node] = true
+			}
+		}
+	}
+	return keys, nodes
 }

@@ -7,6 +7,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 
 	"github.com/agentmesh/agentmesh/controller/api/v1alpha1"
+	"github.com/agentmesh/agentmesh/internal/meshconfig"
 	"github.com/agentmesh/agentmesh/ztunnel/policy"
 )
 
@@ -27,8 +28,8 @@ type nsAuthz struct {
 	deflt policy.Action
 }
 
-// authorize gives every workload of s its Authz and fills s.Policies and
-// s.Warnings. pods are the input pods by UID.
+// authorize gives every workload of s its Authz (naming its policies in
+// PolicyRefs) and fills s.Policies, s.AuthzPolicies and s.Warnings. pods are the input pods by UID.
 func authorize(s *Snapshot, in Inputs, pods map[string]*corev1.Pod) {
 	r := &resolver{trustDomain: in.TrustDomain, namespaces: in.Namespaces, workloads: s.Workloads}
 	cs := compilePolicies(in.Policies, r)
@@ -36,7 +37,12 @@ func authorize(s *Snapshot, in Inputs, pods map[string]*corev1.Pod) {
 	for i := range cs {
 		s.Policies = append(s.Policies, cs[i].state)
 		byNS[cs[i].state.Namespace] = append(byNS[cs[i].state.Namespace], &cs[i])
+		if cs[i].selector != nil {
+			s.AuthzPolicies = append(s.AuthzPolicies, cs[i].policy)
+		}
 	}
+	// By key, as the stream and lookups expect ("a-b/x" sorts before "a/x").
+	slices.SortFunc(s.AuthzPolicies, func(a, b policy.Policy) int { return cmp.Compare(a.Key(), b.Key()) })
 	nss := map[string]nsAuthz{}
 	for _, ns := range sortedNamespaces(in.Namespaces) {
 		nss[ns.Name] = s.namespaceAuthz(ns)
@@ -54,7 +60,7 @@ func authorize(s *Snapshot, in Inputs, pods map[string]*corev1.Pod) {
 		}
 		for _, c := range byNS[w.Namespace] {
 			if c.selects(w.Namespace, w.Labels) {
-				t.Policies = append(t.Policies, c.policy)
+				t.PolicyRefs = append(t.PolicyRefs, c.policy.Key())
 			}
 		}
 		w.Authz = t
@@ -105,4 +111,22 @@ func (s *Snapshot) podMode(p *corev1.Pod) (m policy.MTLSMode, ok bool) {
 
 func (s *Snapshot) warn(ref corev1.ObjectReference, msg string) {
 	s.Warnings = append(s.Warnings, Warning{Object: ref, Reason: ReasonInvalidAnnotation, Message: msg})
+}
+
+// ResolvedAuthz is a copy of w's Authz with its PolicyRefs resolved into
+// Policies from s.AuthzPolicies (as a node resolves them), nil when w has
+// none.
+func (s *Snapshot) ResolvedAuthz(w *meshconfig.Workload) *policy.Target {
+	if w.Authz == nil {
+		return nil
+	}
+	t := *w.Authz
+	t.Policies, t.PolicyRefs = slices.Clone(t.Policies), nil
+	for _, ref := range w.Authz.PolicyRefs {
+		i, ok := slices.BinarySearchFunc(s.AuthzPolicies, ref, func(p policy.Policy, k string) int { return cmp.Compare(p.Key(), k) })
+		if ok {
+			t.Policies = append(t.Policies, s.AuthzPolicies[i])
+		}
+	}
+	return &t
 }

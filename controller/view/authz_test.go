@@ -39,10 +39,13 @@ func nsAnnotated(name string, ann map[string]string) *corev1.Namespace {
 	return n
 }
 
+// byName is the workload name of s, its Authz resolved as a node would.
 func byName(s *Snapshot, name string) *meshconfig.Workload {
 	for i := range s.Workloads {
 		if s.Workloads[i].Name == name {
-			return &s.Workloads[i]
+			w := s.Workloads[i]
+			w.Authz = s.ResolvedAuthz(&w)
+			return &w
 		}
 	}
 	return nil

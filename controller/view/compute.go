@@ -13,6 +13,7 @@ import (
 
 	"github.com/agentmesh/agentmesh/controller/api/v1alpha1"
 	"github.com/agentmesh/agentmesh/internal/meshconfig"
+	"github.com/agentmesh/agentmesh/ztunnel/policy"
 )
 
 // Labels that decide enrollment.
@@ -33,6 +34,10 @@ type Snapshot struct {
 	Services  []meshconfig.Service
 	// Policies are what became of every AgentPolicy (for its status).
 	Policies []PolicyState
+	// AuthzPolicies are the compiled bodies the workloads' Authz name in
+	// PolicyRefs, sorted by Key ("namespace/name"); the stream sends each node the
+	// ones its workloads refer to, once.
+	AuthzPolicies []policy.Policy
 	// Warnings are invalid annotations on namespaces (sorted by name), then
 	// on pods (by UID).
 	Warnings []Warning

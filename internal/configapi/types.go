@@ -5,7 +5,10 @@
 // meshconfig types the node components use.
 package configapi
 
-import "github.com/agentmesh/agentmesh/internal/meshconfig"
+import (
+	"github.com/agentmesh/agentmesh/internal/meshconfig"
+	"github.com/agentmesh/agentmesh/ztunnel/policy"
+)
 
 // Components that open a config stream.
 const (
@@ -39,6 +42,13 @@ type ConfigResponse struct {
 	RemovedWorkloads []string              `json:"removedWorkloads,omitempty"` // uids
 	Services         []meshconfig.Service  `json:"services,omitempty"`
 	RemovedServices  []string              `json:"removedServices,omitempty"` // namespace/name
+	// Policies are upserts, by namespace/name, of the compiled
+	// AgentPolicies this node's workloads refer to
+	// (Workload.Authz.PolicyRefs): a full response carries each of them, a
+	// delta those whose body changed and every one an upserted workload
+	// refers to. The client keeps only policies some workload refers to,
+	// so a deleted policy goes with the last reference to it.
+	Policies []policy.Policy `json:"policies,omitempty"`
 }
 
 // SignRequest asks the controller's CA to sign a workload CSR.

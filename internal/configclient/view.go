@@ -9,6 +9,7 @@ import (
 
 	"github.com/agentmesh/agentmesh/internal/configapi"
 	"github.com/agentmesh/agentmesh/internal/meshconfig"
+	"github.com/agentmesh/agentmesh/ztunnel/policy"
 )
 
 // view mirrors the controller's view of this node on one stream. It
@@ -20,10 +21,12 @@ type view struct {
 	bundle    []byte
 	workloads map[string]meshconfig.Workload
 	services  map[string]meshconfig.Service
+	policies  map[string]policy.Policy // by namespace/name
 }
 
 func newView() *view {
-	return &view{workloads: map[string]meshconfig.Workload{}, services: map[string]meshconfig.Service{}}
+	return &view{workloads: map[string]meshconfig.Workload{}, services: map[string]meshconfig.Service{},
+		policies: map[string]policy.Policy{}}
 }
 
 // merge applies one response to the mirror.
@@ -32,6 +35,7 @@ func (v *view) merge(r *configapi.ConfigResponse) error {
 		v.full = true
 		clear(v.workloads)
 		clear(v.services)
+		clear(v.policies)
 	} else if !v.full {
 		return errNoSnapshot
 	}
@@ -48,7 +52,26 @@ func (v *view) merge(r *configapi.ConfigResponse) error {
 	for _, s := range r.Services {
 		v.services[s.Key()] = s
 	}
+	for _, p := range r.Policies {
+		v.policies[p.Key()] = p
+	}
+	v.dropUnreferenced()
 	return nil
+}
+
+// dropUnreferenced forgets the policies no workload refers to any more
+// (the controller sends a policy again with any workload that comes to
+// refer to it).
+func (v *view) dropUnreferenced() {
+	used := map[string]bool{}
+	for _, w := range v.workloads {
+		if w.Authz != nil {
+			for _, ref := range w.Authz.PolicyRefs {
+				used[ref] = true
+			}
+		}
+	}
+	maps.DeleteFunc(v.policies, func(k string, _ policy.Policy) bool { return !used[k] })
 }
 
 // config builds the Config of the mirror, sorted.
@@ -59,6 +82,9 @@ func (v *view) config() *meshconfig.Config {
 	}
 	for _, k := range slices.Sorted(maps.Keys(v.services)) {
 		c.Services = append(c.Services, v.services[k])
+	}
+	for _, k := range slices.Sorted(maps.Keys(v.policies)) {
+		c.Policies = append(c.Policies, v.policies[k])
 	}
 	return c
 }
@@ -93,7 +119,7 @@ func (c *Client) apply(v *view, r *configapi.ConfigResponse) error {
 	}
 	c.accepted = cfg
 	c.log.Info("applied config", "version", r.Version, "full", r.Full,
-		"workloads", len(cfg.Workloads), "services", len(cfg.Services))
+		"workloads", len(cfg.Workloads), "services", len(cfg.Services), "policies", len(cfg.Policies))
 	return nil
 }
 

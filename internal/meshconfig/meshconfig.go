@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"net/netip"
 	"os"
+	"slices"
 
 	"github.com/agentmesh/agentmesh/internal/mesh"
 	"github.com/agentmesh/agentmesh/internal/spiffe"
@@ -43,6 +44,10 @@ type Config struct {
 	// Services come from the controller (Kubernetes mode); standalone
 	// configs usually leave them out.
 	Services []Service `json:"services,omitempty"`
+	// Policies are the compiled AgentPolicies the workloads' Authz refer to
+	// by name (Target.PolicyRefs): each body once, however many workloads
+	// it selects. Validate resolves the references.
+	Policies []policy.Policy `json:"policies,omitempty"`
 }
 
 // Identity returns the SPIFFE id of w.
@@ -81,7 +86,53 @@ func (c *Config) Validate() error {
 			ips[ip] = w.Namespace + "/" + w.Name
 		}
 	}
+	errs = append(errs, c.resolvePolicies())
 	return errors.Join(errs...)
+}
+
+// resolvePolicies gives every workload whose Authz names policies by
+// PolicyRefs a copy of its Authz with those policies in Policies (after
+// any it had inline), from c.Policies. The Authz it started with is not
+// modified (a config client keeps it for the next version). A reference
+// to a policy the config does not carry is an error: guessing would
+// either open or close the workload.
+func (c *Config) resolvePolicies() error {
+	if len(c.Policies) == 0 && !c.hasRefs() {
+		return nil
+	}
+	byKey := make(map[string]*policy.Policy, len(c.Policies))
+	for i := range c.Policies {
+		byKey[c.Policies[i].Key()] = &c.Policies[i]
+	}
+	var errs []error
+	for i := range c.Workloads {
+		w := &c.Workloads[i]
+		if w.Authz == nil || len(w.Authz.PolicyRefs) == 0 {
+			continue
+		}
+		t := *w.Authz
+		t.Policies = slices.Clone(t.Policies)
+		for _, ref := range t.PolicyRefs {
+			p, ok := byKey[ref]
+			if !ok {
+				errs = append(errs, fmt.Errorf("workload %s/%s: policy %s is not in the config", w.Namespace, w.Name, ref))
+				continue
+			}
+			t.Policies = append(t.Policies, *p)
+		}
+		t.PolicyRefs = nil
+		w.Authz = &t
+	}
+	return errors.Join(errs...)
+}
+
+func (c *Config) hasRefs() bool {
+	for i := range c.Workloads {
+		if a := c.Workloads[i].Authz; a != nil && len(a.PolicyRefs) > 0 {
+			return true
+		}
+	}
+	return false
 }
 
 // Parse decodes and validates a config.

@@ -84,6 +84,11 @@ type Target struct {
 	// Policies are the compiled policies whose podSelector selects the
 	// workload (both actions, any order).
 	Policies []Policy `json:"policies,omitempty"`
+	// PolicyRefs name policies ("namespace/name") kept elsewhere: the
+	// controller's stream sends each policy body once per node
+	// (meshconfig.Config.Policies) and every target refers to it; the node
+	// resolves the references into Policies before it evaluates.
+	PolicyRefs []string `json:"policyRefs,omitempty"`
 	// MTLSMode is the workload's mode; only STRICT refuses plaintext (unset is
 	// PERMISSIVE, the default).
 	MTLSMode MTLSMode `json:"mtlsMode"`
@@ -107,3 +112,6 @@ type Conn struct {
 	// Port is the destination port.
 	Port uint16
 }
+
+// Key is "namespace/name", the name PolicyRefs use.
+func (p *Policy) Key() string { return p.Namespace + "/" + p.Name }
