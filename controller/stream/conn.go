@@ -69,7 +69,10 @@ func (s *Server) hasStreamLocked(node, component string) bool {
 	return false
 }
 
-func (s *Server) sent(c *conn, r *configapi.ConfigResponse) {
+// sending counts r and records when it is handed to c's stream, for the
+// ack latency. It runs before Send: the node's ack may be read before Send
+// returns. (A failed Send ends the stream.)
+func (s *Server) sending(c *conn, r *configapi.ConfigResponse) {
 	kind := "delta"
 	if r.Full {
 		kind = "full"

@@ -100,10 +100,10 @@ func (s *Server) push(ctx context.Context, st configapi.ConfigStream, c *conn, r
 			return status.Error(codes.Unavailable, "controller shutting down")
 		}
 		if resp != nil {
+			s.sending(c, resp) // before Send: the ack may be read before Send returns
 			if err := st.Send(resp); err != nil {
 				return err
 			}
-			s.sent(c, resp)
 		}
 		cur = next
 		select {
