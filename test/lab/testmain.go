@@ -7,6 +7,8 @@ import (
 	"path/filepath"
 	"testing"
 	"time"
+
+	"github.com/agentmesh/agentmesh/test/lab/kubecp"
 )
 
 // TestBinaries are the binaries a test package's TestMain built for it.
@@ -107,4 +109,14 @@ func RequireModuleBins(t testing.TB, names ...string) string {
 		}
 	}
 	return dir
+}
+
+// KubeBinPaths are the control plane's binaries as RequireModuleBins names
+// them ("kube/etcd", ...).
+func KubeBinPaths() []string {
+	var out []string
+	for _, b := range kubecp.Binaries {
+		out = append(out, filepath.Join("kube", b))
+	}
+	return out
 }

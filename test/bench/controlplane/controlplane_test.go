@@ -4,25 +4,19 @@ import (
 	"bytes"
 	"context"
 	"log/slog"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/agentmesh/agentmesh/internal/testutil"
 	"github.com/agentmesh/agentmesh/test/lab"
-	"github.com/agentmesh/agentmesh/test/lab/kubecp"
 )
 
 // TestMeasureSmall runs a small benchmark and checks only correctness:
 // every node saw every change, the controller acked them all, and the
 // memory figures are there. No timing is asserted.
 func TestMeasureSmall(t *testing.T) {
-	need := []string{"controller"}
-	for _, b := range kubecp.Binaries {
-		need = append(need, filepath.Join("kube", b))
-	}
-	dir := lab.RequireModuleBins(t, need...)
+	dir := lab.RequireModuleBins(t, append([]string{"controller"}, lab.KubeBinPaths()...)...)
 	ctx, cancel := context.WithTimeout(t.Context(), 4*time.Minute)
 	defer cancel()
 	o := Options{BinDir: dir, Nodes: 3, Namespaces: 2, Services: 10, Pods: 100, Changes: 3,

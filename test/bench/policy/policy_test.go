@@ -4,21 +4,19 @@ import (
 	"bytes"
 	"context"
 	"log/slog"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/agentmesh/agentmesh/internal/testutil"
 	"github.com/agentmesh/agentmesh/test/lab"
-	"github.com/agentmesh/agentmesh/test/lab/kubecp"
 )
 
 // TestMeasureSmall runs two rounds on two nodes and checks correctness
 // only: every round produced its figures and the table has its rows.
 func TestMeasureSmall(t *testing.T) {
 	testutil.RequireRoot(t, "the policy bench runs a lab: network namespaces, eBPF")
-	dir := lab.RequireModuleBins(t, append([]string{"agentd", "ztunnel", "meshlab", "controller"}, kubeBins()...)...)
+	dir := lab.RequireModuleBins(t, append([]string{"agentd", "ztunnel", "meshlab", "controller"}, lab.KubeBinPaths()...)...)
 	ctx, cancel := context.WithTimeout(t.Context(), 4*time.Minute)
 	defer cancel()
 	r, err := Measure(ctx, Options{BinDir: dir, Nodes: 2, Rounds: 2, Logger: testutil.TLogger(t, slog.LevelInfo)})
@@ -41,13 +39,4 @@ func TestMeasureSmall(t *testing.T) {
 	if !strings.Contains(out.String(), "apply -> every node enforcing") {
 		t.Errorf("table lacks the enforcement row:\n%s", out.String())
 	}
-}
-
-// kubeBins are the control plane's binaries under bin/.
-func kubeBins() []string {
-	var out []string
-	for _, b := range kubecp.Binaries {
-		out = append(out, filepath.Join("kube", b))
-	}
-	return out
 }
