@@ -55,17 +55,30 @@ func (l *Lab) Capture(_ context.Context) (*Capture, error) {
 	return c, nil
 }
 
-// loop reads frames until Stop.
+// captureDrain bounds how long Stop keeps reading queued frames.
+const captureDrain = 500 * time.Millisecond
+
+// loop reads frames until Stop, then drains what the socket still queues
+// (frames that crossed the wire before Stop but were not read yet) until a
+// receive times out, for at most captureDrain.
 func (c *Capture) loop() {
 	defer close(c.done)
 	buf := make([]byte, 256<<10)
+	var drainUntil time.Time // set by Stop; bounded, as traffic may go on
 	for {
-		select {
-		case <-c.stop:
+		if drainUntil.IsZero() {
+			select {
+			case <-c.stop:
+				drainUntil = time.Now().Add(captureDrain)
+			default:
+			}
+		} else if time.Now().After(drainUntil) {
 			return
-		default:
 		}
 		n, from, err := unix.Recvfrom(c.fd, buf, 0)
+		if errors.Is(err, unix.EAGAIN) && !drainUntil.IsZero() {
+			return
+		}
 		if errors.Is(err, unix.EAGAIN) || errors.Is(err, unix.EINTR) {
 			continue
 		}
@@ -93,8 +106,8 @@ func (c *Capture) Segments() []Segment {
 	return append([]Segment(nil), c.segs...)
 }
 
-// Stop ends the capture and returns every segment seen, and the error that
-// ended it early, if any. It is idempotent.
+// Stop ends the capture and returns every segment that crossed the wire
+// before it, and the error that ended it early, if any. It is idempotent.
 func (c *Capture) Stop() ([]Segment, error) {
 	c.once.Do(func() {
 		close(c.stop)
