@@ -6,11 +6,11 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"log/slog"
 	"strings"
 	"time"
 
 	"github.com/agentmesh/agentmesh/agentd/loader"
+	"github.com/agentmesh/agentmesh/internal/logging"
 	"github.com/agentmesh/agentmesh/internal/mesh"
 )
 
@@ -21,8 +21,7 @@ type options struct {
 	pinDir     string
 	cgroup     string
 	socket     string
-	logFormat  string
-	logLevel   string
+	log        logging.Flags
 	// Kubernetes mode: the config comes from the controller.
 	controller           string
 	controllerCA         string
@@ -46,11 +45,7 @@ func Run(ctx context.Context, args []string, stdout io.Writer) error {
 		if err != nil {
 			return ignoreHelp(err)
 		}
-		log, err := newLogger(stdout, opts.logFormat, opts.logLevel)
-		if err != nil {
-			return err
-		}
-		return run(ctx, opts, log, openLoader)
+		return run(ctx, opts, opts.log.Logger(stdout), openLoader)
 	case "cleanup":
 		return cleanup(args, stdout)
 	}
@@ -73,8 +68,7 @@ func parseRunFlags(args []string, out io.Writer) (*options, error) {
 	fs.StringVar(&o.pinDir, "pin-dir", mesh.DefaultPinDir, "bpffs directory for pinned maps, programs and links")
 	fs.StringVar(&o.cgroup, "cgroup", "", "cgroup v2 directory to attach capture to (default: the cgroup2 root)")
 	fs.StringVar(&o.socket, "socket", mesh.DefaultAgentdSocket, "unix socket ztunnel connects to")
-	fs.StringVar(&o.logFormat, "log-format", "json", "log format: json or text")
-	fs.StringVar(&o.logLevel, "log-level", "info", "log level: debug, info, warn or error")
+	o.log.Register(fs)
 	if err := fs.Parse(args); err != nil {
 		return nil, err
 	}
@@ -95,19 +89,15 @@ func cleanup(args []string, stdout io.Writer) error {
 	fs := flag.NewFlagSet("agentd cleanup", flag.ContinueOnError)
 	fs.SetOutput(stdout)
 	pinDir := fs.String("pin-dir", mesh.DefaultPinDir, "bpffs directory to remove")
-	format := fs.String("log-format", "json", "log format: json or text")
-	level := fs.String("log-level", "info", "log level: debug, info, warn or error")
+	var logf logging.Flags
+	logf.Register(fs)
 	if err := fs.Parse(args); err != nil {
 		return ignoreHelp(err)
 	}
 	if fs.NArg() > 0 {
 		return fmt.Errorf("unexpected arguments: %q", fs.Args())
 	}
-	log, err := newLogger(stdout, *format, *level)
-	if err != nil {
-		return err
-	}
-	return loader.Cleanup(*pinDir, log)
+	return loader.Cleanup(*pinDir, logf.Logger(stdout))
 }
 
 func ignoreHelp(err error) error {
@@ -115,20 +105,4 @@ func ignoreHelp(err error) error {
 		return nil
 	}
 	return err
-}
-
-// newLogger builds the process logger.
-func newLogger(w io.Writer, format, level string) (*slog.Logger, error) {
-	var lv slog.Level
-	if err := lv.UnmarshalText([]byte(level)); err != nil {
-		return nil, fmt.Errorf("bad --log-level %q", level)
-	}
-	o := &slog.HandlerOptions{Level: lv}
-	switch format {
-	case "json":
-		return slog.New(slog.NewJSONHandler(w, o)), nil
-	case "text":
-		return slog.New(slog.NewTextHandler(w, o)), nil
-	}
-	return nil, fmt.Errorf("bad --log-format %q (want json or text)", format)
 }

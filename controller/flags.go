@@ -8,6 +8,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/agentmesh/agentmesh/internal/logging"
 	"github.com/agentmesh/agentmesh/internal/mesh"
 )
 
@@ -30,7 +31,7 @@ type options struct {
 	renewDeadline time.Duration
 	retryPeriod   time.Duration
 	debounce      time.Duration
-	logLevel      string
+	log           logging.Flags
 }
 
 func parseFlags(args []string, stdout io.Writer) (*options, error) {
@@ -55,7 +56,7 @@ func parseFlags(args []string, stdout io.Writer) (*options, error) {
 	fs.DurationVar(&o.renewDeadline, "renew-deadline", 10*time.Second, "leader election renew deadline")
 	fs.DurationVar(&o.retryPeriod, "retry-period", 2*time.Second, "leader election retry period")
 	fs.DurationVar(&o.debounce, "debounce", 100*time.Millisecond, "quiet time after a burst of changes before views are recomputed")
-	fs.StringVar(&o.logLevel, "log-level", "info", "debug, info, warn or error")
+	o.log.Register(fs)
 	if err := fs.Parse(args); err != nil {
 		return nil, err
 	}

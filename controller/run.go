@@ -62,7 +62,7 @@ func Run(ctx context.Context, args []string, stdout io.Writer) error {
 	if err != nil {
 		return err
 	}
-	log := newLogger(o.logLevel, os.Stderr)
+	log := o.log.Logger(os.Stderr).With("component", "controller")
 	cfg, err := restConfig(o.kubeconfig)
 	if err != nil {
 		return err
@@ -95,14 +95,6 @@ func restConfig(kubeconfig string) (*rest.Config, error) {
 		return nil, fmt.Errorf("load kubeconfig: %w", err)
 	}
 	return cfg, nil
-}
-
-func newLogger(level string, w io.Writer) *slog.Logger {
-	var l slog.Level
-	if err := l.UnmarshalText([]byte(level)); err != nil {
-		l = slog.LevelInfo
-	}
-	return slog.New(slog.NewJSONHandler(w, &slog.HandlerOptions{Level: l})).With("component", "controller")
 }
 
 // deps are what run needs from outside; tests pass fakes.

@@ -5,10 +5,10 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"log/slog"
 	"strings"
 	"time"
 
+	"github.com/agentmesh/agentmesh/internal/logging"
 	"github.com/agentmesh/agentmesh/internal/mesh"
 )
 
@@ -31,8 +31,7 @@ type options struct {
 	adminAddr    string
 	metricsAddr  string
 	readyAddr    string
-	logFormat    string
-	logLevel     slog.Level
+	log          logging.Flags
 }
 
 // parseFlags parses args; it returns flag.ErrHelp after printing usage.
@@ -54,8 +53,7 @@ func parseFlags(args []string, usage io.Writer) (*options, error) {
 	fs.StringVar(&o.adminAddr, "admin-addr", fmt.Sprintf("127.0.0.1:%d", mesh.AdminPort), "admin API address (keep it on localhost)")
 	fs.StringVar(&o.metricsAddr, "metrics-addr", fmt.Sprintf(":%d", mesh.MetricsPort), "Prometheus metrics address")
 	fs.StringVar(&o.readyAddr, "ready-addr", fmt.Sprintf(":%d", mesh.ReadinessPort), "readiness probe address")
-	fs.StringVar(&o.logFormat, "log-format", "json", "log format: json or text")
-	fs.TextVar(&o.logLevel, "log-level", slog.LevelInfo, "log level: debug, info, warn or error")
+	o.log.Register(fs)
 	if err := fs.Parse(args); err != nil {
 		return nil, err
 	}
@@ -65,20 +63,8 @@ func parseFlags(args []string, usage io.Writer) (*options, error) {
 	if err := o.checkMode(); err != nil {
 		return nil, err
 	}
-	if o.logFormat != "json" && o.logFormat != "text" {
-		return nil, fmt.Errorf("--log-format %q: want json or text", o.logFormat)
-	}
 	if o.certLifetime <= 0 {
 		return nil, errors.New("--cert-lifetime must be positive")
 	}
 	return o, nil
-}
-
-// newLogger builds the process logger writing to w.
-func newLogger(format string, level slog.Level, w io.Writer) *slog.Logger {
-	ho := &slog.HandlerOptions{Level: level}
-	if format == "text" {
-		return slog.New(slog.NewTextHandler(w, ho))
-	}
-	return slog.New(slog.NewJSONHandler(w, ho))
 }

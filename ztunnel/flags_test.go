@@ -19,11 +19,11 @@ func TestParseFlags(t *testing.T) {
 	}
 	if o.pinDir != mesh.DefaultPinDir || o.agentdSocket != mesh.DefaultAgentdSocket || o.certLifetime != 24*time.Hour ||
 		o.adminAddr != "127.0.0.1:15000" || o.metricsAddr != ":15020" || o.readyAddr != ":15021" ||
-		o.logFormat != "json" || o.logLevel != slog.LevelInfo {
+		o.log.Format != "json" || o.log.Level != slog.LevelInfo {
 		t.Errorf("defaults: %+v", o)
 	}
 	o, err = parseFlags(append(req, "--log-level", "debug", "--log-format", "text", "--cert-lifetime", "1h"), &bytes.Buffer{})
-	if err != nil || o.logLevel != slog.LevelDebug || o.logFormat != "text" || o.certLifetime != time.Hour {
+	if err != nil || o.log.Level != slog.LevelDebug || o.log.Format != "text" || o.certLifetime != time.Hour {
 		t.Errorf("overrides: %+v, %v", o, err)
 	}
 	for _, tc := range []struct {

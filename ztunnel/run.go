@@ -58,7 +58,7 @@ func Run(ctx context.Context, args []string, stdout io.Writer) error {
 	if err != nil {
 		return err
 	}
-	log := newLogger(o.logFormat, o.logLevel, os.Stderr).With("node", o.node)
+	log := o.log.Logger(os.Stderr).With("node", o.node)
 	return run(ctx, o, log)
 }
 
