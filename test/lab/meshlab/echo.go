@@ -7,8 +7,10 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"os"
 	"strings"
 	"sync"
+	"time"
 )
 
 // appEcho is `app echo --listen :8080[,:9090...]`: a TCP echo server (IPv4
@@ -60,14 +62,21 @@ func serveEcho(ctx context.Context, ln net.Listener) error {
 	defer closeAll()
 	stop := context.AfterFunc(ctx, closeAll)
 	defer stop()
+	var backoff time.Duration
 	for {
 		c, err := ln.Accept()
 		if err != nil {
 			if ctx.Err() != nil || errors.Is(err, net.ErrClosed) {
 				return nil
 			}
-			return fmt.Errorf("accept: %w", err)
+			// Out of fds or memory: keep serving the connections we
+			// have and retry, as net/http does.
+			backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
+			fmt.Fprintf(os.Stderr, "echo: accept: %v; retrying in %v\n", err, backoff)
+			time.Sleep(backoff)
+			continue
 		}
+		backoff = 0
 		mu.Lock()
 		conns[c] = true
 		mu.Unlock()
@@ -78,7 +87,9 @@ func serveEcho(ctx context.Context, ln net.Listener) error {
 				mu.Unlock()
 				c.Close()
 			}()
-			_, _ = io.Copy(c, c)
+			// Not io.Copy: TCP to TCP it splices through a pipe, two
+			// more fds per connection for as long as it is open.
+			_, _ = io.CopyBuffer(struct{ io.Writer }{c}, struct{ io.Reader }{c}, make([]byte, 4<<10))
 		})
 	}
 }

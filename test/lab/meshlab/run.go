@@ -22,7 +22,7 @@ commands:
   up     start a lab (nodes, pods, agentd, ztunnel) and wait for Ctrl-C
   down   remove whatever any lab left behind (netns, cgroups, pins, processes)
   demo   run a two-node mesh, make some agent calls, show what the mesh did
-  app    sample workloads run inside pods: echo, http, send, stream
+  app    sample workloads run inside pods: echo, http, send, stream, burst
   bench  measure latency and throughput: direct pod-to-pod against the mesh
 `
 

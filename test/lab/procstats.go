@@ -1,0 +1,97 @@
+package lab
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"fmt"
+	"net/http"
+	"os"
+	"strconv"
+	"strings"
+
+	"github.com/agentmesh/agentmesh/internal/mesh"
+)
+
+// ProcStats is a snapshot of one process's resources.
+type ProcStats struct {
+	RSS   int64 // resident bytes now (VmRSS)
+	Peak  int64 // resident bytes at the highest so far (VmHWM)
+	FDs   int   // open file descriptors
+	Goros int   // goroutines (go_goroutines on its metrics port), -1 unknown
+}
+
+func (s ProcStats) String() string {
+	return fmt.Sprintf("rss %.1f MB, fds %d, goroutines %d", float64(s.RSS)/1e6, s.FDs, s.Goros)
+}
+
+// ReadProcStats reads pid's memory and fd count from /proc (Goros -1).
+func ReadProcStats(pid int) (ProcStats, error) {
+	st := ProcStats{Goros: -1}
+	status, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return st, fmt.Errorf("read status of %d: %w", pid, err)
+	}
+	sc := bufio.NewScanner(bytes.NewReader(status))
+	for sc.Scan() {
+		k, v, ok := strings.Cut(sc.Text(), ":")
+		if !ok {
+			continue
+		}
+		switch k {
+		case "VmRSS":
+			st.RSS = kib(v)
+		case "VmHWM":
+			st.Peak = kib(v)
+		}
+	}
+	fds, err := os.ReadDir(fmt.Sprintf("/proc/%d/fd", pid))
+	if err != nil {
+		return st, fmt.Errorf("list fds of %d: %w", pid, err)
+	}
+	st.FDs = len(fds)
+	return st, nil
+}
+
+// kib parses "  1234 kB" into bytes.
+func kib(v string) int64 {
+	n, _ := strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 10, 64)
+	return n << 10
+}
+
+// ZtunnelStats reads node i's ztunnel's resources, goroutines from its
+// metrics endpoint.
+func (l *Lab) ZtunnelStats(ctx context.Context, i int) (ProcStats, error) {
+	p := l.Daemon(i, ztunnelKind)
+	if p == nil {
+		return ProcStats{}, fmt.Errorf("n%d has no ztunnel running", i)
+	}
+	st, err := ReadProcStats(p.PID)
+	if err != nil {
+		return st, err
+	}
+	st.Goros, err = l.metricValue(ctx, i, "go_goroutines")
+	return st, err
+}
+
+// metricValue reads one unlabelled gauge from node i's ztunnel metrics.
+func (l *Lab) metricValue(ctx context.Context, i int, name string) (int, error) {
+	url := fmt.Sprintf("http://127.0.0.1:%d/metrics", mesh.MetricsPort)
+	code, body, err := l.httpGet(ctx, i, url)
+	if err != nil {
+		return -1, err
+	}
+	if code != http.StatusOK {
+		return -1, fmt.Errorf("get %s: status %d", url, code)
+	}
+	for line := range strings.SplitSeq(string(body), "\n") {
+		if v, ok := strings.CutPrefix(line, name+" "); ok {
+			f, err := strconv.ParseFloat(v, 64)
+			if err != nil {
+				return -1, fmt.Errorf("metric %s: %w", name, err)
+			}
+			return int(f), nil
+		}
+	}
+	return -1, fmt.Errorf("metric %s not in %s", name, url)
+}
