@@ -14,6 +14,7 @@ import (
 	"github.com/agentmesh/agentmesh/internal/spiffe"
 	"github.com/agentmesh/agentmesh/ztunnel/hbone"
 	"github.com/agentmesh/agentmesh/ztunnel/policy"
+	"github.com/agentmesh/agentmesh/ztunnel/relay"
 )
 
 // serveHBONE terminates mTLS on the pod's 15008 socket and serves the HBONE
@@ -86,7 +87,7 @@ func (n *Node) deliverHBONE(ctx context.Context, ic *inboundConn) (net.Conn, err
 	if !ic.attach(cancel) {
 		return nil, ic.revokedErr()
 	}
-	c, err := n.dial(ctx, ic.pod, "tcp", ic.dst.String())
+	c, err := n.dial(ctx, ic.pod, ic.dst)
 	if err != nil {
 		if perr := ic.revokedErr(); perr != nil {
 			return nil, perr
@@ -189,7 +190,7 @@ func (n *Node) servePlaintext(ctx context.Context, p *pod, c net.Conn) {
 // cancels ctx and closes c, which ends both.
 func (n *Node) proxyPlaintext(ctx context.Context, ic *inboundConn, c net.Conn, r *record) {
 	dctx, cancel := context.WithTimeout(ctx, n.opts.DialTimeout)
-	up, err := n.dial(dctx, ic.pod, "tcp", r.dst.String())
+	up, err := n.dial(dctx, ic.pod, r.dst)
 	cancel()
 	if err != nil {
 		r.err = fmt.Errorf("deliver to %s: %w", r.dst, err)
@@ -197,5 +198,5 @@ func (n *Node) proxyPlaintext(ctx context.Context, ic *inboundConn, c net.Conn, 
 	}
 	stop := context.AfterFunc(ctx, func() { up.Close() })
 	defer stop()
-	r.sent, r.received, r.err = join(c, up)
+	r.sent, r.received, r.err = relay.Join(c, up)
 }

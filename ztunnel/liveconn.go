@@ -6,6 +6,7 @@ import (
 	"net"
 	"net/netip"
 	"sync"
+	"syscall"
 
 	"github.com/agentmesh/agentmesh/ztunnel/policy"
 )
@@ -139,10 +140,20 @@ func (t *trackedConn) Close() error {
 
 // CloseWrite half-closes the upstream (the client ended its side).
 func (t *trackedConn) CloseWrite() error {
-	if cw, ok := t.Conn.(closeWriter); ok {
+	if cw, ok := t.Conn.(interface{ CloseWrite() error }); ok {
 		return cw.CloseWrite()
 	}
 	return nil
+}
+
+// SyscallConn lets the relay wait for the upstream socket to be readable
+// before it lends a buffer to Read (reads still go through Read).
+func (t *trackedConn) SyscallConn() (syscall.RawConn, error) {
+	sc, ok := t.Conn.(syscall.Conn)
+	if !ok {
+		return nil, errors.ErrUnsupported
+	}
+	return sc.SyscallConn()
 }
 
 func (t *trackedConn) Read(b []byte) (int, error) {

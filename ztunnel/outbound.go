@@ -10,6 +10,7 @@ import (
 
 	"github.com/agentmesh/agentmesh/internal/mesh"
 	"github.com/agentmesh/agentmesh/ztunnel/hbone"
+	"github.com/agentmesh/agentmesh/ztunnel/relay"
 )
 
 // serveOutbound proxies one connection an app in p opened, redirected by the
@@ -44,7 +45,7 @@ func (n *Node) serveOutbound(ctx context.Context, p *pod, c net.Conn) {
 	}
 	stop := context.AfterFunc(ctx, func() { up.Close() })
 	defer stop()
-	r.sent, r.received, r.err = join(c, up)
+	r.sent, r.received, r.err = relay.Join(c, up)
 	n.logAccess(r)
 }
 
@@ -54,7 +55,7 @@ func (n *Node) dialOutbound(ctx context.Context, p *pod, r *record) (net.Conn, e
 	ctx, cancel := context.WithTimeout(ctx, n.opts.DialTimeout)
 	defer cancel()
 	if r.protocol == protoPassthrough {
-		c, err := n.dial(ctx, p, "tcp", r.dst.String())
+		c, err := n.dial(ctx, p, r.dst)
 		if err != nil {
 			return nil, fmt.Errorf("passthrough dial %s: %w", r.dst, err)
 		}
@@ -67,8 +68,8 @@ func (n *Node) dialOutbound(ctx context.Context, p *pod, r *record) (net.Conn, e
 		HBONEAddr: netip.AddrPortFrom(r.dst.Addr(), mesh.HBONEPort),
 		Authority: r.dst,
 		TLS:       n.opts.Certs.ClientTLSConfig(r.srcID, r.dstID),
-		Dial: func(ctx context.Context, network, address string) (net.Conn, error) {
-			return n.dial(ctx, p, network, address)
+		Dial: func(ctx context.Context, addr netip.AddrPort) (net.Conn, error) {
+			return n.dial(ctx, p, addr)
 		},
 	}
 	c, err := n.client.Dial(ctx, t)

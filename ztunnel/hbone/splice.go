@@ -6,6 +6,8 @@ import (
 	"io"
 	"net"
 	"net/http"
+
+	"github.com/agentmesh/agentmesh/ztunnel/relay"
 )
 
 // splice copies between a CONNECT stream and its upstream until the upstream
@@ -17,7 +19,7 @@ func splice(ctx context.Context, w http.ResponseWriter, body io.ReadCloser, up n
 	defer stop()
 	inErr := make(chan error, 1)
 	go func() {
-		n, err := Copy(up, body, nil)
+		n, err := relay.Copy(up, body)
 		in = n
 		if err == nil {
 			err = closeWrite(up)
@@ -26,7 +28,10 @@ func splice(ctx context.Context, w http.ResponseWriter, body io.ReadCloser, up n
 		}
 		inErr <- err
 	}()
-	out, outErr := Copy(newFlushWriter(w), up, func() { body.Close() })
+	out, outErr := relay.Copy(newFlushWriter(w), up)
+	if outErr != nil {
+		body.Close() // unblock the other direction
+	}
 	var ie error
 	select {
 	case ie = <-inErr:
