@@ -81,8 +81,8 @@ func (h *hboneClient) dial(t *testing.T, authority netip.AddrPort) (net.Conn, er
 		SrcID: idClient, DstID: idServer, SrcIP: ipA,
 		HBONEAddr: netip.AddrPortFrom(ipB, 15008), Authority: authority,
 		TLS: h.e.certs.ClientTLSConfig(idClient, idServer),
-		Dial: func(ctx context.Context, network, addr string) (net.Conn, error) {
-			return h.e.node.dial(ctx, pa, network, addr)
+		Dial: func(ctx context.Context, addr netip.AddrPort) (net.Conn, error) {
+			return h.e.node.dial(ctx, pa, addr)
 		},
 	})
 	if err != nil {

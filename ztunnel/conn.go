@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net"
+	"net/netip"
 	"runtime/debug"
 	"syscall"
 
@@ -37,15 +38,8 @@ func (n *Node) goConn(p *pod, kind string, c net.Conn, serve func(context.Contex
 
 // dial opens a TCP connection from inside the pod netns, marked so the eBPF
 // connect hooks let it pass; its source address is then the pod's.
-func (n *Node) dial(ctx context.Context, p *pod, network, addr string) (net.Conn, error) {
-	var c net.Conn
-	err := netns.Do(p.nsFD, func() error {
-		d := net.Dialer{Control: markSocket}
-		d.SetMultipathTCP(false)
-		var err error
-		c, err = d.DialContext(ctx, network, addr)
-		return err
-	})
+func (n *Node) dial(ctx context.Context, p *pod, addr netip.AddrPort) (net.Conn, error) {
+	c, err := netns.DialTCP(ctx, p.nsFD, addr, markSocket)
 	if err != nil {
 		return nil, err
 	}
@@ -53,16 +47,9 @@ func (n *Node) dial(ctx context.Context, p *pod, network, addr string) (net.Conn
 }
 
 // markSocket sets SO_MARK = mesh.SocketMark on a socket before connect.
-func markSocket(_, _ string, rc syscall.RawConn) error {
-	var serr error
-	err := rc.Control(func(fd uintptr) {
-		serr = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_MARK, mesh.SocketMark)
-	})
-	if err != nil {
-		return err
-	}
-	if serr != nil {
-		return fmt.Errorf("set SO_MARK: %w", serr)
+func markSocket(fd int) error {
+	if err := syscall.SetsockoptInt(fd, syscall.SOL_SOCKET, syscall.SO_MARK, mesh.SocketMark); err != nil {
+		return fmt.Errorf("set SO_MARK: %w", err)
 	}
 	return nil
 }

@@ -211,8 +211,8 @@ func TestHBONEBadAuthorityAndTruncatedHTTP2(t *testing.T) {
 				SrcID: idClient, DstID: idServer, SrcIP: ipA,
 				HBONEAddr: netip.AddrPortFrom(ipB, 15008), Authority: tc.authority,
 				TLS: e.certs.ClientTLSConfig(idClient, idServer),
-				Dial: func(ctx context.Context, network, addr string) (net.Conn, error) {
-					return e.node.dial(ctx, pa, network, addr)
+				Dial: func(ctx context.Context, addr netip.AddrPort) (net.Conn, error) {
+					return e.node.dial(ctx, pa, addr)
 				},
 			})
 			var se *hbone.StatusError

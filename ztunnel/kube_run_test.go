@@ -125,12 +125,8 @@ func hboneRoundTrip(t *testing.T, ctl *testController, a *os.File, msg string) (
 		SrcID: src, DstID: dst, SrcIP: ipA,
 		HBONEAddr: netip.AddrPortFrom(ipB, 15008), Authority: appB,
 		TLS: m.ClientTLSConfig(src, dst),
-		Dial: func(ctx context.Context, network, addr string) (conn net.Conn, err error) {
-			err = netns.Do(int(a.Fd()), func() error {
-				conn, err = (&net.Dialer{}).DialContext(ctx, network, addr)
-				return err
-			})
-			return conn, err
+		Dial: func(ctx context.Context, addr netip.AddrPort) (net.Conn, error) {
+			return netns.DialTCP(ctx, int(a.Fd()), addr, nil)
 		},
 	})
 	if err != nil {

@@ -105,7 +105,7 @@ func TestOutboundUnreachable(t *testing.T) {
 func TestDialMarksSocketInPodNetns(t *testing.T) {
 	e := newEnv(t)
 	e.handOverAB()
-	c, err := e.node.dial(context.Background(), e.pod("uid-a"), "tcp", appX.String())
+	c, err := e.node.dial(context.Background(), e.pod("uid-a"), appX)
 	if err != nil {
 		t.Fatal(err)
 	}

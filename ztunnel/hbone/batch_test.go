@@ -8,6 +8,7 @@ import (
 	"errors"
 	"io"
 	"net"
+	"net/netip"
 	"os"
 	"sync"
 	"testing"
@@ -183,8 +184,8 @@ func TestFirstStreamUsesServerFrameSize(t *testing.T) {
 	tg := e.target(idA, upstream(t, func(c *net.TCPConn) { io.Copy(io.Discard, c) }))
 	tg.HBONEAddr = ln.Addr().(*net.TCPAddr).AddrPort()
 	var counted *sizeConn
-	tg.Dial = func(ctx context.Context, network, addr string) (net.Conn, error) {
-		c, err := (&net.Dialer{}).DialContext(ctx, network, addr)
+	tg.Dial = func(ctx context.Context, addr netip.AddrPort) (net.Conn, error) {
+		c, err := (&net.Dialer{}).DialContext(ctx, "tcp", addr.String())
 		counted = &sizeConn{Conn: c}
 		return counted, err
 	}

@@ -136,11 +136,11 @@ func TestConcurrentDialsShareAttempt(t *testing.T) {
 	e := newEnv(t, HandlerFunc(dialUpstream), ClientOptions{})
 	tg := e.target(idA, upstream(t, echo))
 	var dials atomic.Int32
-	tg.Dial = func(ctx context.Context, network, addr string) (net.Conn, error) {
+	tg.Dial = func(ctx context.Context, addr netip.AddrPort) (net.Conn, error) {
 		dials.Add(1)
 		time.Sleep(100 * time.Millisecond)
 		var d net.Dialer
-		return d.DialContext(ctx, network, addr)
+		return d.DialContext(ctx, "tcp", addr.String())
 	}
 	var wg sync.WaitGroup
 	for range 20 {

@@ -55,11 +55,11 @@ func TestCloseSourceFailsDialInProgress(t *testing.T) {
 	e := newEnv(t, HandlerFunc(dialUpstream), ClientOptions{IdleTimeout: time.Hour})
 	tg := e.target(idA, upstream(t, echo))
 	started, proceed := make(chan struct{}), make(chan struct{})
-	tg.Dial = func(ctx context.Context, network, addr string) (net.Conn, error) {
+	tg.Dial = func(ctx context.Context, addr netip.AddrPort) (net.Conn, error) {
 		close(started)
 		<-proceed
 		var d net.Dialer
-		return d.DialContext(ctx, network, addr)
+		return d.DialContext(ctx, "tcp", addr.String())
 	}
 	dialErr := make(chan error, 1)
 	go func() {

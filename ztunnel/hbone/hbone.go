@@ -48,7 +48,7 @@ type Target struct {
 	TLS          *tls.Config    // client config from identity.Manager.ClientTLSConfig
 	// Dial makes the TCP connection (ztunnel dials inside the source pod
 	// netns with SO_MARK); a plain net.Dialer when nil.
-	Dial   func(ctx context.Context, network, address string) (net.Conn, error)
+	Dial   func(ctx context.Context, addr netip.AddrPort) (net.Conn, error)
 	Header http.Header // extra request headers (traceparent, baggage)
 }
 

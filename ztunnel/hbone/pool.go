@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/netip"
 	"slices"
 	"time"
 
@@ -120,9 +121,11 @@ func (c *Client) connect(key poolKey, t *Target, call *dialCall) {
 func (c *Client) dialConn(ctx context.Context, t *Target) (*pconn, error) {
 	dial := t.Dial
 	if dial == nil {
-		dial = (&net.Dialer{}).DialContext
+		dial = func(ctx context.Context, addr netip.AddrPort) (net.Conn, error) {
+			return (&net.Dialer{}).DialContext(ctx, "tcp", addr.String())
+		}
 	}
-	raw, err := dial(ctx, "tcp", t.HBONEAddr.String())
+	raw, err := dial(ctx, t.HBONEAddr)
 	if err != nil {
 		return nil, err
 	}
