@@ -3,6 +3,7 @@ package ztunnel
 import (
 	"encoding/json"
 	"net/http"
+	"net/http/pprof"
 
 	"github.com/agentmesh/agentmesh/ztunnel/debug"
 	"github.com/prometheus/client_golang/prometheus"
@@ -22,6 +23,9 @@ import (
 //	              it is plaintext from that address. to must run on this
 //	              node (400 otherwise: only its node has its policy data);
 //	              404 for an unknown workload, 400 for a bad port.
+//	GET /debug/pprof/...
+//	              Go's runtime profiles (net/http/pprof): heap, allocs,
+//	              goroutine, profile?seconds=N (CPU), trace.
 func (n *Node) AdminHandler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
@@ -37,6 +41,11 @@ func (n *Node) AdminHandler() http.Handler {
 		writeJSON(w, n.Index().Config)
 	})
 	mux.HandleFunc("GET "+debug.AuthzPath, n.serveAuthzCheck)
+	mux.HandleFunc("GET /debug/pprof/", pprof.Index)
+	mux.HandleFunc("GET /debug/pprof/cmdline", pprof.Cmdline)
+	mux.HandleFunc("GET /debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("GET /debug/pprof/symbol", pprof.Symbol)
+	mux.HandleFunc("GET /debug/pprof/trace", pprof.Trace)
 	return mux
 }
 
