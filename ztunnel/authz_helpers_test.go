@@ -82,7 +82,7 @@ func (h *hboneClient) dial(t *testing.T, authority netip.AddrPort) (net.Conn, er
 		HBONEAddr: netip.AddrPortFrom(ipB, 15008), Authority: authority,
 		TLS: h.e.certs.ClientTLSConfig(idClient, idServer),
 		Dial: func(ctx context.Context, addr netip.AddrPort) (net.Conn, error) {
-			return h.e.node.dial(ctx, pa, addr)
+			return h.e.node.dial(ctx, dirOutbound, pa, addr)
 		},
 	})
 	if err != nil {

@@ -6,6 +6,7 @@ import (
 	"net"
 	"net/netip"
 	"runtime/debug"
+	"sync"
 	"syscall"
 
 	"github.com/agentmesh/agentmesh/internal/mesh"
@@ -14,11 +15,13 @@ import (
 
 // goConn runs serve for one accepted conn on a goroutine owned by the pod.
 // The conn is closed when serve returns, when the pod goes away, and after a
-// panic, which is logged and does not take the process down.
+// panic, which is logged and does not take the process down. What the
+// accept loop took of the limits is given back after the close.
 func (n *Node) goConn(p *pod, kind string, c net.Conn, serve func(context.Context, *pod, net.Conn)) {
 	p.active.Add(1)
 	p.wg.Go(func() {
 		defer p.active.Add(-1)
+		defer n.limits.releaseSocket(kind)
 		ctx, cancel := context.WithCancel(p.ctx)
 		defer cancel()
 		stop := context.AfterFunc(ctx, func() { c.Close() })
@@ -37,14 +40,40 @@ func (n *Node) goConn(p *pod, kind string, c net.Conn, serve func(context.Contex
 }
 
 // dial opens a TCP connection from inside the pod netns, marked so the eBPF
-// connect hooks let it pass; its source address is then the pod's.
-func (n *Node) dial(ctx context.Context, p *pod, addr netip.AddrPort) (net.Conn, error) {
+// connect hooks let it pass; its source address is then the pod's. The
+// socket takes a unit of the fd budget until it is closed; without one
+// left the dial fails with errOverloaded (counted as a rejection in dir).
+func (n *Node) dial(ctx context.Context, dir string, p *pod, addr netip.AddrPort) (net.Conn, error) {
+	if !n.limits.fds.take() {
+		n.metrics.rejected(dir, reasonFDBudget)
+		n.limits.refused.add(reasonFDBudget, dir, n.limits)
+		return nil, fmt.Errorf("dial %s: %w (%s)", addr, errOverloaded, reasonFDBudget)
+	}
 	c, err := netns.DialTCP(ctx, p.nsFD, addr, markSocket)
 	if err != nil {
+		n.limits.fds.give()
 		return nil, err
 	}
-	return c, nil
+	return &podConn{TCPConn: c, release: n.limits.fds.give}, nil
 }
+
+// podConn is a socket ztunnel dialed in a pod netns: a TCP socket whose
+// Close also gives back its fd budget unit. It adds nothing to reads and
+// writes, so the relay splices it like the bare socket.
+type podConn struct {
+	*net.TCPConn
+	release func()
+	once    sync.Once
+}
+
+func (c *podConn) Close() error {
+	err := c.TCPConn.Close()
+	c.once.Do(c.release)
+	return err
+}
+
+// BareTCP is the socket itself (relay.BareTCP).
+func (c *podConn) BareTCP() *net.TCPConn { return c.TCPConn }
 
 // markSocket sets SO_MARK = mesh.SocketMark on a socket before connect.
 func markSocket(fd int) error {

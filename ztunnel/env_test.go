@@ -68,7 +68,8 @@ func testConfig(withB bool) *meshconfig.Config {
 	return c
 }
 
-func newEnv(t *testing.T) *env {
+// newEnv starts the node; opts change its options before it starts.
+func newEnv(t *testing.T, opts ...func(*NodeOptions)) *env {
 	e := &env{t: t, logs: &logBuf{}, orig: &fakeOrigDst{}, lst: &fakeListeners{}}
 	e.a, e.b, e.x = newNetns(t), newNetns(t), newNetns(t)
 	linkNetns(t, e.a, e.b, "ab", []string{"198.18.1.1/24", "fd00:18::1/64"}, []string{"198.18.1.2/24", "fd00:18::2/64"})
@@ -77,10 +78,14 @@ func newEnv(t *testing.T) *env {
 	e.appX = serveEcho(t, listenIn(t, e.x, ":8080"))
 	e.ca, e.caPair = newCAPair(t, td)
 	e.certs = newManager(t, e.ca, nil)
-	e.node = NewNode(NodeOptions{
+	o := NodeOptions{
 		NodeName: "n1", Logger: e.logs.logger(), Certs: e.certs, OrigDst: e.orig, Listeners: e.lst,
 		DialTimeout: 2 * time.Second, HandshakeTimeout: 2 * time.Second,
-	})
+	}
+	for _, f := range opts {
+		f(&o)
+	}
+	e.node = NewNode(o)
 	e.node.SetConfig(testConfig(true))
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)

@@ -31,6 +31,7 @@ type options struct {
 	adminAddr    string
 	metricsAddr  string
 	readyAddr    string
+	maxConns     int
 	log          logging.Flags
 }
 
@@ -53,6 +54,7 @@ func parseFlags(args []string, usage io.Writer) (*options, error) {
 	fs.StringVar(&o.adminAddr, "admin-addr", fmt.Sprintf("127.0.0.1:%d", mesh.AdminPort), "admin API address (keep it on localhost)")
 	fs.StringVar(&o.metricsAddr, "metrics-addr", fmt.Sprintf(":%d", mesh.MetricsPort), "Prometheus metrics address")
 	fs.StringVar(&o.readyAddr, "ready-addr", fmt.Sprintf(":%d", mesh.ReadinessPort), "readiness probe address")
+	fs.IntVar(&o.maxConns, "max-connections", 0, "proxied connections (outbound and plaintext connections, inbound HBONE streams) carried at once; more are refused at once with a reset (0: only the fd budget, the open-file limit less a reserve, bounds them)")
 	o.log.Register(fs)
 	if err := fs.Parse(args); err != nil {
 		return nil, err
@@ -62,6 +64,9 @@ func parseFlags(args []string, usage io.Writer) (*options, error) {
 	}
 	if err := o.checkMode(); err != nil {
 		return nil, err
+	}
+	if o.maxConns < 0 {
+		return nil, errors.New("--max-connections must not be negative")
 	}
 	if o.certLifetime <= 0 {
 		return nil, errors.New("--cert-lifetime must be positive")

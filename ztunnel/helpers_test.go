@@ -360,6 +360,17 @@ func (l *logBuf) wait(t *testing.T, want map[string]any) map[string]any {
 	return nil
 }
 
+// count counts the lines matching want (as wait matches them).
+func (l *logBuf) count(want map[string]any) int {
+	n := 0
+	for _, m := range l.lines() {
+		if matches(m, want) {
+			n++
+		}
+	}
+	return n
+}
+
 func (l *logBuf) String() string {
 	l.mu.Lock()
 	defer l.mu.Unlock()

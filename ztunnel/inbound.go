@@ -53,10 +53,27 @@ type inboundHandler struct {
 }
 
 // ServeHBONE checks the stream's authority is this pod, authorizes the
-// peer with the pod's current policy and dials the app.
+// peer with the pod's current policy and dials the app. The stream holds a
+// connection slot until its upstream is closed.
 func (h inboundHandler) ServeHBONE(ctx context.Context, req *hbone.Request) (net.Conn, error) {
 	n := h.n
 	n.metrics.opened(dirInbound, protoHBONE)
+	if !n.limits.conns.take() {
+		n.metrics.rejected(dirInbound, reasonMaxConnections)
+		n.limits.refused.add(reasonMaxConnections, dirInbound, n.limits)
+		return nil, fmt.Errorf("%w (%s)", errOverloaded, reasonMaxConnections)
+	}
+	c, err := h.serve(ctx, req)
+	if err != nil {
+		n.limits.conns.give()
+		return nil, err
+	}
+	c.release = n.limits.conns.give
+	return c, nil
+}
+
+func (h inboundHandler) serve(ctx context.Context, req *hbone.Request) (*trackedConn, error) {
+	n := h.n
 	if err := checkAuthority(h.p, req.Authority); err != nil {
 		n.log.Warn("hbone stream refused", "pod", h.p.name(), "src_addr", req.PeerAddr.String(),
 			"src_identity", req.PeerID.String(), "authority", req.Authority.String(), "err", err)
@@ -81,13 +98,13 @@ func (h inboundHandler) ServeHBONE(ctx context.Context, req *hbone.Request) (net
 
 // deliverHBONE dials the app for an admitted stream; a revocation during
 // the dial cancels it.
-func (n *Node) deliverHBONE(ctx context.Context, ic *inboundConn) (net.Conn, error) {
+func (n *Node) deliverHBONE(ctx context.Context, ic *inboundConn) (*trackedConn, error) {
 	ctx, cancel := context.WithTimeout(ctx, n.opts.DialTimeout)
 	defer cancel()
 	if !ic.attach(cancel) {
 		return nil, ic.revokedErr()
 	}
-	c, err := n.dial(ctx, ic.pod, ic.dst)
+	c, err := n.dial(ctx, dirInbound, ic.pod, ic.dst)
 	if err != nil {
 		if perr := ic.revokedErr(); perr != nil {
 			return nil, perr
@@ -190,7 +207,7 @@ func (n *Node) servePlaintext(ctx context.Context, p *pod, c net.Conn) {
 // cancels ctx and closes c, which ends both.
 func (n *Node) proxyPlaintext(ctx context.Context, ic *inboundConn, c net.Conn, r *record) {
 	dctx, cancel := context.WithTimeout(ctx, n.opts.DialTimeout)
-	up, err := n.dial(dctx, ic.pod, r.dst)
+	up, err := n.dial(dctx, dirInbound, ic.pod, r.dst)
 	cancel()
 	if err != nil {
 		r.err = fmt.Errorf("deliver to %s: %w", r.dst, err)

@@ -212,7 +212,7 @@ func TestHBONEBadAuthorityAndTruncatedHTTP2(t *testing.T) {
 				HBONEAddr: netip.AddrPortFrom(ipB, 15008), Authority: tc.authority,
 				TLS: e.certs.ClientTLSConfig(idClient, idServer),
 				Dial: func(ctx context.Context, addr netip.AddrPort) (net.Conn, error) {
-					return e.node.dial(ctx, pa, addr)
+					return e.node.dial(ctx, dirOutbound, pa, addr)
 				},
 			})
 			var se *hbone.StatusError

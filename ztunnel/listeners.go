@@ -143,6 +143,16 @@ func (n *Node) acceptLoop(p *pod, l *podListener, serve func(context.Context, *p
 			}
 			continue
 		}
+		if reason := n.limits.admitSocket(l.kind); reason != "" {
+			dir := dirOutbound
+			if l.kind != kindOutbound {
+				dir = dirInbound
+			}
+			n.metrics.rejected(dir, reason)
+			n.limits.refused.add(reason, dir, n.limits)
+			refuse(c)
+			continue
+		}
 		n.goConn(p, l.kind, c, serve)
 	}
 }

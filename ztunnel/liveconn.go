@@ -126,16 +126,23 @@ func (s *liveSet) len() int {
 // carry the policyError, so the stream's access log line says why it ended.
 type trackedConn struct {
 	net.Conn
-	ic   *inboundConn
-	once sync.Once
+	ic      *inboundConn
+	release func() // gives back the stream's connection slot; may be nil
+	once    sync.Once
 }
 
 func (t *trackedConn) Close() error {
+	first := false
 	t.once.Do(func() {
+		first = true
 		t.ic.end()
 		t.ic.pod.live.remove(t.ic)
 	})
-	return t.Conn.Close()
+	err := t.Conn.Close()
+	if first && t.release != nil {
+		t.release()
+	}
+	return err
 }
 
 // CloseWrite half-closes the upstream (the client ended its side).

@@ -72,6 +72,26 @@ func (m *metrics) closed(direction, protocol string, ok bool, sent, received int
 	m.bytes.WithLabelValues(direction, protocol, "received").Add(float64(received))
 }
 
+// watchLimits exports what the limits have in use.
+func (m *metrics) watchLimits(reg prometheus.Registerer, l *limits) {
+	reg.MustRegister(
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "ztunnel_proxy_sockets",
+			Help: "Sockets held for proxied connections (accepted, dialed, HBONE connections): the fd budget in use.",
+		}, func() float64 { return float64(l.fds.used.Load()) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "ztunnel_proxy_sockets_limit", Help: "The fd budget: sockets beyond it are refused (0: none).",
+		}, func() float64 { return float64(l.fds.max) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "ztunnel_proxy_connections",
+			Help: "Proxied connections carried now (outbound and plaintext connections, inbound HBONE streams).",
+		}, func() float64 { return float64(l.conns.used.Load()) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "ztunnel_proxy_connections_limit", Help: "--max-connections (0: none).",
+		}, func() float64 { return float64(l.conns.max) }),
+	)
+}
+
 func (m *metrics) rejected(direction, reason string) {
 	m.connRejected.WithLabelValues(direction, reason).Inc()
 }

@@ -40,6 +40,10 @@ type NodeOptions struct {
 	DialTimeout time.Duration
 	// HandshakeTimeout bounds inbound TLS handshakes (default 10s).
 	HandshakeTimeout time.Duration
+	// MaxConnections bounds the proxied connections (outbound and
+	// plaintext connections, inbound HBONE streams) carried at once; 0
+	// leaves only the fd budget (see limits).
+	MaxConnections int
 }
 
 // Node is the per-node tunnel: it owns the listeners inside every handed-over
@@ -52,6 +56,8 @@ type Node struct {
 	client  *hbone.Client
 	server  *hbone.Server
 	metrics *metrics
+	limits  *limits
+	trim    trimmer // used by Run only
 
 	// authzMu orders admissions (read lock: evaluate and register) against
 	// reevaluate (write lock), so no connection escapes a policy change.
@@ -96,7 +102,15 @@ func NewNode(o NodeOptions) *Node {
 		pods: map[string]*pod{},
 	}
 	n.ctx, n.cancel = context.WithCancel(context.Background())
+	lim, err := newLimits(o.MaxConnections, o.Logger)
+	if err != nil {
+		o.Logger.Error("no fd budget: connections are limited by --max-connections only", "err", err)
+		lim = &limits{conns: counter{max: int64(o.MaxConnections)}}
+		lim.refused.log = o.Logger
+	}
+	n.limits = lim
 	n.metrics = newMetrics(o.Registry, n.podStates)
+	n.metrics.watchLimits(o.Registry, lim)
 	n.client = hbone.NewClient(hbone.ClientOptions{Logger: o.Logger.With("component", "hbone-client"), IdleTimeout: 90 * time.Second})
 	n.server = hbone.NewServer(hbone.ServerOptions{Logger: o.Logger.With("component", "hbone-server"), OnDone: n.inboundDone})
 	n.idx.Store(meshconfig.NewIndex(&meshconfig.Config{}))
@@ -139,7 +153,11 @@ func (n *Node) Run(ctx context.Context) error {
 		case <-ctx.Done():
 			return n.shutdown()
 		case <-n.kick:
-		case <-t.C:
+		case now := <-t.C:
+			n.limits.refused.flush(now)
+			if n.trim.due(n.limits.conns.used.Load()) {
+				trimMemory(n.log)
+			}
 		}
 		n.reconcile()
 	}

@@ -41,6 +41,7 @@ func (n *Node) serveOutbound(ctx context.Context, p *pod, c net.Conn) {
 	if err != nil {
 		r.err = err
 		n.logAccess(r)
+		refuse(c) // a reset tells the app at once
 		return
 	}
 	stop := context.AfterFunc(ctx, func() { up.Close() })
@@ -55,7 +56,7 @@ func (n *Node) dialOutbound(ctx context.Context, p *pod, r *record) (net.Conn, e
 	ctx, cancel := context.WithTimeout(ctx, n.opts.DialTimeout)
 	defer cancel()
 	if r.protocol == protoPassthrough {
-		c, err := n.dial(ctx, p, r.dst)
+		c, err := n.dial(ctx, dirOutbound, p, r.dst)
 		if err != nil {
 			return nil, fmt.Errorf("passthrough dial %s: %w", r.dst, err)
 		}
@@ -69,7 +70,7 @@ func (n *Node) dialOutbound(ctx context.Context, p *pod, r *record) (net.Conn, e
 		Authority: r.dst,
 		TLS:       n.opts.Certs.ClientTLSConfig(r.srcID, r.dstID),
 		Dial: func(ctx context.Context, addr netip.AddrPort) (net.Conn, error) {
-			return n.dial(ctx, p, addr)
+			return n.dial(ctx, dirOutbound, p, addr)
 		},
 	}
 	c, err := n.client.Dial(ctx, t)

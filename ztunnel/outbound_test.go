@@ -2,6 +2,7 @@ package ztunnel
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"net/netip"
@@ -12,6 +13,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/agentmesh/agentmesh/internal/mesh"
+	"github.com/agentmesh/agentmesh/internal/netns"
 )
 
 func TestOutboundHBONE(t *testing.T) {
@@ -93,9 +95,22 @@ func TestOutboundUnreachable(t *testing.T) {
 	e := newEnv(t)
 	e.handOverAB()
 	e.orig.set(netip.AddrPortFrom(ipB, 9)) // nothing listens on B:9
-	c := dialIn(t, e.a, "127.0.0.1:15001")
-	if got, _ := roundTrip(c, "x"); got != "" {
-		t.Errorf("got %q from a closed port", got)
+	// The app is reset: at connect already when ztunnel's upstream dial
+	// failed before the app's connect returned, else on its first read.
+	var err error
+	if err = netns.Do(int(e.a.Fd()), func() error {
+		c, err := net.DialTimeout("tcp", "127.0.0.1:15001", 5*time.Second)
+		if err != nil {
+			return err
+		}
+		defer c.Close()
+		got, err := roundTrip(c, "x")
+		if got != "" {
+			t.Errorf("got %q from a closed port", got)
+		}
+		return err
+	}); !errors.Is(err, syscall.ECONNRESET) {
+		t.Errorf("app saw %v, want a connection reset", err)
 	}
 	e.logs.wait(t, map[string]any{
 		"msg": "access", "direction": "outbound", "protocol": "hbone", "result": "~hbone",
@@ -105,7 +120,7 @@ func TestOutboundUnreachable(t *testing.T) {
 func TestDialMarksSocketInPodNetns(t *testing.T) {
 	e := newEnv(t)
 	e.handOverAB()
-	c, err := e.node.dial(context.Background(), e.pod("uid-a"), appX)
+	c, err := e.node.dial(context.Background(), dirOutbound, e.pod("uid-a"), appX)
 	if err != nil {
 		t.Fatal(err)
 	}

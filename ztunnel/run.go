@@ -103,6 +103,7 @@ func run(ctx context.Context, o *options, log *slog.Logger) error {
 	tables := bpfTables{origDst: maps.OrigDst, listeners: maps.Listeners}
 	node := NewNode(NodeOptions{
 		NodeName: o.node, Logger: log, Certs: certs, OrigDst: tables, Listeners: tables, Registry: reg,
+		MaxConnections: o.maxConns,
 	})
 	admin.set(node.AdminHandler())
 	ready.set(gateReady(src.ready, node.ReadyHandler()))

@@ -104,9 +104,20 @@ type rawConner interface {
 	SyscallConn() (syscall.RawConn, error)
 }
 
+// BareTCP is a wrapper of a TCP socket that adds nothing to Read and
+// Write (only to Close, say), so Copy may splice its socket directly.
+type BareTCP interface {
+	BareTCP() *net.TCPConn
+}
+
 // tcpConn returns x as a bare TCP socket, nil for anything else (wrappers
 // may add meaning to Read and Write that splicing would bypass).
 func tcpConn(x any) *net.TCPConn {
-	c, _ := x.(*net.TCPConn)
-	return c
+	switch c := x.(type) {
+	case *net.TCPConn:
+		return c
+	case BareTCP:
+		return c.BareTCP()
+	}
+	return nil
 }

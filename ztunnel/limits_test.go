@@ -1,0 +1,149 @@
+package ztunnel
+
+import (
+	"errors"
+	"net"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	"github.com/agentmesh/agentmesh/internal/netns"
+)
+
+// holdOutbound opens a connection from pod A through the outbound listener
+// and sends a byte; the passthrough upstream (the echo app on X) answers
+// only after a half-close, so the connection stays open until closed.
+func holdOutbound(t *testing.T, e *env) (net.Conn, error) {
+	t.Helper()
+	var c net.Conn
+	err := netns.Do(int(e.a.Fd()), func() (err error) {
+		c, err = net.DialTimeout("tcp", "127.0.0.1:15001", 5*time.Second)
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	t.Cleanup(func() { c.Close() })
+	if _, err := c.Write([]byte("x")); err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+// refusedFast checks that c (or its dial, err) was reset well before any
+// timeout would have ended it.
+func refusedFast(t *testing.T, c net.Conn, err error) {
+	t.Helper()
+	if err == nil {
+		c.SetReadDeadline(time.Now().Add(3 * time.Second))
+		_, err = c.Read(make([]byte, 1))
+	}
+	if !errors.Is(err, syscall.ECONNRESET) && !errors.Is(err, syscall.EPIPE) {
+		t.Errorf("connection beyond the limit: %v, want a reset", err)
+	}
+}
+
+func TestMaxConnectionsRefusesAtOnceAndRecovers(t *testing.T) {
+	e := newEnv(t, func(o *NodeOptions) { o.MaxConnections = 3 })
+	e.handOverAB()
+	e.orig.set(appX) // passthrough: one slot per connection
+	var held []net.Conn
+	for range 3 {
+		c, err := holdOutbound(t, e)
+		if err != nil {
+			t.Fatal(err)
+		}
+		held = append(held, c)
+	}
+	waitFor(t, "3 connections carried", func() bool { return e.node.limits.conns.used.Load() == 3 })
+	start := time.Now()
+	for range 5 {
+		c, err := holdOutbound(t, e)
+		refusedFast(t, c, err)
+	}
+	if d := time.Since(start); d > 3*time.Second {
+		t.Errorf("5 refusals took %v", d)
+	}
+	if got := testutil.ToFloat64(e.node.metrics.connRejected.WithLabelValues("outbound", reasonMaxConnections)); got != 5 {
+		t.Errorf("rejected{outbound,max_connections} = %v, want 5", got)
+	}
+	if n := e.logs.count(map[string]any{"msg": "~connection limit reached"}); n != 1 {
+		t.Errorf("%d 'limit reached' log lines for one burst, want 1", n)
+	}
+	for _, c := range held {
+		c.Close()
+	}
+	waitFor(t, "the held connections released", func() bool { return e.node.limits.conns.used.Load() == 0 })
+	e.node.limits.refused.flush(time.Now().Add(2 * refusalQuiet))
+	e.logs.wait(t, map[string]any{"msg": "~burst over", "refused_max_connections": float64(5)})
+	// Recovered: a connection works again.
+	c := dialIn(t, e.a, "127.0.0.1:15001")
+	if got, err := roundTrip(c, "again"); err != nil || got != "echo:again" {
+		t.Errorf("after the burst: %q, %v", got, err)
+	}
+}
+
+func TestFDBudgetRefusesBeforeEMFILE(t *testing.T) {
+	e := newEnv(t)
+	e.handOverAB()
+	e.orig.set(appX) // passthrough: two sockets per connection
+	e.node.limits.fds.max = 4
+	for range 2 {
+		if _, err := holdOutbound(t, e); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitFor(t, "4 sockets in use", func() bool { return e.node.limits.fds.used.Load() == 4 })
+	c, err := holdOutbound(t, e)
+	refusedFast(t, c, err)
+	if got := testutil.ToFloat64(e.node.metrics.connRejected.WithLabelValues("outbound", reasonFDBudget)); got != 1 {
+		t.Errorf("rejected{outbound,fd_budget} = %v, want 1", got)
+	}
+	// One unit left: the accept fits, the upstream dial does not.
+	e.node.limits.fds.max = 5
+	c, err = holdOutbound(t, e)
+	refusedFast(t, c, err)
+	e.logs.wait(t, map[string]any{"msg": "access", "direction": "outbound", "result": "~connection limit"})
+	waitFor(t, "the failed connection's socket released", func() bool { return e.node.limits.fds.used.Load() == 4 })
+	if got := testutil.ToFloat64(e.node.metrics.connRejected.WithLabelValues("outbound", reasonFDBudget)); got != 2 {
+		t.Errorf("rejected{outbound,fd_budget} = %v after the refused dial, want 2", got)
+	}
+}
+
+func TestNewLimitsFromRlimit(t *testing.T) {
+	var rl syscall.Rlimit
+	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &rl); err != nil {
+		t.Fatal(err)
+	}
+	l, err := newLimits(7, discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := int64(rl.Cur) - fdReserve(int64(rl.Cur)); l.fds.max != want || l.conns.max != 7 {
+		t.Errorf("fd budget %d, max connections %d; want %d, 7", l.fds.max, l.conns.max, want)
+	}
+	if r := fdReserve(20000); r != 1000 {
+		t.Errorf("reserve of 20000 = %d", r)
+	}
+}
+
+func TestTrimmerAfterBurst(t *testing.T) {
+	var tr trimmer
+	for _, step := range []struct {
+		conns int64
+		want  bool
+	}{
+		{10, false}, {2000, false}, {1900, false}, // still busy
+		{1100, false},            // fell by 900 but to more than half
+		{900, true},              // to half the peak or less: trim
+		{800, false},             // the new peak is 900: fell by 100 only
+		{0, true},                // by 900 (>= trimMin) to below half
+		{100, false}, {0, false}, // small swings do not trim
+	} {
+		if got := tr.due(step.conns); got != step.want {
+			t.Errorf("due(%d) = %v, want %v", step.conns, got, step.want)
+		}
+	}
+}
