@@ -23,6 +23,7 @@ import (
 // Client defaults.
 const (
 	DefaultIdleTimeout       = time.Minute
+	DefaultSpareIdleTimeout  = 5 * time.Second
 	DefaultMaxStreamsPerConn = 100
 	pingAfter                = 30 * time.Second
 	pingTimeout              = 15 * time.Second
@@ -50,9 +51,12 @@ const (
 
 // ClientOptions configure a Client.
 type ClientOptions struct {
-	Logger            *slog.Logger
-	IdleTimeout       time.Duration // a connection without streams is closed after this
-	MaxStreamsPerConn int           // a new connection is opened beyond this
+	Logger      *slog.Logger
+	IdleTimeout time.Duration // a connection without streams is closed after this
+	// SpareIdleTimeout closes sooner the idle connections of a pool key
+	// beyond the first: a burst that needed many connections leaves one.
+	SpareIdleTimeout  time.Duration
+	MaxStreamsPerConn int // a new connection is opened beyond this
 }
 
 // Client opens HBONE streams over pooled mTLS HTTP/2 connections.
@@ -65,6 +69,7 @@ type ClientOptions struct {
 type Client struct {
 	log        *slog.Logger
 	idle       time.Duration
+	spareIdle  time.Duration
 	maxStreams int
 	tr         *http2.Transport
 	ctx        context.Context // canceled by Close: aborts every stream
@@ -92,6 +97,7 @@ func NewClient(o ClientOptions) *Client {
 	c := &Client{
 		log:        cmp.Or(o.Logger, slog.Default()),
 		idle:       cmp.Or(o.IdleTimeout, DefaultIdleTimeout),
+		spareIdle:  cmp.Or(o.SpareIdleTimeout, DefaultSpareIdleTimeout),
 		maxStreams: cmp.Or(o.MaxStreamsPerConn, DefaultMaxStreamsPerConn),
 		pools:      map[poolKey]*pool{},
 	}
@@ -195,7 +201,7 @@ func (c *Client) Close() error {
 // janitor closes idle, broken and draining connections.
 func (c *Client) janitor() {
 	defer c.wg.Done()
-	tick := time.NewTicker(min(max(c.idle/4, 10*time.Millisecond), time.Second))
+	tick := time.NewTicker(min(max(min(c.idle, c.spareIdle)/4, 10*time.Millisecond), time.Second))
 	defer tick.Stop()
 	for {
 		select {

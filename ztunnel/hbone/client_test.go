@@ -123,6 +123,32 @@ func TestMaxStreamsAndIdle(t *testing.T) {
 	}
 }
 
+// TestSpareIdleConnsDropped: after a burst that needed three connections
+// to one destination, the spares close soon, one stays for reuse.
+func TestSpareIdleConnsDropped(t *testing.T) {
+	e := newEnv(t, HandlerFunc(dialUpstream), ClientOptions{MaxStreamsPerConn: 1, IdleTimeout: time.Hour, SpareIdleTimeout: 100 * time.Millisecond})
+	tg := e.target(idA, upstream(t, echo))
+	var streams []net.Conn
+	for range 3 {
+		streams = append(streams, e.dial(tg))
+	}
+	if s := e.cli.Stats(); s.Conns != 3 {
+		t.Fatalf("stats %+v, want 3 conns", s)
+	}
+	for _, s := range streams {
+		s.Close()
+	}
+	waitFor(t, "spare conns dropped", func() bool { return e.cli.Stats().Conns == 1 })
+	time.Sleep(300 * time.Millisecond) // the kept one outlives the spare timeout
+	if s := e.cli.Stats(); s.Conns != 1 {
+		t.Errorf("stats %+v, want the one kept connection", s)
+	}
+	e.dial(tg).Close() // and it is reused
+	if s := e.cli.Stats(); s.Conns != 1 {
+		t.Errorf("stats %+v after reuse, want 1 conn", s)
+	}
+}
+
 func TestIdleConnsDropped(t *testing.T) {
 	e := newEnv(t, HandlerFunc(dialUpstream), ClientOptions{IdleTimeout: 200 * time.Millisecond})
 	e.dial(e.target(idA, upstream(t, echo))).Close()
@@ -130,6 +156,39 @@ func TestIdleConnsDropped(t *testing.T) {
 		t.Fatalf("stats %+v", s)
 	}
 	waitFor(t, "idle conn dropped", func() bool { return e.cli.Stats().Conns == 0 })
+}
+
+// TestBurstDialsInParallel: a burst needing several connections to one
+// destination opens them in parallel, one per maxStreams waiting Dials.
+func TestBurstDialsInParallel(t *testing.T) {
+	e := newEnv(t, HandlerFunc(dialUpstream), ClientOptions{MaxStreamsPerConn: 2})
+	tg := e.target(idA, upstream(t, echo))
+	var dials, inFlight, most atomic.Int32
+	tg.Dial = func(ctx context.Context, addr netip.AddrPort) (net.Conn, error) {
+		dials.Add(1)
+		n := inFlight.Add(1)
+		defer inFlight.Add(-1)
+		for m := most.Load(); n > m && !most.CompareAndSwap(m, n); m = most.Load() {
+		}
+		time.Sleep(100 * time.Millisecond)
+		var d net.Dialer
+		return d.DialContext(ctx, "tcp", addr.String())
+	}
+	var wg sync.WaitGroup
+	for range 10 {
+		wg.Go(func() {
+			c, err := e.cli.Dial(context.Background(), tg)
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			t.Cleanup(func() { c.Close() })
+		})
+	}
+	wg.Wait()
+	if d, m := dials.Load(), most.Load(); d != 5 || m < 2 {
+		t.Errorf("%d dials, at most %d at once; want 5 (10 streams, 2 per conn), several at once", d, m)
+	}
 }
 
 func TestConcurrentDialsShareAttempt(t *testing.T) {

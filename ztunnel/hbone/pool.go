@@ -20,8 +20,14 @@ import (
 // pool is the connections of one poolKey. Guarded by Client.mu.
 type pool struct {
 	conns []*pconn
-	dial  *dialCall // connection attempt in progress, shared by all Dials
+	dials []*dialCall // connection attempts in progress, shared by the Dials waiting
 }
+
+// maxParallelDials bounds the connection attempts in flight per pool key.
+// A burst of N new streams to one destination needs N/maxStreams
+// connections: one attempt at a time would make the last stream wait for
+// every handshake before it.
+const maxParallelDials = 8
 
 // pconn is one pooled TLS connection.
 type pconn struct {
@@ -35,9 +41,10 @@ func (pc *pconn) close() { pc.cc.Close() }
 
 // dialCall is a connection attempt other Dials may wait for.
 type dialCall struct {
-	ctx  context.Context // of the Dial making the attempt
-	done chan struct{}   // closed when err is set
-	err  error
+	ctx     context.Context // of the Dial making the attempt
+	done    chan struct{}   // closed when err is set
+	err     error
+	waiters int // Dials counting on it, the maker included; guarded by Client.mu
 }
 
 // acquire returns a connection with a stream reserved on it, dialing one or
@@ -85,11 +92,21 @@ func (c *Client) reserve(key poolKey, ctx context.Context) (pc *pconn, call *dia
 			return pc, nil, false, nil
 		}
 	}
-	if p.dial != nil {
-		return nil, p.dial, false, nil
+	// Wait for an attempt that will have room for us, else make one, else
+	// wait for the least awaited.
+	var least *dialCall
+	for _, d := range p.dials {
+		if least == nil || d.waiters < least.waiters {
+			least = d
+		}
 	}
-	p.dial = &dialCall{ctx: ctx, done: make(chan struct{})}
-	return nil, p.dial, true, nil
+	if least != nil && (least.waiters < c.maxStreams || len(p.dials) >= maxParallelDials) {
+		least.waiters++
+		return nil, least, false, nil
+	}
+	d := &dialCall{ctx: ctx, done: make(chan struct{}), waiters: 1}
+	p.dials = append(p.dials, d)
+	return nil, d, true, nil
 }
 
 // connect dials a new connection for key and adds it to the pool.
@@ -101,9 +118,9 @@ func (c *Client) connect(key poolKey, t *Target, call *dialCall) {
 	p := c.pools[key]
 	// The pool may be gone (Close, CloseSource), or be a new one made after
 	// that: either way this connection belongs nowhere.
-	live := p != nil && p.dial == call
+	live := p != nil && slices.Contains(p.dials, call)
 	if live {
-		p.dial = nil
+		p.dials = slices.DeleteFunc(p.dials, func(d *dialCall) bool { return d == call })
 	}
 	switch {
 	case err != nil:
@@ -173,21 +190,31 @@ func (c *Client) release(pc *pconn) {
 }
 
 // sweep removes the connections that are broken, draining without streams
-// or idle too long, and returns them for closing.
+// or idle too long, and returns them for closing. The first idle
+// connection of a pool key may idle for the idle timeout, the others (a
+// burst's spares) for the spare idle timeout.
 func (c *Client) sweep(now time.Time) []*pconn {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	var dead []*pconn
 	for k, p := range c.pools {
+		kept := false // an idle connection of p is kept already
 		p.conns = slices.DeleteFunc(p.conns, func(pc *pconn) bool {
 			st := pc.cc.State()
-			gone := st.Closed || (pc.streams == 0 && (st.Closing || !pc.cc.CanTakeNewRequest() || now.Sub(pc.idleSince) > c.idle))
+			idle := pc.streams == 0
+			limit := c.idle
+			if kept {
+				limit = c.spareIdle
+			}
+			gone := st.Closed || (idle && (st.Closing || !pc.cc.CanTakeNewRequest() || now.Sub(pc.idleSince) > limit))
 			if gone {
 				dead = append(dead, pc)
+			} else if idle {
+				kept = true
 			}
 			return gone
 		})
-		if len(p.conns) == 0 && p.dial == nil {
+		if len(p.conns) == 0 && len(p.dials) == 0 {
 			delete(c.pools, k)
 		}
 	}
