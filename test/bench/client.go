@@ -24,8 +24,9 @@ const (
 //
 //	latency --to ADDR [--rate R] [--conns C] [--size S] [--duration D] [--grace G]
 //	bulk    --to ADDR [--bytes N] [--timeout T]
+//	hold    --to ADDR [--conns N] [--size S] [--hold D]
 //
-// latency prints a Summary, bulk a BulkResult.
+// latency prints a Summary, bulk a BulkResult, hold two HoldResult lines.
 func Client(ctx context.Context, args []string, stdout io.Writer) error {
 	if len(args) == 0 {
 		return fmt.Errorf("%s: want a mode, latency or bulk", ClientCommand)
@@ -33,6 +34,8 @@ func Client(ctx context.Context, args []string, stdout io.Writer) error {
 	var out any
 	var err error
 	switch args[0] {
+	case "hold":
+		return holdCommand(ctx, args[1:], stdout)
 	case "latency":
 		out, err = latencyCommand(ctx, args[1:])
 	case "bulk":

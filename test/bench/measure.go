@@ -46,7 +46,8 @@ type Result struct {
 	Scenario Scenario
 	Latency  Summary
 	Bulk     BulkResult
-	Path     string // how the traffic went: "direct", "hbone+mtls", ...
+	Idle     IdleMemory // zero unless Options.IdleConns > 0
+	Path     string     // how the traffic went: "direct", "hbone+mtls", ...
 	Err      error
 }
 
@@ -108,7 +109,8 @@ func measureScenario(ctx context.Context, l *lab.Lab, opts Options, sc Scenario)
 		r.Err = errors.Join(r.Err, l.RemovePod(ctx, client.Name), l.RemovePod(ctx, server.Name))
 	}()
 	addr := podAddr(server, opts.IPv6)
-	if err := startServers(ctx, server, opts); err != nil {
+	echoProc, err := startServers(ctx, server, opts)
+	if err != nil {
 		r.Err = err
 		return r
 	}
@@ -127,6 +129,9 @@ func measureScenario(ctx context.Context, l *lab.Lab, opts Options, sc Scenario)
 		return r
 	}
 	r.Path, r.Err = checkPath(ctx, l, sc, since, opts.Conns+1, echo, sink)
+	if r.Err == nil && opts.IdleConns > 0 {
+		r.Idle, r.Err = measureIdle(ctx, l, sc, opts, client, echoProc, echo)
+	}
 	return r
 }
 
@@ -159,15 +164,15 @@ func podAddr(p *lab.Pod, ipv6 bool) netip.Addr {
 }
 
 // startServers runs the echo and the sink in the server pod; they stop
-// when the pod is removed.
-func startServers(ctx context.Context, server *lab.Pod, opts Options) error {
-	echo := opts.command(ServerCommand, "--listen", ":"+strconv.Itoa(EchoPort))
-	if _, err := server.Start(ctx, "bench-echo", echo...); err != nil {
-		return fmt.Errorf("start echo server: %w", err)
+// when the pod is removed. It returns the echo server's process.
+func startServers(ctx context.Context, server *lab.Pod, opts Options) (*lab.Process, error) {
+	echo, err := server.Start(ctx, "bench-echo", opts.command(ServerCommand, "--listen", ":"+strconv.Itoa(EchoPort))...)
+	if err != nil {
+		return nil, fmt.Errorf("start echo server: %w", err)
 	}
 	sink := opts.command(ServerCommand, "--listen", ":"+strconv.Itoa(SinkPort), "--discard")
 	if _, err := server.Start(ctx, "bench-sink", sink...); err != nil {
-		return fmt.Errorf("start sink server: %w", err)
+		return nil, fmt.Errorf("start sink server: %w", err)
 	}
-	return nil
+	return echo, nil
 }

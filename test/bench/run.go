@@ -23,6 +23,7 @@ type Options struct {
 	Size      int           // latency payload bytes
 	BulkBytes int64         // bytes of the single-stream throughput run
 	IPv6      bool          // use the pods' IPv6 addresses
+	IdleConns int           // connections held for the memory measurement (0: none)
 	Logger    *slog.Logger  // progress (default: discard)
 	// Command runs the benchmark's client and server inside pods as
 	// Command + [ClientCommand or ServerCommand] + flags. Default:
@@ -67,6 +68,7 @@ func runDataPath(ctx context.Context, opts Options, stdout io.Writer) error {
 	results, err := Measure(ctx, opts)
 	if len(results) > 0 {
 		WriteTable(stdout, opts, results)
+		writeIdle(stdout, opts, results)
 		fmt.Fprintf(stdout, "\nmachine: %d CPUs, load average %s before and %s after the run\n",
 			runtime.NumCPU(), load, loadAverage())
 	}
@@ -107,6 +109,7 @@ func parseFlags(args []string, usage io.Writer) (Options, error) {
 	fs.IntVar(&o.Size, "size", 1024, "latency request and response payload bytes")
 	fs.Int64Var(&o.BulkBytes, "bulk-bytes", 256<<20, "bytes of the single-stream throughput run")
 	fs.BoolVar(&o.IPv6, "ipv6", false, "use the pods' IPv6 addresses")
+	fs.IntVar(&o.IdleConns, "idle-conns", 1000, "connections held open to measure memory per idle connection (0: skip)")
 	o.cpFlags.register(fs)
 	verbose := fs.Bool("verbose", false, "log lab progress to stderr")
 	if err := fs.Parse(args); err != nil {
@@ -127,6 +130,9 @@ func (o Options) check() error {
 	lc := LatencyConfig{To: "-", Rate: o.Rate, Conns: o.Conns, Size: o.Size, Duration: o.Duration}
 	if err := lc.check(); err != nil {
 		return fmt.Errorf("bench: %w", err)
+	}
+	if o.IdleConns < 0 || o.IdleConns > maxHeld {
+		return fmt.Errorf("bench: idle conns %d not in [0, %d]", o.IdleConns, maxHeld)
 	}
 	if o.BulkBytes <= 0 || o.BulkBytes > MaxBulk {
 		return fmt.Errorf("bench: bulk bytes %d not in (0, %d]", o.BulkBytes, int64(MaxBulk))

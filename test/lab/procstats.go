@@ -19,6 +19,10 @@ type ProcStats struct {
 	Peak  int64 // resident bytes at the highest so far (VmHWM)
 	FDs   int   // open file descriptors
 	Goros int   // goroutines (go_goroutines on its metrics port), -1 unknown
+	// Heap and Stacks are the Go heap and goroutine stacks in use
+	// (go_memstats_heap_inuse_bytes, go_memstats_stack_inuse_bytes), -1
+	// unknown.
+	Heap, Stacks int64
 }
 
 func (s ProcStats) String() string {
@@ -27,7 +31,7 @@ func (s ProcStats) String() string {
 
 // ReadProcStats reads pid's memory and fd count from /proc (Goros -1).
 func ReadProcStats(pid int) (ProcStats, error) {
-	st := ProcStats{Goros: -1}
+	st := ProcStats{Goros: -1, Heap: -1, Stacks: -1}
 	status, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
 	if err != nil {
 		return st, fmt.Errorf("read status of %d: %w", pid, err)
@@ -70,28 +74,33 @@ func (l *Lab) ZtunnelStats(ctx context.Context, i int) (ProcStats, error) {
 	if err != nil {
 		return st, err
 	}
-	st.Goros, err = l.metricValue(ctx, i, "go_goroutines")
-	return st, err
+	m, err := l.ZtunnelMetrics(ctx, i)
+	if err != nil {
+		return st, err
+	}
+	st.Goros, st.Heap, st.Stacks = int(m["go_goroutines"]), int64(m["go_memstats_heap_inuse_bytes"]), int64(m["go_memstats_stack_inuse_bytes"])
+	return st, nil
 }
 
-// metricValue reads one unlabelled gauge from node i's ztunnel metrics.
-func (l *Lab) metricValue(ctx context.Context, i int, name string) (int, error) {
+// ZtunnelMetrics reads node i's ztunnel's unlabelled series (name -> value).
+func (l *Lab) ZtunnelMetrics(ctx context.Context, i int) (map[string]float64, error) {
 	url := fmt.Sprintf("http://127.0.0.1:%d/metrics", mesh.MetricsPort)
 	code, body, err := l.httpGet(ctx, i, url)
 	if err != nil {
-		return -1, err
+		return nil, err
 	}
 	if code != http.StatusOK {
-		return -1, fmt.Errorf("get %s: status %d", url, code)
+		return nil, fmt.Errorf("get %s: status %d", url, code)
 	}
+	out := map[string]float64{}
 	for line := range strings.SplitSeq(string(body), "\n") {
-		if v, ok := strings.CutPrefix(line, name+" "); ok {
-			f, err := strconv.ParseFloat(v, 64)
-			if err != nil {
-				return -1, fmt.Errorf("metric %s: %w", name, err)
-			}
-			return int(f), nil
+		name, v, ok := strings.Cut(line, " ")
+		if !ok || strings.HasPrefix(name, "#") || strings.Contains(name, "{") {
+			continue
+		}
+		if f, err := strconv.ParseFloat(v, 64); err == nil {
+			out[name] = f
 		}
 	}
-	return -1, fmt.Errorf("metric %s not in %s", name, url)
+	return out, nil
 }
