@@ -24,7 +24,7 @@ commands:
          Deployment would (backoff 100ms doubling to 5s; every restart is logged)
   down   remove whatever any lab left behind (netns, cgroups, pins, processes)
   demo   run a two-node mesh, make some agent calls, show what the mesh did
-  app    sample workloads run inside pods: echo, http, send, stream
+  app    sample workloads run inside pods: echo, http, send, stream, dialer
   bench  measure latency and throughput: direct pod-to-pod against the mesh
 `
 
