@@ -59,8 +59,8 @@ func appStream(ctx context.Context, args []string, stdout io.Writer) error {
 
 // stream runs the exchange and collects stats; up, if not nil, gets
 // them after the first echo.
-func stream(ctx context.Context, to string, duration, interval time.Duration, up func(StreamStats)) StreamStats {
-	st := StreamStats{To: to}
+func stream(ctx context.Context, to string, duration, interval time.Duration, up func(StreamStats)) (st StreamStats) {
+	st = StreamStats{To: to}
 	start := time.Now()
 	defer func() { st.Seconds = time.Since(start).Seconds() }()
 	var d net.Dialer
