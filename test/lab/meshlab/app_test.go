@@ -70,7 +70,7 @@ func TestStream(t *testing.T) {
 	if err := json.Unmarshal(out.Bytes(), &st); err != nil {
 		t.Fatal(err)
 	}
-	if st.Sent < 5 || st.Echoed != st.Sent || st.BrokenAt != 0 {
+	if st.Sent < 5 || st.Echoed != st.Sent || st.BrokenAt != 0 || st.Seconds < 0.3 {
 		t.Errorf("unexpected stats %+v", st)
 	}
 }
@@ -178,7 +178,7 @@ func TestStreamProgress(t *testing.T) {
 	if len(lines) != 2 || json.Unmarshal([]byte(lines[0]), &first) != nil || json.Unmarshal([]byte(lines[1]), &last) != nil {
 		t.Fatalf("want two JSON lines, got %q", out.String())
 	}
-	if first.Echoed != 1 || last.Echoed < 2 {
+	if first.Echoed != 1 || last.Echoed < 2 || last.Seconds < 0.1 || first.Seconds >= last.Seconds {
 		t.Errorf("progress %+v, final %+v", first, last)
 	}
 }
@@ -201,7 +201,7 @@ func TestDialer(t *testing.T) {
 		if err := json.Unmarshal([]byte(line), &a); err != nil {
 			t.Fatalf("attempt line %q: %v", line, err)
 		}
-		if !a.OK || a.Error != "" || a.MS <= 0 || !a.At.After(last) {
+		if !a.OK || a.Error != "" || a.MS <= 0 || !a.At.After(last) || !strings.HasPrefix(a.Local, "127.0.0.1:") {
 			t.Errorf("attempt %+v (previous at %s)", a, last)
 		}
 		last = a.At

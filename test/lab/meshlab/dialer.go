@@ -12,7 +12,8 @@ import (
 type DialAttempt struct {
 	At    time.Time `json:"at"` // when the connect began
 	OK    bool      `json:"ok"`
-	MS    float64   `json:"ms"` // connect and round trip
+	MS    float64   `json:"ms"`              // connect and round trip
+	Local string    `json:"local,omitempty"` // the connection's own address, once connected
 	Error string    `json:"error,omitempty"`
 }
 
@@ -84,7 +85,7 @@ func dialOnce(ctx context.Context, to string, timeout time.Duration, payload str
 	defer cancel()
 	a := DialAttempt{At: time.Now()}
 	res := send(ctx, to, []byte(payload))
-	a.OK, a.Error = res.Error == "", res.Error
+	a.OK, a.Local, a.Error = res.Error == "", res.Local, res.Error
 	a.MS = ms(time.Since(a.At))
 	return a
 }
