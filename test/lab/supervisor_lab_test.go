@@ -7,7 +7,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 )
@@ -37,9 +36,7 @@ func TestLabRestartsKilledDaemons(t *testing.T) {
 	for _, name := range []string{ZtunnelName(1), AgentdName(2)} {
 		old := l.PID(name)
 		killed := time.Now()
-		if err := syscall.Kill(old, syscall.SIGKILL); err != nil {
-			t.Fatalf("kill %s: %v", name, err)
-		}
+		killPID(t, old)
 		p, err := l.WaitRestarted(ctx, name, 1)
 		if err != nil {
 			t.Fatal(err)
@@ -65,9 +62,7 @@ func TestLabRestartsKilledDaemons(t *testing.T) {
 
 	// Close right after the lab saw a crash: the restart is pending (or,
 	// on a slow machine, in flight or done).
-	if err := syscall.Kill(l.PID(ZtunnelName(2)), syscall.SIGKILL); err != nil {
-		t.Fatal(err)
-	}
+	killPID(t, l.PID(ZtunnelName(2)))
 	waitSupervisor(t, l.sup, "the crash is seen", func() bool { return l.sup.units[ZtunnelName(2)].exits > 0 })
 	if err := l.Close(); err != nil {
 		t.Errorf("close: %v", err)

@@ -354,8 +354,12 @@ func (f *sleepers) all() []*Process {
 	return slices.Clone(f.procs)
 }
 
+// killPID sends SIGKILL to pid (never to 0 or -1: a group or everyone).
 func killPID(t *testing.T, pid int) {
 	t.Helper()
+	if pid <= 1 {
+		t.Fatalf("no process to kill (pid %d)", pid)
+	}
 	if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
 		t.Fatalf("kill %d: %v", pid, err)
 	}
