@@ -10,9 +10,10 @@ import (
 	"time"
 )
 
-// Close stops every process the lab started (kubelets and pods first, then
-// ztunnel, then agentd, which then cleans up its eBPF state, then the
-// Kubernetes control plane), kills whatever is
+// Close ends the supervision of daemons (nothing is restarted after it
+// began), stops every process the lab started (kubelets and pods first,
+// then ztunnel, then agentd, which then cleans up its eBPF state, then the
+// controllers and the Kubernetes control plane), kills whatever is
 // left in the lab's cgroups, and removes the network namespaces, cgroups,
 // pins and the state directory. It is idempotent.
 func (l *Lab) Close() error {
@@ -25,6 +26,7 @@ func (l *Lab) Close() error {
 	procs, captures := l.processes, l.captures
 	l.processes, l.captures = nil, nil
 	l.mu.Unlock()
+	l.sup.close() // first: nothing is restarted from here on
 
 	var errs []error
 	for _, c := range captures {
@@ -36,6 +38,7 @@ func (l *Lab) Close() error {
 	}
 	errs = append(errs, l.stopMesh()...)
 	errs = append(errs, l.stopControllers()...)
+	errs = append(errs, l.sup.stopAll()...)
 	errs = append(errs, l.stopControlPlane())
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()

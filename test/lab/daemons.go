@@ -13,31 +13,11 @@ import (
 )
 
 // StartAgentd starts node i's agentd and waits for its socket.
-func (l *Lab) StartAgentd(ctx context.Context, i int) error {
-	p, err := l.startDaemon(i, agentdKind, l.agentdArgs(i))
-	if err != nil {
-		return err
-	}
-	ctx, cancel := context.WithTimeout(ctx, l.opts.ReadyTimeout)
-	defer cancel()
-	if err := waitFile(ctx, l.agentdSocket(i), p); err != nil {
-		return l.daemonError(i, agentdKind, err)
-	}
-	return nil
-}
+func (l *Lab) StartAgentd(ctx context.Context, i int) error { return l.startDaemon(ctx, i, agentdKind) }
 
 // StartZtunnel starts node i's ztunnel and waits until it is ready.
 func (l *Lab) StartZtunnel(ctx context.Context, i int) error {
-	p, err := l.startDaemon(i, ztunnelKind, l.ztunnelArgs(i))
-	if err != nil {
-		return err
-	}
-	ctx, cancel := context.WithTimeout(ctx, l.opts.ReadyTimeout)
-	defer cancel()
-	if err := l.waitReady(ctx, i, p); err != nil {
-		return l.daemonError(i, ztunnelKind, err)
-	}
-	return nil
+	return l.startDaemon(ctx, i, ztunnelKind)
 }
 
 // StopAgentd stops node i's agentd (SIGTERM, then SIGKILL).
@@ -62,54 +42,77 @@ func (l *Lab) RestartZtunnel(ctx context.Context, i int) error {
 	return l.StartZtunnel(ctx, i)
 }
 
-// Daemon returns node i's running agentd or ztunnel process, or nil.
-func (l *Lab) Daemon(i int, kind string) *Process {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.daemons[daemonKey(i, kind)]
-}
+// Daemon returns node i's agentd or ztunnel process: the running one, or
+// one that died and is about to be restarted; nil once stopped.
+func (l *Lab) Daemon(i int, kind string) *Process { return l.sup.current(daemonKey(i, kind)) }
+
+// AgentdName and ZtunnelName name node i's agentd and ztunnel ("n1-agentd")
+// for PID, Restarts and WaitRestarted; ControllerID names a controller.
+func AgentdName(i int) string  { return daemonKey(i, agentdKind) }
+func ZtunnelName(i int) string { return daemonKey(i, ztunnelKind) }
 
 func daemonKey(i int, kind string) string { return nodeName(i) + "-" + kind }
 
-// startDaemon starts one per-node daemon in the node's netns and cgroup.
-func (l *Lab) startDaemon(i int, kind string, args []string) (*Process, error) {
+// startDaemon starts one per-node daemon in the node's netns and cgroup,
+// under supervision, and waits until it serves.
+func (l *Lab) startDaemon(ctx context.Context, i int, kind string) error {
 	if i < 1 || i > l.opts.Nodes {
-		return nil, fmt.Errorf("no node %d", i)
+		return fmt.Errorf("no node %d", i)
 	}
-	key := daemonKey(i, kind)
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if l.closed {
-		return nil, errors.New("lab closed")
-	}
-	if p := l.daemons[key]; p != nil {
-		return nil, fmt.Errorf("%s already running (pid %d)", key, p.PID)
-	}
-	p, err := startProcess(procSpec{name: key, netns: l.nodeNetns(i), cgroup: l.nodeCgroup(i),
-		args: args, logPath: l.DaemonLog(i, kind)})
+	spec := l.daemonSpec(i, kind)
+	p, err := l.sup.start(daemonKey(i, kind), spec)
 	if err != nil {
-		return nil, err
+		return err
 	}
-	l.daemons[key] = p
-	l.log.Info("started", "process", key, "pid", p.PID)
-	return p, l.pids.record(p.PID, key)
+	ctx, cancel := context.WithTimeout(ctx, l.opts.ReadyTimeout)
+	defer cancel()
+	if err := spec.ready(ctx, p); err != nil {
+		return l.daemonError(i, kind, err)
+	}
+	return nil
+}
+
+// daemonSpec says how to start node i's agentd or ztunnel and when it
+// serves: agentd once its socket exists (a stale one, left by a killed
+// agentd, is removed first), ztunnel once its readiness endpoint says so.
+func (l *Lab) daemonSpec(i int, kind string) unitSpec {
+	ps := procSpec{name: daemonKey(i, kind), netns: l.nodeNetns(i), cgroup: l.nodeCgroup(i),
+		logPath: l.DaemonLog(i, kind)}
+	if kind == ztunnelKind {
+		ps.args = l.ztunnelArgs(i)
+		return unitSpec{start: func() (*Process, error) { return startProcess(ps) },
+			ready: func(ctx context.Context, p *Process) error { return l.waitReady(ctx, i, p) }}
+	}
+	ps.args = l.agentdArgs(i)
+	sock := l.agentdSocket(i)
+	return unitSpec{
+		start: func() (*Process, error) {
+			if err := removeStaleSocket(sock); err != nil {
+				return nil, err
+			}
+			return startProcess(ps)
+		},
+		ready: func(ctx context.Context, p *Process) error { return waitFile(ctx, sock, p) },
+	}
 }
 
 // stopDaemon stops one per-node daemon; stopping a stopped one is a no-op.
-func (l *Lab) stopDaemon(i int, kind string) error { return l.stopProcess(daemonKey(i, kind)) }
+func (l *Lab) stopDaemon(i int, kind string) error { return l.sup.stop(daemonKey(i, kind)) }
 
-// stopProcess stops the daemon or controller recorded under key (SIGTERM,
-// then SIGKILL) and forgets it; an unknown key is a no-op.
-func (l *Lab) stopProcess(key string) error {
-	l.mu.Lock()
-	p := l.daemons[key]
-	delete(l.daemons, key)
-	l.mu.Unlock()
-	if p == nil {
-		return nil
-	}
-	l.log.Info("stopping", "process", key, "pid", p.PID)
-	return p.Stop()
+// PID is the pid of the named daemon or controller (AgentdName,
+// ZtunnelName, ControllerID) while it runs, else 0.
+func (l *Lab) PID(name string) int { return l.sup.pid(name) }
+
+// Restarts is how often the lab restarted the named daemon or controller
+// after it died without being asked to.
+func (l *Lab) Restarts(name string) int { return l.sup.restarts(name) }
+
+// WaitRestarted waits until the lab has restarted the named daemon or
+// controller n times in all and the restarted process is ready (ztunnel:
+// its readiness endpoint; agentd: its socket; controller: /readyz), and
+// returns that process.
+func (l *Lab) WaitRestarted(ctx context.Context, name string, n int) (*Process, error) {
+	return l.sup.waitRestarted(ctx, name, n)
 }
 
 // daemonError adds the tail of the daemon's log to err.

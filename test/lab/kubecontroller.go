@@ -3,7 +3,6 @@ package lab
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"net/http"
 	"net/netip"
@@ -82,8 +81,8 @@ func (l *Lab) controllerArgs(r int) []string {
 		"--id", ControllerID(r), "--lease-duration", "4s", "--renew-deadline", "3s", "--retry-period", "1s"}
 }
 
-// StartController starts controller replica r (0 or 1) in the wire netns
-// and waits until its /readyz answers 200.
+// StartController starts controller replica r (0 or 1) in the wire netns,
+// under supervision, and waits until its /readyz answers 200.
 func (l *Lab) StartController(ctx context.Context, r int) error {
 	if l.kube == nil {
 		return errNotKube
@@ -96,12 +95,33 @@ func (l *Lab) StartController(ctx context.Context, r int) error {
 			return err
 		}
 	}
-	p, err := l.startController(r)
+	spec := l.controllerSpec(r)
+	p, err := l.sup.start(ControllerID(r), spec)
 	if err != nil {
 		return err
 	}
 	ctx, cancel := context.WithTimeout(ctx, l.opts.ReadyTimeout)
 	defer cancel()
+	if err := spec.ready(ctx, p); err != nil {
+		return fmt.Errorf("controller %d not ready: %w\n--- last lines of %s ---\n%s",
+			r, err, l.ControllerLog(r), logTail(l.ControllerLog(r), 20))
+	}
+	return nil
+}
+
+// controllerSpec says how to start replica r and when it serves: once
+// its /readyz answers 200.
+func (l *Lab) controllerSpec(r int) unitSpec {
+	ps := procSpec{name: ControllerID(r), netns: l.wireName(), cgroup: l.kubeCgroup(),
+		args: l.controllerArgs(r), logPath: l.ControllerLog(r)}
+	return unitSpec{
+		start: func() (*Process, error) { return startProcess(ps) },
+		ready: func(ctx context.Context, p *Process) error { return l.waitControllerReady(ctx, r, p) },
+	}
+}
+
+// waitControllerReady polls replica r's /readyz until it answers 200.
+func (l *Lab) waitControllerReady(ctx context.Context, r int, p *Process) error {
 	url := l.controllerURL(r, "/readyz")
 	for {
 		code, _, err := httpGetIn(ctx, l.wireName(), url)
@@ -110,57 +130,21 @@ func (l *Lab) StartController(ctx context.Context, r int) error {
 		}
 		select {
 		case <-ctx.Done():
-			return fmt.Errorf("controller %d not ready: %w (last: %d %v)\n--- last lines of %s ---\n%s",
-				r, ctx.Err(), code, err, l.ControllerLog(r), logTail(l.ControllerLog(r), 20))
+			return fmt.Errorf("%s: %w (last: %d %v)", url, ctx.Err(), code, err)
 		case <-p.Done():
-			return fmt.Errorf("controller %d exited: %v\n--- last lines of %s ---\n%s",
-				r, p.Wait(), l.ControllerLog(r), logTail(l.ControllerLog(r), 20))
+			return fmt.Errorf("exited early: %v", p.Wait())
 		case <-time.After(100 * time.Millisecond):
 		}
 	}
 }
 
-// startController forks replica r and records it.
-func (l *Lab) startController(r int) (*Process, error) {
-	key := ControllerID(r)
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if l.closed {
-		return nil, errors.New("lab closed")
-	}
-	if p := l.daemons[key]; p != nil {
-		return nil, fmt.Errorf("%s already running (pid %d)", key, p.PID)
-	}
-	p, err := startProcess(procSpec{name: key, netns: l.wireName(), cgroup: l.kubeCgroup(),
-		args: l.controllerArgs(r), logPath: l.ControllerLog(r)})
-	if err != nil {
-		return nil, err
-	}
-	l.daemons[key] = p
-	l.log.Info("started", "process", key, "pid", p.PID)
-	return p, l.pids.record(p.PID, key)
-}
-
 // StopController stops replica r (SIGTERM, then SIGKILL); a stopped one
-// is a no-op.
-func (l *Lab) StopController(r int) error { return l.stopProcess(ControllerID(r)) }
+// is a no-op. The lab does not restart it.
+func (l *Lab) StopController(r int) error { return l.sup.stop(ControllerID(r)) }
 
-// KillController kills replica r with SIGKILL (no graceful handover).
-func (l *Lab) KillController(r int) error {
-	key := ControllerID(r)
-	l.mu.Lock()
-	p := l.daemons[key]
-	delete(l.daemons, key)
-	l.mu.Unlock()
-	if p == nil {
-		return nil
-	}
-	if err := p.cmd.Process.Kill(); err != nil {
-		return fmt.Errorf("kill %s: %w", key, err)
-	}
-	<-p.Done()
-	return nil
-}
+// KillController kills replica r with SIGKILL (no graceful handover). The
+// lab asked for it, so it does not restart it; to crash it, kill its PID.
+func (l *Lab) KillController(r int) error { return l.sup.kill(ControllerID(r)) }
 
 // stopControllers stops every replica.
 func (l *Lab) stopControllers() []error {

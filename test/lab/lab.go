@@ -28,6 +28,11 @@
 // to that pod (<state>/n<i>/token) and the mesh root from ConfigMap
 // agentmesh-ca-root (<state>/ca-root.pem).
 //
+// The lab restarts an agentd, ztunnel or controller replica that exits
+// without being asked to, as its DaemonSet or Deployment would, with a
+// kubelet-like backoff (supervisor.go); PID, Restarts and WaitRestarted
+// let tests follow it.
+//
 // Processes (agentd, ztunnel, pod workloads) are forked from a locked OS
 // thread that has joined the target netns, so they are born in it, and are
 // placed in their cgroup by clone3(CLONE_INTO_CGROUP). `ip netns exec` is
@@ -91,15 +96,15 @@ type Lab struct {
 	cgRoot  string // <cgroup2 root>/<id>
 	pinRoot string // /sys/fs/bpf/<id>
 	pids    *pidsFile
-	kube    *kubeMode // Kubernetes mode; nil in standalone mode. Set by build before New returns.
+	kube    *kubeMode   // Kubernetes mode; nil in standalone mode. Set by build before New returns.
+	sup     *supervisor // runs agentd, ztunnel and the controllers, restarting them when they die
 
 	mu        sync.Mutex // guards the fields below
 	cfg       meshconfig.Config
 	pods      map[string]*Pod
-	nextPod   map[int]int         // node -> next pod index
-	daemons   map[string]*Process // "n1-agentd", "n1-ztunnel"
-	processes []*Process          // started in pods
-	captures  []*Capture          // stopped by Close
+	nextPod   map[int]int // node -> next pod index
+	processes []*Process  // started in pods
+	captures  []*Capture  // stopped by Close
 	closed    bool
 }
 
@@ -141,14 +146,16 @@ func newLab(opts Options) (*Lab, error) {
 		return nil, err
 	}
 	state := filepath.Join(StateRoot, id)
+	log := opts.Logger.With("lab", id)
+	pids := &pidsFile{path: filepath.Join(state, "pids")}
 	return &Lab{
-		id: id, opts: opts, log: opts.Logger.With("lab", id),
+		id: id, opts: opts, log: log,
 		state: state, cgRoot: filepath.Join(root, id), pinRoot: filepath.Join(BPFRoot, id),
-		pids:    &pidsFile{path: filepath.Join(state, "pids")},
+		pids:    pids,
+		sup:     newSupervisor(log, defaultBackoff, opts.ReadyTimeout, pids.record),
 		cfg:     meshconfig.Config{TrustDomain: opts.TrustDomain, Workloads: []meshconfig.Workload{}},
 		pods:    map[string]*Pod{},
 		nextPod: map[int]int{},
-		daemons: map[string]*Process{},
 	}, nil
 }
 

@@ -2,6 +2,7 @@ package lab
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -126,6 +127,26 @@ func ensureBPFFS() error {
 	}
 	if err := unix.Mount("bpffs", BPFRoot, "bpf", 0, "mode=0700"); err != nil {
 		return fmt.Errorf("mount bpffs: %w", err)
+	}
+	return nil
+}
+
+// removeStaleSocket removes the socket file at path, as a killed agentd
+// leaves it, so that waiting for the socket means waiting for the new
+// agentd; anything but a socket is left alone.
+func removeStaleSocket(path string) error {
+	fi, err := os.Lstat(path)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("stat %s: %w", path, err)
+	}
+	if fi.Mode().Type() != os.ModeSocket {
+		return nil
+	}
+	if err := os.Remove(path); err != nil {
+		return fmt.Errorf("remove stale socket: %w", err)
 	}
 	return nil
 }

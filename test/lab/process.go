@@ -71,12 +71,19 @@ func startProcess(spec procSpec) (*Process, error) {
 	if err != nil {
 		return nil, fmt.Errorf("start %s: %w", spec.name, err)
 	}
-	p := &Process{PID: cmd.Process.Pid, Name: spec.name, LogPath: spec.logPath, cmd: cmd, done: make(chan struct{})}
+	logPath := spec.logPath
 	if spec.stdout != nil {
-		p.LogPath = ""
+		logPath = ""
 	}
+	return reap(cmd, spec.name, logPath), nil
+}
+
+// reap wraps a started cmd in a Process whose goroutine waits for it (and
+// ends when it exits).
+func reap(cmd *exec.Cmd, name, logPath string) *Process {
+	p := &Process{PID: cmd.Process.Pid, Name: name, LogPath: logPath, cmd: cmd, done: make(chan struct{})}
 	go p.wait()
-	return p, nil
+	return p
 }
 
 // wait reaps the process; it returns when the process has exited.
@@ -87,6 +94,20 @@ func (p *Process) wait() {
 
 // Done is closed when the process has exited.
 func (p *Process) Done() <-chan struct{} { return p.done }
+
+// ExitStatus says how the process ended ("exit status 3", "signal:
+// killed"), or "" while it runs.
+func (p *Process) ExitStatus() string {
+	select {
+	case <-p.done:
+	default:
+		return ""
+	}
+	if p.cmd.ProcessState == nil {
+		return fmt.Sprint(p.err)
+	}
+	return p.cmd.ProcessState.String()
+}
 
 // Wait waits for the process to exit and returns its exit error.
 func (p *Process) Wait() error {

@@ -70,7 +70,7 @@ func TestStream(t *testing.T) {
 	if err := json.Unmarshal(out.Bytes(), &st); err != nil {
 		t.Fatal(err)
 	}
-	if st.Sent < 5 || st.Echoed != st.Sent || st.BrokenAt != 0 {
+	if st.Sent < 5 || st.Echoed != st.Sent || st.BrokenAt != 0 || st.Seconds < 0.3 {
 		t.Errorf("unexpected stats %+v", st)
 	}
 }
@@ -159,9 +159,122 @@ func TestAppHTTPStopsWithContext(t *testing.T) {
 }
 
 func TestUsage(t *testing.T) {
-	for _, args := range [][]string{nil, {"bogus"}, {"app"}, {"app", "send"}, {"demo", "--nodes", "1"}} {
+	for _, args := range [][]string{nil, {"bogus"}, {"app"}, {"app", "send"}, {"app", "dialer"}, {"app", "dialer", "--to", "x:1", "--interval", "0s"}, {"demo", "--nodes", "1"}} {
 		if err := Run(context.Background(), args, &bytes.Buffer{}); err == nil {
 			t.Errorf("Run(%q): no error", args)
 		}
+	}
+}
+
+func TestStreamProgress(t *testing.T) {
+	addr := startEcho(t)
+	var out bytes.Buffer
+	err := Run(context.Background(), []string{"app", "stream", "--to", addr, "--duration", "100ms", "--interval", "20ms", "--progress"}, &out)
+	if err != nil {
+		t.Fatalf("stream: %v (%s)", err, out.String())
+	}
+	lines := strings.Split(strings.TrimSpace(out.String()), "\n")
+	var first, last StreamStats
+	if len(lines) != 2 || json.Unmarshal([]byte(lines[0]), &first) != nil || json.Unmarshal([]byte(lines[1]), &last) != nil {
+		t.Fatalf("want two JSON lines, got %q", out.String())
+	}
+	if first.Echoed != 1 || last.Echoed < 2 || last.Seconds < 0.1 || first.Seconds >= last.Seconds {
+		t.Errorf("progress %+v, final %+v", first, last)
+	}
+}
+
+func TestDialer(t *testing.T) {
+	addr := startEcho(t)
+	var out bytes.Buffer
+	err := Run(context.Background(), []string{"app", "dialer", "--to", addr, "--interval", "10ms", "--duration", "200ms"}, &out)
+	if err != nil {
+		t.Fatalf("dialer: %v (%s)", err, out.String())
+	}
+	lines := strings.Split(strings.TrimSpace(out.String()), "\n")
+	var sum DialSummary
+	if err := json.Unmarshal([]byte(lines[len(lines)-1]), &sum); err != nil {
+		t.Fatal(err)
+	}
+	var last time.Time
+	for _, line := range lines[:len(lines)-1] {
+		var a DialAttempt
+		if err := json.Unmarshal([]byte(line), &a); err != nil {
+			t.Fatalf("attempt line %q: %v", line, err)
+		}
+		if !a.OK || a.Error != "" || a.MS <= 0 || !a.At.After(last) || !strings.HasPrefix(a.Local, "127.0.0.1:") {
+			t.Errorf("attempt %+v (previous at %s)", a, last)
+		}
+		last = a.At
+	}
+	if n := len(lines) - 1; sum.Attempts != n || sum.OK != n || sum.Failed != 0 || n < 5 || sum.To != addr {
+		t.Errorf("%d attempt lines, summary %+v", n, sum)
+	}
+}
+
+// TestDialerReportsFailures: three connections work, then the server goes
+// away and the next ones fail, each reported with its error.
+func TestDialerReportsFailures(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srvCtx, stopServer := context.WithCancel(context.Background())
+	served := make(chan error, 1)
+	go func() { served <- serveEcho(srvCtx, ln) }()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var got []DialAttempt
+	sum, err := dialLoop(ctx, ln.Addr().String(), time.Millisecond, time.Second, func(a DialAttempt) error {
+		got = append(got, a)
+		if len(got) == 3 {
+			stopServer()
+			if err := <-served; err != nil {
+				t.Errorf("echo server: %v", err)
+			}
+		}
+		if len(got) == 6 {
+			cancel()
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, a := range got {
+		if wantOK := i < 3; a.OK != wantOK || (a.Error == "") != wantOK || a.At.IsZero() {
+			t.Errorf("attempt %d: %+v, want ok=%v", i+1, a, wantOK)
+		}
+	}
+	if sum.Attempts != 6 || sum.OK != 3 || sum.Failed != 3 {
+		t.Errorf("summary %+v", sum)
+	}
+}
+
+// TestDialerStopIsNotAFailure: a stop during a connection lets it finish.
+func TestDialerStopIsNotAFailure(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go func() {
+		c, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		defer c.Close()
+		buf := make([]byte, 64)
+		n, err := c.Read(buf)
+		if err != nil {
+			return
+		}
+		cancel() // the dialer is told to stop while it waits for the echo
+		_, _ = c.Write(buf[:n])
+	}()
+	sum, err := dialLoop(ctx, ln.Addr().String(), time.Millisecond, 5*time.Second, func(DialAttempt) error { return nil })
+	if err != nil || sum.Attempts != 1 || sum.OK != 1 {
+		t.Errorf("summary %+v, %v; want one good attempt", sum, err)
 	}
 }

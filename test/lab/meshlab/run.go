@@ -19,10 +19,12 @@ import (
 const Usage = `usage: meshlab <command> [flags]
 
 commands:
-  up     start a lab (nodes, pods, agentd, ztunnel) and wait for Ctrl-C
+  up     start a lab (nodes, pods, agentd, ztunnel) and wait for Ctrl-C; an agentd,
+         ztunnel or controller that dies is restarted, as its DaemonSet or
+         Deployment would (backoff 100ms doubling to 5s; every restart is logged)
   down   remove whatever any lab left behind (netns, cgroups, pins, processes)
   demo   run a two-node mesh, make some agent calls, show what the mesh did
-  app    sample workloads run inside pods: echo, http, send, stream, burst
+  app    sample workloads run inside pods: echo, http, send, stream, dialer, burst
   bench  measure latency and throughput: direct pod-to-pod against the mesh
 `
 

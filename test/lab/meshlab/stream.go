@@ -26,22 +26,28 @@ type StreamStats struct {
 	Error    string `json:"error,omitempty"`
 }
 
-// appStream is `app stream --to ADDR --duration D --interval I`: one
-// long-lived connection to an echo server, a numbered message every
-// interval, each echo checked. It prints JSON stats and fails when the
-// connection breaks.
+// appStream is `app stream --to ADDR --duration D --interval I
+// [--progress]`: one long-lived connection to an echo server, a numbered
+// message every interval, each echo checked. It runs for the duration or
+// until stopped (SIGTERM), prints JSON stats (with --progress also once
+// after the first echo) and fails when the connection breaks.
 func appStream(ctx context.Context, args []string, stdout io.Writer) error {
 	fs := flag.NewFlagSet("app stream", flag.ContinueOnError)
 	to := fs.String("to", "", "echo server address (host:port)")
 	duration := fs.Duration("duration", 10*time.Second, "how long to stream")
 	interval := fs.Duration("interval", 100*time.Millisecond, "time between messages")
+	progress := fs.Bool("progress", false, "also print the stats once, after the first echo (the stream is up)")
 	if err := fs.Parse(args); err != nil {
 		return fmt.Errorf("%w: %w", ErrUsage, err)
 	}
 	if *to == "" || *interval <= 0 {
 		return fmt.Errorf("%w: --to and a positive --interval are required", ErrUsage)
 	}
-	st := stream(ctx, *to, *duration, *interval)
+	var up func(StreamStats)
+	if *progress {
+		up = func(st StreamStats) { _ = writeJSON(stdout, st) }
+	}
+	st := stream(ctx, *to, *duration, *interval, up)
 	if err := writeJSON(stdout, st); err != nil {
 		return err
 	}
@@ -51,9 +57,10 @@ func appStream(ctx context.Context, args []string, stdout io.Writer) error {
 	return nil
 }
 
-// stream runs the exchange and collects stats.
-func stream(ctx context.Context, to string, duration, interval time.Duration) StreamStats {
-	st := StreamStats{To: to}
+// stream runs the exchange and collects stats; up, if not nil, gets
+// them after the first echo.
+func stream(ctx context.Context, to string, duration, interval time.Duration, up func(StreamStats)) (st StreamStats) {
+	st = StreamStats{To: to}
 	start := time.Now()
 	defer func() { st.Seconds = time.Since(start).Seconds() }()
 	var d net.Dialer
@@ -78,6 +85,10 @@ func stream(ctx context.Context, to string, duration, interval time.Duration) St
 		total += rtt
 		st.MaxRTTMS = max(st.MaxRTTMS, ms(rtt))
 		st.AvgRTTMS = ms(total) / float64(n)
+		if n == 1 && up != nil {
+			st.Seconds = time.Since(start).Seconds()
+			up(st)
+		}
 		select {
 		case <-ctx.Done():
 			return st

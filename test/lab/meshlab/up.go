@@ -101,6 +101,9 @@ func printUp(w io.Writer, l *lab.Lab, pods map[string]*lab.Pod) {
 	if l.MeshStarted() {
 		fmt.Fprintf(w, "ztunnel admin of node 1:\n  ip netns exec %s curl -s http://127.0.0.1:%d/pods\n", l.NodeNetns(1), mesh.AdminPort)
 	}
+	if l.MeshStarted() {
+		fmt.Fprintln(w, "a killed agentd, ztunnel or controller comes back by itself, as its DaemonSet or Deployment would")
+	}
 	fmt.Fprintln(w, "\nCtrl-C stops the lab and removes everything (after a crash: meshlab down)")
 }
 
