@@ -68,9 +68,14 @@ func TestRenewalKeepsLiveConnection(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer ln.Close()
 	var wg sync.WaitGroup
-	defer wg.Wait()
+	// Close the listener before waiting for the echo server, also when a
+	// Fatal ends the test early (two separate defers would wait first and
+	// turn any failure into a hang until the test binary's timeout).
+	defer func() {
+		ln.Close()
+		wg.Wait()
+	}()
 	wg.Add(1)
 	go func() { // echo server
 		defer wg.Done()
