@@ -39,13 +39,14 @@ type limits struct {
 
 // counter is a bounded count of things in use.
 type counter struct {
-	max  int64 // 0: unbounded
+	max  atomic.Int64 // 0: unbounded
 	used atomic.Int64
 }
 
+
 // take takes one unit; false when none is left.
 func (c *counter) take() bool {
-	if n := c.used.Add(1); c.max > 0 && n > c.max {
+	if n, m := c.used.Add(1), c.max.Load(); m > 0 && n > m {
 		c.used.Add(-1)
 		return false
 	}
@@ -69,7 +70,9 @@ func newLimits(maxConns int, log *slog.Logger) (*limits, error) {
 	if budget < 64 {
 		return nil, fmt.Errorf("open-file limit %d leaves no room for connections (raise RLIMIT_NOFILE)", rl.Cur)
 	}
-	l := &limits{fds: counter{max: budget}, conns: counter{max: int64(maxConns)}}
+	l := &limits{}
+	l.fds.max.Store(budget)
+	l.conns.max.Store(int64(maxConns))
 	l.refused.log = log
 	return l, nil
 }
@@ -127,8 +130,8 @@ func (r *refusals) add(reason, direction string, l *limits) {
 	if r.start.IsZero() {
 		r.start, r.counts = now, map[string]int64{}
 		r.log.Warn("connection limit reached: refusing new connections until the load drops",
-			"reason", reason, "direction", direction, "sockets", l.fds.used.Load(), "fd_budget", l.fds.max,
-			"connections", l.conns.used.Load(), "max_connections", l.conns.max)
+			"reason", reason, "direction", direction, "sockets", l.fds.used.Load(), "fd_budget", l.fds.max.Load(),
+			"connections", l.conns.used.Load(), "max_connections", l.conns.max.Load())
 	}
 	r.last = now
 	r.counts[reason]++

@@ -89,7 +89,7 @@ func TestFDBudgetRefusesBeforeEMFILE(t *testing.T) {
 	e := newEnv(t)
 	e.handOverAB()
 	e.orig.set(appX) // passthrough: two sockets per connection
-	e.node.limits.fds.max = 4
+	e.node.limits.fds.max.Store(4)
 	for range 2 {
 		if _, err := holdOutbound(t, e); err != nil {
 			t.Fatal(err)
@@ -102,7 +102,7 @@ func TestFDBudgetRefusesBeforeEMFILE(t *testing.T) {
 		t.Errorf("rejected{outbound,fd_budget} = %v, want 1", got)
 	}
 	// One unit left: the accept fits, the upstream dial does not.
-	e.node.limits.fds.max = 5
+	e.node.limits.fds.max.Store(5)
 	c, err = holdOutbound(t, e)
 	refusedFast(t, c, err)
 	e.logs.wait(t, map[string]any{"msg": "access", "direction": "outbound", "result": "~connection limit"})
@@ -121,8 +121,8 @@ func TestNewLimitsFromRlimit(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if want := int64(rl.Cur) - fdReserve(int64(rl.Cur)); l.fds.max != want || l.conns.max != 7 {
-		t.Errorf("fd budget %d, max connections %d; want %d, 7", l.fds.max, l.conns.max, want)
+	if want := int64(rl.Cur) - fdReserve(int64(rl.Cur)); l.fds.max.Load() != want || l.conns.max.Load() != 7 {
+		t.Errorf("fd budget %d, max connections %d; want %d, 7", l.fds.max.Load(), l.conns.max.Load(), want)
 	}
 	if r := fdReserve(20000); r != 1000 {
 		t.Errorf("reserve of 20000 = %d", r)

@@ -81,14 +81,14 @@ func (m *metrics) watchLimits(reg prometheus.Registerer, l *limits) {
 		}, func() float64 { return float64(l.fds.used.Load()) }),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "ztunnel_proxy_sockets_limit", Help: "The fd budget: sockets beyond it are refused (0: none).",
-		}, func() float64 { return float64(l.fds.max) }),
+		}, func() float64 { return float64(l.fds.max.Load()) }),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "ztunnel_proxy_connections",
 			Help: "Proxied connections carried now (outbound and plaintext connections, inbound HBONE streams).",
 		}, func() float64 { return float64(l.conns.used.Load()) }),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "ztunnel_proxy_connections_limit", Help: "--max-connections (0: none).",
-		}, func() float64 { return float64(l.conns.max) }),
+		}, func() float64 { return float64(l.conns.max.Load()) }),
 	)
 }
 

@@ -105,7 +105,8 @@ func NewNode(o NodeOptions) *Node {
 	lim, err := newLimits(o.MaxConnections, o.Logger)
 	if err != nil {
 		o.Logger.Error("no fd budget: connections are limited by --max-connections only", "err", err)
-		lim = &limits{conns: counter{max: int64(o.MaxConnections)}}
+		lim = &limits{}
+		lim.conns.max.Store(int64(o.MaxConnections))
 		lim.refused.log = o.Logger
 	}
 	n.limits = lim
