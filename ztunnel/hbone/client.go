@@ -1,5 +1,3 @@
-//lint:file-ignore SA1019 x/net/http2 is deprecated for net/http, but HBONE needs HTTP/2 on TLS conns ztunnel dials and accepts itself inside pod netns, which net/http's server cannot take over.
-
 package hbone
 
 import (
@@ -9,13 +7,9 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
-	"net/http"
 	"net/netip"
-	"strings"
 	"sync"
 	"time"
-
-	"golang.org/x/net/http2"
 
 	"github.com/agentmesh/agentmesh/internal/spiffe"
 )
@@ -25,8 +19,13 @@ const (
 	DefaultIdleTimeout       = time.Minute
 	DefaultSpareIdleTimeout  = 5 * time.Second
 	DefaultMaxStreamsPerConn = 100
-	pingAfter                = 30 * time.Second
-	pingTimeout              = 15 * time.Second
+)
+
+// Keepalive: a connection quiet for pingAfter is pinged, and closed when
+// nothing arrives within pingTimeout (variables for tests).
+var (
+	pingAfter   = 30 * time.Second
+	pingTimeout = 15 * time.Second
 )
 
 // HTTP/2 sizes, client and server alike.
@@ -34,19 +33,19 @@ const (
 // Memory per stream: data received and not yet taken by the other side
 // (the upstream on the server, the app on the client) is buffered up to
 // streamWindow, and all streams of a connection together up to connWindow;
-// these buffers are allocated as data arrives and freed as it is read, so
-// a quiet stream holds none. x/net's client holds one scratch buffer of
-// min(peer's maxFrame, 512 KiB) per stream with a request body for the
-// stream's whole life; maxFrame bounds it (x/net's default 1 MiB frame made
-// it 512 KiB). Copy adds 32 KiB per direction (256 KiB more while a bulk
-// transfer runs). So a stream whose peer reads holds at most
-// maxFrame + 2*(32+256) KiB, and at most streamWindow more when its reader
-// stalls, within connWindow per connection. Per connection, batchConn
-// holds up to 2*maxBatch only while a write or unread data is in flight.
+// these buffers are taken as data arrives and given back as it is read, so
+// a quiet stream holds none. The client's streams hold nothing else: no
+// goroutine, no send buffer (a write goes out from the writer's own
+// buffer). The server (x/net) holds a goroutine and a 4 KiB response
+// buffer per stream. The relay reads with at most 256 KiB while a bulk
+// transfer runs and 1 KiB (or nothing, from a socket) while it is quiet.
+// Per connection, batchConn holds up to 2*maxBatch only while a write or
+// unread data is in flight, and the client's frame reader one buffer of
+// the largest frame read.
 const (
 	streamWindow = 4 << 20   // one bulk stream is not stalled by window updates
 	connWindow   = 16 << 20  // a few bulk streams per connection
-	maxFrame     = 256 << 10 // DATA frames up to one full Copy buffer
+	maxFrame     = 256 << 10 // DATA frames up to the relay's largest buffer
 )
 
 // ClientOptions configure a Client.
@@ -71,7 +70,6 @@ type Client struct {
 	idle       time.Duration
 	spareIdle  time.Duration
 	maxStreams int
-	tr         *http2.Transport
 	ctx        context.Context // canceled by Close: aborts every stream
 	cancel     context.CancelFunc
 	wg         sync.WaitGroup // the janitor
@@ -102,25 +100,9 @@ func NewClient(o ClientOptions) *Client {
 		pools:      map[poolKey]*pool{},
 	}
 	c.ctx, c.cancel = context.WithCancel(context.Background())
-	c.tr = newTransport()
 	c.wg.Add(1)
 	go c.janitor()
 	return c
-}
-
-func newTransport() *http2.Transport {
-	t1 := &http.Transport{HTTP2: &http.HTTP2Config{
-		MaxReceiveBufferPerStream:     streamWindow,
-		MaxReceiveBufferPerConnection: connWindow,
-		MaxReadFrameSize:              maxFrame,
-	}}
-	tr, err := http2.ConfigureTransports(t1)
-	if err != nil { // only when t1 was configured before; it was not
-		panic(fmt.Sprintf("hbone: configure http2 transport: %v", err))
-	}
-	// Ping a connection that went quiet, so one to a vanished peer breaks.
-	tr.ReadIdleTimeout, tr.PingTimeout = pingAfter, pingTimeout
-	return tr
 }
 
 // Dial opens a stream to t.Authority through t.HBONEAddr, reusing a pooled
@@ -151,17 +133,8 @@ func (c *Client) Dial(ctx context.Context, t Target) (net.Conn, error) {
 const maxAttempts = 3
 
 // unprocessed reports whether a CONNECT failed before the server processed
-// it, so it is safe to send it again on another connection. x/net/http2 does
-// not export these errors; their texts are matched.
-func unprocessed(err error) bool {
-	var se http2.StreamError
-	if errors.As(err, &se) {
-		return se.Code == http2.ErrCodeRefusedStream
-	}
-	msg := err.Error()
-	return strings.Contains(msg, "http2: Transport received Server's graceful shutdown GOAWAY") ||
-		strings.Contains(msg, "http2: client conn not usable")
-}
+// it, so it is safe to send it again on another connection.
+func unprocessed(err error) bool { return errors.Is(err, errUnprocessed) }
 
 // Stats counts the pooled connections and the streams open on them.
 func (c *Client) Stats() PoolStats {

@@ -272,3 +272,89 @@ func TestIPv6AuthorityAndTraceparent(t *testing.T) {
 		t.Errorf("server saw authority %s traceparent %q", gotAuth, gotTrace)
 	}
 }
+
+// TestBulkBothWays: 48 MiB each way at once through one stream, far more
+// than the flow-control windows, arrive intact (the windows are given
+// back as the data is read).
+func TestBulkBothWays(t *testing.T) {
+	e := newEnv(t, HandlerFunc(dialUpstream), ClientOptions{})
+	c := e.dial(e.target(idA, upstream(t, echo)))
+	defer c.Close()
+	const size = 48 << 20
+	src := make([]byte, size)
+	for i := range src {
+		src[i] = byte(i * 7)
+	}
+	werr := make(chan error, 1)
+	go func() {
+		_, err := c.Write(src)
+		if err == nil {
+			err = c.(interface{ CloseWrite() error }).CloseWrite()
+		}
+		werr <- err
+	}()
+	got, err := io.ReadAll(c)
+	if err != nil || !bytes.Equal(got, src) {
+		t.Fatalf("read %d of %d bytes back (equal %v), %v", len(got), size, bytes.Equal(got, src), err)
+	}
+	if err := <-werr; err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestSilentPeerClosedByKeepalive: a server that stops answering (its
+// socket stays open) is pinged, and its connection closed, failing the
+// stream, after pingTimeout.
+func TestSilentPeerClosedByKeepalive(t *testing.T) {
+	defer func(a, b time.Duration) { pingAfter, pingTimeout = a, b }(pingAfter, pingTimeout)
+	pingAfter, pingTimeout = 100*time.Millisecond, 200*time.Millisecond
+	freeze := make(chan struct{})
+	frozen := make(chan struct{})
+	h := HandlerFunc(func(ctx context.Context, r *Request) (net.Conn, error) {
+		return dialUpstream(ctx, r)
+	})
+	e := newEnv(t, h, ClientOptions{})
+	// A proxy in front of the server that stops forwarding on freeze.
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		c, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		defer c.Close()
+		s, err := net.Dial("tcp", e.addr.String())
+		if err != nil {
+			return
+		}
+		defer s.Close()
+		go io.Copy(s, c)
+		go func() {
+			<-freeze
+			c.(*net.TCPConn).SetLinger(0)
+			s.Close() // the server side goes away; the client's socket stays open
+			close(frozen)
+		}()
+		io.Copy(c, s)
+		<-frozen
+		<-time.After(5 * time.Second) // keep the client's socket open, silent
+	}()
+	tg := e.target(idA, upstream(t, echo))
+	tg.HBONEAddr = ln.Addr().(*net.TCPAddr).AddrPort()
+	c := e.dial(tg)
+	defer c.Close()
+	close(freeze)
+	<-frozen
+	start := time.Now()
+	stop := time.AfterFunc(5*time.Second, func() { c.Close() }) // no keepalive: fail, not hang
+	defer stop.Stop()
+	if _, err := c.Read(make([]byte, 1)); !errors.Is(err, errConnClosed) {
+		t.Errorf("read on a stream of a silent connection: %v, want the connection closed", err)
+	}
+	if d := time.Since(start); d > 5*time.Second {
+		t.Errorf("silent connection closed after %v", d)
+	}
+}

@@ -1,18 +1,13 @@
-//lint:file-ignore SA1019 x/net/http2 is deprecated for net/http, but HBONE needs HTTP/2 on TLS conns ztunnel dials and accepts itself inside pod netns, which net/http's server cannot take over.
-
 package hbone
 
 import (
 	"context"
 	"crypto/tls"
-	"errors"
 	"fmt"
 	"net"
 	"net/netip"
 	"slices"
 	"time"
-
-	"golang.org/x/net/http2"
 
 	"github.com/agentmesh/agentmesh/ztunnel/identity"
 )
@@ -31,7 +26,7 @@ const maxParallelDials = 8
 
 // pconn is one pooled TLS connection.
 type pconn struct {
-	cc        *http2.ClientConn
+	cc        *clientConn
 	tc        *tls.Conn
 	streams   int       // open streams; guarded by Client.mu
 	idleSince time.Time // when streams last dropped to 0; guarded by Client.mu
@@ -87,7 +82,7 @@ func (c *Client) reserve(key poolKey, ctx context.Context) (pc *pconn, call *dia
 		c.pools[key] = p
 	}
 	for _, pc := range p.conns {
-		if pc.streams < c.maxStreams && pc.cc.ReserveNewRequest() {
+		if pc.streams < c.maxStreams && pc.cc.reserve() {
 			pc.streams++
 			return pc, nil, false, nil
 		}
@@ -162,18 +157,10 @@ func (c *Client) dialConn(ctx context.Context, t *Target) (*pconn, error) {
 		tc.Close()
 		return nil, fmt.Errorf("server negotiated alpn %q, want %q", p, identity.ALPN)
 	}
-	cc, err := c.tr.NewClientConn(tlsConn(tc))
+	cc, err := newClientConn(tc, c.log)
 	if err != nil {
 		tc.Close()
 		return nil, fmt.Errorf("http2 client: %w", err)
-	}
-	// x/net sizes a stream's send buffer, and so its DATA frames, by the
-	// server's SETTINGS as known when the stream starts: before they
-	// arrive that is 16 KiB, for the stream's whole life. The answer to a
-	// PING comes after them.
-	if err := cc.Ping(ctx); err != nil {
-		cc.Close()
-		return nil, fmt.Errorf("http2 settings: %w", err)
 	}
 	c.log.Debug("hbone connection up", "dst", t.HBONEAddr.String(), "src", t.SrcID.String(), "dst_id", t.DstID.String())
 	return &pconn{cc: cc, tc: tc}, nil
@@ -200,13 +187,12 @@ func (c *Client) sweep(now time.Time) []*pconn {
 	for k, p := range c.pools {
 		kept := false // an idle connection of p is kept already
 		p.conns = slices.DeleteFunc(p.conns, func(pc *pconn) bool {
-			st := pc.cc.State()
 			idle := pc.streams == 0
 			limit := c.idle
 			if kept {
 				limit = c.spareIdle
 			}
-			gone := st.Closed || (idle && (st.Closing || !pc.cc.CanTakeNewRequest() || now.Sub(pc.idleSince) > limit))
+			gone := pc.cc.closed() || (idle && (!pc.cc.usable() || now.Sub(pc.idleSince) > limit))
 			if gone {
 				dead = append(dead, pc)
 			} else if idle {
@@ -220,5 +206,3 @@ func (c *Client) sweep(now time.Time) []*pconn {
 	}
 	return dead
 }
-
-var errStreamClosed = errors.New("hbone stream closed")
