@@ -43,7 +43,6 @@ type counter struct {
 	used atomic.Int64
 }
 
-
 // take takes one unit; false when none is left.
 func (c *counter) take() bool {
 	if n, m := c.used.Add(1), c.max.Load(); m > 0 && n > m {

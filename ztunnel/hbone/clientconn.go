@@ -136,13 +136,6 @@ func (cc *clientConn) reserve() bool {
 	return true
 }
 
-// unreserve returns a promise reserve made that open did not use.
-func (cc *clientConn) unreserve() {
-	cc.mu.Lock()
-	cc.reserved--
-	cc.mu.Unlock()
-}
-
 // usable reports whether new streams may open on the connection.
 func (cc *clientConn) usable() bool {
 	cc.mu.Lock()
