@@ -34,16 +34,20 @@ func checkConfig(authz *policy.Target) *meshconfig.Config {
 }
 
 func TestDebugAuthz(t *testing.T) {
+	nodeIP := netip.MustParseAddr("198.19.1.1")
+	addrs := &fakeNodeAddrs{}
+	addrs.set(nodeIP)
 	n := NewNode(NodeOptions{NodeName: "n1", Logger: discard, Certs: newManager(t, newCA(t, td), nil),
-		OrigDst: &fakeOrigDst{}, Listeners: &fakeListeners{}})
+		OrigDst: &fakeOrigDst{}, Listeners: &fakeListeners{}, NodeAddrs: addrs})
 	t.Cleanup(func() { n.shutdown() })
 	noClient := agentPolicy("no-client", policy.ActionDeny, withPorts(fromIDs(idClient), 8080))
 	lan := agentPolicy("lan", policy.ActionAllow, fromBlock("198.18.2.0/24"), fromIDs(idClient))
-	n.SetConfig(checkConfig(&policy.Target{MTLSMode: policy.MTLSPermissive, Policies: []policy.Policy{noClient, lan}}))
+	n.SetConfig(checkConfig(&policy.Target{MTLSMode: policy.MTLSPermissive, Policies: []policy.Policy{noClient, lan}, ProbePorts: []uint16{8081}}))
 	srv := httptest.NewServer(n.AdminHandler())
 	defer srv.Close()
 	to := debug.AuthzDest{Workload: "agents/server", UID: "uid-b", Addr: ipB}
-	base := debug.Authz{Node: "n1", To: to, MTLSMode: "PERMISSIVE", Default: "Allow", Policies: []string{"agents/no-client", "agents/lan"}}
+	base := debug.Authz{Node: "n1", To: to, MTLSMode: "PERMISSIVE", Default: "Allow", Policies: []string{"agents/no-client", "agents/lan"},
+		ProbePorts: []uint16{8081}}
 	client := debug.AuthzPeer{Workload: "agents/client", Identity: spiffeOf("client"), Addr: ipA, MTLS: true}
 	for _, tc := range []struct {
 		name, from, port string
@@ -63,6 +67,10 @@ func TestDebugAuthz(t *testing.T) {
 		{"bare mapped ip", "::ffff:198.18.2.7", "80",
 			debug.AuthzPeer{Addr: netip.MustParseAddr("198.18.2.7")},
 			debug.AuthzDecision{Allow: true, Reason: policy.ReasonAllowRule, Policy: "agents/lan", Rule: 0}},
+		{"node address to a probe port", "198.19.1.1", "8081", debug.AuthzPeer{Addr: nodeIP, Node: true},
+			debug.AuthzDecision{Allow: true, Reason: policy.ReasonKubeletProbe, Rule: -1}},
+		{"node address to another port", "198.19.1.1", "8080", debug.AuthzPeer{Addr: nodeIP, Node: true},
+			debug.AuthzDecision{Reason: policy.ReasonNoAllowMatch, Policy: "agents/lan", Rule: -1}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			var got debug.Authz
