@@ -3,9 +3,10 @@
 // pod whose source is one of them was opened by the node itself, such as
 // the kubelet's probes: whatever the CNI, the kernel gives a connection
 // from the node to a pod the address of one of the node's interfaces (the
-// pod's gateway on its veth, the bridge, or the node IP). The kernel drops
-// packets that arrive from outside with a source address the node owns,
-// so no pod or other node can claim one.
+// pod's gateway on its veth, the bridge, or the node IP). No pod or other
+// node can open a TCP connection from one of them: the kernel drops IPv4
+// packets that arrive with a source address it owns, and the answer to a
+// spoofed SYN goes to the node itself.
 //
 // The set is listed when it is made, again on every address change the
 // kernel announces (netlink), and every Resync in case an announcement was
