@@ -9,6 +9,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -164,7 +165,7 @@ func TestStandaloneAuthzFill(t *testing.T) {
 	file := `{"trustDomain":"cluster.local","workloads":[
 	  {"uid":"u1","name":"open","namespace":"agents","serviceAccount":"open","node":"n1","ips":["198.18.1.1"],"enrolled":true},
 	  {"uid":"u2","name":"locked","namespace":"agents","serviceAccount":"locked","node":"n1","ips":["198.18.1.2"],"enrolled":true,
-	   "authz":{"mtlsMode":"STRICT","default":"Deny","policies":[{"namespace":"agents","name":"p","action":"Allow","rules":[{"index":0}]}]}}]}`
+	   "authz":{"mtlsMode":"STRICT","default":"Deny","probePorts":[8080],"policies":[{"namespace":"agents","name":"p","action":"Allow","rules":[{"index":0}]}]}}]}`
 	if err := os.WriteFile(path, []byte(file), 0o600); err != nil {
 		t.Fatal(err)
 	}
@@ -193,7 +194,8 @@ func TestStandaloneAuthzFill(t *testing.T) {
 		t.Errorf("workload without authz got %+v, want %+v", got, allowAll())
 	}
 	locked := idx.ByUID("u2").Authz
-	if locked == nil || locked.MTLSMode != policy.MTLSStrict || locked.Default != policy.ActionDeny || len(locked.Policies) != 1 {
+	if locked == nil || locked.MTLSMode != policy.MTLSStrict || locked.Default != policy.ActionDeny || len(locked.Policies) != 1 ||
+		!slices.Equal(locked.ProbePorts, []uint16{8080}) {
 		t.Errorf("explicit authz not kept: %+v", locked)
 	}
 	// Each filled workload has its own target.
