@@ -32,7 +32,8 @@ type record struct {
 	sent, received      int64
 	start               time.Time
 	err                 error
-	// authz is the policy decision that refused or closed the connection.
+	// authz is the policy decision that refused or closed the connection,
+	// or admitted it as a kubelet probe.
 	authz *policy.Decision
 }
 

@@ -5,6 +5,8 @@ import (
 	"io"
 	"net"
 	"net/netip"
+	"slices"
+	"sync"
 	"testing"
 	"time"
 
@@ -127,4 +129,28 @@ func readEnds(t *testing.T, what string, c net.Conn) {
 		<-done
 		t.Fatalf("%s still open 3s after the policy change", what)
 	}
+}
+
+// fakeNodeAddrs is a settable NodeAddrs.
+type fakeNodeAddrs struct {
+	mu    sync.Mutex
+	addrs []netip.Addr
+}
+
+func (f *fakeNodeAddrs) Contains(a netip.Addr) bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return slices.Contains(f.addrs, a.Unmap())
+}
+
+func (f *fakeNodeAddrs) set(addrs ...netip.Addr) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.addrs = addrs
+}
+
+// withProbes is t with probe ports.
+func withProbes(t *policy.Target, ports ...uint16) *policy.Target {
+	t.ProbePorts = ports
+	return t
 }

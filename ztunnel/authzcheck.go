@@ -61,6 +61,9 @@ func (n *Node) checkAuthz(from, to, port string) (*debug.Authz, error) {
 		return nil, err
 	}
 	c.Port = uint16(p)
+	if !c.MTLS && n.fromNode(c.Addr) {
+		c.FromNode, src.Node = true, true
+	}
 	d := policy.Evaluate(dst.Authz, c)
 	res := &debug.Authz{
 		Node: n.opts.NodeName, From: src, Port: c.Port,
@@ -79,6 +82,7 @@ func (n *Node) checkAuthz(from, to, port string) (*debug.Authz, error) {
 		for _, pol := range t.Policies {
 			res.Policies = append(res.Policies, pol.Namespace+"/"+pol.Name)
 		}
+		res.ProbePorts = t.ProbePorts
 	}
 	return res, nil
 }

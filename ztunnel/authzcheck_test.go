@@ -9,6 +9,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -34,16 +35,20 @@ func checkConfig(authz *policy.Target) *meshconfig.Config {
 }
 
 func TestDebugAuthz(t *testing.T) {
+	nodeIP := netip.MustParseAddr("198.19.1.1")
+	addrs := &fakeNodeAddrs{}
+	addrs.set(nodeIP)
 	n := NewNode(NodeOptions{NodeName: "n1", Logger: discard, Certs: newManager(t, newCA(t, td), nil),
-		OrigDst: &fakeOrigDst{}, Listeners: &fakeListeners{}})
+		OrigDst: &fakeOrigDst{}, Listeners: &fakeListeners{}, NodeAddrs: addrs})
 	t.Cleanup(func() { n.shutdown() })
 	noClient := agentPolicy("no-client", policy.ActionDeny, withPorts(fromIDs(idClient), 8080))
 	lan := agentPolicy("lan", policy.ActionAllow, fromBlock("198.18.2.0/24"), fromIDs(idClient))
-	n.SetConfig(checkConfig(&policy.Target{MTLSMode: policy.MTLSPermissive, Policies: []policy.Policy{noClient, lan}}))
+	n.SetConfig(checkConfig(&policy.Target{MTLSMode: policy.MTLSPermissive, Policies: []policy.Policy{noClient, lan}, ProbePorts: []uint16{8081}}))
 	srv := httptest.NewServer(n.AdminHandler())
 	defer srv.Close()
 	to := debug.AuthzDest{Workload: "agents/server", UID: "uid-b", Addr: ipB}
-	base := debug.Authz{Node: "n1", To: to, MTLSMode: "PERMISSIVE", Default: "Allow", Policies: []string{"agents/no-client", "agents/lan"}}
+	base := debug.Authz{Node: "n1", To: to, MTLSMode: "PERMISSIVE", Default: "Allow", Policies: []string{"agents/no-client", "agents/lan"},
+		ProbePorts: []uint16{8081}}
 	client := debug.AuthzPeer{Workload: "agents/client", Identity: spiffeOf("client"), Addr: ipA, MTLS: true}
 	for _, tc := range []struct {
 		name, from, port string
@@ -63,6 +68,10 @@ func TestDebugAuthz(t *testing.T) {
 		{"bare mapped ip", "::ffff:198.18.2.7", "80",
 			debug.AuthzPeer{Addr: netip.MustParseAddr("198.18.2.7")},
 			debug.AuthzDecision{Allow: true, Reason: policy.ReasonAllowRule, Policy: "agents/lan", Rule: 0}},
+		{"node address to a probe port", "198.19.1.1", "8081", debug.AuthzPeer{Addr: nodeIP, Node: true},
+			debug.AuthzDecision{Allow: true, Reason: policy.ReasonKubeletProbe, Rule: -1}},
+		{"node address to another port", "198.19.1.1", "8080", debug.AuthzPeer{Addr: nodeIP, Node: true},
+			debug.AuthzDecision{Reason: policy.ReasonNoAllowMatch, Policy: "agents/lan", Rule: -1}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			var got debug.Authz
@@ -156,7 +165,7 @@ func TestStandaloneAuthzFill(t *testing.T) {
 	file := `{"trustDomain":"cluster.local","workloads":[
 	  {"uid":"u1","name":"open","namespace":"agents","serviceAccount":"open","node":"n1","ips":["198.18.1.1"],"enrolled":true},
 	  {"uid":"u2","name":"locked","namespace":"agents","serviceAccount":"locked","node":"n1","ips":["198.18.1.2"],"enrolled":true,
-	   "authz":{"mtlsMode":"STRICT","default":"Deny","policies":[{"namespace":"agents","name":"p","action":"Allow","rules":[{"index":0}]}]}}]}`
+	   "authz":{"mtlsMode":"STRICT","default":"Deny","probePorts":[8080],"policies":[{"namespace":"agents","name":"p","action":"Allow","rules":[{"index":0}]}]}}]}`
 	if err := os.WriteFile(path, []byte(file), 0o600); err != nil {
 		t.Fatal(err)
 	}
@@ -185,7 +194,8 @@ func TestStandaloneAuthzFill(t *testing.T) {
 		t.Errorf("workload without authz got %+v, want %+v", got, allowAll())
 	}
 	locked := idx.ByUID("u2").Authz
-	if locked == nil || locked.MTLSMode != policy.MTLSStrict || locked.Default != policy.ActionDeny || len(locked.Policies) != 1 {
+	if locked == nil || locked.MTLSMode != policy.MTLSStrict || locked.Default != policy.ActionDeny || len(locked.Policies) != 1 ||
+		!slices.Equal(locked.ProbePorts, []uint16{8080}) {
 		t.Errorf("explicit authz not kept: %+v", locked)
 	}
 	// Each filled workload has its own target.

@@ -47,7 +47,10 @@ type env struct {
 	certs      *identity.Manager
 	a, b, x    *os.File
 	appB, appX *echoApp
-	stop       func()
+	// nodeAddrs are the node's own addresses as the node sees them (none
+	// unless a test sets some).
+	nodeAddrs *fakeNodeAddrs
+	stop      func()
 }
 
 // workload is an enrolled workload in namespace agents on node n1 whose
@@ -70,7 +73,7 @@ func testConfig(withB bool) *meshconfig.Config {
 
 // newEnv starts the node; opts change its options before it starts.
 func newEnv(t *testing.T, opts ...func(*NodeOptions)) *env {
-	e := &env{t: t, logs: &logBuf{}, orig: &fakeOrigDst{}, lst: &fakeListeners{}}
+	e := &env{t: t, logs: &logBuf{}, orig: &fakeOrigDst{}, lst: &fakeListeners{}, nodeAddrs: &fakeNodeAddrs{}}
 	e.a, e.b, e.x = newNetns(t), newNetns(t), newNetns(t)
 	linkNetns(t, e.a, e.b, "ab", []string{"198.18.1.1/24", "fd00:18::1/64"}, []string{"198.18.1.2/24", "fd00:18::2/64"})
 	linkNetns(t, e.a, e.x, "ax", []string{"198.18.2.1/24"}, []string{"198.18.2.2/24"})
@@ -79,7 +82,7 @@ func newEnv(t *testing.T, opts ...func(*NodeOptions)) *env {
 	e.ca, e.caPair = newCAPair(t, td)
 	e.certs = newManager(t, e.ca, nil)
 	o := NodeOptions{
-		NodeName: "n1", Logger: e.logs.logger(), Certs: e.certs, OrigDst: e.orig, Listeners: e.lst,
+		NodeName: "n1", Logger: e.logs.logger(), Certs: e.certs, OrigDst: e.orig, Listeners: e.lst, NodeAddrs: e.nodeAddrs,
 		DialTimeout: 2 * time.Second, HandshakeTimeout: 2 * time.Second,
 	}
 	for _, f := range opts {

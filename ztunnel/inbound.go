@@ -184,12 +184,17 @@ func (n *Node) servePlaintext(ctx context.Context, p *pod, c net.Conn) {
 	}
 	ic := &inboundConn{
 		pod: p, src: r.src, dst: r.dst, srcW: workloadName(r.srcW),
-		conn: policy.Conn{Workload: workloadUID(r.srcW), Addr: r.src.Addr(), Port: r.dst.Port()},
+		conn: policy.Conn{Workload: workloadUID(r.srcW), Addr: r.src.Addr(), Port: r.dst.Port(),
+			FromNode: n.fromNode(r.src.Addr())},
 	}
-	if d := n.admit(ic); !d.Allow {
+	d := n.admit(ic)
+	if !d.Allow {
 		r.err, r.authz = &policyError{d: d}, &d
 		n.logAccess(r)
 		return
+	}
+	if d.Reason == policy.ReasonKubeletProbe {
+		r.authz = &d // the access log says why policies did not apply
 	}
 	defer p.live.remove(ic)
 	ctx, cancel := context.WithCancel(ctx)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/tls"
 	"log/slog"
+	"net/netip"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -25,6 +26,13 @@ type CertManager interface {
 	Snapshot() []identity.CertInfo
 }
 
+// NodeAddrs says which addresses are the node's own (a *nodeaddr.Set):
+// plaintext from one of them to a workload's probe port is the kubelet
+// probing it.
+type NodeAddrs interface {
+	Contains(a netip.Addr) bool
+}
+
 // NodeOptions configure a Node.
 type NodeOptions struct {
 	// NodeName is the node's name; /debug/authz uses it to refuse
@@ -34,6 +42,9 @@ type NodeOptions struct {
 	Certs     CertManager
 	OrigDst   OrigDstTable
 	Listeners ListenerTable
+	// NodeAddrs are the node's addresses; nil: none (no connection is
+	// taken for the kubelet's).
+	NodeAddrs NodeAddrs
 	// Registry receives the node's metrics; nil makes a private one.
 	Registry *prometheus.Registry
 	// DialTimeout bounds upstream dials (default 10s).
@@ -126,6 +137,11 @@ func (n *Node) SetConfig(c *meshconfig.Config) {
 	n.log.Info("mesh config applied", "workloads", len(c.Workloads), "trust_domain", c.TrustDomain)
 	n.reevaluate()
 	n.wake()
+}
+
+// fromNode reports whether a is one of the node's own addresses.
+func (n *Node) fromNode(a netip.Addr) bool {
+	return n.opts.NodeAddrs != nil && n.opts.NodeAddrs.Contains(a)
 }
 
 // Index returns the current config index.

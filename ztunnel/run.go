@@ -18,6 +18,7 @@ import (
 	"github.com/agentmesh/agentmesh/bpf"
 	"github.com/agentmesh/agentmesh/internal/handoff"
 	"github.com/agentmesh/agentmesh/ztunnel/identity"
+	"github.com/agentmesh/agentmesh/ztunnel/nodeaddr"
 )
 
 // shutdownBudget bounds the whole shutdown of Run.
@@ -37,15 +38,18 @@ const shutdownBudget = 15 * time.Second
 // node) is drained, not removed: see drainingNode.
 //
 // Start order: HTTP servers (admin, metrics, readiness; not ready yet),
-// certificate manager, pinned maps (waits for agentd), node, config source
-// (file watcher or controller stream), agentd hand-off. Shutdown order is
-// the reverse, each step finished before the next:
+// certificate manager, pinned maps (waits for agentd), the node's own
+// addresses (listed, then watched: the kubelet's probes come from them),
+// node, config source (file watcher or controller stream), agentd
+// hand-off. Shutdown order is the reverse, each step finished before the
+// next:
 //  1. hand-off: no pods are added or removed any more;
 //  2. config source;
 //  3. node: SOCKHASH entries deleted (the kernel refuses new inbound
 //     connections, failing closed), listeners closed, live connections
 //     closed (those of draining pods too), netns fds closed, HBONE client
-//     and server closed; then the drained pods are released;
+//     and server closed; then the drained pods are released; then the
+//     node address watcher;
 //  4. certificate manager (nothing asks for certificates any more), then
 //     the controller connection;
 //  5. HTTP servers (readiness answered 503 until here);
@@ -100,9 +104,14 @@ func run(ctx context.Context, o *options, log *slog.Logger) error {
 	if err != nil {
 		return cleanup(err)
 	}
+	addrs, err := nodeaddr.New(nodeaddr.Options{Logger: log.With("component", "nodeaddr")})
+	if err != nil {
+		return cleanup(err, maps.Close())
+	}
+	addrTask := startTask("node addresses", log, addrs.Run)
 	tables := bpfTables{origDst: maps.OrigDst, listeners: maps.Listeners}
 	node := NewNode(NodeOptions{
-		NodeName: o.node, Logger: log, Certs: certs, OrigDst: tables, Listeners: tables, Registry: reg,
+		NodeName: o.node, Logger: log, Certs: certs, OrigDst: tables, Listeners: tables, NodeAddrs: addrs, Registry: reg,
 		MaxConnections: o.maxConns,
 	})
 	admin.set(node.AdminHandler())
@@ -120,7 +129,7 @@ func run(ctx context.Context, o *options, log *slog.Logger) error {
 	log.Info("ztunnel shutting down")
 	node.draining.Store(true)
 	end := deadline()
-	err = cleanup(handoffTask.stop(end), watchTask.stop(end), nodeTask.stop(end), drains.waitUntil(end))
+	err = cleanup(handoffTask.stop(end), watchTask.stop(end), nodeTask.stop(end), drains.waitUntil(end), addrTask.stop(end))
 	err = errors.Join(err, maps.Close())
 	log.Info("ztunnel stopped", "err", err)
 	return err

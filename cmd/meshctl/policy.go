@@ -159,6 +159,9 @@ func printReport(w io.Writer, r *report) {
 	z := &r.Ztunnel
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	src := cmp.Or(z.From.Workload, "(outside the mesh)")
+	if z.From.Node {
+		src = "(the node itself)"
+	}
 	if z.From.MTLS {
 		fmt.Fprintf(tw, "from:\t%s\t%s, mTLS, %s\n", src, z.From.Identity, z.From.Addr)
 	} else {
@@ -166,6 +169,9 @@ func printReport(w io.Writer, r *report) {
 	}
 	fmt.Fprintf(tw, "to:\t%s port %d\t%s on node %s (mTLS mode %s, namespace default %s)\n",
 		z.To.Workload, z.Port, r.Controller.Identity, cmp.Or(z.Node, r.Controller.Node), cmp.Or(string(z.MTLSMode), "unknown"), cmp.Or(string(z.Default), "unknown"))
+	if len(z.ProbePorts) > 0 {
+		fmt.Fprintf(tw, "probe ports:\t%v\tplaintext from the node's own addresses is admitted to these\n", z.ProbePorts)
+	}
 	if len(r.Controller.Policies) == 0 {
 		fmt.Fprintf(tw, "policies:\tnone select the destination\n")
 	}
@@ -215,6 +221,8 @@ func explain(z *ztdebug.Authz) string {
 		return fmt.Sprintf("%s: Allow policies select %s (%s) but no rule of theirs matches", verb, z.To.Workload, d.Policy)
 	case policy.ReasonPlaintextStrict:
 		return fmt.Sprintf("%s: plaintext to a STRICT workload", verb)
+	case policy.ReasonKubeletProbe:
+		return fmt.Sprintf("%s: plaintext from the node's own address to a probe port of %s (%s), admitted whatever the policies and mTLS mode say", verb, z.To.Workload, d.Reason)
 	case policy.ReasonNoPolicyData:
 		return fmt.Sprintf("%s: ztunnel has no policy data for %s yet (fail closed)", verb, z.To.Workload)
 	}

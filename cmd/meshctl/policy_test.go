@@ -82,6 +82,29 @@ func TestPolicyCheckText(t *testing.T) {
 	}
 }
 
+// TestPolicyCheckProbe: a check from the node's own address names the
+// node as the source and lists the destination's probe ports.
+func TestPolicyCheckProbe(t *testing.T) {
+	zt := `{"node": "n2", "from": {"addr": "198.19.2.1", "node": true}, "to": {"workload": "shop/data-validator", "uid": "u1",
+	  "addr": "198.18.2.5"}, "port": 8080, "mtlsMode": "STRICT", "default": "Allow", "policies": ["shop/only-planner"],
+	  "probePorts": [8080, 8081], "decision": {"allow": true, "reason": "kubelet-probe", "rule": -1}}`
+	ctl, ztURL, _ := fakeAPIs(t, decode(t, ctlAnswer), decode(t, zt), http.StatusOK)
+	var out, errOut bytes.Buffer
+	code := run(context.Background(), []string{"policy", "check", "--from", "198.19.2.1", "--to", "shop/data-validator",
+		"--port", "8080", "--controller", ctl, "--ztunnel", ztURL}, &out, &errOut)
+	if code != 0 {
+		t.Fatalf("exit %d, stderr %q", code, errOut.String())
+	}
+	text := out.String()
+	t.Logf("output:\n%s", text)
+	for _, want := range []string{"(the node itself)", "plaintext from 198.19.2.1", "probe ports:", "[8080 8081]",
+		"decision: ALLOW: plaintext from the node's own address to a probe port of shop/data-validator"} {
+		if !strings.Contains(text, want) {
+			t.Errorf("output lacks %q", want)
+		}
+	}
+}
+
 func TestPolicyCheckExplain(t *testing.T) {
 	for _, tc := range []struct{ decision, want string }{
 		{`{"allow": true, "reason": "allow-rule", "policy": "shop/p", "rule": 2}`, "ALLOW by shop/p rule 2 (allow-rule)"},
@@ -90,6 +113,8 @@ func TestPolicyCheckExplain(t *testing.T) {
 		{`{"allow": true, "reason": "namespace-default", "rule": -1}`, "ALLOW: no Allow policy selects shop/v, the namespace default (Allow) applies"},
 		{`{"allow": false, "reason": "plaintext-strict", "rule": -1}`, "DENY: plaintext to a STRICT workload"},
 		{`{"allow": false, "reason": "no-policy-data", "rule": -1}`, "DENY: ztunnel has no policy data for shop/v yet (fail closed)"},
+		{`{"allow": true, "reason": "kubelet-probe", "rule": -1}`,
+			"ALLOW: plaintext from the node's own address to a probe port of shop/v (kubelet-probe), admitted whatever the policies and mTLS mode say"},
 	} {
 		var z ztdebug.Authz
 		if err := json.Unmarshal([]byte(`{"to": {"workload": "shop/v"}, "default": "Allow", "decision": `+tc.decision+`}`), &z); err != nil {

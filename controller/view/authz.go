@@ -29,7 +29,7 @@ type nsAuthz struct {
 }
 
 // authorize gives every workload of s its Authz (naming its policies in
-// PolicyRefs) and fills s.Policies, s.AuthzPolicies and s.Warnings. pods are the input pods by UID.
+// PolicyRefs, with its probe ports) and fills s.Policies, s.AuthzPolicies and s.Warnings. pods are the input pods by UID.
 func authorize(s *Snapshot, in Inputs, pods map[string]*corev1.Pod) {
 	r := &resolver{trustDomain: in.TrustDomain, namespaces: in.Namespaces, workloads: s.Workloads}
 	cs := compilePolicies(in.Policies, r)
@@ -57,6 +57,7 @@ func authorize(s *Snapshot, in Inputs, pods map[string]*corev1.Pod) {
 			if m, ok := s.podMode(p); ok {
 				t.MTLSMode = m
 			}
+			t.ProbePorts = probePorts(p, w.IPs)
 		}
 		for _, c := range byNS[w.Namespace] {
 			if c.selects(w.Namespace, w.Labels) {

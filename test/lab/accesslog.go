@@ -27,6 +27,9 @@ type AccessLog struct {
 	BytesReceived int64     `json:"bytes_received"`
 	DurationMS    float64   `json:"duration_ms"`
 	Result        string    `json:"result"`
+	// Authz is the policy decision's reason when it refused or closed the
+	// connection, or admitted it as a kubelet probe ("kubelet-probe").
+	Authz string `json:"authz"`
 }
 
 // Src parses SrcAddr (zero if it is not ip:port).

@@ -205,6 +205,11 @@ func (l *Lab) NodeIPv4(i int) netip.Addr { return nodeIPv4(i) }
 // NodeIPv6 is node i's address on the wire (fd00:18::<i>).
 func (l *Lab) NodeIPv6(i int) netip.Addr { return nodeIPv6(i) }
 
+// PodGatewayV4 is node i's address on every pod veth (198.19.<i>.1): the
+// source of the node's own connections to its pods, the kubelet's probes
+// among them.
+func (l *Lab) PodGatewayV4(i int) netip.Addr { return podIPv4(i, 1) }
+
 // NodeNetns is the name of node i's network namespace.
 func (l *Lab) NodeNetns(i int) string { return l.nodeNetns(i) }
 

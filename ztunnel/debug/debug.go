@@ -28,8 +28,11 @@ type Authz struct {
 	// the node has no policy data.
 	Default policy.Action `json:"default"`
 	// Policies are the policies selecting the target, "namespace/name".
-	Policies []string      `json:"policies"`
-	Decision AuthzDecision `json:"decision"`
+	Policies []string `json:"policies"`
+	// ProbePorts are the target's kubelet probe ports, which admit
+	// plaintext from the node's own addresses.
+	ProbePorts []uint16      `json:"probePorts,omitempty"`
+	Decision   AuthzDecision `json:"decision"`
 }
 
 // AuthzPeer is the source of a checked connection: an enrolled
@@ -40,6 +43,9 @@ type AuthzPeer struct {
 	Identity string     `json:"identity"` // SPIFFE id, "" for plaintext
 	Addr     netip.Addr `json:"addr"`
 	MTLS     bool       `json:"mtls"`
+	// Node is set when Addr is one of the node's own addresses (the
+	// kubelet's probes come from them).
+	Node bool `json:"node,omitempty"`
 }
 
 // AuthzDest is the destination workload of a checked connection.

@@ -19,6 +19,9 @@ const (
 	ReasonPlaintextStrict Reason = "plaintext-strict"
 	// ReasonNoPolicyData: the target's policy data is not known yet.
 	ReasonNoPolicyData Reason = "no-policy-data"
+	// ReasonKubeletProbe: plaintext from the target's own node to one of
+	// its probe ports, admitted before policies and mTLS mode.
+	ReasonKubeletProbe Reason = "kubelet-probe"
 )
 
 // Decision is the outcome of Evaluate and why.

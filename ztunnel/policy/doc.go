@@ -7,6 +7,8 @@
 //
 // Semantics, for one target and one connection (Evaluate):
 //   - no policy data for the target yet: deny (fail closed);
+//   - plaintext from the target's own node to one of its probe ports (the
+//     kubelet's readiness, liveness and startup probes): allow;
 //   - plaintext to a STRICT target: deny;
 //   - any matching Deny rule: deny;
 //   - no Allow policy selects the target: the namespace default;

@@ -1,6 +1,7 @@
 package policy
 
 import (
+	"slices"
 	"strings"
 
 	"github.com/agentmesh/agentmesh/internal/spiffe"
@@ -13,6 +14,9 @@ import (
 func Evaluate(t *Target, c Conn) Decision {
 	if t == nil {
 		return decided(false, ReasonNoPolicyData)
+	}
+	if isProbe(t, c) {
+		return decided(true, ReasonKubeletProbe)
 	}
 	if !c.MTLS && t.MTLSMode == MTLSStrict {
 		return decided(false, ReasonPlaintextStrict)
@@ -30,6 +34,13 @@ func Evaluate(t *Target, c Conn) Decision {
 	d := decided(false, ReasonNoAllowMatch)
 	d.Policy = allowNames(t.Policies)
 	return d
+}
+
+// isProbe reports whether c is a kubelet probe of t: plaintext from the
+// node's own address to one of t's probe ports. (An mTLS peer is a
+// workload, never the node.)
+func isProbe(t *Target, c Conn) bool {
+	return !c.MTLS && c.FromNode && slices.Contains(t.ProbePorts, c.Port)
 }
 
 // allowNames joins the names of the Allow policies, which together decided

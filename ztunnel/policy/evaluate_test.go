@@ -46,6 +46,40 @@ func TestEvaluate(t *testing.T) {
 	}
 }
 
+// TestEvaluateProbes: plaintext from the node to a probe port passes
+// STRICT, Deny rules and Allow policies; anything else about it (another
+// port, another source, mTLS, no policy data) is decided as usual.
+func TestEvaluateProbes(t *testing.T) {
+	denyAll := pol("deny-all", deny, Rule{})
+	webOnly := pol("web-only", allow, from(Peer{Identities: SetOf(webID)}).on(port(8080)))
+	probe := Decision{Allow: true, Reason: ReasonKubeletProbe, Rule: -1}
+	tests := []struct {
+		name string
+		t    *Target
+		c    Conn
+		want Decision
+	}{
+		{"node to probe port, allow-only policy", target(webOnly).permissive().probes(8080, 8081), plain("10.0.0.1", 8081).fromNode(), probe},
+		{"node to probe port, strict and deny-all", target(denyAll).defaultDeny().probes(8080), plain("10.0.0.1", 8080).fromNode(), probe},
+		{"node to other port: policy", target(webOnly).permissive().probes(8080), plain("10.0.0.1", 9090).fromNode(),
+			Decision{Reason: ReasonNoAllowMatch, Policy: "shop/web-only", Rule: -1}},
+		{"node to other port: strict", target(webOnly).probes(8080), plain("10.0.0.1", 9090).fromNode(),
+			Decision{Reason: ReasonPlaintextStrict, Rule: -1}},
+		{"other address to probe port: policy", target(webOnly).permissive().probes(8080), plain("10.0.0.2", 8080),
+			Decision{Reason: ReasonNoAllowMatch, Policy: "shop/web-only", Rule: -1}},
+		{"other address to probe port: strict", target(webOnly).probes(8080), plain("10.0.0.2", 8080),
+			Decision{Reason: ReasonPlaintextStrict, Rule: -1}},
+		{"mtls never counts as the node", target(denyAll).probes(8080), mtls(webID, "10.0.0.1", 8080).fromNode(),
+			Decision{Reason: ReasonDenyRule, Policy: "shop/deny-all", Rule: 0}},
+		{"no probe ports", target(denyAll), plain("10.0.0.1", 8080).fromNode(),
+			Decision{Reason: ReasonPlaintextStrict, Rule: -1}},
+		{"no policy data", nil, plain("10.0.0.1", 8080).fromNode(), Decision{Reason: ReasonNoPolicyData, Rule: -1}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) { check(t, tc.t, tc.c, tc.want) })
+	}
+}
+
 func check(t *testing.T, tg *Target, c Conn, want Decision) {
 	t.Helper()
 	if got := Evaluate(tg, c); got != want {

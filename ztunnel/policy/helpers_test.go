@@ -59,3 +59,7 @@ func target(policies ...Policy) *Target {
 func (t *Target) permissive() *Target { t.MTLSMode = MTLSPermissive; return t }
 
 func (t *Target) defaultDeny() *Target { t.Default = deny; return t }
+
+func (t *Target) probes(ports ...uint16) *Target { t.ProbePorts = ports; return t }
+
+func (c Conn) fromNode() Conn { c.FromNode = true; return c }

@@ -95,6 +95,10 @@ type Target struct {
 	// Default is the namespace's action when no Allow policy selects the
 	// workload; anything but Deny is Allow.
 	Default Action `json:"default"`
+	// ProbePorts are the ports the kubelet probes (readiness, liveness,
+	// startup), sorted: plaintext from the workload's own node to one of
+	// them is admitted whatever the policies and the mTLS mode say.
+	ProbePorts []uint16 `json:"probePorts,omitempty"`
 }
 
 // Conn is the connection to authorize.
@@ -109,6 +113,9 @@ type Conn struct {
 	Workload string
 	// Addr is the source address (IPv4-mapped IPv6 is unmapped).
 	Addr netip.Addr
+	// FromNode is set when Addr is one of the destination node's own
+	// addresses: the connection comes from the node itself (the kubelet).
+	FromNode bool
 	// Port is the destination port.
 	Port uint16
 }

@@ -115,8 +115,40 @@ func sign(ctx context.Context, t *testing.T, l *lab.Lab, addr, tokenFile, ns, sa
 }
 
 // streamAs opens a config stream for node with the token in tokenFile
-// and returns the error of the first response (nil: a snapshot came).
+// and returns the error of the first response (nil: a snapshot came). It
+// returns once the controller has dropped the stream again: /status shows
+// one stream per node and component, the newest, so a stream still being
+// torn down would stand in for the node's own ztunnel in a later snapshot.
 func streamAs(ctx context.Context, t *testing.T, l *lab.Lab, addr, tokenFile, node string) error {
+	t.Helper()
+	opened := time.Now()
+	defer waitStreamDropped(ctx, t, l, node, opened)
+	return openStream(ctx, t, l, addr, tokenFile, node)
+}
+
+// waitStreamDropped waits until the controller's status no longer shows a
+// ztunnel stream of node opened at or after opened.
+func waitStreamDropped(ctx context.Context, t *testing.T, l *lab.Lab, node string, opened time.Time) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		st, err := l.ControllerStatusOf(ctx, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		s, ok := st.Nodes[node][configapi.ComponentZtunnel]
+		if !ok || s.ConnectedSince.Before(opened) {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("controller still lists the test's %s stream (since %s) 10s after it ended", node, s.ConnectedSince)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// openStream is streamAs without the wait.
+func openStream(ctx context.Context, t *testing.T, l *lab.Lab, addr, tokenFile, node string) error {
 	t.Helper()
 	pemBytes, err := os.ReadFile(l.ControllerCAFile())
 	if err != nil {

@@ -22,10 +22,9 @@ type container struct {
 	proc      Process                          // nil when not running
 	since     time.Time                        // when proc started
 	restarts  int32                            // times restarted
+	started   bool                             // the startup probe passed (or there is none)
 	ready     bool                             // readiness as probed
-	okRun     int32                            // consecutive probe successes
-	failRun   int32                            // consecutive probe failures
-	nextProbe time.Time                        // zero: no probe
+	probes    []*prober                        // of the running process
 	restartAt time.Time                        // zero: no restart pending
 	last      *corev1.ContainerStateTerminated // previous run, for lastState
 	final     *corev1.ContainerStateTerminated // set when it will not run again
@@ -43,7 +42,7 @@ func (c *container) doneChan() <-chan struct{} {
 // nextEvent is when the next probe or restart is due (zero: none).
 func (c *container) nextEvent() time.Time {
 	if c.proc != nil {
-		return c.nextProbe
+		return c.nextProbe()
 	}
 	return c.restartAt
 }
@@ -84,7 +83,7 @@ func (w *worker) fail(reason, msg string) {
 // exit with code 128 (reason StartError), as containerd reports it.
 func (w *worker) startContainer() {
 	c := &w.ctr
-	c.restartAt, c.waiting, c.ready, c.okRun, c.failRun = time.Time{}, nil, false, 0, 0
+	c.restartAt, c.waiting, c.ready, c.started, c.probes = time.Time{}, nil, false, false, nil
 	args, err := w.k.command(c.spec)
 	var p Process
 	if err == nil {
@@ -99,11 +98,9 @@ func (w *worker) startContainer() {
 	}
 	c.proc, c.since = p, now
 	w.log.Info("container started", "container", c.spec.Name, "pid", p.PID(), "restarts", c.restarts)
-	if pr := c.spec.ReadinessProbe; pr != nil {
-		c.nextProbe = now.Add(time.Duration(pr.InitialDelaySeconds) * time.Second)
-	} else {
-		c.ready, c.nextProbe = true, time.Time{}
-	}
+	c.started = c.spec.StartupProbe == nil
+	c.ready = c.started && c.spec.ReadinessProbe == nil
+	c.probes = newProbers(c.spec, now, c.started)
 }
 
 // exited records the end of the running process.
@@ -122,7 +119,7 @@ func (w *worker) exited() {
 // finishRun applies the restart policy to a run that ended with t.
 func (w *worker) finishRun(t *corev1.ContainerStateTerminated) {
 	c := &w.ctr
-	c.proc, c.ready, c.nextProbe = nil, false, time.Time{}
+	c.proc, c.ready, c.started, c.probes = nil, false, false, nil
 	if !restarts(w.pod.Spec.RestartPolicy, t.ExitCode) {
 		c.final = t
 		return

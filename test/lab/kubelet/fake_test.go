@@ -11,16 +11,20 @@ import (
 )
 
 // fakeRuntime is an in-memory PodRuntime: sandboxes are records and
-// processes are channels; DialNode succeeds while listening is set.
+// processes are channels; DialNode succeeds while listening is set and
+// the port is not down.
 type fakeRuntime struct {
 	mu        sync.Mutex // guards the fields below
 	sandboxes map[string]*fakeSandbox
 	listening bool
+	down      map[uint16]bool
+	dials     map[uint16]int // by port
 	nextPID   int
 }
 
 func newFakeRuntime() *fakeRuntime {
-	return &fakeRuntime{sandboxes: map[string]*fakeSandbox{}, listening: true, nextPID: 100}
+	return &fakeRuntime{sandboxes: map[string]*fakeSandbox{}, listening: true, down: map[uint16]bool{},
+		dials: map[uint16]int{}, nextPID: 100}
 }
 
 func (r *fakeRuntime) CreateSandbox(_ context.Context, s SandboxSpec) (Sandbox, error) {
@@ -34,15 +38,31 @@ func (r *fakeRuntime) CreateSandbox(_ context.Context, s SandboxSpec) (Sandbox, 
 	return sb, nil
 }
 
-func (r *fakeRuntime) DialNode(context.Context, string, string) (net.Conn, error) {
+func (r *fakeRuntime) DialNode(_ context.Context, _, addr string) (net.Conn, error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if !r.listening {
+	port := netip.MustParseAddrPort(addr).Port()
+	r.dials[port]++
+	if !r.listening || r.down[port] {
 		return nil, syscall.ECONNREFUSED
 	}
 	c1, c2 := net.Pipe()
 	c2.Close()
 	return c1, nil
+}
+
+// setDown makes dials to port fail (or work again).
+func (r *fakeRuntime) setDown(port uint16, down bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.down[port] = down
+}
+
+// dialed is how often port was dialed.
+func (r *fakeRuntime) dialed(port uint16) int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.dials[port]
 }
 
 func (r *fakeRuntime) setListening(v bool) {

@@ -3,8 +3,9 @@
 // (addresses, podCIDRs, Ready condition) and renews its Lease, watches the
 // Pods bound to it (spec.nodeName), and for each one asks the lab's
 // PodRuntime for a sandbox (netns, veth, cgroup pod<uid>), runs the first
-// container's command in it, runs readiness probes from the node netns and
-// reports the pod's status the way the real kubelet does. On deletion it
+// container's command in it, runs its startup, readiness and liveness
+// probes (httpGet, tcpSocket, grpc) from the node netns and reports the
+// pod's status the way the real kubelet does. On deletion it
 // stops the process, removes the sandbox and deletes the Pod object with
 // grace period 0.
 //

@@ -85,16 +85,24 @@ func (h *harness) pod(name string) *corev1.Pod {
 	return p
 }
 
-// createPod creates a pod bound to n1 running `meshlab app echo`.
+// createPod creates a pod bound to n1 running `meshlab app echo`, with a
+// readiness probe.
 func (h *harness) createPod(name string, policy corev1.RestartPolicy, probe *corev1.Probe) *corev1.Pod {
+	h.t.Helper()
+	return h.createPodWith(name, policy, func(c *corev1.Container) { c.ReadinessProbe = probe })
+}
+
+// createPodWith is createPod with its container set up by mod.
+func (h *harness) createPodWith(name string, policy corev1.RestartPolicy, mod func(*corev1.Container)) *corev1.Pod {
 	h.t.Helper()
 	p := &corev1.Pod{
 		ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: "default", UID: types.UID("uid-" + name)},
 		Spec: corev1.PodSpec{NodeName: "n1", RestartPolicy: policy, TerminationGracePeriodSeconds: ptr.To(int64(30)),
 			Containers: []corev1.Container{{Name: "app", Image: "meshlab", Command: []string{"/bin/true"},
-				Args: []string{"--listen", ":$(PORT)"}, ReadinessProbe: probe,
+				Args: []string{"--listen", ":$(PORT)"},
 				Env: []corev1.EnvVar{{Name: "PORT", Value: "8080"},
 					{Name: "POD_IP", ValueFrom: &corev1.EnvVarSource{FieldRef: &corev1.ObjectFieldSelector{FieldPath: "status.podIP"}}}}}}}}
+	mod(&p.Spec.Containers[0])
 	out, err := h.client.CoreV1().Pods("default").Create(context.Background(), p, metav1.CreateOptions{})
 	if err != nil {
 		h.t.Fatal(err)

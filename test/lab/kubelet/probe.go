@@ -11,32 +11,16 @@ import (
 	"strconv"
 	"time"
 
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
+	"k8s.io/utils/ptr"
 )
 
-// probe runs the readiness probe once and applies its thresholds.
-func (w *worker) probe(ctx context.Context) {
-	c := &w.ctr
-	pr := c.spec.ReadinessProbe
-	err := w.runProbe(ctx, pr)
-	if err == nil {
-		c.okRun, c.failRun = c.okRun+1, 0
-		if !c.ready && c.okRun >= max(pr.SuccessThreshold, 1) {
-			c.ready = true
-			w.log.Info("readiness probe passes: ready", "container", c.spec.Name)
-		}
-	} else {
-		c.okRun, c.failRun = 0, c.failRun+1
-		if c.ready && c.failRun >= max(pr.FailureThreshold, 1) {
-			c.ready = false
-			w.log.Info("readiness probe fails: not ready", "container", c.spec.Name, "err", err)
-		}
-	}
-	c.nextProbe = time.Now().Add(time.Duration(max(pr.PeriodSeconds, 1)) * time.Second)
-}
-
-// runProbe does one httpGet or tcpSocket check from the node's netns.
+// runProbe does one httpGet, tcpSocket or grpc check from the node's
+// netns.
 func (w *worker) runProbe(ctx context.Context, pr *corev1.Probe) error {
 	ctx, cancel := context.WithTimeout(ctx, time.Duration(max(pr.TimeoutSeconds, 1))*time.Second)
 	defer cancel()
@@ -53,8 +37,34 @@ func (w *worker) runProbe(ctx context.Context, pr *corev1.Probe) error {
 		return conn.Close()
 	case pr.HTTPGet != nil:
 		return w.httpProbe(ctx, pr.HTTPGet)
+	case pr.GRPC != nil:
+		return w.grpcProbe(ctx, pr.GRPC)
 	}
-	return errors.New("unsupported probe (only httpGet and tcpSocket)")
+	return errors.New("unsupported probe (only httpGet, tcpSocket and grpc)")
+}
+
+// grpcProbe is a grpc probe: the standard health service's Check for the
+// probe's service must answer SERVING.
+func (w *worker) grpcProbe(ctx context.Context, g *corev1.GRPCAction) error {
+	addr, err := w.probeAddr("", intstr.FromInt32(g.Port))
+	if err != nil {
+		return err
+	}
+	dial := func(ctx context.Context, a string) (net.Conn, error) { return w.k.opts.Runtime.DialNode(ctx, "tcp", a) }
+	cc, err := grpc.NewClient("passthrough:///"+addr, grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithContextDialer(dial), grpc.WithUserAgent("kube-probe/amlab"))
+	if err != nil {
+		return fmt.Errorf("grpc probe client: %w", err)
+	}
+	defer cc.Close()
+	resp, err := healthpb.NewHealthClient(cc).Check(ctx, &healthpb.HealthCheckRequest{Service: ptr.Deref(g.Service, "")})
+	if err != nil {
+		return fmt.Errorf("grpc health check: %w", err)
+	}
+	if resp.GetStatus() != healthpb.HealthCheckResponse_SERVING {
+		return fmt.Errorf("grpc health status %s", resp.GetStatus())
+	}
+	return nil
 }
 
 // httpProbe is an httpGet probe: any status in 200..399 passes.

@@ -9,9 +9,14 @@ import (
 	"net/netip"
 	"strings"
 	"testing"
+	"time"
 
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
+	"k8s.io/utils/ptr"
 )
 
 // loopRuntime dials for real, on loopback.
@@ -69,6 +74,54 @@ func TestProbes(t *testing.T) {
 	}
 }
 
+// TestGRPCProbe: a grpc probe passes when the health service answers
+// SERVING for the probe's service (default ""), and fails otherwise.
+func TestGRPCProbe(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	hs := health.NewServer()
+	hs.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
+	hs.SetServingStatus("db", healthpb.HealthCheckResponse_NOT_SERVING)
+	srv := grpc.NewServer()
+	healthpb.RegisterHealthServer(srv, hs)
+	done := make(chan error, 1)
+	go func() { done <- srv.Serve(ln) }()
+	defer func() { srv.Stop(); <-done }()
+	ap := netip.MustParseAddrPort(ln.Addr().String())
+	k := &Kubelet{opts: Options{Runtime: loopRuntime{}}, log: slog.New(slog.DiscardHandler)}
+	w := &worker{k: k, log: k.log, sandbox: &fakeSandbox{ips: []netip.Addr{ap.Addr()}}}
+	w.ctr.spec = &corev1.Container{}
+	for _, tc := range []struct {
+		name    string
+		port    uint16
+		service *string
+		ok      bool
+	}{
+		{"serving", ap.Port(), nil, true},
+		{"not serving", ap.Port(), ptr.To("db"), false},
+		{"unknown service", ap.Port(), ptr.To("nope"), false},
+		{"refused", closedPort(t), nil, false},
+	} {
+		pr := &corev1.Probe{ProbeHandler: corev1.ProbeHandler{GRPC: &corev1.GRPCAction{Port: int32(tc.port), Service: tc.service}}, TimeoutSeconds: 1}
+		if err := w.runProbe(context.Background(), pr); (err == nil) != tc.ok {
+			t.Errorf("%s: err %v, want ok=%v", tc.name, err, tc.ok)
+		}
+	}
+}
+
+// closedPort is a loopback port nothing listens on.
+func closedPort(t *testing.T) uint16 {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return netip.MustParseAddrPort(ln.Addr().String()).Port()
+}
+
 func TestProbeThresholds(t *testing.T) {
 	k := &Kubelet{opts: Options{Runtime: newFakeRuntime()}, log: slog.New(slog.DiscardHandler)}
 	rt := k.opts.Runtime.(*fakeRuntime)
@@ -76,6 +129,8 @@ func TestProbeThresholds(t *testing.T) {
 	w.ctr.spec = &corev1.Container{ReadinessProbe: &corev1.Probe{
 		ProbeHandler:     corev1.ProbeHandler{TCPSocket: &corev1.TCPSocketAction{Port: intstr.FromInt32(80)}},
 		SuccessThreshold: 2, FailureThreshold: 3, PeriodSeconds: 1}}
+	w.ctr.started = true
+	w.ctr.probes = newProbers(w.ctr.spec, time.Now(), true)
 	steps := []struct {
 		up, ready bool
 	}{
@@ -86,7 +141,7 @@ func TestProbeThresholds(t *testing.T) {
 	}
 	for i, s := range steps {
 		rt.setListening(s.up)
-		w.probe(context.Background())
+		w.probe(context.Background(), w.ctr.probes[0])
 		if w.ctr.ready != s.ready {
 			t.Fatalf("step %d (up=%v): ready %v, want %v", i, s.up, w.ctr.ready, s.ready)
 		}

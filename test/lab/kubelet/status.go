@@ -129,7 +129,7 @@ func (w *worker) conditions(now time.Time) []corev1.PodCondition {
 func (w *worker) containerStatus() corev1.ContainerStatus {
 	c := w.ctr
 	cs := corev1.ContainerStatus{Name: c.spec.Name, Image: c.spec.Image, ImageID: c.spec.Image,
-		RestartCount: c.restarts, Ready: c.proc != nil && c.ready, Started: ptr.To(c.proc != nil)}
+		RestartCount: c.restarts, Ready: c.proc != nil && c.ready, Started: ptr.To(c.proc != nil && c.started)}
 	switch {
 	case c.proc != nil:
 		cs.ContainerID = containerID(c.proc.PID())

@@ -114,15 +114,15 @@ func (w *worker) nextWake() time.Duration {
 	return max(time.Until(next), 0)
 }
 
-// timers runs what is due: a restart or a probe.
+// timers runs what is due: a restart or probes.
 func (w *worker) timers(ctx context.Context) {
 	now := time.Now()
 	switch {
 	case w.ctr.proc == nil && !w.ctr.restartAt.IsZero() && !now.Before(w.ctr.restartAt):
 		w.ctr.restarts++
 		w.startContainer()
-	case w.ctr.proc != nil && !w.ctr.nextProbe.IsZero() && !now.Before(w.ctr.nextProbe):
-		w.probe(ctx)
+	case w.ctr.proc != nil:
+		w.runDueProbes(ctx, now)
 	}
 }
 

@@ -21,27 +21,33 @@ func appEcho(ctx context.Context, args []string, stdout io.Writer) error {
 	if err := fs.Parse(args); err != nil {
 		return fmt.Errorf("%w: %w", ErrUsage, err)
 	}
+	lns, err := listenAll(*listen)
+	if err != nil {
+		return err
+	}
+	errs := make(chan error, len(lns))
+	for _, ln := range lns {
+		fmt.Fprintf(stdout, "echo listening on %s\n", ln.Addr())
+		go func() { errs <- serveEcho(ctx, ln) }()
+	}
+	return collect(errs, len(lns))
+}
+
+// listenAll listens on every address of a comma separated list (all or
+// none).
+func listenAll(list string) ([]net.Listener, error) {
 	var lns []net.Listener
-	for _, addr := range strings.Split(*listen, ",") {
+	for _, addr := range strings.Split(list, ",") {
 		ln, err := net.Listen("tcp", addr)
 		if err != nil {
 			for _, l := range lns {
 				l.Close()
 			}
-			return fmt.Errorf("listen: %w", err)
+			return nil, fmt.Errorf("listen: %w", err)
 		}
-		fmt.Fprintf(stdout, "echo listening on %s\n", ln.Addr())
 		lns = append(lns, ln)
 	}
-	errs := make(chan error, len(lns))
-	for _, ln := range lns {
-		go func() { errs <- serveEcho(ctx, ln) }()
-	}
-	var err error
-	for range lns {
-		err = errors.Join(err, <-errs)
-	}
-	return err
+	return lns, nil
 }
 
 // serveEcho echoes every connection on ln until ctx ends, then closes the

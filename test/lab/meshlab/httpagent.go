@@ -31,33 +31,64 @@ type CallResult struct {
 	Error     string          `json:"error,omitempty"`
 }
 
-// appHTTP is `app http --name NAME --listen :8080`: a small HTTP agent.
+// appHTTP is `app http --name NAME --listen :8080[,:9090...]
+// [--grpc-health :8081]`: a small HTTP agent on every listed address,
+// optionally with the gRPC health service (answering SERVING) beside it.
 func appHTTP(ctx context.Context, args []string, stdout io.Writer) error {
 	fs := flag.NewFlagSet("app http", flag.ContinueOnError)
 	name := fs.String("name", "agent", "agent name to report")
-	listen := fs.String("listen", ":8080", "address to listen on")
+	listen := fs.String("listen", ":8080", "addresses to listen on, comma separated")
+	grpcHealth := fs.String("grpc-health", "", "also serve the gRPC health service on this address")
 	if err := fs.Parse(args); err != nil {
 		return fmt.Errorf("%w: %w", ErrUsage, err)
 	}
-	ln, err := net.Listen("tcp", *listen)
+	lns, err := listenAll(*listen)
 	if err != nil {
-		return fmt.Errorf("listen: %w", err)
+		return err
 	}
-	fmt.Fprintf(stdout, "agent %s listening on %s\n", *name, ln.Addr())
 	srv := &http.Server{Handler: agentHandler(*name), ReadHeaderTimeout: 10 * time.Second,
 		ConnContext: func(ctx context.Context, c net.Conn) context.Context {
 			return context.WithValue(ctx, localAddrKey{}, c.LocalAddr().String())
 		}}
+	errs := make(chan error, len(lns)+1)
+	for _, ln := range lns {
+		fmt.Fprintf(stdout, "agent %s listening on %s\n", *name, ln.Addr())
+		go func() { errs <- serveHTTP(srv, ln) }()
+	}
+	stopHealth, err := startGRPCHealth(*grpcHealth, stdout, errs)
+	if err != nil {
+		srv.Close()
+		return errors.Join(err, collect(errs, len(lns)))
+	}
 	stop := context.AfterFunc(ctx, func() {
 		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
 		_ = srv.Shutdown(sctx)
+		stopHealth()
 	})
 	defer stop()
+	n := len(lns)
+	if *grpcHealth != "" {
+		n++
+	}
+	return collect(errs, n)
+}
+
+// serveHTTP serves srv on ln until srv shuts down.
+func serveHTTP(srv *http.Server, ln net.Listener) error {
 	if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
 		return fmt.Errorf("serve: %w", err)
 	}
 	return nil
+}
+
+// collect waits for n results from errs and joins the errors.
+func collect(errs <-chan error, n int) error {
+	var err error
+	for range n {
+		err = errors.Join(err, <-errs)
+	}
+	return err
 }
 
 type localAddrKey struct{}
