@@ -80,6 +80,9 @@ type Options struct {
 	// KubeBinDir holds etcd, kube-apiserver and kube-controller-manager
 	// (default BinDir/kube; `make kube` builds them into bin/kube).
 	KubeBinDir string
+	// ZtunnelArgs are added to every ztunnel's command line (for example
+	// --max-connections=N).
+	ZtunnelArgs []string
 	// Manifest is the rendered chart whose Namespace, ServiceAccount and
 	// RBAC objects Kubernetes mode applies before it starts the controller
 	// (default: ManifestPath under the module root, if it exists; without

@@ -17,7 +17,7 @@ import (
 // Client defaults.
 const (
 	DefaultIdleTimeout       = time.Minute
-	DefaultSpareIdleTimeout  = 5 * time.Second
+	DefaultSpareIdleTimeout  = 3 * time.Second
 	DefaultMaxStreamsPerConn = 100
 )
 
