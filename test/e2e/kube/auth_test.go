@@ -66,10 +66,10 @@ func TestControllerRefuses(t *testing.T) {
 		})
 	}
 	t.Run("stream for another node", func(t *testing.T) {
-		if err := streamAs(ctx, t, l, fwd.Addr(), l.NodeTokenFile(1), "n2"); status.Code(err) != codes.PermissionDenied {
+		if err := streamAs(ctx, t, l, 0, fwd.Addr(), l.NodeTokenFile(1), "n2"); status.Code(err) != codes.PermissionDenied {
 			t.Errorf("n1's token streaming n2's config: %v, want PermissionDenied", err)
 		}
-		if err := streamAs(ctx, t, l, fwd.Addr(), l.NodeTokenFile(1), "n1"); err != nil {
+		if err := streamAs(ctx, t, l, 0, fwd.Addr(), l.NodeTokenFile(1), "n1"); err != nil {
 			t.Errorf("n1's token streaming n1's config: %v", err)
 		}
 	})
@@ -114,25 +114,26 @@ func sign(ctx context.Context, t *testing.T, l *lab.Lab, addr, tokenFile, ns, sa
 	return chain, err
 }
 
-// streamAs opens a config stream for node with the token in tokenFile
-// and returns the error of the first response (nil: a snapshot came). It
-// returns once the controller has dropped the stream again: /status shows
+// streamAs opens a config stream for node with the token in tokenFile at
+// addr (a forward to controller replica) and returns the error of the
+// first response (nil: a snapshot came). It returns once the controller has dropped the stream again: /status shows
 // one stream per node and component, the newest, so a stream still being
 // torn down would stand in for the node's own ztunnel in a later snapshot.
-func streamAs(ctx context.Context, t *testing.T, l *lab.Lab, addr, tokenFile, node string) error {
+func streamAs(ctx context.Context, t *testing.T, l *lab.Lab, replica int, addr, tokenFile, node string) error {
 	t.Helper()
 	opened := time.Now()
-	defer waitStreamDropped(ctx, t, l, node, opened)
+	defer waitStreamDropped(ctx, t, l, replica, node, opened)
 	return openStream(ctx, t, l, addr, tokenFile, node)
 }
 
-// waitStreamDropped waits until the controller's status no longer shows a
-// ztunnel stream of node opened at or after opened.
-func waitStreamDropped(ctx context.Context, t *testing.T, l *lab.Lab, node string, opened time.Time) {
+// waitStreamDropped waits until the status of controller replica (the one
+// addr reached) no longer shows a ztunnel stream of node opened at or after
+// opened.
+func waitStreamDropped(ctx context.Context, t *testing.T, l *lab.Lab, replica int, node string, opened time.Time) {
 	t.Helper()
 	deadline := time.Now().Add(10 * time.Second)
 	for {
-		st, err := l.ControllerStatusOf(ctx, 0)
+		st, err := l.ControllerStatusOf(ctx, replica)
 		if err != nil {
 			t.Fatal(err)
 		}

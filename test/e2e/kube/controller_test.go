@@ -86,7 +86,7 @@ func TestLeaderElection(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer fwd.Close()
-	if err := streamAs(ctx, t, l, fwd.Addr(), l.NodeTokenFile(1), "n1"); err != nil {
+	if err := streamAs(ctx, t, l, 1, fwd.Addr(), l.NodeTokenFile(1), "n1"); err != nil {
 		t.Errorf("stream from the new leader: %v", err)
 	}
 	if _, err := sign(ctx, t, l, fwd.Addr(), l.NodeTokenFile(1), "shop", "client"); err != nil {
