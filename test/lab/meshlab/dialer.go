@@ -70,6 +70,9 @@ func dialLoop(ctx context.Context, to string, interval, timeout time.Duration, r
 		if err := report(a); err != nil {
 			return sum, err
 		}
+		if ctx.Err() != nil { // not left to select: a due tick would win half the time
+			return sum, nil
+		}
 		select {
 		case <-ctx.Done():
 			return sum, nil
