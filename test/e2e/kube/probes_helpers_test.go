@@ -38,12 +38,19 @@ func probedPod(ns, name, sa, node string, labels map[string]string) *corev1.Pod 
 	probe := func(h corev1.ProbeHandler, failures int32) *corev1.Probe {
 		return &corev1.Probe{ProbeHandler: h, PeriodSeconds: 1, TimeoutSeconds: 5, SuccessThreshold: 1, FailureThreshold: failures}
 	}
+	// The lab enrolls a pod once its containers run (there is no CNI
+	// plugin doing it before they start), so a probe in the pod's first
+	// moments may pass outside the mesh; the startup probe, which runs
+	// once, waits until the pod is surely enrolled, so the test sees it
+	// admitted by ztunnel.
+	startupProbe := probe(corev1.ProbeHandler{GRPC: &corev1.GRPCAction{Port: startPort}}, 60)
+	startupProbe.InitialDelaySeconds = 3
 	c := corev1.Container{Name: "app", Image: "meshlab",
 		Command: []string{"meshlab", "app", "http", "--name", name, "--grpc-health", ":" + strconv.Itoa(startPort),
 			"--listen", fmt.Sprintf(":%d,:%d,:%d", readyPort, livePort, unprobedPort)},
 		Ports: []corev1.ContainerPort{{Name: "http", ContainerPort: readyPort}, {Name: "grpc", ContainerPort: startPort},
 			{Name: "live", ContainerPort: livePort}, {Name: "other", ContainerPort: unprobedPort}},
-		StartupProbe:   probe(corev1.ProbeHandler{GRPC: &corev1.GRPCAction{Port: startPort}}, 60),
+		StartupProbe:   startupProbe,
 		ReadinessProbe: probe(corev1.ProbeHandler{HTTPGet: &corev1.HTTPGetAction{Path: "/", Port: intstr.FromString("http")}}, 2),
 		LivenessProbe:  probe(corev1.ProbeHandler{TCPSocket: &corev1.TCPSocketAction{Port: intstr.FromInt32(livePort)}}, 2),
 	}
@@ -78,8 +85,8 @@ func reaches(ctx context.Context, t *testing.T, l *lab.Lab, node int, agent *lab
 
 // probesAdmitted waits until node's ztunnel logged, since since, at least
 // want[port] connections from the node's pod gateway to port of dst that
-// it admitted as kubelet probes and the app answered, and fails the test
-// if it decided any of them otherwise.
+// it admitted as kubelet probes, and fails the test if it decided any of
+// them otherwise.
 func probesAdmitted(ctx context.Context, t *testing.T, l *lab.Lab, node int, since time.Time, dst netip.Addr, want map[int]int) {
 	t.Helper()
 	gw := l.PodGatewayV4(node)
@@ -98,9 +105,9 @@ func probesAdmitted(ctx context.Context, t *testing.T, l *lab.Lab, node int, sin
 			if a.Authz != "kubelet-probe" {
 				t.Fatalf("probe connection not admitted as a kubelet probe: %+v", a)
 			}
-			if a.Result == "ok" {
-				count[port]++
-			}
+			// Admitted is what counts: how the prober ends its connection
+			// is its own business (a gRPC client may reset it).
+			count[port]++
 		}
 		if enough(count, want) {
 			t.Logf("kubelet probes of %s admitted since %s, by port: %v", dst, since.Format(time.TimeOnly), count)
