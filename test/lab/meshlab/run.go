@@ -24,7 +24,8 @@ commands:
          Deployment would (backoff 100ms doubling to 5s; every restart is logged)
   down   remove whatever any lab left behind (netns, cgroups, pins, processes)
   demo   run a two-node mesh, make some agent calls, show what the mesh did
-  app    sample workloads run inside pods: echo, http, send, stream, dialer, burst
+  app    sample workloads run inside pods: echo, http, send, stream, dialer, burst,
+         flood (an attacker: half-open TLS handshakes and garbage connections)
   bench  measure latency and throughput: direct pod-to-pod against the mesh
 `
 
