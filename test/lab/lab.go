@@ -85,6 +85,9 @@ type Options struct {
 	// (default: ManifestPath under the module root, if it exists; without
 	// one, the lab creates a minimal set, see kubemeshobjects.go).
 	Manifest string
+	// ZtunnelFlags are added to every ztunnel's command line, e.g.
+	// "--max-connections", "200".
+	ZtunnelFlags []string
 }
 
 // Lab is a running simulated cluster. Its methods are safe for concurrent use.

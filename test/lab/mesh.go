@@ -109,6 +109,7 @@ func (l *Lab) ztunnelArgs(i int) []string {
 		"--admin-addr", "127.0.0.1:" + strconv.Itoa(mesh.AdminPort),
 		"--metrics-addr", ":" + strconv.Itoa(mesh.MetricsPort),
 		"--ready-addr", ":" + strconv.Itoa(mesh.ReadinessPort), "--log-format", "json"}
+	args = append(args, l.opts.ZtunnelFlags...)
 	if l.kube != nil {
 		return append(args, l.kubeNodeFlags(i)...)
 	}
