@@ -27,6 +27,8 @@ commands:
   app    sample workloads run inside pods: echo, http, send, stream, dialer, burst,
          flood (an attacker: half-open TLS handshakes and garbage connections)
   bench  measure latency and throughput: direct pod-to-pod against the mesh
+  soak   a steady mixed load on a lab for --duration (default 30m), sampled; fails if
+         ztunnel's goroutines, fds or RSS or the eBPF map entries grow, or calls fail
 `
 
 // ErrUsage is returned for a bad command line.
@@ -48,6 +50,8 @@ func Run(ctx context.Context, args []string, stdout io.Writer) error {
 		return runApp(ctx, args[1:], stdout)
 	case "bench":
 		return bench.Run(ctx, args[1:], stdout)
+	case "soak":
+		return runSoak(ctx, args[1:], stdout)
 	case bench.ClientCommand:
 		return bench.Client(ctx, args[1:], stdout)
 	case bench.ServerCommand:
