@@ -5,6 +5,7 @@ BIN := $(CURDIR)/bin
 AS_ROOT := $(CURDIR)/test/scripts/as-root
 CMDS := agentd ztunnel meshlab controller meshctl
 TEST_TIMEOUT ?= 40m
+SOAK_DURATION ?= 30m
 
 .DEFAULT_GOAL := help
 
@@ -58,6 +59,14 @@ bench: ## benchmark the mesh against direct pod-to-pod on the lab (needs root)
 .PHONY: bench-as-root
 bench-as-root: deps build kube
 	$(BIN)/meshlab bench --bin-dir $(BIN)
+
+.PHONY: soak
+soak: ## run a steady mixed load on a lab for SOAK_DURATION (default 30m; e.g. make soak SOAK_DURATION=3m) and fail if ztunnel's goroutines, fds or RSS or the eBPF map entries grow, or calls fail (needs root; not part of make test)
+	@$(AS_ROOT) $(MAKE) --no-print-directory soak-as-root SOAK_DURATION=$(SOAK_DURATION)
+
+.PHONY: soak-as-root
+soak-as-root: deps build
+	$(BIN)/meshlab soak --bin-dir $(BIN) --duration $(SOAK_DURATION)
 
 .PHONY: demo
 demo: ## run the mesh on a local two-node lab and show what it did (needs root)

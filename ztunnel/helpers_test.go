@@ -264,6 +264,12 @@ func (f *fakeOrigDst) Lookup(cookie uint64, src, dst netip.AddrPort) (netip.Addr
 	return f.dst, f.err
 }
 
+func (f *fakeOrigDst) count() int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return len(f.lookups)
+}
+
 func (f *fakeOrigDst) last() origKey {
 	f.mu.Lock()
 	defer f.mu.Unlock()

@@ -85,6 +85,31 @@ func TestMaxConnectionsRefusesAtOnceAndRecovers(t *testing.T) {
 	}
 }
 
+// TestRefusedOutboundConsumesOrigDst: an outbound connection refused by a
+// limit still consumes the original destination the connect hook left
+// for it; otherwise each refused connection of a burst leaves an orig_dst
+// entry behind until the LRU map evicts it.
+func TestRefusedOutboundConsumesOrigDst(t *testing.T) {
+	e := newEnv(t, func(o *NodeOptions) { o.MaxConnections = 1 })
+	e.handOverAB()
+	e.orig.set(appX)
+	if _, err := holdOutbound(t, e); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "1 connection carried", func() bool { return e.node.limits.conns.used.Load() == 1 })
+	held := e.orig.last()
+	for range 3 {
+		c, err := holdOutbound(t, e)
+		refusedFast(t, c, err)
+	}
+	if n := e.orig.count(); n != 4 {
+		t.Fatalf("%d orig_dst lookups for 1 carried and 3 refused connections, want 4", n)
+	}
+	if got := e.orig.last(); got.cookie != held.cookie || got.dst != held.dst || got.src == held.src {
+		t.Errorf("refused connection's lookup %+v, want pod A's cookie and 15001 of %+v, another source", got, held)
+	}
+}
+
 func TestFDBudgetRefusesBeforeEMFILE(t *testing.T) {
 	e := newEnv(t)
 	e.handOverAB()

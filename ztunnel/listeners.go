@@ -144,15 +144,24 @@ func (n *Node) acceptLoop(p *pod, l *podListener, serve func(context.Context, *p
 			continue
 		}
 		if reason := n.limits.admitSocket(l.kind); reason != "" {
-			dir := dirOutbound
-			if l.kind != kindOutbound {
-				dir = dirInbound
-			}
-			n.metrics.rejected(dir, reason)
-			n.limits.refused.add(reason, dir, n.limits)
-			refuse(c)
+			n.refuseAccepted(p, l.kind, c, reason)
 			continue
 		}
 		n.goConn(p, l.kind, c, serve)
 	}
+}
+
+// refuseAccepted refuses a connection a limit does not admit. A refused
+// outbound connection still consumes its original destination: the
+// connect hook recorded one for it in the LRU orig_dst map, where it
+// would otherwise stay until evicted, one per refused connection.
+func (n *Node) refuseAccepted(p *pod, kind string, c net.Conn, reason string) {
+	dir := dirInbound
+	if kind == kindOutbound {
+		dir = dirOutbound
+		n.opts.OrigDst.Lookup(p.info.NetnsCookie, addrPort(c.RemoteAddr()), addrPort(c.LocalAddr())) //nolint:errcheck // only consumed
+	}
+	n.metrics.rejected(dir, reason)
+	n.limits.refused.add(reason, dir, n.limits)
+	refuse(c)
 }

@@ -12,6 +12,7 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/agentmesh/agentmesh/bpf"
 	"github.com/agentmesh/agentmesh/test/lab"
 	"github.com/agentmesh/agentmesh/test/lab/meshlab"
 )
@@ -144,15 +145,9 @@ func (s *statsTable) sample(ctx context.Context, when string) {
 	s.rows = append(s.rows, statsRow{when, s.read(ctx)})
 }
 
-// Margins of "back to baseline": the HBONE pool keeps one idle connection
-// per destination, and a few goroutines come and go.
-const (
-	fdMargin   = 10
-	goroMargin = 20
-)
-
 // waitBaseline waits until every node's fds and goroutines are within the
-// margins of the first row, records the row, and returns how long it took
+// margins of the first row (fdMargin, goroutineMargin: the HBONE pool keeps
+// one idle connection per destination, a few goroutines come and go), records the row, and returns how long it took
 // (-1 when it did not happen within limit).
 func (s *statsTable) waitBaseline(ctx context.Context, when string, limit time.Duration) time.Duration {
 	start := time.Now()
@@ -161,7 +156,7 @@ func (s *statsTable) waitBaseline(ctx context.Context, when string, limit time.D
 		now := s.read(ctx)
 		ok := true
 		for _, i := range s.nodes {
-			ok = ok && now[i].FDs <= base[i].FDs+fdMargin && now[i].Goros <= base[i].Goros+goroMargin
+			ok = ok && now[i].FDs <= base[i].FDs+fdMargin && now[i].Goros <= base[i].Goros+goroutineMargin
 		}
 		if ok || time.Since(start) > limit {
 			s.rows = append(s.rows, statsRow{when, now})
@@ -192,7 +187,10 @@ func (s *statsTable) print() {
 // TestBurstBeyondLimit: with --max-connections=3000, a burst of 5000
 // held connections gets 3000 carried and 2000 refused at once with a
 // reset, counted, logged once when the refusals start and once when they
-// end; then the node accepts again.
+// end; the refused connections leave nothing behind in the datapath (the
+// source node's orig_dst maps, where the connect hook records each
+// captured connection's destination for ztunnel to consume, are empty
+// again); then the node accepts again.
 func TestBurstBeyondLimit(t *testing.T) {
 	const limit, n = 3000, 5000
 	l := newLab(t, lab.Options{Nodes: 2, ZtunnelArgs: []string{"--max-connections=" + strconv.Itoa(limit)}})
@@ -219,6 +217,12 @@ func TestBurstBeyondLimit(t *testing.T) {
 	if got := countLog(l, 1, "connection limit reached"); got != 1 {
 		t.Errorf("n1 logged %d 'limit reached' lines for one burst, want 1", got)
 	}
+	waitCond(t, 10*time.Second, "n1's orig_dst maps empty after the burst", func() (bool, string) {
+		orig, err1 := l.MapEntries(1, bpf.MapOrigDst)
+		cookie, err2 := l.MapEntries(1, bpf.MapOrigDstCookie)
+		return err1 == nil && err2 == nil && orig == 0 && cookie == 0,
+			fmt.Sprintf("%s %d, %s %d (%v, %v)", bpf.MapOrigDst, orig, bpf.MapOrigDstCookie, cookie, err1, err2)
+	})
 	send(t, l, a, dst, "after-the-burst")
 }
 

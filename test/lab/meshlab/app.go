@@ -10,7 +10,7 @@ import (
 // runApp dispatches `meshlab app <name>`.
 func runApp(ctx context.Context, args []string, stdout io.Writer) error {
 	if len(args) == 0 {
-		return fmt.Errorf("%w: app needs one of echo, http, send, stream, dialer, burst", ErrUsage)
+		return fmt.Errorf("%w: app needs one of echo, http, send, stream, dialer, burst, flood", ErrUsage)
 	}
 	switch args[0] {
 	case "echo":
@@ -25,6 +25,8 @@ func runApp(ctx context.Context, args []string, stdout io.Writer) error {
 		return appBurst(ctx, args[1:], stdout)
 	case "dialer":
 		return appDialer(ctx, args[1:], stdout)
+	case "flood":
+		return appFlood(ctx, args[1:], stdout)
 	}
 	return fmt.Errorf("%w: unknown app %q", ErrUsage, args[0])
 }

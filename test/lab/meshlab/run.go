@@ -24,8 +24,11 @@ commands:
          Deployment would (backoff 100ms doubling to 5s; every restart is logged)
   down   remove whatever any lab left behind (netns, cgroups, pins, processes)
   demo   run a two-node mesh, make some agent calls, show what the mesh did
-  app    sample workloads run inside pods: echo, http, send, stream, dialer, burst
+  app    sample workloads run inside pods: echo, http, send, stream, dialer, burst,
+         flood (an attacker: half-open TLS handshakes and garbage connections)
   bench  measure latency and throughput: direct pod-to-pod against the mesh
+  soak   a steady mixed load on a lab for --duration (default 30m), sampled; fails if
+         ztunnel's goroutines, fds or RSS or the eBPF map entries grow, or calls fail
 `
 
 // ErrUsage is returned for a bad command line.
@@ -47,6 +50,8 @@ func Run(ctx context.Context, args []string, stdout io.Writer) error {
 		return runApp(ctx, args[1:], stdout)
 	case "bench":
 		return bench.Run(ctx, args[1:], stdout)
+	case "soak":
+		return runSoak(ctx, args[1:], stdout)
 	case bench.ClientCommand:
 		return bench.Client(ctx, args[1:], stdout)
 	case bench.ServerCommand:
