@@ -185,6 +185,18 @@ func (s *clientStream) Read(p []byte) (int, error) {
 	return n, nil
 }
 
+// WaitReadable returns once a Read would not block: data is queued, the
+// server ended its side, or the stream failed or was closed. The relay
+// waits here so that a quiet stream holds no read buffer.
+func (s *clientStream) WaitReadable() error {
+	s.mu.Lock()
+	for s.queued == 0 && !s.recvEnd && !s.closed && (s.err == nil || s.err == errWriteSideClosed) {
+		s.cond.Wait()
+	}
+	s.mu.Unlock()
+	return nil
+}
+
 // Write sends p to the upstream. After CloseWrite, Close or the server
 // ending the stream it fails with an error wrapping net.ErrClosed.
 func (s *clientStream) Write(p []byte) (int, error) {

@@ -24,9 +24,20 @@ var pools = [len(sizes)]sync.Pool{
 type copier struct {
 	dst   io.Writer
 	src   io.Reader
-	ready *waiter // nil: src is not a socket; reads wait with a buffer
-	size  int     // index into sizes of the next read
+	ready interface{ wait() error } // nil: reads wait with a buffer
+	size  int                       // index into sizes of the next read
 }
+
+// ReadyWaiter is a source that can say when a Read would not block (an
+// HBONE stream), so the relay lends it a buffer only then.
+type ReadyWaiter interface {
+	WaitReadable() error
+}
+
+// streamWaiter adapts a ReadyWaiter.
+type streamWaiter struct{ r ReadyWaiter }
+
+func (w streamWaiter) wait() error { return w.r.WaitReadable() }
 
 func (c *copier) run() (int64, error) {
 	var n int64

@@ -13,9 +13,11 @@
 //   - from a socket (anything with SyscallConn, e.g. to an HBONE stream): wait
 //     until the socket is readable without a buffer (a one-byte MSG_PEEK),
 //     then read into a pooled buffer and give it back after the write.
-//   - from anything else (an HBONE stream): reads into a 1 KiB buffer while
-//     the traffic is sparse, larger pooled buffers while reads keep filling
-//     them (bulk), and back.
+//   - from an HBONE client stream (a ReadyWaiter): the same, waiting on the
+//     stream's receive queue.
+//   - from anything else (the HBONE server's request body): reads into a
+//     1 KiB buffer while the traffic is sparse, larger pooled buffers while
+//     reads keep filling them (bulk), and back.
 //
 // Buffers grow with the traffic: a read that fills its buffer moves the
 // next read to the next size (1 KiB, 32 KiB, 256 KiB); a short read moves
@@ -89,8 +91,11 @@ func Copy(dst io.Writer, src io.Reader) (int64, error) {
 		}
 	}
 	c := copier{dst: dst, src: src}
-	if sc, ok := src.(rawConner); ok {
-		if rc, err := sc.SyscallConn(); err == nil {
+	switch s := src.(type) {
+	case ReadyWaiter:
+		c.ready = streamWaiter{s}
+	case rawConner:
+		if rc, err := s.SyscallConn(); err == nil {
 			c.ready = &waiter{rc: rc}
 		}
 	}

@@ -256,3 +256,50 @@ func TestCopyWriteError(t *testing.T) {
 		t.Errorf("err %v, want the write error", err)
 	}
 }
+
+// readySource is a stream whose Read is only called after WaitReadable.
+type readySource struct {
+	data  chan []byte
+	reads int
+	early bool // Read called while nothing was ready
+	ready bool
+	pend  []byte
+}
+
+func (r *readySource) WaitReadable() error {
+	if b, ok := <-r.data; ok {
+		r.pend = b
+	}
+	r.ready = true
+	return nil
+}
+
+func (r *readySource) Read(p []byte) (int, error) {
+	r.reads++
+	if !r.ready {
+		r.early = true
+	}
+	r.ready = false
+	if r.pend == nil {
+		return 0, io.EOF
+	}
+	n := copy(p, r.pend)
+	r.pend = nil
+	return n, nil
+}
+
+// TestReadyWaiterReadsOnlyWhenReadable: a source that can say when it has
+// data (an HBONE stream) is not lent a buffer until then.
+func TestReadyWaiterReadsOnlyWhenReadable(t *testing.T) {
+	src := &readySource{data: make(chan []byte)}
+	var dst bytes.Buffer
+	done := make(chan struct{})
+	go func() { Copy(&dst, src); close(done) }()
+	src.data <- []byte("hello")
+	src.data <- []byte(" world")
+	close(src.data)
+	<-done
+	if src.early || dst.String() != "hello world" || src.reads != 3 {
+		t.Errorf("read before ready %v, %d reads, copied %q", src.early, src.reads, dst.String())
+	}
+}
