@@ -1,10 +1,7 @@
 package e2e
 
 import (
-	"bytes"
 	"context"
-	"encoding/json"
-	"fmt"
 	"net/netip"
 	"slices"
 	"sync"
@@ -13,115 +10,46 @@ import (
 
 	"github.com/agentmesh/agentmesh/test/lab"
 	"github.com/agentmesh/agentmesh/test/lab/meshlab"
+	"github.com/agentmesh/agentmesh/test/lab/traffic"
 )
 
-// legitLoad is the traffic an attack must not disturb: a dialer making a
-// new short echo connection every 50ms and long streams, from one pod,
-// until stopped.
-type legitLoad struct {
-	dialer  *lab.Process
-	streams []*lab.Process
-}
-
-// startLegitLoad starts a dialer from p to dsts[0] and one stream to each
-// of dsts.
-func startLegitLoad(t *testing.T, l *lab.Lab, p *lab.Pod, dsts ...netip.AddrPort) *legitLoad {
+// startLegitLoad starts the traffic an attack must not disturb: a dialer
+// from p to dsts[0] every 50ms and one stream to each of dsts, stopped when
+// the test ends.
+func startLegitLoad(t *testing.T, l *lab.Lab, p *lab.Pod, dsts ...netip.AddrPort) *traffic.Load {
 	t.Helper()
-	ctx := context.Background()
-	ld := &legitLoad{}
-	t.Cleanup(func() { ld.stopAll() })
-	for k, dst := range dsts {
-		s, err := p.Start(ctx, fmt.Sprintf("stream-%d", k), l.Bin("meshlab"), "app", "stream",
-			"--to", dst.String(), "--interval", "50ms", "--duration", "10m", "--progress")
-		if err != nil {
-			t.Fatal(err)
-		}
-		ld.streams = append(ld.streams, s)
-	}
-	d, err := p.Start(ctx, "dialer", l.Bin("meshlab"), "app", "dialer",
-		"--to", dsts[0].String(), "--interval", "50ms", "--timeout", "5s", "--duration", "10m")
+	ld, err := traffic.Start(context.Background(), l, p, dsts[0], dsts, traffic.Options{Timeout: 5 * time.Second})
 	if err != nil {
 		t.Fatal(err)
 	}
-	ld.dialer = d
+	t.Cleanup(func() { ld.Stop() })
 	return ld
 }
 
-// waitUp waits until every stream has had an echo and ten new
+// waitLegitUp waits until every stream has had an echo and ten new
 // connections worked.
-func (ld *legitLoad) waitUp(t *testing.T) {
+func waitLegitUp(t *testing.T, ld *traffic.Load) {
 	t.Helper()
 	waitCond(t, 30*time.Second, "the legitimate load is up", func() (bool, string) {
-		for _, s := range ld.streams {
-			if st, ok := lastStreamStats(s); !ok || st.Echoed == 0 || st.Error != "" {
-				return false, fmt.Sprintf("stream %s: %+v", s.Name, st)
-			}
+		if ok, state := ld.StreamsUp(); !ok {
+			return false, state
 		}
-		ok := 0
-		for _, a := range ld.attempts() {
-			if a.OK {
-				ok++
-			}
-		}
-		return ok >= 10, fmt.Sprintf("%d good connections", ok)
+		return ld.Good(10, time.Time{})
 	})
 }
 
-// stop stops the load and returns every connection attempt and every
+// stopLegit stops the load and returns every connection attempt and every
 // stream's final stats.
-func (ld *legitLoad) stop(t *testing.T) ([]meshlab.DialAttempt, []meshlab.StreamStats) {
+func stopLegit(t *testing.T, ld *traffic.Load) ([]meshlab.DialAttempt, []meshlab.StreamStats) {
 	t.Helper()
-	if err := ld.stopAll(); err != nil {
+	if err := ld.Stop(); err != nil {
 		t.Error(err)
 	}
-	var stats []meshlab.StreamStats
-	for _, s := range ld.streams {
-		st, ok := lastStreamStats(s)
-		if !ok {
-			out, _ := s.Output()
-			t.Fatalf("stream %s printed no stats: %s", s.Name, out)
-		}
-		stats = append(stats, st)
+	stats, err := ld.StreamStats()
+	if err != nil {
+		t.Fatal(err)
 	}
-	return ld.attempts(), stats
-}
-
-func (ld *legitLoad) stopAll() error {
-	var err error
-	for _, p := range append([]*lab.Process{ld.dialer}, ld.streams...) {
-		if p != nil {
-			if serr := p.Stop(); serr != nil && err == nil {
-				err = serr
-			}
-		}
-	}
-	return err
-}
-
-// attempts parses the dialer's attempt lines so far.
-func (ld *legitLoad) attempts() []meshlab.DialAttempt {
-	out, _ := ld.dialer.Output()
-	var as []meshlab.DialAttempt
-	for _, line := range bytes.Split(out, []byte("\n")) {
-		var a meshlab.DialAttempt
-		if json.Unmarshal(line, &a) == nil && !a.At.IsZero() {
-			as = append(as, a)
-		}
-	}
-	return as
-}
-
-// lastStreamStats is the last stats line a stream printed.
-func lastStreamStats(p *lab.Process) (meshlab.StreamStats, bool) {
-	out, _ := p.Output()
-	lines := bytes.Split(bytes.TrimSpace(out), []byte("\n"))
-	for i := len(lines) - 1; i >= 0; i-- {
-		var st meshlab.StreamStats
-		if json.Unmarshal(lines[i], &st) == nil && st.To != "" {
-			return st, true
-		}
-	}
-	return meshlab.StreamStats{}, false
+	return ld.Attempts(), stats
 }
 
 // waitCond polls cond every 100ms for at most bound; state says where it

@@ -64,7 +64,7 @@ func TestHostileLoad(t *testing.T) {
 	send(t, l, a, app, "warm-up")
 	send(t, l, a, addr(b.IPv6(), echoPort), "warm-up-v6")
 	load := startLegitLoad(t, l, a, app, addr(b.IPv6(), echoPort))
-	load.waitUp(t)
+	waitLegitUp(t, load)
 
 	const victim = 2
 	pid := l.PID(lab.ZtunnelName(victim))
@@ -86,7 +86,7 @@ func TestHostileLoad(t *testing.T) {
 	settled := steadyStats(t, l, victim)
 	logLines := logMessages(l.DaemonLog(victim, "ztunnel"), logBefore)
 	failures := handshakeFailures(t, l, victim)
-	attempts, streams := load.stop(t)
+	attempts, streams := stopLegit(t, load)
 
 	t.Logf("victim: ztunnel n%d (pid %d); attack %s, fds and goroutines back %s after it ended\n%s",
 		victim, pid, attack.Round(100*time.Millisecond), back.Round(100*time.Millisecond),

@@ -93,7 +93,7 @@ type chaosRow struct {
 func (c *chaos) kill(t *testing.T, what, name string, after func(*chaosRow)) *chaosRow {
 	t.Helper()
 	ld := startLoad(c.ctx, t, c.l, c.cli, c.dst, strings.ReplaceAll(name, "-", ""))
-	ld.waitUp(t, 10)
+	waitUp(t, ld, 10)
 	old, n := c.l.PID(name), c.l.Restarts(name)
 	r := &chaosRow{what: what, killed: time.Now()}
 	c.rows = append(c.rows, r)
@@ -113,8 +113,8 @@ func (c *chaos) kill(t *testing.T, what, name string, after func(*chaosRow)) *ch
 	if after != nil {
 		after(r)
 	}
-	ld.waitGood(t, 20, r.ready)
-	r.dials, r.streams = ld.stop(t)
+	waitGood(t, ld, 20, r.ready)
+	r.dials, r.streams = stopLoad(t, ld)
 	return r
 }
 
@@ -125,14 +125,14 @@ func (c *chaos) holdController(t *testing.T) *chaosRow {
 	t.Helper()
 	name := lab.ControllerID(0)
 	ld := startLoad(c.ctx, t, c.l, c.cli, c.dst, "held")
-	ld.waitUp(t, 10)
+	waitUp(t, ld, 10)
 	n := c.l.Restarts(name)
 	r := &chaosRow{what: "controller, held down", killed: time.Now()}
 	c.rows = append(c.rows, r)
 	if err := c.l.KillController(0); err != nil {
 		t.Fatal(err)
 	}
-	ld.waitGood(t, 50, r.killed)
+	waitGood(t, ld, 50, r.killed)
 	down := time.Since(r.killed)
 	if pid, m := c.l.PID(name), c.l.Restarts(name); pid != 0 || m != n {
 		t.Errorf("the lab restarted a controller it was asked to kill: pid %d, restarts %d -> %d", pid, n, m)
@@ -145,8 +145,8 @@ func (c *chaos) holdController(t *testing.T) *chaosRow {
 	r.ready = time.Now()
 	r.note = fmt.Sprintf("down %s with no failure; restarted by the test, nodes back %s later",
 		ms(down), ms(r.ready.Sub(started)))
-	ld.waitGood(t, 10, r.ready)
-	r.dials, r.streams = ld.stop(t)
+	waitGood(t, ld, 10, r.ready)
+	r.dials, r.streams = stopLoad(t, ld)
 	return r
 }
 

@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/agentmesh/agentmesh/internal/testutil"
 	"github.com/agentmesh/agentmesh/test/lab"
 )
 
@@ -53,18 +54,9 @@ func demoWant(planners int) map[string]int {
 
 // testDemo runs the demo with extra flags and checks its report.
 func testDemo(t *testing.T, want map[string]int, flags ...string) {
-	if os.Geteuid() != 0 {
-		if os.Getenv("CI") == "true" {
-			t.Fatal("demo needs root")
-		}
-		t.Skip("demo needs root")
-	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
-	bin := t.TempDir()
-	if err := lab.BuildBinaries(ctx, bin); err != nil {
-		t.Fatal(err)
-	}
+	bin := labBinaries(ctx, t, "the demo runs a lab")
 	var out bytes.Buffer
 	if err := Run(ctx, append([]string{"demo", "--bin-dir", bin}, flags...), &out); err != nil {
 		t.Fatalf("demo: %v\n%s", err, out.String())
@@ -76,4 +68,16 @@ func testDemo(t *testing.T, want map[string]int, flags ...string) {
 			t.Errorf("%q appears %d times, want %d", marker, got, n)
 		}
 	}
+}
+
+// labBinaries builds the mesh binaries for a test that runs a lab (which
+// needs root: without it the test is skipped, or fails when CI=true).
+func labBinaries(ctx context.Context, t *testing.T, why string) string {
+	t.Helper()
+	testutil.RequireRoot(t, why)
+	bin := t.TempDir()
+	if err := lab.BuildBinaries(ctx, bin); err != nil {
+		t.Fatal(err)
+	}
+	return bin
 }

@@ -1,7 +1,9 @@
 package meshlab
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"flag"
 	"fmt"
 	"io"
@@ -91,4 +93,16 @@ func dialOnce(ctx context.Context, to string, timeout time.Duration, payload str
 	a.OK, a.Local, a.Error = res.Error == "", res.Local, res.Error
 	a.MS = ms(time.Since(a.At))
 	return a
+}
+
+// ParseDialAttempts reads the attempt lines of `app dialer` output.
+func ParseDialAttempts(out []byte) []DialAttempt {
+	var as []DialAttempt
+	for _, line := range bytes.Split(out, []byte("\n")) {
+		var a DialAttempt
+		if json.Unmarshal(line, &a) == nil && !a.At.IsZero() {
+			as = append(as, a)
+		}
+	}
+	return as
 }

@@ -4,31 +4,19 @@ import (
 	"bytes"
 	"context"
 	"errors"
-	"os"
 	"regexp"
 	"strings"
 	"testing"
 	"time"
-
-	"github.com/agentmesh/agentmesh/test/lab"
 )
 
 // TestSoakShort runs `meshlab soak` for 30s with small intervals against
 // freshly built binaries (needs root): it prints a line per sample, a
 // growth table and the calls, passes, and leaves nothing behind.
 func TestSoakShort(t *testing.T) {
-	if os.Geteuid() != 0 {
-		if os.Getenv("CI") == "true" {
-			t.Fatal("soak needs root")
-		}
-		t.Skip("soak needs root")
-	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
-	bin := t.TempDir()
-	if err := lab.BuildBinaries(ctx, bin); err != nil {
-		t.Fatal(err)
-	}
+	bin := labBinaries(ctx, t, "the soak runs a lab")
 	var out bytes.Buffer
 	err := Run(ctx, []string{"soak", "--bin-dir", bin, "--duration", "30s", "--sample", "3s", "--warmup", "9s",
 		"--burst-every", "9s", "--burst-conns", "100", "--churn-every", "9s"}, &out)

@@ -2,7 +2,9 @@ package meshlab
 
 import (
 	"bufio"
+	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -123,3 +125,15 @@ func exchange(c net.Conn, r *bufio.Reader, n int, timeout time.Duration) (time.D
 
 // ms converts d to milliseconds.
 func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
+
+// LastStreamStats is the last stats line in `app stream` output.
+func LastStreamStats(out []byte) (StreamStats, bool) {
+	lines := bytes.Split(bytes.TrimSpace(out), []byte("\n"))
+	for i := len(lines) - 1; i >= 0; i-- {
+		var st StreamStats
+		if json.Unmarshal(lines[i], &st) == nil && st.To != "" {
+			return st, true
+		}
+	}
+	return StreamStats{}, false
+}
