@@ -11,12 +11,16 @@
 // sends is dropped: the HTTP/2 server cannot end a response while it keeps
 // reading the request.
 //
-// Throughput: x/net/http2 and crypto/tls would make one system call (and
-// one wakeup of the peer) per 16 KiB TLS record and read one record per
-// call; batchConn, under the TLS layer of both ends, writes each HTTP/2
-// write as one system call and reads what the socket has at once. DATA
-// frames are up to maxFrame (256 KiB) and Copy moves bulk transfers in
-// chunks that size. Small writes are never held back.
+// The client is CONNECT-only HTTP/2 written for this one job on x/net's
+// Framer and hpack (clientconn.go): a stream costs no goroutine and no
+// buffer of its own. The server is x/net's http2.Server.
+//
+// Throughput: HTTP/2 over crypto/tls would make one system call (and one
+// wakeup of the peer) per 16 KiB TLS record and read one record per call;
+// batchConn, under the TLS layer of both ends, writes each HTTP/2 write as
+// one system call and reads what the socket has at once. DATA frames are
+// up to maxFrame (256 KiB) and the relay moves bulk transfers in chunks
+// that size. Small writes are never held back.
 package hbone
 
 import (

@@ -50,8 +50,8 @@ func closeWrite(c net.Conn) error {
 	return nil
 }
 
-// flushWriter sends every write to the client at once. Copy reads all the
-// upstream has (up to its buffer) before it writes, so there is nothing to
+// flushWriter sends every write to the client at once. The relay reads all
+// the upstream has (up to its buffer) before it writes, so there is nothing to
 // gain by holding a write back. Writes larger than x/net's 4 KiB response
 // buffer bypass it, and then the flush is free.
 type flushWriter struct {
