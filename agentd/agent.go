@@ -9,8 +9,8 @@ import (
 	"time"
 
 	"github.com/agentmesh/agentmesh/agentd/loader"
+	"github.com/agentmesh/agentmesh/api/meshconfig"
 	"github.com/agentmesh/agentmesh/internal/handoff"
-	"github.com/agentmesh/agentmesh/internal/meshconfig"
 )
 
 // run is agentd run with its datapath opener injected.

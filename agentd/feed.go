@@ -6,9 +6,9 @@ import (
 	"log/slog"
 
 	"github.com/agentmesh/agentmesh/agentd/loader"
-	"github.com/agentmesh/agentmesh/internal/configapi"
+	"github.com/agentmesh/agentmesh/api/configapi"
+	"github.com/agentmesh/agentmesh/api/meshconfig"
 	"github.com/agentmesh/agentmesh/internal/configclient"
-	"github.com/agentmesh/agentmesh/internal/meshconfig"
 )
 
 // feed is where a mode takes the mesh config from: run hands every new

@@ -8,8 +8,8 @@ import (
 	"sync"
 	"testing"
 
+	"github.com/agentmesh/agentmesh/api/meshconfig"
 	"github.com/agentmesh/agentmesh/internal/handoff"
-	"github.com/agentmesh/agentmesh/internal/meshconfig"
 )
 
 // fakeFinder answers Find from a table: a netns, or an error.

@@ -19,14 +19,14 @@ import (
 	authnv1 "k8s.io/api/authentication/v1"
 
 	"github.com/agentmesh/agentmesh/agentd/loader"
+	"github.com/agentmesh/agentmesh/api/configapi"
+	"github.com/agentmesh/agentmesh/api/meshconfig"
 	"github.com/agentmesh/agentmesh/controller/auth"
 	"github.com/agentmesh/agentmesh/controller/ca"
 	"github.com/agentmesh/agentmesh/controller/stream"
 	"github.com/agentmesh/agentmesh/controller/view"
-	"github.com/agentmesh/agentmesh/internal/configapi"
-	"github.com/agentmesh/agentmesh/internal/meshconfig"
 	"github.com/agentmesh/agentmesh/internal/netns"
-	"github.com/agentmesh/agentmesh/ztunnel/identity"
+	"github.com/agentmesh/agentmesh/internal/pki"
 )
 
 func TestRunFlagsModes(t *testing.T) {
@@ -67,7 +67,7 @@ type streamServer struct {
 
 func startStreamServer(t *testing.T) *streamServer {
 	t.Helper()
-	certPEM, keyPEM, err := identity.GenerateCA("cluster.local", time.Hour)
+	certPEM, keyPEM, err := pki.GenerateCA("cluster.local", time.Hour)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -3,7 +3,7 @@ package agentd
 import (
 	"fmt"
 
-	"github.com/agentmesh/agentmesh/internal/meshconfig"
+	"github.com/agentmesh/agentmesh/api/meshconfig"
 )
 
 // optOut takes out of the mesh a pod that is still running on this node

@@ -9,8 +9,8 @@ import (
 	"os"
 	"slices"
 
+	"github.com/agentmesh/agentmesh/api/meshconfig"
 	"github.com/agentmesh/agentmesh/internal/handoff"
-	"github.com/agentmesh/agentmesh/internal/meshconfig"
 	"github.com/agentmesh/agentmesh/internal/netns"
 )
 

@@ -10,8 +10,8 @@ import (
 	"time"
 
 	"github.com/agentmesh/agentmesh/agentd/loader"
+	"github.com/agentmesh/agentmesh/api/mesh"
 	"github.com/agentmesh/agentmesh/internal/logging"
-	"github.com/agentmesh/agentmesh/internal/mesh"
 )
 
 // options are the flags of agentd run.

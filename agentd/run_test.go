@@ -15,7 +15,7 @@ import (
 	"github.com/agentmesh/agentmesh/internal/testutil"
 
 	"github.com/agentmesh/agentmesh/agentd/loader"
-	"github.com/agentmesh/agentmesh/internal/meshconfig"
+	"github.com/agentmesh/agentmesh/api/meshconfig"
 )
 
 func TestRunFlags(t *testing.T) {

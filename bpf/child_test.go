@@ -12,8 +12,9 @@ import (
 	"syscall"
 	"testing"
 
-	"github.com/agentmesh/agentmesh/internal/mesh"
 	"golang.org/x/sys/unix"
+
+	"github.com/agentmesh/agentmesh/api/mesh"
 )
 
 // The connect tests need the connecting socket to belong to a task in the

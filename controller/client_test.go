@@ -18,11 +18,12 @@ import (
 	"google.golang.org/grpc/status"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
+	"github.com/agentmesh/agentmesh/api/configapi"
+	"github.com/agentmesh/agentmesh/api/meshconfig"
+	"github.com/agentmesh/agentmesh/api/spiffe"
 	"github.com/agentmesh/agentmesh/controller/ca"
-	"github.com/agentmesh/agentmesh/internal/configapi"
 	"github.com/agentmesh/agentmesh/internal/configclient"
-	"github.com/agentmesh/agentmesh/internal/meshconfig"
-	"github.com/agentmesh/agentmesh/internal/spiffe"
+	"github.com/agentmesh/agentmesh/internal/pki"
 	"github.com/agentmesh/agentmesh/internal/testutil"
 	"github.com/agentmesh/agentmesh/ztunnel/identity"
 )
@@ -164,7 +165,7 @@ func TestSignCertificate(t *testing.T) {
 	defer cancel()
 
 	web := spiffe.New("td.test", "apps", "web")
-	csr, _ := identity.NewCSR(key, web)
+	csr, _ := pki.NewCSR(key, web)
 	chain, err := signer.Sign(ctx, csr, web, time.Hour)
 	if err != nil {
 		t.Fatalf("sign for a pod on the caller's node: %v", err)
@@ -188,7 +189,7 @@ func TestSignCertificate(t *testing.T) {
 	}
 
 	db := spiffe.New("td.test", "apps", "db") // p2 runs on n2, not the caller's node
-	csr, _ = identity.NewCSR(key, db)
+	csr, _ = pki.NewCSR(key, db)
 	_, err = signer.Sign(ctx, csr, db, time.Hour)
 	if status.Code(err) != codes.PermissionDenied {
 		t.Fatalf("sign for a pod on another node: %v, want PermissionDenied", err)
@@ -198,7 +199,7 @@ func TestSignCertificate(t *testing.T) {
 	}
 
 	gone := spiffe.New("td.test", "apps", "gone") // p3 runs on n1, but its ServiceAccount does not exist
-	csr, _ = identity.NewCSR(key, gone)
+	csr, _ = pki.NewCSR(key, gone)
 	_, err = signer.Sign(ctx, csr, gone, time.Hour)
 	if status.Code(err) != codes.PermissionDenied {
 		t.Fatalf("sign for an identity without a ServiceAccount: %v, want PermissionDenied", err)

@@ -10,10 +10,10 @@ import (
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
+	"github.com/agentmesh/agentmesh/api/spiffe"
 	"github.com/agentmesh/agentmesh/controller/api/v1alpha1"
 	"github.com/agentmesh/agentmesh/controller/debug"
 	"github.com/agentmesh/agentmesh/controller/view"
-	"github.com/agentmesh/agentmesh/internal/spiffe"
 )
 
 // debugWorkload serves debug.WorkloadPath from the latest snapshot and the

@@ -8,8 +8,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/agentmesh/agentmesh/api/mesh"
 	"github.com/agentmesh/agentmesh/internal/logging"
-	"github.com/agentmesh/agentmesh/internal/mesh"
 )
 
 // options are the controller's flags.

@@ -20,11 +20,11 @@ import (
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
 
+	"github.com/agentmesh/agentmesh/api/configapi"
+	"github.com/agentmesh/agentmesh/api/meshconfig"
 	"github.com/agentmesh/agentmesh/controller/auth"
 	"github.com/agentmesh/agentmesh/controller/ca"
-	"github.com/agentmesh/agentmesh/internal/configapi"
 	"github.com/agentmesh/agentmesh/internal/configclient"
-	"github.com/agentmesh/agentmesh/internal/meshconfig"
 	"github.com/agentmesh/agentmesh/internal/testutil"
 	"github.com/agentmesh/agentmesh/test/lab/kubecp"
 )

@@ -15,13 +15,13 @@ import (
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
 
+	"github.com/agentmesh/agentmesh/api/mesh"
+	"github.com/agentmesh/agentmesh/api/meshconfig"
+	"github.com/agentmesh/agentmesh/api/policy"
+	"github.com/agentmesh/agentmesh/api/spiffe"
 	"github.com/agentmesh/agentmesh/controller/api/v1alpha1"
 	"github.com/agentmesh/agentmesh/controller/debug"
 	"github.com/agentmesh/agentmesh/controller/view"
-	"github.com/agentmesh/agentmesh/internal/mesh"
-	"github.com/agentmesh/agentmesh/internal/meshconfig"
-	"github.com/agentmesh/agentmesh/internal/spiffe"
-	"github.com/agentmesh/agentmesh/ztunnel/policy"
 )
 
 // policyEnv drives AgentPolicies through a real apiserver and watches node

@@ -40,12 +40,12 @@ import (
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 
+	"github.com/agentmesh/agentmesh/api/configapi"
 	"github.com/agentmesh/agentmesh/controller/auth"
 	"github.com/agentmesh/agentmesh/controller/ca"
 	"github.com/agentmesh/agentmesh/controller/policystatus"
 	"github.com/agentmesh/agentmesh/controller/stream"
 	"github.com/agentmesh/agentmesh/controller/view"
-	"github.com/agentmesh/agentmesh/internal/configapi"
 )
 
 // shutdownBudget bounds the graceful part of shutdown.

@@ -7,10 +7,10 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/agentmesh/agentmesh/api/configapi"
 	"github.com/agentmesh/agentmesh/controller/auth"
 	"github.com/agentmesh/agentmesh/controller/ca"
 	"github.com/agentmesh/agentmesh/controller/stream"
-	"github.com/agentmesh/agentmesh/internal/configapi"
 )
 
 // meshService implements agentmesh.v1.Mesh: config streams from the

@@ -5,10 +5,10 @@ import (
 	"log/slog"
 	"net/netip"
 
-	"github.com/agentmesh/agentmesh/internal/meshconfig"
-	"github.com/agentmesh/agentmesh/internal/spiffe"
+	"github.com/agentmesh/agentmesh/api/meshconfig"
+	"github.com/agentmesh/agentmesh/api/policy"
+	"github.com/agentmesh/agentmesh/api/spiffe"
 	"github.com/agentmesh/agentmesh/ztunnel/hbone"
-	"github.com/agentmesh/agentmesh/ztunnel/policy"
 )
 
 // Log messages of policy enforcement.

@@ -10,10 +10,10 @@ import (
 	"testing"
 	"time"
 
-	"github.com/agentmesh/agentmesh/internal/meshconfig"
-	"github.com/agentmesh/agentmesh/internal/spiffe"
+	"github.com/agentmesh/agentmesh/api/meshconfig"
+	"github.com/agentmesh/agentmesh/api/policy"
+	"github.com/agentmesh/agentmesh/api/spiffe"
 	"github.com/agentmesh/agentmesh/ztunnel/hbone"
-	"github.com/agentmesh/agentmesh/ztunnel/policy"
 )
 
 // withAuthz is testConfig(true) with B's authorization data set to t.

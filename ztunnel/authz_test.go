@@ -12,8 +12,8 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
+	"github.com/agentmesh/agentmesh/api/policy"
 	"github.com/agentmesh/agentmesh/ztunnel/hbone"
-	"github.com/agentmesh/agentmesh/ztunnel/policy"
 )
 
 // TestPolicyHBONE: B's policy in force decides every HBONE stream from A

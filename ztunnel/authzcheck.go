@@ -7,9 +7,9 @@ import (
 	"strconv"
 	"strings"
 
-	"github.com/agentmesh/agentmesh/internal/meshconfig"
+	"github.com/agentmesh/agentmesh/api/meshconfig"
+	"github.com/agentmesh/agentmesh/api/policy"
 	"github.com/agentmesh/agentmesh/ztunnel/debug"
-	"github.com/agentmesh/agentmesh/ztunnel/policy"
 )
 
 // httpError is an answer other than 200.

@@ -17,9 +17,9 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 
-	"github.com/agentmesh/agentmesh/internal/meshconfig"
+	"github.com/agentmesh/agentmesh/api/meshconfig"
+	"github.com/agentmesh/agentmesh/api/policy"
 	"github.com/agentmesh/agentmesh/ztunnel/debug"
-	"github.com/agentmesh/agentmesh/ztunnel/policy"
 )
 
 // checkConfig is testConfig(true) with B's policy, a workload outside the

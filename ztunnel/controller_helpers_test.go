@@ -22,13 +22,13 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
+	"github.com/agentmesh/agentmesh/api/configapi"
+	"github.com/agentmesh/agentmesh/api/meshconfig"
 	"github.com/agentmesh/agentmesh/controller/auth"
 	"github.com/agentmesh/agentmesh/controller/ca"
 	"github.com/agentmesh/agentmesh/controller/stream"
 	"github.com/agentmesh/agentmesh/controller/view"
-	"github.com/agentmesh/agentmesh/internal/configapi"
-	"github.com/agentmesh/agentmesh/internal/meshconfig"
-	"github.com/agentmesh/agentmesh/ztunnel/identity"
+	"github.com/agentmesh/agentmesh/internal/pki"
 )
 
 // Identity of the node component the test controller accepts.
@@ -49,7 +49,7 @@ type testController struct {
 	addr     string
 	caFile   string
 	rootPEM  []byte
-	local    *identity.LocalCA // the same root, for test-side peers
+	local    *pki.LocalCA // the same root, for test-side peers
 	stopOnce func()
 }
 
@@ -57,11 +57,11 @@ type testController struct {
 // pods are the pods the CA signs for, by node.
 func startTestController(t *testing.T, pods map[string][]*corev1.Pod) *testController {
 	t.Helper()
-	certPEM, keyPEM, err := identity.GenerateCA(td, 24*time.Hour)
+	certPEM, keyPEM, err := pki.GenerateCA(td, 24*time.Hour)
 	if err != nil {
 		t.Fatal(err)
 	}
-	local, err := identity.NewLocalCA(certPEM, keyPEM)
+	local, err := pki.NewLocalCA(certPEM, keyPEM)
 	if err != nil {
 		t.Fatal(err)
 	}

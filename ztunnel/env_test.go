@@ -11,9 +11,10 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/agentmesh/agentmesh/api/meshconfig"
 	"github.com/agentmesh/agentmesh/internal/handoff"
-	"github.com/agentmesh/agentmesh/internal/meshconfig"
 	"github.com/agentmesh/agentmesh/internal/netns"
+	"github.com/agentmesh/agentmesh/internal/pki"
 	"github.com/agentmesh/agentmesh/ztunnel/identity"
 )
 
@@ -42,7 +43,7 @@ type env struct {
 	logs       *logBuf
 	orig       *fakeOrigDst
 	lst        *fakeListeners
-	ca         *identity.LocalCA
+	ca         *pki.LocalCA
 	caPair     tls.Certificate
 	certs      *identity.Manager
 	a, b, x    *os.File

@@ -8,7 +8,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/agentmesh/agentmesh/internal/mesh"
+	"github.com/agentmesh/agentmesh/api/mesh"
 )
 
 func TestParseFlags(t *testing.T) {

@@ -25,8 +25,9 @@ import (
 	vnetns "github.com/vishvananda/netns"
 	"golang.org/x/sys/unix"
 
+	"github.com/agentmesh/agentmesh/api/spiffe"
 	"github.com/agentmesh/agentmesh/internal/netns"
-	"github.com/agentmesh/agentmesh/internal/spiffe"
+	"github.com/agentmesh/agentmesh/internal/pki"
 	"github.com/agentmesh/agentmesh/ztunnel/identity"
 )
 
@@ -403,19 +404,19 @@ func matches(m, want map[string]any) bool {
 }
 
 // newCA makes a local CA for trust domain td.
-func newCA(t testing.TB, td string) *identity.LocalCA {
+func newCA(t testing.TB, td string) *pki.LocalCA {
 	ca, _ := newCAPair(t, td)
 	return ca
 }
 
 // newCAPair makes a local CA and returns its key pair too.
-func newCAPair(t testing.TB, td string) (*identity.LocalCA, tls.Certificate) {
+func newCAPair(t testing.TB, td string) (*pki.LocalCA, tls.Certificate) {
 	t.Helper()
-	certPEM, keyPEM, err := identity.GenerateCA(td, 24*time.Hour)
+	certPEM, keyPEM, err := pki.GenerateCA(td, 24*time.Hour)
 	if err != nil {
 		t.Fatal(err)
 	}
-	ca, err := identity.NewLocalCA(certPEM, keyPEM)
+	ca, err := pki.NewLocalCA(certPEM, keyPEM)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -435,7 +436,7 @@ func expiredClientConfig(t *testing.T, caPair tls.Certificate, id spiffe.ID) *tl
 		t.Fatal(err)
 	}
 	now := time.Now()
-	leaf, err := identity.IssueCertificate(caPair.Leaf, caPair.PrivateKey.(crypto.Signer), id, &key.PublicKey, now.Add(-2*time.Hour), now.Add(-time.Hour))
+	leaf, err := pki.IssueCertificate(caPair.Leaf, caPair.PrivateKey.(crypto.Signer), id, &key.PublicKey, now.Add(-2*time.Hour), now.Add(-time.Hour))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -446,7 +447,7 @@ func expiredClientConfig(t *testing.T, caPair tls.Certificate, id spiffe.ID) *tl
 }
 
 // newManager returns a running identity manager signing with ca.
-func newManager(t testing.TB, ca *identity.LocalCA, now func() time.Time) *identity.Manager {
+func newManager(t testing.TB, ca *pki.LocalCA, now func() time.Time) *identity.Manager {
 	t.Helper()
 	m := identity.NewManager(identity.ManagerOptions{Signer: ca, Bundle: ca.Bundle(), Lifetime: time.Hour, Now: now, Logger: slog.New(slog.DiscardHandler)})
 	ctx, cancel := context.WithCancel(context.Background())

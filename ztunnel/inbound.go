@@ -10,10 +10,10 @@ import (
 	"net/netip"
 	"time"
 
-	"github.com/agentmesh/agentmesh/internal/mesh"
-	"github.com/agentmesh/agentmesh/internal/spiffe"
+	"github.com/agentmesh/agentmesh/api/mesh"
+	"github.com/agentmesh/agentmesh/api/policy"
+	"github.com/agentmesh/agentmesh/api/spiffe"
 	"github.com/agentmesh/agentmesh/ztunnel/hbone"
-	"github.com/agentmesh/agentmesh/ztunnel/policy"
 	"github.com/agentmesh/agentmesh/ztunnel/relay"
 )
 

@@ -9,7 +9,7 @@ import (
 	"slices"
 	"time"
 
-	"github.com/agentmesh/agentmesh/internal/mesh"
+	"github.com/agentmesh/agentmesh/api/mesh"
 	"github.com/agentmesh/agentmesh/internal/netns"
 )
 

@@ -8,7 +8,7 @@ import (
 	"sync"
 	"syscall"
 
-	"github.com/agentmesh/agentmesh/ztunnel/policy"
+	"github.com/agentmesh/agentmesh/api/policy"
 )
 
 // inboundConn is one inbound connection as policy sees it. Once admitted it

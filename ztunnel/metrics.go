@@ -3,7 +3,7 @@ package ztunnel
 import (
 	"github.com/prometheus/client_golang/prometheus"
 
-	"github.com/agentmesh/agentmesh/ztunnel/policy"
+	"github.com/agentmesh/agentmesh/api/policy"
 )
 
 // metrics are the node's Prometheus series, on the node's own registry.

@@ -12,7 +12,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
-	"github.com/agentmesh/agentmesh/internal/mesh"
+	"github.com/agentmesh/agentmesh/api/mesh"
 	"github.com/agentmesh/agentmesh/internal/netns"
 )
 

@@ -10,8 +10,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/vishvananda/netlink"
 
+	"github.com/agentmesh/agentmesh/api/policy"
 	"github.com/agentmesh/agentmesh/internal/netns"
-	"github.com/agentmesh/agentmesh/ztunnel/policy"
 )
 
 // TestPlaintextKubeletProbe: plaintext from one of the node's addresses

@@ -14,12 +14,12 @@ import (
 
 	"github.com/cilium/ebpf"
 
+	"github.com/agentmesh/agentmesh/api/meshconfig"
 	"github.com/agentmesh/agentmesh/bpf"
 	"github.com/agentmesh/agentmesh/internal/handoff"
-	"github.com/agentmesh/agentmesh/internal/meshconfig"
 	"github.com/agentmesh/agentmesh/internal/netns"
+	"github.com/agentmesh/agentmesh/internal/pki"
 	"github.com/agentmesh/agentmesh/ztunnel/debug"
-	"github.com/agentmesh/agentmesh/ztunnel/identity"
 )
 
 // pinMaps creates and pins the two maps ztunnel opens, as agentd would.
@@ -87,7 +87,7 @@ func TestRunWithAgentdHandoff(t *testing.T) {
 	linkNetns(t, a, b, "rn", []string{"198.18.1.1/24"}, []string{"198.18.1.2/24"})
 	pinDir, listeners := pinMaps(t)
 	dir := t.TempDir()
-	certPEM, keyPEM, err := identity.GenerateCA(td, time.Hour)
+	certPEM, keyPEM, err := pki.GenerateCA(td, time.Hour)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -220,7 +220,7 @@ func grepLines(s, sub string) string {
 
 func TestRunStopsWhileWaitingForMaps(t *testing.T) {
 	dir := t.TempDir()
-	certPEM, keyPEM, err := identity.GenerateCA(td, time.Hour)
+	certPEM, keyPEM, err := pki.GenerateCA(td, time.Hour)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -10,11 +10,12 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/agentmesh/agentmesh/internal/configapi"
+	"github.com/agentmesh/agentmesh/api/configapi"
+	"github.com/agentmesh/agentmesh/api/meshconfig"
+	"github.com/agentmesh/agentmesh/api/policy"
 	"github.com/agentmesh/agentmesh/internal/configclient"
-	"github.com/agentmesh/agentmesh/internal/meshconfig"
+	"github.com/agentmesh/agentmesh/internal/pki"
 	"github.com/agentmesh/agentmesh/ztunnel/identity"
-	"github.com/agentmesh/agentmesh/ztunnel/policy"
 )
 
 // source is where one mode takes the mesh config, the trust bundle and the
@@ -43,7 +44,7 @@ func newSource(o *options, log *slog.Logger) (source, error) {
 	if o.kubernetes() {
 		return newControllerSource(o, log)
 	}
-	ca, err := identity.LoadLocalCA(o.caCert, o.caKey)
+	ca, err := pki.LoadLocalCA(o.caCert, o.caKey)
 	if err != nil {
 		return nil, fmt.Errorf("load local ca: %w", err)
 	}
@@ -60,7 +61,7 @@ func newSource(o *options, log *slog.Logger) (source, error) {
 // nothing: there a nil Authz means no policy data yet, which denies.
 type fileSource struct {
 	path string
-	ca   *identity.LocalCA
+	ca   *pki.LocalCA
 	log  *slog.Logger
 }
 

@@ -12,8 +12,8 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 
-	"github.com/agentmesh/agentmesh/internal/meshconfig"
-	"github.com/agentmesh/agentmesh/internal/spiffe"
+	"github.com/agentmesh/agentmesh/api/meshconfig"
+	"github.com/agentmesh/agentmesh/api/spiffe"
 	"github.com/agentmesh/agentmesh/ztunnel/identity"
 )
 

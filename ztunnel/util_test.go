@@ -3,7 +3,7 @@ package ztunnel
 import (
 	"strings"
 
-	"github.com/agentmesh/agentmesh/internal/meshconfig"
+	"github.com/agentmesh/agentmesh/api/meshconfig"
 )
 
 func contains(s, sub string) bool { return strings.Contains(s, sub) }

@@ -12,9 +12,10 @@ import (
 	"os"
 	"sync"
 
-	"github.com/agentmesh/agentmesh/bpf"
-	"github.com/agentmesh/agentmesh/internal/mesh"
 	"github.com/cilium/ebpf/link"
+
+	"github.com/agentmesh/agentmesh/api/mesh"
+	"github.com/agentmesh/agentmesh/bpf"
 )
 
 // Options configure Open.

@@ -16,9 +16,9 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/agentmesh/agentmesh/api/policy"
 	ctldebug "github.com/agentmesh/agentmesh/controller/debug"
 	ztdebug "github.com/agentmesh/agentmesh/ztunnel/debug"
-	"github.com/agentmesh/agentmesh/ztunnel/policy"
 )
 
 // checkFlags are policy check's flags.

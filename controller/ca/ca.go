@@ -15,8 +15,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	corev1 "k8s.io/api/core/v1"
 
-	"github.com/agentmesh/agentmesh/internal/spiffe"
-	"github.com/agentmesh/agentmesh/ztunnel/identity"
+	"github.com/agentmesh/agentmesh/api/spiffe"
+	"github.com/agentmesh/agentmesh/internal/pki"
 )
 
 // Pods finds the pods scheduled on a node (the informer cache).
@@ -45,7 +45,7 @@ type Options struct {
 
 // CA signs workload certificates.
 type CA struct {
-	local    *identity.LocalCA
+	local    *pki.LocalCA
 	root     *x509.Certificate
 	key      crypto.Signer
 	rootPEM  []byte
@@ -60,7 +60,7 @@ type CA struct {
 
 // New loads the root and returns a CA.
 func New(o Options) (*CA, error) {
-	local, err := identity.NewLocalCA(o.CertPEM, o.KeyPEM)
+	local, err := pki.NewLocalCA(o.CertPEM, o.KeyPEM)
 	if err != nil {
 		return nil, err
 	}
@@ -74,7 +74,7 @@ func New(o Options) (*CA, error) {
 	c := &CA{local: local, root: local.Certificate(), key: pair.PrivateKey.(crypto.Signer), rootPEM: o.CertPEM,
 		td: o.TrustDomain, lifetime: o.Lifetime, pods: o.Pods, sas: o.ServiceAccounts, log: o.Logger}
 	if c.lifetime <= 0 {
-		c.lifetime = identity.DefaultLifetime
+		c.lifetime = pki.DefaultLifetime
 	}
 	if c.log == nil {
 		c.log = slog.Default()
@@ -165,7 +165,7 @@ func (c *CA) sign(ctx context.Context, node string, csrPEM []byte) ([]byte, erro
 	chain, err := c.local.Sign(ctx, blk.Bytes, id, c.lifetime)
 	if err != nil {
 		reason := ReasonSign
-		if errors.Is(err, identity.ErrBadCSR) {
+		if errors.Is(err, pki.ErrBadCSR) {
 			reason = ReasonBadCSR
 		}
 		return nil, &RefusedError{reason, err}
@@ -178,12 +178,12 @@ func (c *CA) sign(ctx context.Context, node string, csrPEM []byte) ([]byte, erro
 	return out, nil
 }
 
-// csrID returns the SPIFFE id a CSR asks for; identity.CheckCSR (run by the
+// csrID returns the SPIFFE id a CSR asks for; pki.CheckCSR (run by the
 // signer) then checks it is the only SAN and the key is ECDSA P-256.
 func csrID(der []byte) (spiffe.ID, error) {
 	csr, err := x509.ParseCertificateRequest(der)
 	if err != nil {
-		return spiffe.ID{}, fmt.Errorf("%w: parse: %w", identity.ErrBadCSR, err)
+		return spiffe.ID{}, fmt.Errorf("%w: parse: %w", pki.ErrBadCSR, err)
 	}
 	var uris []*url.URL
 	for _, u := range csr.URIs {
@@ -192,11 +192,11 @@ func csrID(der []byte) (spiffe.ID, error) {
 		}
 	}
 	if len(uris) != 1 {
-		return spiffe.ID{}, fmt.Errorf("%w: has %d spiffe uri sans, want 1", identity.ErrBadCSR, len(uris))
+		return spiffe.ID{}, fmt.Errorf("%w: has %d spiffe uri sans, want 1", pki.ErrBadCSR, len(uris))
 	}
 	id, err := spiffe.Parse(uris[0].String())
 	if err != nil {
-		return spiffe.ID{}, fmt.Errorf("%w: %w", identity.ErrBadCSR, err)
+		return spiffe.ID{}, fmt.Errorf("%w: %w", pki.ErrBadCSR, err)
 	}
 	return id, nil
 }

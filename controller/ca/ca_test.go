@@ -21,8 +21,8 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes/fake"
 
-	"github.com/agentmesh/agentmesh/internal/spiffe"
-	"github.com/agentmesh/agentmesh/ztunnel/identity"
+	"github.com/agentmesh/agentmesh/api/spiffe"
+	"github.com/agentmesh/agentmesh/internal/pki"
 )
 
 var quiet = slog.New(slog.DiscardHandler)
@@ -44,7 +44,7 @@ func pod(ns, sa string, phase corev1.PodPhase) *corev1.Pod {
 
 func newCA(t *testing.T, pods Pods, sas ServiceAccounts) *CA {
 	t.Helper()
-	cert, key, err := identity.GenerateCA("td.test", time.Hour*24*365)
+	cert, key, err := pki.GenerateCA("td.test", time.Hour*24*365)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -16,7 +16,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 
-	"github.com/agentmesh/agentmesh/ztunnel/identity"
+	"github.com/agentmesh/agentmesh/internal/pki"
 )
 
 // Keys and names of the objects the CA keeps.
@@ -55,7 +55,7 @@ func EnsureRoot(ctx context.Context, c kubernetes.Interface, ns, name, trustDoma
 }
 
 func createRoot(ctx context.Context, c kubernetes.Interface, ns, name, trustDomain string) (*corev1.Secret, error) {
-	certPEM, keyPEM, err := identity.GenerateCA(trustDomain, RootLifetime)
+	certPEM, keyPEM, err := pki.GenerateCA(trustDomain, RootLifetime)
 	if err != nil {
 		return nil, err
 	}

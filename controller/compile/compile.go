@@ -1,5 +1,5 @@
 // Package compile turns AgentPolicies into the evaluated form of
-// ztunnel/policy: selectors become identities, namespaces, workload UIDs and
+// api/policy: selectors become identities, namespaces, workload UIDs and
 // address blocks (through a Resolver the controller implements over its
 // informers), and every field is checked again.
 package compile
@@ -10,11 +10,12 @@ import (
 	"net/netip"
 	"strings"
 
-	"github.com/agentmesh/agentmesh/controller/api/v1alpha1"
-	"github.com/agentmesh/agentmesh/internal/spiffe"
-	"github.com/agentmesh/agentmesh/ztunnel/policy"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
+
+	"github.com/agentmesh/agentmesh/api/policy"
+	"github.com/agentmesh/agentmesh/api/spiffe"
+	"github.com/agentmesh/agentmesh/controller/api/v1alpha1"
 )
 
 // Resolver answers the selector questions Compile cannot answer alone; the

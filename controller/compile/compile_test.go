@@ -6,10 +6,11 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/agentmesh/agentmesh/controller/api/v1alpha1"
-	"github.com/agentmesh/agentmesh/ztunnel/policy"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
+
+	"github.com/agentmesh/agentmesh/api/policy"
+	"github.com/agentmesh/agentmesh/controller/api/v1alpha1"
 )
 
 // fakeResolver knows a few namespaces and workloads.

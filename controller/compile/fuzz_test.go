@@ -4,9 +4,10 @@ import (
 	"encoding/json"
 	"testing"
 
-	"github.com/agentmesh/agentmesh/controller/api/v1alpha1"
-	"github.com/agentmesh/agentmesh/ztunnel/policy"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/agentmesh/agentmesh/api/policy"
+	"github.com/agentmesh/agentmesh/controller/api/v1alpha1"
 )
 
 // FuzzCompile compiles arbitrary specs: no panics, and what compiles is

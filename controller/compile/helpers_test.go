@@ -4,8 +4,8 @@ import (
 	"net/netip"
 	"testing"
 
-	"github.com/agentmesh/agentmesh/internal/spiffe"
-	"github.com/agentmesh/agentmesh/ztunnel/policy"
+	"github.com/agentmesh/agentmesh/api/policy"
+	"github.com/agentmesh/agentmesh/api/spiffe"
 )
 
 const td = "cluster.local"

@@ -2,7 +2,7 @@
 // endpoints, for clients such as meshctl.
 package debug
 
-import "github.com/agentmesh/agentmesh/internal/meshconfig"
+import "github.com/agentmesh/agentmesh/api/meshconfig"
 
 // WorkloadPath is the endpoint on the controller's admin HTTP server that
 // describes one pod: GET /debug/workload?pod=<namespace>/<name>. It

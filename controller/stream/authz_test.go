@@ -7,10 +7,10 @@ import (
 	"slices"
 	"testing"
 
+	"github.com/agentmesh/agentmesh/api/configapi"
+	"github.com/agentmesh/agentmesh/api/meshconfig"
+	"github.com/agentmesh/agentmesh/api/policy"
 	"github.com/agentmesh/agentmesh/controller/view"
-	"github.com/agentmesh/agentmesh/internal/configapi"
-	"github.com/agentmesh/agentmesh/internal/meshconfig"
-	"github.com/agentmesh/agentmesh/ztunnel/policy"
 )
 
 // withAuthz gives x an Authz that refers to policies (namespace ns).

@@ -4,7 +4,7 @@ import (
 	"maps"
 	"time"
 
-	"github.com/agentmesh/agentmesh/internal/configapi"
+	"github.com/agentmesh/agentmesh/api/configapi"
 )
 
 // conn is one open stream's bookkeeping, guarded by Server.mu.

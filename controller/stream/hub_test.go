@@ -5,9 +5,9 @@ import (
 	"slices"
 	"testing"
 
+	"github.com/agentmesh/agentmesh/api/configapi"
+	"github.com/agentmesh/agentmesh/api/meshconfig"
 	"github.com/agentmesh/agentmesh/controller/view"
-	"github.com/agentmesh/agentmesh/internal/configapi"
-	"github.com/agentmesh/agentmesh/internal/meshconfig"
 )
 
 func w(uid, node, ip string) meshconfig.Workload {

@@ -11,7 +11,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
-	"github.com/agentmesh/agentmesh/internal/configapi"
+	"github.com/agentmesh/agentmesh/api/configapi"
 )
 
 // Options configure a Server.

@@ -6,8 +6,8 @@ import (
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
+	"github.com/agentmesh/agentmesh/api/policy"
 	"github.com/agentmesh/agentmesh/controller/api/v1alpha1"
-	"github.com/agentmesh/agentmesh/ztunnel/policy"
 )
 
 // Accepted is the policy's Accepted condition (without

@@ -9,9 +9,9 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
 
+	"github.com/agentmesh/agentmesh/api/policy"
 	"github.com/agentmesh/agentmesh/controller/api/v1alpha1"
 	"github.com/agentmesh/agentmesh/controller/compile"
-	"github.com/agentmesh/agentmesh/ztunnel/policy"
 )
 
 // PolicyState is what the controller made of one AgentPolicy: the input of

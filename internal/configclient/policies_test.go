@@ -4,9 +4,9 @@ import (
 	"slices"
 	"testing"
 
-	"github.com/agentmesh/agentmesh/internal/configapi"
-	"github.com/agentmesh/agentmesh/internal/meshconfig"
-	"github.com/agentmesh/agentmesh/ztunnel/policy"
+	"github.com/agentmesh/agentmesh/api/configapi"
+	"github.com/agentmesh/agentmesh/api/meshconfig"
+	"github.com/agentmesh/agentmesh/api/policy"
 )
 
 func refWL(uid, ip string, refs ...string) meshconfig.Workload {

@@ -7,7 +7,7 @@ import (
 	"math/rand/v2"
 	"time"
 
-	"github.com/agentmesh/agentmesh/internal/configapi"
+	"github.com/agentmesh/agentmesh/api/configapi"
 )
 
 // Backoff bounds between stream attempts.

@@ -8,8 +8,8 @@ import (
 	"fmt"
 	"time"
 
-	"github.com/agentmesh/agentmesh/internal/configapi"
-	"github.com/agentmesh/agentmesh/internal/spiffe"
+	"github.com/agentmesh/agentmesh/api/configapi"
+	"github.com/agentmesh/agentmesh/api/spiffe"
 )
 
 // Sign asks the controller's CA to sign a CSR (PEM) and returns the chain

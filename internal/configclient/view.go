@@ -7,9 +7,9 @@ import (
 	"reflect"
 	"slices"
 
-	"github.com/agentmesh/agentmesh/internal/configapi"
-	"github.com/agentmesh/agentmesh/internal/meshconfig"
-	"github.com/agentmesh/agentmesh/ztunnel/policy"
+	"github.com/agentmesh/agentmesh/api/configapi"
+	"github.com/agentmesh/agentmesh/api/meshconfig"
+	"github.com/agentmesh/agentmesh/api/policy"
 )
 
 // view mirrors the controller's view of this node on one stream. It

@@ -7,8 +7,8 @@ import (
 	"slices"
 	"testing"
 
-	"github.com/agentmesh/agentmesh/internal/configapi"
-	"github.com/agentmesh/agentmesh/internal/meshconfig"
+	"github.com/agentmesh/agentmesh/api/configapi"
+	"github.com/agentmesh/agentmesh/api/meshconfig"
 )
 
 func wl(uid, ip string) meshconfig.Workload {

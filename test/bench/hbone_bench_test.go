@@ -9,7 +9,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/agentmesh/agentmesh/internal/spiffe"
+	"github.com/agentmesh/agentmesh/api/spiffe"
+	"github.com/agentmesh/agentmesh/internal/pki"
 	"github.com/agentmesh/agentmesh/ztunnel/hbone"
 	"github.com/agentmesh/agentmesh/ztunnel/identity"
 )
@@ -40,11 +41,11 @@ type hboneEnv struct {
 func newHBONEEnv(b *testing.B) *hboneEnv {
 	b.Helper()
 	quiet := slog.New(slog.DiscardHandler)
-	certPEM, keyPEM, err := identity.GenerateCA("cluster.local", time.Hour)
+	certPEM, keyPEM, err := pki.GenerateCA("cluster.local", time.Hour)
 	if err != nil {
 		b.Fatal(err)
 	}
-	ca, err := identity.NewLocalCA(certPEM, keyPEM)
+	ca, err := pki.NewLocalCA(certPEM, keyPEM)
 	if err != nil {
 		b.Fatal(err)
 	}

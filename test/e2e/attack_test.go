@@ -24,10 +24,10 @@ import (
 
 	"golang.org/x/net/http2"
 
+	"github.com/agentmesh/agentmesh/api/spiffe"
 	"github.com/agentmesh/agentmesh/internal/netns"
-	"github.com/agentmesh/agentmesh/internal/spiffe"
+	"github.com/agentmesh/agentmesh/internal/pki"
 	"github.com/agentmesh/agentmesh/test/lab"
-	"github.com/agentmesh/agentmesh/ztunnel/identity"
 )
 
 // dialFrom opens a TCP connection from inside pod p's netns. The test
@@ -65,7 +65,7 @@ func labCA(t *testing.T, l *lab.Lab) (*x509.Certificate, crypto.Signer) {
 // foreignCA makes a CA the mesh does not trust, for the same trust domain.
 func foreignCA(t *testing.T) (*x509.Certificate, crypto.Signer) {
 	t.Helper()
-	certPEM, keyPEM, err := identity.GenerateCA("cluster.local", time.Hour)
+	certPEM, keyPEM, err := pki.GenerateCA("cluster.local", time.Hour)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -98,7 +98,7 @@ func clientCert(t *testing.T, caCert *x509.Certificate, caKey crypto.Signer, sa 
 	if err != nil {
 		t.Fatal(err)
 	}
-	cert, err := identity.IssueCertificate(caCert, caKey, spiffe.New("cluster.local", "agents", sa), &key.PublicKey, notBefore, notAfter)
+	cert, err := pki.IssueCertificate(caCert, caKey, spiffe.New("cluster.local", "agents", sa), &key.PublicKey, notBefore, notAfter)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -8,8 +8,8 @@ import (
 	"net/netip"
 	"time"
 
-	"github.com/agentmesh/agentmesh/internal/mesh"
-	"github.com/agentmesh/agentmesh/internal/meshconfig"
+	"github.com/agentmesh/agentmesh/api/mesh"
+	"github.com/agentmesh/agentmesh/api/meshconfig"
 )
 
 // ZtunnelPods returns the pod uids node i's ztunnel reports as set up

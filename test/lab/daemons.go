@@ -9,7 +9,7 @@ import (
 	"strconv"
 	"time"
 
-	"github.com/agentmesh/agentmesh/internal/mesh"
+	"github.com/agentmesh/agentmesh/api/mesh"
 )
 
 // StartAgentd starts node i's agentd and waits for its socket.

@@ -10,8 +10,8 @@ import (
 	"sync"
 	"time"
 
-	"github.com/agentmesh/agentmesh/internal/mesh"
-	"github.com/agentmesh/agentmesh/internal/meshconfig"
+	"github.com/agentmesh/agentmesh/api/mesh"
+	"github.com/agentmesh/agentmesh/api/meshconfig"
 )
 
 // WaitMeshPod waits until Kubernetes pod ns/name is Ready, its node's

@@ -52,8 +52,8 @@ import (
 	"sync"
 	"time"
 
-	"github.com/agentmesh/agentmesh/internal/mesh"
-	"github.com/agentmesh/agentmesh/internal/meshconfig"
+	"github.com/agentmesh/agentmesh/api/mesh"
+	"github.com/agentmesh/agentmesh/api/meshconfig"
 )
 
 // Options configure a lab.

@@ -11,8 +11,8 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/agentmesh/agentmesh/internal/mesh"
-	"github.com/agentmesh/agentmesh/ztunnel/identity"
+	"github.com/agentmesh/agentmesh/api/mesh"
+	"github.com/agentmesh/agentmesh/internal/pki"
 )
 
 // Kinds of per-node daemons.
@@ -77,7 +77,7 @@ func (l *Lab) Bin(name string) string { return filepath.Join(l.opts.BinDir, name
 
 // writeCA makes the mesh CA into the state dir.
 func (l *Lab) writeCA() error {
-	cert, key, err := identity.GenerateCA(l.opts.TrustDomain, 24*time.Hour)
+	cert, key, err := pki.GenerateCA(l.opts.TrustDomain, 24*time.Hour)
 	if err != nil {
 		return fmt.Errorf("generate ca: %w", err)
 	}

@@ -5,7 +5,7 @@ package debug
 import (
 	"net/netip"
 
-	"github.com/agentmesh/agentmesh/ztunnel/policy"
+	"github.com/agentmesh/agentmesh/api/policy"
 )
 
 // AuthzPath is the admin endpoint that evaluates a connection with the

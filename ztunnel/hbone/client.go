@@ -11,7 +11,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/agentmesh/agentmesh/internal/spiffe"
+	"github.com/agentmesh/agentmesh/api/spiffe"
 )
 
 // Client defaults.

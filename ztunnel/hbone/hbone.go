@@ -34,7 +34,7 @@ import (
 	"net/http"
 	"net/netip"
 
-	"github.com/agentmesh/agentmesh/internal/spiffe"
+	"github.com/agentmesh/agentmesh/api/spiffe"
 )
 
 // Header names HBONE passes along.

@@ -10,7 +10,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/agentmesh/agentmesh/internal/spiffe"
+	"github.com/agentmesh/agentmesh/api/spiffe"
+	"github.com/agentmesh/agentmesh/internal/pki"
 	"github.com/agentmesh/agentmesh/ztunnel/identity"
 )
 
@@ -38,11 +39,11 @@ type env struct {
 
 func newEnv(t testing.TB, h Handler, co ClientOptions) *env {
 	t.Helper()
-	certPEM, keyPEM, err := identity.GenerateCA("cluster.local", time.Hour)
+	certPEM, keyPEM, err := pki.GenerateCA("cluster.local", time.Hour)
 	if err != nil {
 		t.Fatal(err)
 	}
-	ca, err := identity.NewLocalCA(certPEM, keyPEM)
+	ca, err := pki.NewLocalCA(certPEM, keyPEM)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -7,7 +7,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/agentmesh/agentmesh/internal/spiffe"
+	"github.com/agentmesh/agentmesh/api/spiffe"
 )
 
 // serveStream answers one request on a connection.

@@ -10,7 +10,8 @@ import (
 	"math/rand/v2"
 	"time"
 
-	"github.com/agentmesh/agentmesh/internal/spiffe"
+	"github.com/agentmesh/agentmesh/api/spiffe"
+	"github.com/agentmesh/agentmesh/internal/pki"
 )
 
 // Ensure fetches a certificate for id now if it has none, retrying with
@@ -75,11 +76,11 @@ func (m *Manager) issue(ctx context.Context, id spiffe.ID) (*tls.Certificate, er
 	if m.signer == nil {
 		return nil, errors.New("no signer")
 	}
-	key, err := newKey()
+	key, err := pki.NewKey()
 	if err != nil {
 		return nil, err
 	}
-	csr, err := NewCSR(key, id)
+	csr, err := pki.NewCSR(key, id)
 	if err != nil {
 		return nil, err
 	}

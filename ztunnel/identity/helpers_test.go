@@ -12,7 +12,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/agentmesh/agentmesh/internal/spiffe"
+	"github.com/agentmesh/agentmesh/api/spiffe"
+	"github.com/agentmesh/agentmesh/internal/pki"
 )
 
 var (
@@ -23,13 +24,13 @@ var (
 
 func quietLogger() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
 
-func newCA(t *testing.T, td string) *LocalCA {
+func newCA(t *testing.T, td string) *pki.LocalCA {
 	t.Helper()
-	certPEM, keyPEM, err := GenerateCA(td, 24*time.Hour)
+	certPEM, keyPEM, err := pki.GenerateCA(td, 24*time.Hour)
 	if err != nil {
 		t.Fatal(err)
 	}
-	ca, err := NewLocalCA(certPEM, keyPEM)
+	ca, err := pki.NewLocalCA(certPEM, keyPEM)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -37,7 +38,7 @@ func newCA(t *testing.T, td string) *LocalCA {
 }
 
 // newManager returns a manager signed by ca holding certificates for ids.
-func newManager(t *testing.T, ca *LocalCA, ids ...spiffe.ID) *Manager {
+func newManager(t *testing.T, ca *pki.LocalCA, ids ...spiffe.ID) *Manager {
 	t.Helper()
 	m := NewManager(ManagerOptions{Signer: ca, Bundle: ca.Bundle(), Logger: quietLogger()})
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
@@ -99,7 +100,7 @@ func (f signerFunc) Sign(ctx context.Context, csrDER []byte, id spiffe.ID, lifet
 
 // countingSigner counts calls and fails them after failAfter successes (if > 0).
 type countingSigner struct {
-	ca        *LocalCA
+	ca        *pki.LocalCA
 	calls     atomic.Int32
 	failAfter int32
 }

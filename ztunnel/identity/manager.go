@@ -12,14 +12,15 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/agentmesh/agentmesh/internal/spiffe"
+	"github.com/agentmesh/agentmesh/api/spiffe"
+	"github.com/agentmesh/agentmesh/internal/pki"
 )
 
 // ManagerOptions configure a Manager.
 type ManagerOptions struct {
 	Signer   Signer
 	Bundle   *x509.CertPool // trust roots for peers; SetBundle replaces it
-	Lifetime time.Duration  // asked of the Signer; DefaultLifetime when zero
+	Lifetime time.Duration  // asked of the Signer; pki.DefaultLifetime when zero
 	Logger   *slog.Logger   // slog.Default when nil
 	Now      func() time.Time
 }
@@ -65,7 +66,7 @@ type CertInfo struct {
 func NewManager(o ManagerOptions) *Manager {
 	m := &Manager{
 		signer:   o.Signer,
-		lifetime: cmp.Or(o.Lifetime, DefaultLifetime),
+		lifetime: cmp.Or(o.Lifetime, pki.DefaultLifetime),
 		log:      o.Logger,
 		now:      o.Now,
 		kick:     make(chan struct{}, 1),

@@ -1,13 +1,15 @@
 package identity
 
 import (
+	"crypto"
 	"crypto/tls"
 	"errors"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/agentmesh/agentmesh/internal/spiffe"
+	"github.com/agentmesh/agentmesh/api/spiffe"
+	"github.com/agentmesh/agentmesh/internal/pki"
 )
 
 func wantErr(t *testing.T, side string, err error, substr string) {
@@ -55,14 +57,25 @@ func TestForeignCARefused(t *testing.T) {
 }
 
 func TestExpiredRefused(t *testing.T) {
-	ca := newCA(t, "cluster.local")
+	certPEM, keyPEM, err := pki.GenerateCA("cluster.local", 24*time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ca, err := pki.NewLocalCA(certPEM, keyPEM)
+	if err != nil {
+		t.Fatal(err)
+	}
+	caPair, err := tls.X509KeyPair(certPEM, keyPEM)
+	if err != nil {
+		t.Fatal(err)
+	}
 	m := newManager(t, ca, idB)
-	key, err := newKey()
+	key, err := pki.NewKey()
 	if err != nil {
 		t.Fatal(err)
 	}
 	notAfter := time.Now().Add(-time.Hour).Truncate(time.Second)
-	leaf, err := IssueCertificate(ca.cert, ca.key, idA, &key.PublicKey, notAfter.Add(-time.Hour), notAfter)
+	leaf, err := pki.IssueCertificate(ca.Certificate(), caPair.PrivateKey.(crypto.Signer), idA, &key.PublicKey, notAfter.Add(-time.Hour), notAfter)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -11,9 +11,9 @@ import (
 	"sync"
 	"time"
 
-	"github.com/agentmesh/agentmesh/internal/configapi"
+	"github.com/agentmesh/agentmesh/api/configapi"
+	"github.com/agentmesh/agentmesh/api/meshconfig"
 	"github.com/agentmesh/agentmesh/internal/configclient"
-	"github.com/agentmesh/agentmesh/internal/meshconfig"
 )
 
 // ztunnel is the component the bench's stream clients speak as.

@@ -20,7 +20,7 @@ import (
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/status"
 
-	"github.com/agentmesh/agentmesh/internal/configapi"
+	"github.com/agentmesh/agentmesh/api/configapi"
 	"github.com/agentmesh/agentmesh/internal/configclient"
 	"github.com/agentmesh/agentmesh/test/lab"
 )

@@ -12,7 +12,7 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"github.com/agentmesh/agentmesh/internal/mesh"
+	"github.com/agentmesh/agentmesh/api/mesh"
 	"github.com/agentmesh/agentmesh/test/lab"
 )
 

@@ -1,4 +1,4 @@
-package identity
+package pki
 
 import (
 	"crypto/ecdsa"
@@ -7,7 +7,7 @@ import (
 	"errors"
 	"fmt"
 
-	"github.com/agentmesh/agentmesh/internal/spiffe"
+	"github.com/agentmesh/agentmesh/api/spiffe"
 )
 
 // ErrBadCSR is wrapped by every CheckCSR refusal.

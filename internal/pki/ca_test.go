@@ -1,4 +1,4 @@
-package identity
+package pki
 
 import (
 	"context"
@@ -65,7 +65,7 @@ func TestSignRefusesBadCSR(t *testing.T) {
 
 func TestSignIssuesWorkloadCert(t *testing.T) {
 	ca := newCA(t, "cluster.local")
-	key, _ := newKey()
+	key, _ := NewKey()
 	der, err := NewCSR(key, idA)
 	if err != nil {
 		t.Fatal(err)
@@ -119,7 +119,7 @@ func TestLoadLocalCA(t *testing.T) {
 }
 
 func FuzzCheckCSR(f *testing.F) {
-	key, _ := newKey()
+	key, _ := NewKey()
 	good, _ := NewCSR(key, idA)
 	f.Add(good)
 	f.Add([]byte("junk"))

@@ -3,7 +3,7 @@ package policy
 import (
 	"net/netip"
 
-	"github.com/agentmesh/agentmesh/internal/spiffe"
+	"github.com/agentmesh/agentmesh/api/spiffe"
 )
 
 const td = "cluster.local"

@@ -5,7 +5,7 @@ import (
 	"fmt"
 	"slices"
 
-	"github.com/agentmesh/agentmesh/internal/spiffe"
+	"github.com/agentmesh/agentmesh/api/spiffe"
 )
 
 // peerJSON is Peer on the wire: a nil list is an unconstrained set.

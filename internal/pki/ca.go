@@ -1,4 +1,4 @@
-package identity
+package pki
 
 import (
 	"context"
@@ -15,7 +15,7 @@ import (
 	"os"
 	"time"
 
-	"github.com/agentmesh/agentmesh/internal/spiffe"
+	"github.com/agentmesh/agentmesh/api/spiffe"
 )
 
 // LocalCA is the standalone-mode certificate authority: a root certificate
@@ -30,7 +30,7 @@ type LocalCA struct {
 // GenerateCA makes a self-signed ECDSA P-256 root for trustDomain valid for
 // lifetime, PEM encoded (certificate, PKCS#8 key).
 func GenerateCA(trustDomain string, lifetime time.Duration) (certPEM, keyPEM []byte, err error) {
-	key, err := newKey()
+	key, err := NewKey()
 	if err != nil {
 		return nil, nil, err
 	}

@@ -5,7 +5,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/agentmesh/agentmesh/ztunnel/policy"
+	"github.com/agentmesh/agentmesh/api/policy"
 )
 
 func refTarget(refs ...string) *policy.Target {
