@@ -14,6 +14,7 @@ import (
 	"github.com/agentmesh/agentmesh/api/policy"
 	"github.com/agentmesh/agentmesh/api/spiffe"
 	"github.com/agentmesh/agentmesh/ztunnel/hbone"
+	"github.com/agentmesh/agentmesh/ztunnel/podnet"
 )
 
 // withAuthz is testConfig(true) with B's authorization data set to t.
@@ -103,7 +104,7 @@ func plaintextTo(t *testing.T, e *env, ln net.Listener, dst netip.AddrPort) net.
 	if err != nil {
 		t.Fatal(err)
 	}
-	e.node.goConn(e.pod("uid-b"), kindPlaintext, redirected{sc, net.TCPAddrFromAddrPort(dst)}, e.node.servePlaintext)
+	e.node.goConn(e.pod("uid-b"), podnet.Plaintext, redirected{sc, net.TCPAddrFromAddrPort(dst)}, e.node.servePlaintext)
 	return c
 }
 

@@ -2,6 +2,7 @@ package ztunnel
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"net/netip"
@@ -9,15 +10,14 @@ import (
 	"sync"
 	"syscall"
 
-	"github.com/agentmesh/agentmesh/api/mesh"
-	"github.com/agentmesh/agentmesh/internal/netns"
+	"github.com/agentmesh/agentmesh/ztunnel/podnet"
 )
 
 // goConn runs serve for one accepted conn on a goroutine owned by the pod.
 // The conn is closed when serve returns, when the pod goes away, and after a
 // panic, which is logged and does not take the process down. What the
 // accept loop took of the limits is given back after the close.
-func (n *Node) goConn(p *pod, kind string, c net.Conn, serve func(context.Context, *pod, net.Conn)) {
+func (n *Node) goConn(p *pod, kind podnet.Kind, c net.Conn, serve func(context.Context, *pod, net.Conn)) {
 	p.active.Add(1)
 	p.wg.Go(func() {
 		defer p.active.Add(-1)
@@ -49,36 +49,48 @@ func (n *Node) dial(ctx context.Context, dir string, p *pod, addr netip.AddrPort
 		n.limits.refused.add(reasonFDBudget, dir, n.limits)
 		return nil, fmt.Errorf("dial %s: %w (%s)", addr, errOverloaded, reasonFDBudget)
 	}
-	c, err := netns.DialTCP(ctx, p.nsFD, addr, markSocket)
+	c, err := p.net.Dial(ctx, addr)
 	if err != nil {
 		n.limits.fds.give()
 		return nil, err
 	}
-	return &podConn{TCPConn: c, release: n.limits.fds.give}, nil
+	return &podConn{Conn: c, release: n.limits.fds.give}, nil
 }
 
-// podConn is a socket ztunnel dialed in a pod netns: a TCP socket whose
-// Close also gives back its fd budget unit. It adds nothing to reads and
-// writes, so the relay splices it like the bare socket.
+// podConn is a socket ztunnel dialed in a pod netns whose Close also gives
+// back its fd budget unit. It adds nothing to reads and writes, so the
+// relay splices it like the bare socket.
 type podConn struct {
-	*net.TCPConn
+	net.Conn
 	release func()
 	once    sync.Once
 }
 
 func (c *podConn) Close() error {
-	err := c.TCPConn.Close()
+	err := c.Conn.Close()
 	c.once.Do(c.release)
 	return err
 }
 
-// BareTCP is the socket itself (relay.BareTCP).
-func (c *podConn) BareTCP() *net.TCPConn { return c.TCPConn }
+// BareTCP is the socket itself (relay.BareTCP), nil when it is no TCP
+// socket (the fake network's).
+func (c *podConn) BareTCP() *net.TCPConn {
+	tc, _ := c.Conn.(*net.TCPConn)
+	return tc
+}
 
-// markSocket sets SO_MARK = mesh.SocketMark on a socket before connect.
-func markSocket(fd int) error {
-	if err := syscall.SetsockoptInt(fd, syscall.SOL_SOCKET, syscall.SO_MARK, mesh.SocketMark); err != nil {
-		return fmt.Errorf("set SO_MARK: %w", err)
+// CloseWrite half-closes the socket.
+func (c *podConn) CloseWrite() error {
+	if cw, ok := c.Conn.(interface{ CloseWrite() error }); ok {
+		return cw.CloseWrite()
 	}
 	return nil
+}
+
+// SyscallConn is the socket's, for the relay's readiness wait.
+func (c *podConn) SyscallConn() (syscall.RawConn, error) {
+	if sc, ok := c.Conn.(syscall.Conn); ok {
+		return sc.SyscallConn()
+	}
+	return nil, errors.ErrUnsupported
 }

@@ -112,7 +112,7 @@ func (d *drainingNode) finish(p *pod) {
 			n.client.CloseSource(ip)
 		}
 	}
-	p.netns.Close()
+	p.net.Close()
 	if !n.identityInUseLocked(p) {
 		n.opts.Certs.Forget(p.id)
 	}

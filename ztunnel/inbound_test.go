@@ -15,6 +15,7 @@ import (
 	"github.com/agentmesh/agentmesh/api/spiffe"
 	"github.com/agentmesh/agentmesh/ztunnel/hbone"
 	"github.com/agentmesh/agentmesh/ztunnel/identity"
+	"github.com/agentmesh/agentmesh/ztunnel/podnet"
 )
 
 var (
@@ -127,7 +128,7 @@ func TestInboundPlaintext(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			e.node.goConn(pb, kindPlaintext, redirected{sc, net.TCPAddrFromAddrPort(tc.dst)}, e.node.servePlaintext)
+			e.node.goConn(pb, podnet.Plaintext, redirected{sc, net.TCPAddrFromAddrPort(tc.dst)}, e.node.servePlaintext)
 			if got, _ := roundTrip(c, "plain"); got != tc.reply {
 				t.Errorf("reply %q, want %q", got, tc.reply)
 			}

@@ -10,7 +10,7 @@ import (
 	"time"
 
 	"github.com/agentmesh/agentmesh/internal/handoff"
-	"github.com/agentmesh/agentmesh/internal/netns"
+	"github.com/agentmesh/agentmesh/ztunnel/podnet"
 )
 
 // errClosed is returned by AddPod after the node shut down.
@@ -42,12 +42,16 @@ func (n *Node) AddPod(info handoff.Pod, ns *os.File) error {
 		}
 		n.removeLocked(info.UID)
 	}
-	p := &pod{info: info, netns: ns, nsFD: int(ns.Fd()), state: statePending}
+	pn, err := n.opts.PodNet.Open(info, ns)
+	if err != nil {
+		return fmt.Errorf("pod %s/%s netns: %w", info.Namespace, info.Name, err)
+	}
+	p := &pod{info: info, net: pn, state: statePending}
 	n.mu.Lock()
 	n.pods[info.UID] = p
 	n.mu.Unlock()
 	n.log.Info("pod handed over", "pod", p.name(), "uid", info.UID, "ips", info.IPs)
-	err := n.trySetupLocked(p)
+	err = n.trySetupLocked(p)
 	n.metrics.refreshPods()
 	return err
 }
@@ -121,11 +125,11 @@ func (n *Node) teardownLocked(p *pod) error {
 	var errs []error
 	for _, l := range p.listeners {
 		for _, ip := range l.registered {
-			if err := n.opts.Listeners.Delete(ip, l.port()); err != nil {
-				errs = append(errs, fmt.Errorf("delete listener %s:%d: %w", ip, l.port(), err))
+			if err := n.opts.Listeners.Delete(ip, l.Port()); err != nil {
+				errs = append(errs, fmt.Errorf("delete listener %s:%d: %w", ip, l.Port(), err))
 			}
 		}
-		l.ln.Close()
+		l.Ln.Close()
 	}
 	if p.cancel != nil {
 		p.cancel()
@@ -138,7 +142,7 @@ func (n *Node) teardownLocked(p *pod) error {
 	if !waitTimeout(&p.wg, teardownWait) {
 		errs = append(errs, fmt.Errorf("pod %s: connections still running after %s", p.name(), teardownWait))
 	}
-	p.netns.Close()
+	p.net.Close()
 	if st == stateReady && !n.identityInUseLocked(p) {
 		n.opts.Certs.Forget(p.id)
 	}
@@ -194,7 +198,7 @@ func (n *Node) trySetupLocked(p *pod) error {
 
 func (n *Node) setupLocked(p *pod) error {
 	if p.info.NetnsCookie == 0 {
-		c, err := netns.Cookie(p.nsFD)
+		c, err := p.net.Cookie()
 		if err != nil {
 			return fmt.Errorf("netns cookie: %w", err)
 		}
@@ -206,11 +210,14 @@ func (n *Node) setupLocked(p *pod) error {
 	if err != nil {
 		return fmt.Errorf("certificate for %s: %w", p.id, err)
 	}
-	lns, err := openListeners(p.nsFD)
+	lns, err := podnet.Open(p.net)
 	if err != nil {
 		return err
 	}
-	p.listeners = lns
+	p.listeners = nil
+	for _, l := range lns {
+		p.listeners = append(p.listeners, &podListener{Listener: l})
+	}
 	if err := n.registerLocked(p); err != nil {
 		n.unregisterLocked(p)
 		return err

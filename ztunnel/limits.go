@@ -11,6 +11,8 @@ import (
 	"sync/atomic"
 	"syscall"
 	"time"
+
+	"github.com/agentmesh/agentmesh/ztunnel/podnet"
 )
 
 // Refusal reasons, as in ztunnel_connections_rejected_total.
@@ -80,11 +82,11 @@ func newLimits(maxConns int, log *slog.Logger) (*limits, error) {
 // connection slot when the socket is a proxied connection itself (not an
 // HBONE connection, whose streams take slots). It returns the refusal
 // reason, "" when admitted.
-func (l *limits) admitSocket(kind string) string {
+func (l *limits) admitSocket(kind podnet.Kind) string {
 	if !l.fds.take() {
 		return reasonFDBudget
 	}
-	if kind != kindHBONE && !l.conns.take() {
+	if kind != podnet.HBONE && !l.conns.take() {
 		l.fds.give()
 		return reasonMaxConnections
 	}
@@ -92,8 +94,8 @@ func (l *limits) admitSocket(kind string) string {
 }
 
 // releaseSocket gives back what admitSocket took.
-func (l *limits) releaseSocket(kind string) {
-	if kind != kindHBONE {
+func (l *limits) releaseSocket(kind podnet.Kind) {
+	if kind != podnet.HBONE {
 		l.conns.give()
 	}
 	l.fds.give()

@@ -15,6 +15,7 @@ import (
 	"github.com/agentmesh/agentmesh/api/spiffe"
 	"github.com/agentmesh/agentmesh/ztunnel/hbone"
 	"github.com/agentmesh/agentmesh/ztunnel/identity"
+	"github.com/agentmesh/agentmesh/ztunnel/podnet"
 )
 
 // CertManager is the part of *identity.Manager the node uses.
@@ -51,6 +52,9 @@ type NodeOptions struct {
 	DialTimeout time.Duration
 	// HandshakeTimeout bounds inbound TLS handshakes (default 10s).
 	HandshakeTimeout time.Duration
+	// PodNet opens the network namespaces agentd hands over (default: the
+	// real ones, podnet.Netns).
+	PodNet podnet.Opener
 	// MaxConnections bounds the proxied connections (outbound and
 	// plaintext connections, inbound HBONE streams) carried at once; 0
 	// leaves only the fd budget (see limits).
@@ -105,6 +109,9 @@ func NewNode(o NodeOptions) *Node {
 	}
 	if o.Registry == nil {
 		o.Registry = prometheus.NewRegistry()
+	}
+	if o.PodNet == nil {
+		o.PodNet = podnet.Netns{}
 	}
 	n := &Node{
 		opts: o,

@@ -2,15 +2,14 @@ package ztunnel
 
 import (
 	"context"
-	"net"
 	"net/netip"
-	"os"
 	"sync"
 	"sync/atomic"
 
 	"github.com/agentmesh/agentmesh/api/meshconfig"
 	"github.com/agentmesh/agentmesh/api/spiffe"
 	"github.com/agentmesh/agentmesh/internal/handoff"
+	"github.com/agentmesh/agentmesh/ztunnel/podnet"
 )
 
 // Pod states, as shown on /pods and in the ztunnel_pods metric.
@@ -22,9 +21,8 @@ const (
 
 // pod is one handed-over pod netns and everything ztunnel made in it.
 type pod struct {
-	info  handoff.Pod
-	netns *os.File // owned; closed on teardown
-	nsFD  int
+	info handoff.Pod
+	net  podnet.Net // its netns; owned, closed on teardown
 
 	// Set by setup (under Node.opMu) before state becomes ready; read-only
 	// afterwards, so the conn goroutines read them without a lock.
@@ -48,9 +46,8 @@ type pod struct {
 
 // podListener is one listening socket in a pod netns.
 type podListener struct {
-	kind string // outbound | inbound-plaintext | hbone
-	ln   *net.TCPListener
-	// registered lists the SOCKHASH keys inserted for ln.
+	*podnet.Listener
+	// registered lists the SOCKHASH keys inserted for it.
 	registered []netip.Addr
 }
 

@@ -12,6 +12,7 @@ import (
 
 	"github.com/agentmesh/agentmesh/api/policy"
 	"github.com/agentmesh/agentmesh/internal/netns"
+	"github.com/agentmesh/agentmesh/ztunnel/podnet"
 )
 
 // TestPlaintextKubeletProbe: plaintext from one of the node's addresses
@@ -119,7 +120,7 @@ func plaintextFrom(t *testing.T, e *env, ln net.Listener, src netip.Addr, dst ne
 	if got := addrPort(sc.RemoteAddr()).Addr(); got != src {
 		t.Fatalf("connection arrived from %s, want %s", got, src)
 	}
-	e.node.goConn(e.pod("uid-b"), kindPlaintext, redirected{sc, net.TCPAddrFromAddrPort(dst)}, e.node.servePlaintext)
+	e.node.goConn(e.pod("uid-b"), podnet.Plaintext, redirected{sc, net.TCPAddrFromAddrPort(dst)}, e.node.servePlaintext)
 	return c
 }
 

@@ -57,7 +57,7 @@ func (p *pod) status() PodStatus {
 	}
 	s.IPs, s.Identity = p.ips, p.id.String()
 	for _, l := range p.listeners {
-		s.Listeners = append(s.Listeners, ListenerState{Kind: l.kind, Addr: l.ln.Addr().String(), Registered: l.registered})
+		s.Listeners = append(s.Listeners, ListenerState{Kind: string(l.Kind), Addr: l.Ln.Addr().String(), Registered: l.registered})
 	}
 	return s
 }

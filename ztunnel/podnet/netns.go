@@ -1,0 +1,65 @@
+package podnet
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+	"syscall"
+
+	"github.com/agentmesh/agentmesh/api/mesh"
+	"github.com/agentmesh/agentmesh/internal/handoff"
+	"github.com/agentmesh/agentmesh/internal/netns"
+)
+
+// Netns opens the real Net of a pod: its network namespace, entered with
+// setns only for the moment a socket is made.
+type Netns struct{}
+
+// Open takes ns over.
+func (Netns) Open(_ handoff.Pod, ns *os.File) (Net, error) { return &nsNet{f: ns, fd: int(ns.Fd())}, nil }
+
+type nsNet struct {
+	f  *os.File
+	fd int
+}
+
+// Listen listens inside the namespace with plain TCP: the SOCKHASH and
+// sk_lookup take no MPTCP sockets, and Go listens with MPTCP by default.
+func (n *nsNet) Listen(network, addr string) (net.Listener, error) {
+	var lc net.ListenConfig
+	lc.SetMultipathTCP(false)
+	var ln net.Listener
+	err := netns.Do(n.fd, func() error {
+		var err error
+		ln, err = lc.Listen(context.Background(), network, addr)
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("listen %s in pod netns: %w", addr, err)
+	}
+	return ln, nil
+}
+
+// Dial makes the socket inside the namespace and connects it on Go's
+// poller (netns.DialTCP), marked with mesh.SocketMark.
+func (n *nsNet) Dial(ctx context.Context, addr netip.AddrPort) (net.Conn, error) {
+	c, err := netns.DialTCP(ctx, n.fd, addr, markSocket)
+	if err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+func (n *nsNet) Cookie() (uint64, error) { return netns.Cookie(n.fd) }
+
+func (n *nsNet) Close() error { return n.f.Close() }
+
+// markSocket sets SO_MARK = mesh.SocketMark on a socket before connect.
+func markSocket(fd int) error {
+	if err := syscall.SetsockoptInt(fd, syscall.SOL_SOCKET, syscall.SO_MARK, mesh.SocketMark); err != nil {
+		return fmt.Errorf("set SO_MARK: %w", err)
+	}
+	return nil
+}
