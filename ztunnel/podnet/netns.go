@@ -18,7 +18,9 @@ import (
 type Netns struct{}
 
 // Open takes ns over.
-func (Netns) Open(_ handoff.Pod, ns *os.File) (Net, error) { return &nsNet{f: ns, fd: int(ns.Fd())}, nil }
+func (Netns) Open(_ handoff.Pod, ns *os.File) (Net, error) {
+	return &nsNet{f: ns, fd: int(ns.Fd())}, nil
+}
 
 type nsNet struct {
 	f  *os.File
