@@ -5,9 +5,10 @@ import (
 	"net/http"
 	"net/http/pprof"
 
-	"github.com/agentmesh/agentmesh/ztunnel/debug"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/agentmesh/agentmesh/ztunnel/debug"
 )
 
 // AdminHandler serves the admin API (bind it to localhost only):

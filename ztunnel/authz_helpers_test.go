@@ -14,7 +14,6 @@ import (
 	"github.com/agentmesh/agentmesh/api/policy"
 	"github.com/agentmesh/agentmesh/api/spiffe"
 	"github.com/agentmesh/agentmesh/ztunnel/hbone"
-	"github.com/agentmesh/agentmesh/ztunnel/podnet"
 )
 
 // withAuthz is testConfig(true) with B's authorization data set to t.
@@ -85,7 +84,7 @@ func (h *hboneClient) dial(t *testing.T, authority netip.AddrPort) (net.Conn, er
 		HBONEAddr: netip.AddrPortFrom(ipB, 15008), Authority: authority,
 		TLS: h.e.certs.ClientTLSConfig(idClient, idServer),
 		Dial: func(ctx context.Context, addr netip.AddrPort) (net.Conn, error) {
-			return h.e.node.dial(ctx, dirOutbound, pa, addr)
+			return pa.net.Dial(ctx, addr)
 		},
 	})
 	if err != nil {
@@ -104,7 +103,7 @@ func plaintextTo(t *testing.T, e *env, ln net.Listener, dst netip.AddrPort) net.
 	if err != nil {
 		t.Fatal(err)
 	}
-	e.node.goConn(e.pod("uid-b"), podnet.Plaintext, redirected{sc, net.TCPAddrFromAddrPort(dst)}, e.node.servePlaintext)
+	e.servePlaintext(e.pod("uid-b"), redirected{sc, net.TCPAddrFromAddrPort(dst)})
 	return c
 }
 

@@ -80,14 +80,14 @@ func (d *drainingNode) drainPod(uid string) error {
 	n.mu.Unlock()
 	if st, _ := p.getStateOrNil(); st != stateReady {
 		err := n.removeLocked(uid) // nothing proxied: plain removal
-		n.metrics.refreshPods()
+		n.gauges.refreshPods()
 		return err
 	}
 	n.mu.Lock()
 	delete(n.pods, uid)
 	n.mu.Unlock()
 	n.unregisterLocked(p) // SOCKHASH entries, then listeners (accept loops end)
-	n.metrics.refreshPods()
+	n.gauges.refreshPods()
 	n.log.Info("pod opted out of the mesh, draining its connections", "pod", p.name(), "uid", uid,
 		"active_conns", p.active.Load())
 	d.wg.Go(func() { d.finish(p) })
@@ -108,13 +108,13 @@ func (d *drainingNode) finish(p *pod) {
 	defer n.opMu.Unlock()
 	p.cancel()
 	if !n.ipsInUseLocked(p) { // the pod may have been enrolled again meanwhile
-		for _, ip := range podIPs(p.ips, p.info.IPs) {
-			n.client.CloseSource(ip)
+		for _, ip := range podIPs(p.flow.IPs, p.info.IPs) {
+			n.transport.CloseSource(ip)
 		}
 	}
 	p.net.Close()
 	if !n.identityInUseLocked(p) {
-		n.opts.Certs.Forget(p.id)
+		n.opts.Certs.Forget(p.flow.ID)
 	}
 	p.setState("removed", nil)
 	n.log.Info("drained pod released", "pod", p.name(), "uid", p.info.UID)
@@ -125,8 +125,8 @@ func (n *Node) ipsInUseLocked(p *pod) bool {
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	for _, o := range n.pods {
-		for _, ip := range p.ips {
-			if slices.Contains(o.ips, ip) || slices.Contains(podIPs(o.info.IPs), ip) {
+		for _, ip := range p.flow.IPs {
+			if slices.Contains(o.flow.IPs, ip) || slices.Contains(podIPs(o.info.IPs), ip) {
 				return true
 			}
 		}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/tls"
 	"log/slog"
+	"net"
 	"net/netip"
 	"os"
 	"testing"
@@ -16,6 +17,7 @@ import (
 	"github.com/agentmesh/agentmesh/internal/netns"
 	"github.com/agentmesh/agentmesh/internal/pki"
 	"github.com/agentmesh/agentmesh/ztunnel/identity"
+	"github.com/agentmesh/agentmesh/ztunnel/podnet"
 )
 
 // Test addresses: pods A (client) and B (server) share a veth; X is outside
@@ -151,3 +153,8 @@ func (e *env) pod(uid string) *pod {
 func spiffeOf(name string) string { return "spiffe://" + td + "/ns/agents/sa/" + name }
 
 var discard = slog.New(slog.DiscardHandler)
+
+// servePlaintext hands c to p's plaintext path as the accept loop does.
+func (e *env) servePlaintext(p *pod, c net.Conn) {
+	e.node.goConn(p, podnet.Plaintext, c, func(ctx context.Context) { e.node.pipe.Plaintext(ctx, &p.flow, &p.live, c) })
+}

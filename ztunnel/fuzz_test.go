@@ -6,6 +6,9 @@ import (
 	"net"
 	"testing"
 	"time"
+
+	"github.com/agentmesh/agentmesh/ztunnel/authorize"
+	"github.com/agentmesh/agentmesh/ztunnel/flow"
 )
 
 // FuzzInboundHBONE feeds arbitrary bytes to the HBONE listener path (TLS
@@ -23,21 +26,20 @@ func FuzzInboundHBONE(f *testing.F) {
 	n := NewNode(NodeOptions{Logger: discard, Certs: m, OrigDst: &fakeOrigDst{}, Listeners: &fakeListeners{}, HandshakeTimeout: time.Second})
 	f.Cleanup(func() { n.shutdown() })
 	n.SetConfig(testConfig(true))
-	p := &pod{id: idServer, ips: podIPs(testConfig(true).Workloads[2].IPs)}
-	p.info.Name, p.info.Namespace = "server", "agents"
+	p := &flow.Pod{ID: idServer, IPs: podIPs(testConfig(true).Workloads[2].IPs), Name: "server", Namespace: "agents"}
 	f.Fuzz(func(t *testing.T, data []byte) {
 		ctx, cancel := context.WithCancel(context.Background())
 		defer cancel()
 		client, server := net.Pipe()
 		defer client.Close()
 		done := make(chan struct{})
-		go func() { defer close(done); defer server.Close(); n.serveHBONE(ctx, p, server) }()
+		go func() { defer close(done); defer server.Close(); n.pipe.HBONE(ctx, p, &authorize.Live{}, server) }()
 		go func() { client.Write(data); client.Close() }()
 		go io.Copy(io.Discard, client) // drain the server's answers; ends at close
 		select {
 		case <-done:
 		case <-time.After(5 * time.Second):
-			t.Fatal("serveHBONE did not return")
+			t.Fatal("the HBONE pipeline did not return")
 		}
 	})
 }

@@ -26,6 +26,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/agentmesh/agentmesh/api/spiffe"
+	"github.com/agentmesh/agentmesh/internal/netaddr"
 	"github.com/agentmesh/agentmesh/internal/netns"
 	"github.com/agentmesh/agentmesh/internal/pki"
 	"github.com/agentmesh/agentmesh/ztunnel/identity"
@@ -197,7 +198,7 @@ func serveEcho(t *testing.T, ln net.Listener) *echoApp {
 				return
 			}
 			a.mu.Lock()
-			a.peers = append(a.peers, addrPort(c.RemoteAddr()))
+			a.peers = append(a.peers, netaddr.AddrPort(c.RemoteAddr()))
 			a.mu.Unlock()
 			a.wg.Go(func() {
 				defer c.Close()

@@ -13,9 +13,10 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/agentmesh/agentmesh/api/spiffe"
+	"github.com/agentmesh/agentmesh/internal/netaddr"
+	"github.com/agentmesh/agentmesh/ztunnel/authorize"
 	"github.com/agentmesh/agentmesh/ztunnel/hbone"
 	"github.com/agentmesh/agentmesh/ztunnel/identity"
-	"github.com/agentmesh/agentmesh/ztunnel/podnet"
 )
 
 var (
@@ -87,7 +88,7 @@ func TestHBONEHandshakeFailures(t *testing.T) {
 				"msg": "inbound hbone handshake failed, connection closed", "reason": tc.reason,
 				"src_addr": "~198.18.1.1:", "pod": "agents/server", "err": "~" + tc.errPart,
 			})
-			if got := testutil.ToFloat64(e.node.metrics.handshakeFailures.WithLabelValues(tc.reason)); got != 1 {
+			if got := testutil.ToFloat64(e.node.rec.M.HandshakeFailures.WithLabelValues(tc.reason)); got != 1 {
 				t.Errorf("handshake failures{reason=%s} = %v, want 1", tc.reason, got)
 			}
 		})
@@ -128,13 +129,13 @@ func TestInboundPlaintext(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			e.node.goConn(pb, podnet.Plaintext, redirected{sc, net.TCPAddrFromAddrPort(tc.dst)}, e.node.servePlaintext)
+			e.servePlaintext(pb, redirected{sc, net.TCPAddrFromAddrPort(tc.dst)})
 			if got, _ := roundTrip(c, "plain"); got != tc.reply {
 				t.Errorf("reply %q, want %q", got, tc.reply)
 			}
 			e.logs.wait(t, map[string]any{
 				"msg": "access", "direction": "inbound", "protocol": "plaintext", "mtls": false,
-				"src_addr": addrPort(c.LocalAddr()).String(), "src_workload": "agents/client",
+				"src_addr": netaddr.AddrPort(c.LocalAddr()).String(), "src_workload": "agents/client",
 				"dst_addr": tc.dst.String(), "dst_workload": "agents/server", "result": tc.result,
 			})
 		})
@@ -155,35 +156,15 @@ func TestAuthorizePeer(t *testing.T) {
 		{idClient, ipX, "does not own source address 198.18.2.2 (no workload has it)"},
 		{spiffe.New("evil.example", "agents", "client"), ipA, "does not own"},
 	} {
-		err := authorizePeer(idx, tc.peer, tc.src)
+		err := authorize.Peer(idx, tc.peer, tc.src)
 		switch {
 		case tc.wantErr == "" && err != nil:
 			t.Errorf("authorize %s from %s: %v", tc.peer, tc.src, err)
 		case tc.wantErr != "" && (err == nil || !contains(err.Error(), tc.wantErr)):
 			t.Errorf("authorize %s from %s = %v, want %q", tc.peer, tc.src, err, tc.wantErr)
-		case err != nil && handshakeReason(err) != "spoofed_identity":
-			t.Errorf("reason of %v = %s", err, handshakeReason(err))
+		case err != nil && authorize.HandshakeReason(err) != "spoofed_identity":
+			t.Errorf("reason of %v = %s", err, authorize.HandshakeReason(err))
 		}
-	}
-}
-
-func TestCheckAuthority(t *testing.T) {
-	p := &pod{ips: []netip.Addr{ipB, ip6B}}
-	for _, tc := range []struct {
-		a  string
-		ok bool
-	}{
-		{"198.18.1.2:8080", true}, {"[fd00:18::2]:80", true}, {"[::ffff:198.18.1.2]:80", true},
-		{"198.18.1.1:8080", false}, {"198.18.1.2:15008", false}, {"198.18.1.2:15001", false},
-		{"198.18.1.2:0", false}, {"127.0.0.1:8080", false},
-	} {
-		err := checkAuthority(p, netip.MustParseAddrPort(tc.a))
-		if (err == nil) != tc.ok {
-			t.Errorf("checkAuthority(%s) = %v, want ok=%v", tc.a, err, tc.ok)
-		}
-	}
-	if err := checkAuthority(p, netip.AddrPort{}); err == nil {
-		t.Error("zero authority accepted")
 	}
 }
 
@@ -213,7 +194,7 @@ func TestHBONEBadAuthorityAndTruncatedHTTP2(t *testing.T) {
 				HBONEAddr: netip.AddrPortFrom(ipB, 15008), Authority: tc.authority,
 				TLS: e.certs.ClientTLSConfig(idClient, idServer),
 				Dial: func(ctx context.Context, addr netip.AddrPort) (net.Conn, error) {
-					return e.node.dial(ctx, dirOutbound, pa, addr)
+					return pa.net.Dial(ctx, addr)
 				},
 			})
 			var se *hbone.StatusError

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/agentmesh/agentmesh/internal/handoff"
+	"github.com/agentmesh/agentmesh/ztunnel/flow"
 	"github.com/agentmesh/agentmesh/ztunnel/podnet"
 )
 
@@ -52,7 +53,7 @@ func (n *Node) AddPod(info handoff.Pod, ns *os.File) error {
 	n.mu.Unlock()
 	n.log.Info("pod handed over", "pod", p.name(), "uid", info.UID, "ips", info.IPs)
 	err = n.trySetupLocked(p)
-	n.metrics.refreshPods()
+	n.gauges.refreshPods()
 	return err
 }
 
@@ -61,7 +62,7 @@ func (n *Node) RemovePod(uid string) error {
 	n.opMu.Lock()
 	defer n.opMu.Unlock()
 	err := n.removeLocked(uid)
-	n.metrics.refreshPods()
+	n.gauges.refreshPods()
 	return err
 }
 
@@ -83,7 +84,7 @@ func (n *Node) SnapshotDone(uids []string) error {
 		n.log.Info("dropping pod not in agentd snapshot", "uid", uid)
 		errs = append(errs, n.removeLocked(uid))
 	}
-	n.metrics.refreshPods()
+	n.gauges.refreshPods()
 	return errors.Join(errs...)
 }
 
@@ -105,7 +106,7 @@ func (n *Node) reconcile() {
 	for _, p := range todo {
 		n.trySetupLocked(p) //nolint:errcheck // logged; retried next round
 	}
-	n.metrics.refreshPods()
+	n.gauges.refreshPods()
 }
 
 func (n *Node) removeLocked(uid string) error {
@@ -136,15 +137,15 @@ func (n *Node) teardownLocked(p *pod) error {
 	}
 	// Pooled HBONE conns dialed inside the pod netns would keep it alive
 	// until their idle timeout.
-	for _, ip := range podIPs(p.ips, p.info.IPs) {
-		n.client.CloseSource(ip)
+	for _, ip := range podIPs(p.flow.IPs, p.info.IPs) {
+		n.transport.CloseSource(ip)
 	}
 	if !waitTimeout(&p.wg, teardownWait) {
 		errs = append(errs, fmt.Errorf("pod %s: connections still running after %s", p.name(), teardownWait))
 	}
 	p.net.Close()
 	if st == stateReady && !n.identityInUseLocked(p) {
-		n.opts.Certs.Forget(p.id)
+		n.opts.Certs.Forget(p.flow.ID)
 	}
 	p.setState("removed", nil)
 	err := errors.Join(errs...)
@@ -157,7 +158,7 @@ func (n *Node) identityInUseLocked(p *pod) bool {
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	for _, o := range n.pods {
-		if st, _ := o.getState(); o != p && st == stateReady && o.id == p.id {
+		if st, _ := o.getState(); o != p && st == stateReady && o.flow.ID == p.flow.ID {
 			return true
 		}
 	}
@@ -179,9 +180,11 @@ func (n *Node) trySetupLocked(p *pod) error {
 	if !w.Enrolled {
 		n.log.Warn("pod handed over but not enrolled in the mesh config; setting it up anyway", "pod", p.name())
 	}
-	p.workload = *w
-	p.id = idx.Config.Identity(w)
-	p.ips = podIPs(p.info.IPs, w.IPs)
+	p.flow = flow.Pod{
+		UID: p.info.UID, Namespace: p.info.Namespace, Name: p.info.Name,
+		Workload: *w, ID: idx.Config.Identity(w), IPs: podIPs(p.info.IPs, w.IPs), Net: p.net,
+	}
+	p.live.UID = p.info.UID
 	if err := n.setupLocked(p); err != nil {
 		level := slog.LevelError
 		if _, last := p.getState(); last != nil && last.Error() == err.Error() {
@@ -192,7 +195,7 @@ func (n *Node) trySetupLocked(p *pod) error {
 		return err
 	}
 	p.setState(stateReady, nil)
-	n.log.Info("pod ready", "pod", p.name(), "identity", p.id.String(), "ips", p.ips)
+	n.log.Info("pod ready", "pod", p.name(), "identity", p.flow.ID.String(), "ips", p.flow.IPs)
 	return nil
 }
 
@@ -204,11 +207,12 @@ func (n *Node) setupLocked(p *pod) error {
 		}
 		p.info.NetnsCookie = c
 	}
+	p.flow.Cookie = p.info.NetnsCookie
 	ctx, cancel := context.WithTimeout(n.ctx, 15*time.Second)
-	err := n.opts.Certs.Ensure(ctx, p.id)
+	err := n.opts.Certs.Ensure(ctx, p.flow.ID)
 	cancel()
 	if err != nil {
-		return fmt.Errorf("certificate for %s: %w", p.id, err)
+		return fmt.Errorf("certificate for %s: %w", p.flow.ID, err)
 	}
 	lns, err := podnet.Open(p.net)
 	if err != nil {

@@ -33,7 +33,7 @@ func TestPendingPodSetUpWhenConfigCatchesUp(t *testing.T) {
 	if err := e.node.Ready(); err == nil || !strings.Contains(err.Error(), "agents/server (pending)") {
 		t.Fatalf("Ready() = %v, want B pending", err)
 	}
-	if got := testutil.ToFloat64(e.node.metrics.pods.WithLabelValues(statePending)); got != 1 {
+	if got := testutil.ToFloat64(e.node.gauges.pods.WithLabelValues(statePending)); got != 1 {
 		t.Errorf("pods{state=pending} = %v", got)
 	}
 	wantA := []string{"198.18.1.1:15006", "198.18.1.1:15008", "[fd00:18::1]:15006", "[fd00:18::1]:15008"}
@@ -226,11 +226,11 @@ func TestRemovePodClosesPooledHBONEConns(t *testing.T) {
 		t.Fatalf("round trip = %q, %v", got, err)
 	}
 	c.Close()
-	waitFor(t, "stream released", func() bool { return e.node.client.Stats() == hbone.PoolStats{Conns: 1} })
+	waitFor(t, "stream released", func() bool { return e.node.transport.Stats() == hbone.PoolStats{Conns: 1} })
 	if err := e.node.RemovePod("uid-a"); err != nil {
 		t.Fatal(err)
 	}
-	if s := e.node.client.Stats(); s.Conns != 0 {
+	if s := e.node.transport.Stats(); s.Conns != 0 {
 		t.Errorf("pool after removing the source pod: %+v, want no conns", s)
 	}
 	waitFor(t, "B's ztunnel sees the conn closed", func() bool { return e.node.server.Conns() == 0 })

@@ -10,6 +10,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/agentmesh/agentmesh/internal/netns"
+	"github.com/agentmesh/agentmesh/ztunnel/limits"
 )
 
 // holdOutbound opens a connection from pod A through the outbound listener
@@ -57,7 +58,7 @@ func TestMaxConnectionsRefusesAtOnceAndRecovers(t *testing.T) {
 		}
 		held = append(held, c)
 	}
-	waitFor(t, "3 connections carried", func() bool { return e.node.limits.conns.used.Load() == 3 })
+	waitFor(t, "3 connections carried", func() bool { return e.node.limits.Conns.Used.Load() == 3 })
 	start := time.Now()
 	for range 5 {
 		c, err := holdOutbound(t, e)
@@ -66,7 +67,7 @@ func TestMaxConnectionsRefusesAtOnceAndRecovers(t *testing.T) {
 	if d := time.Since(start); d > 3*time.Second {
 		t.Errorf("5 refusals took %v", d)
 	}
-	if got := testutil.ToFloat64(e.node.metrics.connRejected.WithLabelValues("outbound", reasonMaxConnections)); got != 5 {
+	if got := testutil.ToFloat64(e.node.rec.M.Rejected.WithLabelValues("outbound", limits.ReasonMaxConnections)); got != 5 {
 		t.Errorf("rejected{outbound,max_connections} = %v, want 5", got)
 	}
 	if n := e.logs.count(map[string]any{"msg": "~connection limit reached"}); n != 1 {
@@ -75,8 +76,8 @@ func TestMaxConnectionsRefusesAtOnceAndRecovers(t *testing.T) {
 	for _, c := range held {
 		c.Close()
 	}
-	waitFor(t, "the held connections released", func() bool { return e.node.limits.conns.used.Load() == 0 })
-	e.node.limits.refused.flush(time.Now().Add(2 * refusalQuiet))
+	waitFor(t, "the held connections released", func() bool { return e.node.limits.Conns.Used.Load() == 0 })
+	e.node.limits.Refused.Flush(time.Now().Add(2 * limits.RefusalQuiet))
 	e.logs.wait(t, map[string]any{"msg": "~burst over", "refused_max_connections": float64(5)})
 	// Recovered: a connection works again.
 	c := dialIn(t, e.a, "127.0.0.1:15001")
@@ -96,7 +97,7 @@ func TestRefusedOutboundConsumesOrigDst(t *testing.T) {
 	if _, err := holdOutbound(t, e); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "1 connection carried", func() bool { return e.node.limits.conns.used.Load() == 1 })
+	waitFor(t, "1 connection carried", func() bool { return e.node.limits.Conns.Used.Load() == 1 })
 	held := e.orig.last()
 	for range 3 {
 		c, err := holdOutbound(t, e)
@@ -114,61 +115,25 @@ func TestFDBudgetRefusesBeforeEMFILE(t *testing.T) {
 	e := newEnv(t)
 	e.handOverAB()
 	e.orig.set(appX) // passthrough: two sockets per connection
-	e.node.limits.fds.max.Store(4)
+	e.node.limits.FDs.Max.Store(4)
 	for range 2 {
 		if _, err := holdOutbound(t, e); err != nil {
 			t.Fatal(err)
 		}
 	}
-	waitFor(t, "4 sockets in use", func() bool { return e.node.limits.fds.used.Load() == 4 })
+	waitFor(t, "4 sockets in use", func() bool { return e.node.limits.FDs.Used.Load() == 4 })
 	c, err := holdOutbound(t, e)
 	refusedFast(t, c, err)
-	if got := testutil.ToFloat64(e.node.metrics.connRejected.WithLabelValues("outbound", reasonFDBudget)); got != 1 {
+	if got := testutil.ToFloat64(e.node.rec.M.Rejected.WithLabelValues("outbound", limits.ReasonFDBudget)); got != 1 {
 		t.Errorf("rejected{outbound,fd_budget} = %v, want 1", got)
 	}
 	// One unit left: the accept fits, the upstream dial does not.
-	e.node.limits.fds.max.Store(5)
+	e.node.limits.FDs.Max.Store(5)
 	c, err = holdOutbound(t, e)
 	refusedFast(t, c, err)
 	e.logs.wait(t, map[string]any{"msg": "access", "direction": "outbound", "result": "~connection limit"})
-	waitFor(t, "the failed connection's socket released", func() bool { return e.node.limits.fds.used.Load() == 4 })
-	if got := testutil.ToFloat64(e.node.metrics.connRejected.WithLabelValues("outbound", reasonFDBudget)); got != 2 {
+	waitFor(t, "the failed connection's socket released", func() bool { return e.node.limits.FDs.Used.Load() == 4 })
+	if got := testutil.ToFloat64(e.node.rec.M.Rejected.WithLabelValues("outbound", limits.ReasonFDBudget)); got != 2 {
 		t.Errorf("rejected{outbound,fd_budget} = %v after the refused dial, want 2", got)
-	}
-}
-
-func TestNewLimitsFromRlimit(t *testing.T) {
-	var rl syscall.Rlimit
-	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &rl); err != nil {
-		t.Fatal(err)
-	}
-	l, err := newLimits(7, discard)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if want := int64(rl.Cur) - fdReserve(int64(rl.Cur)); l.fds.max.Load() != want || l.conns.max.Load() != 7 {
-		t.Errorf("fd budget %d, max connections %d; want %d, 7", l.fds.max.Load(), l.conns.max.Load(), want)
-	}
-	if r := fdReserve(20000); r != 1000 {
-		t.Errorf("reserve of 20000 = %d", r)
-	}
-}
-
-func TestTrimmerAfterBurst(t *testing.T) {
-	var tr trimmer
-	for _, step := range []struct {
-		conns int64
-		want  bool
-	}{
-		{10, false}, {2000, false}, {1900, false}, // still busy
-		{1100, false},            // fell by 900 but to more than half
-		{900, true},              // to half the peak or less: trim
-		{800, false},             // the new peak is 900: fell by 100 only
-		{0, true},                // by 900 (>= trimMin) to below half
-		{100, false}, {0, false}, // small swings do not trim
-	} {
-		if got := tr.due(step.conns); got != step.want {
-			t.Errorf("due(%d) = %v, want %v", step.conns, got, step.want)
-		}
 	}
 }

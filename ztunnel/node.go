@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/tls"
 	"log/slog"
-	"net/netip"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -13,9 +12,16 @@ import (
 
 	"github.com/agentmesh/agentmesh/api/meshconfig"
 	"github.com/agentmesh/agentmesh/api/spiffe"
+	"github.com/agentmesh/agentmesh/ztunnel/authorize"
+	"github.com/agentmesh/agentmesh/ztunnel/classify"
 	"github.com/agentmesh/agentmesh/ztunnel/hbone"
 	"github.com/agentmesh/agentmesh/ztunnel/identity"
+	"github.com/agentmesh/agentmesh/ztunnel/limits"
+	"github.com/agentmesh/agentmesh/ztunnel/pipeline"
 	"github.com/agentmesh/agentmesh/ztunnel/podnet"
+	"github.com/agentmesh/agentmesh/ztunnel/record"
+	"github.com/agentmesh/agentmesh/ztunnel/resolve"
+	"github.com/agentmesh/agentmesh/ztunnel/transport"
 )
 
 // CertManager is the part of *identity.Manager the node uses.
@@ -30,9 +36,7 @@ type CertManager interface {
 // NodeAddrs says which addresses are the node's own (a *nodeaddr.Set):
 // plaintext from one of them to a workload's probe port is the kubelet
 // probing it.
-type NodeAddrs interface {
-	Contains(a netip.Addr) bool
-}
+type NodeAddrs = authorize.NodeAddrs
 
 // NodeOptions configure a Node.
 type NodeOptions struct {
@@ -41,7 +45,7 @@ type NodeOptions struct {
 	NodeName  string
 	Logger    *slog.Logger
 	Certs     CertManager
-	OrigDst   OrigDstTable
+	OrigDst   classify.OrigDst
 	Listeners ListenerTable
 	// NodeAddrs are the node's addresses; nil: none (no connection is
 	// taken for the kubelet's).
@@ -65,18 +69,19 @@ type NodeOptions struct {
 // pod netns and proxies their connections. It implements handoff.Handler.
 // All methods are safe for concurrent use; after Run returns, AddPod fails.
 type Node struct {
-	opts    NodeOptions
-	log     *slog.Logger
-	idx     atomic.Pointer[meshconfig.Index]
-	client  *hbone.Client
-	server  *hbone.Server
-	metrics *metrics
-	limits  *limits
-	trim    trimmer // used by Run only
+	opts NodeOptions
+	log  *slog.Logger
+	idx  atomic.Pointer[meshconfig.Index]
 
-	// authzMu orders admissions (read lock: evaluate and register) against
-	// reevaluate (write lock), so no connection escapes a policy change.
-	authzMu sync.RWMutex
+	// The pipeline and its stages that outlive a connection.
+	pipe      *pipeline.Pipeline
+	rec       *record.Recorder
+	auth      *authorize.Authorizer
+	transport *transport.Transport
+	server    *hbone.Server
+	limits    *limits.Limits
+	gauges    *gauges
+	trim      limits.Trimmer // used by Run only
 
 	// ctx is the parent of every pod context; cancelled when Run ends.
 	ctx    context.Context
@@ -120,19 +125,23 @@ func NewNode(o NodeOptions) *Node {
 		pods: map[string]*pod{},
 	}
 	n.ctx, n.cancel = context.WithCancel(context.Background())
-	lim, err := newLimits(o.MaxConnections, o.Logger)
+	n.idx.Store(meshconfig.NewIndex(&meshconfig.Config{}))
+	lim, err := limits.New(o.MaxConnections, o.Logger)
 	if err != nil {
 		o.Logger.Error("no fd budget: connections are limited by --max-connections only", "err", err)
-		lim = &limits{}
-		lim.conns.max.Store(int64(o.MaxConnections))
-		lim.refused.log = o.Logger
 	}
 	n.limits = lim
-	n.metrics = newMetrics(o.Registry, n.podStates)
-	n.metrics.watchLimits(o.Registry, lim)
-	n.client = hbone.NewClient(hbone.ClientOptions{Logger: o.Logger.With("component", "hbone-client"), IdleTimeout: 90 * time.Second})
-	n.server = hbone.NewServer(hbone.ServerOptions{Logger: o.Logger.With("component", "hbone-server"), OnDone: n.inboundDone})
-	n.idx.Store(meshconfig.NewIndex(&meshconfig.Config{}))
+	n.rec = record.New(o.Logger, o.Registry)
+	n.gauges = newGauges(o.Registry, n.podStates, lim)
+	n.auth = authorize.New(n.Index, o.NodeAddrs, n.rec, o.Logger)
+	client := hbone.NewClient(hbone.ClientOptions{Logger: o.Logger.With("component", "hbone-client"), IdleTimeout: 90 * time.Second})
+	n.transport = transport.New(client, o.Certs, lim, n.rec, o.DialTimeout)
+	n.server = hbone.NewServer(hbone.ServerOptions{Logger: o.Logger.With("component", "hbone-server")})
+	n.pipe = &pipeline.Pipeline{
+		Log: o.Logger, Index: n.Index, OrigDst: o.OrigDst, Resolve: resolve.New(n.Index), Authorize: n.auth,
+		Transport: n.transport, Limits: lim, Record: n.rec, HBONEServer: n.server, ServerTLS: o.Certs,
+		HandshakeTimeout: o.HandshakeTimeout,
+	}
 	return n
 }
 
@@ -142,13 +151,20 @@ func NewNode(o NodeOptions) *Node {
 func (n *Node) SetConfig(c *meshconfig.Config) {
 	n.idx.Store(meshconfig.NewIndex(c))
 	n.log.Info("mesh config applied", "workloads", len(c.Workloads), "trust_domain", c.TrustDomain)
-	n.reevaluate()
+	n.auth.Reevaluate(n.liveSets())
 	n.wake()
 }
 
-// fromNode reports whether a is one of the node's own addresses.
-func (n *Node) fromNode(a netip.Addr) bool {
-	return n.opts.NodeAddrs != nil && n.opts.NodeAddrs.Contains(a)
+// liveSets are the admitted connections of the handed-over pods; pods being
+// drained are not among them: their connections run to their end.
+func (n *Node) liveSets() []*authorize.Live {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	out := make([]*authorize.Live, 0, len(n.pods))
+	for _, p := range n.pods {
+		out = append(out, &p.live)
+	}
+	return out
 }
 
 // Index returns the current config index.
@@ -178,9 +194,9 @@ func (n *Node) Run(ctx context.Context) error {
 			return n.shutdown()
 		case <-n.kick:
 		case now := <-t.C:
-			n.limits.refused.flush(now)
-			if n.trim.due(n.limits.conns.used.Load()) {
-				trimMemory(n.log)
+			n.limits.Refused.Flush(now)
+			if n.trim.Due(n.limits.Conns.Used.Load()) {
+				limits.TrimMemory(n.log)
 			}
 		}
 		n.reconcile()
@@ -203,7 +219,7 @@ func (n *Node) shutdown() error {
 		}
 	}
 	n.cancel()
-	n.client.Close()
+	n.transport.Close()
 	n.server.Close()
 	return err
 }

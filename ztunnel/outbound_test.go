@@ -13,6 +13,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/agentmesh/agentmesh/api/mesh"
+	"github.com/agentmesh/agentmesh/internal/netaddr"
 	"github.com/agentmesh/agentmesh/internal/netns"
 )
 
@@ -35,7 +36,7 @@ func TestOutboundHBONE(t *testing.T) {
 				t.Fatalf("round trip = %q, %v; want echo", got, err)
 			}
 			key := e.orig.last()
-			want := origKey{e.pod("uid-a").info.NetnsCookie, addrPort(c.LocalAddr()), netip.MustParseAddrPort(tc.listener)}
+			want := origKey{e.pod("uid-a").info.NetnsCookie, netaddr.AddrPort(c.LocalAddr()), netip.MustParseAddrPort(tc.listener)}
 			if key != want {
 				t.Errorf("orig dst lookup key = %+v, want %+v", key, want)
 			}
@@ -72,15 +73,15 @@ func TestOutboundPassthrough(t *testing.T) {
 		"msg": "access", "direction": "outbound", "protocol": "passthrough", "mtls": false,
 		"src_workload": "agents/client", "dst_workload": "", "dst_addr": appX.String(), "result": "ok",
 	})
-	m := e.node.metrics
+	m := e.node.rec.M
 	for _, c := range []struct {
 		name      string
 		got, want float64
 	}{
-		{"opened", testutil.ToFloat64(m.connOpened.WithLabelValues("outbound", "passthrough")), 1},
-		{"closed ok", testutil.ToFloat64(m.connClosed.WithLabelValues("outbound", "passthrough", "ok")), 1},
-		{"bytes sent", testutil.ToFloat64(m.bytes.WithLabelValues("outbound", "passthrough", "sent")), 5},
-		{"bytes received", testutil.ToFloat64(m.bytes.WithLabelValues("outbound", "passthrough", "received")), 10},
+		{"opened", testutil.ToFloat64(m.Opened.WithLabelValues("outbound", "passthrough")), 1},
+		{"closed ok", testutil.ToFloat64(m.Closed.WithLabelValues("outbound", "passthrough", "ok")), 1},
+		{"bytes sent", testutil.ToFloat64(m.Bytes.WithLabelValues("outbound", "passthrough", "sent")), 5},
+		{"bytes received", testutil.ToFloat64(m.Bytes.WithLabelValues("outbound", "passthrough", "received")), 10},
 	} {
 		if c.got != c.want {
 			t.Errorf("metric %s = %v, want %v", c.name, c.got, c.want)
@@ -120,12 +121,12 @@ func TestOutboundUnreachable(t *testing.T) {
 func TestDialMarksSocketInPodNetns(t *testing.T) {
 	e := newEnv(t)
 	e.handOverAB()
-	c, err := e.node.dial(context.Background(), dirOutbound, e.pod("uid-a"), appX)
+	c, err := e.node.transport.Deliver(context.Background(), &e.pod("uid-a").flow, appX)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer c.Close()
-	if got := addrPort(c.LocalAddr()).Addr(); got != ipAX {
+	if got := netaddr.AddrPort(c.LocalAddr()).Addr(); got != ipAX {
 		t.Errorf("source address %s, want pod A's %s", got, ipAX)
 	}
 	rc, err := c.(syscall.Conn).SyscallConn()

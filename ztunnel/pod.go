@@ -6,9 +6,9 @@ import (
 	"sync"
 	"sync/atomic"
 
-	"github.com/agentmesh/agentmesh/api/meshconfig"
-	"github.com/agentmesh/agentmesh/api/spiffe"
 	"github.com/agentmesh/agentmesh/internal/handoff"
+	"github.com/agentmesh/agentmesh/ztunnel/authorize"
+	"github.com/agentmesh/agentmesh/ztunnel/flow"
 	"github.com/agentmesh/agentmesh/ztunnel/podnet"
 )
 
@@ -25,17 +25,16 @@ type pod struct {
 	net  podnet.Net // its netns; owned, closed on teardown
 
 	// Set by setup (under Node.opMu) before state becomes ready; read-only
-	// afterwards, so the conn goroutines read them without a lock.
-	workload  meshconfig.Workload
-	id        spiffe.ID
-	ips       []netip.Addr
+	// afterwards, so the conn goroutines read them without a lock. flow is
+	// the pod as the pipeline sees it (its workload, identity, addresses).
+	flow      flow.Pod
 	listeners []*podListener
 	ctx       context.Context
 	cancel    context.CancelFunc
 	wg        sync.WaitGroup // accept loops and conn goroutines
 
-	active atomic.Int64 // live proxied connections
-	live   liveSet      // admitted inbound connections, for policy changes
+	active atomic.Int64   // live proxied connections
+	live   authorize.Live // admitted inbound connections, for policy changes
 
 	pendingLogged bool // guarded by Node.opMu
 
@@ -64,24 +63,3 @@ func (p *pod) getState() (string, error) {
 }
 
 func (p *pod) name() string { return p.info.Namespace + "/" + p.info.Name }
-
-// ipFor returns the pod's address of dst's family, used as the source ip.
-func (p *pod) ipFor(dst netip.Addr) netip.Addr {
-	for _, ip := range p.ips {
-		if ip.Is4() == dst.Unmap().Is4() {
-			return ip
-		}
-	}
-	return netip.Addr{}
-}
-
-// owns reports whether ip is one of the pod's addresses.
-func (p *pod) owns(ip netip.Addr) bool {
-	ip = ip.Unmap()
-	for _, a := range p.ips {
-		if a == ip {
-			return true
-		}
-	}
-	return false
-}

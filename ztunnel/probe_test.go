@@ -11,8 +11,9 @@ import (
 	"github.com/vishvananda/netlink"
 
 	"github.com/agentmesh/agentmesh/api/policy"
+	"github.com/agentmesh/agentmesh/internal/netaddr"
 	"github.com/agentmesh/agentmesh/internal/netns"
-	"github.com/agentmesh/agentmesh/ztunnel/podnet"
+	"github.com/agentmesh/agentmesh/ztunnel/authorize"
 )
 
 // TestPlaintextKubeletProbe: plaintext from one of the node's addresses
@@ -51,10 +52,10 @@ func TestPlaintextKubeletProbe(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			e.node.SetConfig(withAuthz(tc.authz))
 			verdict := map[bool]string{true: "allow", false: "deny"}[tc.allow]
-			counter := e.node.metrics.policyDecisions.WithLabelValues(verdict, tc.policy, string(tc.reason))
+			counter := e.node.rec.M.PolicyDecisions.WithLabelValues(verdict, tc.policy, string(tc.reason))
 			before := testutil.ToFloat64(counter)
 			c := plaintextFrom(t, e, ln, tc.src, tc.dst)
-			src := addrPort(c.LocalAddr()).String()
+			src := netaddr.AddrPort(c.LocalAddr()).String()
 			got, _ := roundTrip(c, "probe")
 			if tc.allow != (got == "echo:probe") {
 				t.Fatalf("reply %q, want allowed=%v", got, tc.allow)
@@ -80,7 +81,7 @@ func TestPlaintextKubeletProbe(t *testing.T) {
 		c := plaintextFrom(t, e, ln, ipAX, appB)
 		c.Write([]byte("x"))
 		pb := e.pod("uid-b")
-		waitFor(t, "the probe connection is live", func() bool { return pb.live.len() == 1 })
+		waitFor(t, "the probe connection is live", func() bool { return pb.live.Len() == 1 })
 		e.node.SetConfig(withAuthz(withProbes(target(strict, denyAll), 8080)))
 		if got, err := roundTrip(c, "+rest"); got != "echo:x+rest" {
 			t.Fatalf("probe connection across STRICT and Deny-all: %q, %v", got, err)
@@ -92,7 +93,7 @@ func TestPlaintextKubeletProbe(t *testing.T) {
 // from src.
 func deniedFrom(e *env, src string) bool {
 	for _, m := range e.logs.lines() {
-		if m["msg"] == msgDenied && m["src_addr"] == src {
+		if m["msg"] == authorize.MsgDenied && m["src_addr"] == src {
 			return true
 		}
 	}
@@ -117,10 +118,10 @@ func plaintextFrom(t *testing.T, e *env, ln net.Listener, src netip.Addr, dst ne
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got := addrPort(sc.RemoteAddr()).Addr(); got != src {
+	if got := netaddr.AddrPort(sc.RemoteAddr()).Addr(); got != src {
 		t.Fatalf("connection arrived from %s, want %s", got, src)
 	}
-	e.node.goConn(e.pod("uid-b"), podnet.Plaintext, redirected{sc, net.TCPAddrFromAddrPort(dst)}, e.node.servePlaintext)
+	e.servePlaintext(e.pod("uid-b"), redirected{sc, net.TCPAddrFromAddrPort(dst)})
 	return c
 }
 

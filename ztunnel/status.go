@@ -55,7 +55,7 @@ func (p *pod) status() PodStatus {
 	if st != stateReady {
 		return s
 	}
-	s.IPs, s.Identity = p.ips, p.id.String()
+	s.IPs, s.Identity = p.flow.IPs, p.flow.ID.String()
 	for _, l := range p.listeners {
 		s.Listeners = append(s.Listeners, ListenerState{Kind: string(l.Kind), Addr: l.Ln.Addr().String(), Registered: l.registered})
 	}

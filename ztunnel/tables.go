@@ -9,13 +9,6 @@ import (
 	"github.com/agentmesh/agentmesh/bpf"
 )
 
-// OrigDstTable finds the original destination of a redirected outbound
-// connection. Lookup consumes the entry: a second lookup for the same tuple
-// fails.
-type OrigDstTable interface {
-	Lookup(netnsCookie uint64, src, dst netip.AddrPort) (netip.AddrPort, error)
-}
-
 // ListenerTable is where the pods' inbound listening sockets are registered
 // for the sk_lookup program, keyed by (pod ip, port).
 type ListenerTable interface {
@@ -23,7 +16,7 @@ type ListenerTable interface {
 	Delete(podIP netip.Addr, port uint16) error
 }
 
-// bpfTables implements OrigDstTable and ListenerTable on agentd's pinned
+// bpfTables implements classify.OrigDst and ListenerTable on agentd's pinned
 // maps.
 type bpfTables struct {
 	origDst   *ebpf.Map

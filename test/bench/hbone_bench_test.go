@@ -13,6 +13,7 @@ import (
 	"github.com/agentmesh/agentmesh/internal/pki"
 	"github.com/agentmesh/agentmesh/ztunnel/hbone"
 	"github.com/agentmesh/agentmesh/ztunnel/identity"
+	"github.com/agentmesh/agentmesh/ztunnel/relay"
 )
 
 // The Go benchmarks measure ztunnel's HBONE code (mTLS + HTTP/2 CONNECT,
@@ -56,10 +57,21 @@ func newHBONEEnv(b *testing.B) *hboneEnv {
 		}
 	}
 	srv := hbone.NewServer(hbone.ServerOptions{Logger: quiet})
-	upstream := hbone.HandlerFunc(func(ctx context.Context, r *hbone.Request) (net.Conn, error) {
+	// Each stream as ztunnel's pipeline serves one: dial the authority,
+	// accept, relay.
+	upstream := func(ctx context.Context, s *hbone.Stream) {
 		var d net.Dialer
-		return d.DialContext(ctx, "tcp", r.Authority.String())
-	})
+		up, err := d.DialContext(ctx, "tcp", s.Authority.String())
+		if err != nil {
+			s.Refuse(err)
+			return
+		}
+		if err := s.Accept(); err != nil {
+			up.Close()
+			return
+		}
+		relay.Join(s, up)
+	}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		b.Fatal(err)

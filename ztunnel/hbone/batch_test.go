@@ -179,7 +179,7 @@ func TestFirstStreamUsesServerFrameSize(t *testing.T) {
 			return
 		}
 		dc.arm(100 * time.Millisecond) // the SETTINGS frame
-		e.server().ServeConn(context.Background(), tc, e.h)
+		e.server().ServeConn(context.Background(), tc, e.handle)
 	}()
 	tg := e.target(idA, upstream(t, func(c *net.TCPConn) { io.Copy(io.Discard, c) }))
 	tg.HBONEAddr = ln.Addr().(*net.TCPAddr).AddrPort()

@@ -13,7 +13,10 @@
 //
 // The client is CONNECT-only HTTP/2 written for this one job on x/net's
 // Framer and hpack (clientconn.go): a stream costs no goroutine and no
-// buffer of its own. The server is x/net's http2.Server.
+// buffer of its own. The server is x/net's http2.Server; it hands every
+// CONNECT to the caller as a Stream (the request, the answer, and then the
+// client's connection), so the caller authorizes, dials, copies and
+// records the stream like any other connection.
 //
 // Throughput: HTTP/2 over crypto/tls would make one system call (and one
 // wakeup of the peer) per 16 KiB TLS record and read one record per call;
@@ -78,8 +81,8 @@ func (e *StatusError) Error() string {
 	return fmt.Sprintf("hbone: server answered %d: %s", e.Code, e.Message)
 }
 
-// ErrDenied is wrapped by Handler errors that mean "policy denied"; they are
-// answered 401, every other error 503.
+// ErrDenied is wrapped by refusals that mean "policy denied": Stream.Refuse
+// answers them 401 (see StatusFor).
 var ErrDenied = errors.New("denied")
 
 // requestHeader returns t's headers plus a traceparent if it had none.

@@ -13,6 +13,7 @@ import (
 	"github.com/agentmesh/agentmesh/api/spiffe"
 	"github.com/agentmesh/agentmesh/internal/pki"
 	"github.com/agentmesh/agentmesh/ztunnel/identity"
+	"github.com/agentmesh/agentmesh/ztunnel/relay"
 )
 
 var (
@@ -31,13 +32,13 @@ type env struct {
 	srv    *Server // guarded by mu
 	cli    *Client
 	addr   netip.AddrPort // the HBONE listener
-	h      Handler
+	h      HandlerFunc
 	mu     sync.Mutex
-	done   []Result // OnDone results; guarded by mu
+	done   []Result // streams that ended; guarded by mu
 	active sync.WaitGroup
 }
 
-func newEnv(t testing.TB, h Handler, co ClientOptions) *env {
+func newEnv(t testing.TB, h HandlerFunc, co ClientOptions) *env {
 	t.Helper()
 	certPEM, keyPEM, err := pki.GenerateCA("cluster.local", time.Hour)
 	if err != nil {
@@ -76,7 +77,7 @@ func newEnv(t testing.TB, h Handler, co ClientOptions) *env {
 			e.active.Add(1)
 			go func() {
 				defer e.active.Done()
-				srv.ServeConn(ctx, NewServerConn(c, cfg), e.h)
+				srv.ServeConn(ctx, NewServerConn(c, cfg), e.handle)
 			}()
 		}
 	}()
@@ -93,11 +94,50 @@ func newEnv(t testing.TB, h Handler, co ClientOptions) *env {
 }
 
 func (e *env) newServer() *Server {
-	return NewServer(ServerOptions{Logger: quietLogger(), OnDone: func(r *Request, res Result) {
+	return NewServer(ServerOptions{Logger: quietLogger()})
+}
+
+// HandlerFunc connects a CONNECT to its upstream, as ztunnel's pipeline
+// does; an error wrapping ErrDenied is answered 401, any other 503.
+type HandlerFunc func(ctx context.Context, r *Request) (net.Conn, error)
+
+// Result is how a stream the env served ended.
+type Result struct {
+	BytesIn  int64 // client to upstream
+	BytesOut int64 // upstream to client
+	Status   int
+	Err      error
+}
+
+// handle serves a stream the way ztunnel's pipeline does: refuse an
+// invalid request, dial with e.h, accept, relay, and record the result.
+func (e *env) handle(ctx context.Context, s *Stream) {
+	var res Result
+	defer func() {
+		res.Status = s.Status()
 		e.mu.Lock()
 		e.done = append(e.done, res)
 		e.mu.Unlock()
-	}})
+	}()
+	if s.Invalid != nil {
+		s.Refuse(s.Invalid)
+		res.Err = s.Invalid
+		return
+	}
+	up, err := e.h(ctx, &s.Request)
+	if err != nil {
+		s.Refuse(err)
+		res.Err = err
+		return
+	}
+	stop := context.AfterFunc(ctx, func() { up.Close() }) // stream reset, connection gone
+	defer stop()
+	if err := s.Accept(); err != nil {
+		up.Close()
+		res.Err = err
+		return
+	}
+	res.BytesIn, res.BytesOut, res.Err = relay.Join(s, up)
 }
 
 // server is the Server new connections go to.

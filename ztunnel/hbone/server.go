@@ -18,6 +18,7 @@ import (
 	"golang.org/x/net/http2"
 
 	"github.com/agentmesh/agentmesh/api/spiffe"
+	"github.com/agentmesh/agentmesh/internal/netaddr"
 	"github.com/agentmesh/agentmesh/ztunnel/identity"
 )
 
@@ -28,50 +29,41 @@ const (
 	serverIdleTimeout    = 10 * time.Minute // then GOAWAY; clients redial
 )
 
-// Request is one CONNECT as the Handler sees it.
+// Request is one CONNECT as the server received it.
 type Request struct {
 	PeerID    spiffe.ID      // from the verified client certificate
 	PeerAddr  netip.AddrPort // TCP remote address of the TLS connection
 	LocalAddr netip.AddrPort
-	Authority netip.AddrPort // parsed :authority
+	Authority netip.AddrPort // parsed :authority; zero when Invalid
 	Header    http.Header
+	// Invalid says why the request cannot be served (ErrNotConnect,
+	// ErrBadAuthority); nil for a well-formed CONNECT.
+	Invalid error
 }
 
-// Handler connects a CONNECT to its upstream. Errors wrapping ErrDenied are
-// answered 401, other errors 503. The returned conn is closed by the Server.
-type Handler interface {
-	ServeHBONE(ctx context.Context, r *Request) (upstream net.Conn, err error)
-}
+// Errors of a Request that cannot be served; Refuse answers them 405 and
+// 400.
+var (
+	ErrNotConnect   = errors.New("method not allowed: HBONE takes only CONNECT")
+	ErrBadAuthority = errors.New("bad authority")
+)
 
-// HandlerFunc adapts a function to Handler.
-type HandlerFunc func(ctx context.Context, r *Request) (net.Conn, error)
-
-// ServeHBONE calls f.
-func (f HandlerFunc) ServeHBONE(ctx context.Context, r *Request) (net.Conn, error) { return f(ctx, r) }
-
-// Result is how a stream ended, for access logs and metrics.
-type Result struct {
-	BytesIn  int64 // client to upstream
-	BytesOut int64 // upstream to client
-	Duration time.Duration
-	Status   int // the answer: 200, 400, 401, 405, 503
-	Err      error
-}
+// Handle serves one stream: it answers the request (Stream.Accept or
+// Stream.Refuse) and, once accepted, uses the stream as the client's
+// connection until it is done. The stream ends when Handle returns. ctx
+// ends when the client resets the stream or the connection goes away.
+type Handle func(ctx context.Context, s *Stream)
 
 // ServerOptions configure a Server.
 type ServerOptions struct {
 	Logger *slog.Logger
-	// OnDone is called once per stream when it ends, also for refused ones
-	// (Request.Authority is zero when the authority was bad).
-	OnDone func(r *Request, res Result)
 }
 
 // Server answers HBONE CONNECTs on TLS connections.
 type Server struct {
-	log    *slog.Logger
-	onDone func(*Request, Result)
-	h2     *http2.Server
-	base   *http.Server // the error log and graceful shutdown of h2's connections
+	log  *slog.Logger
+	h2   *http2.Server
+	base *http.Server // the error log and graceful shutdown of h2's connections
 
 	mu     sync.Mutex
 	conns  map[*tls.Conn]struct{} // being served; guarded by mu
@@ -83,8 +75,7 @@ type Server struct {
 func NewServer(o ServerOptions) *Server {
 	log := cmp.Or(o.Logger, slog.Default())
 	s := &Server{
-		log:    log,
-		onDone: o.OnDone,
+		log: log,
 		h2: &http2.Server{
 			MaxConcurrentStreams:         maxConcurrentStreams,
 			IdleTimeout:                  serverIdleTimeout,
@@ -102,11 +93,11 @@ func NewServer(o ServerOptions) *Server {
 	return s
 }
 
-// ServeConn serves CONNECTs on conn with h until the connection ends, ctx is
-// done or the Server is closed, and closes conn. It does the TLS handshake if
-// the caller has not; the TLS config must verify the client (identity's
-// ServerTLSConfig does).
-func (s *Server) ServeConn(ctx context.Context, conn *tls.Conn, h Handler) {
+// ServeConn serves the CONNECTs on conn, each stream with h on its own
+// goroutine, until the connection ends, ctx is done or the Server is
+// closed, and closes conn. It does the TLS handshake if the caller has not;
+// the TLS config must verify the client (identity's ServerTLSConfig does).
+func (s *Server) ServeConn(ctx context.Context, conn *tls.Conn, h Handle) {
 	if !s.track(conn) {
 		conn.Close()
 		return
@@ -151,18 +142,9 @@ func (s *Server) accept(ctx context.Context, conn *tls.Conn) (*connState, error)
 	}
 	return &connState{
 		peer:   peer,
-		remote: addrPort(conn.RemoteAddr()),
-		local:  addrPort(conn.LocalAddr()),
+		remote: netaddr.AddrPort(conn.RemoteAddr()),
+		local:  netaddr.AddrPort(conn.LocalAddr()),
 	}, nil
-}
-
-func addrPort(a net.Addr) netip.AddrPort {
-	if ta, ok := a.(*net.TCPAddr); ok {
-		ap := ta.AddrPort()
-		return netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
-	}
-	ap, _ := netip.ParseAddrPort(a.String())
-	return ap
 }
 
 func (s *Server) track(conn *tls.Conn) bool {

@@ -7,6 +7,7 @@ import (
 	"net"
 	"os"
 	"slices"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -36,10 +37,10 @@ func tcpPair(t testing.TB) (client, server *net.TCPConn) {
 // ztunnel's tracked upstreams do: Copy then waits for readability.
 type wrapped struct {
 	*net.TCPConn
-	reads int // Read calls
+	reads atomic.Int32 // Read calls
 }
 
-func (w *wrapped) Read(p []byte) (int, error) { w.reads++; return w.TCPConn.Read(p) }
+func (w *wrapped) Read(p []byte) (int, error) { w.reads.Add(1); return w.TCPConn.Read(p) }
 
 // opaque hides everything but net.Conn: Copy reads with a buffer.
 type opaque struct{ net.Conn }
@@ -196,8 +197,8 @@ func TestSocketCopyReadsOnlyWhenReadable(t *testing.T) {
 	done := make(chan struct{})
 	go func() { Copy(opaque{up}, src); close(done) }()
 	time.Sleep(50 * time.Millisecond) // idle: the copy must not sit in Read
-	if src.reads != 0 {
-		t.Fatalf("idle socket read %d times before any data", src.reads)
+	if src.reads.Load() != 0 {
+		t.Fatalf("idle socket read %d times before any data", src.reads.Load())
 	}
 	app.Write([]byte("hello"))
 	backend.SetReadDeadline(time.Now().Add(5 * time.Second))
@@ -207,8 +208,8 @@ func TestSocketCopyReadsOnlyWhenReadable(t *testing.T) {
 	}
 	app.Close()
 	<-done
-	if src.reads != 2 { // the data, then the end of stream
-		t.Errorf("source read %d times, want 2 (data, EOF)", src.reads)
+	if n := src.reads.Load(); n != 2 { // the data, then the end of stream
+		t.Errorf("source read %d times, want 2 (data, EOF)", n)
 	}
 }
 

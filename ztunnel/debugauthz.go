@@ -10,6 +10,8 @@ import (
 	"github.com/agentmesh/agentmesh/api/meshconfig"
 	"github.com/agentmesh/agentmesh/api/policy"
 	"github.com/agentmesh/agentmesh/ztunnel/debug"
+	"github.com/agentmesh/agentmesh/ztunnel/record"
+	"github.com/agentmesh/agentmesh/ztunnel/resolve"
 )
 
 // httpError is an answer other than 200.
@@ -61,13 +63,13 @@ func (n *Node) checkAuthz(from, to, port string) (*debug.Authz, error) {
 		return nil, err
 	}
 	c.Port = uint16(p)
-	if !c.MTLS && n.fromNode(c.Addr) {
+	if !c.MTLS && n.auth.FromNode(c.Addr) {
 		c.FromNode, src.Node = true, true
 	}
 	d := policy.Evaluate(dst.Authz, c)
 	res := &debug.Authz{
 		Node: n.opts.NodeName, From: src, Port: c.Port,
-		To:       debug.AuthzDest{Workload: workloadName(dst), UID: dst.UID, Addr: dstAddr},
+		To:       debug.AuthzDest{Workload: record.WorkloadName(dst), UID: dst.UID, Addr: dstAddr},
 		Policies: []string{},
 		Decision: debug.AuthzDecision{Allow: d.Allow, Reason: d.Reason, Policy: d.Policy, Rule: d.Rule},
 	}
@@ -113,15 +115,15 @@ func checkSource(idx *meshconfig.Index, from string, dst netip.Addr) (debug.Auth
 	if ip, err := netip.ParseAddr(from); err == nil {
 		ip = ip.Unmap()
 		owner := idx.ByIP(ip)
-		return debug.AuthzPeer{Workload: workloadName(owner), Addr: ip},
-			policy.Conn{Addr: ip, Workload: workloadUID(owner)}, nil
+		return debug.AuthzPeer{Workload: record.WorkloadName(owner), Addr: ip},
+			policy.Conn{Addr: ip, Workload: resolve.UID(owner)}, nil
 	}
 	w, err := workloadByName(idx, from)
 	if err != nil {
 		return debug.AuthzPeer{}, policy.Conn{}, err
 	}
 	addr := addrLike(w.IPs, dst)
-	peer := debug.AuthzPeer{Workload: workloadName(w), Addr: addr}
+	peer := debug.AuthzPeer{Workload: record.WorkloadName(w), Addr: addr}
 	c := policy.Conn{Addr: addr, Workload: w.UID}
 	if w.Enrolled {
 		c.MTLS, c.Identity = true, idx.Config.Identity(w)

@@ -1,0 +1,62 @@
+// Package flow is the vocabulary of ztunnel's pipeline: a Pod as the
+// stages see it, and the Flow, the one value each proxied connection is
+// while it passes through them (accept, classify, resolve, detect,
+// authorize, transport, copy) and that record writes once it ended.
+package flow
+
+import (
+	"net/netip"
+	"time"
+
+	"github.com/agentmesh/agentmesh/api/meshconfig"
+	"github.com/agentmesh/agentmesh/api/policy"
+	"github.com/agentmesh/agentmesh/api/spiffe"
+)
+
+// Direction is which way a flow goes through this node, as seen from the
+// pod it serves.
+type Direction string
+
+// Directions.
+const (
+	Outbound Direction = "outbound" // the pod opened it
+	Inbound  Direction = "inbound"  // it reaches the pod
+)
+
+// Protocol is how a flow crosses the network.
+type Protocol string
+
+// Protocols.
+const (
+	HBONE       Protocol = "hbone"       // mTLS HTTP/2 CONNECT between node tunnels
+	Plaintext   Protocol = "plaintext"   // inbound from outside the mesh
+	Passthrough Protocol = "passthrough" // outbound to a destination outside the mesh
+)
+
+// Flow is one proxied connection. Each stage fills in what it learns; a
+// field nobody set stays zero.
+type Flow struct {
+	Direction Direction
+	Protocol  Protocol
+	Start     time.Time
+
+	// Src and Dst are the connection's ends: the app's address and its
+	// original destination (outbound), the peer and the pod's address
+	// (inbound).
+	Src, Dst                 netip.AddrPort
+	SrcWorkload, DstWorkload *meshconfig.Workload
+	SrcID, DstID             spiffe.ID
+	MTLS                     bool
+
+	// Sent is what the opener sent, Received what it got back.
+	Sent, Received int64
+	Err            error
+	// Authz is the decision that refused or closed the flow, or admitted
+	// it as a kubelet probe (what the access line names); nil otherwise.
+	Authz *policy.Decision
+}
+
+// New starts a flow.
+func New(d Direction, p Protocol, src, dst netip.AddrPort) *Flow {
+	return &Flow{Direction: d, Protocol: p, Src: src, Dst: dst, Start: time.Now()}
+}

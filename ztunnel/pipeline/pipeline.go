@@ -1,0 +1,49 @@
+// Package pipeline is one proxied connection from start to end, read top
+// to bottom: each accepted connection becomes a flow.Flow that passes
+// through the stages, each in its own package:
+//
+//	podnet     accept (the pod's listeners; the root starts the goroutine)
+//	classify   outbound | inbound HBONE | inbound plaintext; original destination
+//	resolve    addresses -> workloads and identities; HBONE or passthrough
+//	detect     what the bytes are (opaque today; the L7 seam)
+//	authorize  destination side: peer identity, AgentPolicy, live connections
+//	transport  the upstream: HBONE client or plain TCP, the app in the pod
+//	relay      the one copy loop
+//	record     the access line and the metrics
+//
+// The three entry points are the three listeners of a pod: Outbound,
+// Plaintext and HBONE. They return when the connection is done; the
+// caller owns the goroutine and closes the accepted conn after.
+package pipeline
+
+import (
+	"log/slog"
+	"time"
+
+	"github.com/agentmesh/agentmesh/api/meshconfig"
+	"github.com/agentmesh/agentmesh/ztunnel/authorize"
+	"github.com/agentmesh/agentmesh/ztunnel/classify"
+	"github.com/agentmesh/agentmesh/ztunnel/hbone"
+	"github.com/agentmesh/agentmesh/ztunnel/limits"
+	"github.com/agentmesh/agentmesh/ztunnel/record"
+	"github.com/agentmesh/agentmesh/ztunnel/resolve"
+	"github.com/agentmesh/agentmesh/ztunnel/transport"
+)
+
+// Pipeline holds the stages.
+type Pipeline struct {
+	Log       *slog.Logger
+	Index     func() *meshconfig.Index // the config in force
+	OrigDst   classify.OrigDst
+	Resolve   *resolve.Resolver
+	Authorize *authorize.Authorizer
+	Transport *transport.Transport
+	Limits    *limits.Limits
+	Record    *record.Recorder
+	// HBONE serves the CONNECT streams of inbound mTLS connections.
+	HBONEServer *hbone.Server
+	// ServerTLS gives the server TLS config of a pod's HBONE listener.
+	ServerTLS ServerCerts
+	// HandshakeTimeout bounds inbound TLS handshakes.
+	HandshakeTimeout time.Duration
+}

@@ -1,0 +1,58 @@
+package pipeline
+
+import (
+	"context"
+	"fmt"
+	"net"
+
+	"github.com/agentmesh/agentmesh/api/policy"
+	"github.com/agentmesh/agentmesh/ztunnel/authorize"
+	"github.com/agentmesh/agentmesh/ztunnel/classify"
+	"github.com/agentmesh/agentmesh/ztunnel/flow"
+	"github.com/agentmesh/agentmesh/ztunnel/relay"
+	"github.com/agentmesh/agentmesh/ztunnel/resolve"
+)
+
+// Plaintext delivers a connection sk_lookup steered to pod p's plaintext
+// listener, if p's policy admits plaintext from its source. A decision to
+// close it later (a config change) closes both ends.
+func (pl *Pipeline) Plaintext(ctx context.Context, p *flow.Pod, live *authorize.Live, c net.Conn) {
+	f := classify.Plaintext(c)
+	pl.Resolve.Plaintext(f, p)
+	pl.Record.Opened(f)
+	if err := authorize.Destination(p, f.Dst); err != nil {
+		f.Err = fmt.Errorf("refused: %w", err)
+		pl.Record.Access(f)
+		return
+	}
+	ac := &authorize.Conn{
+		Pod: p, Live: live, Src: f.Src, Dst: f.Dst, SrcWorkload: recordName(f.SrcWorkload),
+		Policy: policy.Conn{Workload: resolve.UID(f.SrcWorkload), Addr: f.Src.Addr(), Port: f.Dst.Port(),
+			FromNode: pl.Authorize.FromNode(f.Src.Addr())},
+	}
+	d := pl.Authorize.Admit(ac)
+	if !d.Allow {
+		f.Err, f.Authz = &authorize.Error{D: d}, &d
+		pl.Record.Access(f)
+		return
+	}
+	if d.Reason == policy.ReasonKubeletProbe {
+		f.Authz = &d // the access line says why policies did not apply
+	}
+	defer ac.End()
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	ac.Attach(func() { cancel(); c.Close() })
+	up, err := pl.Transport.Deliver(ctx, p, f.Dst)
+	if err == nil {
+		stop := context.AfterFunc(ctx, func() { up.Close() })
+		f.Sent, f.Received, f.Err = relay.Join(c, up)
+		stop()
+	} else {
+		f.Err = err
+	}
+	if d := ac.Revocation(); d != nil {
+		f.Err, f.Authz = &authorize.Error{D: *d, Closed: true}, d
+	}
+	pl.Record.Access(f)
+}

@@ -1,0 +1,52 @@
+package record
+
+import (
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Metrics are the series of the proxied connections and their policy
+// decisions, on the node's registry. Tests read them.
+type Metrics struct {
+	Opened            *prometheus.CounterVec // direction, protocol
+	Closed            *prometheus.CounterVec // direction, protocol, result
+	Bytes             *prometheus.CounterVec // direction, protocol, flow (sent|received)
+	Rejected          *prometheus.CounterVec // direction, reason
+	HandshakeFailures *prometheus.CounterVec // reason
+	Panics            prometheus.Counter
+	PolicyDecisions   *prometheus.CounterVec // decision, policy, reason
+	PolicyClosed      *prometheus.CounterVec // policy, reason
+}
+
+func newMetrics(reg prometheus.Registerer) *Metrics {
+	m := &Metrics{
+		Opened: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "ztunnel_connections_opened_total", Help: "Proxied connections opened.",
+		}, []string{"direction", "protocol"}),
+		Closed: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "ztunnel_connections_closed_total", Help: "Proxied connections closed, by result (ok|error).",
+		}, []string{"direction", "protocol", "result"}),
+		Bytes: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "ztunnel_bytes_total", Help: "Bytes proxied; flow is sent (by the connection's opener) or received.",
+		}, []string{"direction", "protocol", "flow"}),
+		Rejected: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "ztunnel_connections_rejected_total", Help: "Connections refused before proxying.",
+		}, []string{"direction", "reason"}),
+		HandshakeFailures: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "ztunnel_handshake_failures_total", Help: "Failed inbound mTLS handshakes, by reason.",
+		}, []string{"reason"}),
+		Panics: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "ztunnel_handler_panics_total", Help: "Panics recovered in connection handlers.",
+		}),
+		PolicyDecisions: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "ztunnel_policy_decisions_total",
+			Help: "Authorization decisions on inbound connections when they open, by decision (allow|deny), reason and deciding policy (namespace/name; for no-allow-match the Allow policies, comma separated; else empty).",
+		}, []string{"decision", "policy", "reason"}),
+		PolicyClosed: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "ztunnel_policy_closed_connections_total",
+			Help: "Live inbound connections closed because a new config no longer allows them, by the new decision's policy (as in ztunnel_policy_decisions_total) and reason.",
+		}, []string{"policy", "reason"}),
+	}
+	reg.MustRegister(m.Opened, m.Closed, m.Bytes, m.Rejected, m.HandshakeFailures, m.Panics,
+		m.PolicyDecisions, m.PolicyClosed)
+	return m
+}

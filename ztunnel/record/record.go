@@ -1,0 +1,114 @@
+// Package record is the last stage of ztunnel's pipeline: one access log
+// line and the metrics of every flow, whatever its path (HBONE, plaintext,
+// passthrough), and the counters of what happens on the way (refusals,
+// handshake failures, policy decisions, panics).
+package record
+
+import (
+	"context"
+	"log/slog"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/agentmesh/agentmesh/api/meshconfig"
+	"github.com/agentmesh/agentmesh/api/policy"
+	"github.com/agentmesh/agentmesh/api/spiffe"
+	"github.com/agentmesh/agentmesh/ztunnel/flow"
+)
+
+// Recorder writes access lines to its logger and counts on its metrics.
+// Safe for concurrent use.
+type Recorder struct {
+	log *slog.Logger
+	M   *Metrics
+}
+
+// New registers the metrics on reg.
+func New(log *slog.Logger, reg prometheus.Registerer) *Recorder {
+	return &Recorder{log: log, M: newMetrics(reg)}
+}
+
+// Opened counts a flow that starts being proxied.
+func (r *Recorder) Opened(f *flow.Flow) {
+	r.M.Opened.WithLabelValues(string(f.Direction), string(f.Protocol)).Inc()
+}
+
+// Rejected counts a connection refused before proxying (a limit).
+func (r *Recorder) Rejected(d flow.Direction, reason string) {
+	r.M.Rejected.WithLabelValues(string(d), reason).Inc()
+}
+
+// HandshakeFailed counts a failed inbound mTLS handshake.
+func (r *Recorder) HandshakeFailed(reason string) {
+	r.M.HandshakeFailures.WithLabelValues(reason).Inc()
+}
+
+// Panicked counts a panic recovered in a connection handler.
+func (r *Recorder) Panicked() { r.M.Panics.Inc() }
+
+// Decided counts the policy decision on a connection being opened.
+func (r *Recorder) Decided(d policy.Decision) {
+	verdict := "deny"
+	if d.Allow {
+		verdict = "allow"
+	}
+	r.M.PolicyDecisions.WithLabelValues(verdict, d.Policy, string(d.Reason)).Inc()
+}
+
+// PolicyClosed counts a live connection closed by a config change; d is
+// the new decision.
+func (r *Recorder) PolicyClosed(d policy.Decision) {
+	r.M.PolicyClosed.WithLabelValues(d.Policy, string(d.Reason)).Inc()
+}
+
+// Access writes f's access log line ("msg":"access") and counts it closed.
+func (r *Recorder) Access(f *flow.Flow) {
+	result := "ok"
+	if f.Err != nil {
+		result = f.Err.Error()
+	}
+	attrs := []slog.Attr{
+		slog.String("direction", string(f.Direction)),
+		slog.String("protocol", string(f.Protocol)),
+		slog.String("src_addr", f.Src.String()),
+		slog.String("dst_addr", f.Dst.String()),
+		slog.String("src_workload", WorkloadName(f.SrcWorkload)),
+		slog.String("src_identity", IDString(f.SrcID)),
+		slog.String("dst_workload", WorkloadName(f.DstWorkload)),
+		slog.String("dst_identity", IDString(f.DstID)),
+		slog.Bool("mtls", f.MTLS),
+		slog.Int64("bytes_sent", f.Sent),
+		slog.Int64("bytes_received", f.Received),
+		slog.Int64("duration_ms", time.Since(f.Start).Milliseconds()),
+		slog.String("result", result),
+	}
+	if f.Authz != nil {
+		attrs = append(attrs, slog.String("authz", string(f.Authz.Reason)), slog.String("policy", f.Authz.Policy))
+	}
+	r.log.LogAttrs(context.Background(), slog.LevelInfo, "access", attrs...)
+	ok := "ok"
+	if f.Err != nil {
+		ok = "error"
+	}
+	d, p := string(f.Direction), string(f.Protocol)
+	r.M.Closed.WithLabelValues(d, p, ok).Inc()
+	r.M.Bytes.WithLabelValues(d, p, "sent").Add(float64(f.Sent))
+	r.M.Bytes.WithLabelValues(d, p, "received").Add(float64(f.Received))
+}
+
+// WorkloadName is w's namespace/name, "" for nil.
+func WorkloadName(w *meshconfig.Workload) string {
+	if w == nil {
+		return ""
+	}
+	return w.Namespace + "/" + w.Name
+}
+
+// IDString is id as text, "" for the zero id.
+func IDString(id spiffe.ID) string {
+	if id.IsZero() {
+		return ""
+	}
+	return id.String()
+}

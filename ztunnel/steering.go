@@ -1,0 +1,55 @@
+package ztunnel
+
+import (
+	"fmt"
+	"net/netip"
+	"slices"
+	"syscall"
+
+	"github.com/agentmesh/agentmesh/ztunnel/podnet"
+)
+
+// registerLocked inserts the inbound sockets into the SOCKHASH for every pod
+// ip so sk_lookup can steer traffic to them.
+func (n *Node) registerLocked(p *pod) error {
+	for _, l := range p.listeners {
+		if l.Kind == podnet.Outbound {
+			continue
+		}
+		sc, ok := l.Ln.(syscall.Conn)
+		if !ok {
+			return fmt.Errorf("register listener %s: not a socket", l.Ln.Addr())
+		}
+		for _, ip := range p.flow.IPs {
+			if err := n.opts.Listeners.Put(ip, l.Port(), sc); err != nil {
+				return fmt.Errorf("register listener %s:%d: %w", ip, l.Port(), err)
+			}
+			l.registered = append(l.registered, ip)
+		}
+	}
+	return nil
+}
+
+// unregisterLocked undoes a partial setup: SOCKHASH entries, then sockets.
+func (n *Node) unregisterLocked(p *pod) {
+	for _, l := range p.listeners {
+		for _, ip := range l.registered {
+			n.opts.Listeners.Delete(ip, l.Port()) //nolint:errcheck // best effort on a failed setup
+		}
+		l.Ln.Close()
+	}
+	p.listeners = nil
+}
+
+// podIPs merges the addresses agentd saw with the config's, unmapped.
+func podIPs(lists ...[]netip.Addr) []netip.Addr {
+	var out []netip.Addr
+	for _, l := range lists {
+		for _, ip := range l {
+			if ip = ip.Unmap(); ip.IsValid() && !slices.Contains(out, ip) {
+				out = append(out, ip)
+			}
+		}
+	}
+	return out
+}

@@ -1,0 +1,117 @@
+// Package transport opens the upstream of a flow: on the source side an
+// HBONE stream to the destination pod's node tunnel (mTLS with the source
+// pod's certificate, the destination's identity required) or plain TCP to a
+// destination outside the mesh; on the destination side the connection to
+// the app inside its pod. Every socket it makes takes a unit of the fd
+// budget until closed.
+package transport
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"time"
+
+	"github.com/agentmesh/agentmesh/api/mesh"
+	"github.com/agentmesh/agentmesh/api/spiffe"
+	"github.com/agentmesh/agentmesh/ztunnel/flow"
+	"github.com/agentmesh/agentmesh/ztunnel/hbone"
+	"github.com/agentmesh/agentmesh/ztunnel/limits"
+	"github.com/agentmesh/agentmesh/ztunnel/record"
+)
+
+// ClientCerts gives the TLS config of an HBONE connection from local to
+// expectedPeer (identity.Manager).
+type ClientCerts interface {
+	ClientTLSConfig(local, expectedPeer spiffe.ID) *tls.Config
+}
+
+// Transport opens upstreams. Safe for concurrent use.
+type Transport struct {
+	hbone       *hbone.Client
+	certs       ClientCerts
+	limits      *limits.Limits
+	rec         *record.Recorder
+	dialTimeout time.Duration
+}
+
+// New returns a Transport; Close it to close its pooled HBONE connections.
+func New(client *hbone.Client, certs ClientCerts, l *limits.Limits, rec *record.Recorder, dialTimeout time.Duration) *Transport {
+	return &Transport{hbone: client, certs: certs, limits: l, rec: rec, dialTimeout: dialTimeout}
+}
+
+// Dial opens the upstream of outbound flow f from pod p, bounded by the
+// dial timeout: an HBONE stream to the destination pod's ztunnel, or a
+// plain TCP connection for a passthrough.
+func (t *Transport) Dial(ctx context.Context, p *flow.Pod, f *flow.Flow) (net.Conn, error) {
+	ctx, cancel := context.WithTimeout(ctx, t.dialTimeout)
+	defer cancel()
+	if f.Protocol == flow.Passthrough {
+		c, err := t.dial(ctx, flow.Outbound, p, f.Dst)
+		if err != nil {
+			return nil, fmt.Errorf("passthrough dial %s: %w", f.Dst, err)
+		}
+		return c, nil
+	}
+	c, err := t.hbone.Dial(ctx, hbone.Target{
+		SrcID:     f.SrcID,
+		DstID:     f.DstID,
+		SrcIP:     p.IPFor(f.Dst.Addr()),
+		HBONEAddr: netip.AddrPortFrom(f.Dst.Addr(), mesh.HBONEPort),
+		Authority: f.Dst,
+		TLS:       t.certs.ClientTLSConfig(f.SrcID, f.DstID),
+		Dial: func(ctx context.Context, addr netip.AddrPort) (net.Conn, error) {
+			return t.dial(ctx, flow.Outbound, p, addr)
+		},
+	})
+	if err == nil && c == nil {
+		err = errors.New("hbone client returned no conn")
+	}
+	if err != nil {
+		return nil, err // already says hbone, the authority and the address
+	}
+	return c, nil
+}
+
+// Deliver connects to the app at dst inside pod p, bounded by the dial
+// timeout: the upstream of an inbound flow.
+func (t *Transport) Deliver(ctx context.Context, p *flow.Pod, dst netip.AddrPort) (net.Conn, error) {
+	ctx, cancel := context.WithTimeout(ctx, t.dialTimeout)
+	defer cancel()
+	c, err := t.dial(ctx, flow.Inbound, p, dst)
+	if err != nil {
+		return nil, fmt.Errorf("deliver to %s: %w", dst, err)
+	}
+	return c, nil
+}
+
+// CloseSource closes the pooled HBONE connections dialed from ip (a pod
+// going away: they keep its netns alive).
+func (t *Transport) CloseSource(ip netip.Addr) { t.hbone.CloseSource(ip) }
+
+// Close closes every pooled HBONE connection.
+func (t *Transport) Close() error { return t.hbone.Close() }
+
+// dial connects from inside p's netns (marked, so the capture lets it
+// pass); the socket takes a unit of the fd budget until it is closed.
+// Without one left it fails with limits.ErrOverloaded, counted as a
+// rejection in dir.
+func (t *Transport) dial(ctx context.Context, dir flow.Direction, p *flow.Pod, addr netip.AddrPort) (net.Conn, error) {
+	if !t.limits.FDs.Take() {
+		t.rec.Rejected(dir, limits.ReasonFDBudget)
+		t.limits.NoteRefusal(limits.ReasonFDBudget, string(dir))
+		return nil, fmt.Errorf("dial %s: %w (%s)", addr, limits.ErrOverloaded, limits.ReasonFDBudget)
+	}
+	c, err := p.Net.Dial(ctx, addr)
+	if err != nil {
+		t.limits.FDs.Give()
+		return nil, err
+	}
+	return &budgeted{Conn: c, release: t.limits.FDs.Give}, nil
+}
+
+// Stats counts the pooled HBONE connections and their streams.
+func (t *Transport) Stats() hbone.PoolStats { return t.hbone.Stats() }
