@@ -80,7 +80,7 @@ func startStreamServer(t *testing.T) *streamServer {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s := &streamServer{hub: stream.NewHub(nil), caFile: filepath.Join(t.TempDir(), "ca.pem")}
+	s := &streamServer{hub: stream.NewHub(stream.All), caFile: filepath.Join(t.TempDir(), "ca.pem")}
 	if err := os.WriteFile(s.caFile, certPEM, 0o600); err != nil {
 		t.Fatal(err)
 	}

@@ -124,7 +124,7 @@ func run(ctx context.Context, o *options, d deps) error {
 	if err != nil {
 		return err
 	}
-	hub := stream.NewHub(nil)
+	hub := stream.NewHub(stream.All)
 	hub.SetTrustBundle(certPEM)
 	l := newLeader(d.client, o, certPEM, d.log, reg)
 	rec, stopEvents, err := newRecorder(d.client)
