@@ -3,6 +3,7 @@ package configsource
 import (
 	"cmp"
 	"fmt"
+	"slices"
 	"strings"
 )
 
@@ -18,7 +19,7 @@ func (f *Flags) Check() error {
 		standalone = append(standalone, flagValue{"--" + s.Name, *s.Value})
 	}
 	connect := []flagValue{{"--controller-ca", f.ControllerCA}, {"--token-file", f.TokenFile}}
-	need, refuse := standalone, append(connect, flagValue{"--controller-server-name", f.ControllerServerName})
+	need, refuse := standalone, slices.Concat(connect, []flagValue{{"--controller-server-name", f.ControllerServerName}})
 	if f.Kubernetes() {
 		need, refuse = connect, standalone
 	}
