@@ -18,9 +18,7 @@ import (
 
 // options are the flags of agentd run.
 type options struct {
-	// mode is --node, --config and, for Kubernetes mode (the config from
-	// the controller), --controller and its connection flags.
-	mode   configsource.Flags
+	mode   configsource.Flags // --node, and --config or --controller with its connection flags
 	pinDir string
 	cgroup string
 	socket string

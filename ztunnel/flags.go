@@ -15,14 +15,12 @@ import (
 
 // options are ztunnel's command-line flags.
 type options struct {
-	// mode is --node, --config and, for Kubernetes mode (config, trust
-	// bundle and certificates from the controller), --controller and its
-	// connection flags.
-	mode         configsource.Flags
+	mode         configsource.Flags // --node, and --config or --controller with its connection flags
 	pinDir       string
 	agentdSocket string
-	caCert       string // standalone mode: the local CA
-	caKey        string
+	// Standalone mode: the local CA. In Kubernetes mode config, trust
+	// bundle and certificates come from the controller.
+	caCert, caKey string
 
 	certLifetime time.Duration
 	adminAddr    string
