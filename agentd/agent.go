@@ -9,7 +9,9 @@ import (
 	"time"
 
 	"github.com/agentmesh/agentmesh/agentd/loader"
+	"github.com/agentmesh/agentmesh/api/configapi"
 	"github.com/agentmesh/agentmesh/api/meshconfig"
+	"github.com/agentmesh/agentmesh/internal/configsource"
 	"github.com/agentmesh/agentmesh/internal/handoff"
 )
 
@@ -27,8 +29,13 @@ import (
 // unenrolled: capture must survive an agentd restart or upgrade, and
 // "agentd cleanup" is the way to remove the mesh from a node.
 func run(ctx context.Context, o *options, log *slog.Logger, open func(loader.Options) (Datapath, error)) (err error) {
-	log = log.With("node", o.node)
-	src, finder, err := newFeed(o, log.With("component", "config"))
+	log = log.With("node", o.mode.Node)
+	src, err := configsource.New(o.mode, configsource.Options{Component: configapi.ComponentAgentd,
+		Interval: o.watchInterval, Logger: log.With("component", "config")})
+	if err != nil {
+		return err
+	}
+	finder, err := newFinder(o, log.With("component", "config"))
 	if err != nil {
 		return err
 	}
@@ -37,7 +44,7 @@ func run(ctx context.Context, o *options, log *slog.Logger, open func(loader.Opt
 		return fmt.Errorf("open datapath: %w", err)
 	}
 	defer func() { err = errors.Join(err, closeDatapath(dp)) }()
-	r, err := newReconciler(o.node, dp, nil, log.With("component", "reconcile"))
+	r, err := newReconciler(o.mode.Node, dp, nil, log.With("component", "reconcile"))
 	if err != nil {
 		return err
 	}
@@ -61,8 +68,11 @@ func run(ctx context.Context, o *options, log *slog.Logger, open func(loader.Opt
 			cancel() // a failed server ends agentd
 		})
 	})
-	log.Info("agentd running", append([]any{"socket", o.socket, "pin_dir", o.pinDir}, src.describe()...)...)
+	log.Info("agentd running", append([]any{"socket", o.socket, "pin_dir", o.pinDir}, src.Describe()...)...)
 	loop(ctx, src, o.retryInterval, r, log, serve)
+	if err := src.Close(); err != nil {
+		log.Warn("close config source", "err", err)
+	}
 	cancel()
 	serve() // if it never started: Run returns at once and removes the socket
 	wg.Wait()
@@ -71,6 +81,23 @@ func run(ctx context.Context, o *options, log *slog.Logger, open func(loader.Opt
 	}
 	log.Info("agentd stopped; pods stay enrolled")
 	return nil
+}
+
+// newFinder returns the finder of pod network namespaces in Kubernetes
+// mode: by their cgroup below --cgroup (default: the cgroup2 root). In
+// standalone mode it is nil: Workload.Netns names them.
+func newFinder(o *options, log *slog.Logger) (NetnsFinder, error) {
+	if !o.mode.Kubernetes() {
+		return nil, nil
+	}
+	root := o.cgroup
+	if root == "" {
+		var err error
+		if root, err = loader.FindCgroup2Root(); err != nil {
+			return nil, err
+		}
+	}
+	return NewCgroupFinder(root, log)
 }
 
 func closeDatapath(dp Datapath) error {
@@ -82,13 +109,14 @@ func closeDatapath(dp Datapath) error {
 
 // loop reconciles every new config from src, and retries failed pods
 // every retryInterval, until ctx is done. It calls synced after every sync.
-// It returns after src ended.
-func loop(ctx context.Context, src feed, retryInterval time.Duration, r *reconciler, log *slog.Logger, synced func()) {
+// It returns after src ended. While the controller is away src applies
+// nothing, so the last config stays.
+func loop(ctx context.Context, src *configsource.Source, retryInterval time.Duration, r *reconciler, log *slog.Logger, synced func()) {
 	configs := make(chan *meshconfig.Config, 1)
 	var wg sync.WaitGroup
 	defer wg.Wait()
 	wg.Go(func() {
-		src.run(ctx, func(c *meshconfig.Config) { offerLatest(configs, c) })
+		src.Run(ctx, func(c *meshconfig.Config) { offerLatest(configs, c) }, nil) //nolint:errcheck // returns nil when ctx is done
 	})
 	retry := time.NewTimer(0)
 	retry.Stop()

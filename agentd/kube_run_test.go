@@ -25,6 +25,7 @@ import (
 	"github.com/agentmesh/agentmesh/controller/ca"
 	"github.com/agentmesh/agentmesh/controller/stream"
 	"github.com/agentmesh/agentmesh/controller/view"
+	"github.com/agentmesh/agentmesh/internal/configsource"
 	"github.com/agentmesh/agentmesh/internal/netns"
 	"github.com/agentmesh/agentmesh/internal/pki"
 )
@@ -32,10 +33,10 @@ import (
 func TestRunFlagsModes(t *testing.T) {
 	kube := []string{"--node", "n", "--controller", "ctl:15012", "--controller-ca", "ca.pem", "--token-file", "tok"}
 	o, err := parseRunFlags(append(kube, "--controller-server-name", "ctl.svc"), &strings.Builder{})
-	if err != nil || !o.kubernetes() || o.controllerCA != "ca.pem" || o.tokenFile != "tok" || o.controllerServerName != "ctl.svc" {
+	if err != nil || !o.mode.Kubernetes() || o.mode.ControllerCA != "ca.pem" || o.mode.TokenFile != "tok" || o.mode.ControllerServerName != "ctl.svc" {
 		t.Fatalf("kubernetes mode: %+v, %v", o, err)
 	}
-	if o, err := parseRunFlags([]string{"--node", "n", "--config", "c.json"}, &strings.Builder{}); err != nil || o.kubernetes() {
+	if o, err := parseRunFlags([]string{"--node", "n", "--config", "c.json"}, &strings.Builder{}); err != nil || o.mode.Kubernetes() {
 		t.Fatalf("standalone mode: %+v, %v", o, err)
 	}
 	for _, tc := range []struct {
@@ -79,7 +80,7 @@ func startStreamServer(t *testing.T) *streamServer {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s := &streamServer{hub: stream.NewHub(nil), caFile: filepath.Join(t.TempDir(), "ca.pem")}
+	s := &streamServer{hub: stream.NewHub(stream.All), caFile: filepath.Join(t.TempDir(), "ca.pem")}
 	if err := os.WriteFile(s.caFile, certPEM, 0o600); err != nil {
 		t.Fatal(err)
 	}
@@ -149,7 +150,7 @@ func TestRunKubernetesMode(t *testing.T) {
 	dir := t.TempDir()
 	tok := filepath.Join(dir, "token")
 	os.WriteFile(tok, []byte("tok-"+node), 0o600)
-	o := &options{node: node, controller: ctl.addr, controllerCA: ctl.caFile, tokenFile: tok, cgroup: tree.root,
+	o := &options{mode: configsource.Flags{Node: node, Controller: ctl.addr, ControllerCA: ctl.caFile, TokenFile: tok}, cgroup: tree.root,
 		socket: filepath.Join(dir, "agentd.sock"), retryInterval: 50 * time.Millisecond}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)

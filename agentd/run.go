@@ -6,30 +6,26 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"slices"
 	"strings"
 	"time"
 
 	"github.com/agentmesh/agentmesh/agentd/loader"
 	"github.com/agentmesh/agentmesh/api/mesh"
+	"github.com/agentmesh/agentmesh/internal/configsource"
 	"github.com/agentmesh/agentmesh/internal/logging"
 )
 
 // options are the flags of agentd run.
 type options struct {
-	node       string
-	configPath string
-	pinDir     string
-	cgroup     string
-	socket     string
-	log        logging.Flags
-	// Kubernetes mode: the config comes from the controller.
-	controller           string
-	controllerCA         string
-	tokenFile            string
-	controllerServerName string
+	mode   configsource.Flags // --node, and --config or --controller with its connection flags
+	pinDir string
+	cgroup string
+	socket string
+	log    logging.Flags
 
 	// Not flags: intervals that tests shorten.
-	watchInterval time.Duration
+	watchInterval time.Duration // default configsource.DefaultInterval
 	retryInterval time.Duration
 }
 
@@ -56,15 +52,10 @@ func Run(ctx context.Context, args []string, stdout io.Writer) error {
 func openLoader(o loader.Options) (Datapath, error) { return loader.Open(o) }
 
 func parseRunFlags(args []string, out io.Writer) (*options, error) {
-	o := &options{watchInterval: 500 * time.Millisecond, retryInterval: 2 * time.Second}
+	o := &options{retryInterval: 2 * time.Second}
 	fs := flag.NewFlagSet("agentd run", flag.ContinueOnError)
 	fs.SetOutput(out)
-	fs.StringVar(&o.node, "node", "", "name of this node (required)")
-	fs.StringVar(&o.configPath, "config", "", "standalone mode: mesh config JSON file")
-	fs.StringVar(&o.controller, "controller", "", "Kubernetes mode: controller address host:port (replaces --config); pod netns are found by their cgroup below --cgroup")
-	fs.StringVar(&o.controllerCA, "controller-ca", "", "Kubernetes mode: PEM roots that verify the controller")
-	fs.StringVar(&o.tokenFile, "token-file", "", "Kubernetes mode: file with this pod's bound ServiceAccount token (re-read on every call)")
-	fs.StringVar(&o.controllerServerName, "controller-server-name", "", "Kubernetes mode: name to verify in the controller's certificate (default: the host of --controller)")
+	o.mode.Register(fs, configsource.Component{ControllerNote: "; pod netns are found by their cgroup below --cgroup"})
 	fs.StringVar(&o.pinDir, "pin-dir", mesh.DefaultPinDir, "bpffs directory for pinned maps, programs and links")
 	fs.StringVar(&o.cgroup, "cgroup", "", "cgroup v2 directory to attach capture to (default: the cgroup2 root)")
 	fs.StringVar(&o.socket, "socket", mesh.DefaultAgentdSocket, "unix socket ztunnel connects to")
@@ -72,16 +63,35 @@ func parseRunFlags(args []string, out io.Writer) (*options, error) {
 	if err := fs.Parse(args); err != nil {
 		return nil, err
 	}
-	switch {
-	case fs.NArg() > 0:
+	if fs.NArg() > 0 {
 		return nil, fmt.Errorf("unexpected arguments: %q", fs.Args())
-	case o.node == "":
-		return nil, errors.New("--node is required")
 	}
-	if err := o.checkMode(); err != nil {
+	if err := checkMode(&o.mode); err != nil {
 		return nil, err
 	}
 	return o, nil
+}
+
+// checkMode is the mode check every node component shares, in the words
+// agentd has always used (its users and tests match on them): one problem
+// at a time, a missing --node first. ztunnel names them all at once
+// (configsource.ModeError).
+func checkMode(f *configsource.Flags) error {
+	var e *configsource.ModeError
+	if err := f.Check(); !errors.As(err, &e) {
+		return err
+	}
+	switch {
+	case slices.Contains(e.Missing, "--node"):
+		return errors.New("--node is required")
+	case e.Kubernetes && len(e.Refused) > 0:
+		return e // "--config cannot be used with --controller: ..."
+	case e.Kubernetes:
+		return errors.New("--controller needs --controller-ca and --token-file")
+	case len(e.Missing) > 0:
+		return errors.New("--config is required (or --controller, --controller-ca and --token-file for Kubernetes mode)")
+	}
+	return fmt.Errorf("%s only works with --controller (Kubernetes mode)", slices.Min(e.Refused))
 }
 
 // cleanup runs "agentd cleanup": remove every pin, which detaches capture.

@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/agentmesh/agentmesh/internal/configsource"
 	"github.com/agentmesh/agentmesh/internal/testutil"
 
 	"github.com/agentmesh/agentmesh/agentd/loader"
@@ -52,9 +53,9 @@ func TestRunKeepsLastGoodConfig(t *testing.T) {
 	ev := &eventLog{}
 	dp := newFakeDatapath(ev)
 	dir := t.TempDir()
-	o := &options{node: node, configPath: filepath.Join(dir, "mesh.json"), socket: filepath.Join(dir, "run", "agentd.sock"),
+	o := &options{mode: configsource.Flags{Node: node, ConfigPath: filepath.Join(dir, "mesh.json")}, socket: filepath.Join(dir, "run", "agentd.sock"),
 		watchInterval: 20 * time.Millisecond, retryInterval: 50 * time.Millisecond}
-	save(t, o.configPath, config(workload("a", a, true), workload("b", b, true)))
+	save(t, o.mode.ConfigPath, config(workload("a", a, true), workload("b", b, true)))
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() {
@@ -65,7 +66,7 @@ func TestRunKeepsLastGoodConfig(t *testing.T) {
 	ev.waitForAnyOrder(t, fmt.Sprintf("dp enroll %d", a.cookie), fmt.Sprintf("dp enroll %d", b.cookie),
 		fmt.Sprintf("zt add a %d", a.cookie), fmt.Sprintf("zt add b %d", b.cookie), "zt snapshot a,b")
 
-	if err := os.WriteFile(o.configPath, []byte(`{"workloads": [{"uid": "a"`), 0o644); err != nil {
+	if err := os.WriteFile(o.mode.ConfigPath, []byte(`{"workloads": [{"uid": "a"`), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	waitForLog(t, logs, "ignoring invalid mesh config")
@@ -74,7 +75,7 @@ func TestRunKeepsLastGoodConfig(t *testing.T) {
 		t.Fatalf("an invalid config caused %q", ev)
 	}
 
-	save(t, o.configPath, config(workload("b", b, true)))
+	save(t, o.mode.ConfigPath, config(workload("b", b, true)))
 	ev.waitFor(t, "zt del a", fmt.Sprintf("dp unenroll %d", a.cookie))
 
 	cancel()
@@ -107,9 +108,9 @@ func TestRunRetriesFailedPod(t *testing.T) {
 	dp := newFakeDatapath(ev)
 	dp.setFail(a.path, errInjected)
 	dir := t.TempDir()
-	o := &options{node: node, configPath: filepath.Join(dir, "mesh.json"), socket: filepath.Join(dir, "agentd.sock"),
+	o := &options{mode: configsource.Flags{Node: node, ConfigPath: filepath.Join(dir, "mesh.json")}, socket: filepath.Join(dir, "agentd.sock"),
 		watchInterval: 20 * time.Millisecond, retryInterval: 30 * time.Millisecond}
-	save(t, o.configPath, config(workload("a", a, true)))
+	save(t, o.mode.ConfigPath, config(workload("a", a, true)))
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	done := make(chan error, 1)
@@ -127,7 +128,7 @@ func TestRunRetriesFailedPod(t *testing.T) {
 
 func TestRunFailsWhenDatapathFails(t *testing.T) {
 	log, _ := newLog(t)
-	o := &options{node: node, configPath: "/nonexistent", socket: filepath.Join(t.TempDir(), "s")}
+	o := &options{mode: configsource.Flags{Node: node, ConfigPath: "/nonexistent"}, socket: filepath.Join(t.TempDir(), "s")}
 	err := run(context.Background(), o, log, func(loader.Options) (Datapath, error) { return nil, errInjected })
 	if !errors.Is(err, errInjected) {
 		t.Fatalf("run = %v, want the datapath error", err)

@@ -31,13 +31,19 @@ type leader struct {
 	is      atomic.Bool
 	current atomic.Pointer[string] // identity of the current leader
 	elected chan struct{}          // cap 1: this replica started leading
-	// onElected is called each time this replica starts leading (it must
-	// not block): the policy status writer catches up.
-	onElected func()
+	writer  leaderWriter
 }
 
-func newLeader(c kubernetes.Interface, o *options, rootPEM []byte, log *slog.Logger, reg prometheus.Registerer) *leader {
-	l := &leader{client: c, o: o, rootPEM: rootPEM, log: log, elected: make(chan struct{}, 1),
+// leaderWriter is a writer that works only while this replica leads (the
+// policy status writer). SetLeader must not block.
+type leaderWriter interface {
+	SetLeader(leads bool)
+}
+
+// newLeader returns the elector; it tells w each time this replica starts
+// and stops leading.
+func newLeader(c kubernetes.Interface, o *options, rootPEM []byte, w leaderWriter, log *slog.Logger, reg prometheus.Registerer) *leader {
+	l := &leader{client: c, o: o, rootPEM: rootPEM, writer: w, log: log, elected: make(chan struct{}, 1),
 		gauge: prometheus.NewGauge(prometheus.GaugeOpts{Name: "agentmesh_controller_leader",
 			Help: "1 while this replica is the elected leader."})}
 	reg.MustRegister(l.gauge)
@@ -77,9 +83,7 @@ func (l *leader) start() {
 	l.gauge.Set(1)
 	l.current.Store(&l.o.identity)
 	l.log.Info("became leader", "id", l.o.identity)
-	if l.onElected != nil {
-		l.onElected()
-	}
+	l.writer.SetLeader(true)
 	select {
 	case l.elected <- struct{}{}:
 	default:
@@ -89,6 +93,7 @@ func (l *leader) start() {
 func (l *leader) stop() {
 	if l.is.Swap(false) {
 		l.gauge.Set(0)
+		l.writer.SetLeader(false)
 		l.log.Info("lost leadership", "id", l.o.identity)
 	}
 }
@@ -116,9 +121,6 @@ func (l *leader) duties(ctx context.Context) {
 		}
 	}
 }
-
-// isLeader reports whether this replica leads now.
-func (l *leader) isLeader() bool { return l.is.Load() }
 
 // status for /status.
 func (l *leader) status() (isLeader bool, current string) {

@@ -27,7 +27,6 @@ import (
 	"net/http"
 	"os"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -107,9 +106,12 @@ type deps struct {
 	log      *slog.Logger
 }
 
-// run wires the pieces. Start order: the AgentPolicy CRD check, CA root,
-// informers, gRPC server, admin HTTP, leader election and the policy
-// status writer. Shutdown order: the hub closes (every stream
+// run builds the pieces in order, each from what it needs, then serves.
+// The watcher's caches come first (the policy status writer, the CA and
+// the stream server read them); its output goes to views, which run hands
+// to the watcher when it starts it. Start order: the AgentPolicy CRD
+// check, CA root, informers, gRPC server, admin HTTP, leader election and
+// the policy status writer. Shutdown order: the hub closes (every stream
 // ends with Unavailable and nodes reconnect, possibly to another replica),
 // the gRPC server stops, then informers, leader election (the lease is
 // released) and the admin server.
@@ -124,26 +126,17 @@ func run(ctx context.Context, o *options, d deps) error {
 	if err != nil {
 		return err
 	}
-	hub := stream.NewHub(nil)
-	hub.SetTrustBundle(certPEM)
-	l := newLeader(d.client, o, certPEM, d.log, reg)
 	rec, stopEvents, err := newRecorder(d.client)
 	if err != nil {
 		return err
 	}
 	defer stopEvents()
-	var snap atomic.Pointer[view.Snapshot]
-	var statuses *policystatus.Writer // set before the watcher runs
-	var streams *stream.Server        // set before the watcher runs, so before any node event
-	watcher, err := view.NewWatcher(d.client, d.dynamic, view.Options{TrustDomain: o.trustDomain, Debounce: o.debounce,
-		Logger: d.log, OnNodeDeleted: func(n string) { streams.DropNode(n) },
-		OnSnapshot: func(s *view.Snapshot) { hub.Update(s); snap.Store(s); statuses.Update(s) }})
+	watcher, err := view.NewWatcher(d.client, d.dynamic, view.Options{TrustDomain: o.trustDomain, Debounce: o.debounce, Logger: d.log})
 	if err != nil {
 		return err
 	}
-	statuses = policystatus.New(policystatus.Options{Client: d.dynamic, Events: rec, Current: watcher.Policy,
-		IsLeader: l.isLeader, Logger: d.log})
-	l.onElected = statuses.Kick
+	statuses := policystatus.New(policystatus.Options{Client: d.dynamic, Events: rec, Current: watcher.Policy, Logger: d.log})
+	l := newLeader(d.client, o, certPEM, statuses, d.log, reg)
 	authority, err := ca.New(ca.Options{CertPEM: certPEM, KeyPEM: keyPEM, TrustDomain: o.trustDomain,
 		Lifetime: o.certLifetime, Pods: watcher, ServiceAccounts: watcher, Logger: d.log, Registerer: reg})
 	if err != nil {
@@ -154,13 +147,21 @@ func run(ctx context.Context, o *options, d deps) error {
 		return err
 	}
 	authn := auth.New(auth.Options{Reviewer: d.reviewer, Audiences: o.audiences, NodeServiceAccounts: o.nodeSAs, Logger: d.log})
-	streams = stream.NewServer(stream.Options{Hub: hub, Authorize: auth.AuthorizeNode, NodeExists: watcher.NodeExists,
+	hub := stream.NewHub(stream.All)
+	hub.SetTrustBundle(certPEM)
+	streams := stream.NewServer(stream.Options{Hub: hub, Authorize: auth.AuthorizeNode, NodeExists: watcher.NodeExists,
 		Logger: d.log, Registerer: reg})
 	gs := newGRPCServer(serving, authn)
 	configapi.Register(gs, meshService{Server: streams, ca: authority})
+	out := &views{hub: hub, statuses: statuses, streams: streams}
 	return serve(ctx, o, d, tasks{
-		watcher: watcher.Run, leader: l.run, status: statuses.Run, grpc: gs, hub: hub, streams: streams,
-		admin: adminHandler(reg, streams, hub, l, o.identity, debugWorkload{snap: &snap, policy: watcher.Policy}),
+		watcher: func(ctx context.Context) error { return watcher.Run(ctx, out) },
+		leader:  l.run,
+		status:  statuses.Run,
+		grpc:    gs,
+		hub:     hub,
+		streams: streams,
+		admin:   adminHandler(reg, streams, hub, l, o.identity, debugWorkload{snap: &out.latest, policy: watcher.Policy}),
 	})
 }
 

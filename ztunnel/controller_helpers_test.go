@@ -65,7 +65,7 @@ func startTestController(t *testing.T, pods map[string][]*corev1.Pod) *testContr
 	if err != nil {
 		t.Fatal(err)
 	}
-	c := &testController{t: t, hub: stream.NewHub(nil), reg: prometheus.NewRegistry(), rootPEM: certPEM, local: local}
+	c := &testController{t: t, hub: stream.NewHub(stream.All), reg: prometheus.NewRegistry(), rootPEM: certPEM, local: local}
 	authority, err := ca.New(ca.Options{CertPEM: certPEM, KeyPEM: keyPEM, TrustDomain: td, Lifetime: 2 * time.Hour,
 		Pods: podTable(pods), ServiceAccounts: podTable(pods), Logger: discard, Registerer: c.reg})
 	if err != nil {

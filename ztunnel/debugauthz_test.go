@@ -1,19 +1,14 @@
 package ztunnel
 
 import (
-	"context"
 	"io"
 	"net/http"
 	"net/http/httptest"
 	"net/netip"
 	"net/url"
-	"os"
-	"path/filepath"
-	"slices"
 	"strconv"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/google/go-cmp/cmp"
 
@@ -156,65 +151,4 @@ func mustAtoi(t *testing.T, s string) int {
 		t.Fatal(err)
 	}
 	return v
-}
-
-// TestStandaloneAuthzFill: the file source gives workloads without "authz"
-// allowAll and keeps an explicit one; the controller source fills nothing.
-func TestStandaloneAuthzFill(t *testing.T) {
-	path := filepath.Join(t.TempDir(), "mesh.json")
-	file := `{"trustDomain":"cluster.local","workloads":[
-	  {"uid":"u1","name":"open","namespace":"agents","serviceAccount":"open","node":"n1","ips":["198.18.1.1"],"enrolled":true},
-	  {"uid":"u2","name":"locked","namespace":"agents","serviceAccount":"locked","node":"n1","ips":["198.18.1.2"],"enrolled":true,
-	   "authz":{"mtlsMode":"STRICT","default":"Deny","probePorts":[8080],"policies":[{"namespace":"agents","name":"p","action":"Allow","rules":[{"index":0}]}]}}]}`
-	if err := os.WriteFile(path, []byte(file), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	src := &fileSource{path: path, log: discard}
-	applied := make(chan *meshconfig.Config, 1)
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() {
-		done <- src.run(ctx, func(c *meshconfig.Config) {
-			select {
-			case applied <- c:
-			default:
-			}
-		}, nil)
-	}()
-	var c *meshconfig.Config
-	select {
-	case c = <-applied:
-	case <-time.After(5 * time.Second):
-		t.Fatal("no config applied")
-	}
-	cancel()
-	<-done
-	idx := meshconfig.NewIndex(c)
-	if got := idx.ByUID("u1").Authz; !cmp.Equal(got, allowAll()) {
-		t.Errorf("workload without authz got %+v, want %+v", got, allowAll())
-	}
-	locked := idx.ByUID("u2").Authz
-	if locked == nil || locked.MTLSMode != policy.MTLSStrict || locked.Default != policy.ActionDeny || len(locked.Policies) != 1 ||
-		!slices.Equal(locked.ProbePorts, []uint16{8080}) {
-		t.Errorf("explicit authz not kept: %+v", locked)
-	}
-	// Each filled workload has its own target.
-	c2, _ := meshconfig.Parse([]byte(file))
-	c2.Workloads = append(c2.Workloads, c2.Workloads[0])
-	c2.Workloads[2].UID = "u3"
-	fillStandaloneAuthz(c2)
-	if c2.Workloads[0].Authz == c2.Workloads[2].Authz {
-		t.Error("filled workloads share one target")
-	}
-
-	// Kubernetes mode: nil stays nil (no policy data: deny).
-	var got *meshconfig.Config
-	cs := &controllerSource{apply: func(c *meshconfig.Config) { got = c }}
-	kc, _ := meshconfig.Parse([]byte(file))
-	if err := cs.onConfig(kc); err != nil {
-		t.Fatal(err)
-	}
-	if got.Workloads[0].Authz != nil {
-		t.Errorf("controller source filled in authz: %+v", got.Workloads[0].Authz)
-	}
 }

@@ -28,14 +28,15 @@ const shutdownBudget = 15 * time.Second
 // returns after everything it started has stopped (bounded by a budget).
 // Logs go to stderr; usage goes to stdout.
 //
-// Two modes (see checkMode): standalone (--config file, local CA from
-// --ca-cert/--ca-key) and Kubernetes (--controller: config and trust bundle
-// from the controller's stream, certificates from its CA). Both feed the
-// same Node.SetConfig. In Kubernetes mode readiness also waits for the
-// first config, and while the controller is away ztunnel keeps serving
-// with the last config and its current certificates. A pod agentd takes
-// away while the config lists it as opted out (not enrolled, still on this
-// node) is drained, not removed: see drainingNode.
+// Two modes (internal/configsource and source): standalone (--config
+// file, local CA from --ca-cert/--ca-key) and Kubernetes (--controller:
+// config and trust bundle from the controller's stream, certificates from
+// its CA). Both feed the same Node.SetConfig. In Kubernetes mode readiness
+// also waits for the first config, and while the controller is away
+// ztunnel keeps serving with the last config and its current
+// certificates. A pod agentd takes away while the config lists it as opted
+// out (not enrolled, still on this node) is drained, not removed: see
+// drainingNode.
 //
 // Start order: HTTP servers (admin, metrics, readiness; not ready yet),
 // certificate manager, pinned maps (waits for agentd), the node's own
@@ -62,7 +63,7 @@ func Run(ctx context.Context, args []string, stdout io.Writer) error {
 	if err != nil {
 		return err
 	}
-	log := o.log.Logger(os.Stderr).With("node", o.node)
+	log := o.log.Logger(os.Stderr).With("node", o.mode.Node)
 	return run(ctx, o, log)
 }
 
@@ -111,7 +112,7 @@ func run(ctx context.Context, o *options, log *slog.Logger) error {
 	addrTask := startTask("node addresses", log, addrs.Run)
 	tables := bpfTables{origDst: maps.OrigDst, listeners: maps.Listeners}
 	node := NewNode(NodeOptions{
-		NodeName: o.node, Logger: log, Certs: certs, OrigDst: tables, Listeners: tables, NodeAddrs: addrs, Registry: reg,
+		NodeName: o.mode.Node, Logger: log, Certs: certs, OrigDst: tables, Listeners: tables, NodeAddrs: addrs, Registry: reg,
 		MaxConnections: o.maxConns,
 	})
 	admin.set(node.AdminHandler())

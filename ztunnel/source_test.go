@@ -6,14 +6,21 @@ import (
 	"errors"
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"slices"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/google/go-cmp/cmp"
 	corev1 "k8s.io/api/core/v1"
 
+	"github.com/agentmesh/agentmesh/api/configapi"
 	"github.com/agentmesh/agentmesh/api/meshconfig"
+	"github.com/agentmesh/agentmesh/api/policy"
 	"github.com/agentmesh/agentmesh/api/spiffe"
+	"github.com/agentmesh/agentmesh/internal/configsource"
 	"github.com/agentmesh/agentmesh/ztunnel/identity"
 )
 
@@ -133,4 +140,72 @@ func mustPool(t *testing.T, pem []byte) *x509.CertPool {
 		t.Fatal(errors.New("no certificates in pem"))
 	}
 	return p
+}
+
+// TestStandaloneAuthzFill: the file source gives workloads without "authz"
+// allowAll and keeps an explicit one; the controller source fills nothing.
+func TestStandaloneAuthzFill(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "mesh.json")
+	file := `{"trustDomain":"cluster.local","workloads":[
+	  {"uid":"u1","name":"open","namespace":"agents","serviceAccount":"open","node":"n1","ips":["198.18.1.1"],"enrolled":true},
+	  {"uid":"u2","name":"locked","namespace":"agents","serviceAccount":"locked","node":"n1","ips":["198.18.1.2"],"enrolled":true,
+	   "authz":{"mtlsMode":"STRICT","default":"Deny","probePorts":[8080],"policies":[{"namespace":"agents","name":"p","action":"Allow","rules":[{"index":0}]}]}}]}`
+	if err := os.WriteFile(path, []byte(file), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	src := &source{cfg: newConfigSource(t, configsource.Flags{Node: "n1", ConfigPath: path})}
+	applied := make(chan *meshconfig.Config, 1)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() {
+		done <- src.run(ctx, func(c *meshconfig.Config) {
+			select {
+			case applied <- c:
+			default:
+			}
+		}, nil)
+	}()
+	var c *meshconfig.Config
+	select {
+	case c = <-applied:
+	case <-time.After(5 * time.Second):
+		t.Fatal("no config applied")
+	}
+	cancel()
+	<-done
+	idx := meshconfig.NewIndex(c)
+	if got := idx.ByUID("u1").Authz; !cmp.Equal(got, allowAll()) {
+		t.Errorf("workload without authz got %+v, want %+v", got, allowAll())
+	}
+	locked := idx.ByUID("u2").Authz
+	if locked == nil || locked.MTLSMode != policy.MTLSStrict || locked.Default != policy.ActionDeny || len(locked.Policies) != 1 ||
+		!slices.Equal(locked.ProbePorts, []uint16{8080}) {
+		t.Errorf("explicit authz not kept: %+v", locked)
+	}
+	// Each filled workload has its own target.
+	c2, _ := meshconfig.Parse([]byte(file))
+	c2.Workloads = append(c2.Workloads, c2.Workloads[0])
+	c2.Workloads[2].UID = "u3"
+	fillStandaloneAuthz(c2)
+	if c2.Workloads[0].Authz == c2.Workloads[2].Authz {
+		t.Error("filled workloads share one target")
+	}
+
+	// Kubernetes mode: nil stays nil (no policy data: deny).
+	var got *meshconfig.Config
+	cs := &source{cfg: newConfigSource(t, configsource.Flags{Node: "n1", Controller: "ctl:15012", ControllerCA: "ca.pem", TokenFile: "tok"})}
+	kc, _ := meshconfig.Parse([]byte(file))
+	cs.applier(func(c *meshconfig.Config) { got = c })(kc)
+	if got.Workloads[0].Authz != nil {
+		t.Errorf("controller source filled in authz: %+v", got.Workloads[0].Authz)
+	}
+}
+
+func newConfigSource(t *testing.T, f configsource.Flags) *configsource.Source {
+	t.Helper()
+	s, err := configsource.New(f, configsource.Options{Component: configapi.ComponentZtunnel, Logger: discard})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
 }

@@ -10,6 +10,7 @@ import (
 	"errors"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -33,16 +34,16 @@ type Options struct {
 	Events record.EventRecorder
 	// Current returns the cached AgentPolicy namespace/name, or nil.
 	Current func(namespace, name string) *v1alpha1.AgentPolicy
-	// IsLeader reports whether this replica may write now.
-	IsLeader func() bool
-	Logger   *slog.Logger
+	Logger  *slog.Logger
 }
 
 // Writer brings policy status and events in line with the latest
-// snapshot. Update and Kick are safe for concurrent use; Run owns the rest.
+// snapshot while this replica leads (SetLeader). Update, Kick and
+// SetLeader are safe for concurrent use; Run owns the rest.
 type Writer struct {
-	o    Options
-	kick chan struct{} // cap 1
+	o     Options
+	kick  chan struct{} // cap 1
+	leads atomic.Bool   // this replica may write now
 
 	mu   sync.Mutex
 	snap *view.Snapshot // guarded by mu: the latest
@@ -74,11 +75,21 @@ func (w *Writer) Update(s *view.Snapshot) {
 	w.Kick()
 }
 
-// Kick asks for a sync, for example when this replica becomes leader.
+// Kick asks for a sync.
 func (w *Writer) Kick() {
 	select {
 	case w.kick <- struct{}{}:
 	default:
+	}
+}
+
+// SetLeader tells the writer whether this replica leads (a new Writer does
+// not): only the leader writes. Becoming leader starts a sync, which
+// catches up with what the last leader left. It never blocks.
+func (w *Writer) SetLeader(leads bool) {
+	w.leads.Store(leads)
+	if leads {
+		w.Kick()
 	}
 }
 
@@ -97,7 +108,7 @@ func (w *Writer) Run(ctx context.Context) {
 		case <-w.kick:
 		case <-retry.C:
 		}
-		if !w.o.IsLeader() {
+		if !w.leads.Load() {
 			continue
 		}
 		if err := w.sync(ctx); err != nil && ctx.Err() == nil {

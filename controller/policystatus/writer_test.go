@@ -42,13 +42,14 @@ func newFixture(t *testing.T) *fixture {
 		f.patches = append(f.patches, m)
 		return true, &v1alpha1.AgentPolicy{}, nil
 	})
-	f.w = New(Options{Client: dyn, Events: f.events, IsLeader: func() bool { return true }, Logger: slog.New(slog.DiscardHandler),
+	f.w = New(Options{Client: dyn, Events: f.events, Logger: slog.New(slog.DiscardHandler),
 		Current: func(ns, name string) *v1alpha1.AgentPolicy {
 			if f.cache == nil || f.cache.Namespace != ns || f.cache.Name != name {
 				return nil
 			}
 			return f.cache
 		}})
+	f.w.SetLeader(true)
 	return f
 }
 

@@ -46,7 +46,7 @@ func policyKeys(r *configapi.ConfigResponse) []string {
 // TestHubAuthzOnlyToOwnNode: a workload's authorization data goes to its
 // own node only, and a change to it alone wakes no other node.
 func TestHubAuthzOnlyToOwnNode(t *testing.T) {
-	h := NewHub(nil)
+	h := NewHub(All)
 	defer h.Subscribe("n1")()
 	defer h.Subscribe("n2")()
 	ps := []policy.Policy{pol("p", 80)}
@@ -96,7 +96,7 @@ func TestHubAuthzOnlyToOwnNode(t *testing.T) {
 // the body alone goes to the nodes that refer to it and carries no
 // workload; a policy nothing on a node refers to never reaches it.
 func TestHubPoliciesOncePerNode(t *testing.T) {
-	h := NewHub(nil)
+	h := NewHub(All)
 	defer h.Subscribe("n1")()
 	defer h.Subscribe("n2")()
 	ws := []meshconfig.Workload{
@@ -162,7 +162,7 @@ func BenchmarkPolicySnapshot(b *testing.B) {
 		x.Authz = &policy.Target{MTLSMode: policy.MTLSPermissive, Default: policy.ActionAllow, PolicyRefs: []string{ps[i%namespaces].Key()}}
 		ws = append(ws, x)
 	}
-	h := NewHub(nil)
+	h := NewHub(All)
 	defer h.Subscribe("n0")()
 	h.Update(snapPol(ps, ws...))
 	var size, inline int

@@ -55,13 +55,10 @@ type nodeVer struct {
 	refs    int
 }
 
-// NewHub returns an empty hub; vis nil means All. Versions start at the
-// current Unix time in milliseconds so that they keep increasing across
-// controller restarts.
+// NewHub returns an empty hub whose nodes see what vis says (All: every
+// workload). Versions start at the current Unix time in milliseconds so
+// that they keep increasing across controller restarts.
 func NewHub(vis Visibility) *Hub {
-	if vis == nil {
-		vis = All
-	}
 	return &Hub{
 		visible: vis,
 		logSize: defaultLogSize,

@@ -48,7 +48,7 @@ func noNext(t *testing.T, h *Hub, node string, cur Cursor) Cursor {
 }
 
 func TestHubSnapshotThenDeltas(t *testing.T) {
-	h := NewHub(nil)
+	h := NewHub(All)
 	h.SetTrustBundle([]byte("bundle"))
 	defer h.Subscribe("n1")()
 	h.Update(snap(w("a", "n1", "10.0.0.1"), w("b", "n2", "10.0.0.2")))
@@ -122,7 +122,7 @@ func TestHubPerNodeVersions(t *testing.T) {
 // TestHubFallsBackToFull: a stream further behind than the log gets a full
 // snapshot.
 func TestHubFallsBackToFull(t *testing.T) {
-	h := NewHub(nil)
+	h := NewHub(All)
 	h.logSize = 2
 	defer h.Subscribe("n1")()
 	h.Update(snap(w("a", "n1", "10.0.0.1")))
@@ -137,7 +137,7 @@ func TestHubFallsBackToFull(t *testing.T) {
 }
 
 func TestHubBundleChangeIsAVersion(t *testing.T) {
-	h := NewHub(nil)
+	h := NewHub(All)
 	defer h.Subscribe("n1")()
 	h.Update(snap())
 	r0, cur := next(t, h, "n1", Cursor{})
@@ -149,7 +149,7 @@ func TestHubBundleChangeIsAVersion(t *testing.T) {
 }
 
 func TestHubCloseWakes(t *testing.T) {
-	h := NewHub(nil)
+	h := NewHub(All)
 	defer h.Subscribe("n1")()
 	h.Update(snap())
 	_, cur, wake, _ := h.Next("n1", Cursor{})
@@ -166,7 +166,7 @@ func TestHubCloseWakes(t *testing.T) {
 
 // BenchmarkHubUpdate: one pod changes among many, many nodes subscribed.
 func BenchmarkHubUpdate(b *testing.B) {
-	h := NewHub(nil)
+	h := NewHub(All)
 	var ws []meshconfig.Workload
 	for i := range 5000 {
 		ws = append(ws, w(netip.AddrFrom4([4]byte{10, 1, byte(i >> 8), byte(i)}).String(), "n", netip.AddrFrom4([4]byte{10, 1, byte(i >> 8), byte(i)}).String()))
@@ -183,7 +183,7 @@ func BenchmarkHubUpdate(b *testing.B) {
 }
 
 func TestHubCloseBeforeReady(t *testing.T) {
-	h := NewHub(nil)
+	h := NewHub(All)
 	h.Close()
 	select {
 	case <-h.Done():

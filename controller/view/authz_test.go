@@ -259,18 +259,19 @@ func TestWatcherPolicies(t *testing.T) {
 	p := agentPolicy("a", "p", db, v1alpha1.ActionAllow, v1alpha1.Rule{Ports: []v1alpha1.Port{{Port: 80}}})
 	snaps := make(chan *Snapshot, 1)
 	w, err := NewWatcher(fake.NewClientset(ns("a", enabled), pod("a", "db", "n1", "10.0.0.1", labelled(db))), fakeDynamic(t, p),
-		Options{TrustDomain: "td", Logger: slog.New(slog.DiscardHandler), OnSnapshot: func(s *Snapshot) {
-			select {
-			case snaps <- s:
-			default:
-			}
-		}})
+		Options{TrustDomain: "td", Logger: slog.New(slog.DiscardHandler)})
 	if err != nil {
 		t.Fatal(err)
 	}
+	sink := sinkFuncs{snapshot: func(s *Snapshot) {
+		select {
+		case snaps <- s:
+		default:
+		}
+	}}
 	ctx, cancel := context.WithCancel(t.Context())
 	done := make(chan error, 1)
-	go func() { done <- w.Run(ctx) }()
+	go func() { done <- w.Run(ctx, sink) }()
 	defer func() { cancel(); <-done }()
 	s := <-snaps
 	if got := names(byName(s, "db").Authz); !slices.Equal(got, []string{"a/p"}) || len(s.Policies) != 1 || s.Policies[0].UID != "puid-p" {

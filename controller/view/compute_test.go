@@ -61,14 +61,14 @@ func compute(t *testing.T, objs ...runtime.Object) *Snapshot {
 	}
 	ctx, cancel := context.WithCancel(t.Context())
 	got := make(chan *Snapshot, 1)
-	w.o.OnSnapshot = func(s *Snapshot) {
+	sink := sinkFuncs{snapshot: func(s *Snapshot) {
 		select {
 		case got <- s:
 		default:
 		}
-	}
+	}}
 	done := make(chan error, 1)
-	go func() { done <- w.Run(ctx) }()
+	go func() { done <- w.Run(ctx, sink) }()
 	defer func() { cancel(); <-done }()
 	select {
 	case s := <-got:
@@ -248,13 +248,13 @@ func TestDeterministic(t *testing.T) {
 func TestWatcherFollowsChanges(t *testing.T) {
 	client := fake.NewClientset(ns("a", enabled))
 	snaps := make(chan *Snapshot, 16)
-	w, err := NewWatcher(client, fakeDynamic(t), Options{TrustDomain: "td", Logger: slog.New(slog.DiscardHandler), Debounce: 50 * time.Millisecond, OnSnapshot: func(s *Snapshot) { snaps <- s }})
+	w, err := NewWatcher(client, fakeDynamic(t), Options{TrustDomain: "td", Logger: slog.New(slog.DiscardHandler), Debounce: 50 * time.Millisecond})
 	if err != nil {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(t.Context())
 	done := make(chan error, 1)
-	go func() { done <- w.Run(ctx) }()
+	go func() { done <- w.Run(ctx, sinkFuncs{snapshot: func(s *Snapshot) { snaps <- s }}) }()
 	t.Cleanup(func() { cancel(); <-done })
 	if s := <-snaps; len(s.Workloads) != 0 {
 		t.Fatalf("first snapshot has %d workloads, want 0", len(s.Workloads))

@@ -21,3 +21,21 @@ func fakeDynamic(t *testing.T, policies ...runtime.Object) dynamic.Interface {
 	return dynamicfake.NewSimpleDynamicClientWithCustomListKinds(s,
 		map[schema.GroupVersionResource]string{PolicyResource: "AgentPolicyList"}, policies...)
 }
+
+// sinkFuncs is a Sink of two funcs; a nil one drops its events.
+type sinkFuncs struct {
+	snapshot    func(*Snapshot)
+	nodeDeleted func(string)
+}
+
+func (f sinkFuncs) Snapshot(s *Snapshot) {
+	if f.snapshot != nil {
+		f.snapshot(s)
+	}
+}
+
+func (f sinkFuncs) NodeDeleted(node string) {
+	if f.nodeDeleted != nil {
+		f.nodeDeleted(node)
+	}
+}

@@ -1,30 +1,25 @@
 package view
 
 import (
-	"fmt"
-
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/client-go/informers"
 	"k8s.io/client-go/tools/cache"
 )
 
 // watchGates adds the Node and ServiceAccount informers. Their changes do
-// not alter the snapshot, so they do not trigger a recompute.
-func (w *Watcher) watchGates(f informers.SharedInformerFactory) error {
-	nodeInf := f.Core().V1().Nodes().Informer()
-	if _, err := nodeInf.AddEventHandler(cache.ResourceEventHandlerFuncs{DeleteFunc: w.nodeDeleted}); err != nil {
-		return fmt.Errorf("add node event handler: %w", err)
-	}
+// not alter the snapshot, so they do not trigger a recompute; Run tells
+// its Sink of deleted Nodes.
+func (w *Watcher) watchGates(f informers.SharedInformerFactory) {
+	w.nodeInf = f.Core().V1().Nodes().Informer()
 	w.nodes = f.Core().V1().Nodes().Lister()
 	saInf := f.Core().V1().ServiceAccounts().Informer()
 	w.sas = f.Core().V1().ServiceAccounts().Lister()
-	w.synced = append(w.synced, nodeInf.HasSynced, saInf.HasSynced)
-	return nil
+	w.synced = append(w.synced, w.nodeInf.HasSynced, saInf.HasSynced)
 }
 
-// nodeDeleted tells OnNodeDeleted, also for a delete seen only as a final
-// state unknown (the watch missed it and a relist found the node gone).
-func (w *Watcher) nodeDeleted(obj any) {
+// nodeDeleted tells sink, also of a delete seen only as a final state
+// unknown (the watch missed it and a relist found the node gone).
+func (w *Watcher) nodeDeleted(obj any, sink Sink) {
 	if d, ok := obj.(cache.DeletedFinalStateUnknown); ok {
 		obj = d.Obj
 	}
@@ -33,9 +28,7 @@ func (w *Watcher) nodeDeleted(obj any) {
 		return
 	}
 	w.o.Logger.Info("node deleted", "node", n.Name)
-	if w.o.OnNodeDeleted != nil {
-		w.o.OnNodeDeleted(n.Name)
-	}
+	sink.NodeDeleted(n.Name)
 }
 
 // NodeExists reports whether the cache holds a Node named name.

@@ -24,21 +24,21 @@ func TestGates(t *testing.T) {
 	client := fake.NewClientset(node("n1"), node("n2"), sa("apps", "web"), sa("apps", "db"))
 	var mu sync.Mutex
 	var deleted []string
-	var w *Watcher
-	w, err := NewWatcher(client, fakeDynamic(t), Options{Logger: slog.New(slog.DiscardHandler), OnNodeDeleted: func(n string) {
-		mu.Lock()
-		defer mu.Unlock()
-		if w.NodeExists(n) {
-			t.Errorf("OnNodeDeleted(%s) while NodeExists is still true", n)
-		}
-		deleted = append(deleted, n)
-	}})
+	w, err := NewWatcher(client, fakeDynamic(t), Options{Logger: slog.New(slog.DiscardHandler)})
 	if err != nil {
 		t.Fatal(err)
 	}
+	sink := sinkFuncs{nodeDeleted: func(n string) {
+		mu.Lock()
+		defer mu.Unlock()
+		if w.NodeExists(n) {
+			t.Errorf("NodeDeleted(%s) while NodeExists is still true", n)
+		}
+		deleted = append(deleted, n)
+	}}
 	ctx, cancel := context.WithCancel(t.Context())
 	done := make(chan error, 1)
-	go func() { done <- w.Run(ctx) }()
+	go func() { done <- w.Run(ctx, sink) }()
 	t.Cleanup(func() { cancel(); <-done })
 	waitTrue(t, "caches synced", w.HasSynced)
 	cs := client.CoreV1()

@@ -30,13 +30,17 @@ type Options struct {
 	// ResyncPeriod of the informers (0: none).
 	ResyncPeriod time.Duration
 	Logger       *slog.Logger
-	// OnSnapshot receives every computed snapshot, the first once the caches
+}
+
+// Sink takes what a Watcher produces.
+type Sink interface {
+	// Snapshot receives every computed snapshot, the first once the caches
 	// have synced. It is called from Run's goroutine, one at a time.
-	OnSnapshot func(*Snapshot)
-	// OnNodeDeleted is called with the name of every deleted Node, after
-	// the cache has dropped it (so NodeExists is already false). It runs on
-	// an informer goroutine and must not block.
-	OnNodeDeleted func(node string)
+	Snapshot(*Snapshot)
+	// NodeDeleted is called with the name of every deleted Node, after the
+	// cache has dropped it (so NodeExists is already false). It runs on an
+	// informer goroutine and must not block.
+	NodeDeleted(node string)
 }
 
 // Watcher runs shared informers on Namespaces, Pods, Services,
@@ -48,6 +52,7 @@ type Watcher struct {
 	o       Options
 	factory informers.SharedInformerFactory
 	podInf  cache.SharedIndexInformer
+	nodeInf cache.SharedIndexInformer
 	pods    corelisters.PodLister
 	nss     corelisters.NamespaceLister
 	svcs    corelisters.ServiceLister
@@ -62,7 +67,8 @@ type Watcher struct {
 }
 
 // NewWatcher prepares informers on client, and on dyn for AgentPolicies;
-// Run starts them.
+// Run starts them. Its caches (NodeExists, Policy, PodsOnNode, ...) may be
+// read from the start; they are empty until Run has synced them.
 func NewWatcher(client kubernetes.Interface, dyn dynamic.Interface, o Options) (*Watcher, error) {
 	if o.Debounce <= 0 {
 		o.Debounce = 100 * time.Millisecond
@@ -92,9 +98,7 @@ func NewWatcher(client kubernetes.Interface, dyn dynamic.Interface, o Options) (
 		}
 		w.synced = append(w.synced, inf.HasSynced)
 	}
-	if err := w.watchGates(f); err != nil {
-		return nil, err
-	}
+	w.watchGates(f)
 	if err := w.watchPolicies(dyn); err != nil {
 		return nil, err
 	}
@@ -116,10 +120,15 @@ func (w *Watcher) poke() {
 	}
 }
 
-// Run starts the informers, waits for their caches, then computes a
-// snapshot after every burst of changes until ctx is done. It returns after
-// the informers have stopped.
-func (w *Watcher) Run(ctx context.Context) error {
+// Run starts the informers, waits for their caches, then hands sink a
+// snapshot after every burst of changes, and every deleted Node, until ctx
+// is done. It returns after the informers have stopped. Call it once.
+func (w *Watcher) Run(ctx context.Context, sink Sink) error {
+	if _, err := w.nodeInf.AddEventHandler(cache.ResourceEventHandlerFuncs{
+		DeleteFunc: func(obj any) { w.nodeDeleted(obj, sink) },
+	}); err != nil {
+		return fmt.Errorf("add node event handler: %w", err)
+	}
 	defer w.factory.Shutdown()
 	defer w.policyFactory.Shutdown()
 	w.factory.Start(ctx.Done())
@@ -129,7 +138,7 @@ func (w *Watcher) Run(ctx context.Context) error {
 	}
 	w.o.Logger.Info("informer caches synced")
 	for {
-		w.publish()
+		sink.Snapshot(w.Compute())
 		if !w.settle(ctx) {
 			return nil
 		}
@@ -159,12 +168,6 @@ func (w *Watcher) settle(ctx context.Context) bool {
 		case <-deadline.C:
 			return true
 		}
-	}
-}
-
-func (w *Watcher) publish() {
-	if w.o.OnSnapshot != nil {
-		w.o.OnSnapshot(w.Compute())
 	}
 }
 
