@@ -19,7 +19,7 @@
 //   - Connections (conn.go): each accepted socket is admitted by the limits
 //     and handed to its listener's pipeline entry on a goroutine the pod
 //     owns, which recovers from a panic and closes the socket at the end.
-//   - The process (run.go, flags.go, mode.go, source.go): standalone or
+//   - The process (run.go, flags.go, source.go): standalone or
 //     Kubernetes mode, the admin API (/healthz, /pods, /certs, /config,
 //     /debug/authz, /debug/pprof), readiness, Prometheus metrics, and the
 //     start and shutdown order (see Run).
