@@ -2,9 +2,11 @@ package ztunnel
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"runtime/debug"
+	"time"
 
 	"github.com/agentmesh/agentmesh/ztunnel/classify"
 	"github.com/agentmesh/agentmesh/ztunnel/flow"
@@ -12,14 +14,34 @@ import (
 	"github.com/agentmesh/agentmesh/ztunnel/podnet"
 )
 
+// acceptBackoff is the pause after a failed accept (EMFILE, say), so the
+// loop does not spin; the listener stays.
+const acceptBackoff = 100 * time.Millisecond
+
 // startAcceptLoops serves every listener of p until it is closed, each
 // accepted connection on its own goroutine owned by the pod (goConn).
 func (n *Node) startAcceptLoops(p *pod) {
 	for _, l := range p.listeners {
-		p.wg.Go(func() {
-			l.Serve(p.ctx.Done(), func(kind podnet.Kind, c net.Conn) { n.accepted(p, kind, c) },
-				func(err error) { n.log.Error("accept failed", "pod", p.name(), "listener", l.Kind, "err", err) })
-		})
+		p.wg.Go(func() { n.acceptLoop(p, l) })
+	}
+}
+
+func (n *Node) acceptLoop(p *pod, l *podListener) {
+	for {
+		c, err := l.Ln.Accept()
+		if errors.Is(err, net.ErrClosed) {
+			return
+		}
+		if err != nil {
+			n.log.Error("accept failed", "pod", p.name(), "listener", l.Kind, "err", err)
+			select {
+			case <-p.ctx.Done():
+				return
+			case <-time.After(acceptBackoff):
+			}
+			continue
+		}
+		n.accepted(p, l.Kind, c)
 	}
 }
 

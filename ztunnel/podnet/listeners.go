@@ -1,10 +1,8 @@
 package podnet
 
 import (
-	"errors"
 	"fmt"
 	"net"
-	"time"
 
 	"github.com/agentmesh/agentmesh/api/mesh"
 )
@@ -68,31 +66,4 @@ func Open(n Net) ([]*Listener, error) {
 		out = append(out, &Listener{Kind: s.kind, Ln: ln})
 	}
 	return out, nil
-}
-
-// acceptBackoff is the pause after a failed accept (EMFILE, say), so the
-// loop does not spin; the listener stays.
-const acceptBackoff = 100 * time.Millisecond
-
-// Serve accepts on l until it is closed and gives every connection to
-// handle, on the accept goroutine: handle must not block (it starts the
-// connection's own goroutine, or refuses it). A failed accept is reported
-// to failed and retried after a pause, unless stop is closed by then.
-func (l *Listener) Serve(stop <-chan struct{}, handle func(Kind, net.Conn), failed func(error)) {
-	for {
-		c, err := l.Ln.Accept()
-		if errors.Is(err, net.ErrClosed) {
-			return
-		}
-		if err != nil {
-			failed(err)
-			select {
-			case <-stop:
-				return
-			case <-time.After(acceptBackoff):
-			}
-			continue
-		}
-		handle(l.Kind, c)
-	}
 }

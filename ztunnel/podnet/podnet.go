@@ -1,9 +1,9 @@
-// Package podnet is the accept stage of ztunnel's pipeline and the only
+// Package podnet is the socket layer under ztunnel's pipeline and the only
 // place that makes sockets inside pods' network namespaces: Net listens
 // and dials inside one pod's netns (the real one with setns and SO_MARK,
-// or the in-memory Fake of the tests), and Listeners are the sockets
-// ztunnel opens in every enrolled pod, with the loops that accept on them.
-// It knows nothing of what the connections carry.
+// or podnettest's fake), and Open makes the listeners ztunnel has in every
+// enrolled pod (the accept loops are the node's: it owns their
+// goroutines). It knows nothing of what the connections carry.
 package podnet
 
 import (
