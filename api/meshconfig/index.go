@@ -8,16 +8,31 @@ type Index struct {
 	Config *Config
 	byUID  map[string]*Workload
 	byIP   map[netip.Addr]*Workload
+	byVIP  map[netip.Addr]*Service
+	byName map[string]*Service // "namespace/name"
 }
 
 // NewIndex indexes c.
 func NewIndex(c *Config) *Index {
-	x := &Index{Config: c, byUID: map[string]*Workload{}, byIP: map[netip.Addr]*Workload{}}
+	x := &Index{
+		Config: c,
+		byUID:  map[string]*Workload{},
+		byIP:   map[netip.Addr]*Workload{},
+		byVIP:  map[netip.Addr]*Service{},
+		byName: map[string]*Service{},
+	}
 	for i := range c.Workloads {
 		w := &c.Workloads[i]
 		x.byUID[w.UID] = w
 		for _, ip := range w.IPs {
 			x.byIP[ip.Unmap()] = w
+		}
+	}
+	for i := range c.Services {
+		s := &c.Services[i]
+		x.byName[s.Key()] = s
+		for _, ip := range s.VIPs {
+			x.byVIP[ip.Unmap()] = s
 		}
 	}
 	return x
@@ -28,6 +43,12 @@ func (x *Index) ByUID(uid string) *Workload { return x.byUID[uid] }
 
 // ByIP returns the workload that owns ip, or nil.
 func (x *Index) ByIP(ip netip.Addr) *Workload { return x.byIP[ip.Unmap()] }
+
+// ServiceByVIP returns the Service whose virtual IP is ip, or nil.
+func (x *Index) ServiceByVIP(ip netip.Addr) *Service { return x.byVIP[ip.Unmap()] }
+
+// Service returns the Service namespace/name, or nil.
+func (x *Index) Service(namespace, name string) *Service { return x.byName[namespace+"/"+name] }
 
 // OnNode returns the workloads scheduled on node.
 func (x *Index) OnNode(node string) []*Workload {

@@ -33,3 +33,22 @@ type Endpoint struct {
 	// Ports maps a port name to the endpoint's port number, for named target ports.
 	Ports map[string]uint16 `json:"ports,omitempty"`
 }
+
+// Port returns the service port numbered port, or nil.
+func (s *Service) Port(port uint16) *ServicePort {
+	for i := range s.Ports {
+		if s.Ports[i].Port == port {
+			return &s.Ports[i]
+		}
+	}
+	return nil
+}
+
+// TargetPort is the port endpoint e serves service port p on: p's target
+// port by number, else e's port of that name (0 when e has none).
+func (e *Endpoint) TargetPort(p *ServicePort) uint16 {
+	if p.TargetPort != 0 {
+		return p.TargetPort
+	}
+	return e.Ports[p.Name]
+}

@@ -122,9 +122,14 @@ func endpoint(e discoveryv1.Endpoint, named map[string]uint16) (meshconfig.Endpo
 func slicePorts(s *EndpointSlice) map[string]uint16 {
 	out := map[string]uint16{}
 	for _, p := range s.Ports {
-		if p.Name != nil && *p.Name != "" && p.Port != nil {
-			out[*p.Name] = uint16(*p.Port)
+		if p.Port == nil {
+			continue
 		}
+		name := "" // the one port of a single-port Service may be unnamed
+		if p.Name != nil {
+			name = *p.Name
+		}
+		out[name] = uint16(*p.Port)
 	}
 	return out
 }
