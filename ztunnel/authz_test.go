@@ -85,7 +85,11 @@ func TestPolicyHBONE(t *testing.T) {
 
 // TestPolicyPlaintext: plaintext to a STRICT workload is refused, to a
 // PERMISSIVE one it is subject to policy by source address (never by
-// identity); a refused connection is closed without dialing the app.
+// identity); a refused connection is closed without dialing the app. The
+// client (A) is a pod outside the mesh here, so a podSelector rule matches
+// it, as NetworkPolicy would; from the address of a pod in the mesh the
+// same rule does not match (a mesh pod never sends plaintext), and the
+// connection is counted and logged as suspicious.
 func TestPolicyPlaintext(t *testing.T) {
 	e := newEnv(t)
 	e.handOverAB()
@@ -97,24 +101,42 @@ func TestPolicyPlaintext(t *testing.T) {
 		allow  bool
 		reason policy.Reason
 		policy string
+		// meshClient makes A a pod in the mesh (enrolled).
+		meshClient bool
 	}{
-		{"strict", target(policy.MTLSStrict), false, policy.ReasonPlaintextStrict, ""},
-		{"permissive default", target(perm), true, policy.ReasonDefault, ""},
+		{"strict", target(policy.MTLSStrict), false, policy.ReasonPlaintextStrict, "", false},
+		{"permissive default", target(perm), true, policy.ReasonDefault, "", false},
 		{"permissive ip block", target(perm, agentPolicy("lan", policy.ActionAllow, fromBlock("198.18.1.0/24"))),
-			true, policy.ReasonAllowRule, "agents/lan"},
+			true, policy.ReasonAllowRule, "agents/lan", false},
 		{"permissive other ip block", target(perm, agentPolicy("ten", policy.ActionAllow, fromBlock("10.0.0.0/8"))),
-			false, policy.ReasonNoAllowMatch, "agents/ten"},
+			false, policy.ReasonNoAllowMatch, "agents/ten", false},
 		{"permissive denied block", target(perm, agentPolicy("no-lan", policy.ActionDeny, fromBlock("198.18.1.0/24"))),
-			false, policy.ReasonDenyRule, "agents/no-lan"},
+			false, policy.ReasonDenyRule, "agents/no-lan", false},
 		{"identity rule never matches plaintext", target(perm, agentPolicy("from-client", policy.ActionAllow, fromIDs(idClient))),
-			false, policy.ReasonNoAllowMatch, "agents/from-client"},
+			false, policy.ReasonNoAllowMatch, "agents/from-client", false},
 		{"pod selector matches plaintext", target(perm, agentPolicy("from-uid-a", policy.ActionAllow,
 			policy.Rule{From: []policy.Peer{{Workloads: policy.SetOf("uid-a")}}})),
-			true, policy.ReasonAllowRule, "agents/from-uid-a"},
-		{"no policy data", nil, false, policy.ReasonNoPolicyData, ""},
+			true, policy.ReasonAllowRule, "agents/from-uid-a", false},
+		{"no policy data", nil, false, policy.ReasonNoPolicyData, "", false},
+		{"pod selector never matches a mesh pod's address", target(perm, agentPolicy("from-uid-a", policy.ActionAllow,
+			policy.Rule{From: []policy.Peer{{Workloads: policy.SetOf("uid-a")}}})),
+			false, policy.ReasonNoAllowMatch, "agents/from-uid-a", true},
+		{"ip block matches a mesh pod's address", target(perm, agentPolicy("lan", policy.ActionAllow, fromBlock("198.18.1.0/24"))),
+			true, policy.ReasonAllowRule, "agents/lan", true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			e.node.SetConfig(withAuthz(tc.authz))
+			cfg := withAuthz(tc.authz)
+			for i := range cfg.Workloads {
+				if cfg.Workloads[i].UID == "uid-a" {
+					cfg.Workloads[i].Enrolled = tc.meshClient
+				}
+			}
+			e.node.SetConfig(cfg)
+			suspicious := testutil.ToFloat64(e.node.rec.M.Suspicious.WithLabelValues("mesh_source_address"))
+			srcWorkload := "agents/client"
+			if tc.meshClient {
+				srcWorkload = ""
+			}
 			dialed := e.appB.peerCount()
 			c := plaintextTo(t, e, ln, appB)
 			got, _ := roundTrip(c, "plain")
@@ -128,7 +150,7 @@ func TestPolicyPlaintext(t *testing.T) {
 				}
 				e.logs.wait(t, map[string]any{
 					"msg": "connection denied by policy", "pod": "agents/server", "src_identity": "",
-					"src_addr": netaddr.AddrPort(c.LocalAddr()).String(), "src_workload": "agents/client",
+					"src_addr": netaddr.AddrPort(c.LocalAddr()).String(), "src_workload": srcWorkload,
 					"dst_addr": appB.String(), "port": 8080, "reason": string(tc.reason), "policy": tc.policy,
 					"rule": rule, "mtls": false,
 				})
@@ -139,14 +161,34 @@ func TestPolicyPlaintext(t *testing.T) {
 				if n := e.appB.peerCount(); n != dialed {
 					t.Errorf("the app was dialed for a refused connection")
 				}
+				checkSuspicious(t, e, tc.meshClient, !tc.allow, suspicious, netaddr.AddrPort(c.LocalAddr()).String())
 				return
 			}
+			checkSuspicious(t, e, tc.meshClient, !tc.allow, suspicious, netaddr.AddrPort(c.LocalAddr()).String())
 			if got != "echo:plain" {
 				t.Fatalf("reply %q, want echo:plain", got)
 			}
 			if n := testutil.ToFloat64(e.node.rec.M.PolicyDecisions.WithLabelValues("allow", tc.policy, string(tc.reason))); n < 1 {
 				t.Errorf("allow decision not counted")
 			}
+		})
+	}
+}
+
+// checkSuspicious checks that a plaintext connection from src was counted
+// as suspicious iff it came from a mesh pod's address, and logged when
+// logged (one line per address per second: the first case of the table).
+func checkSuspicious(t *testing.T, e *env, mesh, logged bool, before float64, src string) {
+	t.Helper()
+	got := testutil.ToFloat64(e.node.rec.M.Suspicious.WithLabelValues("mesh_source_address")) - before
+	if want := map[bool]float64{true: 1, false: 0}[mesh]; got != want {
+		t.Errorf("ztunnel_suspicious_connections_total grew by %v, want %v", got, want)
+	}
+	if mesh && logged {
+		e.logs.wait(t, map[string]any{
+			"msg":      "plaintext connection from the address of a mesh pod: treated as from outside the mesh (no workload identity)",
+			"src_addr": src,
+			"address_owner": "agents/client", "pod": "agents/server",
 		})
 	}
 }
@@ -185,10 +227,12 @@ func TestPolicyChangeClosesLiveConns(t *testing.T) {
 	readEnds(t, "denied hbone stream", doomed)
 	readEnds(t, "denied plaintext conn", plain)
 	for _, mtls := range []bool{true, false} {
+		// Plaintext from A, a mesh pod, is not attributed to it.
+		src := map[bool]string{true: "agents/client", false: ""}[mtls]
 		e.logs.wait(t, map[string]any{
 			"msg": "connection closed: no longer allowed by policy", "pod": "agents/server", "mtls": mtls,
 			"policy": "agents/close-8080", "rule": 0, "reason": "deny-rule", "port": 8080,
-			"dst_addr": appB.String(), "src_workload": "agents/client",
+			"dst_addr": appB.String(), "src_workload": src,
 		})
 		proto := map[bool]string{true: "hbone", false: "plaintext"}[mtls]
 		e.logs.wait(t, map[string]any{

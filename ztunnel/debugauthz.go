@@ -115,6 +115,9 @@ func checkSource(idx *meshconfig.Index, from string, dst netip.Addr) (debug.Auth
 	if ip, err := netip.ParseAddr(from); err == nil {
 		ip = ip.Unmap()
 		owner := idx.ByIP(ip)
+		if owner != nil && owner.Enrolled { // as resolve.Plaintext
+			return debug.AuthzPeer{Addr: ip, Impostor: record.WorkloadName(owner)}, policy.Conn{Addr: ip}, nil
+		}
 		return debug.AuthzPeer{Workload: record.WorkloadName(owner), Addr: ip},
 			policy.Conn{Addr: ip, Workload: resolve.UID(owner)}, nil
 	}

@@ -11,6 +11,7 @@ import (
 	"github.com/agentmesh/agentmesh/api/mesh"
 	"github.com/agentmesh/agentmesh/internal/configsource"
 	"github.com/agentmesh/agentmesh/internal/logging"
+	"github.com/agentmesh/agentmesh/ztunnel/transport"
 )
 
 // options are ztunnel's command-line flags.
@@ -27,6 +28,7 @@ type options struct {
 	metricsAddr  string
 	readyAddr    string
 	maxConns     int
+	failover     transport.Failover
 	log          logging.Flags
 }
 
@@ -49,6 +51,12 @@ func parseFlags(args []string, usage io.Writer) (*options, error) {
 	fs.StringVar(&o.metricsAddr, "metrics-addr", fmt.Sprintf(":%d", mesh.MetricsPort), "Prometheus metrics address")
 	fs.StringVar(&o.readyAddr, "ready-addr", fmt.Sprintf(":%d", mesh.ReadinessPort), "readiness probe address")
 	fs.IntVar(&o.maxConns, "max-connections", 0, "proxied connections (outbound and plaintext connections, inbound HBONE streams) carried at once; more are refused at once with a reset (0: only the fd budget, the open-file limit less a reserve, bounds them)")
+	d := transport.DefaultFailover
+	fs.IntVar(&o.failover.Attempts, "service-connect-attempts", d.Attempts, "connects a connection to a Service VIP may make, on different endpoints, before the app's connection is reset (the first included)")
+	fs.DurationVar(&o.failover.Timeout, "service-connect-timeout", d.Timeout, "bound of one connect to a Service endpoint")
+	fs.DurationVar(&o.failover.Budget, "service-connect-budget", d.Budget, "bound of all connects and backoffs of one connection to a Service VIP")
+	fs.DurationVar(&o.failover.BackoffBase, "service-connect-backoff", d.BackoffBase, "first backoff before a failed Service connect is retried (full jitter, doubling)")
+	fs.DurationVar(&o.failover.BackoffMax, "service-connect-backoff-max", d.BackoffMax, "largest backoff between Service connect attempts")
 	o.log.Register(fs)
 	if err := fs.Parse(args); err != nil {
 		return nil, err
@@ -61,6 +69,9 @@ func parseFlags(args []string, usage io.Writer) (*options, error) {
 	}
 	if o.maxConns < 0 {
 		return nil, errors.New("--max-connections must not be negative")
+	}
+	if err := o.failover.Validate(); err != nil {
+		return nil, fmt.Errorf("--service-connect-*: %w", err)
 	}
 	if o.certLifetime <= 0 {
 		return nil, errors.New("--cert-lifetime must be positive")

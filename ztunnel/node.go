@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/tls"
 	"log/slog"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -13,6 +14,7 @@ import (
 	"github.com/agentmesh/agentmesh/api/meshconfig"
 	"github.com/agentmesh/agentmesh/api/spiffe"
 	"github.com/agentmesh/agentmesh/ztunnel/authorize"
+	"github.com/agentmesh/agentmesh/ztunnel/balance"
 	"github.com/agentmesh/agentmesh/ztunnel/classify"
 	"github.com/agentmesh/agentmesh/ztunnel/hbone"
 	"github.com/agentmesh/agentmesh/ztunnel/identity"
@@ -63,6 +65,9 @@ type NodeOptions struct {
 	// plaintext connections, inbound HBONE streams) carried at once; 0
 	// leaves only the fd budget (see limits).
 	MaxConnections int
+	// Failover bounds the retries of connections to Services on other
+	// endpoints (zero: transport.DefaultFailover).
+	Failover transport.Failover
 }
 
 // Node is the per-node tunnel: it owns the listeners inside every handed-over
@@ -78,6 +83,7 @@ type Node struct {
 	rec       *record.Recorder
 	auth      *authorize.Authorizer
 	transport *transport.Transport
+	balancer  *balance.Balancer
 	server    *hbone.Server
 	limits    *limits.Limits
 	gauges    *gauges
@@ -135,7 +141,11 @@ func NewNode(o NodeOptions) *Node {
 	n.gauges = newGauges(o.Registry, n.podStates, lim)
 	n.auth = authorize.New(n.Index, o.NodeAddrs, n.rec, o.Logger)
 	client := hbone.NewClient(hbone.ClientOptions{Logger: o.Logger.With("component", "hbone-client"), IdleTimeout: 90 * time.Second})
-	n.transport = transport.New(client, o.Certs, lim, n.rec, o.DialTimeout)
+	n.balancer = balance.New()
+	n.transport = transport.New(transport.Options{
+		HBONE: client, Certs: o.Certs, Limits: lim, Record: n.rec, DialTimeout: o.DialTimeout,
+		Balancer: n.balancer, Failover: o.Failover,
+	})
 	n.server = hbone.NewServer(hbone.ServerOptions{Logger: o.Logger.With("component", "hbone-server")})
 	n.pipe = &pipeline.Pipeline{
 		Log: o.Logger, Index: n.Index, OrigDst: o.OrigDst, Resolve: resolve.New(n.Index), Authorize: n.auth,
@@ -149,10 +159,34 @@ func NewNode(o NodeOptions) *Node {
 // its authorization data no longer allows and sets up pods that waited for
 // it.
 func (n *Node) SetConfig(c *meshconfig.Config) {
-	n.idx.Store(meshconfig.NewIndex(c))
-	n.log.Info("mesh config applied", "workloads", len(c.Workloads), "trust_domain", c.TrustDomain)
+	idx := meshconfig.NewIndex(c)
+	n.idx.Store(idx)
+	n.log.Info("mesh config applied", "workloads", len(c.Workloads), "services", len(c.Services), "trust_domain", c.TrustDomain)
+	n.balancer.Prune(func(service, endpoint string) bool { return hasEndpoint(idx, service, endpoint) })
 	n.auth.Reevaluate(n.liveSets())
 	n.wake()
+}
+
+// hasEndpoint reports whether service (namespace/name) of idx still has
+// the endpoint keyed endpoint (a pod uid or an address).
+func hasEndpoint(idx *meshconfig.Index, service, endpoint string) bool {
+	ns, name, _ := strings.Cut(service, "/")
+	s := idx.Service(ns, name)
+	if s == nil {
+		return false
+	}
+	for i := range s.Endpoints {
+		e := &s.Endpoints[i]
+		if e.WorkloadUID == endpoint {
+			return true
+		}
+		for _, ip := range e.IPs {
+			if ip.String() == endpoint {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 // liveSets are the admitted connections of the handed-over pods; pods being

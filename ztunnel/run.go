@@ -114,6 +114,7 @@ func run(ctx context.Context, o *options, log *slog.Logger) error {
 	node := NewNode(NodeOptions{
 		NodeName: o.mode.Node, Logger: log, Certs: certs, OrigDst: tables, Listeners: tables, NodeAddrs: addrs, Registry: reg,
 		MaxConnections: o.maxConns,
+		Failover:       o.failover,
 	})
 	admin.set(node.AdminHandler())
 	ready.set(gateReady(src.ready, node.ReadyHandler()))

@@ -162,6 +162,9 @@ func printReport(w io.Writer, r *report) {
 	if z.From.Node {
 		src = "(the node itself)"
 	}
+	if z.From.Impostor != "" {
+		src = "(no workload: the address of mesh pod " + z.From.Impostor + ", which never sends plaintext)"
+	}
 	if z.From.MTLS {
 		fmt.Fprintf(tw, "from:\t%s\t%s, mTLS, %s\n", src, z.From.Identity, z.From.Addr)
 	} else {

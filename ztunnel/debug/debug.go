@@ -46,6 +46,10 @@ type AuthzPeer struct {
 	// Node is set when Addr is one of the node's own addresses (the
 	// kubelet's probes come from them).
 	Node bool `json:"node,omitempty"`
+	// Impostor names the mesh pod owning Addr when the connection is
+	// plaintext: a mesh pod never sends plaintext to a mesh pod, so the
+	// address is not taken as that pod's (Workload stays empty).
+	Impostor string `json:"impostor,omitempty"`
 }
 
 // AuthzDest is the destination workload of a checked connection.

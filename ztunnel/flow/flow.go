@@ -48,6 +48,15 @@ type Flow struct {
 	SrcID, DstID             spiffe.ID
 	MTLS                     bool
 
+	// Service is the Service whose virtual IP the app connected to, and
+	// ServicePort the port it asked for (outbound only; nil otherwise).
+	// Upstream is then the endpoint the connection went to (Dst stays the
+	// VIP), DstWorkload its pod, and Attempts the connects it took.
+	Service     *meshconfig.Service
+	ServicePort *meshconfig.ServicePort
+	Upstream    netip.AddrPort
+	Attempts    int
+
 	// Sent is what the opener sent, Received what it got back.
 	Sent, Received int64
 	Err            error

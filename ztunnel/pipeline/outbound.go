@@ -3,6 +3,7 @@ package pipeline
 import (
 	"context"
 	"net"
+	"time"
 
 	"github.com/agentmesh/agentmesh/ztunnel/classify"
 	"github.com/agentmesh/agentmesh/ztunnel/detect"
@@ -30,7 +31,21 @@ func (pl *Pipeline) Outbound(ctx context.Context, p *flow.Pod, c net.Conn) {
 		// The L4 path below. Detected protocols will take the
 		// per-request path here.
 	}
-	up, err := pl.Transport.Dial(ctx, p, f)
+	var up net.Conn
+	if f.Service != nil {
+		var done func()
+		up, done, err = pl.Transport.DialService(ctx, p, f, pl.Resolve.Endpoints(f), pl.Resolve.Endpoint)
+		if err != nil {
+			if ok, held := pl.serviceWarn.allow(f.Service.Key(), time.Now()); ok {
+				pl.Log.Warn("connection to service refused", "service", f.Service.Key(), "dst_addr", f.Dst.String(),
+					"pod", p.String(), "attempts", f.Attempts, "err", err, "suppressed_since_last", held)
+			}
+		} else {
+			defer done()
+		}
+	} else {
+		up, err = pl.Transport.Dial(ctx, p, f)
+	}
 	if err != nil {
 		f.Err = err
 		pl.Record.Access(f)

@@ -46,4 +46,7 @@ type Pipeline struct {
 	ServerTLS ServerCerts
 	// HandshakeTimeout bounds inbound TLS handshakes.
 	HandshakeTimeout time.Duration
+
+	serviceWarn logLimit // one refused-service line per service per second
+	suspectWarn logLimit // one suspicious-plaintext line per source address per second
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net"
+	"time"
 
 	"github.com/agentmesh/agentmesh/api/policy"
 	"github.com/agentmesh/agentmesh/ztunnel/authorize"
@@ -18,7 +19,14 @@ import (
 // close it later (a config change) closes both ends.
 func (pl *Pipeline) Plaintext(ctx context.Context, p *flow.Pod, live *authorize.Live, c net.Conn) {
 	f := classify.Plaintext(c)
-	pl.Resolve.Plaintext(f, p)
+	if w := pl.Resolve.Plaintext(f, p); w != nil {
+		pl.Record.Suspicious("mesh_source_address")
+		if ok, held := pl.suspectWarn.allow(f.Src.Addr().String(), time.Now()); ok {
+			pl.Log.Warn("plaintext connection from the address of a mesh pod: treated as from outside the mesh (no workload identity)",
+				"src_addr", f.Src.String(), "address_owner", recordName(w), "pod", p.String(), "dst_addr", f.Dst.String(),
+				"suppressed_since_last", held)
+		}
+	}
 	pl.Record.Opened(f)
 	if err := authorize.Destination(p, f.Dst); err != nil {
 		f.Err = fmt.Errorf("refused: %w", err)

@@ -15,6 +15,9 @@ type Metrics struct {
 	Panics            prometheus.Counter
 	PolicyDecisions   *prometheus.CounterVec // decision, policy, reason
 	PolicyClosed      *prometheus.CounterVec // policy, reason
+	ServiceConns      *prometheus.CounterVec // service, result
+	ServiceRetries    *prometheus.CounterVec // service, reason
+	Suspicious        *prometheus.CounterVec // reason
 }
 
 func newMetrics(reg prometheus.Registerer) *Metrics {
@@ -45,8 +48,20 @@ func newMetrics(reg prometheus.Registerer) *Metrics {
 			Name: "ztunnel_policy_closed_connections_total",
 			Help: "Live inbound connections closed because a new config no longer allows them, by the new decision's policy (as in ztunnel_policy_decisions_total) and reason.",
 		}, []string{"policy", "reason"}),
+		ServiceConns: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "ztunnel_service_connections_total",
+			Help: "Outbound connections to a Service VIP, by service (namespace/name) and result: ok (an endpoint connected), error (every attempt failed), no_endpoint (none ready: refused at once), no_port (the Service has no such port).",
+		}, []string{"service", "result"}),
+		ServiceRetries: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "ztunnel_service_connect_retries_total",
+			Help: "Failovers: connects to a Service endpoint that failed and were tried again on another, by service and the failure (refused, timeout, unreachable, status_<code>, error).",
+		}, []string{"service", "reason"}),
+		Suspicious: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "ztunnel_suspicious_connections_total",
+			Help: "Inbound plaintext connections from the address of a pod in the mesh (which never sends plaintext to a mesh pod): given no workload identity, by reason.",
+		}, []string{"reason"}),
 	}
 	reg.MustRegister(m.Opened, m.Closed, m.Bytes, m.Rejected, m.HandshakeFailures, m.Panics,
-		m.PolicyDecisions, m.PolicyClosed)
+		m.PolicyDecisions, m.PolicyClosed, m.ServiceConns, m.ServiceRetries, m.Suspicious)
 	return m
 }

@@ -7,6 +7,7 @@ package record
 import (
 	"context"
 	"log/slog"
+	"net/netip"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -62,6 +63,20 @@ func (r *Recorder) PolicyClosed(d policy.Decision) {
 	r.M.PolicyClosed.WithLabelValues(d.Policy, string(d.Reason)).Inc()
 }
 
+// ServiceConnect counts a connection to a Service VIP by result.
+func (r *Recorder) ServiceConnect(service, result string) {
+	r.M.ServiceConns.WithLabelValues(service, result).Inc()
+}
+
+// ServiceRetry counts a failover of a connection to service.
+func (r *Recorder) ServiceRetry(service, reason string) {
+	r.M.ServiceRetries.WithLabelValues(service, reason).Inc()
+}
+
+// Suspicious counts a plaintext connection stripped of the workload its
+// address belongs to.
+func (r *Recorder) Suspicious(reason string) { r.M.Suspicious.WithLabelValues(reason).Inc() }
+
 // Access writes f's access log line ("msg":"access") and counts it closed.
 func (r *Recorder) Access(f *flow.Flow) {
 	result := "ok"
@@ -76,12 +91,16 @@ func (r *Recorder) Access(f *flow.Flow) {
 		slog.String("src_workload", WorkloadName(f.SrcWorkload)),
 		slog.String("src_identity", IDString(f.SrcID)),
 		slog.String("dst_workload", WorkloadName(f.DstWorkload)),
+		slog.String("dst_service", ServiceName(f)),
 		slog.String("dst_identity", IDString(f.DstID)),
 		slog.Bool("mtls", f.MTLS),
 		slog.Int64("bytes_sent", f.Sent),
 		slog.Int64("bytes_received", f.Received),
 		slog.Int64("duration_ms", time.Since(f.Start).Milliseconds()),
 		slog.String("result", result),
+	}
+	if f.Service != nil {
+		attrs = append(attrs, slog.String("upstream_addr", addrString(f.Upstream)), slog.Int("attempts", f.Attempts))
 	}
 	if f.Authz != nil {
 		attrs = append(attrs, slog.String("authz", string(f.Authz.Reason)), slog.String("policy", f.Authz.Policy))
@@ -95,6 +114,22 @@ func (r *Recorder) Access(f *flow.Flow) {
 	r.M.Closed.WithLabelValues(d, p, ok).Inc()
 	r.M.Bytes.WithLabelValues(d, p, "sent").Add(float64(f.Sent))
 	r.M.Bytes.WithLabelValues(d, p, "received").Add(float64(f.Received))
+}
+
+// ServiceName is the namespace/name of the Service f was addressed to, ""
+// when none.
+func ServiceName(f *flow.Flow) string {
+	if f.Service == nil {
+		return ""
+	}
+	return f.Service.Key()
+}
+
+func addrString(a netip.AddrPort) string {
+	if !a.IsValid() {
+		return ""
+	}
+	return a.String()
 }
 
 // WorkloadName is w's namespace/name, "" for nil.

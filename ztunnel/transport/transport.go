@@ -17,6 +17,7 @@ import (
 
 	"github.com/agentmesh/agentmesh/api/mesh"
 	"github.com/agentmesh/agentmesh/api/spiffe"
+	"github.com/agentmesh/agentmesh/ztunnel/balance"
 	"github.com/agentmesh/agentmesh/ztunnel/flow"
 	"github.com/agentmesh/agentmesh/ztunnel/hbone"
 	"github.com/agentmesh/agentmesh/ztunnel/limits"
@@ -36,11 +37,30 @@ type Transport struct {
 	limits      *limits.Limits
 	rec         *record.Recorder
 	dialTimeout time.Duration
+	balancer    *balance.Balancer
+	failover    Failover
+}
+
+// Options configure a Transport.
+type Options struct {
+	HBONE       *hbone.Client
+	Certs       ClientCerts
+	Limits      *limits.Limits
+	Record      *record.Recorder
+	DialTimeout time.Duration
+	// Balancer picks the endpoints of Service connections; Failover
+	// bounds their retries (zero: DefaultFailover).
+	Balancer *balance.Balancer
+	Failover Failover
 }
 
 // New returns a Transport; Close it to close its pooled HBONE connections.
-func New(client *hbone.Client, certs ClientCerts, l *limits.Limits, rec *record.Recorder, dialTimeout time.Duration) *Transport {
-	return &Transport{hbone: client, certs: certs, limits: l, rec: rec, dialTimeout: dialTimeout}
+func New(o Options) *Transport {
+	if o.Failover == (Failover{}) {
+		o.Failover = DefaultFailover
+	}
+	return &Transport{hbone: o.HBONE, certs: o.Certs, limits: o.Limits, rec: o.Record,
+		dialTimeout: o.DialTimeout, balancer: o.Balancer, failover: o.Failover}
 }
 
 // Dial opens the upstream of outbound flow f from pod p, bounded by the
@@ -49,19 +69,26 @@ func New(client *hbone.Client, certs ClientCerts, l *limits.Limits, rec *record.
 func (t *Transport) Dial(ctx context.Context, p *flow.Pod, f *flow.Flow) (net.Conn, error) {
 	ctx, cancel := context.WithTimeout(ctx, t.dialTimeout)
 	defer cancel()
+	return t.dialTo(ctx, p, f, f.Dst)
+}
+
+// dialTo opens f's upstream at dst (the original destination, or the
+// endpoint of a Service chosen for it): HBONE to dst's pod with f's
+// identities, or plain TCP for a passthrough.
+func (t *Transport) dialTo(ctx context.Context, p *flow.Pod, f *flow.Flow, dst netip.AddrPort) (net.Conn, error) {
 	if f.Protocol == flow.Passthrough {
-		c, err := t.dial(ctx, flow.Outbound, p, f.Dst)
+		c, err := t.dial(ctx, flow.Outbound, p, dst)
 		if err != nil {
-			return nil, fmt.Errorf("passthrough dial %s: %w", f.Dst, err)
+			return nil, fmt.Errorf("passthrough dial %s: %w", dst, err)
 		}
 		return c, nil
 	}
 	c, err := t.hbone.Dial(ctx, hbone.Target{
 		SrcID:     f.SrcID,
 		DstID:     f.DstID,
-		SrcIP:     p.IPFor(f.Dst.Addr()),
-		HBONEAddr: netip.AddrPortFrom(f.Dst.Addr(), mesh.HBONEPort),
-		Authority: f.Dst,
+		SrcIP:     p.IPFor(dst.Addr()),
+		HBONEAddr: netip.AddrPortFrom(dst.Addr(), mesh.HBONEPort),
+		Authority: dst,
 		TLS:       t.certs.ClientTLSConfig(f.SrcID, f.DstID),
 		Dial: func(ctx context.Context, addr netip.AddrPort) (net.Conn, error) {
 			return t.dial(ctx, flow.Outbound, p, addr)

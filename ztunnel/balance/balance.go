@@ -1,0 +1,227 @@
+// Package balance chooses the endpoint of a Service a new connection goes
+// to: power of two choices over a peak-EWMA of connect latency, weighted by
+// the connections each endpoint has open. Not-ready endpoints are never
+// chosen; an endpoint that leaves the registry is not chosen again, while
+// the connections it has keep their accounting until they end.
+//
+// Peak-EWMA (Finagle's, as Linkerd uses it): an observation above the
+// estimate replaces it at once (a slow endpoint is believed at once), one
+// below it is averaged in with a weight that grows with the time since the
+// last observation; the estimate also decays toward zero while nothing is
+// observed, so an endpoint that was slow is tried again after a while
+// rather than starved for good. A failed connect counts as an observation
+// of Penalty.
+package balance
+
+import (
+	"math"
+	"math/rand/v2"
+	"net/netip"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/agentmesh/agentmesh/api/meshconfig"
+)
+
+// Defaults.
+const (
+	// DecayWindow is the EWMA's time constant.
+	DecayWindow = 10 * time.Second
+	// Penalty is the latency a failed connect counts as.
+	Penalty = time.Second
+	// initialRTT is the estimate of an endpoint nothing was observed on:
+	// low, so a new endpoint is tried soon, but not zero.
+	initialRTT = time.Millisecond
+)
+
+// Endpoint is one candidate: a Service backend as this node reaches it.
+type Endpoint struct {
+	// Key names the backend within its service: the pod's uid, or its
+	// address for an endpoint that is not a pod.
+	Key string
+	// Addr is where to connect: the backend's address (of the family the
+	// app asked for when it has one) and the target port.
+	Addr netip.AddrPort
+	// Workload is the backing pod, nil when it is not one the mesh knows.
+	Workload *meshconfig.Workload
+	Ready    bool
+}
+
+// Mesh reports whether e is reached over HBONE: a pod in the mesh.
+func (e *Endpoint) Mesh() bool { return e.Workload != nil && e.Workload.Enrolled }
+
+// Stats is the balancer's state of one endpoint of one service.
+type Stats struct {
+	open     atomic.Int64
+	picks    atomic.Uint64
+	failures atomic.Uint64
+
+	mu    sync.Mutex
+	ewma  float64 // nanoseconds
+	stamp time.Time
+}
+
+// Open is the number of connections open to the endpoint through this node.
+func (s *Stats) Open() int64 { return s.open.Load() }
+
+// cost is the estimate at now times the open connections plus one.
+func (s *Stats) cost(now time.Time) float64 {
+	s.mu.Lock()
+	e := decay(s.ewma, now.Sub(s.stamp))
+	s.mu.Unlock()
+	return e * float64(s.open.Load()+1)
+}
+
+// EWMA is the current latency estimate.
+func (s *Stats) EWMA(now time.Time) time.Duration {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return time.Duration(decay(s.ewma, now.Sub(s.stamp)))
+}
+
+func decay(v float64, elapsed time.Duration) float64 {
+	if elapsed <= 0 {
+		return v
+	}
+	return v * math.Exp(-float64(elapsed)/float64(DecayWindow))
+}
+
+func (s *Stats) observe(now time.Time, rtt time.Duration) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	x := float64(rtt)
+	cur := decay(s.ewma, now.Sub(s.stamp))
+	if x > cur {
+		s.ewma = x
+	} else {
+		w := math.Exp(-float64(now.Sub(s.stamp)) / float64(DecayWindow))
+		s.ewma = cur*w + x*(1-w)
+	}
+	s.stamp = now
+}
+
+// Balancer keeps the stats of every endpoint of every service and picks.
+// Safe for concurrent use.
+type Balancer struct {
+	now func() time.Time
+
+	mu    sync.Mutex
+	stats map[key]*Stats
+}
+
+type key struct{ service, endpoint string }
+
+// New returns a Balancer.
+func New() *Balancer { return &Balancer{now: time.Now, stats: map[key]*Stats{}} }
+
+// Stats returns the stats of endpoint e of service (created on first use).
+func (b *Balancer) Stats(service string, e *Endpoint) *Stats {
+	k := key{service, e.Key}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	s := b.stats[k]
+	if s == nil {
+		s = &Stats{ewma: float64(initialRTT), stamp: b.now()}
+		b.stats[k] = s
+	}
+	return s
+}
+
+// Pick chooses among the ready endpoints of eps that skip does not exclude
+// (nil excludes none): two at random, the one with the lower cost. It
+// returns nil when none is eligible.
+func (b *Balancer) Pick(service string, eps []Endpoint, skip func(*Endpoint) bool) *Endpoint {
+	var a, c *Endpoint
+	n := 0
+	// Reservoir-sample two distinct eligible endpoints in one pass.
+	for i := range eps {
+		e := &eps[i]
+		if !e.Ready || (skip != nil && skip(e)) {
+			continue
+		}
+		n++
+		switch {
+		case n == 1:
+			a = e
+		case n == 2:
+			c = e
+		default:
+			if j := rand.IntN(n); j == 0 {
+				a = e
+			} else if j == 1 {
+				c = e
+			}
+		}
+	}
+	if c == nil {
+		return a
+	}
+	now := b.now()
+	ca, cc := b.Stats(service, a).cost(now), b.Stats(service, c).cost(now)
+	if cc < ca || (cc == ca && rand.IntN(2) == 0) {
+		return c
+	}
+	return a
+}
+
+// Conn is the accounting of one connection to a chosen endpoint: Begin it
+// when the connect starts, then call Connected or Failed, and Done when a
+// connected one ends.
+type Conn struct {
+	b     *Balancer
+	s     *Stats
+	start time.Time
+}
+
+// Begin counts a connection to e of service as open.
+func (b *Balancer) Begin(service string, e *Endpoint) *Conn {
+	s := b.Stats(service, e)
+	s.open.Add(1)
+	s.picks.Add(1)
+	return &Conn{b: b, s: s, start: b.now()}
+}
+
+// Connected observes the connect latency.
+func (c *Conn) Connected() { now := c.b.now(); c.s.observe(now, now.Sub(c.start)) }
+
+// Failed observes a failed connect (Penalty) and ends the connection.
+func (c *Conn) Failed() {
+	c.s.failures.Add(1)
+	c.s.observe(c.b.now(), Penalty)
+	c.s.open.Add(-1)
+}
+
+// Done ends a connected connection.
+func (c *Conn) Done() { c.s.open.Add(-1) }
+
+// Prune forgets the stats of endpoints keep says are gone (service key,
+// endpoint key); connections still open on them keep their own pointer.
+func (b *Balancer) Prune(keep func(service, endpoint string) bool) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	for k := range b.stats {
+		if !keep(k.service, k.endpoint) {
+			delete(b.stats, k)
+		}
+	}
+}
+
+// Snapshot is an endpoint's balancer state, for the admin endpoint.
+type Snapshot struct {
+	EWMA     time.Duration
+	Open     int64
+	Picks    uint64
+	Failures uint64
+}
+
+// Snapshot returns the state of e of service (zero when never used).
+func (b *Balancer) Snapshot(service string, e *Endpoint) Snapshot {
+	b.mu.Lock()
+	s := b.stats[key{service, e.Key}]
+	b.mu.Unlock()
+	if s == nil {
+		return Snapshot{EWMA: initialRTT}
+	}
+	return Snapshot{EWMA: s.EWMA(b.now()), Open: s.open.Load(), Picks: s.picks.Load(), Failures: s.failures.Load()}
+}

@@ -1,0 +1,179 @@
+package transport
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"net"
+	"net/netip"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	"github.com/agentmesh/agentmesh/api/meshconfig"
+	"github.com/agentmesh/agentmesh/internal/netaddr"
+	"github.com/agentmesh/agentmesh/ztunnel/balance"
+	"github.com/agentmesh/agentmesh/ztunnel/flow"
+	"github.com/agentmesh/agentmesh/ztunnel/hbone"
+	"github.com/agentmesh/agentmesh/ztunnel/limits"
+	"github.com/agentmesh/agentmesh/ztunnel/record"
+)
+
+// hostNet dials from the test's own network namespace.
+type hostNet struct{}
+
+func (hostNet) Listen(network, addr string) (net.Listener, error) { return net.Listen(network, addr) }
+func (hostNet) Dial(ctx context.Context, addr netip.AddrPort) (net.Conn, error) {
+	var d net.Dialer
+	return d.DialContext(ctx, "tcp", addr.String())
+}
+func (hostNet) Cookie() (uint64, error) { return 0, nil }
+func (hostNet) Close() error            { return nil }
+
+func newTestTransport(t *testing.T, fo Failover) *Transport {
+	t.Helper()
+	lim, err := limits.New(0, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := hbone.NewClient(hbone.ClientOptions{Logger: slog.New(slog.DiscardHandler)})
+	tr := New(Options{HBONE: c, Limits: lim, Record: record.New(slog.New(slog.DiscardHandler), prometheus.NewRegistry()),
+		DialTimeout: 5 * time.Second, Balancer: balance.New(), Failover: fo})
+	t.Cleanup(func() { tr.Close() })
+	return tr
+}
+
+// refusingAddr is a loopback port nothing listens on.
+func refusingAddr(t *testing.T) netip.AddrPort {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	a := netaddr.AddrPort(ln.Addr())
+	ln.Close()
+	return a
+}
+
+func listening(t *testing.T) netip.AddrPort {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			c.Close()
+		}
+	}()
+	return netaddr.AddrPort(ln.Addr())
+}
+
+var svc = &meshconfig.Service{Name: "dv", Namespace: "agents", Ports: []meshconfig.ServicePort{{Port: 80}}}
+
+func serviceFlow() *flow.Flow {
+	f := flow.New(flow.Outbound, "", netip.MustParseAddrPort("127.0.0.1:40000"), netip.MustParseAddrPort("10.96.0.7:80"))
+	f.Service, f.ServicePort = svc, &svc.Ports[0]
+	return f
+}
+
+func name(f *flow.Flow, e *balance.Endpoint) { f.Upstream, f.Protocol = e.Addr, flow.Passthrough }
+
+func ep(key string, a netip.AddrPort, ready bool) balance.Endpoint {
+	return balance.Endpoint{Key: key, Addr: a, Ready: ready}
+}
+
+// TestDialServiceFailsOver: with one endpoint refusing, every connection
+// reaches the other, the refusals counted as retries of the service.
+func TestDialServiceFailsOver(t *testing.T) {
+	tr := newTestTransport(t, DefaultFailover)
+	good := listening(t)
+	eps := []balance.Endpoint{ep("dead", refusingAddr(t), true), ep("good", good, true)}
+	pod := &flow.Pod{Net: hostNet{}}
+	for range 50 {
+		f := serviceFlow()
+		c, done, err := tr.DialService(context.Background(), pod, f, eps, name)
+		if err != nil {
+			t.Fatalf("dial: %v", err)
+		}
+		if f.Upstream != good {
+			t.Fatalf("connected to %s, want %s", f.Upstream, good)
+		}
+		c.Close()
+		done()
+	}
+	m := tr.rec.M
+	if got := testutil.ToFloat64(m.ServiceConns.WithLabelValues("agents/dv", "ok")); got != 50 {
+		t.Errorf("ok connections counted %v, want 50", got)
+	}
+	if got := testutil.ToFloat64(m.ServiceRetries.WithLabelValues("agents/dv", "refused")); got < 1 {
+		t.Errorf("no refused retry counted")
+	}
+	if s := tr.balancer.Snapshot("agents/dv", &eps[1]); s.Open != 0 {
+		t.Errorf("open on the good endpoint after every conn ended: %d", s.Open)
+	}
+}
+
+// TestDialServiceAllFail: every endpoint refusing gives an error after the
+// attempts, within the budget, naming the service.
+func TestDialServiceAllFail(t *testing.T) {
+	fo := DefaultFailover
+	fo.Attempts = 4
+	tr := newTestTransport(t, fo)
+	eps := []balance.Endpoint{ep("a", refusingAddr(t), true), ep("b", refusingAddr(t), true)}
+	f := serviceFlow()
+	start := time.Now()
+	_, _, err := tr.DialService(context.Background(), &flow.Pod{Net: hostNet{}}, f, eps, name)
+	took := time.Since(start)
+	if err == nil || f.Attempts != 4 {
+		t.Fatalf("err %v after %d attempts, want an error after 4", err, f.Attempts)
+	}
+	if took > fo.Budget {
+		t.Errorf("took %s, more than the budget %s", took, fo.Budget)
+	}
+	t.Logf("all endpoints refusing: %v after %s", err, took)
+	if got := testutil.ToFloat64(tr.rec.M.ServiceConns.WithLabelValues("agents/dv", "error")); got != 1 {
+		t.Errorf("error connections counted %v, want 1", got)
+	}
+}
+
+// TestDialServiceNoEndpoint: no ready endpoint refuses at once.
+func TestDialServiceNoEndpoint(t *testing.T) {
+	tr := newTestTransport(t, DefaultFailover)
+	eps := []balance.Endpoint{ep("a", listening(t), false)}
+	f := serviceFlow()
+	_, _, err := tr.DialService(context.Background(), &flow.Pod{Net: hostNet{}}, f, eps, name)
+	if !errors.Is(err, ErrNoEndpoint) {
+		t.Fatalf("err %v, want ErrNoEndpoint", err)
+	}
+	if got := testutil.ToFloat64(tr.rec.M.ServiceConns.WithLabelValues("agents/dv", "no_endpoint")); got != 1 {
+		t.Errorf("no_endpoint counted %v, want 1", got)
+	}
+}
+
+func TestFailoverBackoff(t *testing.T) {
+	fo := DefaultFailover
+	for n := 1; n <= 10; n++ {
+		bound := min(fo.BackoffMax, fo.BackoffBase<<(n-1))
+		for range 100 {
+			if d := fo.backoff(n); d < 0 || d > bound {
+				t.Fatalf("backoff(%d) = %s, want within [0, %s]", n, d, bound)
+			}
+		}
+	}
+	for _, bad := range []Failover{{}, {Attempts: 1, Timeout: time.Second}, {Attempts: 1, Timeout: 1, Budget: 1, BackoffBase: 2, BackoffMax: 1}} {
+		if bad.Validate() == nil {
+			t.Errorf("%+v validated", bad)
+		}
+	}
+	if err := DefaultFailover.Validate(); err != nil {
+		t.Error(err)
+	}
+}
