@@ -186,8 +186,8 @@ func checkSuspicious(t *testing.T, e *env, mesh, logged bool, before float64, sr
 	}
 	if mesh && logged {
 		e.logs.wait(t, map[string]any{
-			"msg":      "plaintext connection from the address of a mesh pod: treated as from outside the mesh (no workload identity)",
-			"src_addr": src,
+			"msg":           "plaintext connection from the address of a mesh pod: treated as from outside the mesh (no workload identity)",
+			"src_addr":      src,
 			"address_owner": "agents/client", "pod": "agents/server",
 		})
 	}
