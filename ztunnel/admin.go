@@ -24,6 +24,12 @@ import (
 //	              it is plaintext from that address. to must run on this
 //	              node (400 otherwise: only its node has its policy data);
 //	              404 for an unknown workload, 400 for a bad port.
+//	GET /debug/services[?service=<namespace>/<name>]
+//	              the Services this node routes (all, or the one named;
+//	              404 for one it does not know): VIPs, ports, endpoints with
+//	              workload, identity, readiness, HBONE or plain, and the
+//	              balancer's state (connect latency EWMA, open connections,
+//	              picks, failures) as []debug.Service JSON.
 //	GET /debug/pprof/...
 //	              Go's runtime profiles (net/http/pprof): heap, allocs,
 //	              goroutine, profile?seconds=N (CPU), trace.
@@ -42,6 +48,7 @@ func (n *Node) AdminHandler() http.Handler {
 		writeJSON(w, n.Index().Config)
 	})
 	mux.HandleFunc("GET "+debug.AuthzPath, n.serveAuthzCheck)
+	mux.HandleFunc("GET "+debug.ServicesPath, n.serveServices)
 	mux.HandleFunc("GET /debug/pprof/", pprof.Index)
 	mux.HandleFunc("GET /debug/pprof/cmdline", pprof.Cmdline)
 	mux.HandleFunc("GET /debug/pprof/profile", pprof.Profile)

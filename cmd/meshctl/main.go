@@ -8,6 +8,13 @@
 // from its admin endpoint); the controller says which node that is and
 // whether each policy was accepted. --from may also be a bare IP address
 // (a client outside the mesh).
+//
+//	meshctl service endpoints <ns>/<service> [--ztunnel URL]
+//
+// shows a Service as one node's ztunnel routes it: its VIPs and ports,
+// each endpoint with its pod, readiness, transport (HBONE or plain TCP),
+// the identity its certificate must carry, and the balancer's state
+// (connect latency EWMA, open connections, picks, failures).
 package main
 
 import (
@@ -31,8 +38,10 @@ const usage = `usage: meshctl <command>
 commands:
   policy check --from <ns>/<pod>|<ip> --to <ns>/<pod> --port <n>
                explain the policy decision for a connection
+  service endpoints <ns>/<service>
+               show a Service's endpoints and their balancer state on a node
 
-run "meshctl policy check -h" for its flags
+run "meshctl policy check -h" or "meshctl service endpoints -h" for flags
 `
 
 // run executes one command line and returns the exit status: 0 when the
@@ -40,6 +49,9 @@ run "meshctl policy check -h" for its flags
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	if len(args) >= 2 && args[0] == "policy" && args[1] == "check" {
 		return policyCheck(ctx, args[2:], stdout, stderr)
+	}
+	if len(args) >= 2 && args[0] == "service" && args[1] == "endpoints" {
+		return serviceEndpoints(ctx, args[2:], stdout, stderr)
 	}
 	if len(args) == 1 && (args[0] == "-h" || args[0] == "--help" || args[0] == "help") {
 		fmt.Fprint(stdout, usage)

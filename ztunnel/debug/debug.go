@@ -66,3 +66,48 @@ type AuthzDecision struct {
 	Policy string        `json:"policy"` // namespace/name, "" unless a rule decided
 	Rule   int           `json:"rule"`   // index in spec.rules, -1 unless a rule decided
 }
+
+// ServicesPath is the admin endpoint that shows the Services this node
+// knows with their endpoints and the balancer's state of each:
+// GET /debug/services[?service=<namespace>/<name>] answers []Service.
+const ServicesPath = "/debug/services"
+
+// Service is a Service as this node's tunnel routes it.
+type Service struct {
+	Name      string        `json:"name"`
+	Namespace string        `json:"namespace"`
+	VIPs      []netip.Addr  `json:"vips"`
+	Ports     []ServicePort `json:"ports"`
+	Endpoints []Endpoint    `json:"endpoints"`
+}
+
+// ServicePort is a port of a Service and where it goes: TargetPort is a
+// number, or a port name resolved per endpoint.
+type ServicePort struct {
+	Name        string `json:"name,omitempty"`
+	Port        uint16 `json:"port"`
+	TargetPort  string `json:"targetPort"`
+	AppProtocol string `json:"appProtocol,omitempty"`
+}
+
+// Endpoint is one backend of a Service with the balancer's state of it on
+// this node.
+type Endpoint struct {
+	// Workload is the backing pod (namespace/name), "" for an endpoint
+	// that is no pod the mesh knows.
+	Workload string `json:"workload,omitempty"`
+	// Identity is the SPIFFE id its certificate must carry, "" when it is
+	// outside the mesh (reached in plain TCP).
+	Identity string            `json:"identity,omitempty"`
+	Addrs    []netip.Addr      `json:"addrs"`
+	Ports    map[string]uint16 `json:"ports,omitempty"` // named target ports
+	Ready    bool              `json:"ready"`
+	// Mesh says connections go over HBONE (mTLS) to it.
+	Mesh bool `json:"mesh"`
+	// EWMAMillis is the peak-EWMA of connect latency, milliseconds.
+	EWMAMillis float64 `json:"ewmaMillis"`
+	// Open is the connections this node has open to it.
+	Open     int64  `json:"open"`
+	Picks    uint64 `json:"picks"`
+	Failures uint64 `json:"failures"`
+}
