@@ -30,7 +30,15 @@ type AccessLog struct {
 	// Authz is the policy decision's reason when it refused or closed the
 	// connection, or admitted it as a kubelet probe ("kubelet-probe").
 	Authz string `json:"authz"`
+	// DstService is the Service (namespace/name) whose VIP the connection
+	// was addressed to, Upstream the endpoint it went to.
+	DstService   string `json:"dst_service"`
+	UpstreamAddr string `json:"upstream_addr"`
+	Attempts     int    `json:"attempts"`
 }
+
+// Upstream parses UpstreamAddr (zero if it is not ip:port).
+func (a AccessLog) Upstream() netip.AddrPort { ap, _ := netip.ParseAddrPort(a.UpstreamAddr); return ap }
 
 // Src parses SrcAddr (zero if it is not ip:port).
 func (a AccessLog) Src() netip.AddrPort { ap, _ := netip.ParseAddrPort(a.SrcAddr); return ap }

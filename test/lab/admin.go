@@ -6,10 +6,13 @@ import (
 	"fmt"
 	"net/http"
 	"net/netip"
+	"net/url"
+	"strings"
 	"time"
 
 	"github.com/agentmesh/agentmesh/api/mesh"
 	"github.com/agentmesh/agentmesh/api/meshconfig"
+	"github.com/agentmesh/agentmesh/ztunnel/debug"
 )
 
 // ZtunnelPods returns the pod uids node i's ztunnel reports as set up
@@ -132,4 +135,26 @@ func hasWorkload(c *meshconfig.Config, uid string) bool {
 		}
 	}
 	return false
+}
+
+// ZtunnelServices returns the Services node i's ztunnel routes, with
+// their endpoints and balancer state (admin GET /debug/services); one
+// when service (namespace/name) is set.
+func (l *Lab) ZtunnelServices(ctx context.Context, i int, service string) ([]debug.Service, error) {
+	u := "http://" + netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), mesh.AdminPort).String() + debug.ServicesPath
+	if service != "" {
+		u += "?service=" + url.QueryEscape(service)
+	}
+	code, body, err := l.httpGet(ctx, i, u)
+	if err != nil {
+		return nil, err
+	}
+	if code != http.StatusOK {
+		return nil, fmt.Errorf("get %s: status %d: %s", u, code, strings.TrimSpace(string(body)))
+	}
+	var out []debug.Service
+	if err := json.Unmarshal(body, &out); err != nil {
+		return nil, fmt.Errorf("decode %s: %w", debug.ServicesPath, err)
+	}
+	return out, nil
 }

@@ -59,11 +59,15 @@ func appBurst(ctx context.Context, args []string, stdout io.Writer) error {
 	hold := fs.Duration("hold", 10*time.Second, "keep the connections open until this long after the first dial")
 	timeout := fs.Duration("timeout", 30*time.Second, "give up on a connection's dial and echo after")
 	payload := fs.String("payload", "burst-8b", "bytes each connection sends")
+	concurrency := fs.Int("concurrency", 0, "at most this many connections at once, each closed after its echo (--hold ignored); 0: all at once")
 	if err := fs.Parse(args); err != nil {
 		return fmt.Errorf("%w: %w", ErrUsage, err)
 	}
-	if *to == "" || *conns < 1 || *payload == "" {
-		return fmt.Errorf("%w: --to, a positive --conns and a payload are required", ErrUsage)
+	if *to == "" || *conns < 1 || *payload == "" || *concurrency < 0 {
+		return fmt.Errorf("%w: --to, a positive --conns, a payload and a --concurrency >= 0 are required", ErrUsage)
+	}
+	if *concurrency > 0 {
+		return writeJSON(stdout, paced(ctx, *to, *conns, *concurrency, *timeout, []byte(*payload)))
 	}
 	return writeJSON(stdout, burst(ctx, *to, *conns, *hold, *timeout, []byte(*payload)))
 }
@@ -89,7 +93,29 @@ func burst(ctx context.Context, to string, n int, hold, timeout time.Duration, p
 	return summarise(to, out, dialed)
 }
 
-// burstOne dials, exchanges payload, and holds the connection until release.
+// paced runs n connections, at most k at once, each closed after its echo.
+func paced(ctx context.Context, to string, n, k int, timeout time.Duration, payload []byte) BurstResult {
+	start := time.Now()
+	out := make([]burstConn, n)
+	next := make(chan int)
+	var wg sync.WaitGroup
+	for range min(k, n) {
+		wg.Go(func() {
+			for i := range next {
+				out[i] = burstOne(ctx, to, payload, timeout, time.Time{})
+			}
+		})
+	}
+	for i := range n {
+		next <- i
+	}
+	close(next)
+	wg.Wait()
+	return summarise(to, out, time.Since(start))
+}
+
+// burstOne dials, exchanges payload, and holds the connection until
+// release (zero: not at all).
 func burstOne(ctx context.Context, to string, payload []byte, timeout time.Duration, release time.Time) burstConn {
 	begin := time.Now()
 	dctx, cancel := context.WithTimeout(ctx, timeout)
@@ -112,6 +138,9 @@ func burstOne(ctx context.Context, to string, payload []byte, timeout time.Durat
 	if string(got) != string(payload) {
 		res.err = errors.New("echo differs from payload")
 		return res
+	}
+	if release.IsZero() {
+		return res // no hold
 	}
 	// Hold: a read that ends before the deadline means the peer ended it.
 	_ = c.SetReadDeadline(release)

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"syscall"
 	"time"
 )
 
@@ -28,6 +29,7 @@ func appSend(ctx context.Context, args []string, stdout io.Writer) error {
 	to := fs.String("to", "", "address to send to (host:port)")
 	payload := fs.String("payload", "hello", "bytes to send")
 	timeout := fs.Duration("timeout", 10*time.Second, "give up after")
+	mark := fs.Uint("mark", 0, "set this SO_MARK on the socket (the mesh's mark makes the capture let it pass: a pod sending plaintext past its tunnel, as one with CAP_NET_ADMIN could)")
 	if err := fs.Parse(args); err != nil {
 		return fmt.Errorf("%w: %w", ErrUsage, err)
 	}
@@ -36,7 +38,7 @@ func appSend(ctx context.Context, args []string, stdout io.Writer) error {
 	}
 	ctx, cancel := context.WithTimeout(ctx, *timeout)
 	defer cancel()
-	res := send(ctx, *to, []byte(*payload))
+	res := sendMarked(ctx, *to, []byte(*payload), uint32(*mark))
 	if err := writeJSON(stdout, res); err != nil {
 		return err
 	}
@@ -48,9 +50,25 @@ func appSend(ctx context.Context, args []string, stdout io.Writer) error {
 
 // send does one round trip.
 func send(ctx context.Context, to string, payload []byte) SendResult {
+	return sendMarked(ctx, to, payload, 0)
+}
+
+// sendMarked does one round trip on a socket with SO_MARK mark (none: 0).
+func sendMarked(ctx context.Context, to string, payload []byte, mark uint32) SendResult {
 	res := SendResult{To: to}
 	start := time.Now()
 	var d net.Dialer
+	if mark != 0 {
+		d.Control = func(_, _ string, rc syscall.RawConn) error {
+			var serr error
+			if err := rc.Control(func(fd uintptr) {
+				serr = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_MARK, int(mark))
+			}); err != nil {
+				return err
+			}
+			return serr
+		}
+	}
 	c, err := d.DialContext(ctx, "tcp", to)
 	if err != nil {
 		res.Error = err.Error()
