@@ -111,28 +111,34 @@ func TestPickWeighsOpenConnections(t *testing.T) {
 	}
 }
 
-// TestPeakEWMA: a slow observation is believed at once; the estimate then
-// decays toward zero while nothing is observed; a failure counts as
-// Penalty.
+// TestPeakEWMA: a lone slow observation hardly moves the estimate, two in
+// a row are believed at once; the estimate then decays toward zero while
+// nothing is observed; a failure counts as Penalty at once.
 func TestPeakEWMA(t *testing.T) {
 	b, c := newTestBalancer()
 	e := endpoints(1)[0]
-	conn := b.Begin("ns/svc", &e)
-	c.t = c.t.Add(50 * time.Millisecond)
-	conn.Connected()
-	conn.Done()
+	connect := func(took time.Duration) {
+		conn := b.Begin("ns/svc", &e)
+		c.t = c.t.Add(took)
+		conn.Connected()
+		conn.Done()
+	}
+	connect(50 * time.Millisecond)
+	if got := b.Snapshot("ns/svc", &e).EWMA; got > 2*time.Millisecond {
+		t.Fatalf("after one 50ms connect: ewma %s, want a lone outlier not to set it", got)
+	}
+	connect(50 * time.Millisecond)
 	if got := b.Snapshot("ns/svc", &e).EWMA; got != 50*time.Millisecond {
-		t.Fatalf("after one 50ms connect: ewma %s, want 50ms at once", got)
+		t.Fatalf("after two 50ms connects: ewma %s, want 50ms at once", got)
 	}
 	c.t = c.t.Add(DecayWindow)
 	if got, want := b.Snapshot("ns/svc", &e).EWMA, time.Duration(math.Round(float64(50*time.Millisecond)/math.E)); absDiff(got, want) > time.Microsecond {
 		t.Errorf("one window later: ewma %s, want %s", got, want)
 	}
-	conn = b.Begin("ns/svc", &e)
-	conn.Failed()
+	b.Begin("ns/svc", &e).Failed()
 	s := b.Snapshot("ns/svc", &e)
-	if s.EWMA != Penalty || s.Failures != 1 || s.Open != 0 || s.Picks != 2 {
-		t.Errorf("after a failure: %+v, want ewma %s, 1 failure, 0 open, 2 picks", s, Penalty)
+	if s.EWMA != Penalty || s.Failures != 1 || s.Open != 0 || s.Picks != 3 {
+		t.Errorf("after a failure: %+v, want ewma %s, 1 failure, 0 open, 3 picks", s, Penalty)
 	}
 }
 

@@ -84,12 +84,12 @@ func TestServiceVIP(t *testing.T) {
 		// Warm up: every endpoint gets its pooled HBONE connection first.
 		burst(ctx, t, l, cli, netip.AddrPortFrom(vips[0], echoPort), 60, 20)
 		before := picks(ctx, t, l, "agents/data-validator")
-		res := burst(ctx, t, l, cli, netip.AddrPortFrom(vips[0], echoPort), 3000, 30)
+		res := burst(ctx, t, l, cli, netip.AddrPortFrom(vips[0], echoPort), 3000, 8)
 		if res.Echoed != 3000 {
 			t.Fatalf("burst: %d of 3000 echoed: %+v", res.Echoed, res.Errors)
 		}
 		split := delta(picks(ctx, t, l, "agents/data-validator"), before)
-		t.Logf("3000 connections split %v", split)
+		t.Logf("3000 connections split %v; balancer after: %s", split, balancerState(ctx, t, l, "agents/data-validator"))
 		for _, p := range dvs {
 			if n := split[p.Name]; n < 850 || n > 1150 {
 				t.Errorf("%s got %d of 3000, want 1000 ±15%%", p.Name, n)
@@ -321,6 +321,20 @@ func picks(ctx context.Context, t *testing.T, l *lab.Lab, service string) map[st
 		out[name] = int(e.Picks)
 	}
 	return out
+}
+
+// balancerState is n1's EWMA and open connections per endpoint of service.
+func balancerState(ctx context.Context, t *testing.T, l *lab.Lab, service string) string {
+	t.Helper()
+	svcs, err := l.ZtunnelServices(ctx, 1, service)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var b strings.Builder
+	for _, e := range svcs[0].Endpoints {
+		fmt.Fprintf(&b, "%s ewma %.2fms open %d failures %d; ", e.Workload, e.EWMAMillis, e.Open, e.Failures)
+	}
+	return b.String()
 }
 
 func delta(after, before map[string]int) map[string]int {
