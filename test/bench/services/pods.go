@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net/netip"
+	"os"
 	"strconv"
 	"time"
 
@@ -11,6 +12,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
 
+	"github.com/agentmesh/agentmesh/internal/netns"
 	"github.com/agentmesh/agentmesh/test/lab"
 )
 
@@ -67,6 +69,11 @@ func makeSetup(ctx context.Context, l *lab.Lab) (*setup, error) {
 		got = append(got, lp)
 	}
 	s := &setup{directClient: got[0], directServer: got[1], meshClient: got[2], meshServer: got[3]}
+	for _, p := range []*lab.Pod{s.directClient, s.meshClient} {
+		if err := reuseTimeWait(p); err != nil {
+			return nil, err
+		}
+	}
 	svc, err := l.CreateService(ctx, meshNS, serviceName, map[string]string{"app": serverApp},
 		corev1.ServicePort{Name: "echo", Port: echoPort, TargetPort: intstr.FromInt32(echoPort), Protocol: corev1.ProtocolTCP})
 	if err != nil {
@@ -88,6 +95,23 @@ func benchPod(ns, name, node string, labels map[string]string) *corev1.Pod {
 			PeriodSeconds: 1, FailureThreshold: 1, SuccessThreshold: 1, TimeoutSeconds: 1}}
 	return &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns, Labels: labels},
 		Spec: corev1.PodSpec{NodeName: node, ServiceAccountName: "bench-" + name, Containers: []corev1.Container{c}}}
+}
+
+// twReuse is the sysctl, per network namespace, that lets a new outgoing
+// connection take a local port still in TIME_WAIT once a second has
+// passed. The client closes first, so each connection leaves its port in
+// TIME_WAIT for 60s: without reuse the ephemeral range (28k ports) caps a
+// run at about 28k connections, and a fast row would fail on it.
+const twReuse = "/proc/sys/net/ipv4/tcp_tw_reuse"
+
+// reuseTimeWait sets twReuse to 1 in client pod p's netns, as load
+// generators do.
+func reuseTimeWait(p *lab.Pod) error {
+	err := netns.DoPath(p.NetnsPath(), func() error { return os.WriteFile(twReuse, []byte("1"), 0) })
+	if err != nil {
+		return fmt.Errorf("pod %s/%s: set %s: %w", p.Namespace, p.Name, twReuse, err)
+	}
+	return nil
 }
 
 func serviceAccount(ctx context.Context, l *lab.Lab, ns, name string) error {
