@@ -25,11 +25,13 @@ const (
 //	latency --to ADDR [--rate R] [--conns C] [--size S] [--duration D] [--grace G]
 //	bulk    --to ADDR [--bytes N] [--timeout T]
 //	hold    --to ADDR [--conns N] [--size S] [--hold D]
+//	connect --to ADDR [--concurrency K] [--size S] [--duration D] [--timeout T]
 //
-// latency prints a Summary, bulk a BulkResult, hold two HoldResult lines.
+// latency prints a Summary, bulk a BulkResult, hold two HoldResult lines,
+// connect a ConnectResult.
 func Client(ctx context.Context, args []string, stdout io.Writer) error {
 	if len(args) == 0 {
-		return fmt.Errorf("%s: want a mode, latency or bulk", ClientCommand)
+		return fmt.Errorf("%s: want a mode: latency, bulk, hold or connect", ClientCommand)
 	}
 	var out any
 	var err error
@@ -40,6 +42,8 @@ func Client(ctx context.Context, args []string, stdout io.Writer) error {
 		out, err = latencyCommand(ctx, args[1:])
 	case "bulk":
 		out, err = bulkCommand(ctx, args[1:])
+	case "connect":
+		out, err = connectCommand(ctx, args[1:])
 	default:
 		return fmt.Errorf("%s: unknown mode %q", ClientCommand, args[0])
 	}

@@ -6,17 +6,20 @@ import (
 	"fmt"
 	"io"
 	"runtime"
+	"time"
 
 	"github.com/agentmesh/agentmesh/test/bench/controlplane"
 	policybench "github.com/agentmesh/agentmesh/test/bench/policy"
+	"github.com/agentmesh/agentmesh/test/bench/services"
 )
 
-// controlPlaneFlags select the benchmarks and size the control-plane and
-// policy ones.
+// controlPlaneFlags select the benchmarks and size the control-plane,
+// policy and services ones.
 type controlPlaneFlags struct {
-	dataPath, controlPlane, policy bool
-	cp                             controlplane.Options
-	pol                            policybench.Options
+	dataPath, controlPlane, policy, services bool
+	cp                                       controlplane.Options
+	pol                                      policybench.Options
+	svc                                      services.Options
 }
 
 // register adds --data-path, --control-plane and the --cp-* sizes to fs.
@@ -32,6 +35,29 @@ func (f *controlPlaneFlags) register(fs *flag.FlagSet) {
 	fs.BoolVar(&f.policy, "policy", true, "then time AgentPolicy apply -> enforcement on every node of a Kubernetes-mode lab (needs root and bin/kube)")
 	fs.IntVar(&f.pol.Nodes, "policy-nodes", 3, "policy: lab nodes, one target pod each")
 	fs.IntVar(&f.pol.Rounds, "policy-rounds", 10, "policy: apply+delete rounds")
+	fs.BoolVar(&f.services, "services", true, "then compare a Service VIP with pod IP and direct on a Kubernetes-mode lab: new connections/s and echo latency (needs root and bin/kube; latency sized by --rate, --conns, --size, --duration)")
+	fs.DurationVar(&f.svc.ConnectDuration, "svc-connect-duration", 5*time.Second, "services: how long each row opens new connections")
+	fs.IntVar(&f.svc.Concurrency, "svc-concurrency", 8, "services: new connections in flight at once")
+}
+
+// runServices runs the services benchmark and prints its table, also
+// what it measured before failing.
+func runServices(ctx context.Context, o Options, stdout io.Writer) error {
+	so := o.cpFlags.svc
+	so.BinDir, so.Logger = o.BinDir, o.Logger
+	so.Duration, so.Rate, so.Conns, so.Size = o.Duration, o.Rate, o.Conns, o.Size
+	load := loadAverage()
+	r, err := services.Measure(ctx, so)
+	if r != nil {
+		fmt.Fprintln(stdout)
+		services.WriteTable(stdout, r)
+		fmt.Fprintf(stdout, "\nmachine: %d CPUs, load average %s before and %s after the run\n",
+			runtime.NumCPU(), load, loadAverage())
+	}
+	if err != nil {
+		return fmt.Errorf("services bench: %w", err)
+	}
+	return nil
 }
 
 // runPolicy runs the policy benchmark and prints its table.

@@ -52,6 +52,22 @@
 // say what the mesh costs relative to direct traffic here, not what a real
 // cluster would reach. Nothing in this package asserts a timing.
 //
+// # The other sections
+//
+// After the data-path table, `meshlab bench` prints three more, each from
+// its own lab or control plane and each with the load average around it:
+// the controller on a real Kubernetes control plane (package controlplane;
+// --control-plane, --cp-*), AgentPolicy apply-to-enforcement times
+// (package policy; --policy, --policy-*), and Services (package services;
+// --services, --svc-*): on a two-node Kubernetes-mode lab, new connections
+// per second (each one dial, one 1 KiB echo, close; `bench-client
+// connect`) and the latency above, in three rows measured in one run:
+// direct by pod IP, mesh by pod IP, and mesh by a Service's ClusterIP whose
+// one endpoint is that same server pod, with the ratios mesh/direct and
+// VIP/pod IP. Its latency rows take --rate, --conns, --size and --duration
+// from this table's flags. Each package's documentation says how to read
+// its table.
+//
 // The Go benchmarks (BenchmarkEchoRoundTrip, BenchmarkBulk) measure only
 // ztunnel's HBONE code in one process on loopback, each against plain TCP in
 // the same run.

@@ -36,12 +36,15 @@ type Options struct {
 
 // Run builds a two-node lab, measures every scenario, and prints one table
 // and the mesh/direct ratios to stdout; then it benchmarks the controller on
-// a real Kubernetes control plane and prints a second table, and times
-// AgentPolicy enforcement on a Kubernetes-mode lab for a third. Flags:
-// --bin-dir, --duration, --rate, --conns, --size, --bulk-bytes, --ipv6,
-// --verbose; --data-path, --control-plane and --policy (all default true)
-// pick the benchmarks, --cp-* and --policy-* size the last two. Progress
-// goes to stderr.
+// a real Kubernetes control plane and prints a second table, times
+// AgentPolicy enforcement on a Kubernetes-mode lab for a third, and
+// compares a Service VIP with pod IP and direct on another Kubernetes-mode
+// lab for a fourth (package services). Flags: --bin-dir, --duration,
+// --rate, --conns, --size, --bulk-bytes, --ipv6, --verbose; --data-path,
+// --control-plane, --policy and --services (all default true) pick the
+// benchmarks, --cp-*, --policy-* and --svc-* size the last three (the
+// services latency also takes --duration, --rate, --conns and --size).
+// Progress goes to stderr.
 func Run(ctx context.Context, args []string, stdout io.Writer) error {
 	opts, err := parseFlags(args, stdout)
 	if errors.Is(err, flag.ErrHelp) {
@@ -58,6 +61,9 @@ func Run(ctx context.Context, args []string, stdout io.Writer) error {
 	}
 	if opts.cpFlags.policy {
 		err = errors.Join(err, runPolicy(ctx, opts, stdout))
+	}
+	if opts.cpFlags.services {
+		err = errors.Join(err, runServices(ctx, opts, stdout))
 	}
 	return err
 }
