@@ -33,7 +33,9 @@ import (
 
 // Defaults.
 const (
-	// DecayWindow is the EWMA's time constant.
+	// DecayWindow is the EWMA's time constant: connects come at
+	// connection rates, and Linkerd's 10s (for request latency) held one
+	// stall's peak over a whole burst.
 	DecayWindow = 2 * time.Second
 	// Penalty is the latency a failed connect counts as.
 	Penalty = time.Second
