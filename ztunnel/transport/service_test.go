@@ -97,6 +97,12 @@ func TestDialServiceFailsOver(t *testing.T) {
 	good := listening(t)
 	eps := []balance.Endpoint{ep("dead", refusingAddr(t), true), ep("good", good, true)}
 	pod := &flow.Pod{Net: hostNet{}}
+	// Two connections open on the good endpoint make the dead one the
+	// cheaper first choice.
+	for range 2 {
+		c := tr.balancer.Begin("agents/dv", &eps[1])
+		defer c.Done()
+	}
 	for range 50 {
 		f := serviceFlow()
 		c, done, err := tr.DialService(context.Background(), pod, f, eps, name)
@@ -116,8 +122,11 @@ func TestDialServiceFailsOver(t *testing.T) {
 	if got := testutil.ToFloat64(m.ServiceRetries.WithLabelValues("agents/dv", "refused")); got < 1 {
 		t.Errorf("no refused retry counted")
 	}
-	if s := tr.balancer.Snapshot("agents/dv", &eps[1]); s.Open != 0 {
-		t.Errorf("open on the good endpoint after every conn ended: %d", s.Open)
+	if s := tr.balancer.Snapshot("agents/dv", &eps[0]); s.Failures < 1 || s.Open != 0 {
+		t.Errorf("dead endpoint: %+v, want failures and nothing open", s)
+	}
+	if s := tr.balancer.Snapshot("agents/dv", &eps[1]); s.Open != 2 {
+		t.Errorf("open on the good endpoint after every conn ended: %d, want the 2 held", s.Open)
 	}
 }
 
