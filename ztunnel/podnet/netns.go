@@ -65,3 +65,24 @@ func markSocket(fd int) error {
 	}
 	return nil
 }
+
+// ListenUDP opens a UDP socket at addr inside the namespace (the DNS
+// proxy's).
+func (n *nsNet) ListenUDP(network, addr string) (*net.UDPConn, error) {
+	var c net.PacketConn
+	err := netns.Do(n.fd, func() error {
+		var err error
+		c, err = net.ListenPacket(network, addr)
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("listen %s/%s in pod netns: %w", network, addr, err)
+	}
+	return c.(*net.UDPConn), nil
+}
+
+// DialUDP makes a UDP socket inside the namespace, marked with
+// mesh.SocketMark (the DNS capture lets it through), connected to addr.
+func (n *nsNet) DialUDP(addr netip.AddrPort) (*net.UDPConn, error) {
+	return netns.DialUDP(n.fd, addr, markSocket)
+}
