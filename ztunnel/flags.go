@@ -11,6 +11,7 @@ import (
 	"github.com/agentmesh/agentmesh/api/mesh"
 	"github.com/agentmesh/agentmesh/internal/configsource"
 	"github.com/agentmesh/agentmesh/internal/logging"
+	"github.com/agentmesh/agentmesh/ztunnel/dnsproxy"
 )
 
 // options are ztunnel's command-line flags.
@@ -27,7 +28,9 @@ type options struct {
 	metricsAddr  string
 	readyAddr    string
 	maxConns     int
-	log          logging.Flags
+	// clusterDomain is the Services' DNS domain the DNS proxy answers.
+	clusterDomain string
+	log           logging.Flags
 }
 
 // parseFlags parses args; it returns flag.ErrHelp after printing usage.
@@ -49,6 +52,7 @@ func parseFlags(args []string, usage io.Writer) (*options, error) {
 	fs.StringVar(&o.metricsAddr, "metrics-addr", fmt.Sprintf(":%d", mesh.MetricsPort), "Prometheus metrics address")
 	fs.StringVar(&o.readyAddr, "ready-addr", fmt.Sprintf(":%d", mesh.ReadinessPort), "readiness probe address")
 	fs.IntVar(&o.maxConns, "max-connections", 0, "proxied connections (outbound and plaintext connections, inbound HBONE streams) carried at once; more are refused at once with a reset (0: only the fd budget, the open-file limit less a reserve, bounds them)")
+	fs.StringVar(&o.clusterDomain, "cluster-domain", dnsproxy.DefaultClusterDomain, "the cluster's DNS domain: the DNS proxy answers svc.ns.svc.<domain> (and svc, svc.ns, svc.ns.svc) from the mesh config")
 	o.log.Register(fs)
 	if err := fs.Parse(args); err != nil {
 		return nil, err
@@ -61,6 +65,9 @@ func parseFlags(args []string, usage io.Writer) (*options, error) {
 	}
 	if o.maxConns < 0 {
 		return nil, errors.New("--max-connections must not be negative")
+	}
+	if dnsproxy.NormalizeDomain(o.clusterDomain) == "" {
+		return nil, errors.New("--cluster-domain must not be empty")
 	}
 	if o.certLifetime <= 0 {
 		return nil, errors.New("--cert-lifetime must be positive")

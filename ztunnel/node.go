@@ -14,6 +14,7 @@ import (
 	"github.com/agentmesh/agentmesh/api/spiffe"
 	"github.com/agentmesh/agentmesh/ztunnel/authorize"
 	"github.com/agentmesh/agentmesh/ztunnel/classify"
+	"github.com/agentmesh/agentmesh/ztunnel/dnsproxy"
 	"github.com/agentmesh/agentmesh/ztunnel/hbone"
 	"github.com/agentmesh/agentmesh/ztunnel/identity"
 	"github.com/agentmesh/agentmesh/ztunnel/limits"
@@ -63,6 +64,11 @@ type NodeOptions struct {
 	// plaintext connections, inbound HBONE streams) carried at once; 0
 	// leaves only the fd budget (see limits).
 	MaxConnections int
+	// DNSUpstreams tells the pods' DNS proxies where each captured query
+	// was going (the pinned dns_upstream map); nil runs no DNS proxy.
+	DNSUpstreams dnsproxy.Upstreams
+	// ClusterDomain is the Services' DNS domain ("" = cluster.local).
+	ClusterDomain string
 }
 
 // Node is the per-node tunnel: it owns the listeners inside every handed-over
@@ -81,7 +87,8 @@ type Node struct {
 	server    *hbone.Server
 	limits    *limits.Limits
 	gauges    *gauges
-	trim      limits.Trimmer // used by Run only
+	dns       *dnsproxy.Proxy // nil without NodeOptions.DNSUpstreams
+	trim      limits.Trimmer  // used by Run only
 
 	// ctx is the parent of every pod context; cancelled when Run ends.
 	ctx    context.Context
@@ -137,6 +144,10 @@ func NewNode(o NodeOptions) *Node {
 	client := hbone.NewClient(hbone.ClientOptions{Logger: o.Logger.With("component", "hbone-client"), IdleTimeout: 90 * time.Second})
 	n.transport = transport.New(client, o.Certs, lim, n.rec, o.DialTimeout)
 	n.server = hbone.NewServer(hbone.ServerOptions{Logger: o.Logger.With("component", "hbone-server")})
+	if o.DNSUpstreams != nil {
+		n.dns = dnsproxy.New(dnsproxy.Options{Logger: o.Logger.With("component", "dns"), Index: n.Index,
+			Upstreams: o.DNSUpstreams, ClusterDomain: o.ClusterDomain, Registry: o.Registry})
+	}
 	n.pipe = &pipeline.Pipeline{
 		Log: o.Logger, Index: n.Index, OrigDst: o.OrigDst, Resolve: resolve.New(n.Index), Authorize: n.auth,
 		Transport: n.transport, Limits: lim, Record: n.rec, HBONEServer: n.server, ServerTLS: o.Certs,
