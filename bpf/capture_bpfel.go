@@ -23,6 +23,10 @@ type captureCounters struct {
 	LookupSteered     uint64
 	LookupDropped     uint64
 	LookupErrors      uint64
+	DnsRedirected     uint64
+	DnsBypassed       uint64
+	DnsErrors         uint64
+	DnsRestored       uint64
 }
 
 type captureOrigAddr struct {

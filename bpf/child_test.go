@@ -24,6 +24,13 @@ import (
 const childEnv = "AMTEST_BPF_CONNECT" // "<tcp4|tcp6> <dst addr:port> <mark 0|1>"
 
 func TestMain(m *testing.M) {
+	if spec := os.Getenv(dnsChildEnv); spec != "" {
+		if err := childDNS(spec); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			os.Exit(1)
+		}
+		os.Exit(0)
+	}
 	if spec := os.Getenv(childEnv); spec != "" {
 		if err := childConnect(spec); err != nil {
 			fmt.Fprintln(os.Stderr, err)

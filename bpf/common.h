@@ -11,6 +11,7 @@
 #define AF_INET 2
 #define AF_INET6 10
 #define SOCK_STREAM 1
+#define SOCK_DGRAM 2
 
 // CTX_U32 is the 32-bit context field at its fixed UAPI offset. The verifier
 // rewrites context accesses and rejects the pointer arithmetic that CO-RE
@@ -23,6 +24,7 @@
 #define OUTBOUND_PORT 15001
 #define INBOUND_PLAINTEXT_PORT 15006
 #define HBONE_PORT 15008
+#define DNS_PROXY_PORT 15053
 #define SOCKET_MARK 0x539
 
 // The original destination of a redirected connection.
@@ -62,6 +64,10 @@ struct counters {
 	__u64 lookup_steered;     // sk_lookup: assigned to a ztunnel listener
 	__u64 lookup_dropped;     // sk_lookup: no listener, refused (fail closed)
 	__u64 lookup_errors;      // sk_lookup: bpf_sk_assign failed, refused
+	__u64 dns_redirected;     // dns connect/sendmsg: UDP port 53 sent to ztunnel's 15053
+	__u64 dns_bypassed;       // dns connect/sendmsg: enrolled netns, socket has SocketMark
+	__u64 dns_errors;         // dns connect/sendmsg: no port or map full; left uncaptured
+	__u64 dns_restored;       // dns recvmsg/getpeername: 15053 shown as the upstream again
 };
 
 struct {

@@ -135,5 +135,9 @@ func diff(a, b Counters) Counters {
 		LookupSteered:     b.LookupSteered - a.LookupSteered,
 		LookupDropped:     b.LookupDropped - a.LookupDropped,
 		LookupErrors:      b.LookupErrors - a.LookupErrors,
+		DnsRedirected:     b.DnsRedirected - a.DnsRedirected,
+		DnsBypassed:       b.DnsBypassed - a.DnsBypassed,
+		DnsErrors:         b.DnsErrors - a.DnsErrors,
+		DnsRestored:       b.DnsRestored - a.DnsRestored,
 	}
 }

@@ -17,6 +17,10 @@ import (
 //	LookupSteered      sk_lookup gave a connection to a ztunnel listener
 //	LookupDropped      sk_lookup refused a connection: no listener
 //	LookupErrors       sk_lookup refused a connection: bpf_sk_assign failed
+//	DnsRedirected      dns connect/sendmsg sent a UDP port 53 query to ztunnel's 15053
+//	DnsBypassed        dns connect/sendmsg let a socket with mesh.SocketMark through
+//	DnsErrors          dns connect/sendmsg left a query uncaptured: no port, map full
+//	DnsRestored        dns recvmsg/getpeername showed the upstream instead of 15053
 type Counters captureCounters
 
 // ReadCounters reads the stats map and sums the per-CPU values.

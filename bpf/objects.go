@@ -27,15 +27,27 @@ func specs() ([]*ebpf.CollectionSpec, error) {
 	if err != nil {
 		return nil, err
 	}
-	return []*ebpf.CollectionSpec{capture, steer}, nil
+	dns, err := loadDns()
+	if err != nil {
+		return nil, err
+	}
+	return []*ebpf.CollectionSpec{capture, steer, dns}, nil
 }
 
 // programNames maps ELF program names to pin names.
 var programNames = map[string]string{
-	captureProgConnect4:   ProgConnect4,
-	captureProgConnect6:   ProgConnect6,
-	captureProgSockOps:    ProgSockOps,
-	steerProgSteerInbound: ProgSkLookup,
+	captureProgConnect4:    ProgConnect4,
+	captureProgConnect6:    ProgConnect6,
+	captureProgSockOps:     ProgSockOps,
+	steerProgSteerInbound:  ProgSkLookup,
+	dnsProgDnsConnect4:     ProgDNSConnect4,
+	dnsProgDnsConnect6:     ProgDNSConnect6,
+	dnsProgDnsSendmsg4:     ProgDNSSendmsg4,
+	dnsProgDnsSendmsg6:     ProgDNSSendmsg6,
+	dnsProgDnsRecvmsg4:     ProgDNSRecvmsg4,
+	dnsProgDnsRecvmsg6:     ProgDNSRecvmsg6,
+	dnsProgDnsGetpeername4: ProgDNSGetpeername4,
+	dnsProgDnsGetpeername6: ProgDNSGetpeername6,
 }
 
 // MapSpecs returns the specs of all maps by name.

@@ -8,8 +8,8 @@ import (
 // Layout of the pins under a pin directory (default mesh.DefaultPinDir):
 //
 //	<pin-dir>/maps/<map name>          every map, by the names below
-//	<pin-dir>/progs/<program>          connect4, connect6, sockops, sk_lookup
-//	<pin-dir>/links/<program>          connect4, connect6, sockops (cgroup links)
+//	<pin-dir>/progs/<program>          connect4, connect6, sockops, sk_lookup, dns_*
+//	<pin-dir>/links/<program>          connect4, connect6, sockops, dns_* (cgroup links)
 //	<pin-dir>/links/sk_lookup_<cookie> the netns link of each enrolled pod
 const (
 	MapsDir  = "maps"
@@ -24,6 +24,8 @@ const (
 	MapOrigDst       = "orig_dst"        // LRU_HASH: struct tuple_key -> struct orig_addr
 	MapListeners     = "listeners"       // SOCKHASH: struct listener_key -> listening socket
 	MapStats         = "stats"           // PERCPU_ARRAY: key 0 -> struct counters
+	MapDNSUpstream   = "dns_upstream"    // LRU_HASH: struct dns_key -> struct orig_addr
+	MapDNSSock       = "dns_sock"        // LRU_HASH: socket cookie -> struct orig_addr
 )
 
 // Program (and link) pin names under <pin-dir>/progs and <pin-dir>/links.
@@ -32,6 +34,16 @@ const (
 	ProgConnect6 = "connect6"  // cgroup/connect6
 	ProgSockOps  = "sockops"   // cgroup sock_ops
 	ProgSkLookup = "sk_lookup" // sk_lookup, one link per enrolled netns
+
+	// DNS capture (dns.c), each a cgroup link like connect4.
+	ProgDNSConnect4     = "dns_connect4"     // cgroup/connect4, UDP port 53
+	ProgDNSConnect6     = "dns_connect6"     // cgroup/connect6, UDP port 53
+	ProgDNSSendmsg4     = "dns_sendmsg4"     // cgroup/sendmsg4
+	ProgDNSSendmsg6     = "dns_sendmsg6"     // cgroup/sendmsg6
+	ProgDNSRecvmsg4     = "dns_recvmsg4"     // cgroup/recvmsg4
+	ProgDNSRecvmsg6     = "dns_recvmsg6"     // cgroup/recvmsg6
+	ProgDNSGetpeername4 = "dns_getpeername4" // cgroup/getpeername4
+	ProgDNSGetpeername6 = "dns_getpeername6" // cgroup/getpeername6
 )
 
 // SkLookupLinkPrefix starts the name of every per-netns sk_lookup link pin.

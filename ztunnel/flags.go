@@ -12,6 +12,7 @@ import (
 	"github.com/agentmesh/agentmesh/internal/configsource"
 	"github.com/agentmesh/agentmesh/internal/logging"
 	"github.com/agentmesh/agentmesh/ztunnel/transport"
+	"github.com/agentmesh/agentmesh/ztunnel/dnsproxy"
 )
 
 // options are ztunnel's command-line flags.
@@ -29,7 +30,9 @@ type options struct {
 	readyAddr    string
 	maxConns     int
 	failover     transport.Failover
-	log          logging.Flags
+	// clusterDomain is the Services' DNS domain the DNS proxy answers.
+	clusterDomain string
+	log           logging.Flags
 }
 
 // parseFlags parses args; it returns flag.ErrHelp after printing usage.
@@ -57,6 +60,7 @@ func parseFlags(args []string, usage io.Writer) (*options, error) {
 	fs.DurationVar(&o.failover.Budget, "service-connect-budget", d.Budget, "bound of all connects and backoffs of one connection to a Service VIP")
 	fs.DurationVar(&o.failover.BackoffBase, "service-connect-backoff", d.BackoffBase, "first backoff before a failed Service connect is retried (full jitter, doubling)")
 	fs.DurationVar(&o.failover.BackoffMax, "service-connect-backoff-max", d.BackoffMax, "largest backoff between Service connect attempts")
+	fs.StringVar(&o.clusterDomain, "cluster-domain", dnsproxy.DefaultClusterDomain, "the cluster's DNS domain: the DNS proxy answers svc.ns.svc.<domain> (and svc, svc.ns, svc.ns.svc) from the mesh config")
 	o.log.Register(fs)
 	if err := fs.Parse(args); err != nil {
 		return nil, err
@@ -72,6 +76,9 @@ func parseFlags(args []string, usage io.Writer) (*options, error) {
 	}
 	if err := o.failover.Validate(); err != nil {
 		return nil, fmt.Errorf("--service-connect-*: %w", err)
+	}
+	if dnsproxy.NormalizeDomain(o.clusterDomain) == "" {
+		return nil, errors.New("--cluster-domain must not be empty")
 	}
 	if o.certLifetime <= 0 {
 		return nil, errors.New("--cert-lifetime must be positive")

@@ -132,6 +132,9 @@ func (n *Node) teardownLocked(p *pod) error {
 		}
 		l.Ln.Close()
 	}
+	if err := n.stopDNSLocked(p); err != nil {
+		errs = append(errs, err)
+	}
 	if p.cancel != nil {
 		p.cancel()
 	}
@@ -223,6 +226,10 @@ func (n *Node) setupLocked(p *pod) error {
 		p.listeners = append(p.listeners, &podListener{Listener: l})
 	}
 	if err := n.registerLocked(p); err != nil {
+		n.unregisterLocked(p)
+		return err
+	}
+	if err := n.startDNSLocked(p); err != nil {
 		n.unregisterLocked(p)
 		return err
 	}

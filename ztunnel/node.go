@@ -16,6 +16,7 @@ import (
 	"github.com/agentmesh/agentmesh/ztunnel/authorize"
 	"github.com/agentmesh/agentmesh/ztunnel/balance"
 	"github.com/agentmesh/agentmesh/ztunnel/classify"
+	"github.com/agentmesh/agentmesh/ztunnel/dnsproxy"
 	"github.com/agentmesh/agentmesh/ztunnel/hbone"
 	"github.com/agentmesh/agentmesh/ztunnel/identity"
 	"github.com/agentmesh/agentmesh/ztunnel/limits"
@@ -68,6 +69,11 @@ type NodeOptions struct {
 	// Failover bounds the retries of connections to Services on other
 	// endpoints (zero: transport.DefaultFailover).
 	Failover transport.Failover
+	// DNSUpstreams tells the pods' DNS proxies where each captured query
+	// was going (the pinned dns_upstream map); nil runs no DNS proxy.
+	DNSUpstreams dnsproxy.Upstreams
+	// ClusterDomain is the Services' DNS domain ("" = cluster.local).
+	ClusterDomain string
 }
 
 // Node is the per-node tunnel: it owns the listeners inside every handed-over
@@ -87,7 +93,8 @@ type Node struct {
 	server    *hbone.Server
 	limits    *limits.Limits
 	gauges    *gauges
-	trim      limits.Trimmer // used by Run only
+	dns       *dnsproxy.Proxy // nil without NodeOptions.DNSUpstreams
+	trim      limits.Trimmer  // used by Run only
 
 	// ctx is the parent of every pod context; cancelled when Run ends.
 	ctx    context.Context
@@ -147,6 +154,10 @@ func NewNode(o NodeOptions) *Node {
 		Balancer: n.balancer, Failover: o.Failover,
 	})
 	n.server = hbone.NewServer(hbone.ServerOptions{Logger: o.Logger.With("component", "hbone-server")})
+	if o.DNSUpstreams != nil {
+		n.dns = dnsproxy.New(dnsproxy.Options{Logger: o.Logger.With("component", "dns"), Index: n.Index,
+			Upstreams: o.DNSUpstreams, ClusterDomain: o.ClusterDomain, Registry: o.Registry})
+	}
 	n.pipe = &pipeline.Pipeline{
 		Log: o.Logger, Index: n.Index, OrigDst: o.OrigDst, Resolve: resolve.New(n.Index), Authorize: n.auth,
 		Transport: n.transport, Limits: lim, Record: n.rec, HBONEServer: n.server, ServerTLS: o.Certs,

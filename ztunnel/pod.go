@@ -8,6 +8,7 @@ import (
 
 	"github.com/agentmesh/agentmesh/internal/handoff"
 	"github.com/agentmesh/agentmesh/ztunnel/authorize"
+	"github.com/agentmesh/agentmesh/ztunnel/dnsproxy"
 	"github.com/agentmesh/agentmesh/ztunnel/flow"
 	"github.com/agentmesh/agentmesh/ztunnel/podnet"
 )
@@ -29,6 +30,7 @@ type pod struct {
 	// the pod as the pipeline sees it (its workload, identity, addresses).
 	flow      flow.Pod
 	listeners []*podListener
+	dns       *dnsproxy.Server // nil: no DNS proxy (none configured, or a fake Net)
 	ctx       context.Context
 	cancel    context.CancelFunc
 	wg        sync.WaitGroup // accept loops and conn goroutines

@@ -22,7 +22,7 @@ import (
 	"github.com/agentmesh/agentmesh/ztunnel/debug"
 )
 
-// pinMaps creates and pins the two maps ztunnel opens, as agentd would.
+// pinMaps creates and pins the maps ztunnel opens, as agentd would.
 func pinMaps(t *testing.T) (string, *ebpf.Map) {
 	t.Helper()
 	specs, err := bpf.MapSpecs()
@@ -35,7 +35,7 @@ func pinMaps(t *testing.T) (string, *ebpf.Map) {
 	}
 	t.Cleanup(func() { os.RemoveAll(dir) })
 	var listeners *ebpf.Map
-	for _, name := range []string{bpf.MapOrigDst, bpf.MapListeners} {
+	for _, name := range []string{bpf.MapOrigDst, bpf.MapListeners, bpf.MapDNSUpstream} {
 		spec := specs[name].Copy()
 		spec.Pinning = ebpf.PinNone
 		m, err := ebpf.NewMap(spec)

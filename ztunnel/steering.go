@@ -30,7 +30,8 @@ func (n *Node) registerLocked(p *pod) error {
 	return nil
 }
 
-// unregisterLocked undoes a partial setup: SOCKHASH entries, then sockets.
+// unregisterLocked undoes a partial setup (and a drain's start): SOCKHASH
+// entries, then sockets, then the DNS proxy.
 func (n *Node) unregisterLocked(p *pod) {
 	for _, l := range p.listeners {
 		for _, ip := range l.registered {
@@ -39,6 +40,7 @@ func (n *Node) unregisterLocked(p *pod) {
 		l.Ln.Close()
 	}
 	p.listeners = nil
+	n.stopDNSLocked(p) //nolint:errcheck // logged; its goroutines are bounded by its timeout
 }
 
 // podIPs merges the addresses agentd saw with the config's, unmapped.

@@ -16,11 +16,17 @@ type ListenerTable interface {
 	Delete(podIP netip.Addr, port uint16) error
 }
 
-// bpfTables implements classify.OrigDst and ListenerTable on agentd's pinned
-// maps.
+// bpfTables implements classify.OrigDst, ListenerTable and
+// dnsproxy.Upstreams on agentd's pinned maps.
 type bpfTables struct {
-	origDst   *ebpf.Map
-	listeners *ebpf.Map
+	origDst     *ebpf.Map
+	listeners   *ebpf.Map
+	dnsUpstream *ebpf.Map
+}
+
+// LookupDNSUpstream implements dnsproxy.Upstreams.
+func (t bpfTables) LookupDNSUpstream(cookie uint64, client netip.AddrPort) (netip.AddrPort, error) {
+	return bpf.LookupDNSUpstream(t.dnsUpstream, cookie, client)
 }
 
 func (t bpfTables) Lookup(cookie uint64, src, dst netip.AddrPort) (netip.AddrPort, error) {

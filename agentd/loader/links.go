@@ -18,9 +18,18 @@ var cgroupAttach = map[string]ebpf.AttachType{
 	bpf.ProgConnect4: ebpf.AttachCGroupInet4Connect,
 	bpf.ProgConnect6: ebpf.AttachCGroupInet6Connect,
 	bpf.ProgSockOps:  ebpf.AttachCGroupSockOps,
+
+	bpf.ProgDNSConnect4:     ebpf.AttachCGroupInet4Connect,
+	bpf.ProgDNSConnect6:     ebpf.AttachCGroupInet6Connect,
+	bpf.ProgDNSSendmsg4:     ebpf.AttachCGroupUDP4Sendmsg,
+	bpf.ProgDNSSendmsg6:     ebpf.AttachCGroupUDP6Sendmsg,
+	bpf.ProgDNSRecvmsg4:     ebpf.AttachCGroupUDP4Recvmsg,
+	bpf.ProgDNSRecvmsg6:     ebpf.AttachCGroupUDP6Recvmsg,
+	bpf.ProgDNSGetpeername4: ebpf.AttachCgroupInet4GetPeername,
+	bpf.ProgDNSGetpeername6: ebpf.AttachCgroupInet6GetPeername,
 }
 
-// attachCgroupLinks attaches connect4/6 and sockops to cgroup, or, when
+// attachCgroupLinks attaches connect4/6, sockops and the DNS programs to cgroup, or, when
 // their links are pinned already, updates those links to the new programs
 // (atomically: capture never stops).
 func (d *Datapath) attachCgroupLinks(cgroup string) error {

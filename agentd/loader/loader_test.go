@@ -110,13 +110,14 @@ func TestOpenPinsEverything(t *testing.T) {
 	opts := testEnv(t)
 	d := open(t, opts)
 	var want []string
-	for _, m := range []string{bpf.MapEnrolledNetns, bpf.MapOrigDstCookie, bpf.MapOrigDst, bpf.MapListeners, bpf.MapStats} {
+	for _, m := range []string{bpf.MapEnrolledNetns, bpf.MapOrigDstCookie, bpf.MapOrigDst, bpf.MapListeners, bpf.MapStats,
+		bpf.MapDNSUpstream, bpf.MapDNSSock} {
 		want = append(want, bpf.MapPin(opts.PinDir, m))
 	}
-	for _, p := range []string{bpf.ProgConnect4, bpf.ProgConnect6, bpf.ProgSockOps, bpf.ProgSkLookup} {
+	for _, p := range append(cgroupProgs(), bpf.ProgSkLookup) {
 		want = append(want, bpf.ProgPin(opts.PinDir, p))
 	}
-	for _, l := range []string{bpf.ProgConnect4, bpf.ProgConnect6, bpf.ProgSockOps} {
+	for _, l := range cgroupProgs() {
 		want = append(want, bpf.LinkPin(opts.PinDir, l))
 	}
 	for _, p := range want {
@@ -144,7 +145,9 @@ func TestOpenPinsEverything(t *testing.T) {
 	if err != nil {
 		t.Fatalf("bpftool cgroup show: %v: %s", err, out)
 	}
-	for _, at := range []string{"cgroup_inet4_connect", "cgroup_inet6_connect", "sock_ops"} {
+	for _, at := range []string{"cgroup_inet4_connect", "cgroup_inet6_connect", "sock_ops",
+		"cgroup_udp4_sendmsg", "cgroup_udp6_sendmsg", "cgroup_udp4_recvmsg", "cgroup_udp6_recvmsg",
+		"cgroup_inet4_getpeername", "cgroup_inet6_getpeername"} {
 		if !strings.Contains(string(out), at) {
 			t.Errorf("cgroup lacks %s:\n%s", at, out)
 		}
@@ -173,8 +176,8 @@ func TestReopenKeepsState(t *testing.T) {
 		t.Fatal(err)
 	}
 	before := linkIDs(t, opts.PinDir)
-	if len(before) != 4 {
-		t.Fatalf("links after enroll = %v, want 3 cgroup links + 1 sk_lookup", before)
+	if len(before) != len(cgroupProgs())+1 {
+		t.Fatalf("links after enroll = %v, want %d cgroup links + 1 sk_lookup", before, len(cgroupProgs()))
 	}
 	if err := d.Close(); err != nil {
 		t.Fatal(err)
@@ -363,4 +366,11 @@ func TestReopenOtherCgroupFails(t *testing.T) {
 		d.Close()
 		t.Fatal("open with pins attached to another cgroup succeeded")
 	}
+}
+
+// cgroupProgs are the programs with a cgroup link: TCP capture and DNS.
+func cgroupProgs() []string {
+	return []string{bpf.ProgConnect4, bpf.ProgConnect6, bpf.ProgSockOps,
+		bpf.ProgDNSConnect4, bpf.ProgDNSConnect6, bpf.ProgDNSSendmsg4, bpf.ProgDNSSendmsg6,
+		bpf.ProgDNSRecvmsg4, bpf.ProgDNSRecvmsg6, bpf.ProgDNSGetpeername4, bpf.ProgDNSGetpeername6}
 }

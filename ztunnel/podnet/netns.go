@@ -65,3 +65,32 @@ func markSocket(fd int) error {
 	}
 	return nil
 }
+
+// ListenUDP opens a UDP socket at addr inside the namespace (the DNS
+// proxy's), marked with mesh.SocketMark: its replies go to the client's
+// port, which may be 53 (a resolver in the pod), and must not be captured.
+func (n *nsNet) ListenUDP(network, addr string) (*net.UDPConn, error) {
+	lc := net.ListenConfig{Control: func(_, _ string, rc syscall.RawConn) error {
+		var serr error
+		if err := rc.Control(func(fd uintptr) { serr = markSocket(int(fd)) }); err != nil {
+			return err
+		}
+		return serr
+	}}
+	var c net.PacketConn
+	err := netns.Do(n.fd, func() error {
+		var err error
+		c, err = lc.ListenPacket(context.Background(), network, addr)
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("listen %s/%s in pod netns: %w", network, addr, err)
+	}
+	return c.(*net.UDPConn), nil
+}
+
+// DialUDP makes a UDP socket inside the namespace, marked with
+// mesh.SocketMark (the DNS capture lets it through), connected to addr.
+func (n *nsNet) DialUDP(addr netip.AddrPort) (*net.UDPConn, error) {
+	return netns.DialUDP(n.fd, addr, markSocket)
+}

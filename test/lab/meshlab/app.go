@@ -10,7 +10,7 @@ import (
 // runApp dispatches `meshlab app <name>`.
 func runApp(ctx context.Context, args []string, stdout io.Writer) error {
 	if len(args) == 0 {
-		return fmt.Errorf("%w: app needs one of echo, http, send, stream, dialer, burst, flood", ErrUsage)
+		return fmt.Errorf("%w: app needs one of echo, http, send, stream, dialer, burst, flood, dns-query, dns-upstream, dns-flood", ErrUsage)
 	}
 	switch args[0] {
 	case "echo":
@@ -27,6 +27,12 @@ func runApp(ctx context.Context, args []string, stdout io.Writer) error {
 		return appDialer(ctx, args[1:], stdout)
 	case "flood":
 		return appFlood(ctx, args[1:], stdout)
+	case "dns-query":
+		return appDNSQuery(ctx, args[1:], stdout)
+	case "dns-upstream":
+		return appDNSUpstream(ctx, args[1:], stdout)
+	case "dns-flood":
+		return appDNSFlood(ctx, args[1:], stdout)
 	}
 	return fmt.Errorf("%w: unknown app %q", ErrUsage, args[0])
 }

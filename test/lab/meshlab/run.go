@@ -25,7 +25,8 @@ commands:
   down   remove whatever any lab left behind (netns, cgroups, pins, processes)
   demo   run a two-node mesh, make some agent calls, show what the mesh did
   app    sample workloads run inside pods: echo, http, send, stream, dialer, burst,
-         flood (an attacker: half-open TLS handshakes and garbage connections)
+         flood (an attacker: half-open TLS handshakes and garbage connections),
+         dns-query, dns-upstream (a resolver that says who asked), dns-flood
   bench  measure latency and throughput: direct pod-to-pod against the mesh
   soak   a steady mixed load on a lab for --duration (default 30m), sampled; fails if
          ztunnel's goroutines, fds or RSS or the eBPF map entries grow, or calls fail
