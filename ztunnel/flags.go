@@ -11,8 +11,8 @@ import (
 	"github.com/agentmesh/agentmesh/api/mesh"
 	"github.com/agentmesh/agentmesh/internal/configsource"
 	"github.com/agentmesh/agentmesh/internal/logging"
-	"github.com/agentmesh/agentmesh/ztunnel/transport"
 	"github.com/agentmesh/agentmesh/ztunnel/dnsproxy"
+	"github.com/agentmesh/agentmesh/ztunnel/transport"
 )
 
 // options are ztunnel's command-line flags.
