@@ -27,7 +27,8 @@ commands:
   app    sample workloads run inside pods: echo, http, send, stream, dialer, burst,
          flood (an attacker: half-open TLS handshakes and garbage connections),
          dns-query, dns-upstream (a resolver that says who asked), dns-flood
-  bench  measure latency and throughput: direct pod-to-pod against the mesh
+  bench  measure the mesh against direct pod-to-pod: latency, throughput, new connections through
+         Service VIPs, the control plane and policy enforcement (see meshlab bench -h)
   soak   a steady mixed load on a lab for --duration (default 30m), sampled; fails if
          ztunnel's goroutines, fds or RSS or the eBPF map entries grow, or calls fail
 `
