@@ -83,10 +83,11 @@ type Options struct {
 	// ZtunnelArgs are added to every ztunnel's command line (for example
 	// --max-connections=N).
 	ZtunnelArgs []string
-	// Manifest is the rendered chart whose Namespace, ServiceAccount and
+	// Manifest is a rendered chart whose Namespace, ServiceAccount and
 	// RBAC objects Kubernetes mode applies before it starts the controller
-	// (default: ManifestPath under the module root, if it exists; without
-	// one, the lab creates a minimal set, see kubemeshobjects.go).
+	// (default: the one built into the binary, deploy.Manifest; a file
+	// that does not exist makes the lab create a minimal set, see
+	// kubemeshobjects.go).
 	Manifest string
 }
 
