@@ -77,9 +77,15 @@ type Options struct {
 	// kube-controller-manager in the wire netns, and a fake kubelet per
 	// node that runs the Pods bound to it (see kube.go).
 	Kube bool
-	// KubeBinDir holds etcd, kube-apiserver and kube-controller-manager
-	// (default BinDir/kube; `make kube` builds them into bin/kube).
+	// KubeBinDir holds etcd, kube-apiserver, kube-controller-manager and
+	// kube-scheduler (default BinDir/kube; `make kube` builds them, and
+	// kubectl, into bin/kube).
 	KubeBinDir string
+	// ClusterDNS are, in Kubernetes mode, the ClusterIPs of the cluster
+	// DNS Service kube-system/kube-dns and the nameservers in the
+	// resolv.conf of every pod with dnsPolicy ClusterFirst (default
+	// ClusterDNSIPv4 and ClusterDNSIPv6; see kubedns.go).
+	ClusterDNS []netip.Addr
 	// ZtunnelArgs are added to every ztunnel's command line (for example
 	// --max-connections=N).
 	ZtunnelArgs []string
@@ -140,6 +146,9 @@ func newLab(opts Options) (*Lab, error) {
 	}
 	if opts.ReadyTimeout == 0 {
 		opts.ReadyTimeout = 30 * time.Second
+	}
+	if opts.ClusterDNS == nil {
+		opts.ClusterDNS = []netip.Addr{ClusterDNSIPv4, ClusterDNSIPv6}
 	}
 	id, err := newID()
 	if err != nil {
