@@ -42,7 +42,8 @@ type kubeMode struct {
 	mu          sync.Mutex // guards the fields below
 	procs       []*Process // etcd, kube-apiserver, kube-controller-manager, kube-scheduler
 	nextNode    int        // round-robin placement by CreatePod
-	hostForward *Forward   // the host's way to the apiserver (kubehost.go)
+	hostForward *Forward   // the host's way to the apiserver (kubehost.go); nil once closed
+	hostAddr    string     // its address
 }
 
 // startKube starts the control plane in the wire netns and one fake

@@ -32,9 +32,21 @@ func (l *Lab) startHostAccess() error {
 		return err
 	}
 	l.kube.mu.Lock()
-	l.kube.hostForward = f
+	l.kube.hostForward, l.kube.hostAddr = f, f.Addr()
 	l.kube.mu.Unlock()
 	return l.writeHostKubeconfig("https://" + f.Addr())
+}
+
+// HostAPIServer is the host's address of the apiserver (127.0.0.1:PORT,
+// the server in HostKubeconfig); "" in standalone mode. It stays set after
+// Close, when nothing listens there any more.
+func (l *Lab) HostAPIServer() string {
+	if l.kube == nil {
+		return ""
+	}
+	l.kube.mu.Lock()
+	defer l.kube.mu.Unlock()
+	return l.kube.hostAddr
 }
 
 // writeHostKubeconfig writes the cluster-admin kubeconfig with server,
