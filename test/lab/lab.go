@@ -13,13 +13,19 @@
 // /sys/fs/bpf/<id>/n<i>; state: /run/amlab/<id> (mesh.json, ca.pem,
 // ca-key.pem, one log per process, and the pids file Down uses).
 //
-// Kubernetes mode (Options.Kube): etcd, kube-apiserver and
-// kube-controller-manager (package kubecp) run in the wire netns, listening
-// on the bridge address 198.18.0.254, in cgroup <id>/kube, with their state
-// under <state>/kube; a fake kubelet per node (package kubelet) registers
-// Node n<i> and runs the Pods bound to it, each in netns <id>-pod<uid> and
-// cgroup <node cgroup>/pod<uid>, addressed as above. The lab is the
-// scheduler (CreatePod). With StartMesh (kubemesh.go) the lab applies the
+// Kubernetes mode (Options.Kube): etcd, kube-apiserver,
+// kube-controller-manager and kube-scheduler (package kubecp) run in the
+// wire netns, listening on the bridge address 198.18.0.254, in cgroup
+// <id>/kube, with their state under <state>/kube; a fake kubelet per node
+// (package kubelet) registers Node n<i> and runs the Pods bound to it, each
+// in netns <id>-pod<uid> and cgroup <node cgroup>/pod<uid>, addressed as
+// above, its processes in mount namespaces of their own that show the
+// kubelet's resolv.conf and hosts (<state>/pods/pod<uid>/, podmounts.go).
+// kube-scheduler binds the pods of Deployments and the like; CreatePod
+// places a pod round-robin itself. Service kube-system/kube-dns holds the
+// cluster DNS VIPs (kubedns.go). The host reaches the apiserver through a
+// loopback port forwarded into the wire netns (HostKubeconfig,
+// kubehost.go). With StartMesh (kubemesh.go) the lab applies the
 // chart's namespace, ServiceAccounts and RBAC (deploy/manifests), runs the
 // AgentMesh controller in the wire netns on 198.18.0.254:15012 with a
 // token of ServiceAccount agentmesh-controller, creates a Pod object
