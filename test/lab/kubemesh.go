@@ -14,8 +14,9 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
-	"github.com/agentmesh/agentmesh/test/lab/kubelet"
 	"github.com/vishvananda/netlink"
+
+	"github.com/agentmesh/agentmesh/test/lab/kubelet"
 )
 
 // The mesh's objects in Kubernetes mode (as deploy/ names them).
