@@ -104,11 +104,11 @@ func agentDeployment(s lab.PodSpec) *appsv1.Deployment {
 	if !s.Enrolled {
 		labels[dataplaneLabel] = "disabled"
 	}
+	// No readiness probe: its requests would fill the callee's ztunnel
+	// access log, where the demo looks for the calls it makes.
 	c := corev1.Container{Name: "agent", Image: "meshlab",
 		Command: []string{"meshlab", "app", "http", "--name", s.Name, "--listen", ":" + strconv.Itoa(agentPort)},
-		Ports:   []corev1.ContainerPort{{Name: "http", ContainerPort: agentPort}},
-		ReadinessProbe: &corev1.Probe{ProbeHandler: corev1.ProbeHandler{HTTPGet: &corev1.HTTPGetAction{Path: "/", Port: intstr.FromString("http")}},
-			PeriodSeconds: 1}}
+		Ports:   []corev1.ContainerPort{{Name: "http", ContainerPort: agentPort}}}
 	spec := corev1.PodSpec{ServiceAccountName: s.ServiceAccount, Containers: []corev1.Container{c}}
 	n := replicas(s.Name)
 	if n == 1 {
