@@ -85,11 +85,13 @@ KUBE := $(BIN)/kube
 KUBE_MOD := test/kube/go.mod test/kube/go.sum
 
 .PHONY: kube
-kube: $(KUBE)/kube-apiserver $(KUBE)/kube-controller-manager $(KUBE)/etcd ## build kube-apiserver, kube-controller-manager and etcd from source into bin/kube/ (minutes the first time)
+kube: $(KUBE)/kube-apiserver $(KUBE)/kube-controller-manager $(KUBE)/kube-scheduler $(KUBE)/etcd $(KUBE)/kubectl ## build kube-apiserver, kube-controller-manager, kube-scheduler, etcd and kubectl from source into bin/kube/ (minutes the first time)
 
 # One binary at a time (2 cores): the order-only prerequisites chain the builds under -j too.
 $(KUBE)/kube-controller-manager: | $(KUBE)/kube-apiserver
-$(KUBE)/etcd: | $(KUBE)/kube-controller-manager
+$(KUBE)/kube-scheduler: | $(KUBE)/kube-controller-manager
+$(KUBE)/etcd: | $(KUBE)/kube-scheduler
+$(KUBE)/kubectl: | $(KUBE)/etcd
 $(KUBE)/%: test/kube/cmd/%/main.go $(KUBE_MOD)
 	@echo "kube: building $* ..."; start=$$(date +%s); \
 	cd test/kube && v=$$($(GO) list -m -f '{{.Version}}' k8s.io/kubernetes) && \

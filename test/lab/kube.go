@@ -39,9 +39,11 @@ type kubeMode struct {
 	cancel context.CancelFunc // stops the kubelets
 	wg     sync.WaitGroup     // one per kubelet
 
-	mu       sync.Mutex // guards the fields below
-	procs    []*Process // etcd, kube-apiserver, kube-controller-manager
-	nextNode int        // round-robin scheduling
+	mu          sync.Mutex // guards the fields below
+	procs       []*Process // etcd, kube-apiserver, kube-controller-manager, kube-scheduler
+	nextNode    int        // round-robin placement by CreatePod
+	hostForward *Forward   // the host's way to the apiserver (kubehost.go); nil once closed
+	hostAddr    string     // its address
 }
 
 // startKube starts the control plane in the wire netns and one fake
@@ -52,14 +54,10 @@ func (l *Lab) startKube(ctx context.Context) error {
 	if err := l.setupKubeWire(); err != nil {
 		return err
 	}
-	bin := l.opts.KubeBinDir
-	if bin == "" {
-		bin = filepath.Join(l.opts.BinDir, "kube")
-	}
 	if err := mkdirCgroup(l.kubeCgroup()); err != nil {
 		return err
 	}
-	cp, err := kubecp.Start(ctx, kubecp.Options{BinDir: bin, StateDir: filepath.Join(l.state, "kube"),
+	cp, err := kubecp.Start(ctx, kubecp.Options{BinDir: l.kubeBinDir(), StateDir: filepath.Join(l.state, "kube"),
 		Logger: l.log, Netns: l.wireName(), BindAddr: KubeAPIIPv4, Start: l.startKubeProcess})
 	if err != nil {
 		return fmt.Errorf("start control plane: %w", err)
@@ -69,6 +67,12 @@ func (l *Lab) startKube(ctx context.Context) error {
 		return fmt.Errorf("admin client: %w", err)
 	}
 	if err := l.bindNodesGroup(ctx); err != nil {
+		return err
+	}
+	if err := l.createClusterDNSService(ctx); err != nil {
+		return err
+	}
+	if err := l.startHostAccess(); err != nil {
 		return err
 	}
 	return l.startKubelets(ctx)
@@ -151,9 +155,10 @@ func (l *Lab) newKubelet(i int) (*kubelet.Kubelet, error) {
 		return nil, fmt.Errorf("kubelet client: %w", err)
 	}
 	return kubelet.New(kubelet.Options{Node: nodeName(i), Client: cs, Runtime: kubeRuntime{l: l, node: i},
-		Addresses: []netip.Addr{nodeIPv4(i), nodeIPv6(i)},
-		PodCIDRs:  []netip.Prefix{podPrefixV4(i), podPrefixV6(i)},
-		BinDir:    l.opts.BinDir, Logger: l.opts.Logger.With("lab", l.id)})
+		Addresses:  []netip.Addr{nodeIPv4(i), nodeIPv6(i)},
+		PodCIDRs:   []netip.Prefix{podPrefixV4(i), podPrefixV6(i)},
+		ClusterDNS: l.opts.ClusterDNS, ClusterDomain: ClusterDomain,
+		BinDir: l.opts.BinDir, Logger: l.opts.Logger.With("lab", l.id)})
 }
 
 // stopKubelets stops every kubelet and waits for them (pods keep running:
@@ -166,13 +171,14 @@ func (l *Lab) stopKubelets() {
 	l.kube.wg.Wait()
 }
 
-// stopControlPlane stops kube-controller-manager, kube-apiserver and etcd.
+// stopControlPlane closes the host's way in and stops kube-scheduler,
+// kube-controller-manager, kube-apiserver and etcd.
 func (l *Lab) stopControlPlane() error {
 	m := l.kube
 	if m == nil {
 		return nil
 	}
-	var errs []error
+	errs := []error{l.stopHostAccess()}
 	if m.cp != nil {
 		errs = append(errs, m.cp.Stop())
 	}

@@ -106,6 +106,7 @@ func TestKubeModePods(t *testing.T) {
 	p1, p2 := readyPod(ctx, t, l, "echo-1", 1), readyPod(ctx, t, l, "echo-2", 2)
 	lp1, lp2 := l.KubePod("demo", "echo-1"), l.KubePod("demo", "echo-2")
 	checkPodToken(ctx, t, l, "echo-2", "n2")
+	checkPodEtc(ctx, t, p1, lp1)
 
 	for _, dst := range []netip.Addr{lp2.IPv4(), lp2.IPv6()} {
 		kubeSend(ctx, t, lp1, netip.AddrPortFrom(dst, 8080))
@@ -128,12 +129,47 @@ func TestKubeModePods(t *testing.T) {
 	if l.KubePod("demo", "echo-1") != nil {
 		t.Error("lab still has pod echo-1 after its deletion")
 	}
-	for _, path := range []string{lp1.NetnsPath(), lp1.CgroupPath()} {
+	for _, path := range []string{lp1.NetnsPath(), lp1.CgroupPath(), l.podFilesDir(lp1)} {
 		if _, err := os.Stat(path); err == nil {
 			t.Errorf("%s still exists after pod deletion", path)
 		}
 	}
 	waitSlice(ctx, t, l, "echo-1 removed", map[string]bool{p2.Status.PodIP: false})
+}
+
+// checkPodEtc: the pod's container and a process run in the pod later
+// read the kubelet's resolv.conf (cluster DNS, search path, ndots) and
+// hosts file at /etc, in a mount namespace of their own; the host's files
+// are untouched.
+func checkPodEtc(ctx context.Context, t *testing.T, p *corev1.Pod, lp *Pod) {
+	t.Helper()
+	hostResolv, err := os.ReadFile("/etc/resolv.conf")
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := "search demo.svc.cluster.local svc.cluster.local cluster.local\n" +
+		"nameserver " + ClusterDNSIPv4.String() + "\nnameserver " + ClusterDNSIPv6.String() + "\noptions ndots:5\n"
+	pid := containerPID(t, p)
+	got, err := os.ReadFile(fmt.Sprintf("/proc/%d/root/etc/resolv.conf", pid))
+	if err != nil || string(got) != want {
+		t.Errorf("container's /etc/resolv.conf = %q (%v), want %q", got, err, want)
+	}
+	out, err := lp.Run(ctx, "cat", "/etc/resolv.conf", "/etc/hosts")
+	if err != nil {
+		t.Fatal(err)
+	}
+	hostsLine := lp.IPv4().String() + "\t" + p.Name + "\n"
+	if !strings.HasPrefix(string(out), want) || !strings.Contains(string(out), hostsLine) {
+		t.Errorf("a process run in the pod reads\n%s\nwant resolv.conf %q and hosts line %q", out, want, hostsLine)
+	}
+	self, err1 := os.Readlink("/proc/self/ns/mnt")
+	theirs, err2 := os.Readlink(fmt.Sprintf("/proc/%d/ns/mnt", pid))
+	if err1 != nil || err2 != nil || self == theirs {
+		t.Errorf("container's mount namespace %s (%v), the lab's %s (%v): want its own", theirs, err2, self, err1)
+	}
+	if now, err := os.ReadFile("/etc/resolv.conf"); err != nil || string(now) != string(hostResolv) {
+		t.Errorf("host's /etc/resolv.conf changed to %q (%v)", now, err)
+	}
 }
 
 // restarted kills the container process of p (restartPolicy Always) and
@@ -317,8 +353,8 @@ func TestKubeModeDownCleansCrashedLab(t *testing.T) {
 	l.kube.mu.Lock()
 	cp := slices.Clone(l.kube.procs)
 	l.kube.mu.Unlock()
-	if len(cp) != 3 {
-		t.Fatalf("control plane processes %d, want 3", len(cp))
+	if len(cp) != len(kubecp.Binaries) {
+		t.Fatalf("control plane processes %d, want %d", len(cp), len(kubecp.Binaries))
 	}
 	if err := DownLab(nil, l.ID()); err != nil {
 		t.Fatalf("down: %v", err)

@@ -14,8 +14,9 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
-	"github.com/agentmesh/agentmesh/test/lab/kubelet"
 	"github.com/vishvananda/netlink"
+
+	"github.com/agentmesh/agentmesh/test/lab/kubelet"
 )
 
 // The mesh's objects in Kubernetes mode (as deploy/ names them).
@@ -56,18 +57,14 @@ func (l *Lab) ControllerCAFile() string { return filepath.Join(l.state, "ca-root
 // prepareKubeMesh installs the CRDs, applies the mesh's objects, starts controller replica 0
 // and saves the mesh root.
 func (l *Lab) prepareKubeMesh(ctx context.Context) error {
-	manifest := l.opts.Manifest
-	if manifest == "" {
-		manifest = defaultManifest(ctx)
-	}
 	if err := InstallMeshCRDs(ctx, l.kube.config); err != nil {
 		return err
 	}
-	n, err := ApplyMeshObjects(ctx, l.kube.client, manifest)
+	n, err := ApplyMeshObjects(ctx, l.kube.client, l.opts.Manifest)
 	if err != nil {
 		return err
 	}
-	l.log.Info("mesh objects applied", "manifest", manifest, "from_manifest", n)
+	l.log.Info("mesh objects applied", "manifest", l.opts.Manifest, "from_manifest", n)
 	if err := l.writeControllerKubeconfig(ctx); err != nil {
 		return err
 	}

@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"path/filepath"
 
 	corev1 "k8s.io/api/core/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
@@ -20,25 +19,18 @@ import (
 	"k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/rest"
 
+	"github.com/agentmesh/agentmesh/deploy"
 	"github.com/agentmesh/agentmesh/test/lab/kubecp"
 )
 
-// ManifestPath is the rendered Helm chart, relative to the module root;
-// Kubernetes mode applies its Namespace, ServiceAccount and RBAC objects.
+// ManifestPath is the rendered Helm chart, relative to the module root
+// (the binaries carry a copy: deploy.Manifest).
 const ManifestPath = "deploy/manifests/agentmesh.yaml"
 
-// CRDDir holds the chart's CustomResourceDefinitions, relative to the
-// module root; Kubernetes mode installs them before the controller starts.
-const CRDDir = "deploy/charts/agentmesh/crds"
-
-// InstallMeshCRDs installs the chart's CRDs (CRDDir under the module root)
-// and waits until they are served.
+// InstallMeshCRDs installs the chart's CRDs (embedded in the binary:
+// deploy.CRDs) and waits until they are served.
 func InstallMeshCRDs(ctx context.Context, cfg *rest.Config) error {
-	root, err := ModuleRoot(ctx)
-	if err != nil {
-		return err
-	}
-	return kubecp.InstallCRDs(ctx, cfg, filepath.Join(root, CRDDir))
+	return kubecp.InstallCRDsFS(ctx, cfg, deploy.CRDs())
 }
 
 // labControllerRole is the lab's own grant to the controller when there is
@@ -46,24 +38,30 @@ func InstallMeshCRDs(ctx context.Context, cfg *rest.Config) error {
 const labControllerRole = "amlab:agentmesh-controller"
 
 // ApplyMeshObjects creates the mesh's namespace, service accounts and the
-// controller's RBAC: the manifest's, if manifest names a file that exists
-// (so the lab proves the chart's RBAC is enough), else the lab's minimal
-// set. It returns how many objects came from the manifest.
+// controller's RBAC from a rendered chart (so the lab proves the chart's
+// RBAC is enough): the file manifest, or with "" the one in the binary
+// (deploy.Manifest). A manifest file that does not exist gives the lab's
+// minimal set. It returns how many objects came from the manifest.
 func ApplyMeshObjects(ctx context.Context, c kubernetes.Interface, manifest string) (applied int, err error) {
+	data, name := deploy.Manifest, "embedded manifest"
 	if manifest != "" {
-		if _, statErr := os.Stat(manifest); statErr == nil {
-			objs, err := readManifest(manifest)
+		data, name = nil, manifest
+		if data, err = os.ReadFile(manifest); err != nil && !errors.Is(err, os.ErrNotExist) {
+			return 0, fmt.Errorf("read manifest: %w", err)
+		}
+	}
+	if len(data) > 0 {
+		objs, err := decodeManifest(data)
+		if err != nil {
+			return 0, fmt.Errorf("%s: %w", name, err)
+		}
+		for _, o := range objs {
+			ok, err := createObject(ctx, c, o)
 			if err != nil {
-				return 0, err
+				return applied, fmt.Errorf("apply %s: %w", name, err)
 			}
-			for _, o := range objs {
-				ok, err := createObject(ctx, c, o)
-				if err != nil {
-					return applied, fmt.Errorf("apply %s: %w", manifest, err)
-				}
-				if ok {
-					applied++
-				}
+			if ok {
+				applied++
 			}
 		}
 	}
@@ -78,21 +76,18 @@ func ApplyMeshObjects(ctx context.Context, c kubernetes.Interface, manifest stri
 	return applied, nil
 }
 
-// defaultManifest is ManifestPath under the module root, or "".
-func defaultManifest(ctx context.Context) string {
-	root, err := ModuleRoot(ctx)
-	if err != nil {
-		return ""
-	}
-	return filepath.Join(root, ManifestPath)
-}
-
 // readManifest decodes every document of a multi-document YAML file.
 func readManifest(path string) ([]runtime.Object, error) {
 	data, err := os.ReadFile(path)
 	if err != nil {
 		return nil, fmt.Errorf("read manifest: %w", err)
 	}
+	return decodeManifest(data)
+}
+
+// decodeManifest decodes every document of a multi-document YAML text,
+// skipping kinds client-go does not know.
+func decodeManifest(data []byte) ([]runtime.Object, error) {
 	r := utilyaml.NewYAMLReader(bufio.NewReader(bytes.NewReader(data)))
 	var out []runtime.Object
 	for {

@@ -101,6 +101,11 @@ type Forward struct {
 
 // ForwardFromNode starts a Forward from node i to target.
 func (l *Lab) ForwardFromNode(i int, target netip.AddrPort) (*Forward, error) {
+	return forwardFrom(l.nodeNetns(i), target)
+}
+
+// forwardFrom starts a Forward to target, dialled inside the named netns.
+func forwardFrom(ns string, target netip.AddrPort) (*Forward, error) {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return nil, fmt.Errorf("forward listen: %w", err)
@@ -108,7 +113,7 @@ func (l *Lab) ForwardFromNode(i int, target netip.AddrPort) (*Forward, error) {
 	f := &Forward{ln: ln, open: map[net.Conn]bool{}}
 	dial := func() (net.Conn, error) {
 		var c net.Conn
-		err := doInNetns(l.nodeNetns(i), func() error {
+		err := doInNetns(ns, func() error {
 			var err error
 			c, err = net.DialTimeout("tcp", target.String(), 5*time.Second)
 			return err

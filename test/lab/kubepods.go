@@ -57,7 +57,8 @@ func (l *Lab) KubeCAFile() string {
 }
 
 // Kubeconfig is a cluster-admin kubeconfig file; its server address is
-// reachable inside the lab's netns only. "" in standalone mode.
+// reachable inside the lab's netns only (HostKubeconfig works on the
+// host). "" in standalone mode.
 func (l *Lab) Kubeconfig() string {
 	if l.kube == nil || l.kube.cp == nil {
 		return ""
@@ -97,8 +98,9 @@ func (l *Lab) CreateService(ctx context.Context, ns, name string, selector map[s
 	return out, nil
 }
 
-// CreatePod creates pod; the lab is the scheduler: an empty spec.nodeName
-// is filled round-robin (n1, n2, ...). A namespace's "default"
+// CreatePod creates pod; an empty spec.nodeName is filled round-robin
+// (n1, n2, ...), so the test knows where it runs (kube-scheduler binds the
+// pods CreatePod does not make, such as a Deployment's). A namespace's "default"
 // ServiceAccount that does not exist yet is waited for.
 func (l *Lab) CreatePod(ctx context.Context, pod *corev1.Pod) (*corev1.Pod, error) {
 	if l.kube == nil {

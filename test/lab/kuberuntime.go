@@ -3,6 +3,7 @@ package lab
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net"
 	"net/netip"
 	"os"
@@ -35,6 +36,11 @@ func (r kubeRuntime) CreateSandbox(_ context.Context, s kubelet.SandboxSpec) (ku
 	if err := mkdirCgroup(p.CgroupPath()); err != nil {
 		return nil, errors.Join(err, sb.Remove(context.Background()))
 	}
+	if s.ResolvConf != nil {
+		if err := r.l.setPodFile(p, "resolv.conf", "/etc/resolv.conf", s.ResolvConf); err != nil {
+			return nil, errors.Join(err, sb.Remove(context.Background()))
+		}
+	}
 	return sb, nil
 }
 
@@ -55,20 +61,26 @@ type kubeSandbox struct{ p *Pod }
 // IPs are the pod's IPv4 and IPv6 addresses.
 func (s kubeSandbox) IPs() []netip.Addr { return []netip.Addr{s.p.IPv4(), s.p.IPv6()} }
 
-// Start runs a container's process; its output goes to
+// Start runs a container's process, with the pod's resolv.conf and the
+// container's hosts file in place (podmounts.go); its output goes to
 // <state>/<namespace>-<pod>-<container>.log.
-func (s kubeSandbox) Start(name string, args, env []string) (kubelet.Process, error) {
-	key := s.p.Namespace + "-" + s.p.Name + "-" + name
+func (s kubeSandbox) Start(c kubelet.ContainerSpec) (kubelet.Process, error) {
+	if c.Hosts != nil {
+		if err := s.p.lab.setPodFile(s.p, "hosts", "/etc/hosts", c.Hosts); err != nil {
+			return nil, err
+		}
+	}
+	key := s.p.Namespace + "-" + s.p.Name + "-" + c.Name
 	proc, err := s.p.lab.startPodProcess(s.p, procSpec{name: key, netns: s.p.NetnsName(),
-		cgroup: s.p.CgroupPath(), args: args, env: env, logPath: filepath.Join(s.p.lab.state, key+".log")})
+		cgroup: s.p.CgroupPath(), args: c.Args, env: c.Env, logPath: filepath.Join(s.p.lab.state, key+".log")})
 	if err != nil {
 		return nil, err
 	}
 	return kubeProcess{proc}, nil
 }
 
-// Remove stops the pod's processes and removes its cgroup and netns (the
-// veth goes with the netns).
+// Remove stops the pod's processes and removes its cgroup, netns (the veth
+// goes with the netns) and files.
 func (s kubeSandbox) Remove(ctx context.Context) error {
 	l, p := s.p.lab, s.p
 	l.mu.Lock()
@@ -76,7 +88,11 @@ func (s kubeSandbox) Remove(ctx context.Context) error {
 		delete(l.pods, p.key)
 	}
 	l.mu.Unlock()
-	return errors.Join(l.stopPodProcesses(p), removeCgroupTree(ctx, p.CgroupPath()), deleteNetns(p.NetnsName()))
+	errs := []error{l.stopPodProcesses(p), removeCgroupTree(ctx, p.CgroupPath()), deleteNetns(p.NetnsName())}
+	if err := os.RemoveAll(l.podFilesDir(p)); err != nil {
+		errs = append(errs, fmt.Errorf("remove pod files: %w", err))
+	}
+	return errors.Join(errs...)
 }
 
 // kubeProcess adapts a Process to kubelet.Process.

@@ -13,13 +13,19 @@
 // /sys/fs/bpf/<id>/n<i>; state: /run/amlab/<id> (mesh.json, ca.pem,
 // ca-key.pem, one log per process, and the pids file Down uses).
 //
-// Kubernetes mode (Options.Kube): etcd, kube-apiserver and
-// kube-controller-manager (package kubecp) run in the wire netns, listening
-// on the bridge address 198.18.0.254, in cgroup <id>/kube, with their state
-// under <state>/kube; a fake kubelet per node (package kubelet) registers
-// Node n<i> and runs the Pods bound to it, each in netns <id>-pod<uid> and
-// cgroup <node cgroup>/pod<uid>, addressed as above. The lab is the
-// scheduler (CreatePod). With StartMesh (kubemesh.go) the lab applies the
+// Kubernetes mode (Options.Kube): etcd, kube-apiserver,
+// kube-controller-manager and kube-scheduler (package kubecp) run in the
+// wire netns, listening on the bridge address 198.18.0.254, in cgroup
+// <id>/kube, with their state under <state>/kube; a fake kubelet per node
+// (package kubelet) registers Node n<i> and runs the Pods bound to it, each
+// in netns <id>-pod<uid> and cgroup <node cgroup>/pod<uid>, addressed as
+// above, its processes in mount namespaces of their own that show the
+// kubelet's resolv.conf and hosts (<state>/pods/pod<uid>/, podmounts.go).
+// kube-scheduler binds the pods of Deployments and the like; CreatePod
+// places a pod round-robin itself. Service kube-system/kube-dns holds the
+// cluster DNS VIPs (kubedns.go). The host reaches the apiserver through a
+// loopback port forwarded into the wire netns (HostKubeconfig,
+// kubehost.go). With StartMesh (kubemesh.go) the lab applies the
 // chart's namespace, ServiceAccounts and RBAC (deploy/manifests), runs the
 // AgentMesh controller in the wire netns on 198.18.0.254:15012 with a
 // token of ServiceAccount agentmesh-controller, creates a Pod object
@@ -77,16 +83,23 @@ type Options struct {
 	// kube-controller-manager in the wire netns, and a fake kubelet per
 	// node that runs the Pods bound to it (see kube.go).
 	Kube bool
-	// KubeBinDir holds etcd, kube-apiserver and kube-controller-manager
-	// (default BinDir/kube; `make kube` builds them into bin/kube).
+	// KubeBinDir holds etcd, kube-apiserver, kube-controller-manager and
+	// kube-scheduler (default BinDir/kube; `make kube` builds them, and
+	// kubectl, into bin/kube).
 	KubeBinDir string
+	// ClusterDNS are, in Kubernetes mode, the ClusterIPs of the cluster
+	// DNS Service kube-system/kube-dns and the nameservers in the
+	// resolv.conf of every pod with dnsPolicy ClusterFirst (default
+	// ClusterDNSIPv4 and ClusterDNSIPv6; see kubedns.go).
+	ClusterDNS []netip.Addr
 	// ZtunnelArgs are added to every ztunnel's command line (for example
 	// --max-connections=N).
 	ZtunnelArgs []string
-	// Manifest is the rendered chart whose Namespace, ServiceAccount and
+	// Manifest is a rendered chart whose Namespace, ServiceAccount and
 	// RBAC objects Kubernetes mode applies before it starts the controller
-	// (default: ManifestPath under the module root, if it exists; without
-	// one, the lab creates a minimal set, see kubemeshobjects.go).
+	// (default: the one built into the binary, deploy.Manifest; a file
+	// that does not exist makes the lab create a minimal set, see
+	// kubemeshobjects.go).
 	Manifest string
 }
 
@@ -139,6 +152,9 @@ func newLab(opts Options) (*Lab, error) {
 	}
 	if opts.ReadyTimeout == 0 {
 		opts.ReadyTimeout = 30 * time.Second
+	}
+	if opts.ClusterDNS == nil {
+		opts.ClusterDNS = []netip.Addr{ClusterDNSIPv4, ClusterDNSIPv6}
 	}
 	id, err := newID()
 	if err != nil {

@@ -37,9 +37,10 @@ type Pod struct {
 	Node                                 int
 	Enrolled                             bool
 
-	lab   *Lab
-	index int    // k in 198.19.<node>.<k>
-	key   string // l.pods key and netns/cgroup name: Name, or pod<uid> for a Kubernetes pod
+	lab    *Lab
+	index  int         // k in 198.19.<node>.<k>
+	key    string      // l.pods key and netns/cgroup name: Name, or pod<uid> for a Kubernetes pod
+	mounts []bindMount // what its processes see in place of host files (a Kubernetes pod's resolv.conf, hosts); guarded by lab.mu
 }
 
 var podNameRE = regexp.MustCompile(`^[a-z0-9]([a-z0-9-]{0,38}[a-z0-9])?$`)

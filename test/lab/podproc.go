@@ -58,6 +58,7 @@ func (l *Lab) startPodProcess(p *Pod, spec procSpec) (*Process, error) {
 	if l.pods[p.key] != p {
 		return nil, fmt.Errorf("pod %s removed", p.Name)
 	}
+	spec.mounts = slices.Clone(p.mounts)
 	proc, err := startProcess(spec)
 	if err != nil {
 		return nil, err

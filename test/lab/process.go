@@ -40,6 +40,7 @@ type procSpec struct {
 	logPath string    // stdout+stderr go here unless stdout is set
 	stdout  io.Writer // optional: stdout (stderr then goes to stderr)
 	stderr  io.Writer
+	mounts  []bindMount // files bind-mounted in a mount namespace of its own (podmounts.go)
 }
 
 // startProcess starts spec's command. The child is forked from a thread
@@ -56,6 +57,11 @@ func startProcess(spec procSpec) (*Process, error) {
 	cmd := exec.Command(spec.args[0], spec.args[1:]...)
 	cmd.Env = spec.env
 	cmd.SysProcAttr = &syscall.SysProcAttr{UseCgroupFD: true, CgroupFD: int(cg.Fd()), Setpgid: true}
+	if len(spec.mounts) > 0 {
+		if err := withMounts(cmd, spec.args, spec.mounts); err != nil {
+			return nil, fmt.Errorf("start %s: %w", spec.name, err)
+		}
+	}
 	var logf *os.File
 	if spec.stdout != nil {
 		cmd.Stdout, cmd.Stderr = spec.stdout, spec.stderr

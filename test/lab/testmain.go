@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"testing"
 	"time"
 
@@ -14,7 +15,7 @@ import (
 // TestBinaries are the binaries a test package's TestMain built for it.
 type TestBinaries struct {
 	Dir     string // agentd, ztunnel, controller, meshlab, meshctl
-	KubeDir string // etcd, kube-apiserver, kube-controller-manager ("" without kube)
+	KubeDir string // etcd, kube-apiserver, kube-controller-manager, kube-scheduler, kubectl ("" without kube)
 }
 
 // RunTestMain is the TestMain of a package of lab tests: it checks the
@@ -80,7 +81,7 @@ func findKubeBinaries() (dir, why string) {
 		}
 		dir = filepath.Join(root, "bin", "kube")
 	}
-	for _, b := range []string{"etcd", "kube-apiserver", "kube-controller-manager"} {
+	for _, b := range append(slices.Clone(kubecp.Binaries), kubecp.Kubectl) {
 		if _, err := os.Stat(filepath.Join(dir, b)); err != nil {
 			return "", fmt.Sprintf("no %s in %s (run `make kube` or set AGENTMESH_KUBE_BIN)", b, dir)
 		}

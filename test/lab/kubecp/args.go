@@ -7,9 +7,14 @@ import (
 
 // Cluster settings.
 const (
-	// ServiceCIDR is the Service ClusterIP range: only a setting, nothing
-	// routes there.
-	ServiceCIDR         = "10.96.0.0/16"
+	// ServiceCIDR is the IPv4 Service ClusterIP range, the primary family:
+	// only a setting, nothing routes there (the lab runs no kube-proxy).
+	ServiceCIDR = "10.96.0.0/16"
+	// ServiceCIDRv6 is the IPv6 Service ClusterIP range: a Service with
+	// ipFamilyPolicy PreferDualStack or RequireDualStack gets an address
+	// from both. kube-apiserver takes IPv6 ranges of at most 20 host bits
+	// (/108 or longer).
+	ServiceCIDRv6       = "fd00:96::/112"
 	kubernetesServiceIP = "10.96.0.1" // the first address, taken by the "kubernetes" Service
 	// Issuer is the ServiceAccount token issuer, also the API audience.
 	Issuer = "https://kubernetes.default.svc.cluster.local"
@@ -22,6 +27,10 @@ var admissionPlugins = []string{"NamespaceLifecycle", "ServiceAccount", "LimitRa
 
 // controllers are the kube-controller-manager controllers the lab needs.
 var controllers = []string{
+	"deployment-controller",                    // Deployments -> ReplicaSets, rollouts
+	"replicaset-controller",                    // ReplicaSets -> Pods
+	"statefulset-controller",                   // StatefulSets -> Pods
+	"node-lifecycle-controller",                // lifts the not-ready taint new Nodes get once they are Ready
 	"endpointslice-controller",                 // Service selectors -> EndpointSlices
 	"serviceaccount-controller",                // the "default" ServiceAccount per namespace
 	"serviceaccount-token-controller",          // tokens for kube-controller-manager's own controllers
@@ -59,7 +68,7 @@ func apiserverArgs(o Options, f files, etcdURL string, port uint16) []string {
 		"--service-account-signing-key-file=" + f.saKey,
 		"--service-account-issuer=" + Issuer,
 		"--api-audiences=" + Issuer,
-		"--service-cluster-ip-range=" + ServiceCIDR,
+		"--service-cluster-ip-range=" + ServiceCIDR + "," + ServiceCIDRv6,
 		"--enable-admission-plugins=" + strings.Join(admissionPlugins, ","),
 		"--allow-privileged=true",
 		"--profiling=false",
@@ -81,6 +90,15 @@ func kcmArgs(f files) []string {
 		"--use-service-account-credentials=true",
 		"--leader-elect=false",
 		"--secure-port=0", // no health endpoint to bind: Start watches the apiserver instead
+		"--profiling=false",
+	}
+}
+
+func schedulerArgs(f files) []string {
+	return []string{
+		"--kubeconfig=" + f.schedulerKubeconfig,
+		"--leader-elect=false",
+		"--secure-port=0", // no health endpoint to bind, as for kube-controller-manager
 		"--profiling=false",
 	}
 }

@@ -3,8 +3,8 @@ package kubecp
 import (
 	"context"
 	"fmt"
+	"io/fs"
 	"os"
-	"path/filepath"
 	"slices"
 	"time"
 
@@ -24,9 +24,18 @@ var crdGVR = schema.GroupVersionResource{Group: "apiextensions.k8s.io", Version:
 // (a chart's crds/ folder; existing ones are left as they are) and waits
 // until each is Established and its resource is listed by the apiserver.
 func InstallCRDs(ctx context.Context, cfg *rest.Config, dir string) error {
-	files, err := filepath.Glob(filepath.Join(dir, "*.yaml"))
+	if err := InstallCRDsFS(ctx, cfg, os.DirFS(dir)); err != nil {
+		return fmt.Errorf("%s: %w", dir, err)
+	}
+	return nil
+}
+
+// InstallCRDsFS is InstallCRDs for the *.yaml files at the top of fsys
+// (for example a chart's crds/ folder embedded in the binary).
+func InstallCRDsFS(ctx context.Context, cfg *rest.Config, fsys fs.FS) error {
+	files, err := fs.Glob(fsys, "*.yaml")
 	if err != nil || len(files) == 0 {
-		return fmt.Errorf("no crd files in %s (%v)", dir, err)
+		return fmt.Errorf("no crd files (%v)", err)
 	}
 	dyn, err := dynamic.NewForConfig(cfg)
 	if err != nil {
@@ -34,15 +43,15 @@ func InstallCRDs(ctx context.Context, cfg *rest.Config, dir string) error {
 	}
 	slices.Sort(files)
 	for _, f := range files {
-		if err := installCRD(ctx, dyn, f); err != nil {
+		if err := installCRD(ctx, dyn, fsys, f); err != nil {
 			return err
 		}
 	}
 	return nil
 }
 
-func installCRD(ctx context.Context, dyn dynamic.Interface, path string) error {
-	raw, err := os.ReadFile(path)
+func installCRD(ctx context.Context, dyn dynamic.Interface, fsys fs.FS, path string) error {
+	raw, err := fs.ReadFile(fsys, path)
 	if err != nil {
 		return fmt.Errorf("read crd: %w", err)
 	}

@@ -18,6 +18,7 @@ func TestStartFailureCleansUp(t *testing.T) {
 		"etcd":                    "sleep 0.5; echo etcd: boom >&2; exit 3", // after the apiserver stand-in wrote its pid
 		"kube-apiserver":          "echo $$ > " + filepath.Join(bin, "apiserver.pid") + "; exec sleep 60",
 		"kube-controller-manager": "exit 0",
+		"kube-scheduler":          "exit 0",
 	}
 	for name, body := range scripts {
 		if err := os.WriteFile(filepath.Join(bin, name), []byte("#!/bin/sh\n"+body+"\n"), 0o755); err != nil {

@@ -1,9 +1,10 @@
 // Package kubecp runs a real Kubernetes control plane for the lab: etcd,
-// kube-apiserver and kube-controller-manager (built from source into
-// bin/kube/ by `make kube`), with a self-made PKI, RBAC authorization and
-// ServiceAccount tokens that TokenReview can verify. There is no kubelet and
-// no scheduler: the lab's fake kubelet creates Nodes and Pods with
-// spec.nodeName set.
+// kube-apiserver, kube-controller-manager and kube-scheduler (built from
+// source into bin/kube/ by `make kube`), with a self-made PKI, RBAC
+// authorization and ServiceAccount tokens that TokenReview can verify. The
+// Service ClusterIP range is dual-stack (ServiceCIDR, ServiceCIDRv6). There
+// is no kubelet: the lab's fake kubelet registers the Nodes and runs the
+// Pods bound to them.
 package kubecp
 
 import (
@@ -19,12 +20,17 @@ import (
 	"k8s.io/client-go/rest"
 )
 
-// Binaries are the file names Start expects in Options.BinDir.
-var Binaries = []string{"etcd", "kube-apiserver", "kube-controller-manager"}
+// Binaries are the file names Start expects in Options.BinDir, in the
+// order it starts them.
+var Binaries = []string{"etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler"}
+
+// Kubectl is the file name of the kubectl `make kube` builds next to
+// Binaries (Start does not need it).
+const Kubectl = "kubectl"
 
 // Options says where and how to run the control plane.
 type Options struct {
-	// BinDir holds kube-apiserver, kube-controller-manager and etcd.
+	// BinDir holds Binaries.
 	BinDir string
 	// StateDir receives keys, certificates, kubeconfigs, etcd's data and
 	// the logs (<name>.log). It is made if missing and left in place by
@@ -45,7 +51,8 @@ type Options struct {
 	Start StartFunc
 }
 
-// ControlPlane is a running etcd, kube-apiserver and kube-controller-manager.
+// ControlPlane is a running etcd, kube-apiserver, kube-controller-manager
+// and kube-scheduler.
 type ControlPlane struct {
 	log *slog.Logger
 	url string
@@ -55,10 +62,11 @@ type ControlPlane struct {
 	procs []*proc    // in start order; Stop stops them in reverse
 }
 
-// Start runs etcd, kube-apiserver and kube-controller-manager and returns
-// once the apiserver's /readyz is ok and the "default" ServiceAccount of
-// namespace "default" exists (so pods can be created). On error it stops
-// whatever it started. ctx bounds only the start, not the processes' life.
+// Start runs etcd, kube-apiserver, kube-controller-manager and
+// kube-scheduler and returns once the apiserver's /readyz is ok and the
+// "default" ServiceAccount of namespace "default" exists (so pods can be
+// created). On error it stops whatever it started. ctx bounds only the
+// start, not the processes' life.
 func Start(ctx context.Context, o Options) (*ControlPlane, error) {
 	if err := o.check(); err != nil {
 		return nil, err
@@ -96,6 +104,9 @@ func (c *ControlPlane) start(ctx context.Context, o Options) error {
 	if err := c.run(o, "kube-controller-manager", kcmArgs(c.st.files)); err != nil {
 		return err
 	}
+	if err := c.run(o, "kube-scheduler", schedulerArgs(c.st.files)); err != nil {
+		return err
+	}
 	return c.waitDefaultServiceAccount(ctx)
 }
 
@@ -115,7 +126,7 @@ func (c *ControlPlane) run(o Options, name string, args []string) error {
 }
 
 // Stop stops exactly the processes Start started (by PID, newest first:
-// kube-controller-manager, kube-apiserver, etcd) and waits until they are
+// kube-scheduler, kube-controller-manager, kube-apiserver, etcd) and waits until they are
 // gone. It removes no file. It is safe to call more than once.
 func (c *ControlPlane) Stop() error {
 	c.mu.Lock()

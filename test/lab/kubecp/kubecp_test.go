@@ -31,6 +31,8 @@ func TestControlPlane(t *testing.T) {
 	node := setup(t, cs)
 	t.Run("Kubeconfig", func(t *testing.T) { testKubeconfig(t, c) })
 	t.Run("EndpointSlice", func(t *testing.T) { testEndpointSlice(t, cs) })
+	t.Run("DualStack", func(t *testing.T) { testDualStack(t, cs) })
+	t.Run("Workloads", func(t *testing.T) { testWorkloads(t, cs) })
 	t.Run("BoundToken", func(t *testing.T) { testBoundToken(t, cs, node) })
 	t.Run("RBAC", func(t *testing.T) { testRBAC(t, c, cs) })
 	t.Run("Stop", func(t *testing.T) { testStop(t, c) })

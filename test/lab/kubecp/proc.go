@@ -16,9 +16,9 @@ import (
 // stopGrace is how long stop waits after SIGTERM before SIGKILL.
 const stopGrace = 10 * time.Second
 
-// StartFunc starts one process (name says which: "etcd", "kube-apiserver",
-// "kube-controller-manager") with args (args[0] is the binary), sending its
-// stdout and stderr to logPath, and returns its PID. The caller owns reaping
+// StartFunc starts one process (name says which: one of Binaries) with
+// args (args[0] is the binary), sending its stdout and stderr to logPath,
+// and returns its PID. The caller owns reaping
 // it; kubecp signals it by PID and polls /proc until it is gone.
 type StartFunc func(name string, args []string, logPath string) (pid int, err error)
 

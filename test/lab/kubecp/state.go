@@ -17,19 +17,23 @@ const (
 	adminUser  = "kubecp-admin"
 	adminGroup = "system:masters" // bound to cluster-admin by RBAC's bootstrap policy
 	kcmUser    = "system:kube-controller-manager"
+	// schedulerUser is bound to system:kube-scheduler and
+	// system:volume-scheduler by RBAC's bootstrap policy.
+	schedulerUser = "system:kube-scheduler"
 )
 
 // files are the paths of what writeState made under the state dir.
 type files struct {
-	caCert          string // serving CA; also the kube-root-ca.crt pods get
-	servingCert     string
-	servingKey      string
-	clientCA        string // CA of the client certificates the apiserver accepts
-	saKey           string // signs ServiceAccount tokens
-	saPub           string // verifies them
-	adminKubeconfig string
-	kcmKubeconfig   string
-	etcdData        string
+	caCert              string // serving CA; also the kube-root-ca.crt pods get
+	servingCert         string
+	servingKey          string
+	clientCA            string // CA of the client certificates the apiserver accepts
+	saKey               string // signs ServiceAccount tokens
+	saPub               string // verifies them
+	adminKubeconfig     string
+	kcmKubeconfig       string
+	schedulerKubeconfig string
+	etcdData            string
 }
 
 // state is what Start needs from writeState.
@@ -51,7 +55,7 @@ func writeState(dir string, bind netip.Addr, url string) (*state, error) {
 		servingKey: filepath.Join(pki, "apiserver.key"), clientCA: filepath.Join(pki, "client-ca.crt"),
 		saKey: filepath.Join(pki, "sa.key"), saPub: filepath.Join(pki, "sa.pub"),
 		adminKubeconfig: filepath.Join(dir, "admin.kubeconfig"), kcmKubeconfig: filepath.Join(dir, "kcm.kubeconfig"),
-		etcdData: filepath.Join(dir, "etcd"),
+		schedulerKubeconfig: filepath.Join(dir, "scheduler.kubeconfig"), etcdData: filepath.Join(dir, "etcd"),
 	}}
 	servingCA, err := newAuthority("kubecp-ca")
 	if err != nil {
@@ -91,14 +95,10 @@ func servingIPs(bind netip.Addr) []net.IP {
 	return ips
 }
 
-// writeKubeconfigs writes the admin and kube-controller-manager
-// kubeconfigs and keeps the admin's rest.Config.
+// writeKubeconfigs writes the admin, kube-controller-manager and
+// kube-scheduler kubeconfigs and keeps the admin's rest.Config.
 func (s *state) writeKubeconfigs(url string, caPEM []byte) error {
 	admin, err := s.clientCA.client(adminUser, []string{adminGroup})
-	if err != nil {
-		return err
-	}
-	kcm, err := s.clientCA.client(kcmUser, nil)
 	if err != nil {
 		return err
 	}
@@ -108,7 +108,16 @@ func (s *state) writeKubeconfigs(url string, caPEM []byte) error {
 	s.admin = &rest.Config{Host: url, TLSClientConfig: rest.TLSClientConfig{
 		CAData: caPEM, CertData: admin.certPEM, KeyData: admin.keyPEM,
 	}}
-	return writeKubeconfig(s.kcmKubeconfig, url, caPEM, kcm)
+	for path, user := range map[string]string{s.kcmKubeconfig: kcmUser, s.schedulerKubeconfig: schedulerUser} {
+		kp, err := s.clientCA.client(user, nil)
+		if err != nil {
+			return err
+		}
+		if err := writeKubeconfig(path, url, caPEM, kp); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // writeKubeconfig writes a kubeconfig for one client certificate, with

@@ -49,7 +49,7 @@ func TestCommandResolvesBinDir(t *testing.T) {
 		{corev1.Container{Command: []string{"/bin/x"}}, []string{"/bin/x"}},
 		{corev1.Container{Command: []string{"sh"}}, []string{"/usr/bin/sh"}},
 	} {
-		got, err := k.command(&tc.c)
+		got, err := k.command(&tc.c, nil)
 		if err != nil {
 			t.Errorf("command %q: %v", tc.c.Command, err)
 			continue
@@ -58,7 +58,7 @@ func TestCommandResolvesBinDir(t *testing.T) {
 			t.Errorf("command %q = %q, want %q", tc.c.Command, got, tc.want)
 		}
 	}
-	if _, err := k.command(&corev1.Container{}); err == nil {
+	if _, err := k.command(&corev1.Container{}, nil); err == nil {
 		t.Error("no command: no error")
 	}
 }

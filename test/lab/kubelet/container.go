@@ -61,7 +61,8 @@ func (w *worker) setup(ctx context.Context) {
 		w.log.Warn("only the first container runs", "containers", n)
 	}
 	sb, err := w.k.opts.Runtime.CreateSandbox(ctx, SandboxSpec{UID: w.uid, Namespace: w.pod.Namespace,
-		Name: w.pod.Name, ServiceAccount: w.pod.Spec.ServiceAccountName, Labels: w.pod.Labels})
+		Name: w.pod.Name, ServiceAccount: w.pod.Spec.ServiceAccountName, Labels: w.pod.Labels,
+		ResolvConf: w.k.resolvConf(w.pod)})
 	if err != nil {
 		w.log.Error("create sandbox", "err", err)
 		w.fail("SandboxFailed", err.Error())
@@ -84,10 +85,11 @@ func (w *worker) fail(reason, msg string) {
 func (w *worker) startContainer() {
 	c := &w.ctr
 	c.restartAt, c.waiting, c.ready, c.started, c.probes = time.Time{}, nil, false, false, nil
-	args, err := w.k.command(c.spec)
+	env, vars := w.env(c.spec)
+	args, err := w.k.command(c.spec, vars)
 	var p Process
 	if err == nil {
-		p, err = w.sandbox.Start(c.spec.Name, args, w.env(c.spec))
+		p, err = w.sandbox.Start(ContainerSpec{Name: c.spec.Name, Args: args, Env: env, Hosts: w.hostsFile()})
 	}
 	now := time.Now()
 	if err != nil {

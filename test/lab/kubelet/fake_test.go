@@ -90,12 +90,12 @@ type fakeSandbox struct {
 
 func (s *fakeSandbox) IPs() []netip.Addr { return s.ips }
 
-func (s *fakeSandbox) Start(_ string, args, env []string) (Process, error) {
+func (s *fakeSandbox) Start(c ContainerSpec) (Process, error) {
 	s.r.mu.Lock()
 	s.r.nextPID++
 	pid := s.r.nextPID
 	s.r.mu.Unlock()
-	p := &fakeProc{pid: pid, args: args, env: env, done: make(chan struct{})}
+	p := &fakeProc{pid: pid, args: c.Args, env: c.Env, hosts: c.Hosts, done: make(chan struct{})}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.procs = append(s.procs, p)
@@ -129,10 +129,11 @@ func (s *fakeSandbox) isRemoved() bool {
 }
 
 type fakeProc struct {
-	pid  int
-	args []string
-	env  []string
-	done chan struct{}
+	pid   int
+	args  []string
+	env   []string
+	hosts []byte
+	done  chan struct{}
 
 	mu      sync.Mutex // guards the fields below
 	code    int

@@ -2,12 +2,14 @@
 // a goroutine-owned component inside the lab process. It registers its Node
 // (addresses, podCIDRs, Ready condition) and renews its Lease, watches the
 // Pods bound to it (spec.nodeName), and for each one asks the lab's
-// PodRuntime for a sandbox (netns, veth, cgroup pod<uid>), runs the first
-// container's command in it, runs its startup, readiness and liveness
-// probes (httpGet, tcpSocket, grpc) from the node netns and reports the
-// pod's status the way the real kubelet does. On deletion it
-// stops the process, removes the sandbox and deletes the Pod object with
-// grace period 0.
+// PodRuntime for a sandbox (netns, veth, cgroup pod<uid>, the resolv.conf
+// its dnsPolicy calls for), runs the first container's command in it (env
+// with the downward API's fieldRef and resourceFieldRef, $(VAR) expanded
+// in command and args, a kubelet-style /etc/hosts), runs its startup,
+// readiness and liveness probes (httpGet, tcpSocket, grpc) from the node
+// netns and reports the pod's status the way the real kubelet does. On
+// deletion it stops the process, removes the sandbox and deletes the Pod
+// object with grace period 0.
 //
 // It does not import the lab: the lab passes a PodRuntime.
 package kubelet
@@ -39,15 +41,30 @@ type PodRuntime interface {
 type SandboxSpec struct {
 	UID, Namespace, Name, ServiceAccount string
 	Labels                               map[string]string
+	// ResolvConf is what every process of the pod reads as
+	// /etc/resolv.conf (for its dnsPolicy); nil leaves the node's.
+	ResolvConf []byte
+}
+
+// ContainerSpec is one container's process.
+type ContainerSpec struct {
+	// Name is the container's name (it names the log file).
+	Name string
+	// Args is the command line; Args[0] is a path.
+	Args []string
+	// Env is the environment, KEY=value.
+	Env []string
+	// Hosts is what the process reads as /etc/hosts.
+	Hosts []byte
 }
 
 // Sandbox is one pod's network namespace and cgroup.
 type Sandbox interface {
 	// IPs are the pod's addresses, IPv4 first.
 	IPs() []netip.Addr
-	// Start runs args (args[0] is a path) with env in the pod's netns and
-	// cgroup; name names the log file.
-	Start(name string, args, env []string) (Process, error)
+	// Start runs a container's process in the pod's netns and cgroup, with
+	// the pod's resolv.conf and the container's hosts file in place.
+	Start(c ContainerSpec) (Process, error)
 	// Remove kills whatever still runs in the sandbox and removes its
 	// netns, links and cgroup. It is safe to call more than once.
 	Remove(ctx context.Context) error
@@ -80,6 +97,12 @@ type Options struct {
 	PodCIDRs []netip.Prefix
 	// BinDir resolves a bare command[0] ("meshlab") to BinDir/meshlab.
 	BinDir string
+	// ClusterDNS are the nameservers of pods with dnsPolicy ClusterFirst
+	// (kubelet's --cluster-dns: the cluster DNS Service's ClusterIPs);
+	// none leaves such pods the node's resolv.conf, as the kubelet does.
+	ClusterDNS []netip.Addr
+	// ClusterDomain is the cluster's DNS domain (default cluster.local).
+	ClusterDomain string
 	// Logger receives progress (default: discard).
 	Logger *slog.Logger
 	// Heartbeat is how often the Lease and the Ready condition are
@@ -112,6 +135,9 @@ func New(opts Options) (*Kubelet, error) {
 	}
 	if opts.Heartbeat == 0 {
 		opts.Heartbeat = 10 * time.Second
+	}
+	if opts.ClusterDomain == "" {
+		opts.ClusterDomain = "cluster.local"
 	}
 	if opts.MaxGrace == 0 {
 		opts.MaxGrace = 3 * time.Second

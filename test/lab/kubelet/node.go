@@ -69,10 +69,7 @@ func (k *Kubelet) nodeObject() *corev1.Node {
 func (k *Kubelet) nodeStatus(now time.Time) corev1.NodeStatus {
 	st := corev1.NodeStatus{
 		Addresses: []corev1.NodeAddress{{Type: corev1.NodeHostName, Address: k.opts.Node}},
-		Capacity: corev1.ResourceList{
-			corev1.ResourceCPU: resource.MustParse("2"), corev1.ResourceMemory: resource.MustParse("4Gi"),
-			corev1.ResourcePods: resource.MustParse("250"),
-		},
+		Capacity:  allocatable(),
 		Conditions: []corev1.NodeCondition{{
 			Type: corev1.NodeReady, Status: corev1.ConditionTrue, Reason: "KubeletReady",
 			Message: "amlab fake kubelet is posting ready status", LastHeartbeatTime: metav1.NewTime(now),
@@ -85,6 +82,16 @@ func (k *Kubelet) nodeStatus(now time.Time) corev1.NodeStatus {
 	}
 	st.Allocatable = st.Capacity
 	return st
+}
+
+// allocatable is what every node offers (capacity and allocatable alike):
+// what the scheduler fits pods into and what a container's unset limits
+// default to in the downward API.
+func allocatable() corev1.ResourceList {
+	return corev1.ResourceList{
+		corev1.ResourceCPU: resource.MustParse("2"), corev1.ResourceMemory: resource.MustParse("4Gi"),
+		corev1.ResourceEphemeralStorage: resource.MustParse("20Gi"), corev1.ResourcePods: resource.MustParse("250"),
+	}
 }
 
 // heartbeat renews the Lease and the Ready condition until ctx ends.

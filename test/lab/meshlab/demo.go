@@ -32,6 +32,7 @@ var demoCalls = []demoCall{
 type callReport struct {
 	demoCall
 	addr     netip.AddrPort
+	toNode   int // the target's node
 	sameNode bool
 	enrolled bool // the target is in the mesh
 	result   CallResult
@@ -64,7 +65,12 @@ func runDemo(ctx context.Context, args []string, stdout io.Writer) (err error) {
 	if err != nil {
 		return err
 	}
-	fmt.Fprintf(stdout, "lab %s: pods planner, billing (n1), data-validator, legacy-batch (not in the mesh) (n2)\n\n", l.ID())
+	if f.kube {
+		fmt.Fprintf(stdout, "lab %s: Deployments planner, billing (n1), data-validator (%d replicas across the nodes), legacy-batch (not in the mesh) (n2), each behind a Service; the calls go to the pods on those nodes\n\n",
+			l.ID(), replicas("data-validator"))
+	} else {
+		fmt.Fprintf(stdout, "lab %s: pods planner, billing (n1), data-validator, legacy-batch (not in the mesh) (n2)\n\n", l.ID())
+	}
 	reports, err := makeCalls(ctx, l, pods)
 	if err != nil {
 		return err
@@ -109,7 +115,7 @@ func makeCall(ctx context.Context, pods map[string]*lab.Pod, c demoCall) (*callR
 	if c.v6 {
 		ip = to.IPv6()
 	}
-	r := &callReport{demoCall: c, addr: netip.AddrPortFrom(ip, agentPort), sameNode: from.Node == to.Node, enrolled: to.Enrolled}
+	r := &callReport{demoCall: c, addr: netip.AddrPortFrom(ip, agentPort), toNode: to.Node, sameNode: from.Node == to.Node, enrolled: to.Enrolled}
 	target := "http://" + r.addr.String() + "/"
 	u := fmt.Sprintf("http://127.0.0.1:%d/call?to=%s", agentPort, url.QueryEscape(target))
 	_, body, err := from.HTTPGet(ctx, u)
@@ -141,7 +147,7 @@ func collectAccessLogs(ctx context.Context, l *lab.Lab, reports []*callReport) {
 		done := true
 		for _, r := range reports {
 			r.out = lastAccess(l, 1, "outbound", r.addr)
-			r.in = lastAccess(l, nodeOf(r), "inbound", r.addr)
+			r.in = lastAccess(l, r.toNode, "inbound", r.addr)
 			done = done && r.out != nil && (r.in != nil || !r.enrolled)
 		}
 		if done || time.Now().After(deadline) || ctx.Err() != nil {
@@ -149,14 +155,6 @@ func collectAccessLogs(ctx context.Context, l *lab.Lab, reports []*callReport) {
 		}
 		time.Sleep(200 * time.Millisecond)
 	}
-}
-
-// nodeOf is the node of a call's target.
-func nodeOf(r *callReport) int {
-	if r.sameNode {
-		return 1
-	}
-	return 2
 }
 
 // lastAccess is node's latest access line in direction to dst.

@@ -21,7 +21,8 @@ const Usage = `usage: meshlab <command> [flags]
 commands:
   up     start a lab (nodes, pods, agentd, ztunnel) and wait for Ctrl-C; an agentd,
          ztunnel or controller that dies is restarted, as its DaemonSet or
-         Deployment would (backoff 100ms doubling to 5s; every restart is logged)
+         Deployment would (backoff 100ms doubling to 5s; every restart is logged);
+         in Kubernetes mode it prints a kubeconfig for kubectl on this machine
   down   remove whatever any lab left behind (netns, cgroups, pins, processes)
   demo   run a two-node mesh, make some agent calls, show what the mesh did
   app    sample workloads run inside pods: echo, http, send, stream, dialer, burst,

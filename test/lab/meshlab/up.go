@@ -8,7 +8,6 @@ import (
 	"io"
 	"os"
 	"path/filepath"
-	"sort"
 	"text/tabwriter"
 	"time"
 
@@ -33,7 +32,7 @@ func (f *labFlags) register(fs *flag.FlagSet, nodes int) {
 	fs.DurationVar(&f.certLifetime, "cert-lifetime", time.Hour, "workload certificate lifetime")
 	fs.BoolVar(&f.verbose, "v", false, "log each step")
 	fs.BoolVar(&f.kube, "kube", true, "Kubernetes mode (the default): etcd, kube-apiserver, the AgentMesh controller, pods made through the API; --kube=false runs standalone mode (a mesh config file, a local CA)")
-	fs.StringVar(&f.kubeBinDir, "kube-bin-dir", "", "Kubernetes mode: directory with etcd, kube-apiserver, kube-controller-manager (default BIN-DIR/kube; `make kube`)")
+	fs.StringVar(&f.kubeBinDir, "kube-bin-dir", "", "Kubernetes mode: directory with etcd, kube-apiserver, kube-controller-manager, kube-scheduler and kubectl (default BIN-DIR/kube; `make kube`)")
 }
 
 // newLab starts a lab from the flags.
@@ -84,14 +83,11 @@ func printUp(w io.Writer, l *lab.Lab, pods map[string]*lab.Pod) {
 			filepath.Base(l.DaemonLog(i, "ztunnel"))+", "+filepath.Base(l.DaemonLog(i, "agentd")))
 	}
 	fmt.Fprintln(tw, "\nPOD\tNETNS\tIPV4\tIPV6\tMESH")
-	names := make([]string, 0, len(pods))
-	for n := range pods {
-		names = append(names, n)
-	}
-	sort.Strings(names)
-	for _, n := range names {
-		p := pods[n]
-		fmt.Fprintf(tw, "%s (n%d)\t%s\t%s\t%s\t%v\n", n, p.Node, p.NetnsName(), p.IPv4(), p.IPv6(), p.Enrolled)
+	for _, p := range l.Pods() {
+		if p.Namespace == lab.MeshNamespace {
+			continue
+		}
+		fmt.Fprintf(tw, "%s (n%d)\t%s\t%s\t%s\t%v\n", p.Name, p.Node, p.NetnsName(), p.IPv4(), p.IPv6(), p.Enrolled)
 	}
 	tw.Flush()
 	if pl, dv := pods["planner"], pods["data-validator"]; pl != nil && dv != nil {
@@ -100,11 +96,25 @@ func printUp(w io.Writer, l *lab.Lab, pods map[string]*lab.Pod) {
 	}
 	if l.MeshStarted() {
 		fmt.Fprintf(w, "ztunnel admin of node 1:\n  ip netns exec %s curl -s http://127.0.0.1:%d/pods\n", l.NodeNetns(1), mesh.AdminPort)
-	}
-	if l.MeshStarted() {
 		fmt.Fprintln(w, "a killed agentd, ztunnel or controller comes back by itself, as its DaemonSet or Deployment would")
 	}
+	if l.HostKubeconfig() != "" {
+		printKubectl(w, l)
+	}
 	fmt.Fprintln(w, "\nCtrl-C stops the lab and removes everything (after a crash: meshlab down)")
+}
+
+// printKubectl says how to use kubectl on the lab from this machine.
+func printKubectl(w io.Writer, l *lab.Lab) {
+	fmt.Fprintf(w, "\nkubectl, from any shell on this machine (the apiserver is forwarded to %s while the lab runs):\n", l.HostAPIServer())
+	fmt.Fprintf(w, "  export KUBECONFIG=%s\n", l.HostKubeconfig())
+	kubectl := filepath.Join(l.KubeBinDir(), "kubectl")
+	if _, err := os.Stat(kubectl); err == nil {
+		fmt.Fprintf(w, "  export PATH=%s:$PATH   # the kubectl make kube built\n", l.KubeBinDir())
+	}
+	fmt.Fprintf(w, "  kubectl get pods -A -o wide\n  kubectl -n agents scale deployment/data-validator --replicas=5\n")
+	fmt.Fprintf(w, "pods' /etc/resolv.conf names the cluster DNS %s and %s (Service kube-system/%s); no kube-proxy runs: a Service VIP answers only through the mesh\n",
+		lab.ClusterDNSIPv4, lab.ClusterDNSIPv6, lab.ClusterDNSService)
 }
 
 // closeLab closes l, reports what was removed and joins the errors.

@@ -1,0 +1,194 @@
+package kube
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/netip"
+	"os"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
+
+	"github.com/agentmesh/agentmesh/test/lab"
+)
+
+// webManifest is what a user would apply: an enrolled namespace, a
+// Deployment of three agents that learn their pod's name through the
+// downward API (env fieldRef, expanded in args), and a dual-stack Service.
+const webManifest = `apiVersion: v1
+kind: Namespace
+metadata:
+  name: web
+  labels:
+    agentmesh.io/dataplane: enabled
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: web
+  namespace: web
+spec:
+  replicas: 3
+  selector:
+    matchLabels: {app: web}
+  template:
+    metadata:
+      labels: {app: web}
+    spec:
+      containers:
+      - name: agent
+        image: meshlab
+        command: [meshlab, app, http, --name, $(POD_NAME), --listen, ":8080"]
+        env:
+        - name: POD_NAME
+          valueFrom:
+            fieldRef: {fieldPath: metadata.name}
+        readinessProbe:
+          httpGet: {path: /, port: 8080}
+          periodSeconds: 1
+---
+apiVersion: v1
+kind: Service
+metadata:
+  name: web
+  namespace: web
+spec:
+  ipFamilyPolicy: PreferDualStack
+  selector: {app: web}
+  ports:
+  - {name: http, port: 80, targetPort: 8080}
+`
+
+// TestKubectlWorkflow drives a lab the way a Kubernetes user would, with
+// kubectl from the host: apply a Deployment and a Service, wait for them,
+// scale down, restart the rollout. The controllers and kube-scheduler do
+// the work; the EndpointSlices of both families follow every step.
+func TestKubectlWorkflow(t *testing.T) {
+	l, kc := newKubectlLab(t, 2)
+	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
+	defer cancel()
+	if out := kc.must(ctx, "get", "nodes", "--no-headers"); strings.Count(out, " Ready ") != 2 {
+		t.Errorf("kubectl get nodes: want 2 Ready nodes:\n%s", out)
+	}
+	kc.apply(ctx, webManifest)
+	start := time.Now()
+	kc.must(ctx, "-n", "web", "wait", "--for=condition=Available", "deployment/web", "--timeout=60s")
+	t.Logf("TIMING apply -> deployment Available: %s", time.Since(start).Round(time.Millisecond))
+	pods := readyPods(ctx, t, l, kc, 3)
+	checkDualStackService(ctx, t, kc)
+	waitEndpoints(ctx, t, l, pods)
+
+	kc.must(ctx, "-n", "web", "scale", "deployment/web", "--replicas=1")
+	waitFor(t, "scaled to one pod", func() (bool, string) {
+		p := kc.pods(ctx, "web", "app=web")
+		return len(p) == 1, fmt.Sprintf("%d pods", len(p))
+	})
+	pods = readyPods(ctx, t, l, kc, 1)
+	waitEndpoints(ctx, t, l, pods)
+
+	old := pods[0].Name
+	kc.must(ctx, "-n", "web", "rollout", "restart", "deployment/web")
+	kc.must(ctx, "-n", "web", "rollout", "status", "deployment/web", "--timeout=60s")
+	pods = readyPods(ctx, t, l, kc, 1)
+	if pods[0].Name == old {
+		t.Errorf("pod %s still there after the rollout restart", old)
+	}
+	waitEndpoints(ctx, t, l, pods)
+}
+
+// readyPods checks the Deployment's pods as kubectl lists them: n of
+// them, each bound to a node, Ready, and running an agent that got its
+// pod's name through the downward API (in its command line and in what
+// it answers).
+func readyPods(ctx context.Context, t *testing.T, l *lab.Lab, kc *kubectl, n int) []corev1.Pod {
+	t.Helper()
+	kc.must(ctx, "-n", "web", "wait", "--for=condition=Ready", "pod", "-l", "app=web", "--timeout=60s")
+	pods := kc.pods(ctx, "web", "app=web")
+	if len(pods) != n {
+		t.Fatalf("%d pods, want %d", len(pods), n)
+	}
+	for _, p := range pods {
+		if p.Spec.NodeName == "" || p.Status.PodIP == "" {
+			t.Errorf("pod %s: node %q, ip %q", p.Name, p.Spec.NodeName, p.Status.PodIP)
+		}
+		checkPodName(ctx, t, l, p)
+	}
+	return pods
+}
+
+// checkPodName: $(POD_NAME) in the container's args became the pod's
+// name, and the agent answers with it.
+func checkPodName(ctx context.Context, t *testing.T, l *lab.Lab, p corev1.Pod) {
+	t.Helper()
+	if len(p.Status.ContainerStatuses) != 1 {
+		t.Fatalf("pod %s: container statuses %+v", p.Name, p.Status.ContainerStatuses)
+	}
+	pid := strings.TrimPrefix(p.Status.ContainerStatuses[0].ContainerID, "amlab://")
+	cmdline, err := os.ReadFile("/proc/" + pid + "/cmdline")
+	if err != nil || !slices.Contains(strings.Split(string(cmdline), "\x00"), p.Name) {
+		t.Errorf("pod %s: container args %q (%v), want the pod's name in them", p.Name, cmdline, err)
+	}
+	lp := l.KubePod(p.Namespace, p.Name)
+	if lp == nil {
+		t.Fatalf("no sandbox for pod %s", p.Name)
+	}
+	_, body, err := lp.HTTPGet(ctx, "http://127.0.0.1:8080/")
+	var reply struct {
+		Agent string `json:"agent"`
+	}
+	if err != nil || json.Unmarshal(body, &reply) != nil || reply.Agent != p.Name {
+		t.Errorf("pod %s's agent answers %q (%v), want its name", p.Name, body, err)
+	}
+}
+
+// checkDualStackService: the Service got a ClusterIP of each family.
+func checkDualStackService(ctx context.Context, t *testing.T, kc *kubectl) {
+	t.Helper()
+	out := kc.must(ctx, "-n", "web", "get", "service", "web", "-o", "jsonpath={.spec.clusterIPs}")
+	var ips []string
+	if err := json.Unmarshal([]byte(out), &ips); err != nil || len(ips) != 2 {
+		t.Fatalf("service web clusterIPs %s (%v), want an IPv4 and an IPv6 address", out, err)
+	}
+	a, err1 := netip.ParseAddr(ips[0])
+	b, err2 := netip.ParseAddr(ips[1])
+	if err1 != nil || err2 != nil || !a.Is4() || !b.Is6() {
+		t.Errorf("service web clusterIPs %v, want IPv4 then IPv6", ips)
+	}
+}
+
+// waitEndpoints waits until the Service's EndpointSlices hold exactly the
+// pods' addresses, ready, in an IPv4 and an IPv6 slice.
+func waitEndpoints(ctx context.Context, t *testing.T, l *lab.Lab, pods []corev1.Pod) {
+	t.Helper()
+	want := map[discoveryv1.AddressType][]string{}
+	for _, p := range pods {
+		for _, ip := range p.Status.PodIPs {
+			fam := discoveryv1.AddressTypeIPv4
+			if netip.MustParseAddr(ip.IP).Is6() {
+				fam = discoveryv1.AddressTypeIPv6
+			}
+			want[fam] = append(want[fam], ip.IP)
+		}
+	}
+	for _, ips := range want {
+		slices.Sort(ips)
+	}
+	if len(want[discoveryv1.AddressTypeIPv4]) != len(pods) || len(want[discoveryv1.AddressTypeIPv6]) != len(pods) {
+		t.Fatalf("pods' addresses %v: want an IPv4 and an IPv6 address each", want)
+	}
+	waitFor(t, "endpointslices of both families follow the pods", func() (bool, string) {
+		got, err := endpoints(ctx, l, "web", "web")
+		if err != nil {
+			return false, err.Error()
+		}
+		for _, ips := range got {
+			slices.Sort(ips)
+		}
+		return fmt.Sprint(got) == fmt.Sprint(want), fmt.Sprintf("got %v, want %v", got, want)
+	})
+}
