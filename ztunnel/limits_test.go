@@ -97,7 +97,9 @@ func TestRefusedOutboundConsumesOrigDst(t *testing.T) {
 	if _, err := holdOutbound(t, e); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "1 connection carried", func() bool { return e.node.limits.Conns.Used.Load() == 1 })
+	// The slot is taken at accept, the original destination looked up
+	// after: wait for both.
+	waitFor(t, "1 connection carried", func() bool { return e.node.limits.Conns.Used.Load() == 1 && e.orig.count() == 1 })
 	held := e.orig.last()
 	for range 3 {
 		c, err := holdOutbound(t, e)

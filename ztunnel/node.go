@@ -83,6 +83,8 @@ type Node struct {
 	opts NodeOptions
 	log  *slog.Logger
 	idx  atomic.Pointer[meshconfig.Index]
+	// changed is closed (and replaced) when a new config is swapped in.
+	changed atomic.Pointer[chan struct{}]
 
 	// The pipeline and its stages that outlive a connection.
 	pipe      *pipeline.Pipeline
@@ -139,6 +141,8 @@ func NewNode(o NodeOptions) *Node {
 	}
 	n.ctx, n.cancel = context.WithCancel(context.Background())
 	n.idx.Store(meshconfig.NewIndex(&meshconfig.Config{}))
+	ch := make(chan struct{})
+	n.changed.Store(&ch)
 	lim, err := limits.New(o.MaxConnections, o.Logger)
 	if err != nil {
 		o.Logger.Error("no fd budget: connections are limited by --max-connections only", "err", err)
@@ -159,7 +163,7 @@ func NewNode(o NodeOptions) *Node {
 			Upstreams: o.DNSUpstreams, ClusterDomain: o.ClusterDomain, Registry: o.Registry})
 	}
 	n.pipe = &pipeline.Pipeline{
-		Log: o.Logger, Index: n.Index, OrigDst: o.OrigDst, Resolve: resolve.New(n.Index), Authorize: n.auth,
+		Log: o.Logger, Index: n.Index, ConfigChanged: n.configChanged, OrigDst: o.OrigDst, Resolve: resolve.New(n.Index), Authorize: n.auth,
 		Transport: n.transport, Limits: lim, Record: n.rec, HBONEServer: n.server, ServerTLS: o.Certs,
 		HandshakeTimeout: o.HandshakeTimeout,
 	}
@@ -172,6 +176,8 @@ func NewNode(o NodeOptions) *Node {
 func (n *Node) SetConfig(c *meshconfig.Config) {
 	idx := meshconfig.NewIndex(c)
 	n.idx.Store(idx)
+	next := make(chan struct{})
+	close(*n.changed.Swap(&next))
 	n.log.Info("mesh config applied", "workloads", len(c.Workloads), "services", len(c.Services), "trust_domain", c.TrustDomain)
 	n.balancer.Prune(func(service, endpoint string) bool { return hasEndpoint(idx, service, endpoint) })
 	n.auth.Reevaluate(n.liveSets())
@@ -211,6 +217,10 @@ func (n *Node) liveSets() []*authorize.Live {
 	}
 	return out
 }
+
+// configChanged returns a channel closed when the config in force is
+// replaced.
+func (n *Node) configChanged() <-chan struct{} { return *n.changed.Load() }
 
 // Index returns the current config index.
 func (n *Node) Index() *meshconfig.Index { return n.idx.Load() }

@@ -5,11 +5,13 @@ import (
 	"net"
 	"time"
 
+	"github.com/agentmesh/agentmesh/ztunnel/balance"
 	"github.com/agentmesh/agentmesh/ztunnel/classify"
 	"github.com/agentmesh/agentmesh/ztunnel/detect"
 	"github.com/agentmesh/agentmesh/ztunnel/flow"
 	"github.com/agentmesh/agentmesh/ztunnel/limits"
 	"github.com/agentmesh/agentmesh/ztunnel/relay"
+	"github.com/agentmesh/agentmesh/ztunnel/transport"
 )
 
 // Outbound proxies one connection an app of p opened, redirected by the
@@ -34,7 +36,13 @@ func (pl *Pipeline) Outbound(ctx context.Context, p *flow.Pod, c net.Conn) {
 	var up net.Conn
 	if f.Service != nil {
 		var done func()
-		up, done, err = pl.Transport.DialService(ctx, p, f, pl.Resolve.Endpoints(f), pl.Resolve.Endpoint)
+		up, done, err = pl.Transport.DialService(ctx, p, f, transport.Endpoints{
+			Current: func() ([]balance.Endpoint, <-chan struct{}) {
+				changed := pl.ConfigChanged()
+				return pl.Resolve.Endpoints(f), changed
+			},
+			Name: pl.Resolve.Endpoint,
+		})
 		if err != nil {
 			if ok, held := pl.serviceWarn.allow(f.Service.Key(), time.Now()); ok {
 				pl.Log.Warn("connection to service refused", "service", f.Service.Key(), "dst_addr", f.Dst.String(),

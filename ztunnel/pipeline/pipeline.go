@@ -32,14 +32,16 @@ import (
 
 // Pipeline holds the stages.
 type Pipeline struct {
-	Log       *slog.Logger
-	Index     func() *meshconfig.Index // the config in force
-	OrigDst   classify.OrigDst
-	Resolve   *resolve.Resolver
-	Authorize *authorize.Authorizer
-	Transport *transport.Transport
-	Limits    *limits.Limits
-	Record    *record.Recorder
+	Log   *slog.Logger
+	Index func() *meshconfig.Index // the config in force
+	// ConfigChanged is closed when the config in force is replaced.
+	ConfigChanged func() <-chan struct{}
+	OrigDst       classify.OrigDst
+	Resolve       *resolve.Resolver
+	Authorize     *authorize.Authorizer
+	Transport     *transport.Transport
+	Limits        *limits.Limits
+	Record        *record.Recorder
 	// HBONE serves the CONNECT streams of inbound mTLS connections.
 	HBONEServer *hbone.Server
 	// ServerTLS gives the server TLS config of a pod's HBONE listener.

@@ -34,8 +34,8 @@ type Failover struct {
 
 // DefaultFailover is the failover of the flags' defaults.
 var DefaultFailover = Failover{
-	Attempts: 3, Timeout: time.Second, Budget: 3 * time.Second,
-	BackoffBase: 25 * time.Millisecond, BackoffMax: 250 * time.Millisecond,
+	Attempts: 5, Timeout: time.Second, Budget: 3 * time.Second,
+	BackoffBase: 25 * time.Millisecond, BackoffMax: 400 * time.Millisecond,
 }
 
 // Validate checks the bounds.
@@ -68,15 +68,24 @@ func (o Failover) backoff(n int) time.Duration {
 // endpoint for its port.
 var ErrNoEndpoint = errors.New("no ready endpoint")
 
-// Named is how DialService sets a flow's destination to the endpoint it
-// is about to try (resolve.Resolver.Endpoint).
-type Named func(f *flow.Flow, e *balance.Endpoint)
+// Endpoints are the candidates of one Service connection, read again
+// before every attempt so that a retry sees the config in force: Current
+// returns them and a channel closed when the config changes after that
+// (nil: never), Name sets a flow's destination to the endpoint about to be
+// tried (resolve.Resolver.Endpoint).
+type Endpoints struct {
+	Current func() ([]balance.Endpoint, <-chan struct{})
+	Name    func(f *flow.Flow, e *balance.Endpoint)
+}
 
 // DialService opens the upstream of f, a connection to Service f.Service,
-// on one of eps chosen by the balancer, trying others on failure (see
-// Failover). On success f names the endpoint it reached, and done must be
+// on an endpoint the balancer chooses, trying others on failure (see
+// Failover): after a failed connect it waits for the backoff or for a new
+// config, whichever comes first, and picks again among the endpoints in
+// force then (an endpoint that just became ready during a rollout is taken
+// at once). On success f names the endpoint it reached, and done must be
 // called once the connection has ended (it ends the balancer's count).
-func (t *Transport) DialService(ctx context.Context, p *flow.Pod, f *flow.Flow, eps []balance.Endpoint, name Named) (c net.Conn, done func(), err error) {
+func (t *Transport) DialService(ctx context.Context, p *flow.Pod, f *flow.Flow, eps Endpoints) (c net.Conn, done func(), err error) {
 	svc := f.Service.Key()
 	if f.ServicePort == nil {
 		t.rec.ServiceConnect(svc, "no_port")
@@ -88,40 +97,54 @@ func (t *Transport) DialService(ctx context.Context, p *flow.Pod, f *flow.Flow, 
 	tried := map[string]bool{}
 	var last error
 	for attempt := 1; attempt <= o.Attempts; attempt++ {
-		e := t.balancer.Pick(svc, eps, func(e *balance.Endpoint) bool { return tried[e.Key] })
+		cands, changed := eps.Current()
+		e := t.balancer.Pick(svc, cands, func(e *balance.Endpoint) bool { return tried[e.Key] })
 		if e == nil && attempt > 1 {
 			// Every ready endpoint failed once: the next try may go to
 			// any of them again.
 			clear(tried)
-			e = t.balancer.Pick(svc, eps, nil)
+			e = t.balancer.Pick(svc, cands, nil)
 		}
-		if e == nil {
+		switch {
+		case e == nil && attempt == 1:
 			t.rec.ServiceConnect(svc, "no_endpoint")
 			return nil, nil, fmt.Errorf("service %s port %d: %w", svc, f.ServicePort.Port, ErrNoEndpoint)
+		case e == nil:
+			// The endpoints that failed are gone or not ready any more:
+			// wait for the ones replacing them.
+			last = fmt.Errorf("attempt %d of %d: %w", attempt, o.Attempts, ErrNoEndpoint)
+		default:
+			tried[e.Key] = true
+			eps.Name(f, e)
+			f.Attempts = attempt
+			bc := t.balancer.Begin(svc, e)
+			actx, acancel := context.WithTimeout(budget, min(o.Timeout, t.dialTimeout))
+			c, err := t.dialTo(actx, p, f, e.Addr)
+			acancel()
+			if err == nil {
+				bc.Connected()
+				t.rec.ServiceConnect(svc, "ok")
+				return c, bc.Done, nil
+			}
+			bc.Failed()
+			last = fmt.Errorf("endpoint %s (attempt %d of %d): %w", e.Addr, attempt, o.Attempts, err)
+			reason := retryReason(err)
+			if reason == "" {
+				attempt = o.Attempts // not worth another endpoint
+			} else if attempt < o.Attempts && ctx.Err() == nil {
+				t.rec.ServiceRetry(svc, reason)
+			}
 		}
-		tried[e.Key] = true
-		name(f, e)
-		f.Attempts = attempt
-		bc := t.balancer.Begin(svc, e)
-		actx, acancel := context.WithTimeout(budget, min(o.Timeout, t.dialTimeout))
-		c, err := t.dialTo(actx, p, f, e.Addr)
-		acancel()
-		if err == nil {
-			bc.Connected()
-			t.rec.ServiceConnect(svc, "ok")
-			return c, bc.Done, nil
-		}
-		bc.Failed()
-		last = fmt.Errorf("endpoint %s (attempt %d of %d): %w", e.Addr, attempt, o.Attempts, err)
-		reason := retryReason(err)
-		if reason == "" || ctx.Err() != nil || attempt == o.Attempts {
+		if attempt >= o.Attempts || ctx.Err() != nil {
 			break
 		}
-		t.rec.ServiceRetry(svc, reason)
+		timer := time.NewTimer(o.backoff(attempt))
 		select {
-		case <-time.After(o.backoff(attempt)):
+		case <-timer.C:
+		case <-changed:
 		case <-budget.Done():
 		}
+		timer.Stop()
 		if budget.Err() != nil {
 			last = fmt.Errorf("%w; connect budget %s used up", last, o.Budget)
 			break

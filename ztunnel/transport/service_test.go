@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+	"sync"
 	"testing"
 	"time"
 
@@ -86,6 +87,11 @@ func serviceFlow() *flow.Flow {
 
 func name(f *flow.Flow, e *balance.Endpoint) { f.Upstream, f.Protocol = e.Addr, flow.Passthrough }
 
+// fixed is a Service's endpoints that never change.
+func fixed(eps []balance.Endpoint) Endpoints {
+	return Endpoints{Current: func() ([]balance.Endpoint, <-chan struct{}) { return eps, nil }, Name: name}
+}
+
 func ep(key string, a netip.AddrPort, ready bool) balance.Endpoint {
 	return balance.Endpoint{Key: key, Addr: a, Ready: ready}
 }
@@ -105,7 +111,7 @@ func TestDialServiceFailsOver(t *testing.T) {
 	}
 	for range 50 {
 		f := serviceFlow()
-		c, done, err := tr.DialService(context.Background(), pod, f, eps, name)
+		c, done, err := tr.DialService(context.Background(), pod, f, fixed(eps))
 		if err != nil {
 			t.Fatalf("dial: %v", err)
 		}
@@ -139,7 +145,7 @@ func TestDialServiceAllFail(t *testing.T) {
 	eps := []balance.Endpoint{ep("a", refusingAddr(t), true), ep("b", refusingAddr(t), true)}
 	f := serviceFlow()
 	start := time.Now()
-	_, _, err := tr.DialService(context.Background(), &flow.Pod{Net: hostNet{}}, f, eps, name)
+	_, _, err := tr.DialService(context.Background(), &flow.Pod{Net: hostNet{}}, f, fixed(eps))
 	took := time.Since(start)
 	if err == nil || f.Attempts != 4 {
 		t.Fatalf("err %v after %d attempts, want an error after 4", err, f.Attempts)
@@ -158,12 +164,63 @@ func TestDialServiceNoEndpoint(t *testing.T) {
 	tr := newTestTransport(t, DefaultFailover)
 	eps := []balance.Endpoint{ep("a", listening(t), false)}
 	f := serviceFlow()
-	_, _, err := tr.DialService(context.Background(), &flow.Pod{Net: hostNet{}}, f, eps, name)
+	_, _, err := tr.DialService(context.Background(), &flow.Pod{Net: hostNet{}}, f, fixed(eps))
 	if !errors.Is(err, ErrNoEndpoint) {
 		t.Fatalf("err %v, want ErrNoEndpoint", err)
 	}
 	if got := testutil.ToFloat64(tr.rec.M.ServiceConns.WithLabelValues("agents/dv", "no_endpoint")); got != 1 {
 		t.Errorf("no_endpoint counted %v, want 1", got)
+	}
+}
+
+// TestDialServiceNewConfig: the only endpoint refuses (a rollout's old pod
+// gone), then a new config brings the new one: the retry takes it as soon
+// as the config changes, without waiting out the backoff.
+func TestDialServiceNewConfig(t *testing.T) {
+	fo := DefaultFailover
+	fo.BackoffBase, fo.BackoffMax = 2*time.Second, 2*time.Second
+	fo.Budget = 10 * time.Second
+	tr := newTestTransport(t, fo)
+	oldEP, newEP := ep("old", refusingAddr(t), true), ep("new", listening(t), true)
+	var mu sync.Mutex
+	cur, changed := []balance.Endpoint{oldEP}, make(chan struct{})
+	eps := Endpoints{Name: name, Current: func() ([]balance.Endpoint, <-chan struct{}) {
+		mu.Lock()
+		defer mu.Unlock()
+		return cur, changed
+	}}
+	tried := make(chan struct{})
+	go func() {
+		// Once the old endpoint was tried, swap in the new config.
+		<-tried
+		mu.Lock()
+		cur = []balance.Endpoint{newEP}
+		close(changed)
+		mu.Unlock()
+	}()
+	f := serviceFlow()
+	eps.Name = func(f *flow.Flow, e *balance.Endpoint) {
+		name(f, e)
+		if e.Key == "old" {
+			select {
+			case <-tried:
+			default:
+				close(tried)
+			}
+		}
+	}
+	start := time.Now()
+	c, done, err := tr.DialService(context.Background(), &flow.Pod{Net: hostNet{}}, f, eps)
+	if err != nil {
+		t.Fatalf("dial: %v", err)
+	}
+	defer done()
+	c.Close()
+	if f.Upstream != newEP.Addr || f.Attempts != 2 {
+		t.Errorf("connected to %s after %d attempts, want the new endpoint on the second", f.Upstream, f.Attempts)
+	}
+	if took := time.Since(start); took > time.Second {
+		t.Errorf("took %s: the retry waited out the backoff instead of the config change", took)
 	}
 }
 

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/netip"
+	neturl "net/url"
 	"os"
 	"slices"
 	"strings"
@@ -15,6 +16,7 @@ import (
 	discoveryv1 "k8s.io/api/discovery/v1"
 
 	"github.com/agentmesh/agentmesh/test/lab"
+	"github.com/agentmesh/agentmesh/test/lab/meshlab"
 )
 
 // webManifest is what a user would apply: an enrolled namespace, a
@@ -62,12 +64,49 @@ spec:
   selector: {app: web}
   ports:
   - {name: http, port: 80, targetPort: 8080}
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: caller
+  namespace: web
+spec:
+  replicas: 1
+  selector:
+    matchLabels: {app: caller}
+  template:
+    metadata:
+      labels: {app: caller}
+    spec:
+      containers:
+      - name: agent
+        image: meshlab
+        command: [meshlab, app, http, --name, $(POD_NAME), --listen, ":8080"]
+        env:
+        - name: POD_NAME
+          valueFrom:
+            fieldRef: {fieldPath: metadata.name}
+---
+apiVersion: agentmesh.io/v1alpha1
+kind: AgentPolicy
+metadata:
+  name: only-caller
+  namespace: web
+spec:
+  podSelector: {matchLabels: {app: web}}
+  action: Allow
+  rules:
+  - from: [{podSelector: {matchLabels: {app: caller}}}]
+    ports: [{port: 8080}]
 `
 
 // TestKubectlWorkflow drives a lab the way a Kubernetes user would, with
-// kubectl from the host: apply a Deployment and a Service, wait for them,
-// scale down, restart the rollout. The controllers and kube-scheduler do
-// the work; the EndpointSlices of both families follow every step.
+// kubectl from the host: apply a Deployment, a Service, a caller and an
+// AgentPolicy letting only the caller in, wait for them, scale down,
+// restart the rollout. The controllers and kube-scheduler do the work; the
+// EndpointSlices of both families and every node's ztunnel follow every
+// step, and the caller's calls to the Service by name (through the mesh's
+// DNS and VIP, over mTLS) go on without a failure during the rollout.
 func TestKubectlWorkflow(t *testing.T) {
 	l, kc := newKubectlLab(t, 2)
 	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
@@ -81,7 +120,14 @@ func TestKubectlWorkflow(t *testing.T) {
 	t.Logf("TIMING apply -> deployment Available: %s", time.Since(start).Round(time.Millisecond))
 	pods := readyPods(ctx, t, l, kc, 3)
 	checkDualStackService(ctx, t, kc)
-	waitEndpoints(ctx, t, l, pods)
+	waitSlices(ctx, t, l, pods)
+	waitMeshEndpoints(ctx, t, l, pods)
+	caller := callerPod(ctx, t, l, kc)
+	for _, name := range []string{"web", "web.web", "web.web.svc.cluster.local"} {
+		if r := callByName(ctx, caller, "http://"+name+"/"); r.Error != "" || r.Status != 200 {
+			t.Errorf("caller -> %s: %+v", name, r)
+		}
+	}
 
 	kc.must(ctx, "-n", "web", "scale", "deployment/web", "--replicas=1")
 	waitFor(t, "scaled to one pod", func() (bool, string) {
@@ -89,16 +135,168 @@ func TestKubectlWorkflow(t *testing.T) {
 		return len(p) == 1, fmt.Sprintf("%d pods", len(p))
 	})
 	pods = readyPods(ctx, t, l, kc, 1)
-	waitEndpoints(ctx, t, l, pods)
+	waitSlices(ctx, t, l, pods)
+	waitMeshEndpoints(ctx, t, l, pods)
 
 	old := pods[0].Name
+	calls := startCalls(ctx, caller, "http://web/")
 	kc.must(ctx, "-n", "web", "rollout", "restart", "deployment/web")
 	kc.must(ctx, "-n", "web", "rollout", "status", "deployment/web", "--timeout=60s")
 	pods = readyPods(ctx, t, l, kc, 1)
 	if pods[0].Name == old {
 		t.Errorf("pod %s still there after the rollout restart", old)
 	}
-	waitEndpoints(ctx, t, l, pods)
+	waitSlices(ctx, t, l, pods)
+	waitMeshEndpoints(ctx, t, l, pods)
+	ok, failed, answered := calls.stop()
+	t.Logf("calls by name during the rollout restart: %d ok, %d failed; answered by %v", ok, len(failed), answered)
+	for _, f := range failed {
+		t.Errorf("call failed during the rollout: %+v", f)
+	}
+	if len(failed) > 0 {
+		dumpLines(t, l.DaemonLog(caller.Node, "ztunnel"), `"level":"WARN"`, `"result":"`)
+	}
+	if ok == 0 || !answered[old] || !answered[pods[0].Name] {
+		t.Errorf("calls during the rollout answered by %v, want both %s and %s", answered, old, pods[0].Name)
+	}
+	// The mesh carried them: the caller node's lines name the Service, mTLS.
+	logs, err := l.AccessLogs(caller.Node)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mtls := 0
+	for _, a := range logs {
+		if a.Direction == "outbound" && a.DstService == "web/web" && a.MTLS && a.DstIdentity == "spiffe://cluster.local/ns/web/sa/default" {
+			mtls++
+		}
+	}
+	if mtls < ok {
+		t.Errorf("%d mTLS outbound lines to web/web on the caller's node, want at least the %d calls", mtls, ok)
+	}
+}
+
+// dumpLines logs the lines of path that contain any of subs, but not the
+// access lines that say ok.
+func dumpLines(t *testing.T, path string, subs ...string) {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Log(err)
+		return
+	}
+	for line := range strings.SplitSeq(string(b), "\n") {
+		if strings.Contains(line, `"result":"ok"`) {
+			continue
+		}
+		for _, s := range subs {
+			if strings.Contains(line, s) {
+				t.Log(line)
+				break
+			}
+		}
+	}
+}
+
+// waitMeshEndpoints waits until every node's ztunnel routes Service
+// web/web to exactly pods, all ready.
+func waitMeshEndpoints(ctx context.Context, t *testing.T, l *lab.Lab, pods []corev1.Pod) {
+	t.Helper()
+	var want []string
+	for _, p := range pods {
+		want = append(want, "web/"+p.Name)
+	}
+	slices.Sort(want)
+	for node := 1; node <= l.Nodes(); node++ {
+		waitFor(t, fmt.Sprintf("n%d's ztunnel routes web/web to %v", node, want), func() (bool, string) {
+			svcs, err := l.ZtunnelServices(ctx, node, "web/web")
+			if err != nil {
+				return false, err.Error()
+			}
+			var got []string
+			for _, e := range svcs[0].Endpoints {
+				if e.Ready && e.Mesh {
+					got = append(got, e.Workload)
+				}
+			}
+			slices.Sort(got)
+			return slices.Equal(got, want) && len(got) == len(svcs[0].Endpoints), fmt.Sprintf("%+v", svcs[0].Endpoints)
+		})
+	}
+}
+
+// callerPod is the caller Deployment's pod, Ready.
+func callerPod(ctx context.Context, t *testing.T, l *lab.Lab, kc *kubectl) *lab.Pod {
+	t.Helper()
+	kc.must(ctx, "-n", "web", "wait", "--for=condition=Available", "deployment/caller", "--timeout=60s")
+	ps := kc.pods(ctx, "web", "app=caller")
+	if len(ps) != 1 {
+		t.Fatalf("%d caller pods", len(ps))
+	}
+	p, err := l.WaitMeshPod(ctx, "web", ps[0].Name, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// callByName asks the caller's agent to GET url (a fresh connection).
+func callByName(ctx context.Context, caller *lab.Pod, url string) meshlab.CallResult {
+	var r meshlab.CallResult
+	_, body, err := caller.HTTPGet(ctx, "http://127.0.0.1:8080/call?to="+neturl.QueryEscape(url))
+	if err != nil {
+		return meshlab.CallResult{Error: err.Error()}
+	}
+	if err := json.Unmarshal(body, &r); err != nil {
+		return meshlab.CallResult{Error: fmt.Sprintf("decode %q: %v", body, err)}
+	}
+	return r
+}
+
+// calls is a caller making one call every 50ms until stopped.
+type calls struct {
+	cancel context.CancelFunc
+	done   chan struct{}
+	ok     int
+	failed []meshlab.CallResult
+	by     map[string]bool // agents that answered
+}
+
+func startCalls(ctx context.Context, caller *lab.Pod, url string) *calls {
+	ctx, cancel := context.WithCancel(ctx)
+	c := &calls{cancel: cancel, done: make(chan struct{}), by: map[string]bool{}}
+	go func() {
+		defer close(c.done)
+		tick := time.NewTicker(50 * time.Millisecond)
+		defer tick.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-tick.C:
+			}
+			r := callByName(ctx, caller, url)
+			if ctx.Err() != nil {
+				return // cut short by stop, not a failure
+			}
+			var reply struct {
+				Agent string `json:"agent"`
+			}
+			if r.Error != "" || r.Status != 200 || json.Unmarshal(r.Reply, &reply) != nil {
+				c.failed = append(c.failed, r)
+				continue
+			}
+			c.ok++
+			c.by[reply.Agent] = true
+		}
+	}()
+	return c
+}
+
+// stop ends the calls and returns what they saw.
+func (c *calls) stop() (ok int, failed []meshlab.CallResult, answeredBy map[string]bool) {
+	c.cancel()
+	<-c.done
+	return c.ok, c.failed, c.by
 }
 
 // readyPods checks the Deployment's pods as kubectl lists them: n of
@@ -161,9 +359,9 @@ func checkDualStackService(ctx context.Context, t *testing.T, kc *kubectl) {
 	}
 }
 
-// waitEndpoints waits until the Service's EndpointSlices hold exactly the
+// waitSlices waits until the Service's EndpointSlices hold exactly the
 // pods' addresses, ready, in an IPv4 and an IPv6 slice.
-func waitEndpoints(ctx context.Context, t *testing.T, l *lab.Lab, pods []corev1.Pod) {
+func waitSlices(ctx context.Context, t *testing.T, l *lab.Lab, pods []corev1.Pod) {
 	t.Helper()
 	want := map[discoveryv1.AddressType][]string{}
 	for _, p := range pods {
