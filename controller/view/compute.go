@@ -60,11 +60,11 @@ func Compute(in Inputs) *Snapshot {
 		enabled[ns.Name] = ns.Labels[DataplaneLabel] == DataplaneEnabled
 	}
 	s := &Snapshot{TrustDomain: in.TrustDomain, Workloads: workloads(in.Pods, enabled)}
-	s.Services = services(in.Services, in.Slices)
 	pods := make(map[string]*corev1.Pod, len(in.Pods))
 	for _, p := range in.Pods {
 		pods[string(p.UID)] = p
 	}
+	s.Services = services(in.Services, in.Slices, pods)
 	authorize(s, in, pods)
 	return s
 }

@@ -196,14 +196,21 @@ func ep(ip, podName string, ready *bool) discoveryv1.Endpoint {
 	return e
 }
 
+// TestServices: Services with their VIPs, ports and the endpoints of their
+// slices merged per address (ready wins); an endpoint whose pod is gone is
+// left out, a host-network pod's names no workload; ExternalName Services
+// are not in the view.
 func TestServices(t *testing.T) {
 	got := compute(t,
+		pod("b", "p1", "n1", "10.0.0.1"), pod("b", "p2", "n2", "10.0.0.2"),
+		pod("b", "host", "n1", "192.0.2.1", func(p *corev1.Pod) { p.Spec.HostNetwork = true }),
 		svc("b", "web"),
 		svc("a", "named", func(s *corev1.Service) { s.Spec.Ports[0].TargetPort = intstr.FromString("http") }),
 		svc("a", "headless", func(s *corev1.Service) { s.Spec.ClusterIP, s.Spec.ClusterIPs = "None", []string{"None"} }),
 		svc("a", "ext", func(s *corev1.Service) { s.Spec.Type = corev1.ServiceTypeExternalName }),
 		slice("b", "web-1", "web", ep("10.0.0.2", "p2", ptr(false)), ep("10.0.0.1", "p1", nil)),
-		slice("b", "web-2", "web", ep("10.0.0.2", "p2", ptr(true)), ep("not-an-ip", "", nil)),
+		slice("b", "web-2", "web", ep("10.0.0.2", "p2", ptr(true)), ep("not-an-ip", "", nil),
+			ep("10.0.0.9", "gone", ptr(true)), ep("192.0.2.1", "host", ptr(true))),
 		slice("a", "named-1", "named", ep("10.0.0.3", "", ptr(true))),
 	)
 	port := meshconfig.ServicePort{Name: "http", Port: 80, TargetPort: 8080, Protocol: "TCP", AppProtocol: "http"}
@@ -218,6 +225,7 @@ func TestServices(t *testing.T) {
 		{Name: "web", Namespace: "b", VIPs: vip, Ports: []meshconfig.ServicePort{port}, Endpoints: []meshconfig.Endpoint{
 			{WorkloadUID: "uid-p1", IPs: []netip.Addr{netip.MustParseAddr("10.0.0.1")}, Ready: true, Ports: eport},
 			{WorkloadUID: "uid-p2", IPs: []netip.Addr{netip.MustParseAddr("10.0.0.2")}, Ready: true, Ports: eport},
+			{IPs: []netip.Addr{netip.MustParseAddr("192.0.2.1")}, Ready: true, Ports: eport},
 		}},
 	}
 	if diff := cmp.Diff(want, got.Services, cmp.Comparer(func(a, b netip.Addr) bool { return a == b })); diff != "" {

@@ -18,7 +18,13 @@ type EndpointSlice = discoveryv1.EndpointSlice
 
 // services converts every non-ExternalName service with the endpoints of
 // its slices, sorted by namespace/name.
-func services(svcs []*corev1.Service, eps []*EndpointSlice) []meshconfig.Service {
+//
+// An endpoint backed by a pod the view does not have (deleted while its
+// slice still lists it) is left out: a node could not verify who answers
+// there, and must not reach it in plaintext as if it were outside the
+// mesh. A host-network pod's endpoint is an address of its node, outside
+// the mesh: it names no workload.
+func services(svcs []*corev1.Service, eps []*EndpointSlice, pods map[string]*corev1.Pod) []meshconfig.Service {
 	bySvc := map[string][]*EndpointSlice{}
 	for _, s := range eps {
 		name := s.Labels[discoveryv1.LabelServiceName]
@@ -32,7 +38,7 @@ func services(svcs []*corev1.Service, eps []*EndpointSlice) []meshconfig.Service
 			continue
 		}
 		ms := meshconfig.Service{Name: svc.Name, Namespace: svc.Namespace, VIPs: vips(svc), Ports: ports(svc)}
-		ms.Endpoints = endpoints(bySvc[ms.Key()])
+		ms.Endpoints = endpoints(bySvc[ms.Key()], pods)
 		out = append(out, ms)
 	}
 	slices.SortFunc(out, func(a, b meshconfig.Service) int { return cmp.Compare(a.Key(), b.Key()) })
@@ -75,7 +81,7 @@ func ports(svc *corev1.Service) []meshconfig.ServicePort {
 
 // endpoints merges the slices' endpoints, one per primary address (a ready
 // copy wins over a not-ready one), sorted by address.
-func endpoints(eps []*EndpointSlice) []meshconfig.Endpoint {
+func endpoints(eps []*EndpointSlice, pods map[string]*corev1.Pod) []meshconfig.Endpoint {
 	byIP := map[netip.Addr]meshconfig.Endpoint{}
 	for _, s := range eps {
 		named := slicePorts(s)
@@ -83,6 +89,15 @@ func endpoints(eps []*EndpointSlice) []meshconfig.Endpoint {
 			me, ok := endpoint(e, named)
 			if !ok {
 				continue
+			}
+			if me.WorkloadUID != "" {
+				p := pods[me.WorkloadUID]
+				if p == nil || finished(p) {
+					continue
+				}
+				if p.Spec.HostNetwork {
+					me.WorkloadUID = ""
+				}
 			}
 			if old, dup := byIP[me.IPs[0]]; dup && old.Ready && !me.Ready {
 				continue

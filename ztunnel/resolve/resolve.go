@@ -48,7 +48,8 @@ func (r *Resolver) Outbound(f *flow.Flow, p *flow.Pod) {
 // them, one per pod (a dual-stack pod is in the Service's slices of both
 // families: its address of the VIP's family is used when it has one),
 // with the pod's workload when the mesh knows it. Endpoints without a
-// port for a named target port are left out.
+// port for a named target port are left out, and so are those backed by a
+// pod the config does not have (gone, or not known yet).
 func (r *Resolver) Endpoints(f *flow.Flow) []balance.Endpoint {
 	return Endpoints(r.index(), f.Service, f.ServicePort, f.Dst.Addr())
 }
@@ -76,8 +77,14 @@ func Endpoints(idx *meshconfig.Index, s *meshconfig.Service, sp *meshconfig.Serv
 			}
 		}
 		w := idx.ByUID(e.WorkloadUID)
-		if w == nil {
-			w = idx.ByIP(ip)
+		switch {
+		case w == nil && e.WorkloadUID != "":
+			// A pod this config does not have: who answers there cannot
+			// be verified, and it must not get plaintext as if it were
+			// outside the mesh.
+			continue
+		case w == nil:
+			w = idx.ByIP(ip) // an address the mesh may know all the same
 		}
 		k := ip.String()
 		if w != nil {

@@ -35,6 +35,8 @@ func testIndex() *meshconfig.Index {
 				{WorkloadUID: "uid-a", IPs: []netip.Addr{a6}, Ready: false, Ports: map[string]uint16{"http": 8080}},
 				{WorkloadUID: "uid-b", IPs: []netip.Addr{b4}, Ready: true, Ports: map[string]uint16{"http": 8081}},
 				{IPs: []netip.Addr{ext}, Ready: true}, // no port named http: left out of port 80
+				// A pod the config does not have (deleted): never reached.
+				{WorkloadUID: "uid-gone", IPs: []netip.Addr{netip.MustParseAddr("10.0.3.7")}, Ready: true, Ports: map[string]uint16{"http": 8080}},
 			},
 		}},
 	})
