@@ -10,6 +10,9 @@ type Service struct {
 	VIPs      []netip.Addr  `json:"vips,omitempty"`
 	Ports     []ServicePort `json:"ports,omitempty"`
 	Endpoints []Endpoint    `json:"endpoints,omitempty"`
+	// ExternalName is the DNS name an ExternalName Service stands for
+	// (it has no VIPs, ports or endpoints); "" for every other type.
+	ExternalName string `json:"externalName,omitempty"`
 }
 
 // Key returns "namespace/name", the service's identity in config deltas.

@@ -198,8 +198,8 @@ func ep(ip, podName string, ready *bool) discoveryv1.Endpoint {
 
 // TestServices: Services with their VIPs, ports and the endpoints of their
 // slices merged per address (ready wins); an endpoint whose pod is gone is
-// left out, a host-network pod's names no workload; ExternalName Services
-// are not in the view.
+// left out, a host-network pod's names no workload; an ExternalName
+// Service is there by its name only.
 func TestServices(t *testing.T) {
 	got := compute(t,
 		pod("b", "p1", "n1", "10.0.0.1"), pod("b", "p2", "n2", "10.0.0.2"),
@@ -207,7 +207,9 @@ func TestServices(t *testing.T) {
 		svc("b", "web"),
 		svc("a", "named", func(s *corev1.Service) { s.Spec.Ports[0].TargetPort = intstr.FromString("http") }),
 		svc("a", "headless", func(s *corev1.Service) { s.Spec.ClusterIP, s.Spec.ClusterIPs = "None", []string{"None"} }),
-		svc("a", "ext", func(s *corev1.Service) { s.Spec.Type = corev1.ServiceTypeExternalName }),
+		svc("a", "ext", func(s *corev1.Service) {
+			s.Spec.Type, s.Spec.ExternalName, s.Spec.ClusterIP, s.Spec.ClusterIPs = corev1.ServiceTypeExternalName, "db.example.com", "", nil
+		}),
 		slice("b", "web-1", "web", ep("10.0.0.2", "p2", ptr(false)), ep("10.0.0.1", "p1", nil)),
 		slice("b", "web-2", "web", ep("10.0.0.2", "p2", ptr(true)), ep("not-an-ip", "", nil),
 			ep("10.0.0.9", "gone", ptr(true)), ep("192.0.2.1", "host", ptr(true))),
@@ -219,6 +221,7 @@ func TestServices(t *testing.T) {
 	vip := []netip.Addr{netip.MustParseAddr("10.96.0.10")}
 	eport := map[string]uint16{"http": 8080}
 	want := []meshconfig.Service{
+		{Name: "ext", Namespace: "a", ExternalName: "db.example.com"},
 		{Name: "headless", Namespace: "a", Ports: []meshconfig.ServicePort{port}},
 		{Name: "named", Namespace: "a", VIPs: vip, Ports: []meshconfig.ServicePort{named},
 			Endpoints: []meshconfig.Endpoint{{IPs: []netip.Addr{netip.MustParseAddr("10.0.0.3")}, Ready: true, Ports: eport}}},

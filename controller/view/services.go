@@ -16,8 +16,8 @@ import (
 // EndpointSlice is the discovery/v1 type, aliased for Inputs.
 type EndpointSlice = discoveryv1.EndpointSlice
 
-// services converts every non-ExternalName service with the endpoints of
-// its slices, sorted by namespace/name.
+// services converts every service with the endpoints of its slices,
+// sorted by namespace/name; an ExternalName one by its name only.
 //
 // An endpoint backed by a pod the view does not have (deleted while its
 // slice still lists it) is left out: a node could not verify who answers
@@ -35,6 +35,8 @@ func services(svcs []*corev1.Service, eps []*EndpointSlice, pods map[string]*cor
 	out := make([]meshconfig.Service, 0, len(svcs))
 	for _, svc := range svcs {
 		if svc.Spec.Type == corev1.ServiceTypeExternalName {
+			// Only its name: the node's DNS knows it exists.
+			out = append(out, meshconfig.Service{Name: svc.Name, Namespace: svc.Namespace, ExternalName: cmp.Or(svc.Spec.ExternalName, ".")})
 			continue
 		}
 		ms := meshconfig.Service{Name: svc.Name, Namespace: svc.Namespace, VIPs: vips(svc), Ports: ports(svc)}

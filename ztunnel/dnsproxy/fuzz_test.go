@@ -27,7 +27,7 @@ func FuzzDNSDecide(f *testing.F) {
 			if len(pkt) < headerLen || pkt[2]&0x80 != 0 {
 				t.Fatalf("forwarding %x: not a query", pkt)
 			}
-		case Answered, FormErr:
+		case Answered, NXDomain, FormErr:
 			if !replyMatches(pkt, v.reply) {
 				t.Fatalf("reply %x does not answer %x", v.reply, pkt)
 			}

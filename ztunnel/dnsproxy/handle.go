@@ -2,6 +2,7 @@ package dnsproxy
 
 import (
 	"net/netip"
+	"strings"
 
 	"github.com/miekg/dns"
 
@@ -41,11 +42,70 @@ func decide(pkt []byte, idx *meshconfig.Index, podNS, domain string) verdict {
 	if q.Response {
 		return verdict{outcome: Dropped} // never answer an answer
 	}
-	svc := service(q, idx, podNS, domain)
-	if svc == nil {
-		return verdict{}
+	if svc := service(q, idx, podNS, domain); svc != nil {
+		return pack(answer(q, svc, domain), Answered)
 	}
-	return pack(answer(q, svc, domain), Answered)
+	if absent(q, idx, domain) {
+		return pack(nxdomain(q, domain), NXDomain)
+	}
+	return verdict{}
+}
+
+// absent reports whether q asks about a name the cluster DNS would not
+// have, by the mesh config, which holds every Service of the cluster
+// (ExternalName ones too): a name of the cluster domain outside its svc
+// and pod trees, or one of the svc tree whose Service does not exist
+// (svc.ns.svc.<domain>), or that is not a pod record of a headless Service
+// (host.svc.ns.svc.<domain>), or a record under a Service that does not
+// exist. Such names are what the search path tries first
+// (web.web.web.svc.cluster.local for "web.web" with ndots:5): answering
+// them here spares a round trip to the cluster DNS, as CoreDNS would
+// answer. Anything else of the svc and pod trees is the cluster DNS's.
+func absent(q *dns.Msg, idx *meshconfig.Index, domain string) bool {
+	if q.Opcode != dns.OpcodeQuery || len(q.Question) != 1 || q.Question[0].Qclass != dns.ClassINET {
+		return false
+	}
+	name := strings.ToLower(dns.Fqdn(q.Question[0].Name))
+	rest, in := strings.CutSuffix(name, "."+domain+".")
+	if !in {
+		return false
+	}
+	l := dns.SplitDomainName(rest)
+	if len(l) == 0 {
+		return false
+	}
+	switch last := l[len(l)-1]; {
+	case last == "pod" || (len(l) == 1 && last == "dns-version"):
+		return false
+	case last != "svc":
+		return true
+	case len(l) < 3:
+		return false // ns.svc.<domain>: a namespace, the cluster DNS's
+	}
+	ns, svcName := l[len(l)-2], l[len(l)-3]
+	svc := idx.Service(ns, svcName)
+	switch {
+	case svc == nil:
+		return true
+	case len(l) == 4 && !strings.HasPrefix(l[0], "_"):
+		// host.svc.ns.svc: only a headless Service's pods have these.
+		return len(svc.VIPs) > 0 && svc.ExternalName == ""
+	}
+	return false
+}
+
+// nxdomain is the authoritative "no such name" answer to q, with the
+// cluster domain's SOA.
+func nxdomain(q *dns.Msg, domain string) *dns.Msg {
+	r := new(dns.Msg)
+	r.SetRcode(q, dns.RcodeNameError)
+	r.Authoritative = true
+	r.RecursionAvailable = true
+	r.Ns = []dns.RR{soa(domain)}
+	if o := q.IsEdns0(); o != nil {
+		r.SetEdns0(max(o.UDPSize(), dns.MinMsgSize), false)
+	}
+	return r
 }
 
 // service is the Service with VIPs that q asks A or AAAA records of, or
@@ -65,7 +125,7 @@ func service(q *dns.Msg, idx *meshconfig.Index, podNS, domain string) *meshconfi
 		return nil
 	}
 	svc := idx.Service(ns, name)
-	if svc == nil || len(svc.VIPs) == 0 {
+	if svc == nil || len(svc.VIPs) == 0 || svc.ExternalName != "" {
 		return nil
 	}
 	return svc

@@ -16,6 +16,7 @@ func testIndex() *meshconfig.Index {
 			netip.MustParseAddr("10.96.0.10"), netip.MustParseAddr("fd00:96::10")}},
 		{Name: "v4only", Namespace: "agents", VIPs: []netip.Addr{netip.MustParseAddr("10.96.0.11")}},
 		{Name: "headless", Namespace: "agents"},
+		{Name: "db", Namespace: "agents", ExternalName: "db.example.com"},
 	}})
 }
 
@@ -46,7 +47,16 @@ func TestDecide(t *testing.T) {
 		{"mixed case", query("Data-Validator.AGENTS.svc.", dns.TypeA), Answered, dns.RcodeSuccess, []string{"10.96.0.10"}, false},
 		{"AAAA of a v4-only Service: NODATA", query("v4only.agents.", dns.TypeAAAA), Answered, dns.RcodeSuccess, nil, true},
 		{"headless: forwarded", query("headless.agents.svc.cluster.local.", dns.TypeA), "", 0, nil, false},
-		{"unknown cluster name: forwarded", query("nope.agents.svc.cluster.local.", dns.TypeA), "", 0, nil, false},
+		{"no such Service: NXDOMAIN", query("nope.agents.svc.cluster.local.", dns.TypeA), NXDomain, dns.RcodeNameError, nil, true},
+		{"search path try (web.web with ndots:5): NXDOMAIN", query("data-validator.agents.agents.svc.cluster.local.", dns.TypeAAAA), NXDomain, dns.RcodeNameError, nil, true},
+		{"record under a Service that does not exist: NXDOMAIN", query("_http._tcp.nope.agents.svc.cluster.local.", dns.TypeSRV), NXDomain, dns.RcodeNameError, nil, true},
+		{"outside the svc and pod trees: NXDOMAIN", query("example.com.cluster.local.", dns.TypeA), NXDomain, dns.RcodeNameError, nil, true},
+		{"pod of a headless Service: forwarded", query("pod-0.headless.agents.svc.cluster.local.", dns.TypeA), "", 0, nil, false},
+		{"SRV of a Service: forwarded", query("_http._tcp.data-validator.agents.svc.cluster.local.", dns.TypeSRV), "", 0, nil, false},
+		{"ExternalName Service: forwarded", query("db.agents.svc.cluster.local.", dns.TypeA), "", 0, nil, false},
+		{"a namespace: forwarded", query("agents.svc.cluster.local.", dns.TypeA), "", 0, nil, false},
+		{"pod record: forwarded", query("10-0-1-5.agents.pod.cluster.local.", dns.TypeA), "", 0, nil, false},
+		{"dns-version: forwarded", query("dns-version.cluster.local.", dns.TypeTXT), "", 0, nil, false},
 		{"other name: forwarded", query("example.com.", dns.TypeA), "", 0, nil, false},
 		{"other type of a Service: forwarded", query("data-validator.agents.svc.cluster.local.", dns.TypeSRV), "", 0, nil, false},
 		{"short name of another Service", query("v4only.", dns.TypeA), Answered, dns.RcodeSuccess, []string{"10.96.0.11"}, false},

@@ -5,13 +5,14 @@ import "github.com/prometheus/client_golang/prometheus"
 // Outcomes of a query, the outcome label of ztunnel_dns_queries_total.
 const (
 	Answered      = "answered"       // a Service name, answered from the mesh config
+	NXDomain      = "nxdomain"       // a name of the cluster's Service tree that the mesh config says does not exist
 	Forwarded     = "forwarded"      // sent to the upstream the app addressed; its reply relayed
 	FormErr       = "formerr"        // malformed after a readable header: answered FORMERR
 	Dropped       = "dropped"        // not a query (too short, a response) or the pod's forwards are full: no reply
 	UpstreamError = "upstream_error" // the upstream is unknown, failed or timed out: answered SERVFAIL
 )
 
-var outcomes = []string{Answered, Forwarded, FormErr, Dropped, UpstreamError}
+var outcomes = []string{Answered, NXDomain, Forwarded, FormErr, Dropped, UpstreamError}
 
 // metrics count the queries of every pod's proxy.
 type metrics struct {
