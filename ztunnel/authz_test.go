@@ -61,9 +61,13 @@ func TestPolicyHBONE(t *testing.T) {
 					t.Fatalf("round trip = %q, %v", got, err)
 				}
 			} else {
+				want := 401
+				if tc.reason == policy.ReasonNoPolicyData {
+					want = 503 // the pod is unavailable, not the caller unauthorized
+				}
 				var se *hbone.StatusError
-				if !errors.As(err, &se) || se.Code != 401 {
-					t.Fatalf("dial: %v, want status 401", err)
+				if !errors.As(err, &se) || se.Code != want {
+					t.Fatalf("dial: %v, want status %d", err, want)
 				}
 				e.logs.wait(t, map[string]any{
 					"msg": "connection denied by policy", "pod": "agents/server",

@@ -1,6 +1,7 @@
 package authorize
 
 import (
+	"errors"
 	"net/netip"
 	"sync"
 
@@ -85,7 +86,10 @@ func (c *Conn) RevokedErr() error {
 
 // Error is a connection refused by policy, or closed because a new config
 // no longer allows it (Closed). It wraps hbone.ErrDenied, so an HBONE
-// stream refused with it is answered 401.
+// stream refused with it is answered 401 — except for want of policy
+// data (the pod is leaving, or not set up yet): that is answered 503, the
+// pod is unavailable rather than the caller unauthorized, and a client
+// balancing a Service tries another endpoint.
 type Error struct {
 	D      policy.Decision
 	Closed bool
@@ -98,7 +102,15 @@ func (e *Error) Error() string {
 	return "denied by policy: " + e.D.String()
 }
 
-func (e *Error) Unwrap() error { return hbone.ErrDenied }
+func (e *Error) Unwrap() error {
+	if e.D.Reason == policy.ReasonNoPolicyData {
+		return ErrNoPolicyData
+	}
+	return hbone.ErrDenied
+}
+
+// ErrNoPolicyData is what an Error for want of policy data wraps.
+var ErrNoPolicyData = errors.New("no policy data for the pod")
 
 // Live is a pod's admitted inbound connections. The zero value is empty.
 type Live struct {

@@ -50,8 +50,19 @@ func (r *Resolver) Outbound(f *flow.Flow, p *flow.Pod) {
 // with the pod's workload when the mesh knows it. Endpoints without a
 // port for a named target port are left out, and so are those backed by a
 // pod the config does not have (gone, or not known yet).
+//
+// They are read from the config in force, not from the one f was resolved
+// with: a retry sees the endpoints a newer config brought.
 func (r *Resolver) Endpoints(f *flow.Flow) []balance.Endpoint {
-	return Endpoints(r.index(), f.Service, f.ServicePort, f.Dst.Addr())
+	idx := r.index()
+	if f.Service == nil || f.ServicePort == nil {
+		return nil
+	}
+	s := idx.Service(f.Service.Namespace, f.Service.Name)
+	if s == nil {
+		return nil
+	}
+	return Endpoints(idx, s, s.Port(f.ServicePort.Port), f.Dst.Addr())
 }
 
 // Endpoints is Resolver.Endpoints on idx, for service port sp of s reached

@@ -105,3 +105,27 @@ func TestEndpoints(t *testing.T) {
 		t.Errorf("endpoint outside the mesh: %s mtls=%v id=%s", f.Protocol, f.MTLS, f.DstID)
 	}
 }
+
+// TestEndpointsFollowConfig: the endpoints of a flow resolved with one
+// config are read from the config in force when asked again (a retry).
+func TestEndpointsFollowConfig(t *testing.T) {
+	idx := testIndex()
+	r := New(func() *meshconfig.Index { return idx })
+	f := flow.New(flow.Outbound, "", netip.MustParseAddrPort("10.0.1.5:40000"), netip.AddrPortFrom(vip4, 80))
+	r.Outbound(f, &flow.Pod{})
+	if n := len(r.Endpoints(f)); n != 2 {
+		t.Fatalf("%d endpoints, want 2", n)
+	}
+	c := *idx.Config
+	c.Services = []meshconfig.Service{c.Services[0]}
+	c.Services[0].Endpoints = c.Services[0].Endpoints[2:3] // only pod b
+	idx = meshconfig.NewIndex(&c)
+	if eps := r.Endpoints(f); len(eps) != 1 || eps[0].Key != "uid-b" {
+		t.Errorf("after a new config: %+v, want only uid-b", eps)
+	}
+	c.Services = nil
+	idx = meshconfig.NewIndex(&c)
+	if eps := r.Endpoints(f); len(eps) != 0 {
+		t.Errorf("service gone: %+v, want none", eps)
+	}
+}

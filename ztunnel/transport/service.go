@@ -18,8 +18,10 @@ import (
 
 // Failover bounds how a connection to a Service tries its endpoints: a
 // connect that fails before any byte (refused, timed out, an HBONE 503)
-// is tried again on another endpoint after an exponential backoff with
-// full jitter, while attempts and the budget last.
+// is tried again at once on another endpoint; once every ready endpoint
+// failed, they are tried again after an exponential backoff with jitter
+// (or at once when a new config arrives), while attempts and the budget
+// last.
 type Failover struct {
 	// Attempts is the connects per connection, the first included.
 	Attempts int
@@ -35,7 +37,7 @@ type Failover struct {
 // DefaultFailover is the failover of the flags' defaults.
 var DefaultFailover = Failover{
 	Attempts: 5, Timeout: time.Second, Budget: 3 * time.Second,
-	BackoffBase: 25 * time.Millisecond, BackoffMax: 400 * time.Millisecond,
+	BackoffBase: 50 * time.Millisecond, BackoffMax: 500 * time.Millisecond,
 }
 
 // Validate checks the bounds.
@@ -51,8 +53,11 @@ func (o Failover) Validate() error {
 	return nil
 }
 
-// backoff is the wait before retry n (1-based): uniform in [0, min(max,
-// base*2^(n-1))].
+// backoff is the wait before the n-th try (1-based) of endpoints that
+// all failed: with d = min(max, base*2^(n-1)), uniform in [d/2, d]
+// ("equal jitter": spread, yet growing, so a few quick tries do not use up
+// the attempts before the control plane says which endpoints replace the
+// ones that failed).
 func (o Failover) backoff(n int) time.Duration {
 	d := o.BackoffBase << (n - 1)
 	if d > o.BackoffMax || d <= 0 {
@@ -61,7 +66,17 @@ func (o Failover) backoff(n int) time.Duration {
 	if d <= 0 {
 		return 0
 	}
-	return rand.N(d + 1)
+	return d/2 + rand.N(d/2+1)
+}
+
+// untried reports whether cands has a ready endpoint not in tried.
+func untried(cands []balance.Endpoint, tried map[string]bool) bool {
+	for i := range cands {
+		if cands[i].Ready && !tried[cands[i].Key] {
+			return true
+		}
+	}
+	return false
 }
 
 // ErrNoEndpoint is the error of a connection to a Service with no ready
@@ -83,7 +98,9 @@ type Endpoints struct {
 // Failover): after a failed connect it waits for the backoff or for a new
 // config, whichever comes first, and picks again among the endpoints in
 // force then (an endpoint that just became ready during a rollout is taken
-// at once). On success f names the endpoint it reached, and done must be
+// at once). Once the endpoints that failed are gone and no other is ready
+// it waits for a config that brings one, within the budget; with none
+// ready at the start it refuses at once. On success f names the endpoint it reached, and done must be
 // called once the connection has ended (it ends the balancer's count).
 func (t *Transport) DialService(ctx context.Context, p *flow.Pod, f *flow.Flow, eps Endpoints) (c net.Conn, done func(), err error) {
 	svc := f.Service.Key()
@@ -96,24 +113,29 @@ func (t *Transport) DialService(ctx context.Context, p *flow.Pod, f *flow.Flow, 
 	defer cancel()
 	tried := map[string]bool{}
 	var last error
-	for attempt := 1; attempt <= o.Attempts; attempt++ {
+	attempt, retries := 0, 0
+	for {
 		cands, changed := eps.Current()
 		e := t.balancer.Pick(svc, cands, func(e *balance.Endpoint) bool { return tried[e.Key] })
-		if e == nil && attempt > 1 {
+		if e == nil && attempt > 0 {
 			// Every ready endpoint failed once: the next try may go to
 			// any of them again.
 			clear(tried)
 			e = t.balancer.Pick(svc, cands, nil)
 		}
+		var timer *time.Timer
+		wait := make(<-chan time.Time) // none: only a config change or the budget end the wait
 		switch {
-		case e == nil && attempt == 1:
+		case e == nil && attempt == 0:
 			t.rec.ServiceConnect(svc, "no_endpoint")
 			return nil, nil, fmt.Errorf("service %s port %d: %w", svc, f.ServicePort.Port, ErrNoEndpoint)
 		case e == nil:
 			// The endpoints that failed are gone or not ready any more:
-			// wait for the ones replacing them.
-			last = fmt.Errorf("attempt %d of %d: %w", attempt, o.Attempts, ErrNoEndpoint)
+			// wait for the config to bring others (a rollout's new pod),
+			// within the budget.
+			last = fmt.Errorf("%w after %d attempts: %w", ErrNoEndpoint, attempt, last)
 		default:
+			attempt++
 			tried[e.Key] = true
 			eps.Name(f, e)
 			f.Attempts = attempt
@@ -129,29 +151,33 @@ func (t *Transport) DialService(ctx context.Context, p *flow.Pod, f *flow.Flow, 
 			bc.Failed()
 			last = fmt.Errorf("endpoint %s (attempt %d of %d): %w", e.Addr, attempt, o.Attempts, err)
 			reason := retryReason(err)
-			if reason == "" {
-				attempt = o.Attempts // not worth another endpoint
-			} else if attempt < o.Attempts && ctx.Err() == nil {
-				t.rec.ServiceRetry(svc, reason)
+			if reason == "" || attempt >= o.Attempts || ctx.Err() != nil {
+				t.rec.ServiceConnect(svc, "error")
+				return nil, nil, fmt.Errorf("service %s: %w", svc, last)
 			}
+			t.rec.ServiceRetry(svc, reason)
+			if untried(cands, tried) {
+				continue // fail over at once: the failure was that endpoint's
+			}
+			// Every ready endpoint failed: back off before trying them
+			// again, unless a new config comes first.
+			retries++
+			timer = time.NewTimer(o.backoff(retries))
+			wait = timer.C
 		}
-		if attempt >= o.Attempts || ctx.Err() != nil {
-			break
-		}
-		timer := time.NewTimer(o.backoff(attempt))
 		select {
-		case <-timer.C:
+		case <-wait:
 		case <-changed:
 		case <-budget.Done():
 		}
-		timer.Stop()
+		if timer != nil {
+			timer.Stop()
+		}
 		if budget.Err() != nil {
-			last = fmt.Errorf("%w; connect budget %s used up", last, o.Budget)
-			break
+			t.rec.ServiceConnect(svc, "error")
+			return nil, nil, fmt.Errorf("service %s: %w; connect budget %s used up", svc, last, o.Budget)
 		}
 	}
-	t.rec.ServiceConnect(svc, "error")
-	return nil, nil, fmt.Errorf("service %s: %w", svc, last)
 }
 
 // retryReason says why err is worth a try on another endpoint ("" when it

@@ -229,8 +229,8 @@ func TestFailoverBackoff(t *testing.T) {
 	for n := 1; n <= 10; n++ {
 		bound := min(fo.BackoffMax, fo.BackoffBase<<(n-1))
 		for range 100 {
-			if d := fo.backoff(n); d < 0 || d > bound {
-				t.Fatalf("backoff(%d) = %s, want within [0, %s]", n, d, bound)
+			if d := fo.backoff(n); d < bound/2 || d > bound {
+				t.Fatalf("backoff(%d) = %s, want within [%s, %s]", n, d, bound/2, bound)
 			}
 		}
 	}

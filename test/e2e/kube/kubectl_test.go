@@ -9,6 +9,7 @@ import (
 	"os"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -148,6 +149,9 @@ func TestKubectlWorkflow(t *testing.T) {
 	}
 	waitSlices(ctx, t, l, pods)
 	waitMeshEndpoints(ctx, t, l, pods)
+	waitFor(t, "a call answered by the new pod", func() (bool, string) {
+		return calls.answered(pods[0].Name), "not yet"
+	})
 	ok, failed, answered := calls.stop()
 	t.Logf("calls by name during the rollout restart: %d ok, %d failed; answered by %v", ok, len(failed), answered)
 	for _, f := range failed {
@@ -256,9 +260,17 @@ func callByName(ctx context.Context, caller *lab.Pod, url string) meshlab.CallRe
 type calls struct {
 	cancel context.CancelFunc
 	done   chan struct{}
+	mu     sync.Mutex // guards the fields below
 	ok     int
 	failed []meshlab.CallResult
 	by     map[string]bool // agents that answered
+}
+
+// answered reports whether agent answered a call yet.
+func (c *calls) answered(agent string) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.by[agent]
 }
 
 func startCalls(ctx context.Context, caller *lab.Pod, url string) *calls {
@@ -281,12 +293,14 @@ func startCalls(ctx context.Context, caller *lab.Pod, url string) *calls {
 			var reply struct {
 				Agent string `json:"agent"`
 			}
+			c.mu.Lock()
 			if r.Error != "" || r.Status != 200 || json.Unmarshal(r.Reply, &reply) != nil {
 				c.failed = append(c.failed, r)
-				continue
+			} else {
+				c.ok++
+				c.by[reply.Agent] = true
 			}
-			c.ok++
-			c.by[reply.Agent] = true
+			c.mu.Unlock()
 		}
 	}()
 	return c
@@ -296,6 +310,8 @@ func startCalls(ctx context.Context, caller *lab.Pod, url string) *calls {
 func (c *calls) stop() (ok int, failed []meshlab.CallResult, answeredBy map[string]bool) {
 	c.cancel()
 	<-c.done
+	c.mu.Lock()
+	defer c.mu.Unlock()
 	return c.ok, c.failed, c.by
 }
 
