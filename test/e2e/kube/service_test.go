@@ -58,14 +58,42 @@ func TestServiceVIP(t *testing.T) {
 		defer capture.Stop()
 		payload := "secret-agent-payload"
 		for _, vip := range vips {
+			since := time.Now()
 			mustSend(ctx, t, l, cli, vip, payload)
-			a := waitServiceLog(ctx, t, l, 1, vip)
+			a := waitServiceLog(ctx, t, l, 1, vip, since)
 			if !a.MTLS || a.SrcIdentity != spiffeID(svcNS, "planner") || a.DstIdentity != spiffeID(svcNS, "dv") || a.DstService != "agents/data-validator" {
 				t.Errorf("outbound to %s: mtls=%v %s -> %s service %q, want mTLS planner -> dv, service agents/data-validator",
 					vip, a.MTLS, a.SrcIdentity, a.DstIdentity, a.DstService)
 			}
 			if !isPodAddr(dvs, a.Upstream().Addr()) || a.Upstream().Port() != echoPort {
 				t.Errorf("outbound to %s went to %s, want a dv pod's :%d", vip, a.Upstream(), echoPort)
+			}
+		}
+		// By name, as an agent calls: the pod's resolv.conf sends the
+		// lookups to the mesh's DNS proxy, which answers with the VIPs.
+		for _, name := range []string{"data-validator", "data-validator.agents", "data-validator.agents.svc.cluster.local"} {
+			for _, network := range []string{"tcp4", "tcp6"} {
+				to := fmt.Sprintf("%s:%d", name, echoPort)
+				since := time.Now()
+				out, err := cli.Run(ctx, l.Bin("meshlab"), "app", "send", "--to", to, "--network", network, "--payload", payload, "--timeout", "5s")
+				if err != nil {
+					t.Errorf("%s over %s: %v: %s", to, network, err, out)
+					continue
+				}
+				var res meshlab.SendResult
+				json.Unmarshal(out, &res) //nolint:errcheck // checked below
+				vip := vips[0]
+				if network == "tcp6" {
+					if len(vips) < 2 {
+						t.Fatalf("service has no IPv6 VIP: %v", vips)
+					}
+					vip = vips[1]
+				}
+				a := waitServiceLog(ctx, t, l, 1, vip, since)
+				if !res.EchoOK || !a.MTLS || a.DstService != "agents/data-validator" || a.DstIdentity != spiffeID(svcNS, "dv") {
+					t.Errorf("%s over %s: echo %v; n1 logged %s -> %s mtls=%v service %q identity %q", to, network, res.EchoOK,
+						a.SrcAddr, a.DstAddr, a.MTLS, a.DstService, a.DstIdentity)
+				}
 			}
 		}
 		segs, err := capture.Stop()
@@ -376,14 +404,14 @@ func burst(ctx context.Context, t *testing.T, l *lab.Lab, p *lab.Pod, to netip.A
 	return res
 }
 
-// waitServiceLog waits for n1's outbound access line of a connection to
-// vip.
-func waitServiceLog(ctx context.Context, t *testing.T, l *lab.Lab, node int, vip netip.Addr) lab.AccessLog {
+// waitServiceLog waits for node's outbound access line of a connection
+// to vip that began at or after since.
+func waitServiceLog(ctx context.Context, t *testing.T, l *lab.Lab, node int, vip netip.Addr, since time.Time) lab.AccessLog {
 	t.Helper()
 	wctx, cancel := context.WithTimeout(ctx, 15*time.Second)
 	defer cancel()
 	a, err := l.WaitAccessLog(wctx, node, func(a lab.AccessLog) bool {
-		return a.Direction == "outbound" && a.Dst().Addr() == vip && a.Result == "ok"
+		return a.Direction == "outbound" && a.Dst().Addr() == vip && a.Result == "ok" && !a.Time.Before(since)
 	})
 	if err != nil {
 		dumpLog(t, l.DaemonLog(node, "ztunnel"))

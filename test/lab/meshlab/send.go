@@ -29,6 +29,7 @@ func appSend(ctx context.Context, args []string, stdout io.Writer) error {
 	to := fs.String("to", "", "address to send to (host:port)")
 	payload := fs.String("payload", "hello", "bytes to send")
 	timeout := fs.Duration("timeout", 10*time.Second, "give up after")
+	network := fs.String("network", "tcp", "tcp, tcp4 or tcp6 (which family a name resolves to)")
 	mark := fs.Uint("mark", 0, "set this SO_MARK on the socket (the mesh's mark makes the capture let it pass: a pod sending plaintext past its tunnel, as one with CAP_NET_ADMIN could)")
 	if err := fs.Parse(args); err != nil {
 		return fmt.Errorf("%w: %w", ErrUsage, err)
@@ -38,7 +39,10 @@ func appSend(ctx context.Context, args []string, stdout io.Writer) error {
 	}
 	ctx, cancel := context.WithTimeout(ctx, *timeout)
 	defer cancel()
-	res := sendMarked(ctx, *to, []byte(*payload), uint32(*mark))
+	if *network != "tcp" && *network != "tcp4" && *network != "tcp6" {
+		return fmt.Errorf("%w: --network %q: want tcp, tcp4 or tcp6", ErrUsage, *network)
+	}
+	res := sendMarked(ctx, *network, *to, []byte(*payload), uint32(*mark))
 	if err := writeJSON(stdout, res); err != nil {
 		return err
 	}
@@ -50,11 +54,12 @@ func appSend(ctx context.Context, args []string, stdout io.Writer) error {
 
 // send does one round trip.
 func send(ctx context.Context, to string, payload []byte) SendResult {
-	return sendMarked(ctx, to, payload, 0)
+	return sendMarked(ctx, "tcp", to, payload, 0)
 }
 
-// sendMarked does one round trip on a socket with SO_MARK mark (none: 0).
-func sendMarked(ctx context.Context, to string, payload []byte, mark uint32) SendResult {
+// sendMarked does one round trip over network (tcp, tcp4, tcp6) on a
+// socket with SO_MARK mark (none: 0).
+func sendMarked(ctx context.Context, network, to string, payload []byte, mark uint32) SendResult {
 	res := SendResult{To: to}
 	start := time.Now()
 	var d net.Dialer
@@ -69,7 +74,7 @@ func sendMarked(ctx context.Context, to string, payload []byte, mark uint32) Sen
 			return serr
 		}
 	}
-	c, err := d.DialContext(ctx, "tcp", to)
+	c, err := d.DialContext(ctx, network, to)
 	if err != nil {
 		res.Error = err.Error()
 		return res
