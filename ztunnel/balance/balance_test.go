@@ -135,10 +135,18 @@ func TestPeakEWMA(t *testing.T) {
 	if got, want := b.Snapshot("ns/svc", &e).EWMA, time.Duration(math.Round(float64(50*time.Millisecond)/math.E)); absDiff(got, want) > time.Microsecond {
 		t.Errorf("one window later: ewma %s, want %s", got, want)
 	}
+	// Quick samples below the estimate pull it down: each weighs at least
+	// minWeight, however little time passed since the one before.
+	for range 40 {
+		connect(time.Millisecond)
+	}
+	if got := b.Snapshot("ns/svc", &e).EWMA; got > 3*time.Millisecond {
+		t.Errorf("after 40 quick 1ms connects: ewma %s, want it to follow them (under 3ms)", got)
+	}
 	b.Begin("ns/svc", &e).Failed()
 	s := b.Snapshot("ns/svc", &e)
-	if s.EWMA != Penalty || s.Failures != 1 || s.Open != 0 || s.Picks != 3 {
-		t.Errorf("after a failure: %+v, want ewma %s, 1 failure, 0 open, 3 picks", s, Penalty)
+	if s.EWMA != Penalty || s.Failures != 1 || s.Open != 0 || s.Picks != 43 {
+		t.Errorf("after a failure: %+v, want ewma %s, 1 failure, 0 open, 43 picks", s, Penalty)
 	}
 }
 
