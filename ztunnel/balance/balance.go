@@ -50,9 +50,6 @@ const (
 	// 1000 connects a second) left the estimate to its peaks and its
 	// decay; with the floor it follows the last twenty or so samples.
 	minWeight = 0.05
-	// initialRTT is the estimate of an endpoint nothing was observed on:
-	// low, so a new endpoint is tried soon, but not zero.
-	initialRTT = time.Millisecond
 )
 
 // Endpoint is one candidate: a Service backend as this node reaches it.
@@ -80,18 +77,27 @@ type Stats struct {
 	mu    sync.Mutex
 	ewma  float64 // nanoseconds
 	last  float64 // the previous observation, nanoseconds
+	seen  bool    // an observation was made
 	stamp time.Time
 }
 
 // Open is the number of connections open to the endpoint through this node.
 func (s *Stats) Open() int64 { return s.open.Load() }
 
-// cost is the estimate at now times the open connections plus one.
+// cost is the estimate at now times the open connections plus one. An
+// endpoint nothing was observed on yet costs nothing while it has no
+// connection (so a new endpoint is tried at once) and Penalty per
+// connection while its first ones are under way (so a burst does not all
+// go to it before it says how fast it is), as in Finagle.
 func (s *Stats) cost(now time.Time) float64 {
 	s.mu.Lock()
-	e := decay(s.ewma, now.Sub(s.stamp))
+	e, seen := decay(s.ewma, now.Sub(s.stamp)), s.seen
 	s.mu.Unlock()
-	return e * float64(s.open.Load()+1)
+	open := float64(s.open.Load())
+	if !seen {
+		return float64(Penalty) * open
+	}
+	return e * (open + 1)
 }
 
 // EWMA is the current latency estimate.
@@ -113,6 +119,10 @@ func (s *Stats) observe(now time.Time, rtt time.Duration, failed bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	x := float64(rtt)
+	if !s.seen {
+		s.ewma, s.last, s.seen, s.stamp = x, x, true, now
+		return
+	}
 	cur := decay(s.ewma, now.Sub(s.stamp))
 	peak := min(x, s.last)
 	if failed {
@@ -148,7 +158,7 @@ func (b *Balancer) Stats(service string, e *Endpoint) *Stats {
 	defer b.mu.Unlock()
 	s := b.stats[k]
 	if s == nil {
-		s = &Stats{ewma: float64(initialRTT), last: float64(initialRTT), stamp: b.now()}
+		s = &Stats{stamp: b.now()}
 		b.stats[k] = s
 	}
 	return s
@@ -208,6 +218,12 @@ func (b *Balancer) Begin(service string, e *Endpoint) *Conn {
 	return &Conn{b: b, s: s, start: b.now()}
 }
 
+// Restart starts the connect's clock again: for HBONE, as the CONNECT goes
+// out on a pooled connection, so that the pool's TLS handshake (once per
+// connection, not per endpoint's answer) is not taken for the endpoint's
+// latency. Call it from the goroutine that calls Connected.
+func (c *Conn) Restart() { c.start = c.b.now() }
+
 // Connected observes the connect latency.
 func (c *Conn) Connected() { now := c.b.now(); c.s.observe(now, now.Sub(c.start), false) }
 
@@ -247,7 +263,7 @@ func (b *Balancer) Snapshot(service string, e *Endpoint) Snapshot {
 	s := b.stats[key{service, e.Key}]
 	b.mu.Unlock()
 	if s == nil {
-		return Snapshot{EWMA: initialRTT}
+		return Snapshot{}
 	}
 	return Snapshot{EWMA: s.EWMA(b.now()), Open: s.open.Load(), Picks: s.picks.Load(), Failures: s.failures.Load()}
 }

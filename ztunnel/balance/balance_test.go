@@ -94,17 +94,23 @@ func TestPickAvoidsSlow(t *testing.T) {
 // TestPickWeighsOpenConnections: an endpoint with many open connections
 // gets no new one while the others have few.
 func TestPickWeighsOpenConnections(t *testing.T) {
-	b, _ := newTestBalancer()
+	b, c := newTestBalancer()
 	eps := endpoints(2)
-	for range 10 {
-		b.Begin("ns/svc", &eps[0]).Connected()
+	connect := func(e *Endpoint) {
+		conn := b.Begin("ns/svc", e)
+		c.t = c.t.Add(time.Millisecond)
+		conn.Connected()
 	}
+	for range 10 {
+		connect(&eps[0])
+	}
+	connect(&eps[1])
 	for range 5 {
 		e := b.Pick("ns/svc", eps, nil)
 		if e.Key != "uid-1" {
 			t.Fatalf("picked %s with 10 open, want uid-1", e.Key)
 		}
-		b.Begin("ns/svc", e).Connected()
+		connect(e)
 	}
 	if got := b.Snapshot("ns/svc", &eps[0]).Open; got != 10 {
 		t.Errorf("open on uid-0 = %d, want 10", got)
@@ -123,8 +129,12 @@ func TestPeakEWMA(t *testing.T) {
 		conn.Connected()
 		conn.Done()
 	}
+	connect(time.Millisecond)
+	if got := b.Snapshot("ns/svc", &e).EWMA; got != time.Millisecond {
+		t.Fatalf("after a first 1ms connect: ewma %s, want 1ms", got)
+	}
 	connect(50 * time.Millisecond)
-	if got := b.Snapshot("ns/svc", &e).EWMA; got > 2*time.Millisecond {
+	if got := b.Snapshot("ns/svc", &e).EWMA; got > 5*time.Millisecond {
 		t.Fatalf("after one 50ms connect: ewma %s, want a lone outlier not to set it", got)
 	}
 	connect(50 * time.Millisecond)
@@ -145,8 +155,8 @@ func TestPeakEWMA(t *testing.T) {
 	}
 	b.Begin("ns/svc", &e).Failed()
 	s := b.Snapshot("ns/svc", &e)
-	if s.EWMA != Penalty || s.Failures != 1 || s.Open != 0 || s.Picks != 43 {
-		t.Errorf("after a failure: %+v, want ewma %s, 1 failure, 0 open, 43 picks", s, Penalty)
+	if s.EWMA != Penalty || s.Failures != 1 || s.Open != 0 || s.Picks != 44 {
+		t.Errorf("after a failure: %+v, want ewma %s, 1 failure, 0 open, 44 picks", s, Penalty)
 	}
 }
 
@@ -155,6 +165,28 @@ func absDiff(a, b time.Duration) time.Duration {
 		return a - b
 	}
 	return b - a
+}
+
+// TestNewEndpointTriedFirst: an endpoint nothing was observed on is
+// chosen before known ones while it has no connection, and not again
+// while its first connect is under way.
+func TestNewEndpointTriedFirst(t *testing.T) {
+	b, c := newTestBalancer()
+	eps := endpoints(2)
+	conn := b.Begin("ns/svc", &eps[0])
+	c.t = c.t.Add(time.Millisecond)
+	conn.Connected()
+	conn.Done()
+	if e := b.Pick("ns/svc", eps, nil); e.Key != "uid-1" {
+		t.Fatalf("picked %s, want the endpoint never tried", e.Key)
+	}
+	first := b.Begin("ns/svc", &eps[1]) // its first connect, under way
+	for range 10 {
+		if e := b.Pick("ns/svc", eps, nil); e.Key != "uid-0" {
+			t.Fatalf("picked %s while its first connect is under way, want uid-0", e.Key)
+		}
+	}
+	first.Done()
 }
 
 // TestPrune: stats of endpoints gone are forgotten; a connection still

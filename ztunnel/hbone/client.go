@@ -116,6 +116,9 @@ func (c *Client) Dial(ctx context.Context, t Target) (net.Conn, error) {
 		if err != nil {
 			return nil, fmt.Errorf("hbone dial %s: %w", t.HBONEAddr, err)
 		}
+		if t.Sending != nil {
+			t.Sending()
+		}
 		s, err := c.openStream(ctx, pc, &t)
 		if err == nil {
 			return s, nil

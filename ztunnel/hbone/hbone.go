@@ -57,6 +57,11 @@ type Target struct {
 	// netns with SO_MARK); a plain net.Dialer when nil.
 	Dial   func(ctx context.Context, addr netip.AddrPort) (net.Conn, error)
 	Header http.Header // extra request headers (traceparent, baggage)
+	// Sending, when set, is called before each CONNECT is sent, once its
+	// pooled connection is up: what follows is the round trip to the
+	// destination tunnel (a balancer times that, not the pool's TLS
+	// handshakes).
+	Sending func()
 }
 
 func (t *Target) validate() error {

@@ -141,7 +141,7 @@ func (t *Transport) DialService(ctx context.Context, p *flow.Pod, f *flow.Flow, 
 			f.Attempts = attempt
 			bc := t.balancer.Begin(svc, e)
 			actx, acancel := context.WithTimeout(budget, min(o.Timeout, t.dialTimeout))
-			c, err := t.dialTo(actx, p, f, e.Addr)
+			c, err := t.dialTo(actx, p, f, e.Addr, bc.Restart)
 			acancel()
 			if err == nil {
 				bc.Connected()

@@ -69,13 +69,14 @@ func New(o Options) *Transport {
 func (t *Transport) Dial(ctx context.Context, p *flow.Pod, f *flow.Flow) (net.Conn, error) {
 	ctx, cancel := context.WithTimeout(ctx, t.dialTimeout)
 	defer cancel()
-	return t.dialTo(ctx, p, f, f.Dst)
+	return t.dialTo(ctx, p, f, f.Dst, nil)
 }
 
 // dialTo opens f's upstream at dst (the original destination, or the
 // endpoint of a Service chosen for it): HBONE to dst's pod with f's
-// identities, or plain TCP for a passthrough.
-func (t *Transport) dialTo(ctx context.Context, p *flow.Pod, f *flow.Flow, dst netip.AddrPort) (net.Conn, error) {
+// identities, or plain TCP for a passthrough. sending, when set, is
+// called as the HBONE CONNECT goes out (hbone.Target.Sending).
+func (t *Transport) dialTo(ctx context.Context, p *flow.Pod, f *flow.Flow, dst netip.AddrPort, sending func()) (net.Conn, error) {
 	if f.Protocol == flow.Passthrough {
 		c, err := t.dial(ctx, flow.Outbound, p, dst)
 		if err != nil {
@@ -90,6 +91,7 @@ func (t *Transport) dialTo(ctx context.Context, p *flow.Pod, f *flow.Flow, dst n
 		HBONEAddr: netip.AddrPortFrom(dst.Addr(), mesh.HBONEPort),
 		Authority: dst,
 		TLS:       t.certs.ClientTLSConfig(f.SrcID, f.DstID),
+		Sending:   sending,
 		Dial: func(ctx context.Context, addr netip.AddrPort) (net.Conn, error) {
 			return t.dial(ctx, flow.Outbound, p, addr)
 		},

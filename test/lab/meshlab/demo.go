@@ -78,6 +78,9 @@ func runDemo(ctx context.Context, args []string, stdout io.Writer) (err error) {
 	collectAccessLogs(ctx, l, reports)
 	printReports(stdout, reports)
 	if f.kube {
+		if err := runServiceDemo(ctx, l, pods, stdout); err != nil {
+			return err
+		}
 		return runPolicyDemo(ctx, l, pods, stdout)
 	}
 	return nil

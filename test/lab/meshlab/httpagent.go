@@ -20,7 +20,7 @@ type AgentReply struct {
 	Remote string `json:"remote"` // the peer as this agent saw it
 }
 
-// CallResult is what `app http` answers on GET /call?to=URL.
+// CallResult is what `app http` answers on GET /call?to=URL[&net=tcp4|tcp6].
 type CallResult struct {
 	From      string          `json:"from"`
 	To        string          `json:"to"`
@@ -106,7 +106,12 @@ func agentHandler(name string) http.Handler {
 			respondJSON(w, http.StatusBadRequest, CallResult{From: name, To: to, Error: "to must be an http URL"})
 			return
 		}
-		res := call(r.Context(), name, to)
+		network := r.URL.Query().Get("net")
+		if network != "" && network != "tcp4" && network != "tcp6" {
+			respondJSON(w, http.StatusBadRequest, CallResult{From: name, To: to, Error: "net must be tcp4 or tcp6"})
+			return
+		}
+		res := call(r.Context(), name, to, network)
 		code := http.StatusOK
 		if res.Error != "" {
 			code = http.StatusBadGateway
@@ -117,12 +122,17 @@ func agentHandler(name string) http.Handler {
 }
 
 // call GETs to on a fresh connection (so each call is one connection in
-// the mesh's access logs) and reports what happened.
-func call(ctx context.Context, from, to string) CallResult {
+// the mesh's access logs) and reports what happened. network (tcp4 or
+// tcp6) picks the family a name resolves to; "" lets the resolver choose.
+func call(ctx context.Context, from, to, network string) CallResult {
 	res := CallResult{From: from, To: to}
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
 	tr := &http.Transport{DisableKeepAlives: true}
+	if network != "" {
+		var d net.Dialer
+		tr.DialContext = func(ctx context.Context, _, addr string) (net.Conn, error) { return d.DialContext(ctx, network, addr) }
+	}
 	defer tr.CloseIdleConnections()
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, to, nil)
 	if err != nil {
