@@ -5,6 +5,8 @@ import (
 	"context"
 	"os"
 	"path/filepath"
+	"regexp"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -37,7 +39,51 @@ func TestDemoKube(t *testing.T) {
 	want["denied spiffe://cluster.local/ns/agents/sa/billing: no-allow-match agents/only-planner"] = 1
 	want["refused ("] = 1
 	want["enforced on the destination's node"] = 1
-	testDemo(t, want, "--kube", "--kube-bin-dir", kube)
+	delete(want, "sa/planner") // counted with the replica rows below
+	text := testDemo(t, want, "--kube", "--kube-bin-dir", kube)
+	used := checkServiceDemo(t, text)
+	if got := strings.Count(text, "sa/planner"); got != 4+used {
+		t.Errorf("sa/planner appears %d times, want %d (the calls and the policy step) + %d (the replicas called)", got, 4, used)
+	}
+}
+
+var (
+	replicaRow = regexp.MustCompile(`(?m)^data-validator-\S+\s+n\d\s+(\d+)/(\d+)\s+(\d+) of (\d+)\s+(\S+)\s+(\S+)$`)
+	killLine   = regexp.MustCompile(`(?m)^(\d+) calls, (\d+) failed;`)
+)
+
+// checkServiceDemo: the calls by name reached the three replicas over
+// both families, each over mTLS with the identities each side verified,
+// and none failed while a replica was killed. It returns how many
+// replicas were called.
+func checkServiceDemo(t *testing.T, text string) int {
+	t.Helper()
+	rows := replicaRow.FindAllStringSubmatch(text, -1)
+	if len(rows) != 3 {
+		t.Fatalf("%d replica rows, want 3", len(rows))
+	}
+	var v4, v6, used int
+	for _, r := range rows {
+		a, _ := strconv.Atoi(r[1])
+		b, _ := strconv.Atoi(r[2])
+		mtls, _ := strconv.Atoi(r[3])
+		v4, v6 = v4+a, v6+b
+		if a+b == 0 {
+			continue
+		}
+		used++
+		if mtls != a+b || r[5] != "spiffe://cluster.local/ns/agents/sa/data-validator" || r[6] != "spiffe://cluster.local/ns/agents/sa/planner" {
+			t.Errorf("replica row %q: want every call over mTLS, data-validator's and planner's identities", r[0])
+		}
+	}
+	if v4 != byNameCalls/2 || v6 != byNameCalls/2 || used < 2 {
+		t.Errorf("calls by name: %d over IPv4, %d over IPv6, %d replicas used; want %d each, spread", v4, v6, used, byNameCalls/2)
+	}
+	k := killLine.FindStringSubmatch(text)
+	if k == nil || k[2] != "0" || k[1] == "0" {
+		t.Errorf("calls through the kill: %q, want some and none failed", k)
+	}
+	return used
 }
 
 // demoWant is how often the call table's markers appear, with planner
@@ -52,8 +98,9 @@ func demoWant(planners int) map[string]int {
 	}
 }
 
-// testDemo runs the demo with extra flags and checks its report.
-func testDemo(t *testing.T, want map[string]int, flags ...string) {
+// testDemo runs the demo with extra flags, checks its report and returns
+// it.
+func testDemo(t *testing.T, want map[string]int, flags ...string) string {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
 	bin := labBinaries(ctx, t, "the demo runs a lab")
@@ -68,6 +115,7 @@ func testDemo(t *testing.T, want map[string]int, flags ...string) {
 			t.Errorf("%q appears %d times, want %d", marker, got, n)
 		}
 	}
+	return text
 }
 
 // labBinaries builds the mesh binaries for a test that runs a lab (which
