@@ -2,13 +2,16 @@ package lab
 
 import (
 	"bufio"
+	"context"
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"strconv"
 	"strings"
 	"sync"
 	"syscall"
+	"time"
 )
 
 // pidsFile records every process a lab started, one "PID STARTTIME NAME"
@@ -92,4 +95,30 @@ func killRecorded(path string) (int, error) {
 		}
 	}
 	return n, s.Err()
+}
+
+// WaitExited waits until process pid has exited: gone, or a zombie (its
+// sockets are closed by then), polling every millisecond. A test that
+// kills an app waits for this before it counts the connections that
+// come after.
+func WaitExited(ctx context.Context, pid int) error {
+	t := time.NewTicker(time.Millisecond)
+	defer t.Stop()
+	for {
+		stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+		if errors.Is(err, fs.ErrNotExist) {
+			return nil
+		}
+		if err == nil {
+			// The state follows the command in parentheses.
+			if i := strings.LastIndexByte(string(stat), ')'); i >= 0 && strings.HasPrefix(string(stat[i+1:]), " Z") {
+				return nil
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("process %d still running: %w", pid, ctx.Err())
+		case <-t.C:
+		}
+	}
 }

@@ -316,8 +316,9 @@ func readyIn(eps []debug.Endpoint, p *lab.Pod) bool {
 	return false
 }
 
-// killAppOf kills p's app by the PID its container status names: the
-// kubelet restarts it, and the pod is not ready until then.
+// killAppOf kills p's app by the PID its container status names and
+// waits until it has exited: the kubelet restarts it, and the pod is not
+// ready until then.
 func killAppOf(ctx context.Context, l *lab.Lab, p *lab.Pod) error {
 	pod, err := l.Client().CoreV1().Pods(p.Namespace).Get(ctx, p.Name, metav1.GetOptions{})
 	if err != nil {
@@ -333,5 +334,9 @@ func killAppOf(ctx context.Context, l *lab.Lab, p *lab.Pod) error {
 	if err := syscall.Kill(pid, syscall.SIGKILL); err != nil && !errors.Is(err, syscall.ESRCH) {
 		return fmt.Errorf("kill %s's app (pid %d): %w", p.Name, pid, err)
 	}
-	return nil
+	// Until it has exited, a connect may still reach it and be cut as it
+	// dies: that is a call in flight, not one made after the kill.
+	wctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	return lab.WaitExited(wctx, pid)
 }
