@@ -31,6 +31,8 @@ type options struct {
 	renewDeadline time.Duration
 	retryPeriod   time.Duration
 	debounce      time.Duration
+	cpuProfile    string
+	allocProfile  string
 	log           logging.Flags
 }
 
@@ -56,6 +58,8 @@ func parseFlags(args []string, stdout io.Writer) (*options, error) {
 	fs.DurationVar(&o.renewDeadline, "renew-deadline", 10*time.Second, "leader election renew deadline")
 	fs.DurationVar(&o.retryPeriod, "retry-period", 2*time.Second, "leader election retry period")
 	fs.DurationVar(&o.debounce, "debounce", 100*time.Millisecond, "quiet time after a burst of changes before views are recomputed")
+	fs.StringVar(&o.cpuProfile, "cpu-profile", "", "write a CPU profile of the whole run to this file (go tool pprof; for benchmarks)")
+	fs.StringVar(&o.allocProfile, "alloc-profile", "", "write an allocation profile to this file at exit (go tool pprof; for benchmarks)")
 	o.log.Register(fs)
 	if err := fs.Parse(args); err != nil {
 		return nil, err

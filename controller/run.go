@@ -45,6 +45,7 @@ import (
 	"github.com/agentmesh/agentmesh/controller/policystatus"
 	"github.com/agentmesh/agentmesh/controller/stream"
 	"github.com/agentmesh/agentmesh/controller/view"
+	"github.com/agentmesh/agentmesh/internal/profile"
 )
 
 // shutdownBudget bounds the graceful part of shutdown.
@@ -53,7 +54,7 @@ const shutdownBudget = 10 * time.Second
 // Run is the controller process: it parses args, serves until ctx is done
 // and returns after everything it started has stopped. Logs go to stderr,
 // usage to stdout.
-func Run(ctx context.Context, args []string, stdout io.Writer) error {
+func Run(ctx context.Context, args []string, stdout io.Writer) (err error) {
 	o, err := parseFlags(args, stdout)
 	if errors.Is(err, flag.ErrHelp) {
 		return nil
@@ -62,6 +63,11 @@ func Run(ctx context.Context, args []string, stdout io.Writer) error {
 		return err
 	}
 	log := o.log.Logger(os.Stderr).With("component", "controller")
+	stopProfile, err := profile.Start(o.cpuProfile, o.allocProfile)
+	if err != nil {
+		return err
+	}
+	defer func() { err = errors.Join(err, stopProfile()) }()
 	cfg, err := restConfig(o.kubeconfig)
 	if err != nil {
 		return err

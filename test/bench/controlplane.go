@@ -32,6 +32,7 @@ func (f *controlPlaneFlags) register(fs *flag.FlagSet) {
 	fs.IntVar(&f.cp.Pods, "cp-pods", 2000, "control plane: pods")
 	fs.IntVar(&f.cp.Changes, "cp-changes", 20, "control plane: service changes to time")
 	fs.DurationVar(&f.cp.Debounce, "cp-debounce", 0, "control plane: the controller's --debounce (0: its default)")
+	fs.StringVar(&f.cp.ProfileDir, "cp-profile", "", "control plane: write the controller's CPU profile of the whole run and its allocation profile into this directory (go tool pprof bin/controller DIR/controller.cpu.prof)")
 	fs.BoolVar(&f.policy, "policy", true, "then time AgentPolicy apply -> enforcement on every node of a Kubernetes-mode lab (needs root and bin/kube)")
 	fs.IntVar(&f.pol.Nodes, "policy-nodes", 3, "policy: lab nodes, one target pod each")
 	fs.IntVar(&f.pol.Rounds, "policy-rounds", 10, "policy: apply+delete rounds")

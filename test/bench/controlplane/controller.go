@@ -46,6 +46,13 @@ func startController(ctx context.Context, o Options, kubeconfig, dir string) (*c
 	if o.Debounce > 0 {
 		args = append(args, "--debounce", o.Debounce.String())
 	}
+	if o.ProfileDir != "" {
+		if err := os.MkdirAll(o.ProfileDir, 0o755); err != nil {
+			return nil, fmt.Errorf("profile dir: %w", err)
+		}
+		args = append(args, "--cpu-profile", filepath.Join(o.ProfileDir, "controller.cpu.prof"),
+			"--alloc-profile", filepath.Join(o.ProfileDir, "controller.alloc.prof"))
+	}
 	log, err := os.Create(c.logPath)
 	if err != nil {
 		return nil, fmt.Errorf("controller log: %w", err)

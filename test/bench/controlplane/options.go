@@ -32,7 +32,11 @@ type Options struct {
 	Settle     time.Duration // wait after the initial sync before memory is read (default 3s)
 	// Debounce is the controller's --debounce (0: its default).
 	Debounce time.Duration
-	Logger   *slog.Logger // progress (nil: discard)
+	// ProfileDir, when set, receives the controller's CPU profile of the
+	// whole run (controller.cpu.prof) and its allocation profile at exit
+	// (controller.alloc.prof), for go tool pprof with bin/controller.
+	ProfileDir string
+	Logger     *slog.Logger // progress (nil: discard)
 }
 
 // withDefaults fills in zero fields and checks the rest.
