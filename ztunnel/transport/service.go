@@ -124,7 +124,7 @@ func (t *Transport) DialService(ctx context.Context, p *flow.Pod, f *flow.Flow, 
 			e = t.balancer.Pick(svc, cands, nil)
 		}
 		var timer *time.Timer
-		wait := make(<-chan time.Time) // none: only a config change or the budget end the wait
+		var wait <-chan time.Time // nil: only a config change or the budget end the wait
 		switch {
 		case e == nil && attempt == 0:
 			t.rec.ServiceConnect(svc, "no_endpoint")
@@ -133,7 +133,9 @@ func (t *Transport) DialService(ctx context.Context, p *flow.Pod, f *flow.Flow, 
 			// The endpoints that failed are gone or not ready any more:
 			// wait for the config to bring others (a rollout's new pod),
 			// within the budget.
-			last = fmt.Errorf("%w after %d attempts: %w", ErrNoEndpoint, attempt, last)
+			if !errors.Is(last, ErrNoEndpoint) {
+				last = fmt.Errorf("%w after %d attempts: %w", ErrNoEndpoint, attempt, last)
+			}
 		default:
 			attempt++
 			tried[e.Key] = true
