@@ -24,6 +24,22 @@ import (
 // control, if not nil, is called with the new socket before connect (to set
 // SO_MARK, say). ctx bounds the connect; the connection outlives it.
 func DialTCP(ctx context.Context, nsFD int, addr netip.AddrPort, control func(fd int) error) (*net.TCPConn, error) {
+	fd, sa, err := socketIn(nsFD, addr, unix.SOCK_STREAM, unix.IPPROTO_TCP, control)
+	if err != nil {
+		return nil, dialError("tcp", addr, err)
+	}
+	c, err := connect(ctx, fd, sa)
+	if err != nil {
+		return nil, dialError("tcp", addr, err)
+	}
+	return c, nil
+}
+
+// socketIn makes a non-blocking socket of typ and proto for addr's family
+// inside the network namespace open at nsFD (only socket(2) runs there)
+// and calls control with it; it returns the socket and addr as a
+// sockaddr. On error nothing is left open.
+func socketIn(nsFD int, addr netip.AddrPort, typ, proto int, control func(fd int) error) (int, unix.Sockaddr, error) {
 	addr = netip.AddrPortFrom(addr.Addr().Unmap(), addr.Port())
 	family, sa := unix.AF_INET6, unix.Sockaddr(&unix.SockaddrInet6{Port: int(addr.Port()), Addr: addr.Addr().As16()})
 	if addr.Addr().Is4() {
@@ -32,32 +48,32 @@ func DialTCP(ctx context.Context, nsFD int, addr netip.AddrPort, control func(fd
 	var fd int
 	err := Do(nsFD, func() error {
 		var err error
-		fd, err = unix.Socket(family, unix.SOCK_STREAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, unix.IPPROTO_TCP)
+		fd, err = unix.Socket(family, typ|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, proto)
 		if err != nil {
 			return fmt.Errorf("socket: %w", err)
 		}
 		return nil
 	})
 	if err != nil {
-		return nil, dialError(addr, err)
+		return -1, nil, err
 	}
 	if control != nil {
 		if err := control(fd); err != nil {
 			unix.Close(fd)
-			return nil, dialError(addr, err)
+			return -1, nil, err
 		}
 	}
-	c, err := connect(ctx, fd, sa)
-	if err != nil {
-		return nil, dialError(addr, err)
-	}
-	return c, nil
+	return fd, sa, nil
 }
 
 // dialError reads like net.Dialer's: "dial tcp 10.0.0.1:80: connect:
 // connection refused".
-func dialError(addr netip.AddrPort, err error) error {
-	return &net.OpError{Op: "dial", Net: "tcp", Addr: net.TCPAddrFromAddrPort(addr), Err: err}
+func dialError(network string, addr netip.AddrPort, err error) error {
+	a := net.Addr(net.TCPAddrFromAddrPort(addr))
+	if network == "udp" {
+		a = net.UDPAddrFromAddrPort(addr)
+	}
+	return &net.OpError{Op: "dial", Net: network, Addr: a, Err: err}
 }
 
 // connect connects the non-blocking socket fd (which it owns from then on)
