@@ -50,6 +50,9 @@ func runServiceDemo(ctx context.Context, l *lab.Lab, pods map[string]*lab.Pod, w
 	if err != nil {
 		return err
 	}
+	if err := waitReplicasReady(ctx, l, planner, reps); err != nil {
+		return err
+	}
 	fmt.Fprintf(w, "\ncalling by name: planner -> %s, %d times over IPv4 and IPv6, %d at a time\n", byNameURL, byNameCalls, byNameWorkers)
 	fmt.Fprintf(w, "(the mesh's DNS answers data-validator with the Service's ClusterIPs; planner's ztunnel picks a replica per\n")
 	fmt.Fprintf(w, "connection: of two at random, the one with the lower connect latency times open connections)\n\n")
@@ -304,6 +307,23 @@ func callThroughKill(ctx context.Context, l *lab.Lab, planner *lab.Pod, reps []*
 		}
 	}
 	return ok, failed, failovers, nil
+}
+
+// waitReplicasReady waits until planner's ztunnel has every replica as a
+// ready endpoint of the Service (the EndpointSlices reach the node a
+// moment after the pods answer).
+func waitReplicasReady(ctx context.Context, l *lab.Lab, planner *lab.Pod, reps []*replica) error {
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		svcs, err := l.ZtunnelServices(ctx, planner.Node, "agents/data-validator")
+		if err == nil && !slices.ContainsFunc(reps, func(r *replica) bool { return !readyIn(svcs[0].Endpoints, r.pod) }) {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("planner's ztunnel does not have every data-validator replica ready after 30s (%v)", err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 }
 
 // readyIn reports whether p is a ready endpoint among eps.
