@@ -27,6 +27,9 @@ type jsonCodec struct{}
 func (jsonCodec) Name() string { return CodecName }
 
 func (jsonCodec) Marshal(v any) ([]byte, error) {
+	if e, ok := v.(*Encoded); ok {
+		return e.b, nil
+	}
 	b, err := json.Marshal(v)
 	if err != nil {
 		return nil, fmt.Errorf("json codec: marshal %T: %w", v, err)
@@ -40,3 +43,20 @@ func (jsonCodec) Unmarshal(data []byte, v any) error {
 	}
 	return nil
 }
+
+// Encoded is a message encoded once (Encode) and then sent on any number of
+// streams as is: the codec hands its bytes to gRPC without encoding again.
+// Its bytes are never modified after Encode.
+type Encoded struct{ b []byte }
+
+// Encode encodes m with the stream codec.
+func Encode(m any) (*Encoded, error) {
+	b, err := jsonCodec{}.Marshal(m)
+	if err != nil {
+		return nil, err
+	}
+	return &Encoded{b: b}, nil
+}
+
+// Len is the encoded size in bytes.
+func (e *Encoded) Len() int { return len(e.b) }

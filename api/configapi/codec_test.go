@@ -34,3 +34,28 @@ func FuzzUnmarshal(f *testing.F) {
 		c.Unmarshal(data, &SignRequest{})
 	})
 }
+
+// TestEncodedPassesThrough: an Encoded message is sent as encoded, and
+// decodes into what was encoded.
+func TestEncodedPassesThrough(t *testing.T) {
+	c := encoding.GetCodec(CodecName)
+	in := &ConfigResponse{Version: 9, More: true, TrustDomain: "td", RemovedServices: []string{"a/b"}}
+	e, err := Encode(in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := c.Marshal(e)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(b) != e.Len() {
+		t.Fatalf("marshal of Encoded = %d bytes, want its %d", len(b), e.Len())
+	}
+	var out ConfigResponse
+	if err := c.Unmarshal(b, &out); err != nil {
+		t.Fatal(err)
+	}
+	if out.Version != 9 || !out.More || out.TrustDomain != "td" || len(out.RemovedServices) != 1 {
+		t.Fatalf("decoded %+v", out)
+	}
+}

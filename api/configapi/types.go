@@ -29,13 +29,22 @@ type ConfigRequest struct {
 	Error      string `json:"error,omitempty"`
 }
 
-// ConfigResponse is one version of the node's view. Full replaces
-// everything the client holds; otherwise Workloads and Services are upserts
-// (by UID and by namespace/name) and Removed* name what to drop. Versions
-// increase per node view.
+// ConfigResponse is one version of the node's view, or one chunk of it.
+// Full replaces everything the client holds; otherwise Workloads and
+// Services are upserts (by UID and by namespace/name) and Removed* name
+// what to drop. Versions increase per node view.
+//
+// A version may come in chunks: every chunk but the last has More set, all
+// carry the same Version, Full is set on the first chunk of a full view
+// only, and the client applies (and acks) the version after its last chunk.
+// Chunks apply in order, so a later chunk's upsert of a workload replaces
+// an earlier one's (a full view sends every workload without Authz in
+// chunks shared by all nodes, then the node's own workloads again, with
+// their Authz).
 type ConfigResponse struct {
 	Version          uint64                `json:"version"`
 	Full             bool                  `json:"full,omitempty"`
+	More             bool                  `json:"more,omitempty"`
 	TrustDomain      string                `json:"trustDomain"`
 	TrustBundlePEM   []byte                `json:"trustBundlePEM,omitempty"`
 	Workloads        []meshconfig.Workload `json:"workloads,omitempty"`
