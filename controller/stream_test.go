@@ -58,8 +58,28 @@ func (h *harness) subscribe(cc *grpc.ClientConn, tok, node, component string) co
 	return st
 }
 
-// recv reads one response within 10s.
+// recv reads one version within 10s: its chunks (More) assembled into one
+// response, a later chunk's workload replacing an earlier one's.
 func recv(t *testing.T, st configapi.ConfigClient) *configapi.ConfigResponse {
+	t.Helper()
+	out := recvChunk(t, st)
+	for more := out.More; more; {
+		r := recvChunk(t, st)
+		for _, w := range r.Workloads {
+			out.Workloads = slices.DeleteFunc(out.Workloads, func(x meshconfig.Workload) bool { return x.UID == w.UID })
+			out.Workloads = append(out.Workloads, w)
+		}
+		slices.SortFunc(out.Workloads, func(a, b meshconfig.Workload) int { return strings.Compare(a.UID, b.UID) })
+		out.Services = append(out.Services, r.Services...)
+		out.Policies = append(out.Policies, r.Policies...)
+		out.Version, more = r.Version, r.More
+	}
+	out.More = false
+	return out
+}
+
+// recvChunk reads one response within 10s.
+func recvChunk(t *testing.T, st configapi.ConfigClient) *configapi.ConfigResponse {
 	t.Helper()
 	type res struct {
 		r   *configapi.ConfigResponse

@@ -34,9 +34,11 @@ type ConfigRequest struct {
 // Services are upserts (by UID and by namespace/name) and Removed* name
 // what to drop. Versions increase per node view.
 //
-// A version may come in chunks: every chunk but the last has More set, all
-// carry the same Version, Full is set on the first chunk of a full view
-// only, and the client applies (and acks) the version after its last chunk.
+// A version may come in chunks: every chunk but the last has More set,
+// Full is set on the first chunk of a full view only, the last chunk
+// carries the Version (the others may carry 0: they are shared by nodes
+// whose versions differ), and the client applies (and acks) the version
+// after its last chunk.
 // Chunks apply in order, so a later chunk's upsert of a workload replaces
 // an earlier one's (a full view sends every workload without Authz in
 // chunks shared by all nodes, then the node's own workloads again, with

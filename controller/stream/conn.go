@@ -69,19 +69,20 @@ func (s *Server) hasStreamLocked(node, component string) bool {
 	return false
 }
 
-// sending counts r and records when it is handed to c's stream, for the
-// ack latency. It runs before Send: the node's ack may be read before Send
-// returns. (A failed Send ends the stream.)
-func (s *Server) sending(c *conn, r *configapi.ConfigResponse) {
+// sending counts p and records when it is handed to c's stream, for the
+// ack latency. It runs before sending: the node's ack may be read before
+// the send returns. (A failed send ends the stream.)
+func (s *Server) sending(c *conn, p *Push) {
 	kind := "delta"
-	if r.Full {
+	if p.Full {
 		kind = "full"
 	}
 	s.m.pushes.WithLabelValues(c.component, kind).Inc()
+	s.m.pushBytes.WithLabelValues(c.component, kind).Add(float64(p.Bytes()))
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	c.sentVersion = r.Version
-	c.sentAt[r.Version] = time.Now()
+	c.sentVersion = p.Version
+	c.sentAt[p.Version] = time.Now()
 }
 
 // ack records an ack or nack of a version.

@@ -2,9 +2,14 @@
 // current view and a short log of what changed, and a Server sends each
 // connected node component a full snapshot, then deltas, and tracks acks.
 //
-// Cost: each view change is diffed once against the previous one (the
-// shared part, O(workloads+services)); each node then only looks at what
-// changed (O(nodes x changes)), never at the whole view again.
+// Cost: a change is applied to the view in place, per changed object
+// (Apply; the view is never copied or diffed as a whole); each node then
+// only looks at what changed (O(nodes x changes)). What is sent is encoded
+// once and shared: a delta that carries nothing node-specific is encoded
+// once for every node at the same place in the log, and a full view is the
+// same chunks for every node (all workloads without their Authz, all
+// services), encoded once per version, followed by one small chunk of the
+// node's own (its workloads with Authz, and the policies they refer to).
 package stream
 
 import (
@@ -33,21 +38,37 @@ func All(string, *meshconfig.Workload) bool { return true }
 // a stream further behind gets a full snapshot.
 const defaultLogSize = 256
 
+// Chunk sizes of a full view: workloads per chunk, and services per chunk
+// (a service carries its endpoints, so fewer).
+const (
+	workloadsPerChunk = 1000
+	servicesPerChunk  = 100
+)
+
 // Hub holds the current view and hands out per-node versions and deltas.
 // It is safe for concurrent use.
 type Hub struct {
 	visible Visibility
+	// all is set when visible is All: every node sees the same workloads,
+	// so encodings can be shared between nodes.
+	all     bool
 	logSize int
 
 	mu     sync.Mutex
 	rev    uint64              // guarded by mu; bumped by every change
-	cur    *state              // guarded by mu; nil until the first Update
+	cur    *state              // guarded by mu; nil until the first Update; changed in place
 	log    []change            // guarded by mu; consecutive revs, oldest first
 	nodes  map[string]*nodeVer // guarded by mu; nodes with subscribers
 	wake   chan struct{}       // guarded by mu; closed and replaced on each change
 	ready  chan struct{}       // closed by the first Update
 	done   chan struct{}       // closed by Close
 	closed bool                // guarded by mu
+	// The encodings of the current rev, shared by the streams: the full
+	// view's shared chunks, and the node-independent deltas by where the
+	// stream was. Dropped on every change.
+	shared *lazy                    // guarded by mu
+	deltas map[deltaKey]*lazy       // guarded by mu
+	stats  func(kind string, n int) // encodings made, for metrics (nil: none)
 }
 
 type nodeVer struct {
@@ -61,12 +82,14 @@ type nodeVer struct {
 func NewHub(vis Visibility) *Hub {
 	return &Hub{
 		visible: vis,
+		all:     reflect.ValueOf(vis).Pointer() == reflect.ValueOf(All).Pointer(),
 		logSize: defaultLogSize,
 		rev:     uint64(time.Now().UnixMilli()),
 		nodes:   map[string]*nodeVer{},
 		wake:    make(chan struct{}),
 		ready:   make(chan struct{}),
 		done:    make(chan struct{}),
+		deltas:  map[deltaKey]*lazy{},
 	}
 }
 
@@ -76,52 +99,115 @@ func (h *Hub) Ready() <-chan struct{} { return h.ready }
 // Done is closed by Close.
 func (h *Hub) Done() <-chan struct{} { return h.done }
 
-// Update installs a new view; unchanged inputs make no new version.
+// Update installs s as the whole view; unchanged inputs make no new
+// version. It compares every object with the one held: prefer Apply with
+// what changed.
 func (h *Hub) Update(s *view.Snapshot) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	next := newState(s, h.bundleLocked())
-	if h.cur == nil || h.cur.empty {
-		h.firstViewLocked(next)
-		return
+	var held view.Keys
+	if h.cur != nil {
+		held = view.Keys{Workloads: maps.Keys(h.cur.workloads), Services: maps.Keys(h.cur.services), Policies: maps.Keys(h.cur.policies)}
+	} else {
+		held = view.Keys{Workloads: none, Services: none, Policies: none}
 	}
-	h.applyLocked(next)
+	h.applyLocked(view.DeltaOf(s, held))
+}
+
+func none(func(string) bool) {}
+
+// Apply installs what changed; entries equal to what the hub holds make no
+// new version. The objects of d must not be modified afterwards.
+func (h *Hub) Apply(d *view.Delta) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.applyLocked(d)
 }
 
 // SetTrustBundle replaces the trust bundle sent to nodes.
 func (h *Hub) SetTrustBundle(pem []byte) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	if h.cur == nil {
-		h.cur = &state{workloads: map[string]*meshconfig.Workload{}, services: map[string]*meshconfig.Service{}, bundle: pem, empty: true}
+	st := h.stateLocked()
+	if slices.Equal(st.bundle, pem) {
 		return
 	}
-	next := *h.cur
-	next.bundle = pem
-	if next.empty {
-		h.cur = &next
-		return
+	st.bundle = pem
+	if !st.empty {
+		h.commitLocked(change{trust: true})
 	}
-	h.applyLocked(&next)
 }
 
-func (h *Hub) bundleLocked() []byte {
+func (h *Hub) stateLocked() *state {
 	if h.cur == nil {
-		return nil
+		h.cur = &state{workloads: map[string]*meshconfig.Workload{}, services: map[string]*meshconfig.Service{},
+			policies: map[string]*policy.Policy{}, refs: map[string]map[string]int{}, empty: true}
 	}
-	return h.cur.bundle
+	return h.cur
 }
 
-// applyLocked diffs next against the current state once, logs the change
-// and bumps the version of every node it touches.
-func (h *Hub) applyLocked(next *state) {
-	c := diff(h.cur, next)
-	if c.empty() {
+// applyLocked applies d to the view in place, logs the change and bumps
+// the version of every node it touches.
+func (h *Hub) applyLocked(d *view.Delta) {
+	st := h.stateLocked()
+	c := change{workloads: map[string]wlChange{}, trust: st.td != d.TrustDomain}
+	st.td = d.TrustDomain
+	// Policies first, without applying them: the nodes that refer to a
+	// changed one before the workload changes are counted too.
+	var newPols []*policy.Policy
+	for k, p := range d.Policies {
+		if old := st.policies[k]; !sameOrBothNil(old, p) {
+			c.policies = append(c.policies, k)
+			newPols = append(newPols, p)
+		}
+	}
+	c.policyNodes = map[string]bool{}
+	st.nodesReferring(c.policies, c.policyNodes)
+	for uid, w := range d.Workloads {
+		if old := st.workloads[uid]; !sameOrBothNil(old, w) {
+			c.workloads[uid] = wlChange{old: old, new: w}
+			st.setWorkload(uid, old, w)
+		}
+	}
+	st.nodesReferring(c.policies, c.policyNodes)
+	for i, k := range c.policies {
+		if p := newPols[i]; p != nil {
+			st.policies[k] = p
+		} else {
+			delete(st.policies, k)
+		}
+	}
+	for k, s := range d.Services {
+		if old := st.services[k]; !sameOrBothNil(old, s) {
+			c.services = append(c.services, k)
+			if s != nil {
+				st.services[k] = s
+			} else {
+				delete(st.services, k)
+			}
+		}
+	}
+	if st.empty {
+		h.firstViewLocked()
 		return
 	}
+	if !c.empty() {
+		h.commitLocked(c)
+	}
+}
+
+func sameOrBothNil[T any](a, b *T) bool {
+	if a == nil || b == nil {
+		return a == b
+	}
+	return a == b || reflect.DeepEqual(a, b)
+}
+
+// commitLocked logs c as the next revision and bumps the version of every
+// node it touches.
+func (h *Hub) commitLocked(c change) {
 	h.rev++
 	c.rev = h.rev
-	h.cur = next
 	h.log = append(h.log, c)
 	if len(h.log) > h.logSize {
 		h.log = slices.Delete(h.log, 0, len(h.log)-h.logSize)
@@ -134,9 +220,9 @@ func (h *Hub) applyLocked(next *state) {
 	h.broadcastLocked()
 }
 
-// firstViewLocked installs the first view: there is nothing to diff.
-func (h *Hub) firstViewLocked(next *state) {
-	h.cur = next
+// firstViewLocked marks the first view installed: there is nothing to diff.
+func (h *Hub) firstViewLocked() {
+	h.cur.empty = false
 	h.rev++
 	for _, nv := range h.nodes {
 		nv.version = h.rev
@@ -146,6 +232,8 @@ func (h *Hub) firstViewLocked(next *state) {
 }
 
 func (h *Hub) broadcastLocked() {
+	h.shared = nil
+	clear(h.deltas)
 	close(h.wake)
 	h.wake = make(chan struct{})
 }
@@ -232,29 +320,55 @@ func (h *Hub) Versions() map[string]uint64 {
 // The zero Cursor asks for a full snapshot.
 type Cursor struct{ rev uint64 }
 
-// Next returns what node's stream at cur must be sent (nil if nothing),
-// the new cursor, and a channel closed on the next change. The node must
-// be subscribed. closed is true once the hub is closed.
+// step is what a stream at a cursor needs next.
+type step int
+
+const (
+	stepNone step = iota
+	stepFull
+	stepDelta
+)
+
+// stepLocked says what node's stream at cur needs, and returns the new
+// cursor and the channel closed on the next change.
+func (h *Hub) stepLocked(cur Cursor) (s step, next Cursor, wake <-chan struct{}, closed bool) {
+	if h.closed {
+		return stepNone, cur, h.wake, true
+	}
+	next, wake = Cursor{rev: h.rev}, h.wake
+	switch {
+	case h.cur == nil || h.cur.empty || cur.rev == h.rev:
+		return stepNone, cur, wake, false
+	case cur.rev == 0 || !h.coversLocked(cur.rev):
+		return stepFull, next, wake, false
+	default:
+		return stepDelta, next, wake, false
+	}
+}
+
+// Next returns what node's stream at cur must be sent (nil if nothing) as
+// one response, the new cursor, and a channel closed on the next change.
+// The node must be subscribed. closed is true once the hub is closed.
+// (The Server sends the same content encoded once and in chunks: NextPush.)
 func (h *Hub) Next(node string, cur Cursor) (resp *configapi.ConfigResponse, next Cursor, wake <-chan struct{}, closed bool) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	if h.closed {
-		return nil, cur, h.wake, true
-	}
-	next, wake = Cursor{rev: h.rev}, h.wake
-	if h.cur == nil || h.cur.empty || cur.rev == h.rev {
-		return nil, cur, wake, false
-	}
-	if cur.rev == 0 || !h.coversLocked(cur.rev) {
+	s, next, wake, closed := h.stepLocked(cur)
+	switch s {
+	case stepFull:
 		resp = h.fullLocked(node)
-	} else {
+	case stepDelta:
 		resp = h.deltaLocked(node, cur.rev)
 	}
 	if resp != nil {
-		resp.Version = h.nodes[node].version
-		resp.TrustDomain, resp.TrustBundlePEM = h.cur.td, h.cur.bundle
+		h.stampLocked(node, resp)
 	}
-	return resp, next, wake, false
+	return resp, next, wake, closed
+}
+
+func (h *Hub) stampLocked(node string, r *configapi.ConfigResponse) {
+	r.Version = h.nodes[node].version
+	r.TrustDomain, r.TrustBundlePEM = h.cur.td, h.cur.bundle
 }
 
 // coversLocked reports whether the log holds every change after rev.
@@ -272,7 +386,7 @@ func (h *Hub) fullLocked(node string) *configapi.ConfigResponse {
 	for _, k := range slices.Sorted(maps.Keys(h.cur.services)) {
 		r.Services = append(r.Services, *h.cur.services[k])
 	}
-	r.Policies = h.cur.policyBodies(slices.Sorted(maps.Keys(h.cur.refs[node])))
+	r.Policies = h.cur.policyBodies(h.cur.refKeys(node))
 	return r
 }
 
@@ -330,7 +444,7 @@ func (h *Hub) deltaLocked(node string, rev uint64) *configapi.ConfigResponse {
 func (h *Hub) deltaPolicies(node string, changed map[string]bool, upserts []meshconfig.Workload) []string {
 	send := map[string]bool{}
 	for k := range changed {
-		if h.cur.refs[node][k] {
+		if h.cur.refs[node][k] > 0 {
 			send[k] = true
 		}
 	}
@@ -344,16 +458,61 @@ func (h *Hub) deltaPolicies(node string, changed map[string]bool, upserts []mesh
 	return slices.Sorted(maps.Keys(send))
 }
 
-// state is one view, indexed.
+// state is the view, indexed; the hub changes it in place.
 type state struct {
 	td        string
 	bundle    []byte
 	workloads map[string]*meshconfig.Workload // by uid
 	services  map[string]*meshconfig.Service  // by namespace/name
 	policies  map[string]*policy.Policy       // by namespace/name
-	refs      map[string]map[string]bool      // node -> policies its workloads refer to
-	empty     bool                            // a bundle but no view yet
+	refs      map[string]map[string]int       // node -> policy -> its workloads referring to it
+	empty     bool                            // no view yet (maybe a bundle)
 }
+
+// setWorkload replaces old by w (either may be nil) and keeps refs.
+func (st *state) setWorkload(uid string, old, w *meshconfig.Workload) {
+	st.countRefs(old, -1)
+	st.countRefs(w, +1)
+	if w != nil {
+		st.workloads[uid] = w
+	} else {
+		delete(st.workloads, uid)
+	}
+}
+
+func (st *state) countRefs(w *meshconfig.Workload, d int) {
+	if w == nil || w.Authz == nil {
+		return
+	}
+	for _, k := range w.Authz.PolicyRefs {
+		refs := st.refs[w.Node]
+		if refs == nil {
+			refs = map[string]int{}
+			st.refs[w.Node] = refs
+		}
+		if refs[k] += d; refs[k] <= 0 {
+			delete(refs, k)
+		}
+		if len(refs) == 0 {
+			delete(st.refs, w.Node)
+		}
+	}
+}
+
+// nodesReferring adds to nodes every node referring to one of keys now.
+func (st *state) nodesReferring(keys []string, nodes map[string]bool) {
+	if len(keys) == 0 {
+		return
+	}
+	for node, refs := range st.refs {
+		if slices.ContainsFunc(keys, func(k string) bool { return refs[k] > 0 }) {
+			nodes[node] = true
+		}
+	}
+}
+
+// refKeys are the policies node's workloads refer to, sorted.
+func (st *state) refKeys(node string) []string { return slices.Sorted(maps.Keys(st.refs[node])) }
 
 // policyBodies are the policies named keys that exist, in keys' order.
 func (st *state) policyBodies(keys []string) []policy.Policy {
@@ -364,35 +523,6 @@ func (st *state) policyBodies(keys []string) []policy.Policy {
 		}
 	}
 	return out
-}
-
-func newState(s *view.Snapshot, bundle []byte) *state {
-	st := &state{td: s.TrustDomain, bundle: bundle,
-		workloads: make(map[string]*meshconfig.Workload, len(s.Workloads)),
-		services:  make(map[string]*meshconfig.Service, len(s.Services))}
-	for i := range s.Workloads {
-		st.workloads[s.Workloads[i].UID] = &s.Workloads[i]
-	}
-	for i := range s.Services {
-		st.services[s.Services[i].Key()] = &s.Services[i]
-	}
-	st.policies = make(map[string]*policy.Policy, len(s.AuthzPolicies))
-	for i := range s.AuthzPolicies {
-		st.policies[s.AuthzPolicies[i].Key()] = &s.AuthzPolicies[i]
-	}
-	st.refs = map[string]map[string]bool{}
-	for _, w := range st.workloads {
-		if w.Authz == nil || len(w.Authz.PolicyRefs) == 0 {
-			continue
-		}
-		if st.refs[w.Node] == nil {
-			st.refs[w.Node] = map[string]bool{}
-		}
-		for _, k := range w.Authz.PolicyRefs {
-			st.refs[w.Node][k] = true
-		}
-	}
-	return st
 }
 
 // change is what one revision changed.
@@ -411,55 +541,4 @@ type wlChange struct{ old, new *meshconfig.Workload } // nil: absent
 
 func (c *change) empty() bool {
 	return !c.trust && len(c.workloads) == 0 && len(c.services) == 0 && len(c.policies) == 0
-}
-
-func diff(a, b *state) change {
-	c := change{workloads: map[string]wlChange{}}
-	c.trust = a.td != b.td || !slices.Equal(a.bundle, b.bundle)
-	for uid, w := range b.workloads {
-		if old := a.workloads[uid]; old == nil || !reflect.DeepEqual(old, w) {
-			c.workloads[uid] = wlChange{old: old, new: w}
-		}
-	}
-	for uid, w := range a.workloads {
-		if b.workloads[uid] == nil {
-			c.workloads[uid] = wlChange{old: w}
-		}
-	}
-	for k, s := range b.services {
-		if old := a.services[k]; old == nil || !reflect.DeepEqual(old, s) {
-			c.services = append(c.services, k)
-		}
-	}
-	for k := range a.services {
-		if b.services[k] == nil {
-			c.services = append(c.services, k)
-		}
-	}
-	c.policies, c.policyNodes = diffPolicies(a, b)
-	return c
-}
-
-// diffPolicies lists the policies whose body differs between a and b and
-// the nodes that refer to one of them in a or b.
-func diffPolicies(a, b *state) (keys []string, nodes map[string]bool) {
-	for k, p := range b.policies {
-		if old := a.policies[k]; old == nil || !reflect.DeepEqual(old, p) {
-			keys = append(keys, k)
-		}
-	}
-	for k := range a.policies {
-		if b.policies[k] == nil {
-			keys = append(keys, k)
-		}
-	}
-	nodes = map[string]bool{}
-	for _, st := range []*state{a, b} {
-		for node, refs := range st.refs {
-			if slices.ContainsFunc(keys, func(k string) bool { return refs[k] }) {
-				nodes[node] = true
-			}
-		}
-	}
-	return keys, nodes
 }

@@ -45,6 +45,7 @@ type Server struct {
 func NewServer(o Options) *Server {
 	s := &Server{hub: o.Hub, authorize: o.Authorize, exists: o.NodeExists, log: o.Logger, m: newMetrics(o.Registerer),
 		streams: map[*conn]struct{}{}}
+	o.Hub.SetEncodeStats(func(kind string, n int) { s.m.encoded.WithLabelValues(kind).Add(float64(n)) })
 	if s.log == nil {
 		s.log = slog.Default()
 	}
@@ -95,14 +96,20 @@ func (s *Server) StreamConfig(st configapi.ConfigStream) error {
 func (s *Server) push(ctx context.Context, st configapi.ConfigStream, c *conn, recvErr <-chan error) error {
 	var cur Cursor
 	for {
-		resp, next, wake, closed := s.hub.Next(c.node, cur)
+		p, next, wake, closed, err := s.hub.NextPush(c.node, cur)
 		if closed {
 			return status.Error(codes.Unavailable, "controller shutting down")
 		}
-		if resp != nil {
-			s.sending(c, resp) // before Send: the ack may be read before Send returns
-			if err := st.Send(resp); err != nil {
-				return err
+		if err != nil {
+			s.log.Error("config not sent", "node", c.node, "component", c.component, "err", err)
+			return status.Error(codes.Internal, err.Error())
+		}
+		if p != nil {
+			s.sending(c, p) // before sending: the ack may be read before SendMsg returns
+			for _, m := range p.Msgs {
+				if err := st.SendMsg(m); err != nil {
+					return err
+				}
 			}
 		}
 		cur = next

@@ -68,7 +68,11 @@ func (c *Client) session(ctx context.Context) (got bool, err error) {
 		}
 		got = got || resp.Full
 		ack := &configapi.ConfigRequest{Node: c.o.Node, Component: c.o.Component, AckVersion: resp.Version}
-		if err := c.apply(v, resp); err != nil {
+		err = c.apply(v, resp)
+		if resp.More {
+			continue // the version is acked after its last chunk
+		}
+		if err != nil {
 			c.log.Error("refusing config version, keeping the previous one", "version", resp.Version, "err", err)
 			ack.Error = err.Error()
 		}

@@ -1,13 +1,16 @@
 package configclient
 
 import (
+	"cmp"
 	"crypto/x509"
 	"fmt"
 	"maps"
+	"net/netip"
 	"reflect"
 	"slices"
 
 	"github.com/agentmesh/agentmesh/api/configapi"
+	"github.com/agentmesh/agentmesh/api/mesh"
 	"github.com/agentmesh/agentmesh/api/meshconfig"
 	"github.com/agentmesh/agentmesh/api/policy"
 )
@@ -15,6 +18,14 @@ import (
 // view mirrors the controller's view of this node on one stream. It
 // follows every version, accepted or not, because the next delta is
 // relative to what the controller sent.
+//
+// It also remembers what changed since the last accepted config (the dirty
+// sets), so that a delta costs in proportion to what it changes: the next
+// config is the accepted one with the changed entries replaced, checked
+// for what they could break (required fields, policy references, address
+// clashes with the rest). A full response, or anything the quick check
+// refuses, goes the whole way: the config is rebuilt and validated from the
+// mirror, as the first one was.
 type view struct {
 	full      bool
 	td        string
@@ -22,56 +33,118 @@ type view struct {
 	workloads map[string]meshconfig.Workload
 	services  map[string]meshconfig.Service
 	policies  map[string]policy.Policy // by namespace/name
+	refs      map[string]int           // policy key -> workloads of the mirror referring to it
+
+	// Since the last accepted config:
+	rebuild        bool            // a full response arrived
+	trust          bool            // trust domain or bundle changed
+	dirtyW, dirtyS map[string]bool // workloads and services upserted with new content or removed
+	dirtyP         map[string]bool // policies whose body changed, appeared or went
+	chunkErr       error           // a chunk of the version being received failed to merge
 }
 
 func newView() *view {
-	return &view{workloads: map[string]meshconfig.Workload{}, services: map[string]meshconfig.Service{},
-		policies: map[string]policy.Policy{}}
+	v := &view{workloads: map[string]meshconfig.Workload{}, services: map[string]meshconfig.Service{},
+		policies: map[string]policy.Policy{}, refs: map[string]int{}}
+	v.accepted()
+	return v
+}
+
+// accepted forgets what changed: the config built last is in force.
+func (v *view) accepted() {
+	v.rebuild, v.trust = false, false
+	v.dirtyW, v.dirtyS, v.dirtyP = map[string]bool{}, map[string]bool{}, map[string]bool{}
 }
 
 // merge applies one response to the mirror.
 func (v *view) merge(r *configapi.ConfigResponse) error {
 	if r.Full {
-		v.full = true
+		v.full, v.rebuild = true, true
 		clear(v.workloads)
 		clear(v.services)
 		clear(v.policies)
+		clear(v.refs)
 	} else if !v.full {
 		return errNoSnapshot
 	}
+	if v.td != r.TrustDomain || !slices.Equal(v.bundle, r.TrustBundlePEM) {
+		v.trust = true
+	}
 	v.td, v.bundle = r.TrustDomain, r.TrustBundlePEM
+	touched := map[string]bool{} // policies whose reference count changed
 	for _, uid := range r.RemovedWorkloads {
-		delete(v.workloads, uid)
+		if old, ok := v.workloads[uid]; ok {
+			v.count(old, -1, touched)
+			delete(v.workloads, uid)
+			v.dirtyW[uid] = true
+		}
 	}
 	for _, w := range r.Workloads {
+		old, ok := v.workloads[w.UID]
+		if ok && reflect.DeepEqual(old, w) {
+			continue
+		}
+		if ok {
+			v.count(old, -1, touched)
+		}
+		v.count(w, +1, touched)
 		v.workloads[w.UID] = w
+		v.dirtyW[w.UID] = true
 	}
 	for _, k := range r.RemovedServices {
-		delete(v.services, k)
+		if _, ok := v.services[k]; ok {
+			delete(v.services, k)
+			v.dirtyS[k] = true
+		}
 	}
 	for _, s := range r.Services {
-		v.services[s.Key()] = s
+		if old, ok := v.services[s.Key()]; !ok || !reflect.DeepEqual(old, s) {
+			v.services[s.Key()] = s
+			v.dirtyS[s.Key()] = true
+		}
 	}
 	for _, p := range r.Policies {
-		v.policies[p.Key()] = p
+		if old, ok := v.policies[p.Key()]; !ok || !reflect.DeepEqual(old, p) {
+			v.policies[p.Key()] = p
+			v.dirtyP[p.Key()] = true
+		}
+		touched[p.Key()] = true
 	}
-	v.dropUnreferenced()
+	v.dropUnreferenced(touched)
 	return nil
 }
 
-// dropUnreferenced forgets the policies no workload refers to any more
-// (the controller sends a policy again with any workload that comes to
-// refer to it).
-func (v *view) dropUnreferenced() {
-	used := map[string]bool{}
-	for _, w := range v.workloads {
-		if w.Authz != nil {
-			for _, ref := range w.Authz.PolicyRefs {
-				used[ref] = true
-			}
+// count adds d to the reference count of every policy w refers to and
+// notes them in touched.
+func (v *view) count(w meshconfig.Workload, d int, touched map[string]bool) {
+	if w.Authz == nil {
+		return
+	}
+	for _, ref := range w.Authz.PolicyRefs {
+		v.refs[ref] += d
+		touched[ref] = true
+	}
+}
+
+// dropUnreferenced forgets the policies among keys that no workload refers
+// to any more (the controller sends a policy again with any workload that
+// comes to refer to it).
+func (v *view) dropUnreferenced(keys map[string]bool) {
+	for k := range keys {
+		if v.refs[k] > 0 {
+			continue
+		}
+		delete(v.refs, k)
+		if _, ok := v.policies[k]; ok {
+			delete(v.policies, k)
+			v.dirtyP[k] = true
 		}
 	}
-	maps.DeleteFunc(v.policies, func(k string, _ policy.Policy) bool { return !used[k] })
+}
+
+// changed reports whether anything differs from the accepted config.
+func (v *view) changed() bool {
+	return v.rebuild || v.trust || len(v.dirtyW)+len(v.dirtyS)+len(v.dirtyP) > 0
 }
 
 // config builds the Config of the mirror, sorted.
@@ -83,43 +156,166 @@ func (v *view) config() *meshconfig.Config {
 	for _, k := range slices.Sorted(maps.Keys(v.services)) {
 		c.Services = append(c.Services, v.services[k])
 	}
-	for _, k := range slices.Sorted(maps.Keys(v.policies)) {
-		c.Policies = append(c.Policies, v.policies[k])
-	}
+	c.Policies = v.policyList()
 	return c
 }
 
-// apply merges r and hands the result to the callbacks. An error means the
-// version is refused; the previous config stays in force.
-func (c *Client) apply(v *view, r *configapi.ConfigResponse) error {
-	if err := v.merge(r); err != nil {
-		return err
+func (v *view) policyList() []policy.Policy {
+	var out []policy.Policy
+	for _, k := range slices.Sorted(maps.Keys(v.policies)) {
+		out = append(out, v.policies[k])
+	}
+	return out
+}
+
+// built is a validated config and the address index that goes with it.
+type built struct {
+	cfg    *meshconfig.Config
+	owners map[netip.Addr]string // address -> uid of the workload holding it
+}
+
+// build returns the next config: the accepted one (prev) patched with
+// what changed, or rebuilt from the mirror when there is no accepted one,
+// a full response arrived, or the patch fails its check (then the full
+// validation decides, and its error is the one reported).
+func (v *view) build(prev *built) (*built, error) {
+	if prev != nil && !v.rebuild {
+		if b, ok := v.patch(prev); ok {
+			return b, nil
+		}
 	}
 	cfg := v.config()
 	if err := cfg.Validate(); err != nil {
-		return fmt.Errorf("invalid config: %w", err)
+		return nil, fmt.Errorf("invalid config: %w", err)
 	}
-	pool, err := parseBundle(v.bundle)
+	b := &built{cfg: cfg, owners: make(map[netip.Addr]string, len(cfg.Workloads))}
+	for i := range cfg.Workloads {
+		for _, ip := range cfg.Workloads[i].IPs {
+			b.owners[ip.Unmap()] = cfg.Workloads[i].UID
+		}
+	}
+	return b, nil
+}
+
+// patch is prev with the dirty entries replaced; ok is false when they do
+// not pass Validate's checks on their own or clash with the rest.
+func (v *view) patch(prev *built) (*built, bool) {
+	td := cmp.Or(v.td, mesh.DefaultTrustDomain)
+	policies := v.policyList()
+	redo := maps.Clone(v.dirtyW) // workloads to take from the mirror again
+	if len(v.dirtyP) > 0 {
+		for uid, w := range v.workloads {
+			if w.Authz != nil && slices.ContainsFunc(w.Authz.PolicyRefs, func(k string) bool { return v.dirtyP[k] }) {
+				redo[uid] = true
+			}
+		}
+	}
+	// The changed workloads, checked (fields, duplicates, references) and
+	// resolved by Validate on their own.
+	part := &meshconfig.Config{TrustDomain: td, Policies: policies}
+	for _, uid := range slices.Sorted(maps.Keys(redo)) {
+		if w, ok := v.workloads[uid]; ok {
+			part.Workloads = append(part.Workloads, w)
+		}
+	}
+	if part.Validate() != nil {
+		return nil, false
+	}
+	for i := range part.Workloads {
+		for _, ip := range part.Workloads[i].IPs {
+			if o, ok := prev.owners[ip.Unmap()]; ok && o != part.Workloads[i].UID && !redo[o] {
+				return nil, false
+			}
+		}
+	}
+	cfg := &meshconfig.Config{TrustDomain: td, Policies: policies,
+		Workloads: mergeSorted(prev.cfg.Workloads, part.Workloads, redo, func(w *meshconfig.Workload) string { return w.UID })}
+	var svcs []meshconfig.Service
+	for _, k := range slices.Sorted(maps.Keys(v.dirtyS)) {
+		if s, ok := v.services[k]; ok {
+			svcs = append(svcs, s)
+		}
+	}
+	cfg.Services = mergeSorted(prev.cfg.Services, svcs, v.dirtyS, (*meshconfig.Service).Key)
+	owners := maps.Clone(prev.owners)
+	maps.DeleteFunc(owners, func(_ netip.Addr, uid string) bool { return redo[uid] })
+	for i := range part.Workloads {
+		for _, ip := range part.Workloads[i].IPs {
+			owners[ip.Unmap()] = part.Workloads[i].UID
+		}
+	}
+	return &built{cfg: cfg, owners: owners}, true
+}
+
+// mergeSorted returns old (sorted by key) without the entries whose key is
+// in drop, merged with add (sorted by key, keys in drop).
+func mergeSorted[T any](old, add []T, drop map[string]bool, key func(*T) string) []T {
+	out := make([]T, 0, len(old)+len(add))
+	j := 0
+	for i := range old {
+		k := key(&old[i])
+		for j < len(add) && key(&add[j]) < k {
+			out = append(out, add[j])
+			j++
+		}
+		if !drop[k] {
+			out = append(out, old[i])
+		}
+	}
+	if out = append(out, add[j:]...); len(out) == 0 {
+		return nil // as the full build has it
+	}
+	return out
+}
+
+// apply merges r and, after the last chunk of a version, hands the result
+// to the callbacks. An error means the version is refused; the previous
+// config stays in force.
+func (c *Client) apply(v *view, r *configapi.ConfigResponse) error {
+	if err := v.merge(r); err != nil {
+		v.chunkErr = err
+	}
+	if r.More {
+		return nil
+	}
+	if err := v.chunkErr; err != nil {
+		v.chunkErr = nil
+		return err
+	}
+	if !v.changed() && c.accepted != nil {
+		return nil
+	}
+	b, err := v.build(c.accepted)
 	if err != nil {
 		return err
 	}
-	if old := c.bundle.Load(); old == nil || !old.Equal(pool) {
-		c.bundle.Store(pool)
-		if c.o.OnTrustBundle != nil {
-			c.o.OnTrustBundle(pool)
+	if v.trust || c.bundle.Load() == nil {
+		pool, err := parseBundle(v.bundle)
+		if err != nil {
+			return err
+		}
+		if old := c.bundle.Load(); old == nil || !old.Equal(pool) {
+			c.bundle.Store(pool)
+			if c.o.OnTrustBundle != nil {
+				c.o.OnTrustBundle(pool)
+			}
 		}
 	}
-	if c.accepted != nil && reflect.DeepEqual(c.accepted, cfg) {
-		return nil // e.g. the snapshot after a reconnect: nothing new
+	if c.accepted != nil && v.rebuild && reflect.DeepEqual(c.accepted.cfg, b.cfg) {
+		// e.g. the snapshot after a reconnect: nothing new
+		c.accepted = b
+		v.accepted()
+		return nil
 	}
 	if c.o.OnConfig != nil {
-		if err := c.o.OnConfig(cfg); err != nil {
+		if err := c.o.OnConfig(b.cfg); err != nil {
 			return err
 		}
 	}
-	c.accepted = cfg
+	c.accepted = b
+	v.accepted()
 	c.log.Info("applied config", "version", r.Version, "full", r.Full,
-		"workloads", len(cfg.Workloads), "services", len(cfg.Services), "policies", len(cfg.Policies))
+		"workloads", len(b.cfg.Workloads), "services", len(b.cfg.Services), "policies", len(b.cfg.Policies))
 	return nil
 }
 
