@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"net/http"
 	"strings"
-	"sync/atomic"
 
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -13,13 +12,13 @@ import (
 	"github.com/agentmesh/agentmesh/api/spiffe"
 	"github.com/agentmesh/agentmesh/controller/api/v1alpha1"
 	"github.com/agentmesh/agentmesh/controller/debug"
-	"github.com/agentmesh/agentmesh/controller/view"
+	"github.com/agentmesh/agentmesh/controller/stream"
 )
 
-// debugWorkload serves debug.WorkloadPath from the latest snapshot and the
+// debugWorkload serves debug.WorkloadPath from the hub's view and the
 // AgentPolicy cache.
 type debugWorkload struct {
-	snap   *atomic.Pointer[view.Snapshot]
+	hub    *stream.Hub
 	policy func(namespace, name string) *v1alpha1.AgentPolicy
 }
 
@@ -29,12 +28,13 @@ func (d debugWorkload) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "want ?pod=<namespace>/<name>", http.StatusBadRequest)
 		return
 	}
-	s := d.snap.Load()
-	if s == nil {
+	select {
+	case <-d.hub.Ready():
+	default:
 		http.Error(w, "no view yet: informer caches not synced", http.StatusServiceUnavailable)
 		return
 	}
-	doc, found := d.describe(s, ns, name)
+	doc, found := d.describe(ns, name)
 	if !found {
 		http.Error(w, "pod "+ns+"/"+name+" is not in the controller's view (no such pod, or it has no address yet, is host-network or finished)", http.StatusNotFound)
 		return
@@ -45,22 +45,19 @@ func (d debugWorkload) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	enc.Encode(doc)
 }
 
-func (d debugWorkload) describe(s *view.Snapshot, ns, name string) (debug.Workload, bool) {
-	for i := range s.Workloads {
-		wl := &s.Workloads[i]
-		if wl.Namespace != ns || wl.Name != name {
-			continue
-		}
-		doc := debug.Workload{Workload: *wl, Node: wl.Node, Policies: []debug.Policy{},
-			Identity: spiffe.New(s.TrustDomain, wl.Namespace, wl.ServiceAccount).String()}
-		if doc.Workload.Authz = s.ResolvedAuthz(wl); doc.Workload.Authz != nil {
-			for _, p := range doc.Workload.Authz.Policies {
-				doc.Policies = append(doc.Policies, d.policyDoc(p.Namespace, p.Name, string(p.Action)))
-			}
-		}
-		return doc, true
+func (d debugWorkload) describe(ns, name string) (debug.Workload, bool) {
+	wl, td, ok := d.hub.Workload(ns, name)
+	if !ok {
+		return debug.Workload{}, false
 	}
-	return debug.Workload{}, false
+	doc := debug.Workload{Workload: wl, Node: wl.Node, Policies: []debug.Policy{},
+		Identity: spiffe.New(td, wl.Namespace, wl.ServiceAccount).String()}
+	if doc.Workload.Authz != nil {
+		for _, p := range doc.Workload.Authz.Policies {
+			doc.Policies = append(doc.Policies, d.policyDoc(p.Namespace, p.Name, string(p.Action)))
+		}
+	}
+	return doc, true
 }
 
 func (d debugWorkload) policyDoc(ns, name, action string) debug.Policy {

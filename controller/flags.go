@@ -31,6 +31,8 @@ type options struct {
 	renewDeadline time.Duration
 	retryPeriod   time.Duration
 	debounce      time.Duration
+	kubeQPS       float64
+	kubeBurst     int
 	cpuProfile    string
 	allocProfile  string
 	log           logging.Flags
@@ -57,7 +59,9 @@ func parseFlags(args []string, stdout io.Writer) (*options, error) {
 	fs.DurationVar(&o.leaseDuration, "lease-duration", 15*time.Second, "leader election lease duration")
 	fs.DurationVar(&o.renewDeadline, "renew-deadline", 10*time.Second, "leader election renew deadline")
 	fs.DurationVar(&o.retryPeriod, "retry-period", 2*time.Second, "leader election retry period")
-	fs.DurationVar(&o.debounce, "debounce", 100*time.Millisecond, "quiet time after a burst of changes before views are recomputed")
+	fs.DurationVar(&o.debounce, "debounce", 100*time.Millisecond, "batching of changes: a change after this long without one goes to the nodes at once; the changes that follow within it are gathered until it passes without one (at most 1s)")
+	fs.Float64Var(&o.kubeQPS, "kube-api-qps", 80, "requests per second to the Kubernetes API (client-side limit); TokenReviews of connecting nodes have a limiter of their own of this rate")
+	fs.IntVar(&o.kubeBurst, "kube-api-burst", 160, "burst of requests to the Kubernetes API above --kube-api-qps (also for TokenReviews, separately)")
 	fs.StringVar(&o.cpuProfile, "cpu-profile", "", "write a CPU profile of the whole run to this file (go tool pprof; for benchmarks)")
 	fs.StringVar(&o.allocProfile, "alloc-profile", "", "write an allocation profile to this file at exit (go tool pprof; for benchmarks)")
 	o.log.Register(fs)
@@ -77,6 +81,8 @@ func (o *options) check() error {
 		return fmt.Errorf("--namespace, --ca-secret and --trust-domain must not be empty")
 	case len(o.nodeSAs) == 0:
 		return fmt.Errorf("--node-service-accounts must name at least one service account")
+	case o.kubeQPS <= 0 || o.kubeBurst < 1:
+		return fmt.Errorf("--kube-api-qps and --kube-api-burst must be positive")
 	case o.certLifetime < time.Minute:
 		return fmt.Errorf("--cert-lifetime %s is too short", o.certLifetime)
 	case o.leaderElect && o.identity == "":

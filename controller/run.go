@@ -72,7 +72,15 @@ func Run(ctx context.Context, args []string, stdout io.Writer) (err error) {
 	if err != nil {
 		return err
 	}
+	cfg.QPS, cfg.Burst = float32(o.kubeQPS), o.kubeBurst
 	client, err := kubernetes.NewForConfig(cfg)
+	if err != nil {
+		return fmt.Errorf("kubernetes client: %w", err)
+	}
+	// TokenReviews get a rate limiter of their own: a hundred nodes
+	// reconnecting at once (a controller restart) must neither wait behind
+	// status writes nor starve them.
+	reviewClient, err := kubernetes.NewForConfig(rest.CopyConfig(cfg))
 	if err != nil {
 		return fmt.Errorf("kubernetes client: %w", err)
 	}
@@ -84,7 +92,7 @@ func Run(ctx context.Context, args []string, stdout io.Writer) (err error) {
 	if err != nil {
 		return fmt.Errorf("listen: %w", err)
 	}
-	return run(ctx, o, deps{client: client, dynamic: dyn, reviewer: auth.KubeReviewer{Client: client}, listener: lis, log: log})
+	return run(ctx, o, deps{client: client, dynamic: dyn, reviewer: auth.KubeReviewer{Client: reviewClient}, listener: lis, log: log})
 }
 
 func restConfig(kubeconfig string) (*rest.Config, error) {
@@ -167,7 +175,7 @@ func run(ctx context.Context, o *options, d deps) error {
 		grpc:    gs,
 		hub:     hub,
 		streams: streams,
-		admin:   adminHandler(reg, streams, hub, l, o.identity, debugWorkload{snap: &out.latest, policy: watcher.Policy}),
+		admin:   adminHandler(reg, streams, hub, l, o.identity, debugWorkload{hub: hub, policy: watcher.Policy}),
 	})
 }
 

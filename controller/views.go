@@ -1,30 +1,32 @@
 package controller
 
 import (
-	"sync/atomic"
-
 	"github.com/agentmesh/agentmesh/controller/policystatus"
 	"github.com/agentmesh/agentmesh/controller/stream"
 	"github.com/agentmesh/agentmesh/controller/view"
 )
 
-// views is the watcher's view.Sink: it takes every snapshot to the hub
-// (the nodes' config streams), the policy status writer and the debug
-// endpoint (latest), and every deleted Node to the stream server, which
+// views is the watcher's view.DeltaSink: it takes every change to the hub
+// (the nodes' config streams) and the policy states and warnings to the
+// policy status writer, and every deleted Node to the stream server, which
 // ends that node's streams.
 type views struct {
 	hub      *stream.Hub
 	statuses *policystatus.Writer
 	streams  *stream.Server
-	latest   atomic.Pointer[view.Snapshot] // nil until the caches synced
 }
 
-var _ view.Sink = (*views)(nil)
+var _ view.DeltaSink = (*views)(nil)
 
-// Snapshot hands s on, on the watcher's goroutine.
+// Changed hands d and st on, on the watcher's goroutine.
+func (v *views) Changed(d *view.Delta, st view.Status) {
+	v.hub.Apply(d)
+	v.statuses.SetStatus(st)
+}
+
+// Snapshot hands s on (the watcher calls Changed instead).
 func (v *views) Snapshot(s *view.Snapshot) {
 	v.hub.Update(s)
-	v.latest.Store(s)
 	v.statuses.Update(s)
 }
 

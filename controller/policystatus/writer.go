@@ -45,8 +45,8 @@ type Writer struct {
 	kick  chan struct{} // cap 1
 	leads atomic.Bool   // this replica may write now
 
-	mu   sync.Mutex
-	snap *view.Snapshot // guarded by mu: the latest
+	mu     sync.Mutex
+	status *view.Status // guarded by mu: the latest
 
 	written map[string]write            // Run only: policy UID -> our last write
 	emitted map[string]metav1.Condition // Run only: policy UID -> condition of the last event
@@ -69,8 +69,14 @@ func New(o Options) *Writer {
 
 // Update hands over a new snapshot; it never blocks.
 func (w *Writer) Update(s *view.Snapshot) {
+	w.SetStatus(view.Status{Policies: s.Policies, Warnings: s.Warnings})
+}
+
+// SetStatus hands over the view's new policy states and warnings; it never
+// blocks.
+func (w *Writer) SetStatus(st view.Status) {
 	w.mu.Lock()
-	w.snap = s
+	w.status = &st
 	w.mu.Unlock()
 	w.Kick()
 }
@@ -123,7 +129,7 @@ func (w *Writer) Run(ctx context.Context) {
 
 func (w *Writer) sync(ctx context.Context) error {
 	w.mu.Lock()
-	s := w.snap
+	s := w.status
 	w.mu.Unlock()
 	if s == nil {
 		return nil

@@ -542,3 +542,33 @@ type wlChange struct{ old, new *meshconfig.Workload } // nil: absent
 func (c *change) empty() bool {
 	return !c.trust && len(c.workloads) == 0 && len(c.services) == 0 && len(c.policies) == 0
 }
+
+// Workload returns the workload namespace/name of the view (the first by
+// UID if there were two), its Authz with the policies it refers to resolved
+// into Policies (as its node resolves them), and the trust domain; ok is
+// false when the view has no such workload. It looks at every workload:
+// for debugging.
+func (h *Hub) Workload(namespace, name string) (w meshconfig.Workload, trustDomain string, ok bool) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.cur == nil || h.cur.empty {
+		return w, "", false
+	}
+	var found *meshconfig.Workload
+	for _, x := range h.cur.workloads {
+		if x.Namespace == namespace && x.Name == name && (found == nil || x.UID < found.UID) {
+			found = x
+		}
+	}
+	if found == nil {
+		return w, h.cur.td, false
+	}
+	w = *found
+	if a := found.Authz; a != nil {
+		t := *a
+		t.Policies, t.PolicyRefs = slices.Clone(a.Policies), nil
+		t.Policies = append(t.Policies, h.cur.policyBodies(a.PolicyRefs)...)
+		w.Authz = &t
+	}
+	return w, h.cur.td, true
+}

@@ -55,24 +55,41 @@ type Inputs struct {
 
 // Compute builds the snapshot of in.
 func Compute(in Inputs) *Snapshot {
-	enabled := map[string]bool{}
-	for _, ns := range in.Namespaces {
-		enabled[ns.Name] = ns.Labels[DataplaneLabel] == DataplaneEnabled
-	}
-	s := &Snapshot{TrustDomain: in.TrustDomain, Workloads: workloads(in.Pods, enabled)}
-	pods := make(map[string]*corev1.Pod, len(in.Pods))
-	for _, p := range in.Pods {
-		pods[string(p.UID)] = p
-	}
-	s.Services = services(in.Services, in.Slices, pods)
-	authorize(s, in, pods)
+	s, _ := computeFull(in)
 	return s
+}
+
+// computeFull builds the snapshot of in and the indexes a Model keeps.
+func computeFull(in Inputs) (*Snapshot, *fullIndex) {
+	x := &fullIndex{enabled: map[string]bool{}, pods: make(map[string]*corev1.Pod, len(in.Pods))}
+	for _, ns := range in.Namespaces {
+		x.enabled[ns.Name] = ns.Labels[DataplaneLabel] == DataplaneEnabled
+	}
+	s := &Snapshot{TrustDomain: in.TrustDomain}
+	s.Workloads, x.conflicts = workloads(in.Pods, x.enabled)
+	for _, p := range in.Pods {
+		x.pods[string(p.UID)] = p
+	}
+	x.slices = slicesByService(in.Slices)
+	s.Services = services(in.Services, in.Slices, x.pods)
+	x.authz = authorize(s, in, x.pods)
+	return s, x
+}
+
+// fullIndex is what computeFull derived besides the snapshot.
+type fullIndex struct {
+	enabled   map[string]bool             // namespace -> enrolled
+	pods      map[string]*corev1.Pod      // every input pod by UID
+	slices    map[string][]*EndpointSlice // by service namespace/name
+	conflicts bool                        // a pod was left out: another holds its address
+	authz     *authzIndex
 }
 
 // workloads converts the pods that have addresses. When two live pods claim
 // one address (an address reused while the old pod terminates), the newer
-// pod keeps it and the older one is left out, so the view stays valid.
-func workloads(pods []*corev1.Pod, enabled map[string]bool) []meshconfig.Workload {
+// pod keeps it and the older one is left out, so the view stays valid;
+// conflicts reports that this happened.
+func workloads(pods []*corev1.Pod, enabled map[string]bool) (out []meshconfig.Workload, conflicts bool) {
 	cands := slices.Clone(pods)
 	slices.SortFunc(cands, func(a, b *corev1.Pod) int {
 		if c := b.CreationTimestamp.Compare(a.CreationTimestamp.Time); c != 0 {
@@ -81,10 +98,13 @@ func workloads(pods []*corev1.Pod, enabled map[string]bool) []meshconfig.Workloa
 		return cmp.Compare(a.UID, b.UID)
 	})
 	taken := map[netip.Addr]bool{}
-	var out []meshconfig.Workload
 	for _, p := range cands {
 		w, ok := workload(p, enabled[p.Namespace])
-		if !ok || slices.ContainsFunc(w.IPs, func(ip netip.Addr) bool { return taken[ip] }) {
+		if !ok {
+			continue
+		}
+		if slices.ContainsFunc(w.IPs, func(ip netip.Addr) bool { return taken[ip] }) {
+			conflicts = true
 			continue
 		}
 		for _, ip := range w.IPs {
@@ -93,7 +113,7 @@ func workloads(pods []*corev1.Pod, enabled map[string]bool) []meshconfig.Workloa
 		out = append(out, w)
 	}
 	slices.SortFunc(out, func(a, b meshconfig.Workload) int { return cmp.Compare(a.UID, b.UID) })
-	return out
+	return out, conflicts
 }
 
 // workload converts one pod; ok is false for pods the mesh does not see:

@@ -41,6 +41,9 @@ type compiled struct {
 	state    PolicyState
 	selector labels.Selector // nil: selects nothing
 	policy   policy.Policy
+	// usesWorkloads is set when the compiled peers depend on the
+	// workloads (a podSelector): a change to them recompiles it.
+	usesWorkloads bool
 }
 
 // compilePolicies compiles every policy once, sorted by namespace/name.
@@ -60,6 +63,24 @@ func compilePolicies(ps []*v1alpha1.AgentPolicy, r compile.Resolver) []compiled 
 }
 
 func compileOne(p *v1alpha1.AgentPolicy, r compile.Resolver) compiled {
+	dr := &depResolver{Resolver: r}
+	c := compileWith(p, dr)
+	c.usesWorkloads = dr.workloads
+	return c
+}
+
+// depResolver notes whether compiling asked about workloads.
+type depResolver struct {
+	compile.Resolver
+	workloads bool
+}
+
+func (d *depResolver) Workloads(ns policy.Set[string], sel labels.Selector) []string {
+	d.workloads = true
+	return d.Resolver.Workloads(ns, sel)
+}
+
+func compileWith(p *v1alpha1.AgentPolicy, r compile.Resolver) compiled {
 	c := compiled{state: PolicyState{Namespace: p.Namespace, Name: p.Name, UID: string(p.UID),
 		Generation: p.Generation, Enforced: policy.Action(p.Spec.Action), L7: l7Rules(p)}}
 	sel, err := metav1.LabelSelectorAsSelector(&p.Spec.PodSelector)

@@ -10,7 +10,6 @@ import (
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/dynamic/dynamicinformer"
-	"k8s.io/client-go/tools/cache"
 
 	"github.com/agentmesh/agentmesh/controller/api/v1alpha1"
 )
@@ -39,9 +38,7 @@ func (w *Watcher) watchPolicies(dyn dynamic.Interface) error {
 	if err := inf.SetTransform(w.toPolicy); err != nil {
 		return fmt.Errorf("set agentpolicy transform: %w", err)
 	}
-	if _, err := inf.AddEventHandler(cache.ResourceEventHandlerFuncs{
-		AddFunc: func(any) { w.poke() }, UpdateFunc: func(any, any) { w.poke() }, DeleteFunc: func(any) { w.poke() },
-	}); err != nil {
+	if _, err := inf.AddEventHandler(w.handler(func(obj any, d *Dirty) { d.Policies = addKey(d.Policies, obj) })); err != nil {
 		return fmt.Errorf("add agentpolicy event handler: %w", err)
 	}
 	w.policies = inf.GetIndexer()

@@ -25,25 +25,58 @@ type EndpointSlice = discoveryv1.EndpointSlice
 // mesh. A host-network pod's endpoint is an address of its node, outside
 // the mesh: it names no workload.
 func services(svcs []*corev1.Service, eps []*EndpointSlice, pods map[string]*corev1.Pod) []meshconfig.Service {
-	bySvc := map[string][]*EndpointSlice{}
-	for _, s := range eps {
-		name := s.Labels[discoveryv1.LabelServiceName]
-		if name != "" {
-			bySvc[s.Namespace+"/"+name] = append(bySvc[s.Namespace+"/"+name], s)
-		}
-	}
+	bySvc := slicesByService(eps)
 	out := make([]meshconfig.Service, 0, len(svcs))
 	for _, svc := range svcs {
-		if svc.Spec.Type == corev1.ServiceTypeExternalName {
-			// Only its name: the node's DNS knows it exists.
-			out = append(out, meshconfig.Service{Name: svc.Name, Namespace: svc.Namespace, ExternalName: cmp.Or(svc.Spec.ExternalName, ".")})
-			continue
-		}
-		ms := meshconfig.Service{Name: svc.Name, Namespace: svc.Namespace, VIPs: vips(svc), Ports: ports(svc)}
-		ms.Endpoints = endpoints(bySvc[ms.Key()], pods)
-		out = append(out, ms)
+		out = append(out, serviceOf(svc, bySvc[svc.Namespace+"/"+svc.Name], pods))
 	}
 	slices.SortFunc(out, func(a, b meshconfig.Service) int { return cmp.Compare(a.Key(), b.Key()) })
+	return out
+}
+
+// slicesByService groups slices by the namespace/name of their Service.
+func slicesByService(eps []*EndpointSlice) map[string][]*EndpointSlice {
+	bySvc := map[string][]*EndpointSlice{}
+	for _, s := range eps {
+		if k := sliceService(s); k != "" {
+			bySvc[k] = append(bySvc[k], s)
+		}
+	}
+	return bySvc
+}
+
+// sliceService is the namespace/name of s's Service, "" if it names none.
+func sliceService(s *EndpointSlice) string {
+	name := s.Labels[discoveryv1.LabelServiceName]
+	if name == "" {
+		return ""
+	}
+	return s.Namespace + "/" + name
+}
+
+// serviceOf converts one service with the endpoints of its slices; an
+// ExternalName one by its name only.
+func serviceOf(svc *corev1.Service, eps []*EndpointSlice, pods map[string]*corev1.Pod) meshconfig.Service {
+	if svc.Spec.Type == corev1.ServiceTypeExternalName {
+		// Only its name: the node's DNS knows it exists.
+		return meshconfig.Service{Name: svc.Name, Namespace: svc.Namespace, ExternalName: cmp.Or(svc.Spec.ExternalName, ".")}
+	}
+	ms := meshconfig.Service{Name: svc.Name, Namespace: svc.Namespace, VIPs: vips(svc), Ports: ports(svc)}
+	ms.Endpoints = endpoints(eps, pods)
+	return ms
+}
+
+// slicePods are the UIDs of the pods eps name, whether or not they are
+// endpoints now: a change to one of those pods can change the service.
+func slicePods(eps []*EndpointSlice) []string {
+	var out []string
+	for _, s := range eps {
+		for _, e := range s.Endpoints {
+			if e.TargetRef != nil && e.TargetRef.Kind == "Pod" && e.TargetRef.UID != "" {
+				out = append(out, string(e.TargetRef.UID))
+			}
+		}
+	}
 	return out
 }
 

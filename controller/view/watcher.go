@@ -5,9 +5,11 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"sync"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/dynamic/dynamicinformer"
@@ -16,6 +18,8 @@ import (
 	corelisters "k8s.io/client-go/listers/core/v1"
 	discoverylisters "k8s.io/client-go/listers/discovery/v1"
 	"k8s.io/client-go/tools/cache"
+
+	"github.com/agentmesh/agentmesh/controller/api/v1alpha1"
 )
 
 // nodeIndex indexes pods by spec.nodeName.
@@ -24,8 +28,10 @@ const nodeIndex = "node"
 // Options configure a Watcher.
 type Options struct {
 	TrustDomain string
-	// Debounce is how long a burst of events must be quiet before the view
-	// is recomputed (default 100ms); MaxDelay bounds the wait (default 1s).
+	// Debounce and MaxDelay shape how changes are batched (default 100ms
+	// and 1s): a change after Debounce without one goes out at once; the
+	// changes that follow it within Debounce are gathered until Debounce
+	// passes without one, or MaxDelay after the first.
 	Debounce, MaxDelay time.Duration
 	// ResyncPeriod of the informers (0: none).
 	ResyncPeriod time.Duration
@@ -34,13 +40,23 @@ type Options struct {
 
 // Sink takes what a Watcher produces.
 type Sink interface {
-	// Snapshot receives every computed snapshot, the first once the caches
-	// have synced. It is called from Run's goroutine, one at a time.
+	// Snapshot receives the whole view after every change, the first once
+	// the caches have synced. It is called from Run's goroutine, one at a
+	// time. A sink that also implements DeltaSink gets Changed instead.
 	Snapshot(*Snapshot)
 	// NodeDeleted is called with the name of every deleted Node, after the
 	// cache has dropped it (so NodeExists is already false). It runs on an
 	// informer goroutine and must not block.
 	NodeDeleted(node string)
+}
+
+// DeltaSink is a Sink that takes what each change changed instead of the
+// whole view: the first Delta carries every object.
+type DeltaSink interface {
+	Sink
+	// Changed is called from Run's goroutine, one at a time; d's objects
+	// are never modified afterwards.
+	Changed(d *Delta, st Status)
 }
 
 // Watcher runs shared informers on Namespaces, Pods, Services,
@@ -64,6 +80,9 @@ type Watcher struct {
 	policies      cache.Indexer
 	synced        []cache.InformerSynced
 	kick          chan struct{} // cap 1: something changed
+
+	mu    sync.Mutex
+	dirty Dirty // guarded by mu: what changed since the last update
 }
 
 // NewWatcher prepares informers on client, and on dyn for AgentPolicies;
@@ -89,14 +108,19 @@ func NewWatcher(client kubernetes.Interface, dyn dynamic.Interface, o Options) (
 	w.nss = f.Core().V1().Namespaces().Lister()
 	w.svcs = f.Core().V1().Services().Lister()
 	w.slices = f.Discovery().V1().EndpointSlices().Lister()
-	for _, inf := range []cache.SharedIndexInformer{w.podInf, f.Core().V1().Namespaces().Informer(),
-		f.Core().V1().Services().Informer(), f.Discovery().V1().EndpointSlices().Informer()} {
-		if _, err := inf.AddEventHandler(cache.ResourceEventHandlerFuncs{
-			AddFunc: func(any) { w.poke() }, UpdateFunc: func(any, any) { w.poke() }, DeleteFunc: func(any) { w.poke() },
-		}); err != nil {
+	for _, h := range []struct {
+		inf  cache.SharedIndexInformer
+		keys func(obj any, d *Dirty)
+	}{
+		{w.podInf, func(obj any, d *Dirty) { d.Pods = addKey(d.Pods, obj) }},
+		{f.Core().V1().Namespaces().Informer(), func(_ any, d *Dirty) { d.All = true }},
+		{f.Core().V1().Services().Informer(), func(obj any, d *Dirty) { d.Services = addKey(d.Services, obj) }},
+		{f.Discovery().V1().EndpointSlices().Informer(), func(obj any, d *Dirty) { d.Services = addSliceService(d.Services, obj) }},
+	} {
+		if _, err := h.inf.AddEventHandler(w.handler(h.keys)); err != nil {
 			return nil, fmt.Errorf("add event handler: %w", err)
 		}
-		w.synced = append(w.synced, inf.HasSynced)
+		w.synced = append(w.synced, h.inf.HasSynced)
 	}
 	w.watchGates(f)
 	if err := w.watchPolicies(dyn); err != nil {
@@ -113,6 +137,56 @@ func podNode(obj any) ([]string, error) {
 	return []string{p.Spec.NodeName}, nil
 }
 
+// handler notes the keys of every changed object (before and after an
+// update: a slice may move to another service) and wakes Run.
+func (w *Watcher) handler(keys func(obj any, d *Dirty)) cache.ResourceEventHandler {
+	note := func(objs ...any) {
+		w.mu.Lock()
+		for _, o := range objs {
+			keys(o, &w.dirty)
+		}
+		w.mu.Unlock()
+		w.poke()
+	}
+	return cache.ResourceEventHandlerFuncs{
+		AddFunc:    func(obj any) { note(obj) },
+		UpdateFunc: func(old, obj any) { note(old, obj) },
+		DeleteFunc: func(obj any) { note(obj) },
+	}
+}
+
+// addKey adds the namespace/name of obj (or of a deleted object's
+// tombstone) to set.
+func addKey(set map[string]bool, obj any) map[string]bool {
+	k, err := cache.DeletionHandlingMetaNamespaceKeyFunc(obj)
+	if err != nil || k == "" {
+		return set
+	}
+	if set == nil {
+		set = map[string]bool{}
+	}
+	set[k] = true
+	return set
+}
+
+// addSliceService adds the namespace/name of the Service of the slice obj.
+func addSliceService(set map[string]bool, obj any) map[string]bool {
+	if t, ok := obj.(cache.DeletedFinalStateUnknown); ok {
+		obj = t.Obj
+	}
+	s, ok := obj.(*EndpointSlice)
+	if !ok {
+		return set
+	}
+	if k := sliceService(s); k != "" {
+		if set == nil {
+			set = map[string]bool{}
+		}
+		set[k] = true
+	}
+	return set
+}
+
 func (w *Watcher) poke() {
 	select {
 	case w.kick <- struct{}{}:
@@ -120,9 +194,19 @@ func (w *Watcher) poke() {
 	}
 }
 
-// Run starts the informers, waits for their caches, then hands sink a
-// snapshot after every burst of changes, and every deleted Node, until ctx
-// is done. It returns after the informers have stopped. Call it once.
+// takeDirty returns what changed since the last call and forgets it.
+func (w *Watcher) takeDirty() Dirty {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	d := w.dirty
+	w.dirty = Dirty{}
+	return d
+}
+
+// Run starts the informers, waits for their caches, then brings the view
+// up to date after every batch of changes (see Options.Debounce) and hands
+// it to sink, and every deleted Node, until ctx is done. It returns after
+// the informers have stopped. Call it once.
 func (w *Watcher) Run(ctx context.Context, sink Sink) error {
 	if _, err := w.nodeInf.AddEventHandler(cache.ResourceEventHandlerFuncs{
 		DeleteFunc: func(obj any) { w.nodeDeleted(obj, sink) },
@@ -137,21 +221,41 @@ func (w *Watcher) Run(ctx context.Context, sink Sink) error {
 		return errors.New("wait for informer caches: " + context.Cause(ctx).Error())
 	}
 	w.o.Logger.Info("informer caches synced")
+	m := NewModel(listerSource{w})
+	w.takeDirty() // the first update reads everything
+	d := Dirty{All: true}
+	ds, deltas := sink.(DeltaSink)
 	for {
-		sink.Snapshot(w.Compute())
-		if !w.settle(ctx) {
+		start := time.Now()
+		delta := m.Update(d)
+		if deltas {
+			ds.Changed(delta, m.Status())
+		} else {
+			sink.Snapshot(m.Snapshot())
+		}
+		w.o.Logger.Debug("view updated", "took", time.Since(start), "full", d.All,
+			"pods", len(d.Pods), "services", len(d.Services), "policies", len(d.Policies),
+			"workloads_changed", len(delta.Workloads), "services_changed", len(delta.Services))
+		if !w.settle(ctx, start) {
 			return nil
 		}
+		d = w.takeDirty()
 	}
 }
 
-// settle waits for a change, then for the burst to be quiet for Debounce
-// (at most MaxDelay). It returns false when ctx is done.
-func (w *Watcher) settle(ctx context.Context) bool {
+// settle waits for a change. One that comes Debounce or more after the
+// last update (last) returns at once: a lone change is not delayed. One
+// that comes sooner is part of a burst: settle gathers until the burst has
+// been quiet for Debounce, at most MaxDelay. It returns false when ctx is
+// done.
+func (w *Watcher) settle(ctx context.Context, last time.Time) bool {
 	select {
 	case <-ctx.Done():
 		return false
 	case <-w.kick:
+	}
+	if time.Since(last) >= w.o.Debounce {
+		return true
 	}
 	deadline := time.NewTimer(w.o.MaxDelay)
 	defer deadline.Stop()
@@ -172,14 +276,40 @@ func (w *Watcher) settle(ctx context.Context) bool {
 }
 
 // Compute builds a snapshot from the informer caches now.
-func (w *Watcher) Compute() *Snapshot {
+func (w *Watcher) Compute() *Snapshot { return Compute(listerSource{w}.All()) }
+
+// listerSource is the Source over a Watcher's caches.
+type listerSource struct{ w *Watcher }
+
+func (l listerSource) All() Inputs {
+	w := l.w
 	in := Inputs{TrustDomain: w.o.TrustDomain}
 	in.Namespaces, _ = w.nss.List(labels.Everything())
 	in.Pods, _ = w.pods.List(labels.Everything())
 	in.Services, _ = w.svcs.List(labels.Everything())
 	in.Slices, _ = w.slices.List(labels.Everything())
 	in.Policies = w.listPolicies()
-	return Compute(in)
+	return in
+}
+
+func (l listerSource) Pod(namespace, name string) *corev1.Pod {
+	p, _ := l.w.pods.Pods(namespace).Get(name)
+	return p
+}
+
+func (l listerSource) Service(namespace, name string) *corev1.Service {
+	s, _ := l.w.svcs.Services(namespace).Get(name)
+	return s
+}
+
+func (l listerSource) ServiceSlices(namespace, service string) []*EndpointSlice {
+	sel := labels.SelectorFromSet(labels.Set{discoveryv1.LabelServiceName: service})
+	out, _ := l.w.slices.EndpointSlices(namespace).List(sel)
+	return out
+}
+
+func (l listerSource) Policy(namespace, name string) *v1alpha1.AgentPolicy {
+	return l.w.Policy(namespace, name)
 }
 
 // PodsOnNode returns the cached pods whose spec.nodeName is node. The

@@ -13,6 +13,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -23,6 +24,8 @@ import (
 
 // controller is the running controller binary.
 type controller struct {
+	o       Options
+	args    []string
 	cmd     *exec.Cmd
 	done    chan struct{} // closed when the process has been reaped
 	waitErr error         // set before done is closed
@@ -38,38 +41,51 @@ func startController(ctx context.Context, o Options, kubeconfig, dir string) (*c
 	if err != nil {
 		return nil, err
 	}
-	c := &controller{grpc: ports[0], admin: ports[1], logPath: filepath.Join(dir, "controller.log"), done: make(chan struct{})}
-	args := []string{"--kubeconfig", kubeconfig, "--namespace", lab.MeshNamespace, "--listen", c.grpc,
+	c := &controller{o: o, grpc: ports[0], admin: ports[1], logPath: filepath.Join(dir, "controller.log")}
+	c.args = []string{"--kubeconfig", kubeconfig, "--namespace", lab.MeshNamespace, "--listen", c.grpc,
 		"--serving-names", lab.ControllerServerName + ",127.0.0.1", "--metrics-addr", c.admin, "--id", "bench",
 		"--node-service-accounts", lab.MeshNamespace + "/" + lab.NodeServiceAccount, "--token-audience", lab.TokenAudience,
 		"--log-level", "warn"}
 	if o.Debounce > 0 {
-		args = append(args, "--debounce", o.Debounce.String())
+		c.args = append(c.args, "--debounce", o.Debounce.String())
 	}
-	if o.ProfileDir != "" {
-		if err := os.MkdirAll(o.ProfileDir, 0o755); err != nil {
-			return nil, fmt.Errorf("profile dir: %w", err)
-		}
-		args = append(args, "--cpu-profile", filepath.Join(o.ProfileDir, "controller.cpu.prof"),
-			"--alloc-profile", filepath.Join(o.ProfileDir, "controller.alloc.prof"))
+	if err := c.start(ctx, true); err != nil {
+		return nil, err
 	}
-	log, err := os.Create(c.logPath)
-	if err != nil {
-		return nil, fmt.Errorf("controller log: %w", err)
-	}
-	defer log.Close()
-	c.cmd = exec.Command(filepath.Join(o.BinDir, "controller"), args...)
-	c.cmd.Stdout, c.cmd.Stderr = log, log
-	c.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	if err := c.cmd.Start(); err != nil {
-		return nil, fmt.Errorf("start controller: %w", err)
-	}
-	go func() { c.waitErr = c.cmd.Wait(); close(c.done) }()
-	o.Logger.Info("started", "process", "controller", "pid", c.cmd.Process.Pid)
 	if err := c.waitReady(ctx); err != nil {
 		return nil, errors.Join(err, c.stop())
 	}
 	return c, nil
+}
+
+// start starts the controller process (again, after stop: same ports,
+// its log appended). Only the first run writes the profiles.
+func (c *controller) start(ctx context.Context, profile bool) error {
+	args := c.args
+	if profile && c.o.ProfileDir != "" {
+		if err := os.MkdirAll(c.o.ProfileDir, 0o755); err != nil {
+			return fmt.Errorf("profile dir: %w", err)
+		}
+		args = append(slices.Clone(args), "--cpu-profile", filepath.Join(c.o.ProfileDir, "controller.cpu.prof"),
+			"--alloc-profile", filepath.Join(c.o.ProfileDir, "controller.alloc.prof"))
+	}
+	log, err := os.OpenFile(c.logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		return fmt.Errorf("controller log: %w", err)
+	}
+	defer log.Close()
+	c.done = make(chan struct{})
+	c.cmd = exec.CommandContext(ctx, filepath.Join(c.o.BinDir, "controller"), args...)
+	c.cmd.Cancel = func() error { return c.cmd.Process.Signal(syscall.SIGTERM) }
+	c.cmd.Stdout, c.cmd.Stderr = log, log
+	c.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	if err := c.cmd.Start(); err != nil {
+		return fmt.Errorf("start controller: %w", err)
+	}
+	done := c.done
+	go func() { c.waitErr = c.cmd.Wait(); close(done) }()
+	c.o.Logger.Info("started", "process", "controller", "pid", c.cmd.Process.Pid)
+	return nil
 }
 
 func (c *controller) waitReady(ctx context.Context) error {

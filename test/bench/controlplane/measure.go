@@ -34,6 +34,23 @@ type Result struct {
 	// last node having received it (the ack follows OnConfig at once).
 	Update, Informer, First, Mesh []time.Duration
 	Acked                         int // changes the controller's /status showed acked by every node
+	// CPU time each party used while the nodes took the initial view, and
+	// during the measured changes.
+	InitialCPU, ChangesCPU CPU
+	// Burst: BurstSize changes sent back to back; from the first being
+	// sent until the first and the last node had the last one, and how
+	// many versions a node applied on the way.
+	BurstSize             int
+	BurstSend             time.Duration
+	BurstFirst, BurstLast time.Duration
+	BurstVersions         float64
+	// Restart: the controller stopped (a change made meanwhile) and
+	// started again with every node retrying; from the new process
+	// starting until its /readyz, the first and every node having the
+	// view with the change (the nodes' retry backoff included).
+	RestartStop                            time.Duration
+	RestartReady, RestartFirst, RestartAll time.Duration
+	RestartCPU                             CPU
 }
 
 // Measure runs the benchmark: control plane, objects, controller, node
@@ -123,6 +140,7 @@ func (r *run) prepare(ctx context.Context) error {
 
 func (r *run) withNodes(ctx context.Context, c *controller, caFile string) (err error) {
 	start := time.Now()
+	cpu := startCPU(r.pids(c))
 	ns, err := connectNodes(r.o, c, caFile, r.dir, r.o.Logger)
 	if err != nil {
 		return err
@@ -132,27 +150,126 @@ func (r *run) withNodes(ctx context.Context, c *controller, caFile string) (err 
 		return err
 	}
 	r.res.InitialSync = time.Since(start)
+	r.res.InitialCPU = cpu.stop()
 	s := ns.list[0].summary()
 	r.res.Workloads, r.res.Endpoints = s.workloads, s.endpoints
 	time.Sleep(r.o.Settle)
 	if r.res.RSS, r.res.HeapInuse, err = c.memory(ctx); err != nil {
 		return err
 	}
-	if err := r.changes(ctx, c, ns); err != nil {
-		return err
-	}
-	r.res.RSSAfter, r.res.HeapInuseAfter, err = c.memory(ctx)
-	return err
-}
-
-// changes makes the Service changes one at a time and times each.
-func (r *run) changes(ctx context.Context, c *controller, ns *nodes) error {
 	tns, tname := r.o.serviceRef(0)
 	inf, err := startInformer(ctx, r.client, tns, tname, ns.kick)
 	if err != nil {
 		return err
 	}
 	defer inf.Close()
+	cpu = startCPU(r.pids(c))
+	if err := r.changes(ctx, c, ns, inf); err != nil {
+		return err
+	}
+	r.res.ChangesCPU = cpu.stop()
+	r.res.RSSAfter, r.res.HeapInuseAfter, err = c.memory(ctx)
+	if err != nil {
+		return err
+	}
+	if err := r.burst(ctx, ns); err != nil {
+		return fmt.Errorf("burst: %w", err)
+	}
+	if err := r.restart(ctx, c, ns); err != nil {
+		return fmt.Errorf("controller restart: %w", err)
+	}
+	return nil
+}
+
+// pids are the processes whose CPU time the bench reports.
+func (r *run) pids(c *controller) map[string]int {
+	p := r.cp.PIDs()
+	p["controller"] = c.cmd.Process.Pid
+	return p
+}
+
+// burst sends BurstSize changes to the target service back to back and
+// times the last one's arrival on every node.
+func (r *run) burst(ctx context.Context, ns *nodes) error {
+	r.res.BurstSize = r.o.Changes
+	base := r.o.Changes
+	before := ns.applied()
+	start := time.Now()
+	for k := base + 1; k <= base+r.o.Changes; k++ {
+		if err := r.setMark(ctx, k); err != nil {
+			return err
+		}
+	}
+	r.res.BurstSend = time.Since(start)
+	last := base + r.o.Changes
+	var first, all time.Time
+	err := ns.wait(ctx, time.Minute, "every node to see the burst's last change", func() bool {
+		var ok bool
+		first, all, ok = ns.seen(last)
+		return ok
+	})
+	if err != nil {
+		return err
+	}
+	r.res.BurstFirst, r.res.BurstLast = first.Sub(start), all.Sub(start)
+	r.res.BurstVersions = float64(ns.applied()-before) / float64(len(ns.list))
+	return nil
+}
+
+// restart stops the controller, makes a change while it is away, starts
+// it again and times every node's stream getting the new view.
+func (r *run) restart(ctx context.Context, c *controller, ns *nodes) error {
+	stopped := time.Now()
+	if err := c.stop(); err != nil {
+		return err
+	}
+	r.res.RestartStop = time.Since(stopped)
+	k := 2*r.o.Changes + 1
+	if err := r.setMark(ctx, k); err != nil {
+		return err
+	}
+	start := time.Now()
+	if err := c.start(ctx, false); err != nil {
+		return err
+	}
+	cpu := startCPU(r.pids(c))
+	if err := c.waitReady(ctx); err != nil {
+		return err
+	}
+	r.res.RestartReady = time.Since(start)
+	var first, all time.Time
+	err := ns.wait(ctx, 2*time.Minute, "every node to have the view of the restarted controller", func() bool {
+		var ok bool
+		first, all, ok = ns.seen(k)
+		return ok
+	})
+	if err != nil {
+		return err
+	}
+	r.res.RestartCPU = cpu.stop()
+	r.res.RestartFirst, r.res.RestartAll = first.Sub(start), all.Sub(start)
+	return nil
+}
+
+// setMark makes the target service carry port bench-k (replacing the
+// previous mark).
+func (r *run) setMark(ctx context.Context, k int) error {
+	tns, tname := r.o.serviceRef(0)
+	svcs := r.client.CoreV1().Services(tns)
+	s, err := svcs.Get(ctx, tname, metav1.GetOptions{})
+	if err != nil {
+		return fmt.Errorf("get service: %w", err)
+	}
+	s.Spec.Ports = []corev1.ServicePort{s.Spec.Ports[0], {Name: markPrefix + strconv.Itoa(k), Port: int32(10000 + k),
+		TargetPort: intstr.FromInt32(int32(10000 + k)), Protocol: corev1.ProtocolTCP}}
+	if _, err := svcs.Update(ctx, s, metav1.UpdateOptions{}); err != nil {
+		return fmt.Errorf("update service: %w", err)
+	}
+	return nil
+}
+
+// changes makes the Service changes one at a time and times each.
+func (r *run) changes(ctx context.Context, c *controller, ns *nodes, inf *informer) error {
 	for k := 1; k <= r.o.Changes; k++ {
 		if err := r.change(ctx, c, ns, inf, k); err != nil {
 			return fmt.Errorf("change %d: %w", k, err)
@@ -165,21 +282,13 @@ func (r *run) changes(ctx context.Context, c *controller, ns *nodes) error {
 // waits until every node and the informer saw it and the controller shows
 // every node's ack, and records the times.
 func (r *run) change(ctx context.Context, c *controller, ns *nodes, inf *informer, k int) error {
-	tns, tname := r.o.serviceRef(0)
-	svcs := r.client.CoreV1().Services(tns)
-	s, err := svcs.Get(ctx, tname, metav1.GetOptions{})
-	if err != nil {
-		return fmt.Errorf("get service: %w", err)
-	}
-	s.Spec.Ports = []corev1.ServicePort{s.Spec.Ports[0], {Name: markPrefix + strconv.Itoa(k), Port: int32(10000 + k),
-		TargetPort: intstr.FromInt32(int32(10000 + k)), Protocol: corev1.ProtocolTCP}}
 	sent := time.Now()
-	if _, err := svcs.Update(ctx, s, metav1.UpdateOptions{}); err != nil {
-		return fmt.Errorf("update service: %w", err)
+	if err := r.setMark(ctx, k); err != nil {
+		return err
 	}
 	t0 := time.Now()
 	var first, last, seen time.Time
-	err = ns.wait(ctx, time.Minute, "every node to see the change", func() bool {
+	err := ns.wait(ctx, time.Minute, "every node to see the change", func() bool {
 		var ok1, ok2 bool
 		first, last, ok1 = ns.seen(k)
 		seen, ok2 = inf.marks.get(k)

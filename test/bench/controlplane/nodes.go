@@ -81,8 +81,9 @@ type node struct {
 	client *configclient.Client
 	marks  *marks
 
-	mu   sync.Mutex
-	last summary // guarded by mu
+	mu      sync.Mutex
+	last    summary // guarded by mu
+	applied int     // guarded by mu: configs applied
 }
 
 // onConfig records the config's summary and the change mark of the target
@@ -108,6 +109,7 @@ func (n *node) onConfig(c *meshconfig.Config) error {
 	}
 	n.mu.Lock()
 	n.last = s
+	n.applied++
 	n.mu.Unlock()
 	kickOf(n.marks.kick)
 	return nil
@@ -182,6 +184,17 @@ func (ns *nodes) synced(o Options) bool {
 		}
 	}
 	return true
+}
+
+// applied is the number of configs all nodes applied so far.
+func (ns *nodes) applied() int {
+	total := 0
+	for _, n := range ns.list {
+		n.mu.Lock()
+		total += n.applied
+		n.mu.Unlock()
+	}
+	return total
 }
 
 // seen is the first and the last time a node saw change k; ok is false

@@ -32,6 +32,26 @@ func WriteTable(w io.Writer, r *Result) {
 	fmt.Fprintf(w, "controller /status showed every node's ack for %d of %d changes\n", r.Acked, len(r.Mesh))
 	fmt.Fprintf(w, "ratio mesh/informer, both from the update being sent: p50 %s  p90 %s\n",
 		ratio(r, 0.5), ratio(r, 0.9))
+	if r.BurstSize > 0 {
+		fmt.Fprintf(w, "\nburst of %d changes sent back to back (in %v): the last on the first node %v and on every node %v after the first was sent; %.1f versions applied per node\n",
+			r.BurstSize, r.BurstSend.Round(time.Millisecond), r.BurstFirst.Round(time.Millisecond), r.BurstLast.Round(time.Millisecond), r.BurstVersions)
+	}
+	if r.RestartAll > 0 {
+		fmt.Fprintf(w, "controller restart with %d nodes connected (stopped in %v, a change made meanwhile): ready %v, first node %v, every node %v after the new process started (the nodes' retry backoff included)\n",
+			r.Nodes, r.RestartStop.Round(time.Millisecond), r.RestartReady.Round(time.Millisecond), r.RestartFirst.Round(time.Millisecond), r.RestartAll.Round(time.Millisecond))
+	}
+	fmt.Fprintf(w, "\n%-34s %9s %11s %11s %11s %11s\n", "CPU seconds used (2 cores shared)", "wall", "controller", "receivers", "apiserver", "etcd")
+	cpuRow(w, "initial view to every node", r.InitialCPU)
+	cpuRow(w, fmt.Sprintf("%d measured changes", len(r.Mesh)), r.ChangesCPU)
+	if r.RestartAll > 0 {
+		cpuRow(w, "restart until every node had it", r.RestartCPU)
+	}
+	fmt.Fprintln(w, "(receivers: this process, i.e. the in-process node stream clients decoding and applying, and the baseline informer)")
+}
+
+func cpuRow(w io.Writer, name string, c CPU) {
+	fmt.Fprintf(w, "%-34s %9.2f %11.2f %11.2f %11.2f %11.2f\n", name, c.Wall.Seconds(), c.Controller.Seconds(),
+		c.Receivers.Seconds(), c.APIServer.Seconds(), c.Etcd.Seconds())
 }
 
 func row(w io.Writer, name string, d []time.Duration) {

@@ -186,3 +186,14 @@ func (o *Options) check() error {
 	}
 	return nil
 }
+
+// PIDs returns the PID of each running component by name.
+func (c *ControlPlane) PIDs() map[string]int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	out := make(map[string]int, len(c.procs))
+	for _, p := range c.procs {
+		out[p.name] = p.pid
+	}
+	return out
+}
