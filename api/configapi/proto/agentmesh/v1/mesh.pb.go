@@ -1193,7 +1193,8 @@ func (x *StringSet) GetValues() []string {
 	return nil
 }
 
-// IdentitySet is a constrained set of SPIFFE ids, sorted by URI.
+// IdentitySet is a constrained set of SPIFFE ids, sorted by trust domain,
+// namespace and service account.
 type IdentitySet struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Ids           []*SpiffeID            `protobuf:"bytes,1,rep,name=ids,proto3" json:"ids,omitempty"`
