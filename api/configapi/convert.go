@@ -27,11 +27,15 @@ import (
 // allocation); the zero netip.Addr is empty bytes. An address with an IPv6
 // zone cannot be encoded.
 //
-// Slices of one kind (workloads, their addresses, their Authz targets, a
-// service's ports and endpoints) are cut from one allocation per message.
-// A decoded message keeps maps and string slices of the generated message
-// (Workload.Labels, RemovedWorkloads, Target.PolicyRefs...) rather than
-// copying them: the generated message is not used again.
+// Labels and named ports are lists of entries sorted by key, wire
+// compatible with a protobuf map; protobuf-go handles maps by reflection,
+// several times slower than these loops.
+//
+// Slices of one kind (workloads, their addresses, labels and Authz
+// targets, services' ports and endpoints) are cut from one allocation per
+// message. A decoded message keeps string slices of the generated message
+// (RemovedWorkloads, Target.PolicyRefs...) rather than copying them: the
+// generated message is not used again.
 
 // ErrInvalid is wrapped by every error about a message that breaks the
 // schema: an address that is neither 4 nor 16 bytes, a port above 65535,
@@ -81,15 +85,21 @@ func responseToProto(r *ConfigResponse) (*pb.ConfigResponse, error) {
 	return m, nil
 }
 
-// encoder holds the slabs the encoded addresses are cut from.
+// encoder holds the slabs the encoded addresses, labels and named ports
+// are cut from.
 type encoder struct {
-	addrs []byte   // address bytes
-	lists [][]byte // address lists
+	addrs     []byte   // address bytes
+	lists     [][]byte // address lists
+	labels    []pb.Label
+	labelPtrs []*pb.Label
+	ports     []pb.NamedPort
+	portPtrs  []*pb.NamedPort
+	keys      []string // scratch for sorting map keys
 }
 
-// reserve sizes the slabs for every address of r.
+// reserve sizes the slabs for every address, label and named port of r.
 func (e *encoder) reserve(r *ConfigResponse) {
-	n, size := 0, 0
+	n, size, nLabels, nPorts := 0, 0, 0, 0
 	count := func(ips []netip.Addr) {
 		n += len(ips)
 		for _, a := range ips {
@@ -98,16 +108,66 @@ func (e *encoder) reserve(r *ConfigResponse) {
 	}
 	for i := range r.Workloads {
 		count(r.Workloads[i].IPs)
+		nLabels += len(r.Workloads[i].Labels)
 	}
 	for i := range r.Services {
 		s := &r.Services[i]
 		count(s.VIPs)
 		for j := range s.Endpoints {
 			count(s.Endpoints[j].IPs)
+			nPorts += len(s.Endpoints[j].Ports)
 		}
 	}
 	e.addrs = make([]byte, 0, size)
 	e.lists = make([][]byte, 0, n)
+	e.labels = make([]pb.Label, nLabels)
+	e.labelPtrs = make([]*pb.Label, nLabels)
+	e.ports = make([]pb.NamedPort, nPorts)
+	e.portPtrs = make([]*pb.NamedPort, nPorts)
+}
+
+// sortedKeys returns m's keys, sorted, in e's scratch slice.
+func sortedKeys[V any](e *encoder, m map[string]V) []string {
+	e.keys = e.keys[:0]
+	for k := range m {
+		e.keys = append(e.keys, k)
+	}
+	slices.Sort(e.keys)
+	return e.keys
+}
+
+func (e *encoder) labelList(m map[string]string) []*pb.Label {
+	if len(m) == 0 {
+		return nil
+	}
+	n := len(m)
+	if len(e.labels) < n { // m changed since reserve
+		e.labels, e.labelPtrs = make([]pb.Label, n), make([]*pb.Label, n)
+	}
+	ls, out := e.labels[:n:n], e.labelPtrs[:n:n]
+	e.labels, e.labelPtrs = e.labels[n:], e.labelPtrs[n:]
+	for i, k := range sortedKeys(e, m) {
+		ls[i].Key, ls[i].Value = k, m[k]
+		out[i] = &ls[i]
+	}
+	return out
+}
+
+func (e *encoder) namedPorts(m map[string]uint16) []*pb.NamedPort {
+	if len(m) == 0 {
+		return nil
+	}
+	n := len(m)
+	if len(e.ports) < n {
+		e.ports, e.portPtrs = make([]pb.NamedPort, n), make([]*pb.NamedPort, n)
+	}
+	ps, out := e.ports[:n:n], e.portPtrs[:n:n]
+	e.ports, e.portPtrs = e.ports[n:], e.portPtrs[n:]
+	for i, k := range sortedKeys(e, m) {
+		ps[i].Name, ps[i].Port = k, uint32(m[k])
+		out[i] = &ps[i]
+	}
+	return out
 }
 
 func addrLen(a netip.Addr) int {
@@ -167,7 +227,7 @@ func (e *encoder) workloads(ws []meshconfig.Workload) ([]*pb.Workload, error) {
 		m.Namespace = w.Namespace
 		m.ServiceAccount = w.ServiceAccount
 		m.Node = w.Node
-		m.Labels = w.Labels
+		m.Labels = e.labelList(w.Labels)
 		m.Enrolled = w.Enrolled
 		m.Netns = w.Netns
 		var err error
@@ -232,12 +292,7 @@ func (e *encoder) services(ss []meshconfig.Service) ([]*pb.Service, error) {
 				if em.Ips, err = e.addrList(ep.IPs); err != nil {
 					return nil, fmt.Errorf("service %s: endpoint %d: %w", s.Key(), j, err)
 				}
-				if len(ep.Ports) > 0 {
-					em.Ports = make(map[string]uint32, len(ep.Ports))
-					for k, v := range ep.Ports {
-						em.Ports[k] = uint32(v)
-					}
-				}
+				em.Ports = e.namedPorts(ep.Ports)
 				m.Endpoints[j] = em
 			}
 			epSlab = epSlab[len(s.Endpoints):]
@@ -539,8 +594,11 @@ func (d *decoder) workloads(ms []*pb.Workload) ([]meshconfig.Workload, error) {
 		w.Node = m.GetNode()
 		w.Enrolled = m.GetEnrolled()
 		w.Netns = m.GetNetns()
-		if labels := m.GetLabels(); len(labels) > 0 {
-			w.Labels = labels
+		if ls := m.GetLabels(); len(ls) > 0 {
+			w.Labels = make(map[string]string, len(ls))
+			for _, l := range ls {
+				w.Labels[l.GetKey()] = l.GetValue()
+			}
 		}
 		var err error
 		if w.IPs, err = d.addrList(m.GetIps()); err != nil {
@@ -622,9 +680,9 @@ func (d *decoder) endpoint(m *pb.Endpoint, ep *meshconfig.Endpoint) error {
 	}
 	if mp := m.GetPorts(); len(mp) > 0 {
 		ep.Ports = make(map[string]uint16, len(mp))
-		for name, v := range mp {
-			if ep.Ports[name], err = portFromProto(v); err != nil {
-				return fmt.Errorf("port %q: %w", name, err)
+		for _, np := range mp {
+			if ep.Ports[np.GetName()], err = portFromProto(np.GetPort()); err != nil {
+				return fmt.Errorf("port %q: %w", np.GetName(), err)
 			}
 		}
 	}

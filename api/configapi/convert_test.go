@@ -203,7 +203,7 @@ func TestInvalidWire(t *testing.T) {
 		"endpoint address":        svc(func(s *pb.Service) { s.Endpoints[0].Ips = [][]byte{{1}} }),
 		"port 65536":              svc(func(s *pb.Service) { s.Ports[0].Port = 65536 }),
 		"target port 1<<32-1":     svc(func(s *pb.Service) { s.Ports[0].TargetPort = 1<<32 - 1 }),
-		"named port 70000":        svc(func(s *pb.Service) { s.Endpoints[0].Ports = map[string]uint32{"http": 70000} }),
+		"named port 70000":        svc(func(s *pb.Service) { s.Endpoints[0].Ports = []*pb.NamedPort{{Name: "http", Port: 70000}} }),
 		"protocol 9":              svc(func(s *pb.Service) { s.Ports[0].Protocol = 9 }),
 		"probe port 65536":        wl(func(w *pb.Workload) { w.Authz.ProbePorts = []uint32{80, 65536} }),
 		"mtls mode 3":             wl(func(w *pb.Workload) { w.Authz.MtlsMode = 3 }),

@@ -494,8 +494,12 @@ type Workload struct {
 	ServiceAccount string                 `protobuf:"bytes,4,opt,name=service_account,json=serviceAccount,proto3" json:"service_account,omitempty"`
 	Node           string                 `protobuf:"bytes,5,opt,name=node,proto3" json:"node,omitempty"`
 	// ips: 4 or 16 bytes each.
-	Ips    [][]byte          `protobuf:"bytes,6,rep,name=ips,proto3" json:"ips,omitempty"`
-	Labels map[string]string `protobuf:"bytes,7,rep,name=labels,proto3" json:"labels,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	Ips [][]byte `protobuf:"bytes,6,rep,name=ips,proto3" json:"ips,omitempty"`
+	// labels, sorted by key. On the wire this is map<string, string> (a
+	// map's entries are messages with key 1 and value 2), which other
+	// languages may declare instead; Go decodes entries far faster than
+	// protobuf-go decodes a map.
+	Labels []*Label `protobuf:"bytes,7,rep,name=labels,proto3" json:"labels,omitempty"`
 	// enrolled says the pod's traffic is captured by the mesh.
 	Enrolled bool `protobuf:"varint,8,opt,name=enrolled,proto3" json:"enrolled,omitempty"`
 	// netns is the path of the pod's network namespace (standalone mode).
@@ -580,7 +584,7 @@ func (x *Workload) GetIps() [][]byte {
 	return nil
 }
 
-func (x *Workload) GetLabels() map[string]string {
+func (x *Workload) GetLabels() []*Label {
 	if x != nil {
 		return x.Labels
 	}
@@ -608,6 +612,60 @@ func (x *Workload) GetAuthz() *Target {
 	return nil
 }
 
+// Label is one entry of Workload.labels. A key given twice keeps its last
+// value.
+type Label struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Key           string                 `protobuf:"bytes,1,opt,name=key,proto3" json:"key,omitempty"`
+	Value         string                 `protobuf:"bytes,2,opt,name=value,proto3" json:"value,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Label) Reset() {
+	*x = Label{}
+	mi := &file_agentmesh_v1_mesh_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Label) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Label) ProtoMessage() {}
+
+func (x *Label) ProtoReflect() protoreflect.Message {
+	mi := &file_agentmesh_v1_mesh_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Label.ProtoReflect.Descriptor instead.
+func (*Label) Descriptor() ([]byte, []int) {
+	return file_agentmesh_v1_mesh_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *Label) GetKey() string {
+	if x != nil {
+		return x.Key
+	}
+	return ""
+}
+
+func (x *Label) GetValue() string {
+	if x != nil {
+		return x.Value
+	}
+	return ""
+}
+
 // Service is a Kubernetes Service: its virtual IPs, its ports and the
 // workloads behind it.
 type Service struct {
@@ -627,7 +685,7 @@ type Service struct {
 
 func (x *Service) Reset() {
 	*x = Service{}
-	mi := &file_agentmesh_v1_mesh_proto_msgTypes[5]
+	mi := &file_agentmesh_v1_mesh_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -639,7 +697,7 @@ func (x *Service) String() string {
 func (*Service) ProtoMessage() {}
 
 func (x *Service) ProtoReflect() protoreflect.Message {
-	mi := &file_agentmesh_v1_mesh_proto_msgTypes[5]
+	mi := &file_agentmesh_v1_mesh_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -652,7 +710,7 @@ func (x *Service) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Service.ProtoReflect.Descriptor instead.
 func (*Service) Descriptor() ([]byte, []int) {
-	return file_agentmesh_v1_mesh_proto_rawDescGZIP(), []int{5}
+	return file_agentmesh_v1_mesh_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *Service) GetName() string {
@@ -713,7 +771,7 @@ type ServicePort struct {
 
 func (x *ServicePort) Reset() {
 	*x = ServicePort{}
-	mi := &file_agentmesh_v1_mesh_proto_msgTypes[6]
+	mi := &file_agentmesh_v1_mesh_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -725,7 +783,7 @@ func (x *ServicePort) String() string {
 func (*ServicePort) ProtoMessage() {}
 
 func (x *ServicePort) ProtoReflect() protoreflect.Message {
-	mi := &file_agentmesh_v1_mesh_proto_msgTypes[6]
+	mi := &file_agentmesh_v1_mesh_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -738,7 +796,7 @@ func (x *ServicePort) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ServicePort.ProtoReflect.Descriptor instead.
 func (*ServicePort) Descriptor() ([]byte, []int) {
-	return file_agentmesh_v1_mesh_proto_rawDescGZIP(), []int{6}
+	return file_agentmesh_v1_mesh_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *ServicePort) GetName() string {
@@ -785,16 +843,17 @@ type Endpoint struct {
 	// ips: 4 or 16 bytes each.
 	Ips   [][]byte `protobuf:"bytes,2,rep,name=ips,proto3" json:"ips,omitempty"`
 	Ready bool     `protobuf:"varint,3,opt,name=ready,proto3" json:"ready,omitempty"`
-	// ports maps a port name to the endpoint's port number, for named target
-	// ports.
-	Ports         map[string]uint32 `protobuf:"bytes,4,rep,name=ports,proto3" json:"ports,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"varint,2,opt,name=value"`
+	// ports give the endpoint's port number for a port name (named target
+	// ports), sorted by name; on the wire this is map<string, uint32>, as
+	// Workload.labels is map<string, string>.
+	Ports         []*NamedPort `protobuf:"bytes,4,rep,name=ports,proto3" json:"ports,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Endpoint) Reset() {
 	*x = Endpoint{}
-	mi := &file_agentmesh_v1_mesh_proto_msgTypes[7]
+	mi := &file_agentmesh_v1_mesh_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -806,7 +865,7 @@ func (x *Endpoint) String() string {
 func (*Endpoint) ProtoMessage() {}
 
 func (x *Endpoint) ProtoReflect() protoreflect.Message {
-	mi := &file_agentmesh_v1_mesh_proto_msgTypes[7]
+	mi := &file_agentmesh_v1_mesh_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -819,7 +878,7 @@ func (x *Endpoint) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Endpoint.ProtoReflect.Descriptor instead.
 func (*Endpoint) Descriptor() ([]byte, []int) {
-	return file_agentmesh_v1_mesh_proto_rawDescGZIP(), []int{7}
+	return file_agentmesh_v1_mesh_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *Endpoint) GetWorkloadUid() string {
@@ -843,11 +902,64 @@ func (x *Endpoint) GetReady() bool {
 	return false
 }
 
-func (x *Endpoint) GetPorts() map[string]uint32 {
+func (x *Endpoint) GetPorts() []*NamedPort {
 	if x != nil {
 		return x.Ports
 	}
 	return nil
+}
+
+// NamedPort is one entry of Endpoint.ports.
+type NamedPort struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	Port          uint32                 `protobuf:"varint,2,opt,name=port,proto3" json:"port,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *NamedPort) Reset() {
+	*x = NamedPort{}
+	mi := &file_agentmesh_v1_mesh_proto_msgTypes[9]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *NamedPort) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*NamedPort) ProtoMessage() {}
+
+func (x *NamedPort) ProtoReflect() protoreflect.Message {
+	mi := &file_agentmesh_v1_mesh_proto_msgTypes[9]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use NamedPort.ProtoReflect.Descriptor instead.
+func (*NamedPort) Descriptor() ([]byte, []int) {
+	return file_agentmesh_v1_mesh_proto_rawDescGZIP(), []int{9}
+}
+
+func (x *NamedPort) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *NamedPort) GetPort() uint32 {
+	if x != nil {
+		return x.Port
+	}
+	return 0
 }
 
 // Target is what applies to one destination workload.
@@ -871,7 +983,7 @@ type Target struct {
 
 func (x *Target) Reset() {
 	*x = Target{}
-	mi := &file_agentmesh_v1_mesh_proto_msgTypes[8]
+	mi := &file_agentmesh_v1_mesh_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -883,7 +995,7 @@ func (x *Target) String() string {
 func (*Target) ProtoMessage() {}
 
 func (x *Target) ProtoReflect() protoreflect.Message {
-	mi := &file_agentmesh_v1_mesh_proto_msgTypes[8]
+	mi := &file_agentmesh_v1_mesh_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -896,7 +1008,7 @@ func (x *Target) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Target.ProtoReflect.Descriptor instead.
 func (*Target) Descriptor() ([]byte, []int) {
-	return file_agentmesh_v1_mesh_proto_rawDescGZIP(), []int{8}
+	return file_agentmesh_v1_mesh_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *Target) GetPolicies() []*Policy {
@@ -948,7 +1060,7 @@ type Policy struct {
 
 func (x *Policy) Reset() {
 	*x = Policy{}
-	mi := &file_agentmesh_v1_mesh_proto_msgTypes[9]
+	mi := &file_agentmesh_v1_mesh_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -960,7 +1072,7 @@ func (x *Policy) String() string {
 func (*Policy) ProtoMessage() {}
 
 func (x *Policy) ProtoReflect() protoreflect.Message {
-	mi := &file_agentmesh_v1_mesh_proto_msgTypes[9]
+	mi := &file_agentmesh_v1_mesh_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -973,7 +1085,7 @@ func (x *Policy) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Policy.ProtoReflect.Descriptor instead.
 func (*Policy) Descriptor() ([]byte, []int) {
-	return file_agentmesh_v1_mesh_proto_rawDescGZIP(), []int{9}
+	return file_agentmesh_v1_mesh_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *Policy) GetNamespace() string {
@@ -1019,7 +1131,7 @@ type Rule struct {
 
 func (x *Rule) Reset() {
 	*x = Rule{}
-	mi := &file_agentmesh_v1_mesh_proto_msgTypes[10]
+	mi := &file_agentmesh_v1_mesh_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1031,7 +1143,7 @@ func (x *Rule) String() string {
 func (*Rule) ProtoMessage() {}
 
 func (x *Rule) ProtoReflect() protoreflect.Message {
-	mi := &file_agentmesh_v1_mesh_proto_msgTypes[10]
+	mi := &file_agentmesh_v1_mesh_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1044,7 +1156,7 @@ func (x *Rule) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Rule.ProtoReflect.Descriptor instead.
 func (*Rule) Descriptor() ([]byte, []int) {
-	return file_agentmesh_v1_mesh_proto_rawDescGZIP(), []int{10}
+	return file_agentmesh_v1_mesh_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *Rule) GetIndex() int64 {
@@ -1092,7 +1204,7 @@ type Peer struct {
 
 func (x *Peer) Reset() {
 	*x = Peer{}
-	mi := &file_agentmesh_v1_mesh_proto_msgTypes[11]
+	mi := &file_agentmesh_v1_mesh_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1104,7 +1216,7 @@ func (x *Peer) String() string {
 func (*Peer) ProtoMessage() {}
 
 func (x *Peer) ProtoReflect() protoreflect.Message {
-	mi := &file_agentmesh_v1_mesh_proto_msgTypes[11]
+	mi := &file_agentmesh_v1_mesh_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1117,7 +1229,7 @@ func (x *Peer) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Peer.ProtoReflect.Descriptor instead.
 func (*Peer) Descriptor() ([]byte, []int) {
-	return file_agentmesh_v1_mesh_proto_rawDescGZIP(), []int{11}
+	return file_agentmesh_v1_mesh_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *Peer) GetIdentities() *IdentitySet {
@@ -1158,7 +1270,7 @@ type StringSet struct {
 
 func (x *StringSet) Reset() {
 	*x = StringSet{}
-	mi := &file_agentmesh_v1_mesh_proto_msgTypes[12]
+	mi := &file_agentmesh_v1_mesh_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1170,7 +1282,7 @@ func (x *StringSet) String() string {
 func (*StringSet) ProtoMessage() {}
 
 func (x *StringSet) ProtoReflect() protoreflect.Message {
-	mi := &file_agentmesh_v1_mesh_proto_msgTypes[12]
+	mi := &file_agentmesh_v1_mesh_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1183,7 +1295,7 @@ func (x *StringSet) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StringSet.ProtoReflect.Descriptor instead.
 func (*StringSet) Descriptor() ([]byte, []int) {
-	return file_agentmesh_v1_mesh_proto_rawDescGZIP(), []int{12}
+	return file_agentmesh_v1_mesh_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *StringSet) GetValues() []string {
@@ -1204,7 +1316,7 @@ type IdentitySet struct {
 
 func (x *IdentitySet) Reset() {
 	*x = IdentitySet{}
-	mi := &file_agentmesh_v1_mesh_proto_msgTypes[13]
+	mi := &file_agentmesh_v1_mesh_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1216,7 +1328,7 @@ func (x *IdentitySet) String() string {
 func (*IdentitySet) ProtoMessage() {}
 
 func (x *IdentitySet) ProtoReflect() protoreflect.Message {
-	mi := &file_agentmesh_v1_mesh_proto_msgTypes[13]
+	mi := &file_agentmesh_v1_mesh_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1229,7 +1341,7 @@ func (x *IdentitySet) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use IdentitySet.ProtoReflect.Descriptor instead.
 func (*IdentitySet) Descriptor() ([]byte, []int) {
-	return file_agentmesh_v1_mesh_proto_rawDescGZIP(), []int{13}
+	return file_agentmesh_v1_mesh_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *IdentitySet) GetIds() []*SpiffeID {
@@ -1251,7 +1363,7 @@ type SpiffeID struct {
 
 func (x *SpiffeID) Reset() {
 	*x = SpiffeID{}
-	mi := &file_agentmesh_v1_mesh_proto_msgTypes[14]
+	mi := &file_agentmesh_v1_mesh_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1263,7 +1375,7 @@ func (x *SpiffeID) String() string {
 func (*SpiffeID) ProtoMessage() {}
 
 func (x *SpiffeID) ProtoReflect() protoreflect.Message {
-	mi := &file_agentmesh_v1_mesh_proto_msgTypes[14]
+	mi := &file_agentmesh_v1_mesh_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1276,7 +1388,7 @@ func (x *SpiffeID) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SpiffeID.ProtoReflect.Descriptor instead.
 func (*SpiffeID) Descriptor() ([]byte, []int) {
-	return file_agentmesh_v1_mesh_proto_rawDescGZIP(), []int{14}
+	return file_agentmesh_v1_mesh_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *SpiffeID) GetTrustDomain() string {
@@ -1311,7 +1423,7 @@ type IPBlock struct {
 
 func (x *IPBlock) Reset() {
 	*x = IPBlock{}
-	mi := &file_agentmesh_v1_mesh_proto_msgTypes[15]
+	mi := &file_agentmesh_v1_mesh_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1323,7 +1435,7 @@ func (x *IPBlock) String() string {
 func (*IPBlock) ProtoMessage() {}
 
 func (x *IPBlock) ProtoReflect() protoreflect.Message {
-	mi := &file_agentmesh_v1_mesh_proto_msgTypes[15]
+	mi := &file_agentmesh_v1_mesh_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1336,7 +1448,7 @@ func (x *IPBlock) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use IPBlock.ProtoReflect.Descriptor instead.
 func (*IPBlock) Descriptor() ([]byte, []int) {
-	return file_agentmesh_v1_mesh_proto_rawDescGZIP(), []int{15}
+	return file_agentmesh_v1_mesh_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *IPBlock) GetPrefix() *Prefix {
@@ -1365,7 +1477,7 @@ type Prefix struct {
 
 func (x *Prefix) Reset() {
 	*x = Prefix{}
-	mi := &file_agentmesh_v1_mesh_proto_msgTypes[16]
+	mi := &file_agentmesh_v1_mesh_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1377,7 +1489,7 @@ func (x *Prefix) String() string {
 func (*Prefix) ProtoMessage() {}
 
 func (x *Prefix) ProtoReflect() protoreflect.Message {
-	mi := &file_agentmesh_v1_mesh_proto_msgTypes[16]
+	mi := &file_agentmesh_v1_mesh_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1390,7 +1502,7 @@ func (x *Prefix) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Prefix.ProtoReflect.Descriptor instead.
 func (*Prefix) Descriptor() ([]byte, []int) {
-	return file_agentmesh_v1_mesh_proto_rawDescGZIP(), []int{16}
+	return file_agentmesh_v1_mesh_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *Prefix) GetAddr() []byte {
@@ -1418,7 +1530,7 @@ type PortRange struct {
 
 func (x *PortRange) Reset() {
 	*x = PortRange{}
-	mi := &file_agentmesh_v1_mesh_proto_msgTypes[17]
+	mi := &file_agentmesh_v1_mesh_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1430,7 +1542,7 @@ func (x *PortRange) String() string {
 func (*PortRange) ProtoMessage() {}
 
 func (x *PortRange) ProtoReflect() protoreflect.Message {
-	mi := &file_agentmesh_v1_mesh_proto_msgTypes[17]
+	mi := &file_agentmesh_v1_mesh_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1443,7 +1555,7 @@ func (x *PortRange) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PortRange.ProtoReflect.Descriptor instead.
 func (*PortRange) Descriptor() ([]byte, []int) {
-	return file_agentmesh_v1_mesh_proto_rawDescGZIP(), []int{17}
+	return file_agentmesh_v1_mesh_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *PortRange) GetFrom() uint32 {
@@ -1486,22 +1598,22 @@ const file_agentmesh_v1_mesh_proto_rawDesc = "" +
 	"\vSignRequest\x12\x17\n" +
 	"\acsr_pem\x18\x01 \x01(\fR\x06csrPem\"+\n" +
 	"\fSignResponse\x12\x1b\n" +
-	"\tchain_pem\x18\x01 \x01(\fR\bchainPem\"\xf2\x02\n" +
+	"\tchain_pem\x18\x01 \x01(\fR\bchainPem\"\xa8\x02\n" +
 	"\bWorkload\x12\x10\n" +
 	"\x03uid\x18\x01 \x01(\tR\x03uid\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12\x1c\n" +
 	"\tnamespace\x18\x03 \x01(\tR\tnamespace\x12'\n" +
 	"\x0fservice_account\x18\x04 \x01(\tR\x0eserviceAccount\x12\x12\n" +
 	"\x04node\x18\x05 \x01(\tR\x04node\x12\x10\n" +
-	"\x03ips\x18\x06 \x03(\fR\x03ips\x12:\n" +
-	"\x06labels\x18\a \x03(\v2\".agentmesh.v1.Workload.LabelsEntryR\x06labels\x12\x1a\n" +
+	"\x03ips\x18\x06 \x03(\fR\x03ips\x12+\n" +
+	"\x06labels\x18\a \x03(\v2\x13.agentmesh.v1.LabelR\x06labels\x12\x1a\n" +
 	"\benrolled\x18\b \x01(\bR\benrolled\x12\x14\n" +
 	"\x05netns\x18\t \x01(\tR\x05netns\x12*\n" +
 	"\x05authz\x18\n" +
-	" \x01(\v2\x14.agentmesh.v1.TargetR\x05authz\x1a9\n" +
-	"\vLabelsEntry\x12\x10\n" +
+	" \x01(\v2\x14.agentmesh.v1.TargetR\x05authz\"/\n" +
+	"\x05Label\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xdb\x01\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value\"\xdb\x01\n" +
 	"\aService\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1c\n" +
 	"\tnamespace\x18\x02 \x01(\tR\tnamespace\x12\x12\n" +
@@ -1515,16 +1627,15 @@ const file_agentmesh_v1_mesh_proto_rawDesc = "" +
 	"\vtarget_port\x18\x03 \x01(\rR\n" +
 	"targetPort\x122\n" +
 	"\bprotocol\x18\x04 \x01(\x0e2\x16.agentmesh.v1.ProtocolR\bprotocol\x12!\n" +
-	"\fapp_protocol\x18\x05 \x01(\tR\vappProtocol\"\xc8\x01\n" +
+	"\fapp_protocol\x18\x05 \x01(\tR\vappProtocol\"\x84\x01\n" +
 	"\bEndpoint\x12!\n" +
 	"\fworkload_uid\x18\x01 \x01(\tR\vworkloadUid\x12\x10\n" +
 	"\x03ips\x18\x02 \x03(\fR\x03ips\x12\x14\n" +
-	"\x05ready\x18\x03 \x01(\bR\x05ready\x127\n" +
-	"\x05ports\x18\x04 \x03(\v2!.agentmesh.v1.Endpoint.PortsEntryR\x05ports\x1a8\n" +
-	"\n" +
-	"PortsEntry\x12\x10\n" +
-	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\rR\x05value:\x028\x01\"\xee\x01\n" +
+	"\x05ready\x18\x03 \x01(\bR\x05ready\x12-\n" +
+	"\x05ports\x18\x04 \x03(\v2\x17.agentmesh.v1.NamedPortR\x05ports\"3\n" +
+	"\tNamedPort\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x12\n" +
+	"\x04port\x18\x02 \x01(\rR\x04port\"\xee\x01\n" +
 	"\x06Target\x120\n" +
 	"\bpolicies\x18\x01 \x03(\v2\x14.agentmesh.v1.PolicyR\bpolicies\x12\x1f\n" +
 	"\vpolicy_refs\x18\x02 \x03(\tR\n" +
@@ -1609,46 +1720,46 @@ var file_agentmesh_v1_mesh_proto_goTypes = []any{
 	(*SignRequest)(nil),    // 5: agentmesh.v1.SignRequest
 	(*SignResponse)(nil),   // 6: agentmesh.v1.SignResponse
 	(*Workload)(nil),       // 7: agentmesh.v1.Workload
-	(*Service)(nil),        // 8: agentmesh.v1.Service
-	(*ServicePort)(nil),    // 9: agentmesh.v1.ServicePort
-	(*Endpoint)(nil),       // 10: agentmesh.v1.Endpoint
-	(*Target)(nil),         // 11: agentmesh.v1.Target
-	(*Policy)(nil),         // 12: agentmesh.v1.Policy
-	(*Rule)(nil),           // 13: agentmesh.v1.Rule
-	(*Peer)(nil),           // 14: agentmesh.v1.Peer
-	(*StringSet)(nil),      // 15: agentmesh.v1.StringSet
-	(*IdentitySet)(nil),    // 16: agentmesh.v1.IdentitySet
-	(*SpiffeID)(nil),       // 17: agentmesh.v1.SpiffeID
-	(*IPBlock)(nil),        // 18: agentmesh.v1.IPBlock
-	(*Prefix)(nil),         // 19: agentmesh.v1.Prefix
-	(*PortRange)(nil),      // 20: agentmesh.v1.PortRange
-	nil,                    // 21: agentmesh.v1.Workload.LabelsEntry
-	nil,                    // 22: agentmesh.v1.Endpoint.PortsEntry
+	(*Label)(nil),          // 8: agentmesh.v1.Label
+	(*Service)(nil),        // 9: agentmesh.v1.Service
+	(*ServicePort)(nil),    // 10: agentmesh.v1.ServicePort
+	(*Endpoint)(nil),       // 11: agentmesh.v1.Endpoint
+	(*NamedPort)(nil),      // 12: agentmesh.v1.NamedPort
+	(*Target)(nil),         // 13: agentmesh.v1.Target
+	(*Policy)(nil),         // 14: agentmesh.v1.Policy
+	(*Rule)(nil),           // 15: agentmesh.v1.Rule
+	(*Peer)(nil),           // 16: agentmesh.v1.Peer
+	(*StringSet)(nil),      // 17: agentmesh.v1.StringSet
+	(*IdentitySet)(nil),    // 18: agentmesh.v1.IdentitySet
+	(*SpiffeID)(nil),       // 19: agentmesh.v1.SpiffeID
+	(*IPBlock)(nil),        // 20: agentmesh.v1.IPBlock
+	(*Prefix)(nil),         // 21: agentmesh.v1.Prefix
+	(*PortRange)(nil),      // 22: agentmesh.v1.PortRange
 }
 var file_agentmesh_v1_mesh_proto_depIdxs = []int32{
 	7,  // 0: agentmesh.v1.ConfigResponse.workloads:type_name -> agentmesh.v1.Workload
-	8,  // 1: agentmesh.v1.ConfigResponse.services:type_name -> agentmesh.v1.Service
-	12, // 2: agentmesh.v1.ConfigResponse.policies:type_name -> agentmesh.v1.Policy
-	21, // 3: agentmesh.v1.Workload.labels:type_name -> agentmesh.v1.Workload.LabelsEntry
-	11, // 4: agentmesh.v1.Workload.authz:type_name -> agentmesh.v1.Target
-	9,  // 5: agentmesh.v1.Service.ports:type_name -> agentmesh.v1.ServicePort
-	10, // 6: agentmesh.v1.Service.endpoints:type_name -> agentmesh.v1.Endpoint
+	9,  // 1: agentmesh.v1.ConfigResponse.services:type_name -> agentmesh.v1.Service
+	14, // 2: agentmesh.v1.ConfigResponse.policies:type_name -> agentmesh.v1.Policy
+	8,  // 3: agentmesh.v1.Workload.labels:type_name -> agentmesh.v1.Label
+	13, // 4: agentmesh.v1.Workload.authz:type_name -> agentmesh.v1.Target
+	10, // 5: agentmesh.v1.Service.ports:type_name -> agentmesh.v1.ServicePort
+	11, // 6: agentmesh.v1.Service.endpoints:type_name -> agentmesh.v1.Endpoint
 	0,  // 7: agentmesh.v1.ServicePort.protocol:type_name -> agentmesh.v1.Protocol
-	22, // 8: agentmesh.v1.Endpoint.ports:type_name -> agentmesh.v1.Endpoint.PortsEntry
-	12, // 9: agentmesh.v1.Target.policies:type_name -> agentmesh.v1.Policy
+	12, // 8: agentmesh.v1.Endpoint.ports:type_name -> agentmesh.v1.NamedPort
+	14, // 9: agentmesh.v1.Target.policies:type_name -> agentmesh.v1.Policy
 	2,  // 10: agentmesh.v1.Target.mtls_mode:type_name -> agentmesh.v1.MtlsMode
 	1,  // 11: agentmesh.v1.Target.default_action:type_name -> agentmesh.v1.Action
 	1,  // 12: agentmesh.v1.Policy.action:type_name -> agentmesh.v1.Action
-	13, // 13: agentmesh.v1.Policy.rules:type_name -> agentmesh.v1.Rule
-	14, // 14: agentmesh.v1.Rule.from:type_name -> agentmesh.v1.Peer
-	20, // 15: agentmesh.v1.Rule.ports:type_name -> agentmesh.v1.PortRange
-	16, // 16: agentmesh.v1.Peer.identities:type_name -> agentmesh.v1.IdentitySet
-	15, // 17: agentmesh.v1.Peer.namespaces:type_name -> agentmesh.v1.StringSet
-	15, // 18: agentmesh.v1.Peer.workloads:type_name -> agentmesh.v1.StringSet
-	18, // 19: agentmesh.v1.Peer.ip_blocks:type_name -> agentmesh.v1.IPBlock
-	17, // 20: agentmesh.v1.IdentitySet.ids:type_name -> agentmesh.v1.SpiffeID
-	19, // 21: agentmesh.v1.IPBlock.prefix:type_name -> agentmesh.v1.Prefix
-	19, // 22: agentmesh.v1.IPBlock.except:type_name -> agentmesh.v1.Prefix
+	15, // 13: agentmesh.v1.Policy.rules:type_name -> agentmesh.v1.Rule
+	16, // 14: agentmesh.v1.Rule.from:type_name -> agentmesh.v1.Peer
+	22, // 15: agentmesh.v1.Rule.ports:type_name -> agentmesh.v1.PortRange
+	18, // 16: agentmesh.v1.Peer.identities:type_name -> agentmesh.v1.IdentitySet
+	17, // 17: agentmesh.v1.Peer.namespaces:type_name -> agentmesh.v1.StringSet
+	17, // 18: agentmesh.v1.Peer.workloads:type_name -> agentmesh.v1.StringSet
+	20, // 19: agentmesh.v1.Peer.ip_blocks:type_name -> agentmesh.v1.IPBlock
+	19, // 20: agentmesh.v1.IdentitySet.ids:type_name -> agentmesh.v1.SpiffeID
+	21, // 21: agentmesh.v1.IPBlock.prefix:type_name -> agentmesh.v1.Prefix
+	21, // 22: agentmesh.v1.IPBlock.except:type_name -> agentmesh.v1.Prefix
 	3,  // 23: agentmesh.v1.Mesh.StreamConfig:input_type -> agentmesh.v1.ConfigRequest
 	5,  // 24: agentmesh.v1.Mesh.SignCertificate:input_type -> agentmesh.v1.SignRequest
 	4,  // 25: agentmesh.v1.Mesh.StreamConfig:output_type -> agentmesh.v1.ConfigResponse
