@@ -58,8 +58,9 @@ func signResponseToProto(r *SignResponse) *pb.SignResponse {
 	return &pb.SignResponse{ChainPem: r.ChainPEM}
 }
 
-// responseToProto converts r. The result shares r's strings, string
-// slices and label maps: it is only good until r changes.
+// responseToProto converts r. The result shares r's byte and string
+// slices (TrustBundlePEM, RemovedWorkloads, PolicyRefs...): it is only good
+// until r changes.
 func responseToProto(r *ConfigResponse) (*pb.ConfigResponse, error) {
 	m := &pb.ConfigResponse{
 		Version:          r.Version,
