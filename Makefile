@@ -102,6 +102,18 @@ $(KUBE)/%: test/kube/cmd/%/main.go $(KUBE_MOD)
 		-X k8s.io/component-base/version.gitTreeState=clean" ./cmd/$* && \
 	echo "kube: built $* in $$(( $$(date +%s) - start ))s ($$(du -h $@ | cut -f1))"
 
+# buf runs from tools/buf, its own module; protoc-gen-go is a tool of the main
+# module (buf.gen.yaml), so the generated code matches the protobuf runtime in go.mod.
+PROTO_DIR := api/configapi/proto
+
+.PHONY: proto
+proto: ## lint api/configapi/proto and regenerate its Go code (buf and protoc-gen-go as Go tools; no protoc)
+	buf=$$($(GO) -C tools/buf tool -n buf) && cd $(PROTO_DIR) && $$buf lint && $$buf format -w && $$buf generate
+
+.PHONY: check-proto
+check-proto: proto ## fail if the committed Go code of api/configapi/proto differs from a fresh 'make proto'
+	@git diff --exit-code --stat -- $(PROTO_DIR) || { echo "$(PROTO_DIR): generated files differ from a fresh 'make proto'; commit them" >&2; exit 1; }
+
 CONTROLLER_GEN := $(GO) run sigs.k8s.io/controller-tools/cmd/controller-gen@v0.23.0
 
 .PHONY: crds

@@ -43,7 +43,7 @@ var ServiceDesc = grpc.ServiceDesc{
 		ServerStreams: true,
 		ClientStreams: true,
 	}},
-	Metadata: "agentmesh/v1/mesh",
+	Metadata: "agentmesh/v1/mesh.proto",
 }
 
 // Register registers srv on s.
@@ -67,7 +67,7 @@ func signHandler(srv any, ctx context.Context, dec func(any) error, ic grpc.Unar
 	})
 }
 
-// Client calls agentmesh.v1.Mesh with the JSON codec.
+// Client calls agentmesh.v1.Mesh with the codec CodecName (protobuf).
 type Client struct{ cc grpc.ClientConnInterface }
 
 // NewClient returns a client on cc.

@@ -1,8 +1,11 @@
 // Package configapi is the wire between the controller and the node
 // components: the gRPC service agentmesh.v1.Mesh (StreamConfig, a
-// bidirectional config stream, and SignCertificate), its message types and
-// a JSON codec, so that no protoc is needed. Messages carry the same
-// meshconfig types the node components use.
+// bidirectional config stream, and SignCertificate) and its message types.
+// Messages carry the same meshconfig types the node components use; the
+// codec (CodecName) converts them to and from the protobuf messages of
+// proto/agentmesh/v1/mesh.proto, the schema other languages build from.
+// The generated code is committed (make proto regenerates it), and
+// grpc-go's service code is this package's, not generated.
 package configapi
 
 import (

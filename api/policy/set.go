@@ -1,5 +1,7 @@
 package policy
 
+import "iter"
+
 // Set constrains one attribute of a peer. The zero Set places no
 // constraint and matches everything; a Set made by SetOf matches only its
 // members (nothing when it has none, such as a selector that picks no
@@ -23,6 +25,18 @@ func (s Set[T]) Any() bool { return !s.constrained }
 
 // Len is the number of members (0 for an unconstrained set).
 func (s Set[T]) Len() int { return len(s.members) }
+
+// All yields the members in no particular order (none for an unconstrained
+// set), for encoders that write a set out.
+func (s Set[T]) All() iter.Seq[T] {
+	return func(yield func(T) bool) {
+		for v := range s.members {
+			if !yield(v) {
+				return
+			}
+		}
+	}
+}
 
 // Has reports whether v satisfies s.
 func (s Set[T]) Has(v T) bool {

@@ -1,0 +1,870 @@
+package configapi
+
+import (
+	"cmp"
+	"errors"
+	"fmt"
+	"math"
+	"net/netip"
+	"slices"
+
+	pb "github.com/agentmesh/agentmesh/api/configapi/proto/agentmesh/v1"
+	"github.com/agentmesh/agentmesh/api/meshconfig"
+	"github.com/agentmesh/agentmesh/api/policy"
+	"github.com/agentmesh/agentmesh/api/spiffe"
+)
+
+// Conversion between the Go API types and the generated protobuf messages
+// (proto/agentmesh/v1/mesh.proto).
+//
+// From proto, the result is canonical, so that equal wire content gives
+// reflect.DeepEqual values: a slice, map or byte string with no elements
+// is nil; a policy.Set is the zero Set when the wire had no set and SetOf
+// (members, possibly none) when it had one; Workload.Authz is nil exactly
+// when the wire had none. To proto, nil and empty encode alike.
+//
+// Addresses are bytes, 4 or 16 (netip.AddrFrom4/AddrFrom16: no parsing, no
+// allocation); the zero netip.Addr is empty bytes. An address with an IPv6
+// zone cannot be encoded.
+//
+// Labels and named ports are lists of entries sorted by key, wire
+// compatible with a protobuf map; protobuf-go handles maps by reflection,
+// several times slower than these loops.
+//
+// Slices of one kind (workloads, their addresses, labels and Authz
+// targets, services' ports and endpoints) are cut from one allocation per
+// message. A decoded message keeps string slices of the generated message
+// (RemovedWorkloads, Target.PolicyRefs...) rather than copying them: the
+// generated message is not used again.
+
+// ErrInvalid is wrapped by every error about a message that breaks the
+// schema: an address that is neither 4 nor 16 bytes, a port above 65535,
+// an enum value or enum string the schema does not define.
+var ErrInvalid = errors.New("invalid message")
+
+func invalid(format string, args ...any) error {
+	return fmt.Errorf("%w: %s", ErrInvalid, fmt.Sprintf(format, args...))
+}
+
+// ---- Go to proto ----
+
+func requestToProto(r *ConfigRequest) *pb.ConfigRequest {
+	return &pb.ConfigRequest{Node: r.Node, Component: r.Component, AckVersion: r.AckVersion, Error: r.Error}
+}
+
+func signRequestToProto(r *SignRequest) *pb.SignRequest { return &pb.SignRequest{CsrPem: r.CSRPEM} }
+
+func signResponseToProto(r *SignResponse) *pb.SignResponse {
+	return &pb.SignResponse{ChainPem: r.ChainPEM}
+}
+
+// responseToProto converts r. The result shares r's byte and string
+// slices (TrustBundlePEM, RemovedWorkloads, PolicyRefs...): it is only good
+// until r changes.
+func responseToProto(r *ConfigResponse) (*pb.ConfigResponse, error) {
+	m := &pb.ConfigResponse{
+		Version:          r.Version,
+		Full:             r.Full,
+		More:             r.More,
+		TrustDomain:      r.TrustDomain,
+		TrustBundlePem:   r.TrustBundlePEM,
+		RemovedWorkloads: r.RemovedWorkloads,
+		RemovedServices:  r.RemovedServices,
+	}
+	var e encoder
+	e.reserve(r)
+	var err error
+	if m.Workloads, err = e.workloads(r.Workloads); err != nil {
+		return nil, err
+	}
+	if m.Services, err = e.services(r.Services); err != nil {
+		return nil, err
+	}
+	if m.Policies, err = e.policies(r.Policies); err != nil {
+		return nil, fmt.Errorf("policies: %w", err)
+	}
+	return m, nil
+}
+
+// encoder holds the slabs the encoded addresses, labels and named ports
+// are cut from.
+type encoder struct {
+	addrs     []byte   // address bytes
+	lists     [][]byte // address lists
+	labels    []pb.Label
+	labelPtrs []*pb.Label
+	ports     []pb.NamedPort
+	portPtrs  []*pb.NamedPort
+	keys      []string // scratch for sorting map keys
+}
+
+// reserve sizes the slabs for every address, label and named port of r.
+func (e *encoder) reserve(r *ConfigResponse) {
+	n, size, nLabels, nPorts := 0, 0, 0, 0
+	count := func(ips []netip.Addr) {
+		n += len(ips)
+		for _, a := range ips {
+			size += addrLen(a)
+		}
+	}
+	for i := range r.Workloads {
+		count(r.Workloads[i].IPs)
+		nLabels += len(r.Workloads[i].Labels)
+	}
+	for i := range r.Services {
+		s := &r.Services[i]
+		count(s.VIPs)
+		for j := range s.Endpoints {
+			count(s.Endpoints[j].IPs)
+			nPorts += len(s.Endpoints[j].Ports)
+		}
+	}
+	e.addrs = make([]byte, 0, size)
+	e.lists = make([][]byte, 0, n)
+	e.labels = make([]pb.Label, nLabels)
+	e.labelPtrs = make([]*pb.Label, nLabels)
+	e.ports = make([]pb.NamedPort, nPorts)
+	e.portPtrs = make([]*pb.NamedPort, nPorts)
+}
+
+// sortedKeys returns m's keys, sorted, in e's scratch slice.
+func sortedKeys[V any](e *encoder, m map[string]V) []string {
+	e.keys = e.keys[:0]
+	for k := range m {
+		e.keys = append(e.keys, k)
+	}
+	slices.Sort(e.keys)
+	return e.keys
+}
+
+func (e *encoder) labelList(m map[string]string) []*pb.Label {
+	if len(m) == 0 {
+		return nil
+	}
+	n := len(m)
+	if len(e.labels) < n { // m changed since reserve
+		e.labels, e.labelPtrs = make([]pb.Label, n), make([]*pb.Label, n)
+	}
+	ls, out := e.labels[:n:n], e.labelPtrs[:n:n]
+	e.labels, e.labelPtrs = e.labels[n:], e.labelPtrs[n:]
+	for i, k := range sortedKeys(e, m) {
+		ls[i].Key, ls[i].Value = k, m[k]
+		out[i] = &ls[i]
+	}
+	return out
+}
+
+func (e *encoder) namedPorts(m map[string]uint16) []*pb.NamedPort {
+	if len(m) == 0 {
+		return nil
+	}
+	n := len(m)
+	if len(e.ports) < n {
+		e.ports, e.portPtrs = make([]pb.NamedPort, n), make([]*pb.NamedPort, n)
+	}
+	ps, out := e.ports[:n:n], e.portPtrs[:n:n]
+	e.ports, e.portPtrs = e.ports[n:], e.portPtrs[n:]
+	for i, k := range sortedKeys(e, m) {
+		ps[i].Name, ps[i].Port = k, uint32(m[k])
+		out[i] = &ps[i]
+	}
+	return out
+}
+
+func addrLen(a netip.Addr) int {
+	switch {
+	case a.Is4():
+		return 4
+	case a.Is6():
+		return 16
+	}
+	return 0
+}
+
+// addr encodes a: 4 or 16 bytes, none for the zero Addr.
+func (e *encoder) addr(a netip.Addr) ([]byte, error) {
+	start := len(e.addrs)
+	switch {
+	case a.Is4():
+		b := a.As4()
+		e.addrs = append(e.addrs, b[:]...)
+	case a.Is6():
+		if a.Zone() != "" {
+			return nil, invalid("address %s has a zone", a)
+		}
+		b := a.As16()
+		e.addrs = append(e.addrs, b[:]...)
+	default:
+		return nil, nil
+	}
+	return e.addrs[start:len(e.addrs):len(e.addrs)], nil
+}
+
+func (e *encoder) addrList(ips []netip.Addr) ([][]byte, error) {
+	if len(ips) == 0 {
+		return nil, nil
+	}
+	start := len(e.lists)
+	for _, a := range ips {
+		b, err := e.addr(a)
+		if err != nil {
+			return nil, err
+		}
+		e.lists = append(e.lists, b)
+	}
+	return e.lists[start:len(e.lists):len(e.lists)], nil
+}
+
+func (e *encoder) workloads(ws []meshconfig.Workload) ([]*pb.Workload, error) {
+	if len(ws) == 0 {
+		return nil, nil
+	}
+	slab := make([]pb.Workload, len(ws))
+	out := make([]*pb.Workload, len(ws))
+	for i := range ws {
+		w, m := &ws[i], &slab[i]
+		m.Uid = w.UID
+		m.Name = w.Name
+		m.Namespace = w.Namespace
+		m.ServiceAccount = w.ServiceAccount
+		m.Node = w.Node
+		m.Labels = e.labelList(w.Labels)
+		m.Enrolled = w.Enrolled
+		m.Netns = w.Netns
+		var err error
+		if m.Ips, err = e.addrList(w.IPs); err != nil {
+			return nil, fmt.Errorf("workload %s: ips: %w", w.UID, err)
+		}
+		if w.Authz != nil {
+			if m.Authz, err = e.target(w.Authz); err != nil {
+				return nil, fmt.Errorf("workload %s: authz: %w", w.UID, err)
+			}
+		}
+		out[i] = m
+	}
+	return out, nil
+}
+
+func (e *encoder) services(ss []meshconfig.Service) ([]*pb.Service, error) {
+	if len(ss) == 0 {
+		return nil, nil
+	}
+	nPorts, nEndpoints := 0, 0
+	for i := range ss {
+		nPorts += len(ss[i].Ports)
+		nEndpoints += len(ss[i].Endpoints)
+	}
+	slab := make([]pb.Service, len(ss))
+	out := make([]*pb.Service, len(ss))
+	portSlab := make([]pb.ServicePort, nPorts)
+	ports := make([]*pb.ServicePort, nPorts)
+	epSlab := make([]pb.Endpoint, nEndpoints)
+	eps := make([]*pb.Endpoint, nEndpoints)
+	for i := range ss {
+		s, m := &ss[i], &slab[i]
+		m.Name = s.Name
+		m.Namespace = s.Namespace
+		m.ExternalName = s.ExternalName
+		var err error
+		if m.Vips, err = e.addrList(s.VIPs); err != nil {
+			return nil, fmt.Errorf("service %s: vips: %w", s.Key(), err)
+		}
+		if len(s.Ports) > 0 {
+			m.Ports, ports = ports[:len(s.Ports):len(s.Ports)], ports[len(s.Ports):]
+			for j := range s.Ports {
+				p, pm := &s.Ports[j], &portSlab[j]
+				pm.Name = p.Name
+				pm.Port = uint32(p.Port)
+				pm.TargetPort = uint32(p.TargetPort)
+				pm.AppProtocol = p.AppProtocol
+				if pm.Protocol, err = protocolToProto(p.Protocol); err != nil {
+					return nil, fmt.Errorf("service %s: port %d: %w", s.Key(), p.Port, err)
+				}
+				m.Ports[j] = pm
+			}
+			portSlab = portSlab[len(s.Ports):]
+		}
+		if len(s.Endpoints) > 0 {
+			m.Endpoints, eps = eps[:len(s.Endpoints):len(s.Endpoints)], eps[len(s.Endpoints):]
+			for j := range s.Endpoints {
+				ep, em := &s.Endpoints[j], &epSlab[j]
+				em.WorkloadUid = ep.WorkloadUID
+				em.Ready = ep.Ready
+				if em.Ips, err = e.addrList(ep.IPs); err != nil {
+					return nil, fmt.Errorf("service %s: endpoint %d: %w", s.Key(), j, err)
+				}
+				em.Ports = e.namedPorts(ep.Ports)
+				m.Endpoints[j] = em
+			}
+			epSlab = epSlab[len(s.Endpoints):]
+		}
+		out[i] = m
+	}
+	return out, nil
+}
+
+func (e *encoder) target(t *policy.Target) (*pb.Target, error) {
+	m := &pb.Target{PolicyRefs: t.PolicyRefs}
+	var err error
+	if m.MtlsMode, err = mtlsModeToProto(t.MTLSMode); err != nil {
+		return nil, err
+	}
+	if m.DefaultAction, err = actionToProto(t.Default); err != nil {
+		return nil, fmt.Errorf("default: %w", err)
+	}
+	if m.Policies, err = e.policies(t.Policies); err != nil {
+		return nil, err
+	}
+	if len(t.ProbePorts) > 0 {
+		m.ProbePorts = make([]uint32, len(t.ProbePorts))
+		for i, p := range t.ProbePorts {
+			m.ProbePorts[i] = uint32(p)
+		}
+	}
+	return m, nil
+}
+
+func (e *encoder) policies(ps []policy.Policy) ([]*pb.Policy, error) {
+	if len(ps) == 0 {
+		return nil, nil
+	}
+	slab := make([]pb.Policy, len(ps))
+	out := make([]*pb.Policy, len(ps))
+	for i := range ps {
+		p, m := &ps[i], &slab[i]
+		m.Namespace = p.Namespace
+		m.Name = p.Name
+		var err error
+		if m.Action, err = actionToProto(p.Action); err != nil {
+			return nil, fmt.Errorf("policy %s: %w", p.Key(), err)
+		}
+		if len(p.Rules) > 0 {
+			rules := make([]pb.Rule, len(p.Rules))
+			m.Rules = make([]*pb.Rule, len(p.Rules))
+			for j := range p.Rules {
+				if err := e.rule(&p.Rules[j], &rules[j]); err != nil {
+					return nil, fmt.Errorf("policy %s: rule %d: %w", p.Key(), j, err)
+				}
+				m.Rules[j] = &rules[j]
+			}
+		}
+		out[i] = m
+	}
+	return out, nil
+}
+
+func (e *encoder) rule(r *policy.Rule, m *pb.Rule) error {
+	m.Index = int64(r.Index)
+	m.L7 = r.L7
+	if len(r.From) > 0 {
+		peers := make([]pb.Peer, len(r.From))
+		m.From = make([]*pb.Peer, len(r.From))
+		for i := range r.From {
+			if err := peerToProto(&r.From[i], &peers[i]); err != nil {
+				return fmt.Errorf("from %d: %w", i, err)
+			}
+			m.From[i] = &peers[i]
+		}
+	}
+	if len(r.Ports) > 0 {
+		ranges := make([]pb.PortRange, len(r.Ports))
+		m.Ports = make([]*pb.PortRange, len(r.Ports))
+		for i, pr := range r.Ports {
+			ranges[i].From, ranges[i].To = uint32(pr.From), uint32(pr.To)
+			m.Ports[i] = &ranges[i]
+		}
+	}
+	return nil
+}
+
+// peerToProto writes p's sets sorted, so that equal peers encode alike.
+func peerToProto(p *policy.Peer, m *pb.Peer) error {
+	if !p.Identities.Any() {
+		ids := slices.SortedFunc(p.Identities.All(), compareIDs)
+		slab := make([]pb.SpiffeID, len(ids))
+		m.Identities = &pb.IdentitySet{Ids: make([]*pb.SpiffeID, len(ids))}
+		for i, id := range ids {
+			slab[i].TrustDomain, slab[i].Namespace, slab[i].ServiceAccount = id.TrustDomain, id.Namespace, id.ServiceAccount
+			m.Identities.Ids[i] = &slab[i]
+		}
+	}
+	m.Namespaces = stringSetToProto(p.Namespaces)
+	m.Workloads = stringSetToProto(p.Workloads)
+	if len(p.IPBlocks) > 0 {
+		blocks := make([]pb.IPBlock, len(p.IPBlocks))
+		m.IpBlocks = make([]*pb.IPBlock, len(p.IPBlocks))
+		for i := range p.IPBlocks {
+			b := &p.IPBlocks[i]
+			var err error
+			if blocks[i].Prefix, err = prefixToProto(b.Prefix); err != nil {
+				return fmt.Errorf("ip block %d: %w", i, err)
+			}
+			if len(b.Except) > 0 {
+				blocks[i].Except = make([]*pb.Prefix, len(b.Except))
+				for j, x := range b.Except {
+					if blocks[i].Except[j], err = prefixToProto(x); err != nil {
+						return fmt.Errorf("ip block %d: except %d: %w", i, j, err)
+					}
+				}
+			}
+			m.IpBlocks[i] = &blocks[i]
+		}
+	}
+	return nil
+}
+
+func compareIDs(a, b spiffe.ID) int {
+	return cmp.Or(cmp.Compare(a.TrustDomain, b.TrustDomain), cmp.Compare(a.Namespace, b.Namespace), cmp.Compare(a.ServiceAccount, b.ServiceAccount))
+}
+
+func stringSetToProto(s policy.Set[string]) *pb.StringSet {
+	if s.Any() {
+		return nil
+	}
+	return &pb.StringSet{Values: slices.Sorted(s.All())}
+}
+
+// prefixToProto encodes p; nil for the zero Prefix.
+func prefixToProto(p netip.Prefix) (*pb.Prefix, error) {
+	if p == (netip.Prefix{}) {
+		return nil, nil
+	}
+	if !p.IsValid() {
+		return nil, invalid("invalid prefix %s", p)
+	}
+	a := p.Addr()
+	var b []byte
+	if a.Is4() {
+		v := a.As4()
+		b = v[:]
+	} else {
+		v := a.As16()
+		b = v[:]
+	}
+	return &pb.Prefix{Addr: b, Bits: uint32(p.Bits())}, nil
+}
+
+func actionToProto(a policy.Action) (pb.Action, error) {
+	switch a {
+	case "":
+		return pb.Action_ACTION_UNSPECIFIED, nil
+	case policy.ActionAllow:
+		return pb.Action_ACTION_ALLOW, nil
+	case policy.ActionDeny:
+		return pb.Action_ACTION_DENY, nil
+	}
+	return 0, invalid("unknown action %q", a)
+}
+
+func mtlsModeToProto(m policy.MTLSMode) (pb.MtlsMode, error) {
+	switch m {
+	case "":
+		return pb.MtlsMode_MTLS_MODE_UNSPECIFIED, nil
+	case policy.MTLSStrict:
+		return pb.MtlsMode_MTLS_MODE_STRICT, nil
+	case policy.MTLSPermissive:
+		return pb.MtlsMode_MTLS_MODE_PERMISSIVE, nil
+	}
+	return 0, invalid("unknown mtls mode %q", m)
+}
+
+func protocolToProto(p string) (pb.Protocol, error) {
+	switch p {
+	case "":
+		return pb.Protocol_PROTOCOL_UNSPECIFIED, nil
+	case "TCP":
+		return pb.Protocol_PROTOCOL_TCP, nil
+	case "UDP":
+		return pb.Protocol_PROTOCOL_UDP, nil
+	case "SCTP":
+		return pb.Protocol_PROTOCOL_SCTP, nil
+	}
+	return 0, invalid("unknown protocol %q", p)
+}
+
+// ---- proto to Go ----
+
+func requestFromProto(m *pb.ConfigRequest) ConfigRequest {
+	return ConfigRequest{Node: m.GetNode(), Component: m.GetComponent(), AckVersion: m.GetAckVersion(), Error: m.GetError()}
+}
+
+func signRequestFromProto(m *pb.SignRequest) SignRequest {
+	return SignRequest{CSRPEM: nilIfEmpty(m.GetCsrPem())}
+}
+
+func signResponseFromProto(m *pb.SignResponse) SignResponse {
+	return SignResponse{ChainPEM: nilIfEmpty(m.GetChainPem())}
+}
+
+// responseFromProto converts m, taking over its maps and slices.
+func responseFromProto(m *pb.ConfigResponse) (ConfigResponse, error) {
+	r := ConfigResponse{
+		Version:          m.GetVersion(),
+		Full:             m.GetFull(),
+		More:             m.GetMore(),
+		TrustDomain:      m.GetTrustDomain(),
+		TrustBundlePEM:   nilIfEmpty(m.GetTrustBundlePem()),
+		RemovedWorkloads: nilIfEmpty(m.GetRemovedWorkloads()),
+		RemovedServices:  nilIfEmpty(m.GetRemovedServices()),
+	}
+	var d decoder
+	d.reserve(m)
+	var err error
+	if r.Workloads, err = d.workloads(m.GetWorkloads()); err != nil {
+		return ConfigResponse{}, err
+	}
+	if r.Services, err = d.services(m.GetServices()); err != nil {
+		return ConfigResponse{}, err
+	}
+	if r.Policies, err = policiesFromProto(m.GetPolicies()); err != nil {
+		return ConfigResponse{}, fmt.Errorf("policies: %w", err)
+	}
+	return r, nil
+}
+
+func nilIfEmpty[S ~[]E, E any](s S) S {
+	if len(s) == 0 {
+		return nil
+	}
+	return s
+}
+
+// decoder holds the slab the decoded addresses are cut from.
+type decoder struct{ addrs []netip.Addr }
+
+func (d *decoder) reserve(m *pb.ConfigResponse) {
+	n := 0
+	for _, w := range m.GetWorkloads() {
+		n += len(w.GetIps())
+	}
+	for _, s := range m.GetServices() {
+		n += len(s.GetVips())
+		for _, ep := range s.GetEndpoints() {
+			n += len(ep.GetIps())
+		}
+	}
+	d.addrs = make([]netip.Addr, 0, n)
+}
+
+// addrFromBytes decodes an address: 4 or 16 bytes, or none for the zero Addr.
+func addrFromBytes(b []byte) (netip.Addr, error) {
+	switch len(b) {
+	case 4:
+		return netip.AddrFrom4([4]byte(b)), nil
+	case 16:
+		return netip.AddrFrom16([16]byte(b)), nil
+	case 0:
+		return netip.Addr{}, nil
+	}
+	return netip.Addr{}, invalid("address of %d bytes", len(b))
+}
+
+func (d *decoder) addrList(bs [][]byte) ([]netip.Addr, error) {
+	if len(bs) == 0 {
+		return nil, nil
+	}
+	start := len(d.addrs)
+	for i, b := range bs {
+		a, err := addrFromBytes(b)
+		if err != nil {
+			return nil, fmt.Errorf("address %d: %w", i, err)
+		}
+		d.addrs = append(d.addrs, a)
+	}
+	return d.addrs[start:len(d.addrs):len(d.addrs)], nil
+}
+
+func (d *decoder) workloads(ms []*pb.Workload) ([]meshconfig.Workload, error) {
+	if len(ms) == 0 {
+		return nil, nil
+	}
+	nAuthz := 0
+	for _, m := range ms {
+		if m.GetAuthz() != nil {
+			nAuthz++
+		}
+	}
+	ws := make([]meshconfig.Workload, len(ms))
+	targets := make([]policy.Target, nAuthz)
+	for i, m := range ms {
+		w := &ws[i]
+		w.UID = m.GetUid()
+		w.Name = m.GetName()
+		w.Namespace = m.GetNamespace()
+		w.ServiceAccount = m.GetServiceAccount()
+		w.Node = m.GetNode()
+		w.Enrolled = m.GetEnrolled()
+		w.Netns = m.GetNetns()
+		if ls := m.GetLabels(); len(ls) > 0 {
+			w.Labels = make(map[string]string, len(ls))
+			for _, l := range ls {
+				w.Labels[l.GetKey()] = l.GetValue()
+			}
+		}
+		var err error
+		if w.IPs, err = d.addrList(m.GetIps()); err != nil {
+			return nil, fmt.Errorf("workload %d (%s): ips: %w", i, w.UID, err)
+		}
+		if a := m.GetAuthz(); a != nil {
+			t := &targets[0]
+			targets = targets[1:]
+			if err := targetFromProto(a, t); err != nil {
+				return nil, fmt.Errorf("workload %d (%s): authz: %w", i, w.UID, err)
+			}
+			w.Authz = t
+		}
+	}
+	return ws, nil
+}
+
+func (d *decoder) services(ms []*pb.Service) ([]meshconfig.Service, error) {
+	if len(ms) == 0 {
+		return nil, nil
+	}
+	nPorts, nEndpoints := 0, 0
+	for _, m := range ms {
+		nPorts += len(m.GetPorts())
+		nEndpoints += len(m.GetEndpoints())
+	}
+	ss := make([]meshconfig.Service, len(ms))
+	ports := make([]meshconfig.ServicePort, nPorts)
+	eps := make([]meshconfig.Endpoint, nEndpoints)
+	for i, m := range ms {
+		s := &ss[i]
+		s.Name = m.GetName()
+		s.Namespace = m.GetNamespace()
+		s.ExternalName = m.GetExternalName()
+		var err error
+		if s.VIPs, err = d.addrList(m.GetVips()); err != nil {
+			return nil, fmt.Errorf("service %d (%s): vips: %w", i, s.Key(), err)
+		}
+		if mp := m.GetPorts(); len(mp) > 0 {
+			s.Ports, ports = ports[:len(mp):len(mp)], ports[len(mp):]
+			for j, pm := range mp {
+				if err := servicePortFromProto(pm, &s.Ports[j]); err != nil {
+					return nil, fmt.Errorf("service %d (%s): port %d: %w", i, s.Key(), j, err)
+				}
+			}
+		}
+		if me := m.GetEndpoints(); len(me) > 0 {
+			s.Endpoints, eps = eps[:len(me):len(me)], eps[len(me):]
+			for j, em := range me {
+				if err := d.endpoint(em, &s.Endpoints[j]); err != nil {
+					return nil, fmt.Errorf("service %d (%s): endpoint %d: %w", i, s.Key(), j, err)
+				}
+			}
+		}
+	}
+	return ss, nil
+}
+
+func servicePortFromProto(m *pb.ServicePort, p *meshconfig.ServicePort) error {
+	var err error
+	p.Name = m.GetName()
+	p.AppProtocol = m.GetAppProtocol()
+	if p.Port, err = portFromProto(m.GetPort()); err != nil {
+		return err
+	}
+	if p.TargetPort, err = portFromProto(m.GetTargetPort()); err != nil {
+		return fmt.Errorf("target port: %w", err)
+	}
+	p.Protocol, err = protocolFromProto(m.GetProtocol())
+	return err
+}
+
+func (d *decoder) endpoint(m *pb.Endpoint, ep *meshconfig.Endpoint) error {
+	ep.WorkloadUID = m.GetWorkloadUid()
+	ep.Ready = m.GetReady()
+	var err error
+	if ep.IPs, err = d.addrList(m.GetIps()); err != nil {
+		return err
+	}
+	if mp := m.GetPorts(); len(mp) > 0 {
+		ep.Ports = make(map[string]uint16, len(mp))
+		for _, np := range mp {
+			if ep.Ports[np.GetName()], err = portFromProto(np.GetPort()); err != nil {
+				return fmt.Errorf("port %q: %w", np.GetName(), err)
+			}
+		}
+	}
+	return nil
+}
+
+func portFromProto(v uint32) (uint16, error) {
+	if v > math.MaxUint16 {
+		return 0, invalid("port %d out of range", v)
+	}
+	return uint16(v), nil
+}
+
+func targetFromProto(m *pb.Target, t *policy.Target) error {
+	var err error
+	if t.MTLSMode, err = mtlsModeFromProto(m.GetMtlsMode()); err != nil {
+		return err
+	}
+	if t.Default, err = actionFromProto(m.GetDefaultAction()); err != nil {
+		return fmt.Errorf("default: %w", err)
+	}
+	if t.Policies, err = policiesFromProto(m.GetPolicies()); err != nil {
+		return err
+	}
+	t.PolicyRefs = nilIfEmpty(m.GetPolicyRefs())
+	if pp := m.GetProbePorts(); len(pp) > 0 {
+		t.ProbePorts = make([]uint16, len(pp))
+		for i, v := range pp {
+			if t.ProbePorts[i], err = portFromProto(v); err != nil {
+				return fmt.Errorf("probe port: %w", err)
+			}
+		}
+	}
+	return nil
+}
+
+func policiesFromProto(ms []*pb.Policy) ([]policy.Policy, error) {
+	if len(ms) == 0 {
+		return nil, nil
+	}
+	ps := make([]policy.Policy, len(ms))
+	for i, m := range ms {
+		p := &ps[i]
+		p.Namespace = m.GetNamespace()
+		p.Name = m.GetName()
+		var err error
+		if p.Action, err = actionFromProto(m.GetAction()); err != nil {
+			return nil, fmt.Errorf("policy %s: %w", p.Key(), err)
+		}
+		if mr := m.GetRules(); len(mr) > 0 {
+			p.Rules = make([]policy.Rule, len(mr))
+			for j, rm := range mr {
+				if err := ruleFromProto(rm, &p.Rules[j]); err != nil {
+					return nil, fmt.Errorf("policy %s: rule %d: %w", p.Key(), j, err)
+				}
+			}
+		}
+	}
+	return ps, nil
+}
+
+func ruleFromProto(m *pb.Rule, r *policy.Rule) error {
+	idx := m.GetIndex()
+	if int64(int(idx)) != idx {
+		return invalid("index %d out of range", idx)
+	}
+	r.Index = int(idx)
+	r.L7 = m.GetL7()
+	if mf := m.GetFrom(); len(mf) > 0 {
+		r.From = make([]policy.Peer, len(mf))
+		for i, pm := range mf {
+			if err := peerFromProto(pm, &r.From[i]); err != nil {
+				return fmt.Errorf("from %d: %w", i, err)
+			}
+		}
+	}
+	if mp := m.GetPorts(); len(mp) > 0 {
+		r.Ports = make([]policy.PortRange, len(mp))
+		for i, pr := range mp {
+			from, err := portFromProto(pr.GetFrom())
+			if err != nil {
+				return fmt.Errorf("ports %d: %w", i, err)
+			}
+			to, err := portFromProto(pr.GetTo())
+			if err != nil {
+				return fmt.Errorf("ports %d: %w", i, err)
+			}
+			r.Ports[i] = policy.PortRange{From: from, To: to}
+		}
+	}
+	return nil
+}
+
+func peerFromProto(m *pb.Peer, p *policy.Peer) error {
+	if is := m.GetIdentities(); is != nil {
+		ids := make([]spiffe.ID, len(is.GetIds()))
+		for i, id := range is.GetIds() {
+			ids[i] = spiffe.ID{TrustDomain: id.GetTrustDomain(), Namespace: id.GetNamespace(), ServiceAccount: id.GetServiceAccount()}
+		}
+		p.Identities = policy.SetOf(ids...)
+	}
+	if s := m.GetNamespaces(); s != nil {
+		p.Namespaces = policy.SetOf(s.GetValues()...)
+	}
+	if s := m.GetWorkloads(); s != nil {
+		p.Workloads = policy.SetOf(s.GetValues()...)
+	}
+	if mb := m.GetIpBlocks(); len(mb) > 0 {
+		p.IPBlocks = make([]policy.IPBlock, len(mb))
+		for i, bm := range mb {
+			b := &p.IPBlocks[i]
+			var err error
+			if b.Prefix, err = prefixFromProto(bm.GetPrefix()); err != nil {
+				return fmt.Errorf("ip block %d: %w", i, err)
+			}
+			if ex := bm.GetExcept(); len(ex) > 0 {
+				b.Except = make([]netip.Prefix, len(ex))
+				for j, x := range ex {
+					if b.Except[j], err = prefixFromProto(x); err != nil {
+						return fmt.Errorf("ip block %d: except %d: %w", i, j, err)
+					}
+				}
+			}
+		}
+	}
+	return nil
+}
+
+// prefixFromProto decodes a prefix; an absent or empty one is the zero Prefix.
+func prefixFromProto(m *pb.Prefix) (netip.Prefix, error) {
+	addr, bits := m.GetAddr(), m.GetBits()
+	if len(addr) == 0 {
+		if bits != 0 {
+			return netip.Prefix{}, invalid("prefix /%d has no address", bits)
+		}
+		return netip.Prefix{}, nil
+	}
+	a, err := addrFromBytes(addr)
+	if err != nil {
+		return netip.Prefix{}, err
+	}
+	if bits > uint32(a.BitLen()) {
+		return netip.Prefix{}, invalid("prefix %s/%d: more bits than the address", a, bits)
+	}
+	return netip.PrefixFrom(a, int(bits)), nil
+}
+
+func actionFromProto(a pb.Action) (policy.Action, error) {
+	switch a {
+	case pb.Action_ACTION_UNSPECIFIED:
+		return "", nil
+	case pb.Action_ACTION_ALLOW:
+		return policy.ActionAllow, nil
+	case pb.Action_ACTION_DENY:
+		return policy.ActionDeny, nil
+	}
+	return "", invalid("unknown action %d", a)
+}
+
+func mtlsModeFromProto(m pb.MtlsMode) (policy.MTLSMode, error) {
+	switch m {
+	case pb.MtlsMode_MTLS_MODE_UNSPECIFIED:
+		return "", nil
+	case pb.MtlsMode_MTLS_MODE_STRICT:
+		return policy.MTLSStrict, nil
+	case pb.MtlsMode_MTLS_MODE_PERMISSIVE:
+		return policy.MTLSPermissive, nil
+	}
+	return "", invalid("unknown mtls mode %d", m)
+}
+
+func protocolFromProto(p pb.Protocol) (string, error) {
+	switch p {
+	case pb.Protocol_PROTOCOL_UNSPECIFIED:
+		return "", nil
+	case pb.Protocol_PROTOCOL_TCP:
+		return "TCP", nil
+	case pb.Protocol_PROTOCOL_UDP:
+		return "UDP", nil
+	case pb.Protocol_PROTOCOL_SCTP:
+		return "SCTP", nil
+	}
+	return "", invalid("unknown protocol %d", p)
+}

@@ -1,0 +1,487 @@
+package configapi
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"net/netip"
+	"reflect"
+	"slices"
+	"testing"
+
+	"github.com/google/go-cmp/cmp"
+	"google.golang.org/protobuf/encoding/protowire"
+	"google.golang.org/protobuf/proto"
+
+	pb "github.com/agentmesh/agentmesh/api/configapi/proto/agentmesh/v1"
+	"github.com/agentmesh/agentmesh/api/meshconfig"
+	"github.com/agentmesh/agentmesh/api/policy"
+	"github.com/agentmesh/agentmesh/api/spiffe"
+)
+
+// representative is a response with every field set somewhere: Authz
+// inline and by reference, policies with every kind of peer, v4, v6 and
+// v4-in-v6 addresses, labels, endpoints with named ports, an ExternalName
+// service.
+func representative() *ConfigResponse {
+	web := spiffe.New("cluster.local", "shop", "web")
+	admin := spiffe.New("cluster.local", "ops", "admin")
+	allowWeb := policy.Policy{Namespace: "shop", Name: "allow-web", Action: policy.ActionAllow, Rules: []policy.Rule{
+		{Index: 0, From: []policy.Peer{{Identities: policy.SetOf(web, admin)}}, Ports: []policy.PortRange{{From: 8080, To: 8080}}},
+		{Index: 1, From: []policy.Peer{
+			{Namespaces: policy.SetOf("shop", "ops")},
+			{Namespaces: policy.SetOf[string]()}, // a selector that picks no namespace
+			{Workloads: policy.SetOf("uid-a", "uid-b")},
+			{IPBlocks: []policy.IPBlock{
+				{Prefix: netip.MustParsePrefix("10.0.0.0/8"), Except: []netip.Prefix{netip.MustParsePrefix("10.1.0.0/16"), netip.MustParsePrefix("10.2.3.4/32")}},
+				{Prefix: netip.MustParsePrefix("fd00::/8")},
+				{Prefix: netip.MustParsePrefix("10.9.9.9/8")}, // not masked: kept as written
+			}},
+			{Identities: policy.SetOf(web), Namespaces: policy.SetOf("shop"), Workloads: policy.SetOf("uid-c"), IPBlocks: []policy.IPBlock{{Prefix: netip.MustParsePrefix("::ffff:10.0.0.0/104")}}},
+		}, L7: true},
+		{Index: 2},
+	}}
+	denySSH := policy.Policy{Namespace: "ops", Name: "deny-ssh", Action: policy.ActionDeny, Rules: []policy.Rule{{Index: 0, Ports: []policy.PortRange{{From: 22, To: 23}, {From: 0, To: 65535}}}}}
+	return &ConfigResponse{
+		Version:          42,
+		Full:             true,
+		More:             true,
+		TrustDomain:      "cluster.local",
+		TrustBundlePEM:   []byte("-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n"),
+		RemovedWorkloads: []string{"gone-1", "gone-2"},
+		RemovedServices:  []string{"shop/old"},
+		Workloads: []meshconfig.Workload{
+			{
+				UID: "0b7f3c1e-8d2a-4f5b-9c6d-1e2f3a4b5c6d", Name: "web-7d9f-abcde", Namespace: "shop", ServiceAccount: "web", Node: "n1",
+				IPs:      []netip.Addr{netip.MustParseAddr("10.244.1.7"), netip.MustParseAddr("fd00:10:244:1::7")},
+				Labels:   map[string]string{"app": "web", "version": "v2", "pod-template-hash": "7d9f"},
+				Enrolled: true,
+				Authz: &policy.Target{
+					Policies:   []policy.Policy{denySSH},
+					PolicyRefs: []string{"shop/allow-web"},
+					MTLSMode:   policy.MTLSStrict,
+					Default:    policy.ActionDeny,
+					ProbePorts: []uint16{8080, 9090},
+				},
+			},
+			{UID: "b", Name: "db", Namespace: "data", ServiceAccount: "db", Node: "n2", IPs: []netip.Addr{netip.MustParseAddr("::ffff:10.0.0.9")}, Netns: "/run/netns/db",
+				Authz: &policy.Target{MTLSMode: policy.MTLSPermissive, Default: policy.ActionAllow}},
+			{UID: "c", Name: "bare", Namespace: "x", ServiceAccount: "default", Node: "n2", Authz: &policy.Target{}},
+			{UID: "d"},
+		},
+		Services: []meshconfig.Service{
+			{
+				Name: "web", Namespace: "shop",
+				VIPs: []netip.Addr{netip.MustParseAddr("10.96.0.10"), netip.MustParseAddr("fd00:96::a")},
+				Ports: []meshconfig.ServicePort{
+					{Name: "http", Port: 80, Protocol: "TCP", AppProtocol: "http"},
+					{Name: "grpc", Port: 9090, TargetPort: 9091, Protocol: "TCP"},
+					{Name: "dns", Port: 53, TargetPort: 53, Protocol: "UDP"},
+					{Port: 3868, TargetPort: 3868, Protocol: "SCTP"},
+					{Port: 1},
+				},
+				Endpoints: []meshconfig.Endpoint{
+					{WorkloadUID: "0b7f3c1e-8d2a-4f5b-9c6d-1e2f3a4b5c6d", IPs: []netip.Addr{netip.MustParseAddr("10.244.1.7")}, Ready: true, Ports: map[string]uint16{"http": 8080, "max": 65535}},
+					{IPs: []netip.Addr{netip.MustParseAddr("192.168.1.1"), netip.MustParseAddr("2001:db8::1")}},
+				},
+			},
+			{Name: "ext", Namespace: "shop", ExternalName: "api.example.com"},
+			{Name: "headless", Namespace: "shop", Endpoints: []meshconfig.Endpoint{{Ready: true}}},
+		},
+		Policies: []policy.Policy{allowWeb, {Namespace: "empty", Name: "p"}},
+	}
+}
+
+// protoRoundTrip sends in through the proto codec.
+func protoRoundTrip(t testing.TB, in any, out any) []byte {
+	t.Helper()
+	b, err := protoCodec{}.Marshal(in)
+	if err != nil {
+		t.Fatalf("marshal: %v", err)
+	}
+	if err := (protoCodec{}).Unmarshal(b, out); err != nil {
+		t.Fatalf("unmarshal: %v", err)
+	}
+	return b
+}
+
+func TestRoundTripRepresentative(t *testing.T) {
+	in := representative()
+	var out ConfigResponse
+	b := protoRoundTrip(t, in, &out)
+	if !reflect.DeepEqual(in, &out) {
+		t.Fatalf("round trip differs (-in +out):\n%s", cmp.Diff(in, &out, cmpOpts...))
+	}
+	again, err := protoCodec{}.Marshal(&out)
+	if err != nil || !bytes.Equal(b, again) {
+		t.Errorf("the decoded message encodes to other bytes (%v)", err)
+	}
+}
+
+// TestRoundTripRandom: random responses in canonical form survive
+// Go -> proto -> bytes -> proto -> Go, and encode deterministically.
+func TestRoundTripRandom(t *testing.T) {
+	for seed := range uint64(300) {
+		r := rand.New(rand.NewPCG(seed, 7))
+		in := randResponse(r)
+		var out ConfigResponse
+		b := protoRoundTrip(t, in, &out)
+		if !reflect.DeepEqual(in, &out) {
+			t.Fatalf("seed %d: round trip differs (-in +out):\n%s", seed, cmp.Diff(in, &out, cmpOpts...))
+		}
+		again, err := protoCodec{}.Marshal(in)
+		if err != nil || !bytes.Equal(b, again) {
+			t.Fatalf("seed %d: two encodings differ (%v)", seed, err)
+		}
+	}
+}
+
+// TestRoundTripSmallMessages: the other three message types.
+func TestRoundTripSmallMessages(t *testing.T) {
+	for _, tc := range []struct{ in, out any }{
+		{&ConfigRequest{Node: "n1", Component: ComponentZtunnel, AckVersion: 1 << 60, Error: "bad"}, new(ConfigRequest)},
+		{&ConfigRequest{}, new(ConfigRequest)},
+		{&SignRequest{CSRPEM: []byte("csr")}, new(SignRequest)},
+		{&SignRequest{}, new(SignRequest)},
+		{&SignResponse{ChainPEM: []byte("leaf\nca")}, new(SignResponse)},
+		{&ConfigResponse{}, new(ConfigResponse)},
+	} {
+		protoRoundTrip(t, tc.in, tc.out)
+		if !reflect.DeepEqual(tc.in, tc.out) {
+			t.Errorf("%T: round trip %+v -> %+v", tc.in, tc.in, tc.out)
+		}
+	}
+}
+
+// TestEmptyEncodesAsNil: empty slices and maps encode like nil ones and
+// decode as nil (the canonical form).
+func TestEmptyEncodesAsNil(t *testing.T) {
+	empty := &ConfigResponse{
+		TrustBundlePEM: []byte{}, RemovedWorkloads: []string{}, RemovedServices: []string{}, Policies: []policy.Policy{},
+		Workloads: []meshconfig.Workload{{UID: "a", IPs: []netip.Addr{}, Labels: map[string]string{},
+			Authz: &policy.Target{Policies: []policy.Policy{{Rules: []policy.Rule{{From: []policy.Peer{{IPBlocks: []policy.IPBlock{}}}, Ports: []policy.PortRange{}}}}}, PolicyRefs: []string{}, ProbePorts: []uint16{}}}},
+		Services: []meshconfig.Service{{Name: "s", VIPs: []netip.Addr{}, Ports: []meshconfig.ServicePort{}, Endpoints: []meshconfig.Endpoint{{IPs: []netip.Addr{}, Ports: map[string]uint16{}}}}},
+	}
+	canonical := &ConfigResponse{
+		Workloads: []meshconfig.Workload{{UID: "a", Authz: &policy.Target{Policies: []policy.Policy{{Rules: []policy.Rule{{From: []policy.Peer{{}}}}}}}}},
+		Services:  []meshconfig.Service{{Name: "s", Endpoints: []meshconfig.Endpoint{{}}}},
+	}
+	b1, err1 := protoCodec{}.Marshal(empty)
+	b2, err2 := protoCodec{}.Marshal(canonical)
+	if err1 != nil || err2 != nil || !bytes.Equal(b1, b2) {
+		t.Fatalf("empty and nil encode differently (%v, %v)", err1, err2)
+	}
+	var out ConfigResponse
+	if err := (protoCodec{}).Unmarshal(b1, &out); err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(canonical, &out) {
+		t.Fatalf("decoded (-want +got):\n%s", cmp.Diff(canonical, &out, cmpOpts...))
+	}
+}
+
+// TestInvalidWire: bytes that break the schema are errors (ErrInvalid),
+// never a panic or a silently truncated value.
+func TestInvalidWire(t *testing.T) {
+	wl := func(mod func(*pb.Workload)) *pb.ConfigResponse {
+		w := &pb.Workload{Uid: "u", Ips: [][]byte{{10, 0, 0, 1}}, Authz: &pb.Target{}}
+		mod(w)
+		return &pb.ConfigResponse{Workloads: []*pb.Workload{w}}
+	}
+	svc := func(mod func(*pb.Service)) *pb.ConfigResponse {
+		s := &pb.Service{Name: "s", Ports: []*pb.ServicePort{{Port: 80}}, Endpoints: []*pb.Endpoint{{Ips: [][]byte{{10, 0, 0, 2}}}}}
+		mod(s)
+		return &pb.ConfigResponse{Services: []*pb.Service{s}}
+	}
+	peer := func(p *pb.Peer) *pb.ConfigResponse {
+		return &pb.ConfigResponse{Policies: []*pb.Policy{{Name: "p", Rules: []*pb.Rule{{From: []*pb.Peer{p}}}}}}
+	}
+	for name, m := range map[string]*pb.ConfigResponse{
+		"address of 5 bytes":      wl(func(w *pb.Workload) { w.Ips = [][]byte{{1, 2, 3, 4, 5}} }),
+		"address of 15 bytes":     svc(func(s *pb.Service) { s.Vips = [][]byte{make([]byte, 15)} }),
+		"endpoint address":        svc(func(s *pb.Service) { s.Endpoints[0].Ips = [][]byte{{1}} }),
+		"port 65536":              svc(func(s *pb.Service) { s.Ports[0].Port = 65536 }),
+		"target port 1<<32-1":     svc(func(s *pb.Service) { s.Ports[0].TargetPort = 1<<32 - 1 }),
+		"named port 70000":        svc(func(s *pb.Service) { s.Endpoints[0].Ports = []*pb.NamedPort{{Name: "http", Port: 70000}} }),
+		"protocol 9":              svc(func(s *pb.Service) { s.Ports[0].Protocol = 9 }),
+		"probe port 65536":        wl(func(w *pb.Workload) { w.Authz.ProbePorts = []uint32{80, 65536} }),
+		"mtls mode 3":             wl(func(w *pb.Workload) { w.Authz.MtlsMode = 3 }),
+		"default action -1":       wl(func(w *pb.Workload) { w.Authz.DefaultAction = -1 }),
+		"inline policy action 7":  wl(func(w *pb.Workload) { w.Authz.Policies = []*pb.Policy{{Action: 7}} }),
+		"policy action 3":         {Policies: []*pb.Policy{{Action: 3}}},
+		"port range to 65536":     {Policies: []*pb.Policy{{Rules: []*pb.Rule{{Ports: []*pb.PortRange{{From: 1, To: 65536}}}}}}},
+		"port range from 1<<20":   {Policies: []*pb.Policy{{Rules: []*pb.Rule{{Ports: []*pb.PortRange{{From: 1 << 20}}}}}}},
+		"prefix of 3 bytes":       peer(&pb.Peer{IpBlocks: []*pb.IPBlock{{Prefix: &pb.Prefix{Addr: []byte{10, 0, 0}, Bits: 8}}}}),
+		"prefix /33":              peer(&pb.Peer{IpBlocks: []*pb.IPBlock{{Prefix: &pb.Prefix{Addr: []byte{10, 0, 0, 0}, Bits: 33}}}}),
+		"prefix /129":             peer(&pb.Peer{IpBlocks: []*pb.IPBlock{{Prefix: &pb.Prefix{Addr: make([]byte, 16), Bits: 129}}}}),
+		"prefix bits, no address": peer(&pb.Peer{IpBlocks: []*pb.IPBlock{{Prefix: &pb.Prefix{Bits: 8}}}}),
+		"except of 17 bytes":      peer(&pb.Peer{IpBlocks: []*pb.IPBlock{{Except: []*pb.Prefix{{Addr: make([]byte, 17)}}}}}),
+		"nested policy bad prefix": wl(func(w *pb.Workload) {
+			w.Authz.Policies = []*pb.Policy{peer(&pb.Peer{IpBlocks: []*pb.IPBlock{{Prefix: &pb.Prefix{Addr: []byte{1}}}}}).Policies[0]}
+		}),
+	} {
+		b, err := proto.Marshal(m)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var out ConfigResponse
+		err = protoCodec{}.Unmarshal(b, &out)
+		if !errors.Is(err, ErrInvalid) {
+			t.Errorf("%s: Unmarshal error = %v, want ErrInvalid", name, err)
+		}
+	}
+	var out ConfigResponse
+	if err := (protoCodec{}).Unmarshal([]byte{0x0a, 0xff}, &out); err == nil {
+		t.Error("truncated bytes accepted")
+	}
+}
+
+// TestInvalidGo: what the wire cannot carry is an error, not a silent
+// loss.
+func TestInvalidGo(t *testing.T) {
+	for name, r := range map[string]*ConfigResponse{
+		"zoned address":   {Workloads: []meshconfig.Workload{{IPs: []netip.Addr{netip.MustParseAddr("fe80::1%eth0")}}}},
+		"unknown action":  {Policies: []policy.Policy{{Action: "allow"}}},
+		"unknown default": {Workloads: []meshconfig.Workload{{Authz: &policy.Target{Default: "Maybe"}}}},
+		"unknown mode":    {Workloads: []meshconfig.Workload{{Authz: &policy.Target{MTLSMode: "strict"}}}},
+		"unknown proto":   {Services: []meshconfig.Service{{Ports: []meshconfig.ServicePort{{Port: 80, Protocol: "QUIC"}}}}},
+		"invalid prefix":  {Policies: []policy.Policy{{Rules: []policy.Rule{{From: []policy.Peer{{IPBlocks: []policy.IPBlock{{Prefix: netip.PrefixFrom(netip.MustParseAddr("10.0.0.1"), 40)}}}}}}}}},
+	} {
+		if _, err := (protoCodec{}).Marshal(r); !errors.Is(err, ErrInvalid) {
+			t.Errorf("%s: Marshal error = %v, want ErrInvalid", name, err)
+		}
+	}
+}
+
+// TestWrongType: the codec refuses values it has no message for, and the
+// bytes of one message type where another is expected.
+func TestWrongType(t *testing.T) {
+	c := protoCodec{}
+	if _, err := c.Marshal(&struct{ A int }{1}); err == nil {
+		t.Error("marshal of a foreign type accepted")
+	}
+	if _, err := c.Marshal(ConfigRequest{}); err == nil {
+		t.Error("marshal of a message by value accepted")
+	}
+	req, _ := c.Marshal(&ConfigRequest{Node: "n1", Component: ComponentAgentd, AckVersion: 3})
+	if err := c.Unmarshal(req, new(int)); err == nil {
+		t.Error("unmarshal into *int accepted")
+	}
+	if err := c.Unmarshal(req, new(ConfigResponse)); !errors.Is(err, ErrInvalid) {
+		t.Errorf("a ConfigRequest decoded as a ConfigResponse: %v, want ErrInvalid", err)
+	}
+	resp, _ := c.Marshal(&ConfigResponse{Version: 3, TrustDomain: "td"})
+	if err := c.Unmarshal(resp, new(ConfigRequest)); !errors.Is(err, ErrInvalid) {
+		t.Errorf("a ConfigResponse decoded as a ConfigRequest: %v, want ErrInvalid", err)
+	}
+	// Fields this schema does not know are skipped: a newer peer may send them.
+	future := protoAppendField(resp, 99, "from a newer controller")
+	var out ConfigResponse
+	if err := c.Unmarshal(future, &out); err != nil || out.Version != 3 || out.TrustDomain != "td" {
+		t.Errorf("unknown field: %+v, %v", out, err)
+	}
+}
+
+func protoAppendField(b []byte, num protowire.Number, s string) []byte {
+	b = protowire.AppendTag(slices.Clone(b), num, protowire.BytesType)
+	return protowire.AppendString(b, s)
+}
+
+var cmpOpts = []cmp.Option{
+	cmp.Comparer(func(a, b netip.Addr) bool { return a == b }),
+	cmp.Comparer(func(a, b netip.Prefix) bool { return a == b }),
+	cmp.Comparer(func(a, b policy.Set[string]) bool { return reflect.DeepEqual(a, b) }),
+	cmp.Comparer(func(a, b policy.Set[spiffe.ID]) bool { return reflect.DeepEqual(a, b) }),
+}
+
+// randResponse is a random response in canonical form (nil for empty).
+func randResponse(r *rand.Rand) *ConfigResponse {
+	g := gen{r}
+	resp := &ConfigResponse{
+		Version:          r.Uint64(),
+		Full:             r.IntN(2) == 0,
+		More:             r.IntN(2) == 0,
+		TrustDomain:      g.str(),
+		TrustBundlePEM:   g.bytes(),
+		RemovedWorkloads: g.strs(3),
+		RemovedServices:  g.strs(3),
+	}
+	for range r.IntN(6) {
+		w := meshconfig.Workload{
+			UID: g.str(), Name: g.str(), Namespace: g.str(), ServiceAccount: g.str(), Node: g.str(),
+			IPs: g.addrs(3), Labels: g.labels(), Enrolled: r.IntN(2) == 0, Netns: g.str(),
+		}
+		if r.IntN(3) == 0 {
+			w.Authz = g.target()
+		}
+		resp.Workloads = append(resp.Workloads, w)
+	}
+	for range r.IntN(4) {
+		s := meshconfig.Service{Name: g.str(), Namespace: g.str()}
+		if r.IntN(4) == 0 {
+			s.ExternalName = g.str()
+		} else {
+			s.VIPs = g.addrs(2)
+			for range r.IntN(3) {
+				s.Ports = append(s.Ports, meshconfig.ServicePort{Name: g.str(), Port: g.port(), TargetPort: g.port(),
+					Protocol: []string{"", "TCP", "UDP", "SCTP"}[r.IntN(4)], AppProtocol: g.str()})
+			}
+			for range r.IntN(4) {
+				ep := meshconfig.Endpoint{WorkloadUID: g.str(), IPs: g.addrs(2), Ready: r.IntN(2) == 0}
+				for range r.IntN(3) {
+					if ep.Ports == nil {
+						ep.Ports = map[string]uint16{}
+					}
+					ep.Ports[g.str()] = g.port()
+				}
+				s.Endpoints = append(s.Endpoints, ep)
+			}
+		}
+		resp.Services = append(resp.Services, s)
+	}
+	resp.Policies = g.policies()
+	return resp
+}
+
+type gen struct{ r *rand.Rand }
+
+func (g gen) str() string {
+	if g.r.IntN(5) == 0 {
+		return ""
+	}
+	return fmt.Sprintf("s%d", g.r.IntN(1000))
+}
+
+func (g gen) strs(n int) []string {
+	var out []string
+	for range g.r.IntN(n + 1) {
+		out = append(out, g.str())
+	}
+	return out
+}
+
+func (g gen) bytes() []byte {
+	if g.r.IntN(2) == 0 {
+		return nil
+	}
+	b := make([]byte, 1+g.r.IntN(40))
+	for i := range b {
+		b[i] = byte(g.r.IntN(256))
+	}
+	return b
+}
+
+func (g gen) port() uint16 {
+	if g.r.IntN(4) == 0 {
+		return 0
+	}
+	return uint16(g.r.IntN(65536))
+}
+
+func (g gen) addr() netip.Addr {
+	var b [16]byte
+	for i := range b {
+		b[i] = byte(g.r.IntN(256))
+	}
+	switch g.r.IntN(4) {
+	case 0:
+		return netip.AddrFrom4([4]byte(b[:4]))
+	case 1:
+		return netip.AddrFrom16(b)
+	case 2:
+		return netip.AddrFrom16(netip.AddrFrom4([4]byte(b[:4])).As16()) // v4-in-v6
+	}
+	return netip.AddrFrom4([4]byte{10, 244, b[0], b[1]})
+}
+
+func (g gen) addrs(n int) []netip.Addr {
+	var out []netip.Addr
+	for range g.r.IntN(n + 1) {
+		out = append(out, g.addr())
+	}
+	return out
+}
+
+func (g gen) labels() map[string]string {
+	var m map[string]string
+	for range g.r.IntN(4) {
+		if m == nil {
+			m = map[string]string{}
+		}
+		m[g.str()] = g.str()
+	}
+	return m
+}
+
+func (g gen) action() policy.Action {
+	return []policy.Action{"", policy.ActionAllow, policy.ActionDeny}[g.r.IntN(3)]
+}
+
+func (g gen) target() *policy.Target {
+	t := &policy.Target{
+		Policies:   g.policies(),
+		PolicyRefs: g.strs(2),
+		MTLSMode:   []policy.MTLSMode{"", policy.MTLSStrict, policy.MTLSPermissive}[g.r.IntN(3)],
+		Default:    g.action(),
+	}
+	for range g.r.IntN(3) {
+		t.ProbePorts = append(t.ProbePorts, g.port())
+	}
+	return t
+}
+
+func (g gen) policies() []policy.Policy {
+	var out []policy.Policy
+	for range g.r.IntN(3) {
+		p := policy.Policy{Namespace: g.str(), Name: g.str(), Action: g.action()}
+		for i := range g.r.IntN(4) {
+			rule := policy.Rule{Index: i, L7: g.r.IntN(3) == 0}
+			if g.r.IntN(5) == 0 {
+				rule.Index = -g.r.IntN(1 << 40) // out of spec but representable
+			}
+			for range g.r.IntN(4) {
+				rule.From = append(rule.From, g.peer())
+			}
+			for range g.r.IntN(3) {
+				rule.Ports = append(rule.Ports, policy.PortRange{From: g.port(), To: g.port()})
+			}
+			p.Rules = append(p.Rules, rule)
+		}
+		out = append(out, p)
+	}
+	return out
+}
+
+func (g gen) set() (policy.Set[string], bool) {
+	if g.r.IntN(3) == 0 {
+		return policy.Set[string]{}, false
+	}
+	return policy.SetOf(g.strs(3)...), true
+}
+
+func (g gen) peer() policy.Peer {
+	var p policy.Peer
+	if g.r.IntN(3) > 0 {
+		var ids []spiffe.ID
+		for range g.r.IntN(3) {
+			ids = append(ids, spiffe.New(g.str(), g.str(), g.str()))
+		}
+		p.Identities = policy.SetOf(ids...)
+	}
+	p.Namespaces, _ = g.set()
+	p.Workloads, _ = g.set()
+	for range g.r.IntN(3) {
+		b := policy.IPBlock{}
+		if g.r.IntN(6) > 0 {
+			a := g.addr()
+			b.Prefix = netip.PrefixFrom(a, g.r.IntN(a.BitLen()+1))
+		}
+		for range g.r.IntN(3) {
+			a := g.addr()
+			b.Except = append(b.Except, netip.PrefixFrom(a, g.r.IntN(a.BitLen()+1)))
+		}
+		p.IPBlocks = append(p.IPBlocks, b)
+	}
+	return p
+}
