@@ -252,9 +252,11 @@ func (h *Hub) touches(node string, c *change) bool {
 }
 
 // forNode is w as node receives it: the authorization data only goes to the
-// workload's own node, which enforces it.
+// workload's own node, which enforces it, and the labels to no node (the
+// controller resolves every selector; a node never reads a label).
 func forNode(node string, w *meshconfig.Workload) meshconfig.Workload {
 	out := *w
+	out.Labels = nil
 	if w.Node != node {
 		out.Authz = nil
 	}

@@ -153,8 +153,8 @@ func (h *Hub) sharedLocked() *lazy {
 		if r == nil || len(r.Workloads) == workloadsPerChunk {
 			r = add()
 		}
-		w := *h.cur.workloads[uid]
-		w.Authz = nil
+		w := forNode("", h.cur.workloads[uid])
+		w.Authz = nil // every node's copy: the node's own chunk adds it
 		r.Workloads = append(r.Workloads, w)
 	}
 	r = nil
@@ -183,7 +183,7 @@ func (h *Hub) ownLocked(node string) *configapi.ConfigResponse {
 	}
 	slices.SortFunc(own, func(a, b *meshconfig.Workload) int { return cmp.Compare(a.UID, b.UID) })
 	for _, w := range own {
-		r.Workloads = append(r.Workloads, *w)
+		r.Workloads = append(r.Workloads, forNode(node, w))
 	}
 	r.Policies = h.cur.policyBodies(h.cur.refKeys(node))
 	return r

@@ -291,3 +291,35 @@ func TestWatcherFollowsChanges(t *testing.T) {
 		}
 	}
 }
+
+// TestWatcherLoneChangeNotDelayed: a change that follows a quiet spell goes
+// out at once, not after the debounce (here a minute: the test would time
+// out).
+func TestWatcherLoneChangeNotDelayed(t *testing.T) {
+	client := fake.NewClientset(ns("a", enabled))
+	snaps := make(chan *Snapshot, 16)
+	w, err := NewWatcher(client, fakeDynamic(t), Options{TrustDomain: "td", Logger: slog.New(slog.DiscardHandler),
+		Debounce: time.Minute, MaxDelay: time.Minute})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(t.Context())
+	done := make(chan error, 1)
+	go func() { done <- w.Run(ctx, sinkFuncs{snapshot: func(s *Snapshot) { snaps <- s }}) }()
+	t.Cleanup(func() { cancel(); <-done })
+	<-snaps
+	if _, err := client.CoreV1().Pods("a").Create(ctx, pod("a", "p1", "n1", "10.0.0.1"), metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.After(10 * time.Second)
+	for {
+		select {
+		case s := <-snaps:
+			if len(s.Workloads) == 1 {
+				return
+			}
+		case <-deadline:
+			t.Fatal("a lone change waited for the debounce")
+		}
+	}
+}

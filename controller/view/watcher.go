@@ -83,6 +83,10 @@ type Watcher struct {
 
 	mu    sync.Mutex
 	dirty Dirty // guarded by mu: what changed since the last update
+	// lastEvent is when the last event came; burstGap how long before
+	// the first event of dirty the event before it came (guarded by mu).
+	lastEvent time.Time
+	burstGap  time.Duration
 }
 
 // NewWatcher prepares informers on client, and on dyn for AgentPolicies;
@@ -142,6 +146,11 @@ func podNode(obj any) ([]string, error) {
 func (w *Watcher) handler(keys func(obj any, d *Dirty)) cache.ResourceEventHandler {
 	note := func(objs ...any) {
 		w.mu.Lock()
+		now := time.Now()
+		if w.dirty.Empty() {
+			w.burstGap = now.Sub(w.lastEvent)
+		}
+		w.lastEvent = now
 		for _, o := range objs {
 			keys(o, &w.dirty)
 		}
@@ -203,6 +212,14 @@ func (w *Watcher) takeDirty() Dirty {
 	return d
 }
 
+// lone reports whether the pending changes began after Debounce without
+// an event: not part of a burst.
+func (w *Watcher) lone() bool {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.burstGap >= w.o.Debounce
+}
+
 // Run starts the informers, waits for their caches, then brings the view
 // up to date after every batch of changes (see Options.Debounce) and hands
 // it to sink, and every deleted Node, until ctx is done. It returns after
@@ -222,7 +239,9 @@ func (w *Watcher) Run(ctx context.Context, sink Sink) error {
 	}
 	w.o.Logger.Info("informer caches synced")
 	m := NewModel(listerSource{w})
-	w.takeDirty() // the first update reads everything
+	w.mu.Lock()
+	w.dirty, w.lastEvent = Dirty{}, time.Time{} // the first update reads everything; the initial lists are no burst
+	w.mu.Unlock()
 	d := Dirty{All: true}
 	ds, deltas := sink.(DeltaSink)
 	for {
@@ -236,7 +255,7 @@ func (w *Watcher) Run(ctx context.Context, sink Sink) error {
 		w.o.Logger.Debug("view updated", "took", time.Since(start), "full", d.All,
 			"pods", len(d.Pods), "services", len(d.Services), "policies", len(d.Policies),
 			"workloads_changed", len(delta.Workloads), "services_changed", len(delta.Services))
-		if !w.settle(ctx, start) {
+		if !w.settle(ctx) {
 			return nil
 		}
 		d = w.takeDirty()
@@ -244,17 +263,16 @@ func (w *Watcher) Run(ctx context.Context, sink Sink) error {
 }
 
 // settle waits for a change. One that comes Debounce or more after the
-// last update (last) returns at once: a lone change is not delayed. One
-// that comes sooner is part of a burst: settle gathers until the burst has
-// been quiet for Debounce, at most MaxDelay. It returns false when ctx is
-// done.
-func (w *Watcher) settle(ctx context.Context, last time.Time) bool {
+// event before it returns at once: a lone change is not delayed. One that
+// comes sooner is part of a burst: settle gathers until the burst has been
+// quiet for Debounce, at most MaxDelay. It returns false when ctx is done.
+func (w *Watcher) settle(ctx context.Context) bool {
 	select {
 	case <-ctx.Done():
 		return false
 	case <-w.kick:
 	}
-	if time.Since(last) >= w.o.Debounce {
+	if w.lone() {
 		return true
 	}
 	deadline := time.NewTimer(w.o.MaxDelay)

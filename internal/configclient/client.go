@@ -53,9 +53,9 @@ type Client struct {
 	o      Options
 	log    *slog.Logger
 	bundle atomic.Pointer[x509.CertPool]
-	// accepted is the last config OnConfig took, with its address index;
-	// only Run's goroutine touches it.
-	accepted *built
+	// accepted is the last config OnConfig took; only Run's goroutine
+	// touches it.
+	accepted *meshconfig.Config
 
 	mu    sync.Mutex
 	conn  *grpc.ClientConn // guarded by mu

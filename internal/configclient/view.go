@@ -41,6 +41,13 @@ type view struct {
 	dirtyW, dirtyS map[string]bool // workloads and services upserted with new content or removed
 	dirtyP         map[string]bool // policies whose body changed, appeared or went
 	chunkErr       error           // a chunk of the version being received failed to merge
+	// owners indexes the addresses of the accepted config: address -> uid.
+	owners map[netip.Addr]string
+	// fullChunks are the chunks of a full version being received;
+	// fullCfg is the config of the last full version while nothing was
+	// merged after it (config returns it instead of sorting the mirror).
+	fullChunks []*configapi.ConfigResponse
+	fullCfg    *meshconfig.Config
 }
 
 func newView() *view {
@@ -56,17 +63,24 @@ func (v *view) accepted() {
 	v.dirtyW, v.dirtyS, v.dirtyP = map[string]bool{}, map[string]bool{}, map[string]bool{}
 }
 
-// merge applies one response to the mirror.
+// merge applies one response to the mirror. The chunks of a full version
+// are kept until its last one and then taken in one go (mergeFull).
 func (v *view) merge(r *configapi.ConfigResponse) error {
-	if r.Full {
-		v.full, v.rebuild = true, true
-		clear(v.workloads)
-		clear(v.services)
-		clear(v.policies)
-		clear(v.refs)
-	} else if !v.full {
+	if r.Full || v.fullChunks != nil {
+		if r.Full {
+			v.fullChunks = v.fullChunks[:0]
+		}
+		v.fullChunks = append(v.fullChunks, r)
+		if !r.More {
+			v.mergeFull(v.fullChunks)
+			v.fullChunks = nil
+		}
+		return nil
+	}
+	if !v.full {
 		return errNoSnapshot
 	}
+	v.fullCfg = nil
 	if v.td != r.TrustDomain || !slices.Equal(v.bundle, r.TrustBundlePEM) {
 		v.trust = true
 	}
@@ -114,6 +128,87 @@ func (v *view) merge(r *configapi.ConfigResponse) error {
 	return nil
 }
 
+// mergeFull replaces the mirror with a full version: rs are its chunks in
+// order, a later upsert replacing an earlier one. The controller sends
+// the workloads and services sorted, so the config comes out sorted
+// without sorting the whole view; the mirror's maps are made at their
+// size.
+func (v *view) mergeFull(rs []*configapi.ConfigResponse) {
+	last := rs[len(rs)-1]
+	v.full, v.rebuild = true, true
+	if v.td != last.TrustDomain || !slices.Equal(v.bundle, last.TrustBundlePEM) {
+		v.trust = true
+	}
+	v.td, v.bundle = last.TrustDomain, last.TrustBundlePEM
+	var ws []meshconfig.Workload
+	var ss []meshconfig.Service
+	for _, r := range rs {
+		ws = upsertSorted(ws, r.Workloads, func(w *meshconfig.Workload) string { return w.UID })
+		ss = upsertSorted(ss, r.Services, (*meshconfig.Service).Key)
+	}
+	v.workloads = make(map[string]meshconfig.Workload, len(ws))
+	clear(v.refs)
+	touched := map[string]bool{}
+	for _, w := range ws {
+		v.workloads[w.UID] = w
+		v.count(w, +1, touched)
+	}
+	v.services = make(map[string]meshconfig.Service, len(ss))
+	for _, s := range ss {
+		v.services[s.Key()] = s
+	}
+	clear(v.policies)
+	for _, r := range rs {
+		for _, p := range r.Policies {
+			v.policies[p.Key()] = p
+			touched[p.Key()] = true
+		}
+	}
+	v.dropUnreferenced(touched)
+	if len(ws) == 0 {
+		ws = nil // as config has it
+	}
+	if len(ss) == 0 {
+		ss = nil
+	}
+	v.fullCfg = &meshconfig.Config{TrustDomain: v.td, Workloads: ws, Services: ss, Policies: v.policyList()}
+}
+
+// upsertSorted adds add to out (sorted by key, without duplicates), an
+// entry of add replacing out's with its key. It stays linear while add
+// comes in order after out or replaces entries, as the controller's chunks
+// do; otherwise it sorts.
+func upsertSorted[T any](out, add []T, key func(*T) string) []T {
+	sorted := true
+	for i := range add {
+		k := key(&add[i])
+		n := len(out)
+		if n == 0 || key(&out[n-1]) < k {
+			out = append(out, add[i])
+			continue
+		}
+		if j, found := slices.BinarySearchFunc(out, k, func(x T, k string) int { return cmp.Compare(key(&x), k) }); found {
+			out[j] = add[i]
+			continue
+		}
+		out = append(out, add[i])
+		sorted = false
+	}
+	if sorted {
+		return out
+	}
+	slices.SortStableFunc(out, func(a, b T) int { return cmp.Compare(key(&a), key(&b)) })
+	// Keep the last of equal keys (the later upsert).
+	var dedup []T
+	for i := range out {
+		if i+1 < len(out) && key(&out[i]) == key(&out[i+1]) {
+			continue
+		}
+		dedup = append(dedup, out[i])
+	}
+	return dedup
+}
+
 // count adds d to the reference count of every policy w refers to and
 // notes them in touched.
 func (v *view) count(w meshconfig.Workload, d int, touched map[string]bool) {
@@ -149,6 +244,18 @@ func (v *view) changed() bool {
 
 // config builds the Config of the mirror, sorted.
 func (v *view) config() *meshconfig.Config {
+	if v.fullCfg != nil {
+		// Validate resolves the policies in the workloads it is given:
+		// each build gets its own.
+		c := *v.fullCfg
+		c.Workloads = slices.Clone(c.Workloads)
+		return &c
+	}
+	return v.mapConfig()
+}
+
+// mapConfig builds the Config of the mirror's maps, sorted.
+func (v *view) mapConfig() *meshconfig.Config {
 	c := &meshconfig.Config{TrustDomain: v.td}
 	for _, uid := range slices.Sorted(maps.Keys(v.workloads)) {
 		c.Workloads = append(c.Workloads, v.workloads[uid])
@@ -168,40 +275,44 @@ func (v *view) policyList() []policy.Policy {
 	return out
 }
 
-// built is a validated config and the address index that goes with it.
-type built struct {
-	cfg    *meshconfig.Config
-	owners map[netip.Addr]string // address -> uid of the workload holding it
+// next is a validated config and what makes it the accepted one.
+type next struct {
+	cfg *meshconfig.Config
+	// commit updates the view's address index to cfg: call it once cfg is
+	// accepted.
+	commit func()
 }
 
 // build returns the next config: the accepted one (prev) patched with
 // what changed, or rebuilt from the mirror when there is no accepted one,
 // a full response arrived, or the patch fails its check (then the full
 // validation decides, and its error is the one reported).
-func (v *view) build(prev *built) (*built, error) {
+func (v *view) build(prev *meshconfig.Config) (*next, error) {
 	if prev != nil && !v.rebuild {
-		if b, ok := v.patch(prev); ok {
-			return b, nil
+		if n, ok := v.patch(prev); ok {
+			return n, nil
 		}
 	}
 	cfg := v.config()
 	if err := cfg.Validate(); err != nil {
 		return nil, fmt.Errorf("invalid config: %w", err)
 	}
-	b := &built{cfg: cfg, owners: make(map[netip.Addr]string, len(cfg.Workloads))}
-	for i := range cfg.Workloads {
-		for _, ip := range cfg.Workloads[i].IPs {
-			b.owners[ip.Unmap()] = cfg.Workloads[i].UID
+	return &next{cfg: cfg, commit: func() {
+		v.owners = make(map[netip.Addr]string, len(cfg.Workloads))
+		for i := range cfg.Workloads {
+			for _, ip := range cfg.Workloads[i].IPs {
+				v.owners[ip.Unmap()] = cfg.Workloads[i].UID
+			}
 		}
-	}
-	return b, nil
+	}}, nil
 }
 
 // patch is prev with the dirty entries replaced; ok is false when they do
-// not pass Validate's checks on their own or clash with the rest.
-func (v *view) patch(prev *built) (*built, bool) {
+// not pass Validate's checks on their own or clash with the rest. What did
+// not change is shared with prev (configs are never modified).
+func (v *view) patch(prev *meshconfig.Config) (*next, bool) {
 	td := cmp.Or(v.td, mesh.DefaultTrustDomain)
-	policies := v.policyList()
+	cfg := &meshconfig.Config{TrustDomain: td, Workloads: prev.Workloads, Services: prev.Services, Policies: v.policyList()}
 	redo := maps.Clone(v.dirtyW) // workloads to take from the mirror again
 	if len(v.dirtyP) > 0 {
 		for uid, w := range v.workloads {
@@ -210,41 +321,46 @@ func (v *view) patch(prev *built) (*built, bool) {
 			}
 		}
 	}
-	// The changed workloads, checked (fields, duplicates, references) and
-	// resolved by Validate on their own.
-	part := &meshconfig.Config{TrustDomain: td, Policies: policies}
-	for _, uid := range slices.Sorted(maps.Keys(redo)) {
-		if w, ok := v.workloads[uid]; ok {
-			part.Workloads = append(part.Workloads, w)
+	commit := func() {}
+	if len(redo) > 0 {
+		// The changed workloads, checked (fields, duplicates, references)
+		// and resolved by Validate on their own.
+		part := &meshconfig.Config{TrustDomain: td, Policies: cfg.Policies}
+		for _, uid := range slices.Sorted(maps.Keys(redo)) {
+			if w, ok := v.workloads[uid]; ok {
+				part.Workloads = append(part.Workloads, w)
+			}
 		}
-	}
-	if part.Validate() != nil {
-		return nil, false
-	}
-	for i := range part.Workloads {
-		for _, ip := range part.Workloads[i].IPs {
-			if o, ok := prev.owners[ip.Unmap()]; ok && o != part.Workloads[i].UID && !redo[o] {
-				return nil, false
+		if part.Validate() != nil {
+			return nil, false
+		}
+		for i := range part.Workloads {
+			for _, ip := range part.Workloads[i].IPs {
+				if o, ok := v.owners[ip.Unmap()]; ok && o != part.Workloads[i].UID && !redo[o] {
+					return nil, false
+				}
+			}
+		}
+		cfg.Workloads = mergeSorted(prev.Workloads, part.Workloads, redo, func(w *meshconfig.Workload) string { return w.UID })
+		commit = func() {
+			maps.DeleteFunc(v.owners, func(_ netip.Addr, uid string) bool { return redo[uid] })
+			for i := range part.Workloads {
+				for _, ip := range part.Workloads[i].IPs {
+					v.owners[ip.Unmap()] = part.Workloads[i].UID
+				}
 			}
 		}
 	}
-	cfg := &meshconfig.Config{TrustDomain: td, Policies: policies,
-		Workloads: mergeSorted(prev.cfg.Workloads, part.Workloads, redo, func(w *meshconfig.Workload) string { return w.UID })}
-	var svcs []meshconfig.Service
-	for _, k := range slices.Sorted(maps.Keys(v.dirtyS)) {
-		if s, ok := v.services[k]; ok {
-			svcs = append(svcs, s)
+	if len(v.dirtyS) > 0 {
+		var svcs []meshconfig.Service
+		for _, k := range slices.Sorted(maps.Keys(v.dirtyS)) {
+			if s, ok := v.services[k]; ok {
+				svcs = append(svcs, s)
+			}
 		}
+		cfg.Services = mergeSorted(prev.Services, svcs, v.dirtyS, (*meshconfig.Service).Key)
 	}
-	cfg.Services = mergeSorted(prev.cfg.Services, svcs, v.dirtyS, (*meshconfig.Service).Key)
-	owners := maps.Clone(prev.owners)
-	maps.DeleteFunc(owners, func(_ netip.Addr, uid string) bool { return redo[uid] })
-	for i := range part.Workloads {
-		for _, ip := range part.Workloads[i].IPs {
-			owners[ip.Unmap()] = part.Workloads[i].UID
-		}
-	}
-	return &built{cfg: cfg, owners: owners}, true
+	return &next{cfg: cfg, commit: commit}, true
 }
 
 // mergeSorted returns old (sorted by key) without the entries whose key is
@@ -285,7 +401,7 @@ func (c *Client) apply(v *view, r *configapi.ConfigResponse) error {
 	if !v.changed() && c.accepted != nil {
 		return nil
 	}
-	b, err := v.build(c.accepted)
+	n, err := v.build(c.accepted)
 	if err != nil {
 		return err
 	}
@@ -301,21 +417,19 @@ func (c *Client) apply(v *view, r *configapi.ConfigResponse) error {
 			}
 		}
 	}
-	if c.accepted != nil && v.rebuild && reflect.DeepEqual(c.accepted.cfg, b.cfg) {
-		// e.g. the snapshot after a reconnect: nothing new
-		c.accepted = b
-		v.accepted()
-		return nil
-	}
-	if c.o.OnConfig != nil {
-		if err := c.o.OnConfig(b.cfg); err != nil {
+	same := c.accepted != nil && v.rebuild && reflect.DeepEqual(c.accepted, n.cfg) // e.g. the snapshot after a reconnect
+	if !same && c.o.OnConfig != nil {
+		if err := c.o.OnConfig(n.cfg); err != nil {
 			return err
 		}
 	}
-	c.accepted = b
+	c.accepted = n.cfg
+	n.commit()
 	v.accepted()
-	c.log.Info("applied config", "version", r.Version, "full", r.Full,
-		"workloads", len(b.cfg.Workloads), "services", len(b.cfg.Services), "policies", len(b.cfg.Policies))
+	if !same {
+		c.log.Info("applied config", "version", r.Version, "full", r.Full,
+			"workloads", len(n.cfg.Workloads), "services", len(n.cfg.Services), "policies", len(n.cfg.Policies))
+	}
 	return nil
 }
 

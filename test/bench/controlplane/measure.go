@@ -14,6 +14,7 @@ import (
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/client-go/kubernetes"
 
+	"github.com/agentmesh/agentmesh/internal/profile"
 	"github.com/agentmesh/agentmesh/test/lab"
 	"github.com/agentmesh/agentmesh/test/lab/kubecp"
 )
@@ -139,6 +140,15 @@ func (r *run) prepare(ctx context.Context) error {
 }
 
 func (r *run) withNodes(ctx context.Context, c *controller, caFile string) (err error) {
+	if r.o.ProfileDir != "" {
+		// The receivers' side: this process, from the nodes connecting
+		// to the end.
+		stop, err := profile.Start(filepath.Join(r.o.ProfileDir, "receivers.cpu.prof"), filepath.Join(r.o.ProfileDir, "receivers.alloc.prof"))
+		if err != nil {
+			return err
+		}
+		defer func() { err = errors.Join(err, stop()) }()
+	}
 	start := time.Now()
 	cpu := startCPU(r.pids(c))
 	ns, err := connectNodes(r.o, c, caFile, r.dir, r.o.Logger)

@@ -34,7 +34,9 @@ type Options struct {
 	Debounce time.Duration
 	// ProfileDir, when set, receives the controller's CPU profile of the
 	// whole run (controller.cpu.prof) and its allocation profile at exit
-	// (controller.alloc.prof), for go tool pprof with bin/controller.
+	// (controller.alloc.prof), for go tool pprof with bin/controller, and
+	// the same of this process (receivers.cpu.prof, receivers.alloc.prof:
+	// the node stream clients) from the nodes connecting to the end.
 	ProfileDir string
 	Logger     *slog.Logger // progress (nil: discard)
 }
