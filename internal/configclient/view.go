@@ -140,8 +140,11 @@ func (v *view) mergeFull(rs []*configapi.ConfigResponse) {
 		v.trust = true
 	}
 	v.td, v.bundle = last.TrustDomain, last.TrustBundlePEM
-	var ws []meshconfig.Workload
-	var ss []meshconfig.Service
+	nw, ns := 0, 0
+	for _, r := range rs {
+		nw, ns = nw+len(r.Workloads), ns+len(r.Services)
+	}
+	ws, ss := make([]meshconfig.Workload, 0, nw), make([]meshconfig.Service, 0, ns)
 	for _, r := range rs {
 		ws = upsertSorted(ws, r.Workloads, func(w *meshconfig.Workload) string { return w.UID })
 		ss = upsertSorted(ss, r.Services, (*meshconfig.Service).Key)

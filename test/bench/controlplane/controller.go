@@ -170,6 +170,28 @@ func metricValue(body []byte, name string) (uint64, error) {
 	return 0, fmt.Errorf("no %s in metrics", name)
 }
 
+// pushedBytes is the controller's agentmesh_controller_config_push_bytes_total
+// of kind (full or delta), summed over components.
+func (c *controller) pushedBytes(ctx context.Context, kind string) (uint64, error) {
+	code, body, err := httpGet(ctx, "http://"+c.admin+"/metrics")
+	if err != nil || code != http.StatusOK {
+		return 0, fmt.Errorf("controller metrics: %d %v", code, err)
+	}
+	var sum float64
+	sc := bufio.NewScanner(bytes.NewReader(body))
+	for sc.Scan() {
+		f := strings.Fields(sc.Text())
+		if len(f) == 2 && strings.HasPrefix(f[0], "agentmesh_controller_config_push_bytes_total{") && strings.Contains(f[0], `kind="`+kind+`"`) {
+			v, err := strconv.ParseFloat(f[1], 64)
+			if err != nil {
+				return 0, fmt.Errorf("parse push bytes: %w", err)
+			}
+			sum += v
+		}
+	}
+	return uint64(sum), nil
+}
+
 // status is the part of the controller's /status the bench checks.
 type status struct {
 	Versions map[string]uint64                               `json:"versions"`

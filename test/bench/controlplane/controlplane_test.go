@@ -13,8 +13,9 @@ import (
 )
 
 // TestMeasureSmall runs a small benchmark and checks only correctness:
-// every node saw every change, the controller acked them all, and the
-// memory figures are there. No timing is asserted.
+// every node saw every change, the controller acked them all, a burst and
+// a controller restart reached every node, and the memory, bytes and CPU
+// figures are there. No timing is asserted.
 func TestMeasureSmall(t *testing.T) {
 	dir := lab.RequireModuleBins(t, append([]string{"controller"}, lab.KubeBinPaths()...)...)
 	ctx, cancel := context.WithTimeout(t.Context(), 4*time.Minute)
@@ -33,6 +34,12 @@ func TestMeasureSmall(t *testing.T) {
 	}
 	if r.RSS == 0 || r.HeapInuse == 0 || r.RSSAfter == 0 || r.HeapInuseAfter == 0 {
 		t.Errorf("memory: rss %d heap %d, after: rss %d heap %d", r.RSS, r.HeapInuse, r.RSSAfter, r.HeapInuseAfter)
+	}
+	if r.BurstLast <= 0 || r.BurstVersions <= 0 || r.RestartAll <= 0 || r.RestartReady <= 0 {
+		t.Errorf("burst: last %v, %.1f versions per node; restart: ready %v, every node %v", r.BurstLast, r.BurstVersions, r.RestartReady, r.RestartAll)
+	}
+	if r.FullBytes <= 0 || r.ChangeBytes <= 0 || r.InitialCPU.Receivers <= 0 {
+		t.Errorf("bytes per node: full %.0f, per change %.0f; receivers' CPU %v", r.FullBytes, r.ChangeBytes, r.InitialCPU.Receivers)
 	}
 	var out bytes.Buffer
 	WriteTable(&out, r)

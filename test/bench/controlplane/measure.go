@@ -38,6 +38,9 @@ type Result struct {
 	// CPU time each party used while the nodes took the initial view, and
 	// during the measured changes.
 	InitialCPU, ChangesCPU CPU
+	// Bytes the controller sent per node: the full view, and the deltas
+	// of one measured change.
+	FullBytes, ChangeBytes float64
 	// Burst: BurstSize changes sent back to back; from the first being
 	// sent until the first and the last node had the last one, and how
 	// many versions a node applied on the way.
@@ -161,6 +164,11 @@ func (r *run) withNodes(ctx context.Context, c *controller, caFile string) (err 
 	}
 	r.res.InitialSync = time.Since(start)
 	r.res.InitialCPU = cpu.stop()
+	full, err := c.pushedBytes(ctx, "full")
+	if err != nil {
+		return err
+	}
+	r.res.FullBytes = float64(full) / float64(r.o.Nodes)
 	s := ns.list[0].summary()
 	r.res.Workloads, r.res.Endpoints = s.workloads, s.endpoints
 	time.Sleep(r.o.Settle)
@@ -174,10 +182,19 @@ func (r *run) withNodes(ctx context.Context, c *controller, caFile string) (err 
 	}
 	defer inf.Close()
 	cpu = startCPU(r.pids(c))
+	deltas0, err := c.pushedBytes(ctx, "delta")
+	if err != nil {
+		return err
+	}
 	if err := r.changes(ctx, c, ns, inf); err != nil {
 		return err
 	}
 	r.res.ChangesCPU = cpu.stop()
+	deltas1, err := c.pushedBytes(ctx, "delta")
+	if err != nil {
+		return err
+	}
+	r.res.ChangeBytes = float64(deltas1-deltas0) / float64(r.o.Nodes*r.o.Changes)
 	r.res.RSSAfter, r.res.HeapInuseAfter, err = c.memory(ctx)
 	if err != nil {
 		return err

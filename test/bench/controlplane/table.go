@@ -18,6 +18,8 @@ func WriteTable(w io.Writer, r *Result) {
 		r.Services, r.Pods, r.Workloads, r.Endpoints, r.Nodes, r.Namespaces, deb)
 	fmt.Fprintf(w, "setup: objects and endpointslices in %v; all %d node streams had the full view %v after connecting\n\n",
 		r.Populate.Round(time.Millisecond), r.Nodes, r.InitialSync.Round(time.Millisecond))
+	fmt.Fprintf(w, "sent per node: the full view %.2f MiB; a measured change %.1f KiB (its own delta, and the endpoint slice update that follows it)\n\n",
+		r.FullBytes/(1<<20), r.ChangeBytes/(1<<10))
 	fmt.Fprintf(w, "%-34s %12s %12s\n", "controller memory", "RSS(MiB)", "heap(MiB)")
 	fmt.Fprintf(w, "%-34s %12.1f %12.1f\n", "after initial sync (settled)", mib(r.RSS), mib(r.HeapInuse))
 	fmt.Fprintf(w, "%-34s %12.1f %12.1f\n\n", fmt.Sprintf("after %d service changes", len(r.Mesh)), mib(r.RSSAfter), mib(r.HeapInuseAfter))
