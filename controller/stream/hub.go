@@ -141,7 +141,7 @@ func (h *Hub) SetTrustBundle(pem []byte) {
 func (h *Hub) stateLocked() *state {
 	if h.cur == nil {
 		h.cur = &state{workloads: map[string]*meshconfig.Workload{}, services: map[string]*meshconfig.Service{},
-			policies: map[string]*policy.Policy{}, refs: map[string]map[string]int{}, empty: true}
+			policies: map[string]*policy.Policy{}, refs: map[string]map[string]int{}, authz: map[string]map[string]bool{}, empty: true}
 	}
 	return h.cur
 }
@@ -468,13 +468,27 @@ type state struct {
 	services  map[string]*meshconfig.Service  // by namespace/name
 	policies  map[string]*policy.Policy       // by namespace/name
 	refs      map[string]map[string]int       // node -> policy -> its workloads referring to it
+	authz     map[string]map[string]bool      // node -> UIDs of its workloads that carry Authz
 	empty     bool                            // no view yet (maybe a bundle)
 }
 
-// setWorkload replaces old by w (either may be nil) and keeps refs.
+// setWorkload replaces old by w (either may be nil) and keeps refs and
+// authz.
 func (st *state) setWorkload(uid string, old, w *meshconfig.Workload) {
 	st.countRefs(old, -1)
 	st.countRefs(w, +1)
+	if old != nil && old.Authz != nil {
+		delete(st.authz[old.Node], uid)
+		if len(st.authz[old.Node]) == 0 {
+			delete(st.authz, old.Node)
+		}
+	}
+	if w != nil && w.Authz != nil {
+		if st.authz[w.Node] == nil {
+			st.authz[w.Node] = map[string]bool{}
+		}
+		st.authz[w.Node][uid] = true
+	}
 	if w != nil {
 		st.workloads[uid] = w
 	} else {

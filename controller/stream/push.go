@@ -1,14 +1,12 @@
 package stream
 
 import (
-	"cmp"
 	"fmt"
 	"maps"
 	"slices"
 	"sync"
 
 	"github.com/agentmesh/agentmesh/api/configapi"
-	"github.com/agentmesh/agentmesh/api/meshconfig"
 )
 
 // Push is one version of a node's view, encoded, in the order to send it.
@@ -175,15 +173,10 @@ func (h *Hub) sharedLocked() *lazy {
 // carry Authz (again, now with it) and the policies they refer to.
 func (h *Hub) ownLocked(node string) *configapi.ConfigResponse {
 	r := &configapi.ConfigResponse{}
-	var own []*meshconfig.Workload
-	for _, w := range h.cur.workloads {
-		if w.Node == node && w.Authz != nil && h.visible(node, w) {
-			own = append(own, w)
+	for _, uid := range slices.Sorted(maps.Keys(h.cur.authz[node])) {
+		if w := h.cur.workloads[uid]; h.visible(node, w) {
+			r.Workloads = append(r.Workloads, forNode(node, w))
 		}
-	}
-	slices.SortFunc(own, func(a, b *meshconfig.Workload) int { return cmp.Compare(a.UID, b.UID) })
-	for _, w := range own {
-		r.Workloads = append(r.Workloads, forNode(node, w))
 	}
 	r.Policies = h.cur.policyBodies(h.cur.refKeys(node))
 	return r

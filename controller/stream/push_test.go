@@ -177,3 +177,24 @@ func TestPushEmptyView(t *testing.T) {
 		t.Fatalf("assembled %+v", r)
 	}
 }
+
+// TestHubWorkload: the debug lookup finds a workload by namespace/name
+// with its labels and its policies resolved, and nothing before the first
+// view or for an unknown name.
+func TestHubWorkload(t *testing.T) {
+	h := NewHub(All)
+	if _, _, ok := h.Workload("ns", "a"); ok {
+		t.Fatal("found a workload before the first view")
+	}
+	a := withAuthz(w("a", "n1", "10.0.0.1"), "p")
+	a.Labels = map[string]string{"app": "a"}
+	h.Update(snapPol([]policy.Policy{pol("p", 80)}, a, w("b", "n2", "10.0.0.2")))
+	got, td, ok := h.Workload("ns", "a")
+	if !ok || td != "td" || got.Labels["app"] != "a" || got.Authz == nil || len(got.Authz.PolicyRefs) != 0 ||
+		len(got.Authz.Policies) != 1 || got.Authz.Policies[0].Rules[0].Ports[0].From != 80 {
+		t.Fatalf("Workload(ns, a) = %+v %q %v, want a with its labels and policy p resolved", got, td, ok)
+	}
+	if _, _, ok := h.Workload("ns", "nope"); ok {
+		t.Fatal("found ns/nope")
+	}
+}
