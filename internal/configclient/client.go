@@ -42,6 +42,8 @@ type Options struct {
 	Logger     *slog.Logger
 	// OnConfig receives every new config; an error nacks the version and
 	// the previous config stays in force. Called from Run's goroutine.
+	// The config must not be modified: successive configs share what did
+	// not change.
 	OnConfig func(*meshconfig.Config) error
 	// OnTrustBundle, if set, receives each new trust bundle (before the
 	// OnConfig of the same version).
