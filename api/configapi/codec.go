@@ -102,11 +102,9 @@ func unmarshalProto(data []byte, v any) error {
 		}
 		*v = requestFromProto(&m)
 	case *ConfigResponse:
-		var m pb.ConfigResponse
-		if err := decodeProto(data, &m); err != nil {
-			return err
-		}
-		r, err := responseFromProto(&m)
+		// Not through the generated message: decodeResponse is several times
+		// faster, with the same result (decode.go).
+		r, err := decodeResponse(data)
 		if err != nil {
 			return err
 		}

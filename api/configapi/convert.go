@@ -496,7 +496,9 @@ func signResponseFromProto(m *pb.SignResponse) SignResponse {
 	return SignResponse{ChainPEM: nilIfEmpty(m.GetChainPem())}
 }
 
-// responseFromProto converts m, taking over its maps and slices.
+// responseFromProto converts m, taking over its maps and slices. The codec
+// decodes without it (decodeResponse, decode.go); it is the reference
+// decodeResponse is tested against.
 func responseFromProto(m *pb.ConfigResponse) (ConfigResponse, error) {
 	r := ConfigResponse{
 		Version:          m.GetVersion(),

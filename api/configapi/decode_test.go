@@ -1,0 +1,387 @@
+package configapi
+
+import (
+	"errors"
+	"math/rand/v2"
+	"reflect"
+	"slices"
+	"testing"
+	"unsafe"
+
+	"github.com/google/go-cmp/cmp"
+	"google.golang.org/protobuf/encoding/protowire"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/reflect/protoreflect"
+
+	pb "github.com/agentmesh/agentmesh/api/configapi/proto/agentmesh/v1"
+)
+
+// decodeResponseGenerated is the reference decodeResponse must agree with:
+// protobuf-go into the generated message, then the conversion.
+func decodeResponseGenerated(data []byte) (ConfigResponse, error) {
+	var m pb.ConfigResponse
+	if err := decodeProto(data, &m); err != nil {
+		return ConfigResponse{}, err
+	}
+	return responseFromProto(&m)
+}
+
+// sameDecode fails t unless both decoders fail on data, or both succeed
+// with DeepEqual values.
+func sameDecode(t *testing.T, data []byte) {
+	t.Helper()
+	got, gotErr := decodeResponse(data)
+	want, wantErr := decodeResponseGenerated(data)
+	switch {
+	case gotErr != nil && wantErr == nil:
+		t.Fatalf("decodeResponse fails where the generated path does not: %v\ndata %x", gotErr, data)
+	case gotErr == nil && wantErr != nil:
+		t.Fatalf("decodeResponse accepts what the generated path refuses (%v)\ndata %x", wantErr, data)
+	case gotErr == nil && !reflect.DeepEqual(got, want):
+		t.Fatalf("the decoders differ (-generated +decodeResponse):\n%s\ndata %x", cmp.Diff(want, got, cmpOpts...), data)
+	}
+}
+
+func mustMarshal(t testing.TB, r *ConfigResponse) []byte {
+	t.Helper()
+	b, err := protoCodec{}.Marshal(r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+func TestDecodeResponseDifferential(t *testing.T) {
+	inputs := [][]byte{nil, {}, mustMarshal(t, representative()), mustMarshal(t, &ConfigResponse{})}
+	for seed := range uint64(300) {
+		r := rand.New(rand.NewPCG(seed, 11))
+		a, b := mustMarshal(t, randResponse(r)), mustMarshal(t, randResponse(r))
+		// a then b is a merged into b: workloads of both, b's scalars.
+		inputs = append(inputs, a, slices.Concat(a, b))
+	}
+	for _, data := range inputs {
+		sameDecode(t, data)
+	}
+}
+
+// TestDecodeResponseScrambled: the wire another writer could send for the
+// same message (fields in any order, message fields split in occurrences
+// that merge, scalars overridden, probe ports packed or not, unknown
+// fields) decodes alike both ways.
+func TestDecodeResponseScrambled(t *testing.T) {
+	for seed := range uint64(500) {
+		r := rand.New(rand.NewPCG(seed, 13))
+		m, err := responseToProto(randResponse(r))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if seed%5 == 0 {
+			m, _ = responseToProto(representative())
+		}
+		sameDecode(t, scramble(r, m.ProtoReflect(), true))
+	}
+}
+
+// scramble encodes m as another valid writer could; top is the
+// ConfigResponse, where a known field with another wire type is an error.
+func scramble(r *rand.Rand, m protoreflect.Message, top bool) []byte {
+	var fields [][][]byte // per field, its occurrences in order
+	m.Range(func(fd protoreflect.FieldDescriptor, v protoreflect.Value) bool {
+		var occ [][]byte
+		num := fd.Number()
+		switch {
+		case fd.IsList() && fd.Kind() == protoreflect.Uint32Kind: // probe ports
+			l := v.List()
+			for i := 0; i < l.Len(); {
+				n := 1 + r.IntN(l.Len()-i)
+				if r.IntN(2) == 0 {
+					var p []byte
+					for j := i; j < i+n; j++ {
+						p = protowire.AppendVarint(p, uint64(l.Get(j).Uint()))
+					}
+					occ = append(occ, protowire.AppendBytes(protowire.AppendTag(nil, num, protowire.BytesType), p))
+				} else {
+					for j := i; j < i+n; j++ {
+						occ = append(occ, scalarField(fd, l.Get(j)))
+					}
+				}
+				i += n
+			}
+		case fd.IsList() && fd.Message() != nil:
+			l := v.List()
+			for i := range l.Len() {
+				occ = append(occ, messageField(num, scramble(r, l.Get(i).Message(), false)))
+			}
+		case fd.IsList():
+			l := v.List()
+			for i := range l.Len() {
+				occ = append(occ, scalarField(fd, l.Get(i)))
+			}
+		case fd.Message() != nil:
+			if r.IntN(3) == 0 {
+				a, b := split(r, v.Message())
+				occ = append(occ, messageField(num, scramble(r, a, false)), messageField(num, scramble(r, b, false)))
+			} else {
+				occ = append(occ, messageField(num, scramble(r, v.Message(), false)))
+			}
+		default:
+			if r.IntN(4) == 0 {
+				occ = append(occ, scalarField(fd, bogus(r, fd)))
+			}
+			occ = append(occ, scalarField(fd, v))
+		}
+		fields = append(fields, occ)
+		return true
+	})
+	for range r.IntN(3) {
+		num := protowire.Number(100 + r.IntN(1000))
+		if !top && r.IntN(2) == 0 { // a known number with another wire type: skipped
+			num = protowire.Number(1 + r.IntN(m.Descriptor().Fields().Len()))
+		}
+		var b []byte
+		switch r.IntN(4) {
+		case 0:
+			b = protowire.AppendFixed32(protowire.AppendTag(nil, num, protowire.Fixed32Type), r.Uint32())
+		case 1:
+			b = protowire.AppendFixed64(protowire.AppendTag(nil, num, protowire.Fixed64Type), r.Uint64())
+		case 2:
+			b = protowire.AppendTag(nil, num, protowire.StartGroupType)
+			b = protowire.AppendVarint(protowire.AppendTag(b, 1, protowire.VarintType), r.Uint64())
+			b = protowire.AppendTag(b, num, protowire.EndGroupType)
+		case 3:
+			if top {
+				b = protowire.AppendString(protowire.AppendTag(nil, num, protowire.BytesType), "future")
+			} else {
+				b = protowire.AppendVarint(protowire.AppendTag(nil, num, protowire.VarintType), r.Uint64())
+			}
+		}
+		fields = append(fields, [][]byte{b})
+	}
+	// A random interleaving that keeps each field's occurrences in order.
+	var out []byte
+	for len(fields) > 0 {
+		i := r.IntN(len(fields))
+		out = append(out, fields[i][0]...)
+		if fields[i] = fields[i][1:]; len(fields[i]) == 0 {
+			fields = slices.Delete(fields, i, i+1)
+		}
+	}
+	return out
+}
+
+// split returns two messages whose merge is m.
+func split(r *rand.Rand, m protoreflect.Message) (a, b protoreflect.Message) {
+	a, b = m.New(), m.New()
+	m.Range(func(fd protoreflect.FieldDescriptor, v protoreflect.Value) bool {
+		switch {
+		case fd.IsList():
+			l, k := v.List(), r.IntN(v.List().Len()+1)
+			la, lb := a.Mutable(fd).List(), b.Mutable(fd).List()
+			for i := range l.Len() {
+				if i < k {
+					la.Append(l.Get(i))
+				} else {
+					lb.Append(l.Get(i))
+				}
+			}
+		case fd.Message() != nil:
+			switch r.IntN(3) {
+			case 0:
+				a.Set(fd, v)
+			case 1:
+				b.Set(fd, v)
+			default:
+				sa, sb := split(r, v.Message())
+				a.Set(fd, protoreflect.ValueOfMessage(sa))
+				b.Set(fd, protoreflect.ValueOfMessage(sb))
+			}
+		default:
+			switch r.IntN(3) {
+			case 0:
+				a.Set(fd, v)
+			case 1:
+				b.Set(fd, v)
+			default:
+				a.Set(fd, bogus(r, fd))
+				b.Set(fd, v)
+			}
+		}
+		return true
+	})
+	return a, b
+}
+
+// bogus is a value of fd's kind, maybe invalid (a port above 65535, an
+// undefined enum value, an address of 3 bytes), for a later one to replace.
+func bogus(r *rand.Rand, fd protoreflect.FieldDescriptor) protoreflect.Value {
+	switch fd.Kind() {
+	case protoreflect.BoolKind:
+		return protoreflect.ValueOfBool(true)
+	case protoreflect.EnumKind:
+		return protoreflect.ValueOfEnum(protoreflect.EnumNumber(r.IntN(10) - 2))
+	case protoreflect.Uint32Kind:
+		return protoreflect.ValueOfUint32(r.Uint32())
+	case protoreflect.Uint64Kind:
+		return protoreflect.ValueOfUint64(r.Uint64())
+	case protoreflect.Int64Kind:
+		return protoreflect.ValueOfInt64(r.Int64())
+	case protoreflect.StringKind:
+		return protoreflect.ValueOfString("bogus")
+	case protoreflect.BytesKind:
+		return protoreflect.ValueOfBytes(make([]byte, r.IntN(20)))
+	}
+	panic("no bogus value for " + fd.Kind().String())
+}
+
+func scalarField(fd protoreflect.FieldDescriptor, v protoreflect.Value) []byte {
+	num := fd.Number()
+	switch fd.Kind() {
+	case protoreflect.BoolKind:
+		return protowire.AppendVarint(protowire.AppendTag(nil, num, protowire.VarintType), protowire.EncodeBool(v.Bool()))
+	case protoreflect.EnumKind:
+		return protowire.AppendVarint(protowire.AppendTag(nil, num, protowire.VarintType), uint64(int64(v.Enum())))
+	case protoreflect.Uint32Kind, protoreflect.Uint64Kind:
+		return protowire.AppendVarint(protowire.AppendTag(nil, num, protowire.VarintType), v.Uint())
+	case protoreflect.Int64Kind:
+		return protowire.AppendVarint(protowire.AppendTag(nil, num, protowire.VarintType), uint64(v.Int()))
+	case protoreflect.StringKind:
+		return protowire.AppendString(protowire.AppendTag(nil, num, protowire.BytesType), v.String())
+	case protoreflect.BytesKind:
+		return protowire.AppendBytes(protowire.AppendTag(nil, num, protowire.BytesType), v.Bytes())
+	}
+	panic("no encoding for " + fd.Kind().String())
+}
+
+func messageField(num protowire.Number, b []byte) []byte {
+	return protowire.AppendBytes(protowire.AppendTag(nil, num, protowire.BytesType), b)
+}
+
+// TestDecodeResponseCases: hand-made wire for each rule decodeResponse
+// mirrors.
+func TestDecodeResponseCases(t *testing.T) {
+	tag := func(b []byte, num protowire.Number, typ protowire.Type) []byte {
+		return protowire.AppendTag(b, num, typ)
+	}
+	varint := func(num protowire.Number, v uint64) []byte {
+		return protowire.AppendVarint(tag(nil, num, protowire.VarintType), v)
+	}
+	msg := func(num protowire.Number, parts ...[]byte) []byte { return messageField(num, slices.Concat(parts...)) }
+	str := func(num protowire.Number, s string) []byte {
+		return protowire.AppendString(tag(nil, num, protowire.BytesType), s)
+	}
+	port := func(p uint64) []byte { return msg(8, str(1, "s"), msg(4, varint(2, p))) } // a service with one port
+	authz := func(parts ...[]byte) []byte { return msg(6, str(1, "u"), msg(10, parts...)) }
+	peer := func(parts ...[]byte) []byte { return msg(10, msg(4, msg(2, parts...))) } // a policy with one rule with one peer
+
+	for name, tc := range map[string]struct {
+		data []byte
+		ok   bool
+	}{
+		"port 80":                       {port(80), true},
+		"port 65536":                    {port(65536), false},
+		"port 1<<32 + 80 (truncated)":   {port(1<<32 + 80), true},
+		"port 70000 then 80":            {msg(8, msg(4, varint(2, 70000), varint(2, 80))), true},
+		"protocol 9 then 1":             {msg(8, msg(4, varint(4, 9), varint(4, 1))), true},
+		"protocol 1<<32 + 1":            {msg(8, msg(4, varint(4, 1<<32+1))), true},
+		"protocol -1":                   {msg(8, msg(4, varint(4, 1<<64-1))), false},
+		"two workloads do not merge":    {slices.Concat(authz(varint(3, 9), str(2, "a/b")), msg(6, msg(10, varint(3, 1)))), false},
+		"authz split in one workload":   {msg(6, str(1, "u"), msg(10, varint(3, 9), varint(5, 80)), str(2, "n"), msg(10, varint(3, 1))), true},
+		"authz mode 9 at last":          {msg(6, msg(10, varint(3, 1)), msg(10, varint(3, 9))), false},
+		"empty authz":                   {authz(), true},
+		"probe ports packed":            {authz(msg(5, []byte{80, 0x90, 0x46})), true},
+		"probe ports packed, truncated": {authz(msg(5, []byte{80, 0x90})), false},
+		"probe ports mixed":             {authz(varint(5, 1), msg(5, []byte{2, 3}), varint(5, 4)), true},
+		"probe port 65536 packed":       {authz(msg(5, protowire.AppendVarint(nil, 65536))), false},
+		"nested wrong wire type":        {msg(6, str(1, "u"), protowire.AppendFixed32(tag(nil, 3, protowire.Fixed32Type), 7)), true},
+		"nested group":                  {msg(6, tag(tag(nil, 3, protowire.StartGroupType), 3, protowire.EndGroupType)), true},
+		"top-level wrong wire type":     {str(1, "n1"), false},
+		"top-level group":               {tag(tag(nil, 6, protowire.StartGroupType), 6, protowire.EndGroupType), false},
+		"unknown group":                 {tag(tag(nil, 66, protowire.StartGroupType), 66, protowire.EndGroupType), true},
+		"unmatched end group":           {tag(nil, 66, protowire.EndGroupType), false},
+		"nested end group":              {msg(6, tag(nil, 3, protowire.EndGroupType)), false},
+		"wire type 6":                   {tag(nil, 66, 6), false},
+		"field number 0":                {varint(0, 1), false},
+		"field number 1<<29":            {protowire.AppendVarint(protowire.AppendVarint(nil, 1<<29<<3), 1), false},
+		"field number 1<<29-1":          {varint(1<<29-1, 1), true},
+		"bool 2":                        {varint(2, 2), true},
+		"invalid UTF-8":                 {str(4, "\xff"), false},
+		"invalid UTF-8 then valid":      {slices.Concat(str(4, "\xff"), str(4, "td")), false},
+		"invalid UTF-8 in a label":      {msg(6, msg(7, str(1, "k"), str(2, "v\xc3"))), false},
+		"invalid UTF-8, unknown field":  {msg(6, str(77, "\xff")), true},
+		"bundle, then empty":            {slices.Concat(str(5, "pem"), str(5, "")), true},
+		"label key twice":               {msg(6, msg(7, str(1, "k"), str(2, "a")), msg(7, str(1, "k"), str(2, "b"))), true},
+		"prefix merged":                 {peer(msg(4, msg(1, str(1, "\x0a\x00\x00"), varint(2, 8)), msg(1, str(1, "\x0a\x00\x00\x00")))), true},
+		"prefix bits only":              {peer(msg(4, msg(1, varint(2, 8)))), false},
+		"prefix /33":                    {peer(msg(4, msg(1, str(1, "\x0a\x00\x00\x00"), varint(2, 33)))), false},
+		"prefix /33 truncated to /1":    {peer(msg(4, msg(1, str(1, "\x0a\x00\x00\x00"), varint(2, 1<<32+1)))), true},
+		"empty namespace set":           {peer(msg(2)), true},
+		"identity sets merged":          {peer(msg(1, msg(1, str(1, "td"))), msg(1, msg(1, str(2, "ns")))), true},
+		"string sets merged":            {peer(msg(3, str(1, "a")), msg(3, str(1, "b"), str(1, "a"))), true},
+		"rule index -1":                 {msg(10, msg(4, varint(1, 1<<64-1))), true},
+		"truncated":                     {[]byte{0x0a, 0xff}, false},
+		"truncated varint":              {[]byte{0x08, 0xff}, false},
+		"overlong varint":               {append([]byte{0x08}, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x02), false},
+		"address of 5 bytes":            {msg(6, str(6, "12345")), false},
+		"empty address":                 {msg(6, str(6, "")), true},
+	} {
+		t.Run(name, func(t *testing.T) {
+			sameDecode(t, tc.data)
+			if _, err := decodeResponse(tc.data); (err == nil) != tc.ok {
+				t.Errorf("decodeResponse error = %v, want ok %v", err, tc.ok)
+			}
+		})
+	}
+}
+
+// TestDecodeResponseCopies: the decoded value shares no memory with the
+// wire (gRPC reuses its buffer), and strings that repeat are interned.
+func TestDecodeResponseCopies(t *testing.T) {
+	in := representative()
+	data := mustMarshal(t, in)
+	out, err := decodeResponse(data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range data {
+		data[i] = 0xee
+	}
+	if !reflect.DeepEqual(in, &out) {
+		t.Fatalf("the decoded value changed with the wire buffer (-want +got):\n%s", cmp.Diff(in, &out, cmpOpts...))
+	}
+	web := out.Workloads[0].Labels["app"]
+	if sa := out.Services[0].Name; web != sa || unsafe.StringData(web) != unsafe.StringData(sa) {
+		t.Errorf("label value %q and service name %q are not one string", web, sa)
+	}
+}
+
+// TestUnmarshalResponseError: on an error, the codec leaves the message
+// as it was.
+func TestUnmarshalResponseError(t *testing.T) {
+	r := ConfigResponse{Version: 5}
+	err := protoCodec{}.Unmarshal(protowire.AppendString(protowire.AppendTag(nil, 1, protowire.BytesType), "n1"), &r)
+	if !errors.Is(err, ErrInvalid) || r.Version != 5 {
+		t.Errorf("Unmarshal = %v, message %+v", err, r)
+	}
+}
+
+// FuzzDecodeResponse: for any bytes, decodeResponse and the generated path
+// both fail, or both succeed with DeepEqual values; neither panics.
+func FuzzDecodeResponse(f *testing.F) {
+	f.Add(mustMarshal(f, representative()))
+	for seed := range uint64(20) {
+		r := rand.New(rand.NewPCG(seed, 17))
+		resp := randResponse(r)
+		f.Add(mustMarshal(f, resp))
+		m, err := responseToProto(resp)
+		if err != nil {
+			f.Fatal(err)
+		}
+		f.Add(scramble(r, m.ProtoReflect(), true))
+	}
+	if b, err := proto.Marshal(&pb.ConfigRequest{Node: "n1", Component: ComponentAgentd, AckVersion: 3}); err == nil {
+		f.Add(b)
+	}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		sameDecode(t, data)
+	})
+}
