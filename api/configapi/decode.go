@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"math/bits"
 	"net/netip"
+	"slices"
 	"unicode/utf8"
 
 	"google.golang.org/protobuf/encoding/protowire"
@@ -186,6 +187,8 @@ type wireDecoder struct {
 	vips      []netip.Addr
 	labels    []label
 	named     []namedPort
+	lastNamed []namedPort       // the ports of the last endpoint that had some
+	lastPorts map[string]uint16 // and its map
 	svcPorts  []meshconfig.ServicePort
 	endpoints []meshconfig.Endpoint
 	// the Authz of the workload being decoded, gathered over every
@@ -675,10 +678,17 @@ func (d *wireDecoder) endpoint(b []byte, ep *meshconfig.Endpoint) error {
 	}
 	ep.IPs = d.addrs.copyOf(d.ips)
 	if len(d.named) > 0 {
-		ep.Ports = make(map[string]uint16, len(d.named))
-		for _, np := range d.named {
-			ep.Ports[np.name] = np.port
+		// The endpoints of a slice name the same ports: consecutive
+		// endpoints with the same list share one map (read-only, like
+		// every decoded value; the controller shares it the same way).
+		if d.lastPorts == nil || !slices.Equal(d.named, d.lastNamed) {
+			d.lastPorts = make(map[string]uint16, len(d.named))
+			for _, np := range d.named {
+				d.lastPorts[np.name] = np.port
+			}
+			d.lastNamed = append(d.lastNamed[:0], d.named...)
 		}
+		ep.Ports = d.lastPorts
 	}
 	return nil
 }

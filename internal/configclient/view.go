@@ -41,7 +41,8 @@ type view struct {
 	dirtyW, dirtyS map[string]bool // workloads and services upserted with new content or removed
 	dirtyP         map[string]bool // policies whose body changed, appeared or went
 	chunkErr       error           // a chunk of the version being received failed to merge
-	// owners indexes the addresses of the accepted config: address -> uid.
+	// owners indexes the addresses of the accepted config: address -> uid
+	// (nil until a patch needs it).
 	owners map[netip.Addr]string
 	// fullChunks are the chunks of a full version being received;
 	// fullCfg is the config of the last full version while nothing was
@@ -247,12 +248,11 @@ func (v *view) changed() bool {
 
 // config builds the Config of the mirror, sorted.
 func (v *view) config() *meshconfig.Config {
-	if v.fullCfg != nil {
+	if c := v.fullCfg; c != nil {
 		// Validate resolves the policies in the workloads it is given:
-		// each build gets its own.
-		c := *v.fullCfg
-		c.Workloads = slices.Clone(c.Workloads)
-		return &c
+		// the next build (if this one is refused) starts from the maps.
+		v.fullCfg = nil
+		return c
 	}
 	return v.mapConfig()
 }
@@ -300,14 +300,18 @@ func (v *view) build(prev *meshconfig.Config) (*next, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, fmt.Errorf("invalid config: %w", err)
 	}
-	return &next{cfg: cfg, commit: func() {
-		v.owners = make(map[netip.Addr]string, len(cfg.Workloads))
-		for i := range cfg.Workloads {
-			for _, ip := range cfg.Workloads[i].IPs {
-				v.owners[ip.Unmap()] = cfg.Workloads[i].UID
-			}
+	return &next{cfg: cfg, commit: func() { v.owners = nil }}, nil // indexed when a patch first needs it
+}
+
+// ownersOf indexes the addresses of cfg: address -> uid.
+func ownersOf(cfg *meshconfig.Config) map[netip.Addr]string {
+	owners := make(map[netip.Addr]string, len(cfg.Workloads))
+	for i := range cfg.Workloads {
+		for _, ip := range cfg.Workloads[i].IPs {
+			owners[ip.Unmap()] = cfg.Workloads[i].UID
 		}
-	}}, nil
+	}
+	return owners
 }
 
 // patch is prev with the dirty entries replaced; ok is false when they do
@@ -336,6 +340,9 @@ func (v *view) patch(prev *meshconfig.Config) (*next, bool) {
 		}
 		if part.Validate() != nil {
 			return nil, false
+		}
+		if v.owners == nil {
+			v.owners = ownersOf(prev)
 		}
 		for i := range part.Workloads {
 			for _, ip := range part.Workloads[i].IPs {
