@@ -10,6 +10,7 @@ import (
 	"net/netip"
 	"os"
 	"slices"
+	"strings"
 
 	"github.com/agentmesh/agentmesh/api/mesh"
 	"github.com/agentmesh/agentmesh/api/policy"
@@ -61,8 +62,15 @@ func (c *Config) Validate() error {
 	if c.TrustDomain == "" {
 		c.TrustDomain = mesh.DefaultTrustDomain
 	}
-	uids := map[string]bool{}
-	ips := map[netip.Addr]string{}
+	// A config from the controller comes sorted by UID: duplicates are
+	// then neighbours, and a view of 10 000 workloads needs no UID map.
+	sorted := slices.IsSortedFunc(c.Workloads, func(a, b Workload) int { return strings.Compare(a.UID, b.UID) })
+	var uids map[string]bool
+	if !sorted {
+		uids = make(map[string]bool, len(c.Workloads))
+	}
+	lastUID := ""
+	ips := make(map[netip.Addr]int, len(c.Workloads)) // -> index of the workload holding it
 	var errs []error
 	for i := range c.Workloads {
 		w := &c.Workloads[i]
@@ -70,20 +78,26 @@ func (c *Config) Validate() error {
 			errs = append(errs, fmt.Errorf("workload %d (%s/%s): uid, name, namespace, serviceAccount and node are required", i, w.Namespace, w.Name))
 			continue
 		}
-		if uids[w.UID] {
+		var dup bool
+		if sorted {
+			dup, lastUID = w.UID == lastUID, w.UID
+		} else {
+			dup, uids[w.UID] = uids[w.UID], true
+		}
+		if dup {
 			errs = append(errs, fmt.Errorf("workload %s/%s: duplicate uid %q", w.Namespace, w.Name, w.UID))
 		}
-		uids[w.UID] = true
 		for _, ip := range w.IPs {
 			if !ip.IsValid() {
 				errs = append(errs, fmt.Errorf("workload %s/%s: invalid ip", w.Namespace, w.Name))
 				continue
 			}
 			ip = ip.Unmap()
-			if other, dup := ips[ip]; dup {
-				errs = append(errs, fmt.Errorf("workload %s/%s: ip %s already belongs to %s", w.Namespace, w.Name, ip, other))
+			if other, taken := ips[ip]; taken {
+				o := &c.Workloads[other]
+				errs = append(errs, fmt.Errorf("workload %s/%s: ip %s already belongs to %s/%s", w.Namespace, w.Name, ip, o.Namespace, o.Name))
 			}
-			ips[ip] = w.Namespace + "/" + w.Name
+			ips[ip] = i
 		}
 	}
 	errs = append(errs, c.resolvePolicies())

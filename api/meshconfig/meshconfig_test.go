@@ -29,6 +29,8 @@ func TestValidate(t *testing.T) {
 		{"ok", []Workload{workload("1", "a", "n1", "198.19.1.2", "fd00:19:1::2"), workload("2", "b", "n2", "198.19.2.2")}, ""},
 		{"missing field", []Workload{{UID: "1", Name: "a"}}, "are required"},
 		{"duplicate uid", []Workload{workload("1", "a", "n1"), workload("1", "b", "n1")}, "duplicate uid"},
+		{"duplicate uid, unsorted", []Workload{workload("2", "a", "n1"), workload("1", "b", "n1"), workload("2", "c", "n1")}, "duplicate uid"},
+		{"duplicate uid after an invalid one", []Workload{workload("1", "a", "n1"), {UID: "1"}, workload("1", "c", "n1")}, `agents/c: duplicate uid "1"`},
 		{"duplicate ip", []Workload{workload("1", "a", "n1", "198.19.1.2"), workload("2", "b", "n1", "198.19.1.2")}, "already belongs to agents/a"},
 		{"v4-mapped duplicate", []Workload{workload("1", "a", "n1", "198.19.1.2"), workload("2", "b", "n1", "::ffff:198.19.1.2")}, "already belongs"},
 	} {
