@@ -30,7 +30,10 @@ type view struct {
 	full      bool
 	td        string
 	bundle    []byte
-	workloads map[string]meshconfig.Workload
+	// workloads point into responses and configs, never modified: a
+	// workload without policy refs shares the config's element (Validate
+	// only rewrites the Authz of workloads that refer to policies).
+	workloads map[string]*meshconfig.Workload
 	services  map[string]meshconfig.Service
 	policies  map[string]policy.Policy // by namespace/name
 	refs      map[string]int           // policy key -> workloads of the mirror referring to it
@@ -52,7 +55,7 @@ type view struct {
 }
 
 func newView() *view {
-	v := &view{workloads: map[string]meshconfig.Workload{}, services: map[string]meshconfig.Service{},
+	v := &view{workloads: map[string]*meshconfig.Workload{}, services: map[string]meshconfig.Service{},
 		policies: map[string]policy.Policy{}, refs: map[string]int{}}
 	v.accepted()
 	return v
@@ -94,7 +97,8 @@ func (v *view) merge(r *configapi.ConfigResponse) error {
 			v.dirtyW[uid] = true
 		}
 	}
-	for _, w := range r.Workloads {
+	for i := range r.Workloads {
+		w := &r.Workloads[i]
 		old, ok := v.workloads[w.UID]
 		if ok && reflect.DeepEqual(old, w) {
 			continue
@@ -150,10 +154,15 @@ func (v *view) mergeFull(rs []*configapi.ConfigResponse) {
 		ws = upsertSorted(ws, r.Workloads, func(w *meshconfig.Workload) string { return w.UID })
 		ss = upsertSorted(ss, r.Services, (*meshconfig.Service).Key)
 	}
-	v.workloads = make(map[string]meshconfig.Workload, len(ws))
+	v.workloads = make(map[string]*meshconfig.Workload, len(ws))
 	clear(v.refs)
 	touched := map[string]bool{}
-	for _, w := range ws {
+	for i := range ws {
+		w := &ws[i]
+		if w.Authz != nil && len(w.Authz.PolicyRefs) > 0 {
+			raw := *w // ws becomes the config, whose refs Validate resolves
+			w = &raw
+		}
 		v.workloads[w.UID] = w
 		v.count(w, +1, touched)
 	}
@@ -215,7 +224,7 @@ func upsertSorted[T any](out, add []T, key func(*T) string) []T {
 
 // count adds d to the reference count of every policy w refers to and
 // notes them in touched.
-func (v *view) count(w meshconfig.Workload, d int, touched map[string]bool) {
+func (v *view) count(w *meshconfig.Workload, d int, touched map[string]bool) {
 	if w.Authz == nil {
 		return
 	}
@@ -261,7 +270,7 @@ func (v *view) config() *meshconfig.Config {
 func (v *view) mapConfig() *meshconfig.Config {
 	c := &meshconfig.Config{TrustDomain: v.td}
 	for _, uid := range slices.Sorted(maps.Keys(v.workloads)) {
-		c.Workloads = append(c.Workloads, v.workloads[uid])
+		c.Workloads = append(c.Workloads, *v.workloads[uid])
 	}
 	for _, k := range slices.Sorted(maps.Keys(v.services)) {
 		c.Services = append(c.Services, v.services[k])
@@ -335,7 +344,7 @@ func (v *view) patch(prev *meshconfig.Config) (*next, bool) {
 		part := &meshconfig.Config{TrustDomain: td, Policies: cfg.Policies}
 		for _, uid := range slices.Sorted(maps.Keys(redo)) {
 			if w, ok := v.workloads[uid]; ok {
-				part.Workloads = append(part.Workloads, w)
+				part.Workloads = append(part.Workloads, *w)
 			}
 		}
 		if part.Validate() != nil {
