@@ -27,9 +27,9 @@ import (
 // refuses, goes the whole way: the config is rebuilt and validated from the
 // mirror, as the first one was.
 type view struct {
-	full      bool
-	td        string
-	bundle    []byte
+	full   bool
+	td     string
+	bundle []byte
 	// workloads point into responses and configs, never modified: a
 	// workload without policy refs shares the config's element (Validate
 	// only rewrites the Authz of workloads that refer to policies).
