@@ -32,7 +32,10 @@ type options struct {
 	failover     transport.Failover
 	// clusterDomain is the Services' DNS domain the DNS proxy answers.
 	clusterDomain string
-	log           logging.Flags
+	// cpuProfile and allocProfile: files for a CPU profile of the whole
+	// run and an allocation profile at exit (benchmarks).
+	cpuProfile, allocProfile string
+	log                      logging.Flags
 }
 
 // parseFlags parses args; it returns flag.ErrHelp after printing usage.
@@ -51,6 +54,8 @@ func parseFlags(args []string, usage io.Writer) (*options, error) {
 	fs.StringVar(&o.agentdSocket, "agentd-socket", mesh.DefaultAgentdSocket, "agentd hand-off unix socket")
 	fs.DurationVar(&o.certLifetime, "cert-lifetime", 24*time.Hour, "standalone mode: lifetime of workload certificates (the controller decides in Kubernetes mode)")
 	fs.StringVar(&o.adminAddr, "admin-addr", fmt.Sprintf("127.0.0.1:%d", mesh.AdminPort), "admin API address (keep it on localhost)")
+	fs.StringVar(&o.cpuProfile, "cpu-profile", "", "write a CPU profile of the whole run to this file (go tool pprof; for benchmarks)")
+	fs.StringVar(&o.allocProfile, "alloc-profile", "", "write an allocation profile to this file at exit (go tool pprof; for benchmarks)")
 	fs.StringVar(&o.metricsAddr, "metrics-addr", fmt.Sprintf(":%d", mesh.MetricsPort), "Prometheus metrics address")
 	fs.StringVar(&o.readyAddr, "ready-addr", fmt.Sprintf(":%d", mesh.ReadinessPort), "readiness probe address")
 	fs.IntVar(&o.maxConns, "max-connections", 0, "proxied connections (outbound and plaintext connections, inbound HBONE streams) carried at once; more are refused at once with a reset (0: only the fd budget, the open-file limit less a reserve, bounds them)")

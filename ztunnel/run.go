@@ -17,6 +17,7 @@ import (
 
 	"github.com/agentmesh/agentmesh/bpf"
 	"github.com/agentmesh/agentmesh/internal/handoff"
+	"github.com/agentmesh/agentmesh/internal/profile"
 	"github.com/agentmesh/agentmesh/ztunnel/identity"
 	"github.com/agentmesh/agentmesh/ztunnel/nodeaddr"
 )
@@ -64,7 +65,11 @@ func Run(ctx context.Context, args []string, stdout io.Writer) error {
 		return err
 	}
 	log := o.log.Logger(os.Stderr).With("node", o.mode.Node)
-	return run(ctx, o, log)
+	stopProfile, err := profile.Start(o.cpuProfile, o.allocProfile)
+	if err != nil {
+		return err
+	}
+	return errors.Join(run(ctx, o, log), stopProfile())
 }
 
 func run(ctx context.Context, o *options, log *slog.Logger) error {

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/netip"
+	"os"
 	"path/filepath"
 	"slices"
 	"strconv"
@@ -71,7 +72,15 @@ func Measure(ctx context.Context, opts Options) (results []Result, err error) {
 		scenarios = Scenarios
 	}
 	startMesh := slices.ContainsFunc(scenarios, func(s Scenario) bool { return s.Mesh })
-	l, err := lab.New(ctx, lab.Options{Nodes: 2, BinDir: binDir, Logger: opts.Logger, StartMesh: startMesh})
+	if opts.ProfileDir != "" {
+		if opts.ProfileDir, err = filepath.Abs(opts.ProfileDir); err != nil {
+			return nil, fmt.Errorf("bench: profile dir: %w", err)
+		}
+		if err := os.MkdirAll(opts.ProfileDir, 0o755); err != nil {
+			return nil, fmt.Errorf("bench: profile dir: %w", err)
+		}
+	}
+	l, err := lab.New(ctx, lab.Options{Nodes: 2, BinDir: binDir, Logger: opts.Logger, StartMesh: startMesh, ProfileDir: opts.ProfileDir})
 	if err != nil {
 		return nil, fmt.Errorf("bench: build lab: %w", err)
 	}

@@ -24,7 +24,11 @@ type Options struct {
 	BulkBytes int64         // bytes of the single-stream throughput run
 	IPv6      bool          // use the pods' IPv6 addresses
 	IdleConns int           // connections held for the memory measurement (0: none)
-	Logger    *slog.Logger  // progress (default: discard)
+	// ProfileDir, when set, receives the data path lab's ztunnel profiles
+	// (ztunnel-<node>.cpu.prof and .alloc.prof over every scenario: echo
+	// latency and bulk throughput; see lab.Options.ProfileDir).
+	ProfileDir string
+	Logger     *slog.Logger // progress (default: discard)
 	// Command runs the benchmark's client and server inside pods as
 	// Command + [ClientCommand or ServerCommand] + flags. Default:
 	// BinDir/meshlab.
@@ -116,6 +120,7 @@ func parseFlags(args []string, usage io.Writer) (Options, error) {
 	fs.Int64Var(&o.BulkBytes, "bulk-bytes", 256<<20, "bytes of the single-stream throughput run")
 	fs.BoolVar(&o.IPv6, "ipv6", false, "use the pods' IPv6 addresses")
 	fs.IntVar(&o.IdleConns, "idle-conns", 1000, "connections held open to measure memory per idle connection (0: skip)")
+	fs.StringVar(&o.ProfileDir, "profile", "", "data path: write each ztunnel's CPU profile of the run (echo and bulk scenarios) and its allocation profile into this directory (go tool pprof bin/ztunnel DIR/ztunnel-node0.cpu.prof)")
 	o.cpFlags.register(fs)
 	verbose := fs.Bool("verbose", false, "log lab progress to stderr")
 	if err := fs.Parse(args); err != nil {

@@ -95,6 +95,10 @@ type Options struct {
 	// ZtunnelArgs are added to every ztunnel's command line (for example
 	// --max-connections=N).
 	ZtunnelArgs []string
+	// ProfileDir, when set, receives each ztunnel's CPU profile of its
+	// whole run (ztunnel-<node>.cpu.prof) and allocation profile at exit
+	// (ztunnel-<node>.alloc.prof).
+	ProfileDir string
 	// Manifest is a rendered chart whose Namespace, ServiceAccount and
 	// RBAC objects Kubernetes mode applies before it starts the controller
 	// (default: the one built into the binary, deploy.Manifest; a file

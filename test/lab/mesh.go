@@ -110,6 +110,10 @@ func (l *Lab) ztunnelArgs(i int) []string {
 		"--metrics-addr", ":" + strconv.Itoa(mesh.MetricsPort),
 		"--ready-addr", ":" + strconv.Itoa(mesh.ReadinessPort), "--log-format", "json"}
 	args = append(args, l.opts.ZtunnelArgs...)
+	if d := l.opts.ProfileDir; d != "" {
+		args = append(args, "--cpu-profile", filepath.Join(d, "ztunnel-"+nodeName(i)+".cpu.prof"),
+			"--alloc-profile", filepath.Join(d, "ztunnel-"+nodeName(i)+".alloc.prof"))
+	}
 	if l.kube != nil {
 		return append(args, l.kubeNodeFlags(i)...)
 	}
