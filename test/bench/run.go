@@ -120,7 +120,7 @@ func parseFlags(args []string, usage io.Writer) (Options, error) {
 	fs.Int64Var(&o.BulkBytes, "bulk-bytes", 256<<20, "bytes of the single-stream throughput run")
 	fs.BoolVar(&o.IPv6, "ipv6", false, "use the pods' IPv6 addresses")
 	fs.IntVar(&o.IdleConns, "idle-conns", 1000, "connections held open to measure memory per idle connection (0: skip)")
-	fs.StringVar(&o.ProfileDir, "profile", "", "data path: write each ztunnel's CPU profile of the run (echo and bulk scenarios) and its allocation profile into this directory (go tool pprof bin/ztunnel DIR/ztunnel-node0.cpu.prof)")
+	fs.StringVar(&o.ProfileDir, "profile", "", "data path: write each ztunnel's CPU profile of the run (echo and bulk scenarios) and its allocation profile into this directory (go tool pprof bin/ztunnel DIR/ztunnel-n1.cpu.prof)")
 	o.cpFlags.register(fs)
 	verbose := fs.Bool("verbose", false, "log lab progress to stderr")
 	if err := fs.Parse(args); err != nil {
