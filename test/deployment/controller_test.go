@@ -3,8 +3,8 @@ package deployment
 import (
 	"context"
 	"fmt"
-	"net"
 	"net/http"
+	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -20,6 +20,7 @@ import (
 	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
 
 	"github.com/agentmesh/agentmesh/controller/ca"
+	"github.com/agentmesh/agentmesh/internal/freeport"
 	"github.com/agentmesh/agentmesh/test/lab/kubecp"
 )
 
@@ -111,15 +112,15 @@ func writeKubeconfig(t *testing.T, dir string, cp *kubecp.ControlPlane, token st
 	return path
 }
 
-// freeAddr is a loopback address with a port free right now.
+// freeAddr is a loopback address with a port free right now, from below
+// the ephemeral range (see internal/freeport).
 func freeAddr(t *testing.T) string {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+	addrs, err := freeport.Addrs(netip.MustParseAddr("127.0.0.1"), 1)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer l.Close()
-	return l.Addr().String()
+	return addrs[0]
 }
 
 // waitReady polls url until it answers 200, the process exits or 90s pass.

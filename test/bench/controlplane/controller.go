@@ -8,8 +8,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
+	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -19,6 +19,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/agentmesh/agentmesh/internal/freeport"
 	"github.com/agentmesh/agentmesh/test/lab"
 )
 
@@ -234,19 +235,10 @@ func httpGet(ctx context.Context, url string) (int, []byte, error) {
 	return resp.StatusCode, body, err
 }
 
-// freePorts returns n free loopback host:ports (bound together, then
-// released; another process could take one in between).
+// freePorts returns n free loopback host:ports (free together right now;
+// from below the ephemeral range, see internal/freeport).
 func freePorts(n int) ([]string, error) {
-	var out []string
-	for range n {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			return nil, fmt.Errorf("find free port: %w", err)
-		}
-		defer l.Close()
-		out = append(out, l.Addr().String())
-	}
-	return out, nil
+	return freeport.Addrs(netip.MustParseAddr("127.0.0.1"), n)
 }
 
 // tail is the last n lines of a file.
