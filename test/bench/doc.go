@@ -3,13 +3,23 @@
 // one lab (test/lab) with the real agentd and ztunnel binaries.
 //
 // `make bench` runs `meshlab bench` (Run): it builds a two-node lab and
-// measures four scenarios one after another, each with a fresh client and
+// measures five scenarios one after another, each with a fresh client and
 // server pod in namespace "bench":
 //
-//	direct cross-node  client on n1, server on n2, neither enrolled (the baseline)
-//	direct same-node   both on n1, neither enrolled
-//	mesh cross-node    client on n1, server on n2, both enrolled
-//	mesh same-node     both on n1, both enrolled
+//	direct cross-node   client on n1, server on n2, neither enrolled (the baseline)
+//	direct same-node    both on n1, neither enrolled
+//	mesh cross-node     client on n1, server on n2, both enrolled
+//	mesh same-node      both on n1, both enrolled
+//	haproxy cross-node  client on n1, server on n2, neither enrolled, a HAProxy
+//	                    mutual-TLS pair between them (what a user would set up
+//	                    instead of a mesh; haproxy.go)
+//
+// The HAProxy pair is Debian's haproxy in each pod, TCP mode: the client
+// pod's accepts plaintext on 127.0.0.1 and opens one TLS 1.3 connection per
+// connection, with a client certificate, to the server pod's, which verifies
+// it against the bench's CA and forwards to the app on 127.0.0.1. The ratio
+// lines print each proxy's p50 over direct and, in parentheses, the latency
+// it adds (proxied p50 - direct p50).
 //
 // Each scenario first warms up (servers listening, certificates issued,
 // HBONE connections pooled) and then runs two measurements with the client
@@ -29,16 +39,19 @@
 //
 // After measuring, the scenario's path is checked in ztunnel's access log:
 // every mesh connection must have gone through the client node's ztunnel
-// and not as passthrough; no direct connection may have touched a ztunnel.
+// and not as passthrough; no direct or HAProxy connection may have touched
+// a ztunnel.
 //
 // # Reading the table
 //
-// Two rows and a ratio from a run on a busy two-CPU machine:
+// Three rows and their ratios from a run on a busy two-CPU machine:
 //
-//	scenario           path        requests errors  p50(us)  p90(us)  p99(us)  max(us) throughput(Gbit/s)
-//	direct cross-node  direct          2500      0    120.4    180.3   3535.8  41384.7              10.50
-//	mesh cross-node    hbone+mtls      2500      0    581.7   1284.7  58985.4 103724.0               1.28
-//	  mesh cross-node vs direct cross-node: p50 x4.83  p90 x7.13  p99 x16.68  throughput x0.12
+//	scenario           path         requests errors  p50(us)  p90(us)  p99(us)  max(us) throughput(Gbit/s)
+//	direct cross-node  direct           2500      0    169.6    261.6    411.2   2903.3              20.53
+//	mesh cross-node    hbone+mtls       2500      0    514.8    648.0    923.5   6933.4               4.27
+//	haproxy cross-node haproxy+mtls     2500      0    382.6    499.7   1339.9  13696.6               4.37
+//	  mesh cross-node vs direct cross-node: p50 x3.04 (+345us)  p90 x2.48  p99 x2.25  throughput x0.21
+//	  haproxy cross-node vs direct cross-node: p50 x2.26 (+213us)  p90 x1.91  p99 x3.26  throughput x0.21
 //
 // requests is how many were scheduled (rate x duration) and errors how many
 // of them got no correct answer.

@@ -27,7 +27,11 @@ type Scenario struct {
 	ClientNode int
 	ServerNode int
 	Mesh       bool // both pods enrolled
-	// Baseline names the direct scenario a mesh scenario is compared with.
+	// HAProxy puts the HAProxy mTLS pair (haproxy.go) between the pods,
+	// which are outside the mesh: what a user would set up instead.
+	HAProxy bool
+	// Baseline names the direct scenario a mesh or HAProxy scenario is
+	// compared with.
 	Baseline string
 }
 
@@ -39,6 +43,7 @@ var Scenarios = []Scenario{
 	{Name: "direct same-node", ClientNode: 1, ServerNode: 1},
 	{Name: "mesh cross-node", ClientNode: 1, ServerNode: 2, Mesh: true, Baseline: "direct cross-node"},
 	{Name: "mesh same-node", ClientNode: 1, ServerNode: 1, Mesh: true, Baseline: "direct same-node"},
+	{Name: "haproxy cross-node", ClientNode: 1, ServerNode: 2, HAProxy: true, Baseline: "direct cross-node"},
 }
 
 // Result is what one scenario measured. Err is set when the scenario could
@@ -124,6 +129,12 @@ func measureScenario(ctx context.Context, l *lab.Lab, opts Options, sc Scenario)
 		return r
 	}
 	echo, sink := netip.AddrPortFrom(addr, EchoPort), netip.AddrPortFrom(addr, SinkPort)
+	if sc.HAProxy {
+		if echo, sink, err = startHAProxy(ctx, l, client, server, addr); err != nil {
+			r.Err = err
+			return r
+		}
+	}
 	if err := warmUp(ctx, l, sc, client, opts, echo, sink); err != nil {
 		r.Err = err
 		return r
@@ -137,8 +148,17 @@ func measureScenario(ctx context.Context, l *lab.Lab, opts Options, sc Scenario)
 		r.Err = err
 		return r
 	}
-	r.Path, r.Err = checkPath(ctx, l, sc, since, opts.Conns+1, echo, sink)
-	if r.Err == nil && opts.IdleConns > 0 {
+	if sc.HAProxy {
+		// Between the pods the traffic went to the server's HAProxy,
+		// not through a ztunnel.
+		wire := []netip.AddrPort{netip.AddrPortFrom(addr, haproxyEchoPort), netip.AddrPortFrom(addr, haproxySinkPort)}
+		if r.Err = checkNotProxied(l, wire); r.Err == nil {
+			r.Path = "haproxy+mtls"
+		}
+	} else {
+		r.Path, r.Err = checkPath(ctx, l, sc, since, opts.Conns+1, echo, sink)
+	}
+	if r.Err == nil && opts.IdleConns > 0 && !sc.HAProxy {
 		r.Idle, r.Err = measureIdle(ctx, l, sc, opts, client, echoProc, echo)
 	}
 	return r
@@ -148,8 +168,11 @@ func measureScenario(ctx context.Context, l *lab.Lab, opts Options, sc Scenario)
 // and service accounts.
 func addPods(ctx context.Context, l *lab.Lab, sc Scenario) (client, server *lab.Pod, err error) {
 	prefix := "bench-direct"
-	if sc.Mesh {
+	switch {
+	case sc.Mesh:
 		prefix = "bench-mesh"
+	case sc.HAProxy:
+		prefix = "bench-haproxy"
 	}
 	suffix := "-" + strconv.Itoa(sc.ClientNode) + strconv.Itoa(sc.ServerNode)
 	client, err = l.AddPod(ctx, lab.PodSpec{Name: prefix + "-client" + suffix, Namespace: "bench",

@@ -20,20 +20,23 @@ func TestWriteTable(t *testing.T) {
 		{Scenario: Scenarios[1], Path: "direct", Latency: lat(20, 25, 40), Bulk: BulkResult{Bytes: 1, Gbps: 40}},
 		{Scenario: Scenarios[2], Path: "hbone+mtls", Latency: lat(84, 110, 224), Bulk: BulkResult{Bytes: 1, Gbps: 8.2}},
 		{Scenario: Scenarios[3], Err: errors.New("warm up: boom")},
+		{Scenario: Scenarios[4], Path: "haproxy+mtls", Latency: lat(100, 120, 300), Bulk: BulkResult{Bytes: 1, Gbps: 5}},
 	}
 	var b strings.Builder
 	WriteTable(&b, opts, results)
 	want := `latency: 500 req/s over 8 connections, 1024-byte echo, 5s per scenario; throughput: 256 MiB on one stream; IPv4
 
-scenario           path        requests errors  p50(us)  p90(us)  p99(us)  max(us) throughput(Gbit/s)
-direct cross-node  direct          2500      0     40.0     50.0     80.0    160.0              20.00
-direct same-node   direct          2500      0     20.0     25.0     40.0     80.0              40.00
-mesh cross-node    hbone+mtls      2500      0     84.0    110.0    224.0    448.0               8.20
-mesh same-node     ?                  -      -        -        -        -        -                  -
+scenario           path         requests errors  p50(us)  p90(us)  p99(us)  max(us) throughput(Gbit/s)
+direct cross-node  direct           2500      0     40.0     50.0     80.0    160.0              20.00
+direct same-node   direct           2500      0     20.0     25.0     40.0     80.0              40.00
+mesh cross-node    hbone+mtls       2500      0     84.0    110.0    224.0    448.0               8.20
+mesh same-node     ?                   -      -        -        -        -        -                  -
+haproxy cross-node haproxy+mtls     2500      0    100.0    120.0    300.0    600.0               5.00
 
-ratios mesh/direct (latency > 1: mesh slower; throughput < 1: mesh moves less):
-  mesh cross-node vs direct cross-node: p50 x2.10  p90 x2.20  p99 x2.80  throughput x0.41
-  mesh same-node vs direct same-node: p50 n/a  p90 n/a  p99 n/a  throughput n/a
+ratios to direct (latency > 1: slower than direct; throughput < 1: moves less):
+  mesh cross-node vs direct cross-node: p50 x2.10 (+44us)  p90 x2.20  p99 x2.80  throughput x0.41
+  mesh same-node vs direct same-node: p50 n/a (n/a)  p90 n/a  p99 n/a  throughput n/a
+  haproxy cross-node vs direct cross-node: p50 x2.50 (+60us)  p90 x2.40  p99 x3.75  throughput x0.25
 mesh same-node failed: warm up: boom
 `
 	if diff := cmp.Diff(want, b.String()); diff != "" {
