@@ -146,4 +146,3 @@ func writeHAProxyCerts(ctx context.Context, dir string) error {
 	}
 	return nil
 }
-
