@@ -88,9 +88,12 @@ func TestControllerSource(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		t.Fatal("no config from the controller")
 	}
-	if code, body := probe(ready); code != http.StatusOK || body != "node ready" {
-		t.Fatalf("readiness after the first config: %d %q", code, body)
-	}
+	// Ready once apply has returned, which is after the test saw the
+	// config: wait for it.
+	waitFor(t, "readiness after the first config", func() bool {
+		code, body := probe(ready)
+		return code == http.StatusOK && body == "node ready"
+	})
 	mu.Lock()
 	if len(order) != 2 || order[0] != "bundle" {
 		t.Errorf("callbacks %v, want the bundle before the config", order)
