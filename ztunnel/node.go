@@ -74,6 +74,10 @@ type NodeOptions struct {
 	DNSUpstreams dnsproxy.Upstreams
 	// ClusterDomain is the Services' DNS domain ("" = cluster.local).
 	ClusterDomain string
+	// SameNodeFastPath joins connections between two pods of this node
+	// inside the tunnel, without TLS and HTTP/2 (pipeline.Local); off,
+	// they go over HBONE to the node's own listener like any other.
+	SameNodeFastPath bool
 }
 
 // Node is the per-node tunnel: it owns the listeners inside every handed-over
@@ -153,10 +157,14 @@ func NewNode(o NodeOptions) *Node {
 	n.auth = authorize.New(n.Index, o.NodeAddrs, n.rec, o.Logger)
 	client := hbone.NewClient(hbone.ClientOptions{Logger: o.Logger.With("component", "hbone-client"), IdleTimeout: 90 * time.Second})
 	n.balancer = balance.New()
-	n.transport = transport.New(transport.Options{
+	topts := transport.Options{
 		HBONE: client, Certs: o.Certs, Limits: lim, Record: n.rec, DialTimeout: o.DialTimeout,
 		Balancer: n.balancer, Failover: o.Failover,
-	})
+	}
+	if o.SameNodeFastPath {
+		topts.Local = n.dialLocal
+	}
+	n.transport = transport.New(topts)
 	n.server = hbone.NewServer(hbone.ServerOptions{Logger: o.Logger.With("component", "hbone-server")})
 	if o.DNSUpstreams != nil {
 		n.dns = dnsproxy.New(dnsproxy.Options{Logger: o.Logger.With("component", "dns"), Index: n.Index,

@@ -2,14 +2,17 @@ package ztunnel
 
 import (
 	"context"
+	"net"
 	"net/netip"
 	"sync"
 	"sync/atomic"
 
+	"github.com/agentmesh/agentmesh/api/spiffe"
 	"github.com/agentmesh/agentmesh/internal/handoff"
 	"github.com/agentmesh/agentmesh/ztunnel/authorize"
 	"github.com/agentmesh/agentmesh/ztunnel/dnsproxy"
 	"github.com/agentmesh/agentmesh/ztunnel/flow"
+	"github.com/agentmesh/agentmesh/ztunnel/pipeline"
 	"github.com/agentmesh/agentmesh/ztunnel/podnet"
 )
 
@@ -65,3 +68,41 @@ func (p *pod) getState() (string, error) {
 }
 
 func (p *pod) name() string { return p.info.Namespace + "/" + p.info.Name }
+
+// holdLocal returns the ready pod of this node that owns ip, if its
+// identity is id, held until the returned release is called: teardown and
+// drain wait for it like for the pod's own connections. Pods leave n.pods
+// (under n.mu) before anything waits for their connections, so taking one
+// here never races a wait.
+func (n *Node) holdLocal(ip netip.Addr, id spiffe.ID) (*pod, func()) {
+	ip = ip.Unmap()
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	for _, p := range n.pods {
+		if st, _ := p.getState(); st != stateReady || !p.flow.Owns(ip) || p.flow.ID != id {
+			continue
+		}
+		p.active.Add(1)
+		p.wg.Add(1)
+		return p, func() {
+			p.active.Add(-1)
+			p.wg.Done()
+		}
+	}
+	return nil, nil
+}
+
+// dialLocal is the same-node fast path (transport.LocalDialer): a flow
+// from pod src to a ready pod of this node with the expected identity is
+// joined inside the tunnel (pipeline.Local); any other goes over HBONE.
+func (n *Node) dialLocal(ctx context.Context, src *flow.Pod, f *flow.Flow, dst netip.AddrPort, sending func()) (net.Conn, bool, error) {
+	p, release := n.holdLocal(dst.Addr(), f.DstID)
+	if p == nil {
+		return nil, false, nil
+	}
+	if sending != nil {
+		sending()
+	}
+	c, err := n.pipe.Local(ctx, src, f, dst, pipeline.LocalDest{Pod: &p.flow, Live: &p.live, Ctx: p.ctx, Release: release})
+	return c, true, err
+}

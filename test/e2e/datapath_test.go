@@ -62,11 +62,19 @@ func TestDataPath(t *testing.T) {
 			})
 			t.Run("same-node through the mesh", func(t *testing.T) {
 				send(t, l, a, addr(fam.ip(c), echoPort), "same-node-"+fam.name)
+				// Both pods on node 1: joined inside its ztunnel (the
+				// same-node fast path), the source identity known to it.
 				in := waitAccess(t, l, 1, "inbound a->c", func(x lab.AccessLog) bool {
 					return x.Direction == "inbound" && x.Src().Addr().Unmap() == fam.ip(a) && x.Dst().Addr().Unmap() == fam.ip(c)
 				})
-				if !in.MTLS || in.SrcIdentity != spiffeOf("a") {
-					t.Errorf("node 1 inbound access log: %+v; want mTLS with peer %s", in, spiffeOf("a"))
+				if in.Protocol != "local" || in.SrcIdentity != spiffeOf("a") || in.DstIdentity != spiffeOf("c") || in.Result != "ok" {
+					t.Errorf("node 1 inbound access log: %+v; want protocol local from %s", in, spiffeOf("a"))
+				}
+				out := waitAccess(t, l, 1, "outbound a->c", func(x lab.AccessLog) bool {
+					return x.Direction == "outbound" && x.Dst().Addr().Unmap() == fam.ip(c)
+				})
+				if out.Protocol != "local" || out.DstIdentity != spiffeOf("c") || out.Result != "ok" {
+					t.Errorf("node 1 outbound access log: %+v; want protocol local to %s", out, spiffeOf("c"))
 				}
 			})
 			t.Run("not enrolled is not captured", func(t *testing.T) {

@@ -209,7 +209,7 @@ func checkLegit(t *testing.T, attempts []meshlab.DialAttempt, streams []meshlab.
 }
 
 // relayPipeFDs is what ztunnel's relay may keep after a burst of
-// plaintext connections: up to 16 empty pipes (two fds each) for reuse
+// spliced (plaintext or same-node) connections: up to 16 empty pipes (two fds each) for reuse
 // (ztunnel/relay maxIdlePipes). They are not counted against fdMargin.
 const relayPipeFDs = 2 * 16
 

@@ -122,44 +122,50 @@ type statsTable struct {
 type statsRow struct {
 	when  string
 	stats map[int]lab.ProcStats
+	pipes map[int]int // of the fds
 }
 
 func newStatsTable(t *testing.T, l *lab.Lab, nodes []int) *statsTable {
 	return &statsTable{t: t, l: l, nodes: nodes}
 }
 
-func (s *statsTable) read(ctx context.Context) map[int]lab.ProcStats {
+func (s *statsTable) read(ctx context.Context, when string) statsRow {
 	s.t.Helper()
-	out := map[int]lab.ProcStats{}
+	r := statsRow{when: when, stats: map[int]lab.ProcStats{}, pipes: map[int]int{}}
 	for _, i := range s.nodes {
 		st, err := s.l.ZtunnelStats(ctx, i)
 		if err != nil {
 			s.t.Fatalf("n%d ztunnel stats: %v", i, err)
 		}
-		out[i] = st
+		r.stats[i] = st
+		r.pipes[i] = fdCounts(s.l.PID(lab.ZtunnelName(i)))["pipe"]
 	}
-	return out
+	return r
 }
 
 func (s *statsTable) sample(ctx context.Context, when string) {
-	s.rows = append(s.rows, statsRow{when, s.read(ctx)})
+	s.rows = append(s.rows, s.read(ctx, when))
 }
 
 // waitBaseline waits until every node's fds and goroutines are within the
 // margins of the first row (fdMargin, goroutineMargin: the HBONE pool keeps
-// one idle connection per destination, a few goroutines come and go), records the row, and returns how long it took
-// (-1 when it did not happen within limit).
+// one idle connection per destination, a few goroutines come and go; the
+// relay's pipes apart, within relayPipeFDs: it keeps a few for reuse after
+// splicing), records the row, and returns how long it took (-1 when it did
+// not happen within limit).
 func (s *statsTable) waitBaseline(ctx context.Context, when string, limit time.Duration) time.Duration {
 	start := time.Now()
-	base := s.rows[0].stats
+	base := s.rows[0]
 	for {
-		now := s.read(ctx)
+		now := s.read(ctx, when)
 		ok := true
 		for _, i := range s.nodes {
-			ok = ok && now[i].FDs <= base[i].FDs+fdMargin && now[i].Goros <= base[i].Goros+goroutineMargin
+			st, b := now.stats[i], base.stats[i]
+			ok = ok && st.FDs-now.pipes[i] <= b.FDs-base.pipes[i]+fdMargin && now.pipes[i] <= base.pipes[i]+relayPipeFDs &&
+				st.Goros <= b.Goros+goroutineMargin
 		}
 		if ok || time.Since(start) > limit {
-			s.rows = append(s.rows, statsRow{when, now})
+			s.rows = append(s.rows, now)
 			if !ok {
 				return -1
 			}
@@ -172,11 +178,11 @@ func (s *statsTable) waitBaseline(ctx context.Context, when string, limit time.D
 func (s *statsTable) print() {
 	var b strings.Builder
 	tw := tabwriter.NewWriter(&b, 0, 4, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "ztunnel\twhen\trss(MB)\tfds\tgoroutines\theap(MB)\tstacks(MB)\t")
+	fmt.Fprintln(tw, "ztunnel\twhen\trss(MB)\tfds\tpipe fds\tgoroutines\theap(MB)\tstacks(MB)\t")
 	for _, i := range s.nodes {
 		for _, r := range s.rows {
 			st := r.stats[i]
-			fmt.Fprintf(tw, "n%d\t%s\t%.1f\t%d\t%d\t%.1f\t%.1f\t\n", i, r.when, float64(st.RSS)/1e6, st.FDs, st.Goros,
+			fmt.Fprintf(tw, "n%d\t%s\t%.1f\t%d\t%d\t%d\t%.1f\t%.1f\t\n", i, r.when, float64(st.RSS)/1e6, st.FDs, r.pipes[i], st.Goros,
 				float64(st.Heap)/1e6, float64(st.Stacks)/1e6)
 		}
 	}

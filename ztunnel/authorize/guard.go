@@ -73,3 +73,7 @@ func (g *guarded) explain(err error) error {
 	}
 	return err
 }
+
+// Unguarded is the upstream itself, for a caller that reports revocations
+// on its own (pipeline.Local splices it).
+func (g *guarded) Unguarded() net.Conn { return g.Conn }

@@ -31,6 +31,11 @@ const (
 	HBONE       Protocol = "hbone"       // mTLS HTTP/2 CONNECT between node tunnels
 	Plaintext   Protocol = "plaintext"   // inbound from outside the mesh
 	Passthrough Protocol = "passthrough" // outbound to a destination outside the mesh
+	// Local joins two pods of this node inside the tunnel (the same-node
+	// fast path): no network is crossed, the node itself knows both
+	// identities, so there is neither TLS nor HTTP/2; policy and records
+	// are those of HBONE.
+	Local Protocol = "local"
 )
 
 // Flow is one proxied connection. Each stage fills in what it learns; a

@@ -81,33 +81,40 @@ func (pl *Pipeline) stream(ctx context.Context, p *flow.Pod, live *authorize.Liv
 	pl.Record.Access(f)
 }
 
-// admitStream checks the request, takes a connection slot, authorizes and
-// delivers: the upstream, guarded (its Close ends the authorization and
-// gives the slot back), or why not.
+// admitStream checks the request, then admits it (admit).
 func (pl *Pipeline) admitStream(ctx context.Context, p *flow.Pod, live *authorize.Live, f *flow.Flow, s *hbone.Stream) (net.Conn, error) {
 	if s.Invalid != nil {
 		return nil, s.Invalid
 	}
+	up, _, err := pl.admit(ctx, p, live, f)
+	return up, err
+}
+
+// admit takes a connection slot, authorizes and delivers inbound flow f
+// from an authenticated peer (an HBONE stream, or a pod of this node):
+// the upstream, guarded (its Close ends the authorization and gives the
+// slot back), and its authorization, or why not.
+func (pl *Pipeline) admit(ctx context.Context, p *flow.Pod, live *authorize.Live, f *flow.Flow) (net.Conn, *authorize.Conn, error) {
 	if !pl.Limits.Conns.Take() {
 		pl.Record.Rejected(flow.Inbound, limits.ReasonMaxConnections)
 		pl.Limits.NoteRefusal(limits.ReasonMaxConnections, string(flow.Inbound))
-		return nil, fmt.Errorf("%w (%s)", limits.ErrOverloaded, limits.ReasonMaxConnections)
+		return nil, nil, fmt.Errorf("%w (%s)", limits.ErrOverloaded, limits.ReasonMaxConnections)
 	}
-	up, err := pl.authorizeStream(ctx, p, live, f)
+	up, ac, err := pl.authorizeStream(ctx, p, live, f)
 	if err != nil {
 		pl.Limits.Conns.Give()
-		return nil, err
+		return nil, nil, err
 	}
-	return up, nil
+	return up, ac, nil
 }
 
 // authorizeStream decides the stream and dials the app; a revocation
 // during the dial cancels it.
-func (pl *Pipeline) authorizeStream(ctx context.Context, p *flow.Pod, live *authorize.Live, f *flow.Flow) (net.Conn, error) {
+func (pl *Pipeline) authorizeStream(ctx context.Context, p *flow.Pod, live *authorize.Live, f *flow.Flow) (net.Conn, *authorize.Conn, error) {
 	if err := authorize.Destination(p, f.Dst); err != nil {
-		pl.Log.Warn("hbone stream refused", "pod", p.String(), "src_addr", f.Src.String(),
+		pl.Log.Warn("hbone stream refused", "pod", p.String(), "protocol", string(f.Protocol), "src_addr", f.Src.String(),
 			"src_identity", f.SrcID.String(), "authority", f.Dst.String(), "err", err)
-		return nil, err
+		return nil, nil, err
 	}
 	ac := &authorize.Conn{
 		Pod: p, Live: live, Src: f.Src, Dst: f.Dst, SrcWorkload: recordName(f.SrcWorkload),
@@ -115,27 +122,27 @@ func (pl *Pipeline) authorizeStream(ctx context.Context, p *flow.Pod, live *auth
 			Addr: f.Src.Addr(), Port: f.Dst.Port()},
 	}
 	if d := pl.Authorize.Admit(ac); !d.Allow {
-		return nil, &authorize.Error{D: d}
+		return nil, nil, &authorize.Error{D: d}
 	}
 	dctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	if !ac.Attach(cancel) {
 		ac.End()
-		return nil, ac.RevokedErr()
+		return nil, nil, ac.RevokedErr()
 	}
 	up, err := pl.Transport.Deliver(dctx, p, f.Dst)
 	if err != nil {
 		ac.End()
 		if perr := ac.RevokedErr(); perr != nil {
-			return nil, perr
+			return nil, nil, perr
 		}
-		return nil, err
+		return nil, nil, err
 	}
 	if !ac.Attach(func() { up.Close() }) {
 		ac.End()
-		return nil, ac.RevokedErr()
+		return nil, nil, ac.RevokedErr()
 	}
-	return authorize.Guard(up, ac, pl.Limits.Conns.Give), nil
+	return authorize.Guard(up, ac, pl.Limits.Conns.Give), ac, nil
 }
 
 func recordName(w *meshconfig.Workload) string { return record.WorkloadName(w) }

@@ -62,6 +62,8 @@ func (pl *Pipeline) Outbound(ctx context.Context, p *flow.Pod, c net.Conn) {
 	}
 	stop := context.AfterFunc(ctx, func() { up.Close() })
 	defer stop()
+	joinLocal(up, c)
 	f.Sent, f.Received, f.Err = relay.Join(c, up)
+	finishLocal(up, f)
 	pl.Record.Access(f)
 }

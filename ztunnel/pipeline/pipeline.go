@@ -7,7 +7,8 @@
 //	resolve    addresses -> workloads and identities; HBONE or passthrough
 //	detect     what the bytes are (opaque today; the L7 seam)
 //	authorize  destination side: peer identity, AgentPolicy, live connections
-//	transport  the upstream: HBONE client or plain TCP, the app in the pod
+//	transport  the upstream: HBONE client or plain TCP, the app in the pod;
+//	           between two pods of this node the app itself (Local)
 //	relay      the one copy loop
 //	record     the access line and the metrics
 //

@@ -187,8 +187,8 @@ func (t *Transport) DialService(ctx context.Context, p *flow.Pod, f *flow.Flow, 
 func retryReason(err error) string {
 	var se *hbone.StatusError
 	switch {
-	case errors.Is(err, limits.ErrOverloaded):
-		return ""
+	case errors.Is(err, limits.ErrOverloaded), errors.Is(err, hbone.ErrDenied):
+		return "" // a same-node refusal by policy, as a 401 over HBONE
 	case errors.As(err, &se):
 		if se.Code == 401 || se.Code == 403 {
 			return ""

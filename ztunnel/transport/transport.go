@@ -39,7 +39,15 @@ type Transport struct {
 	dialTimeout time.Duration
 	balancer    *balance.Balancer
 	failover    Failover
+	local       LocalDialer
 }
+
+// LocalDialer is the same-node fast path (ztunnel's Node): when dst is an
+// address of a pod of this node whose identity is f's destination
+// identity, it makes f's upstream itself (handled), or says why not; it
+// calls sending, when set, before it asks the destination's policy.
+// Otherwise (not handled) the flow goes over HBONE.
+type LocalDialer func(ctx context.Context, p *flow.Pod, f *flow.Flow, dst netip.AddrPort, sending func()) (c net.Conn, handled bool, err error)
 
 // Options configure a Transport.
 type Options struct {
@@ -52,6 +60,9 @@ type Options struct {
 	// bounds their retries (zero: DefaultFailover).
 	Balancer *balance.Balancer
 	Failover Failover
+	// Local, when set, takes the flows between two pods of this node
+	// (see LocalDialer).
+	Local LocalDialer
 }
 
 // New returns a Transport; Close it to close its pooled HBONE connections.
@@ -60,7 +71,7 @@ func New(o Options) *Transport {
 		o.Failover = DefaultFailover
 	}
 	return &Transport{hbone: o.HBONE, certs: o.Certs, limits: o.Limits, rec: o.Record,
-		dialTimeout: o.DialTimeout, balancer: o.Balancer, failover: o.Failover}
+		dialTimeout: o.DialTimeout, balancer: o.Balancer, failover: o.Failover, local: o.Local}
 }
 
 // Dial opens the upstream of outbound flow f from pod p, bounded by the
@@ -74,7 +85,8 @@ func (t *Transport) Dial(ctx context.Context, p *flow.Pod, f *flow.Flow) (net.Co
 
 // dialTo opens f's upstream at dst (the original destination, or the
 // endpoint of a Service chosen for it): HBONE to dst's pod with f's
-// identities, or plain TCP for a passthrough. sending, when set, is
+// identities (or the same-node fast path when dst's pod is on this node),
+// or plain TCP for a passthrough. sending, when set, is
 // called as the HBONE CONNECT goes out (hbone.Target.Sending).
 func (t *Transport) dialTo(ctx context.Context, p *flow.Pod, f *flow.Flow, dst netip.AddrPort, sending func()) (net.Conn, error) {
 	if f.Protocol == flow.Passthrough {
@@ -83,6 +95,11 @@ func (t *Transport) dialTo(ctx context.Context, p *flow.Pod, f *flow.Flow, dst n
 			return nil, fmt.Errorf("passthrough dial %s: %w", dst, err)
 		}
 		return c, nil
+	}
+	if t.local != nil {
+		if c, handled, err := t.local(ctx, p, f, dst, sending); handled {
+			return c, err
+		}
 	}
 	c, err := t.hbone.Dial(ctx, hbone.Target{
 		SrcID:     f.SrcID,
