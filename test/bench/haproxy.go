@@ -32,17 +32,18 @@ const (
 const haproxyBin = "/usr/sbin/haproxy"
 
 // startHAProxy starts the pair for the server's echo and sink servers and
-// returns where the client pod reaches them through it.
-func startHAProxy(ctx context.Context, l *lab.Lab, client, server *lab.Pod, serverAddr netip.Addr) (echo, sink netip.AddrPort, err error) {
+// returns where the client pod reaches them through it, and its two
+// processes (they stop with their pods).
+func startHAProxy(ctx context.Context, l *lab.Lab, client, server *lab.Pod, serverAddr netip.Addr) (echo, sink netip.AddrPort, procs []*lab.Process, err error) {
 	if _, err := exec.LookPath(haproxyBin); err != nil {
-		return echo, sink, fmt.Errorf("haproxy baseline: %s not installed (make deps installs Debian's haproxy): %w", haproxyBin, err)
+		return echo, sink, nil, fmt.Errorf("haproxy baseline: %s not installed (make deps installs Debian's haproxy): %w", haproxyBin, err)
 	}
 	dir, err := os.MkdirTemp(l.StateDir(), "haproxy-")
 	if err != nil {
-		return echo, sink, fmt.Errorf("haproxy dir: %w", err)
+		return echo, sink, nil, fmt.Errorf("haproxy dir: %w", err)
 	}
 	if err := writeHAProxyCerts(ctx, dir); err != nil {
-		return echo, sink, err
+		return echo, sink, nil, err
 	}
 	tls := func(pemFile string) string {
 		return "ssl crt " + filepath.Join(dir, pemFile) + " ca-file " + filepath.Join(dir, "ca.pem") +
@@ -80,14 +81,16 @@ backend sink
 	}{{server, "server.cfg", serverCfg}, {client, "client.cfg", clientCfg}} {
 		path := filepath.Join(dir, side.file)
 		if err := os.WriteFile(path, []byte(side.cfg), 0o600); err != nil {
-			return echo, sink, fmt.Errorf("haproxy config: %w", err)
+			return echo, sink, nil, fmt.Errorf("haproxy config: %w", err)
 		}
-		if _, err := side.pod.Start(ctx, "haproxy", haproxyBin, "-db", "-f", path); err != nil {
-			return echo, sink, fmt.Errorf("start haproxy in %s: %w", side.pod.Name, err)
+		proc, err := side.pod.Start(ctx, "haproxy", haproxyBin, "-db", "-f", path)
+		if err != nil {
+			return echo, sink, nil, fmt.Errorf("start haproxy in %s: %w", side.pod.Name, err)
 		}
+		procs = append(procs, proc)
 	}
 	lo := netip.MustParseAddr("127.0.0.1")
-	return netip.AddrPortFrom(lo, haproxyEchoPort), netip.AddrPortFrom(lo, haproxySinkPort), nil
+	return netip.AddrPortFrom(lo, haproxyEchoPort), netip.AddrPortFrom(lo, haproxySinkPort), procs, nil
 }
 
 // haproxyHead is what both configs share: TCP mode, HAProxy's own thread

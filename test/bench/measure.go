@@ -53,8 +53,11 @@ type Result struct {
 	Latency  Summary
 	Bulk     BulkResult
 	Idle     IdleMemory // zero unless Options.IdleConns > 0
-	Path     string     // how the traffic went: "direct", "hbone+mtls", ...
-	Err      error
+	// Cost is what the proxies spent, for proxied scenarios (nil for
+	// direct ones).
+	Cost *ProxyCost
+	Path string // how the traffic went: "direct", "hbone+mtls", ...
+	Err  error
 }
 
 // Measure builds a two-node lab with the mesh running, measures every
@@ -129,11 +132,17 @@ func measureScenario(ctx context.Context, l *lab.Lab, opts Options, sc Scenario)
 		return r
 	}
 	echo, sink := netip.AddrPortFrom(addr, EchoPort), netip.AddrPortFrom(addr, SinkPort)
+	var haproxy []*lab.Process
 	if sc.HAProxy {
-		if echo, sink, err = startHAProxy(ctx, l, client, server, addr); err != nil {
+		if echo, sink, haproxy, err = startHAProxy(ctx, l, client, server, addr); err != nil {
 			r.Err = err
 			return r
 		}
+	}
+	procs, cs, err := carriers(l, sc, haproxy)
+	if err != nil {
+		r.Err = err
+		return r
 	}
 	if err := warmUp(ctx, l, sc, client, opts, echo, sink); err != nil {
 		r.Err = err
@@ -144,9 +153,17 @@ func measureScenario(ctx context.Context, l *lab.Lab, opts Options, sc Scenario)
 		r.Err = err
 		return r
 	}
-	if r.Bulk, err = runBulkIn(ctx, client, opts, sink); err != nil {
+	var cpuPerGB float64
+	if r.Bulk, cpuPerGB, err = bulkWithCPU(ctx, client, opts, sink, cs); err != nil {
 		r.Err = err
 		return r
+	}
+	if len(cs) > 0 {
+		r.Cost = &ProxyCost{Procs: procs, CPUPerGB: cpuPerGB, LoadRate: loadRate}
+		if r.Cost.LoadRSS, err = loadRSS(ctx, client, opts, echo, cs); err != nil {
+			r.Err = err
+			return r
+		}
 	}
 	if sc.HAProxy {
 		// Between the pods the traffic went to the server's HAProxy,

@@ -79,6 +79,7 @@ func runDataPath(ctx context.Context, opts Options, stdout io.Writer) error {
 	if len(results) > 0 {
 		WriteTable(stdout, opts, results)
 		writeIdle(stdout, opts, results)
+		writeCost(stdout, opts, results)
 		fmt.Fprintf(stdout, "\nmachine: %d CPUs, load average %s before and %s after the run\n",
 			runtime.NumCPU(), load, loadAverage())
 	}

@@ -91,3 +91,28 @@ func TestDecodeLastLine(t *testing.T) {
 		}
 	}
 }
+
+func TestWriteCost(t *testing.T) {
+	opts := Options{Conns: 8, Size: 1024}
+	results := []Result{
+		{Scenario: Scenarios[0]},
+		{Scenario: Scenarios[2], Cost: &ProxyCost{Procs: "ztunnel n1+n2", CPUPerGB: 1.234, LoadRate: 1000, LoadRSS: 48 << 20}},
+		{Scenario: Scenarios[4], Cost: &ProxyCost{Procs: "haproxy x2", CPUPerGB: 0.5, LoadRate: 1000}},
+	}
+	var b strings.Builder
+	writeCost(&b, opts, results)
+	want := `
+proxy cost: CPU of the carrying processes over the throughput run, per GB moved; their RSS (summed, largest sample) under 1000 req/s of 1024-byte echoes over 8 connections for 3s
+scenario           processes           cpu(s)/GB      rss at load (MiB)
+mesh cross-node    ztunnel n1+n2            1.23                  48.00
+haproxy cross-node haproxy x2               0.50                      -
+`
+	if diff := cmp.Diff(want, b.String()); diff != "" {
+		t.Errorf("cost table (-want +got):\n%s", diff)
+	}
+	b.Reset()
+	writeCost(&b, opts, results[:1])
+	if b.Len() != 0 {
+		t.Errorf("no proxied scenario: printed %q", b.String())
+	}
+}

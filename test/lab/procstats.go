@@ -9,6 +9,7 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/agentmesh/agentmesh/api/mesh"
 )
@@ -103,4 +104,33 @@ func (l *Lab) ZtunnelMetrics(ctx context.Context, i int) (map[string]float64, er
 		}
 	}
 	return out, nil
+}
+
+// clockTicks is the unit of utime and stime in /proc/<pid>/stat
+// (USER_HZ, 100 on every Linux architecture Go supports here).
+const clockTicks = 100
+
+// ReadCPU reads the CPU time pid has used so far, user and system, all its
+// threads.
+func ReadCPU(pid int) (time.Duration, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0, fmt.Errorf("read stat of %d: %w", pid, err)
+	}
+	// The command name (field 2) may hold spaces: count from its ")".
+	i := bytes.LastIndexByte(b, ')')
+	if i < 0 {
+		return 0, fmt.Errorf("stat of %d: no command name", pid)
+	}
+	f := strings.Fields(string(b[i+1:]))
+	// f[0] is field 3 (state): utime and stime are fields 14 and 15.
+	if len(f) < 13 {
+		return 0, fmt.Errorf("stat of %d: %d fields", pid, len(f)+2)
+	}
+	utime, err1 := strconv.ParseInt(f[11], 10, 64)
+	stime, err2 := strconv.ParseInt(f[12], 10, 64)
+	if err1 != nil || err2 != nil {
+		return 0, fmt.Errorf("stat of %d: bad utime/stime %q %q", pid, f[11], f[12])
+	}
+	return time.Duration(utime+stime) * time.Second / clockTicks, nil
 }
