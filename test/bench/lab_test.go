@@ -62,6 +62,7 @@ func checkResults(t *testing.T, opts Options, results []Result, err error) {
 	t.Helper()
 	var table strings.Builder
 	WriteTable(&table, opts, results)
+	writeCost(&table, opts, results)
 	t.Logf("\n%s", table.String())
 	if err != nil {
 		t.Fatalf("measure: %v", err)
@@ -77,8 +78,20 @@ func checkResults(t *testing.T, opts Options, results []Result, err error) {
 		if r.Bulk.Bytes != opts.BulkBytes {
 			t.Errorf("%s: bulk moved %d bytes, want %d", r.Scenario.Name, r.Bulk.Bytes, opts.BulkBytes)
 		}
-		if direct := r.Path == "direct"; direct == r.Scenario.Mesh {
+		switch {
+		case r.Scenario.HAProxy:
+			if r.Path != "haproxy+mtls" {
+				t.Errorf("%s: path %q, want haproxy+mtls", r.Scenario.Name, r.Path)
+			}
+		case (r.Path == "direct") == r.Scenario.Mesh:
 			t.Errorf("%s: path %q", r.Scenario.Name, r.Path)
+		}
+		proxied := r.Scenario.Mesh || r.Scenario.HAProxy
+		if proxied != (r.Cost != nil) {
+			t.Errorf("%s: proxy cost %+v, want one for proxied scenarios only", r.Scenario.Name, r.Cost)
+		}
+		if r.Cost != nil && (r.Cost.LoadRSS <= 0 || r.Cost.CPUPerGB < 0) {
+			t.Errorf("%s: proxy cost %+v: no RSS under load, or negative CPU", r.Scenario.Name, r.Cost)
 		}
 	}
 }
