@@ -31,6 +31,13 @@ func TestMain(m *testing.M) {
 		}
 		os.Exit(0)
 	}
+	if spec := os.Getenv(socketsChildEnv); spec != "" {
+		if err := childSockets(spec); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			os.Exit(1)
+		}
+		os.Exit(0)
+	}
 	if spec := os.Getenv(childEnv); spec != "" {
 		if err := childConnect(spec); err != nil {
 			fmt.Fprintln(os.Stderr, err)

@@ -8,8 +8,8 @@ import (
 // Layout of the pins under a pin directory (default mesh.DefaultPinDir):
 //
 //	<pin-dir>/maps/<map name>          every map, by the names below
-//	<pin-dir>/progs/<program>          connect4, connect6, sockops, sk_lookup, dns_*
-//	<pin-dir>/links/<program>          connect4, connect6, sockops, dns_* (cgroup links)
+//	<pin-dir>/progs/<program>          connect4, connect6, sockops, sk_lookup, dns_*, accel_*
+//	<pin-dir>/links/<program>          connect4, connect6, sockops, dns_*, accel_sockops (cgroup links)
 //	<pin-dir>/links/sk_lookup_<cookie> the netns link of each enrolled pod
 const (
 	MapsDir  = "maps"
@@ -26,6 +26,10 @@ const (
 	MapStats         = "stats"           // PERCPU_ARRAY: key 0 -> struct counters
 	MapDNSUpstream   = "dns_upstream"    // LRU_HASH: struct dns_key -> struct orig_addr
 	MapDNSSock       = "dns_sock"        // LRU_HASH: socket cookie -> struct orig_addr
+
+	// Loopback-leg acceleration (sockmap.c), only with agentd --sockmap-accel.
+	MapAccelSocks   = "accel_socks"    // SOCKHASH: struct sock_key -> established loopback socket
+	MapAccelTCPOnly = "accel_tcp_only" // LRU_HASH: struct sock_key -> u8, senders kept on TCP
 )
 
 // Program (and link) pin names under <pin-dir>/progs and <pin-dir>/links.
@@ -44,6 +48,10 @@ const (
 	ProgDNSRecvmsg6     = "dns_recvmsg6"     // cgroup/recvmsg6
 	ProgDNSGetpeername4 = "dns_getpeername4" // cgroup/getpeername4
 	ProgDNSGetpeername6 = "dns_getpeername6" // cgroup/getpeername6
+
+	// Loopback-leg acceleration (sockmap.c), only with agentd --sockmap-accel.
+	ProgAccelSockOps = "accel_sockops" // cgroup sock_ops, a cgroup link like sockops
+	ProgAccelSkMsg   = "accel_sk_msg"  // sk_msg, attached to the accel_socks map (no link)
 )
 
 // SkLookupLinkPrefix starts the name of every per-netns sk_lookup link pin.
