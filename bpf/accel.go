@@ -4,10 +4,13 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"net"
 	"slices"
+	"sync"
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/link"
+	"golang.org/x/sys/unix"
 )
 
 // The loopback-leg acceleration (sockmap.c) is loaded apart from the other
@@ -112,4 +115,119 @@ func (o *Objects) CloseAccel() error {
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// AccelProbe tells ztunnel whether one of its sockets is in agentd's
+// pinned accel_socks, so receives redirected bytes that splice(2) would
+// not see. It follows the pin: it reopens the map when the pin is replaced
+// and answers false while there is none. Safe for concurrent use.
+type AccelProbe struct {
+	path string
+
+	mu  sync.Mutex
+	m   *ebpf.Map // guarded by mu
+	ino uint64    // the pin's inode when m was opened
+}
+
+// NewAccelProbe watches the accel_socks pin under pinDir.
+func NewAccelProbe(pinDir string) *AccelProbe {
+	return &AccelProbe{path: MapPin(pinDir, MapAccelSocks)}
+}
+
+// Accelerated reports whether c, a socket of ztunnel's, is in accel_socks.
+// When it cannot tell it says true: the caller then copies instead of
+// splicing, which is always correct.
+func (p *AccelProbe) Accelerated(c *net.TCPConn) bool {
+	m, err := p.current()
+	if err != nil {
+		return true
+	}
+	if m == nil {
+		return false
+	}
+	key, cookie, err := accelKey(c)
+	if err != nil {
+		return true
+	}
+	var got uint64
+	err = m.Lookup(&key, &got)
+	if errors.Is(err, ebpf.ErrKeyNotExist) {
+		return false
+	}
+	return err != nil || got == cookie
+}
+
+// current is the map behind the pin now, nil without a pin.
+func (p *AccelProbe) current() (*ebpf.Map, error) {
+	var st unix.Stat_t
+	err := unix.Stat(p.path, &st)
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if errors.Is(err, unix.ENOENT) {
+		if p.m != nil {
+			p.m.Close()
+			p.m = nil
+		}
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("stat %s: %w", p.path, err)
+	}
+	if p.m != nil && p.ino == st.Ino {
+		return p.m, nil
+	}
+	m, err := ebpf.LoadPinnedMap(p.path, &ebpf.LoadPinOptions{ReadOnly: true})
+	if err != nil {
+		return nil, fmt.Errorf("open %s: %w", p.path, err)
+	}
+	if p.m != nil {
+		p.m.Close()
+	}
+	p.m, p.ino = m, st.Ino
+	return m, nil
+}
+
+// Close closes the map.
+func (p *AccelProbe) Close() error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.m == nil {
+		return nil
+	}
+	err := p.m.Close()
+	p.m = nil
+	return err
+}
+
+// accelKey is the accel_socks key of c as ztunnel's socket, and c's socket
+// cookie.
+func accelKey(c *net.TCPConn) (sockmapSockKey, uint64, error) {
+	var key sockmapSockKey
+	rc, err := c.SyscallConn()
+	if err != nil {
+		return key, 0, err
+	}
+	var cookie uint64
+	var serr error
+	err = rc.Control(func(fd uintptr) {
+		var ns uint64
+		if ns, serr = unix.GetsockoptUint64(int(fd), unix.SOL_SOCKET, unix.SO_NETNS_COOKIE); serr != nil {
+			return
+		}
+		key.NetnsCookie = ns
+		cookie, serr = unix.GetsockoptUint64(int(fd), unix.SOL_SOCKET, unix.SO_COOKIE)
+	})
+	if err = errors.Join(err, serr); err != nil {
+		return key, 0, err
+	}
+	local, ok1 := c.LocalAddr().(*net.TCPAddr)
+	remote, ok2 := c.RemoteAddr().(*net.TCPAddr)
+	if !ok1 || !ok2 {
+		return key, 0, errors.New("not a TCP socket")
+	}
+	la, ra := local.AddrPort(), remote.AddrPort()
+	key.LocalAddr, key.RemoteAddr = la.Addr().As16(), ra.Addr().As16()
+	key.LocalPort, key.RemotePort = la.Port(), ra.Port()
+	key.Ztunnel = 1
+	return key, cookie, nil
 }

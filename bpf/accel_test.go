@@ -13,6 +13,7 @@ import (
 	"net/netip"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"syscall"
 	"testing"
 	"time"
@@ -510,5 +511,43 @@ func TestAccelAppSplices(t *testing.T) {
 	}
 	if d := diff(before, readCounters(t, e.o)); d.AccelRedirected == 0 || d.AccelPassed != 0 {
 		t.Errorf("counter deltas = %+v, want redirected only", d)
+	}
+}
+
+func TestAccelProbe(t *testing.T) {
+	e := newAccelEnv(t)
+	dir, err := os.MkdirTemp("/sys/fs/bpf", "amtest-accel-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	p := NewAccelProbe(dir)
+	defer p.Close()
+	app, zt := e.pair(t, e.pod, "127.0.0.1", "127.0.0.1:15001", false)
+	zd, _ := e.pair(t, e.pod, "198.18.0.2", "198.18.0.2:0", true)
+	if p.Accelerated(zt) {
+		t.Error("accelerated without a pin")
+	}
+	if err := os.MkdirAll(filepath.Join(dir, MapsDir), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.o.Maps[MapAccelSocks].Pin(MapPin(dir, MapAccelSocks)); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { e.o.Maps[MapAccelSocks].Unpin() })
+	for _, tt := range []struct {
+		name string
+		c    *net.TCPConn
+		want bool
+	}{{"ztunnel outbound", zt, true}, {"ztunnel delivery", zd, true}, {"app", app, false}} {
+		if got := p.Accelerated(tt.c); got != tt.want {
+			t.Errorf("%s: Accelerated = %t, want %t", tt.name, got, tt.want)
+		}
+	}
+	if err := e.o.Maps[MapAccelSocks].Unpin(); err != nil {
+		t.Fatal(err)
+	}
+	if p.Accelerated(zt) {
+		t.Error("accelerated after unpin")
 	}
 }

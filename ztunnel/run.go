@@ -20,6 +20,7 @@ import (
 	"github.com/agentmesh/agentmesh/internal/profile"
 	"github.com/agentmesh/agentmesh/ztunnel/identity"
 	"github.com/agentmesh/agentmesh/ztunnel/nodeaddr"
+	"github.com/agentmesh/agentmesh/ztunnel/relay"
 )
 
 // shutdownBudget bounds the whole shutdown of Run.
@@ -115,6 +116,11 @@ func run(ctx context.Context, o *options, log *slog.Logger) error {
 		return cleanup(err, maps.Close())
 	}
 	addrTask := startTask("node addresses", log, addrs.Run)
+	// agentd --sockmap-accel: never splice from a socket that receives
+	// redirected bytes.
+	accel := bpf.NewAccelProbe(o.pinDir)
+	relay.SetSpliceVeto(accel.Accelerated)
+	defer func() { relay.SetSpliceVeto(nil); accel.Close() }()
 	tables := bpfTables{origDst: maps.OrigDst, listeners: maps.Listeners, dnsUpstream: maps.DNSUpstream}
 	node := NewNode(NodeOptions{
 		NodeName: o.mode.Node, Logger: log, Certs: certs, OrigDst: tables, Listeners: tables, NodeAddrs: addrs, Registry: reg,

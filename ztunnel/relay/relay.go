@@ -30,6 +30,7 @@ import (
 	"io"
 	"net"
 	"sync"
+	"sync/atomic"
 	"syscall"
 )
 
@@ -85,7 +86,7 @@ func pipe(dst, src net.Conn) (int64, error) {
 // fails, holding no buffer while src is an idle socket (see the package
 // comment). It returns the bytes written to dst.
 func Copy(dst io.Writer, src io.Reader) (int64, error) {
-	if s, d := tcpConn(src), tcpConn(dst); s != nil && d != nil {
+	if s, d := tcpConn(src), tcpConn(dst); s != nil && d != nil && !noSplice(s) {
 		if n, handled, err := spliceCopy(d, s); handled {
 			return n, err
 		}
@@ -100,6 +101,26 @@ func Copy(dst io.Writer, src io.Reader) (int64, error) {
 		}
 	}
 	return c.run()
+}
+
+// spliceVeto, when set, says a socket must not be spliced from.
+var spliceVeto atomic.Pointer[func(*net.TCPConn) bool]
+
+// SetSpliceVeto makes Copy copy instead of splice from a socket for which
+// veto returns true: agentd's loopback acceleration (--sockmap-accel)
+// moves bytes into a socket's own queue, which splice(2) does not read
+// (bpf.AccelProbe). nil removes the veto.
+func SetSpliceVeto(veto func(src *net.TCPConn) bool) {
+	if veto == nil {
+		spliceVeto.Store(nil)
+		return
+	}
+	spliceVeto.Store(&veto)
+}
+
+func noSplice(src *net.TCPConn) bool {
+	v := spliceVeto.Load()
+	return v != nil && (*v)(src)
 }
 
 // rawConner is a socket whose readiness Copy can wait for: *net.TCPConn,

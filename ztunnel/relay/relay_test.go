@@ -304,3 +304,34 @@ func TestReadyWaiterReadsOnlyWhenReadable(t *testing.T) {
 		t.Errorf("read before ready %v, %d reads, copied %q", src.early, src.reads, dst.String())
 	}
 }
+
+// TestSpliceVetoCopies: a vetoed source is copied, not spliced (no pipe is
+// taken), and the veto is asked about the source.
+func TestSpliceVetoCopies(t *testing.T) {
+	app, down := tcpPair(t)
+	up, backend := tcpPair(t)
+	var asked atomic.Int32
+	SetSpliceVeto(func(src *net.TCPConn) bool {
+		if src == down {
+			asked.Add(1)
+		}
+		return true
+	})
+	t.Cleanup(func() { SetSpliceVeto(nil) })
+	before := pipes.idle()
+	done := make(chan error, 1)
+	go func() { _, err := Copy(up, down); done <- err }()
+	msg := bytes.Repeat([]byte("x"), 1<<20)
+	go func() { app.Write(msg); app.CloseWrite() }()
+	backend.SetReadDeadline(time.Now().Add(5 * time.Second))
+	got := make([]byte, len(msg))
+	if _, err := io.ReadFull(backend, got); err != nil || !bytes.Equal(got, msg) {
+		t.Fatalf("read %d bytes: %v", len(got), err)
+	}
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if asked.Load() != 1 || pipes.idle() != before {
+		t.Errorf("veto asked %d times, pooled pipes %d -> %d; want asked once, no pipe", asked.Load(), before, pipes.idle())
+	}
+}
