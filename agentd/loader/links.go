@@ -34,32 +34,41 @@ var cgroupAttach = map[string]ebpf.AttachType{
 // (atomically: capture never stops).
 func (d *Datapath) attachCgroupLinks(cgroup string) error {
 	for name, at := range cgroupAttach {
-		prog := d.objs.Programs[name]
-		l, err := link.LoadPinnedLink(bpf.LinkPin(d.pinDir, name), nil)
-		if err == nil {
-			d.links[name] = l
-			if err := checkLinkCgroup(l, cgroup); err != nil {
-				return fmt.Errorf("pinned link %s: %w", name, err)
-			}
-			if err := l.Update(prog); err != nil {
-				return fmt.Errorf("update pinned link %s: %w", name, err)
-			}
-			d.log.Debug("updated pinned link", "link", name)
-			continue
+		if err := d.attachCgroupLink(name, at, cgroup); err != nil {
+			return err
 		}
-		if !errors.Is(err, fs.ErrNotExist) {
-			return fmt.Errorf("open pinned link %s: %w", name, err)
-		}
-		if l, err = link.AttachCgroup(link.CgroupOptions{Path: cgroup, Attach: at, Program: prog}); err != nil {
-			return fmt.Errorf("attach %s to %s: %w", name, cgroup, err)
-		}
+	}
+	return nil
+}
+
+// attachCgroupLink attaches program name to cgroup and pins the link, or
+// updates the pinned link to the program.
+func (d *Datapath) attachCgroupLink(name string, at ebpf.AttachType, cgroup string) error {
+	prog := d.objs.Programs[name]
+	l, err := link.LoadPinnedLink(bpf.LinkPin(d.pinDir, name), nil)
+	if err == nil {
 		d.links[name] = l
-		if err := l.Pin(bpf.LinkPin(d.pinDir, name)); err != nil {
-			if errors.Is(err, ebpf.ErrNotSupported) {
-				return &FeatureError{Feature: "cgroup bpf links", Err: err}
-			}
-			return fmt.Errorf("pin link %s: %w", name, err)
+		if err := checkLinkCgroup(l, cgroup); err != nil {
+			return fmt.Errorf("pinned link %s: %w", name, err)
 		}
+		if err := l.Update(prog); err != nil {
+			return fmt.Errorf("update pinned link %s: %w", name, err)
+		}
+		d.log.Debug("updated pinned link", "link", name)
+		return nil
+	}
+	if !errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("open pinned link %s: %w", name, err)
+	}
+	if l, err = link.AttachCgroup(link.CgroupOptions{Path: cgroup, Attach: at, Program: prog}); err != nil {
+		return fmt.Errorf("attach %s to %s: %w", name, cgroup, err)
+	}
+	d.links[name] = l
+	if err := l.Pin(bpf.LinkPin(d.pinDir, name)); err != nil {
+		if errors.Is(err, ebpf.ErrNotSupported) {
+			return &FeatureError{Feature: "cgroup bpf links", Err: err}
+		}
+		return fmt.Errorf("pin link %s: %w", name, err)
 	}
 	return nil
 }

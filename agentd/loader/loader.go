@@ -23,6 +23,10 @@ type Options struct {
 	PinDir     string       // "" = mesh.DefaultPinDir
 	CgroupPath string       // "" = the cgroup2 mount root from /proc/self/mountinfo
 	Logger     *slog.Logger // nil = discard
+	// SockmapAccel loads and attaches the loopback-leg acceleration
+	// (bpf/sockmap.c); a kernel that cannot run it gets a warning and
+	// the datapath without it. false detaches the one of an earlier run.
+	SockmapAccel bool
 }
 
 // Stats are the datapath counters summed over CPUs.
@@ -85,7 +89,20 @@ func Open(opts Options) (_ *Datapath, err error) {
 	if err := d.reloadSkLookupLinks(); err != nil {
 		return nil, err
 	}
-	d.log.Info("datapath loaded", "pin_dir", d.pinDir, "cgroup", cg)
+	accel := false
+	if opts.SockmapAccel {
+		if err := d.enableAccel(cg); err != nil {
+			d.log.Warn("loopback acceleration (--sockmap-accel) unavailable, running without it", "err", err)
+			if err := d.disableAccel(); err != nil {
+				return nil, fmt.Errorf("undo loopback acceleration: %w", err)
+			}
+		} else {
+			accel = true
+		}
+	} else if err := d.disableAccel(); err != nil {
+		return nil, fmt.Errorf("remove loopback acceleration: %w", err)
+	}
+	d.log.Info("datapath loaded", "pin_dir", d.pinDir, "cgroup", cg, "sockmap_accel", accel)
 	return d, nil
 }
 

@@ -53,13 +53,17 @@ func loadObjects(pinDir string, log *slog.Logger) (*bpf.Objects, error) {
 // pinPrograms (re)pins every program under progs/, replacing old pins.
 func (d *Datapath) pinPrograms() error {
 	for name, p := range d.objs.Programs {
-		path := bpf.ProgPin(d.pinDir, name)
-		if err := os.Remove(path); err != nil && !errors.Is(err, fs.ErrNotExist) {
-			return fmt.Errorf("remove old program pin: %w", err)
-		}
-		if err := p.Pin(path); err != nil {
+		if err := pinProgram(p, bpf.ProgPin(d.pinDir, name)); err != nil {
 			return fmt.Errorf("pin program %s: %w", name, err)
 		}
 	}
 	return nil
+}
+
+// pinProgram pins p at path, replacing an old pin.
+func pinProgram(p *ebpf.Program, path string) error {
+	if err := os.Remove(path); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("remove old program pin: %w", err)
+	}
+	return p.Pin(path)
 }
