@@ -39,7 +39,7 @@ func run(ctx context.Context, o *options, log *slog.Logger, open func(loader.Opt
 	if err != nil {
 		return err
 	}
-	dp, err := open(loader.Options{PinDir: o.pinDir, CgroupPath: o.cgroup, Logger: log.With("component", "datapath")})
+	dp, err := open(loader.Options{PinDir: o.pinDir, CgroupPath: o.cgroup, SockmapAccel: o.accel, Logger: log.With("component", "datapath")})
 	if err != nil {
 		return fmt.Errorf("open datapath: %w", err)
 	}

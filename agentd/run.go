@@ -22,6 +22,7 @@ type options struct {
 	pinDir string
 	cgroup string
 	socket string
+	accel  bool // --sockmap-accel
 	log    logging.Flags
 
 	// Not flags: intervals that tests shorten.
@@ -59,6 +60,7 @@ func parseRunFlags(args []string, out io.Writer) (*options, error) {
 	fs.StringVar(&o.pinDir, "pin-dir", mesh.DefaultPinDir, "bpffs directory for pinned maps, programs and links")
 	fs.StringVar(&o.cgroup, "cgroup", "", "cgroup v2 directory to attach capture to (default: the cgroup2 root)")
 	fs.StringVar(&o.socket, "socket", mesh.DefaultAgentdSocket, "unix socket ztunnel connects to")
+	fs.BoolVar(&o.accel, "sockmap-accel", false, "loopback-leg acceleration: sockops and sk_msg move what an enrolled pod's app sends to ztunnel from socket to socket, bypassing loopback TCP (a kernel without sk_msg gets a warning and runs without it)")
 	o.log.Register(fs)
 	if err := fs.Parse(args); err != nil {
 		return nil, err

@@ -88,7 +88,7 @@ func Measure(ctx context.Context, opts Options) (results []Result, err error) {
 			return nil, fmt.Errorf("bench: profile dir: %w", err)
 		}
 	}
-	l, err := lab.New(ctx, lab.Options{Nodes: 2, BinDir: binDir, Logger: opts.Logger, StartMesh: startMesh, ProfileDir: opts.ProfileDir})
+	l, err := lab.New(ctx, lab.Options{Nodes: 2, BinDir: binDir, Logger: opts.Logger, StartMesh: startMesh, ProfileDir: opts.ProfileDir, AgentdArgs: opts.AgentdArgs})
 	if err != nil {
 		return nil, fmt.Errorf("bench: build lab: %w", err)
 	}

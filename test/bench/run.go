@@ -28,6 +28,9 @@ type Options struct {
 	// (ztunnel-<node>.cpu.prof and .alloc.prof over every scenario: echo
 	// latency and bulk throughput; see lab.Options.ProfileDir).
 	ProfileDir string
+	// AgentdArgs are added to the data path lab's agentd command lines
+	// (lab.Options.AgentdArgs), for example --sockmap-accel.
+	AgentdArgs []string
 	Logger     *slog.Logger // progress (default: discard)
 	// Command runs the benchmark's client and server inside pods as
 	// Command + [ClientCommand or ServerCommand] + flags. Default:
@@ -122,6 +125,10 @@ func parseFlags(args []string, usage io.Writer) (Options, error) {
 	fs.BoolVar(&o.IPv6, "ipv6", false, "use the pods' IPv6 addresses")
 	fs.IntVar(&o.IdleConns, "idle-conns", 1000, "connections held open to measure memory per idle connection (0: skip)")
 	fs.StringVar(&o.ProfileDir, "profile", "", "data path: write each ztunnel's CPU profile of the run (echo and bulk scenarios) and its allocation profile into this directory (go tool pprof bin/ztunnel DIR/ztunnel-n1.cpu.prof)")
+	fs.Func("agentd-arg", "data path: add this argument to every agentd's command line (repeatable; e.g. --agentd-arg=--sockmap-accel)", func(v string) error {
+		o.AgentdArgs = append(o.AgentdArgs, v)
+		return nil
+	})
 	o.cpFlags.register(fs)
 	verbose := fs.Bool("verbose", false, "log lab progress to stderr")
 	if err := fs.Parse(args); err != nil {

@@ -95,6 +95,9 @@ type Options struct {
 	// ZtunnelArgs are added to every ztunnel's command line (for example
 	// --max-connections=N).
 	ZtunnelArgs []string
+	// AgentdArgs are added to every agentd's command line (for example
+	// --sockmap-accel).
+	AgentdArgs []string
 	// ProfileDir, when set, receives each ztunnel's CPU profile of its
 	// whole run (ztunnel-<node>.cpu.prof) and allocation profile at exit
 	// (ztunnel-<node>.alloc.prof).

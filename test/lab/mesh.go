@@ -95,6 +95,7 @@ func (l *Lab) agentdArgs(i int) []string {
 	args := []string{l.Bin("agentd"), "run", "--node", nodeName(i),
 		"--pin-dir", l.pinDir(i), "--cgroup", l.nodeCgroup(i), "--socket", l.agentdSocket(i),
 		"--log-format", "json"}
+	args = append(args, l.opts.AgentdArgs...)
 	if l.kube != nil {
 		return append(args, l.kubeNodeFlags(i)...)
 	}
