@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -160,4 +161,20 @@ func waitForLog(t *testing.T, logs *testutil.LogBuffer, s string) {
 		}
 	}
 	t.Fatalf("log never said %q", s)
+}
+
+func TestRunFlagSockmapAccel(t *testing.T) {
+	for _, tt := range []struct {
+		args []string
+		want bool
+	}{
+		{[]string{"--node", "n", "--config", "x"}, false},
+		{[]string{"--node", "n", "--config", "x", "--sockmap-accel"}, true},
+		{[]string{"--node", "n", "--config", "x", "--sockmap-accel=false"}, false},
+	} {
+		o, err := parseRunFlags(tt.args, io.Discard)
+		if err != nil || o.accel != tt.want {
+			t.Errorf("parseRunFlags(%q): accel = %v, %v; want %t", tt.args, o != nil && o.accel, err, tt.want)
+		}
+	}
 }
