@@ -17,9 +17,11 @@ import (
 // objects: it is optional (agentd --sockmap-accel), and a kernel without
 // sk_msg programs must still run the rest of the datapath.
 
-// AccelMapNames are the maps only sockmap.c has; it shares stats and
-// enrolled_netns with the other objects.
-var AccelMapNames = []string{MapAccelSocks, MapAccelTCPOnly}
+// AccelMapNames are the maps only sockmap.c has; it shares enrolled_netns
+// (and declares, without using, stats) with the other objects. Its
+// counters are its own (accel_stats), so the layout of the shared stats
+// map does not depend on it.
+var AccelMapNames = []string{MapAccelSocks, MapAccelTCPOnly, MapAccelStats}
 
 // AccelProgNames are sockmap.c's programs by pin name.
 var AccelProgNames = []string{ProgAccelSockOps, ProgAccelSkMsg}
@@ -27,6 +29,30 @@ var AccelProgNames = []string{ProgAccelSockOps, ProgAccelSkMsg}
 var accelProgramNames = map[string]string{
 	sockmapProgAccelSockops: ProgAccelSockOps,
 	sockmapProgAccelSkMsg:   ProgAccelSkMsg,
+}
+
+// AccelCounters are the counters of the accel_stats map, summed over CPUs:
+//
+//	AccelInserted      accel sockops put a loopback socket into accel_socks
+//	AccelInsertErrors  accel sockops could not (accel_socks full, an MPTCP socket)
+//	AccelRedirected    accel sk_msg moved a message into the peer socket's receive queue
+//	AccelPassed        accel sk_msg sent a message over TCP: the peer is not in accel_socks
+type AccelCounters sockmapAccelCounters
+
+// ReadAccelCounters reads the accel_stats map and sums the per-CPU values.
+func ReadAccelCounters(m *ebpf.Map) (AccelCounters, error) {
+	var perCPU []sockmapAccelCounters
+	if err := m.Lookup(uint32(0), &perCPU); err != nil {
+		return AccelCounters{}, fmt.Errorf("read %s: %w", MapAccelStats, err)
+	}
+	var sum AccelCounters
+	for _, c := range perCPU {
+		sum.AccelInserted += c.AccelInserted
+		sum.AccelInsertErrors += c.AccelInsertErrors
+		sum.AccelRedirected += c.AccelRedirected
+		sum.AccelPassed += c.AccelPassed
+	}
+	return sum, nil
 }
 
 // AccelMapSpecs returns the specs of AccelMapNames by name.
@@ -43,7 +69,7 @@ func AccelMapSpecs() (map[string]*ebpf.MapSpec, error) {
 }
 
 // LoadAccel loads sockmap.c's programs and maps into o, which Load made:
-// stats and enrolled_netns are o's. Maps in existing (by name, the pins of
+// enrolled_netns (and stats) are o's. Maps in existing (by name, the pins of
 // an earlier run) are used when compatible, as Load does. On error o is
 // left as it was.
 func (o *Objects) LoadAccel(existing map[string]*ebpf.Map) (err error) {

@@ -217,6 +217,24 @@ func (e *accelEnv) socks(t *testing.T) int {
 	return n
 }
 
+func readAccelCounters(t *testing.T, o *Objects) AccelCounters {
+	t.Helper()
+	c, err := ReadAccelCounters(o.Maps[MapAccelStats])
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+func accelDiff(a, b AccelCounters) AccelCounters {
+	return AccelCounters{
+		AccelInserted:     b.AccelInserted - a.AccelInserted,
+		AccelInsertErrors: b.AccelInsertErrors - a.AccelInsertErrors,
+		AccelRedirected:   b.AccelRedirected - a.AccelRedirected,
+		AccelPassed:       b.AccelPassed - a.AccelPassed,
+	}
+}
+
 func TestAccelLoad(t *testing.T) {
 	o := loadObjects(t)
 	if err := o.LoadAccel(nil); err != nil {
@@ -235,7 +253,7 @@ func TestAccelLoad(t *testing.T) {
 	if err := o.CloseAccel(); err != nil {
 		t.Fatal(err)
 	}
-	if o.Maps[MapAccelSocks] != nil || o.Programs[ProgAccelSkMsg] != nil || o.Maps[MapStats] == nil {
+	if o.Maps[MapAccelSocks] != nil || o.Maps[MapAccelStats] != nil || o.Programs[ProgAccelSkMsg] != nil || o.Maps[MapStats] == nil {
 		t.Errorf("after CloseAccel: maps %v programs %v", o.Maps, o.Programs)
 	}
 }
@@ -256,9 +274,9 @@ func TestAccelRedirectsTowardZtunnel(t *testing.T) {
 		{"v6 delivery to the pod address", "fd00:18::2", "[fd00:18::2]:0", true},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
-			before := readCounters(t, e.o)
+			before := readAccelCounters(t, e.o)
 			c, s := e.pair(t, e.pod, tt.src, tt.dst, tt.marked)
-			if d := diff(before, readCounters(t, e.o)); d != (Counters{AccelInserted: 2}) {
+			if d := accelDiff(before, readAccelCounters(t, e.o)); d != (AccelCounters{AccelInserted: 2}) {
 				t.Fatalf("counter deltas after connect = %+v, want 2 inserted", d)
 			}
 			app, zt := c, s
@@ -266,14 +284,14 @@ func TestAccelRedirectsTowardZtunnel(t *testing.T) {
 				app, zt = s, c
 			}
 			// Only the app's messages are redirected: count them.
-			before = readCounters(t, e.o)
+			before = readAccelCounters(t, e.o)
 			echo(t, app, zt, []byte("ping"))
 			echo(t, zt, app, []byte("pong"))
-			if d := diff(before, readCounters(t, e.o)); d != (Counters{AccelRedirected: 1}) {
+			if d := accelDiff(before, readAccelCounters(t, e.o)); d != (AccelCounters{AccelRedirected: 1}) {
 				t.Errorf("counter deltas of one echo each way = %+v, want 1 redirected", d)
 			}
 			exchange(t, c, s)
-			d := diff(before, readCounters(t, e.o))
+			d := accelDiff(before, readAccelCounters(t, e.o))
 			if d.AccelRedirected < 5000 || d.AccelPassed != 0 || d.AccelInsertErrors != 0 {
 				t.Errorf("counter deltas = %+v, want redirected only", d)
 			}
@@ -438,18 +456,18 @@ func TestAccelLeavesOthersAlone(t *testing.T) {
 		name, src, dst string
 		marked         bool
 		ns             func() *os.File
-		want           Counters
+		want           AccelCounters
 	}{
-		{"pod address to another", "198.18.0.2", "198.18.0.3:15001", false, func() *os.File { return e.pod }, Counters{}},
-		{"netns not enrolled", "127.0.0.1", "127.0.0.1:15001", false, func() *os.File { return newNetns(t) }, Counters{}},
+		{"pod address to another", "198.18.0.2", "198.18.0.3:15001", false, func() *os.File { return e.pod }, AccelCounters{}},
+		{"netns not enrolled", "127.0.0.1", "127.0.0.1:15001", false, func() *os.File { return newNetns(t) }, AccelCounters{}},
 		// Both inserted, neither is ztunnel's: nothing redirected.
-		{"app to app", "127.0.0.1", "127.0.0.1:0", false, func() *os.File { return e.pod }, Counters{AccelInserted: 2}},
+		{"app to app", "127.0.0.1", "127.0.0.1:0", false, func() *os.File { return e.pod }, AccelCounters{AccelInserted: 2}},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
-			before := readCounters(t, e.o)
+			before := readAccelCounters(t, e.o)
 			c, s := e.pair(t, tt.ns(), tt.src, tt.dst, tt.marked)
 			exchange(t, c, s)
-			d := diff(before, readCounters(t, e.o))
+			d := accelDiff(before, readAccelCounters(t, e.o))
 			if d.AccelPassed > 0 {
 				d.AccelPassed = 0 // app to app: each sender found no ztunnel peer
 			}
@@ -462,11 +480,11 @@ func TestAccelLeavesOthersAlone(t *testing.T) {
 		// ztunnel's listener is the test's own, so the accepted socket is
 		// not in the cgroup: only the app is inserted, and it sends over
 		// TCP.
-		before := readCounters(t, e.o)
+		before := readAccelCounters(t, e.o)
 		ln := listen(t, e.pod, "tcp4", "127.0.0.1:15001")
 		c, s := connectTo(t, cgroupSockets(t, e.cg, e.pod, 4, 1)[0], ln)
 		exchange(t, c, s)
-		d := diff(before, readCounters(t, e.o))
+		d := accelDiff(before, readAccelCounters(t, e.o))
 		if d.AccelInserted != 1 || d.AccelRedirected != 0 || d.AccelPassed == 0 || d.AccelInsertErrors != 0 {
 			t.Errorf("counter deltas = %+v, want 1 inserted and passed only", d)
 		}
@@ -480,7 +498,7 @@ func TestAccelLeavesOthersAlone(t *testing.T) {
 //	ztunnel zo <-> app a ==splice== app s <-> ztunnel zd (marked)
 func TestAccelAppSplices(t *testing.T) {
 	e := newAccelEnv(t)
-	before := readCounters(t, e.o)
+	before := readAccelCounters(t, e.o)
 	a, zo := e.pair(t, e.pod, "127.0.0.1", "127.0.0.1:15001", false)
 	zd, s := e.pair(t, e.pod, "198.18.0.2", "198.18.0.2:0", true)
 	deadline := time.Now().Add(30 * time.Second)
@@ -509,7 +527,7 @@ func TestAccelAppSplices(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if d := diff(before, readCounters(t, e.o)); d.AccelRedirected == 0 || d.AccelPassed != 0 {
+	if d := accelDiff(before, readAccelCounters(t, e.o)); d.AccelRedirected == 0 || d.AccelPassed != 0 {
 		t.Errorf("counter deltas = %+v, want redirected only", d)
 	}
 }

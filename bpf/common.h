@@ -68,10 +68,6 @@ struct counters {
 	__u64 dns_bypassed;       // dns connect/sendmsg: enrolled netns, socket has SocketMark
 	__u64 dns_errors;         // dns connect/sendmsg: no port or map full; left uncaptured
 	__u64 dns_restored;       // dns recvmsg/getpeername: 15053 shown as the upstream again
-	__u64 accel_inserted;     // accel sockops: loopback socket put into accel_socks
-	__u64 accel_insert_errors; // accel sockops: accel_socks update failed (full, MPTCP)
-	__u64 accel_redirected;   // accel sk_msg: message moved to the peer socket's receive queue
-	__u64 accel_passed;       // accel sk_msg: no peer socket, message sent over TCP
 };
 
 struct {

@@ -139,9 +139,5 @@ func diff(a, b Counters) Counters {
 		DnsBypassed:       b.DnsBypassed - a.DnsBypassed,
 		DnsErrors:         b.DnsErrors - a.DnsErrors,
 		DnsRestored:       b.DnsRestored - a.DnsRestored,
-		AccelInserted:     b.AccelInserted - a.AccelInserted,
-		AccelInsertErrors: b.AccelInsertErrors - a.AccelInsertErrors,
-		AccelRedirected:   b.AccelRedirected - a.AccelRedirected,
-		AccelPassed:       b.AccelPassed - a.AccelPassed,
 	}
 }

@@ -21,10 +21,6 @@ import (
 //	DnsBypassed        dns connect/sendmsg let a socket with mesh.SocketMark through
 //	DnsErrors          dns connect/sendmsg left a query uncaptured: no port, map full
 //	DnsRestored        dns recvmsg/getpeername showed the upstream instead of 15053
-//	AccelInserted      accel sockops put a loopback socket into accel_socks
-//	AccelInsertErrors  accel sockops could not (accel_socks full, an MPTCP socket)
-//	AccelRedirected    accel sk_msg moved a message into the peer socket's receive queue
-//	AccelPassed        accel sk_msg sent a message over TCP: the peer is not in accel_socks
 type Counters captureCounters
 
 // ReadCounters reads the stats map and sums the per-CPU values.

@@ -27,10 +27,6 @@ type dnsCounters struct {
 	DnsBypassed       uint64
 	DnsErrors         uint64
 	DnsRestored       uint64
-	AccelInserted     uint64
-	AccelInsertErrors uint64
-	AccelRedirected   uint64
-	AccelPassed       uint64
 }
 
 type dnsDnsKey struct {

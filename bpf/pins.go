@@ -30,6 +30,7 @@ const (
 	// Loopback-leg acceleration (sockmap.c), only with agentd --sockmap-accel.
 	MapAccelSocks   = "accel_socks"    // SOCKHASH: struct sock_key -> established loopback socket
 	MapAccelTCPOnly = "accel_tcp_only" // LRU_HASH: struct sock_key -> u8, senders kept on TCP
+	MapAccelStats   = "accel_stats"    // PERCPU_ARRAY: key 0 -> struct accel_counters
 )
 
 // Program (and link) pin names under <pin-dir>/progs and <pin-dir>/links.

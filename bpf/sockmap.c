@@ -63,6 +63,36 @@ struct {
 	__type(value, __u64);
 } accel_socks SEC(".maps");
 
+// The acceleration's own counters (not in the shared stats map, whose
+// layout capture.c, steer.c and dns.c pin: an optional feature must not
+// change it). Per CPU, summed by bpf.ReadAccelCounters.
+struct accel_counters {
+	__u64 accel_inserted;      // sockops: loopback socket put into accel_socks
+	__u64 accel_insert_errors; // sockops: accel_socks update failed (full, MPTCP)
+	__u64 accel_redirected;    // sk_msg: message moved to the peer socket's receive queue
+	__u64 accel_passed;        // sk_msg: no peer socket, message sent over TCP
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct accel_counters);
+} accel_stats SEC(".maps");
+
+static __always_inline struct accel_counters *accel_stats_get(void)
+{
+	__u32 zero = 0;
+	return bpf_map_lookup_elem(&accel_stats, &zero);
+}
+
+#define ACCEL_INC(field)                                        \
+	do {                                                    \
+		struct accel_counters *c__ = accel_stats_get(); \
+		if (c__)                                        \
+			c__->field++;                           \
+	} while (0)
+
 // Senders that found no peer once: they stay on the TCP path. Cleared when
 // a new connection with the same key is established.
 struct {
@@ -118,9 +148,9 @@ int accel_sockops(struct bpf_sock_ops *skops)
 		return 1;
 	bpf_map_delete_elem(&accel_tcp_only, &key);
 	if (bpf_sock_hash_update(skops, &accel_socks, &key, BPF_ANY))
-		STAT_INC(accel_insert_errors);
+		ACCEL_INC(accel_insert_errors);
 	else
-		STAT_INC(accel_inserted);
+		ACCEL_INC(accel_inserted);
 	return 1;
 }
 
@@ -153,16 +183,16 @@ int accel_sk_msg(struct sk_msg_md *msg)
 	if (self.local_port == OUTBOUND_PORT || (sk && sk->mark == SOCKET_MARK))
 		return SK_PASS; // ztunnel's own: toward the app stays on TCP
 	if (bpf_map_lookup_elem(&accel_tcp_only, &self)) {
-		STAT_INC(accel_passed);
+		ACCEL_INC(accel_passed);
 		return SK_PASS;
 	}
 	if (bpf_msg_redirect_hash(msg, &accel_socks, &peer, BPF_F_INGRESS) == SK_PASS) {
-		STAT_INC(accel_redirected);
+		ACCEL_INC(accel_redirected);
 		return SK_PASS;
 	}
 	// No peer: this socket stays on the TCP path from now on.
 	__u8 one = 1;
 	bpf_map_update_elem(&accel_tcp_only, &self, &one, BPF_ANY);
-	STAT_INC(accel_passed);
+	ACCEL_INC(accel_passed);
 	return SK_PASS;
 }

@@ -13,6 +13,14 @@ import (
 	"github.com/cilium/ebpf"
 )
 
+type sockmapAccelCounters struct {
+	_                 structs.HostLayout
+	AccelInserted     uint64
+	AccelInsertErrors uint64
+	AccelRedirected   uint64
+	AccelPassed       uint64
+}
+
 type sockmapCounters struct {
 	_                 structs.HostLayout
 	ConnectRedirected uint64
@@ -27,10 +35,6 @@ type sockmapCounters struct {
 	DnsBypassed       uint64
 	DnsErrors         uint64
 	DnsRestored       uint64
-	AccelInserted     uint64
-	AccelInsertErrors uint64
-	AccelRedirected   uint64
-	AccelPassed       uint64
 }
 
 type sockmapSockKey struct {
@@ -49,6 +53,7 @@ type sockmapSockKey struct {
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
 	sockmapMapAccelSocks    = "accel_socks"
+	sockmapMapAccelStats    = "accel_stats"
 	sockmapMapAccelTcpOnly  = "accel_tcp_only"
 	sockmapMapEnrolledNetns = "enrolled_netns"
 	sockmapMapStats         = "stats"
@@ -107,6 +112,7 @@ type sockmapProgramSpecs struct {
 // It can be passed ebpf.CollectionSpec.Assign.
 type sockmapMapSpecs struct {
 	AccelSocks    *ebpf.MapSpec `ebpf:"accel_socks"`
+	AccelStats    *ebpf.MapSpec `ebpf:"accel_stats"`
 	AccelTcpOnly  *ebpf.MapSpec `ebpf:"accel_tcp_only"`
 	EnrolledNetns *ebpf.MapSpec `ebpf:"enrolled_netns"`
 	Stats         *ebpf.MapSpec `ebpf:"stats"`
@@ -139,6 +145,7 @@ func (o *sockmapObjects) Close() error {
 // It can be passed to loadSockmapObjects or ebpf.CollectionSpec.LoadAndAssign.
 type sockmapMaps struct {
 	AccelSocks    *ebpf.Map `ebpf:"accel_socks"`
+	AccelStats    *ebpf.Map `ebpf:"accel_stats"`
 	AccelTcpOnly  *ebpf.Map `ebpf:"accel_tcp_only"`
 	EnrolledNetns *ebpf.Map `ebpf:"enrolled_netns"`
 	Stats         *ebpf.Map `ebpf:"stats"`
@@ -147,6 +154,7 @@ type sockmapMaps struct {
 func (m *sockmapMaps) Close() error {
 	return _SockmapClose(
 		m.AccelSocks,
+		m.AccelStats,
 		m.AccelTcpOnly,
 		m.EnrolledNetns,
 		m.Stats,

@@ -85,10 +85,10 @@ func (d *Datapath) enableAccel(cgroup string) error {
 
 // disableAccel undoes enableAccel, also for the pins of an earlier run:
 // accel_sockops is detached (no socket joins any more) and the program
-// pins go. accel_socks, with accel_sk_msg attached, and accel_tcp_only
-// stay pinned while sockets accelerated earlier are open (removing them
-// would drop the bytes waiting in those sockets' queues); the first Open
-// after they closed removes them, as does Cleanup.
+// pins go. accel_socks, with accel_sk_msg attached, accel_tcp_only and
+// accel_stats stay pinned while sockets accelerated earlier are open
+// (removing accel_socks would drop the bytes waiting in those sockets'
+// queues); the first Open after they closed removes them, as does Cleanup.
 func (d *Datapath) disableAccel() error {
 	var errs []error
 	pin := bpf.LinkPin(d.pinDir, bpf.ProgAccelSockOps)

@@ -48,9 +48,18 @@ func TestSockmapAccelOnOff(t *testing.T) {
 	if !strings.Contains(string(out), bpf.ProgAccelSockOps) || strings.Count(string(out), "cgroup_sock_ops") != 2 {
 		t.Errorf("cgroup lacks %s next to sockops:\n%s", bpf.ProgAccelSockOps, out)
 	}
-	out, err = exec.Command("bpftool", "map", "dump", "pinned", bpf.MapPin(opts.PinDir, bpf.MapStats)).CombinedOutput()
+	out, err = exec.Command("bpftool", "map", "dump", "pinned", bpf.MapPin(opts.PinDir, bpf.MapAccelStats)).CombinedOutput()
 	if err != nil || !strings.Contains(string(out), "accel_redirected") {
-		t.Errorf("bpftool map dump of stats lacks accel_redirected: %v:\n%s", err, out)
+		t.Errorf("bpftool map dump of %s lacks accel_redirected: %v:\n%s", bpf.MapAccelStats, err, out)
+	}
+	// The shared stats map keeps its layout: the acceleration's counters
+	// are not in it.
+	out, err = exec.Command("bpftool", "map", "dump", "pinned", bpf.MapPin(opts.PinDir, bpf.MapStats)).CombinedOutput()
+	if err != nil || strings.Contains(string(out), "accel_") {
+		t.Errorf("bpftool map dump of %s: %v:\n%s", bpf.MapStats, err, out)
+	}
+	if _, ok, err := d.AccelStats(); !ok || err != nil {
+		t.Errorf("AccelStats with SockmapAccel: ok %t, %v", ok, err)
 	}
 	d.Close()
 	// Reopened with the flag: the same link, updated.
@@ -72,5 +81,8 @@ func TestSockmapAccelOnOff(t *testing.T) {
 	waitLinkGone(t, before[bpf.ProgAccelSockOps])
 	if _, err := d.Stats(); err != nil {
 		t.Error(err)
+	}
+	if _, ok, err := d.AccelStats(); ok || err != nil {
+		t.Errorf("AccelStats without SockmapAccel: ok %t, %v", ok, err)
 	}
 }

@@ -119,6 +119,23 @@ func (d *Datapath) Stats() (Stats, error) {
 	return bpf.ReadCounters(d.objs.Maps[bpf.MapStats])
 }
 
+// AccelStats reads the counters of the loopback-leg acceleration (its own
+// map, accel_stats); ok is false when it is not loaded (SockmapAccel off,
+// or the kernel cannot run it).
+func (d *Datapath) AccelStats() (_ bpf.AccelCounters, ok bool, err error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.objs == nil {
+		return bpf.AccelCounters{}, false, errClosed
+	}
+	m := d.objs.Maps[bpf.MapAccelStats]
+	if m == nil {
+		return bpf.AccelCounters{}, false, nil
+	}
+	c, err := bpf.ReadAccelCounters(m)
+	return c, err == nil, err
+}
+
 // Close closes every file descriptor; pins, and so attachments and map
 // contents, stay. Close is idempotent.
 func (d *Datapath) Close() error {
