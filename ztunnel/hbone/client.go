@@ -34,14 +34,15 @@ var (
 // (the upstream on the server, the app on the client) is buffered up to
 // streamWindow, and all streams of a connection together up to connWindow;
 // these buffers are taken as data arrives and given back as it is read, so
-// a quiet stream holds none. The client's streams hold nothing else: no
-// goroutine, no send buffer (a write goes out from the writer's own
-// buffer). The server (x/net) holds a goroutine and a 4 KiB response
-// buffer per stream. The relay reads with at most 256 KiB while a bulk
-// transfer runs and 1 KiB (or nothing, from a socket) while it is quiet.
+// a quiet stream holds none. Streams hold nothing else, on either side: no
+// goroutine of the connection, no send buffer (a write goes out from the
+// writer's own buffer); on the server each stream's handler runs on its
+// own goroutine, which is the caller's (it relays the stream). The relay
+// reads with at most 256 KiB while a bulk transfer runs and nothing while
+// it is quiet (it waits for a stream to be readable, or for a socket).
 // Per connection, batchConn holds up to 2*maxBatch only while a write or
-// unread data is in flight, and the client's frame reader one buffer of
-// the largest frame read.
+// unread data is in flight, and each end's Framer one buffer of the
+// largest frame read and one of the largest frame written.
 const (
 	streamWindow = 4 << 20   // one bulk stream is not stalled by window updates
 	connWindow   = 16 << 20  // a few bulk streams per connection

@@ -5,18 +5,22 @@
 // (denied by policy), 503 (upstream failed), 400 (bad authority) and 405
 // (not CONNECT).
 //
-// Half-close: a client's CloseWrite reaches the upstream as a TCP half-close
-// and the upstream's answer keeps flowing. When the upstream ends its side
-// first the stream ends (the client reads EOF) and whatever the client still
-// sends is dropped: the HTTP/2 server cannot end a response while it keeps
-// reading the request.
+// Half-close works both ways, as on a TCP connection: a client's
+// CloseWrite reaches the upstream as a TCP half-close and the upstream's
+// answer keeps flowing; when the upstream ends its side first, the client
+// reads EOF and what it still sends is delivered to the upstream. Close
+// resets a stream that is still open.
 //
-// The client is CONNECT-only HTTP/2 written for this one job on x/net's
-// Framer and hpack (clientconn.go): a stream costs no goroutine and no
-// buffer of its own. The server is x/net's http2.Server; it hands every
-// CONNECT to the caller as a Stream (the request, the answer, and then the
-// client's connection), so the caller authorizes, dials, copies and
-// records the stream like any other connection.
+// Both ends are CONNECT-only HTTP/2 written for this one job on x/net's
+// Framer and hpack (clientconn.go, serverconn.go): one reader goroutine
+// per connection queues each stream's DATA, writes go straight from the
+// writing goroutine, and a stream costs the connection no goroutine and no
+// buffer beyond the data received and not yet read. The server hands every
+// CONNECT to the caller as a Stream (the request, the answer, and then
+// the client's connection) with a handler on its own goroutine, so the
+// caller authorizes, dials, copies and records the stream like any other
+// connection. Protocol errors of a peer end its stream (RST_STREAM) or its
+// connection (GOAWAY), nothing else.
 //
 // Throughput: HTTP/2 over crypto/tls would make one system call (and one
 // wakeup of the peer) per 16 KiB TLS record and read one record per call;

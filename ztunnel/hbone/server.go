@@ -1,5 +1,3 @@
-//lint:file-ignore SA1019 x/net/http2 is deprecated for net/http, but HBONE needs HTTP/2 on TLS conns ztunnel dials and accepts itself inside pod netns, which net/http's server cannot take over.
-
 package hbone
 
 import (
@@ -15,8 +13,6 @@ import (
 	"sync"
 	"time"
 
-	"golang.org/x/net/http2"
-
 	"github.com/agentmesh/agentmesh/api/spiffe"
 	"github.com/agentmesh/agentmesh/internal/netaddr"
 	"github.com/agentmesh/agentmesh/ztunnel/identity"
@@ -28,6 +24,11 @@ const (
 	maxConcurrentStreams = 1000
 	serverIdleTimeout    = 10 * time.Minute // then GOAWAY; clients redial
 )
+
+// prefaceTimeout bounds how long a client may take, after the TLS
+// handshake, to send the HTTP/2 preface and its SETTINGS (a variable for
+// tests).
+var prefaceTimeout = 10 * time.Second
 
 // Request is one CONNECT as the server received it.
 type Request struct {
@@ -61,118 +62,116 @@ type ServerOptions struct {
 
 // Server answers HBONE CONNECTs on TLS connections.
 type Server struct {
-	log  *slog.Logger
-	h2   *http2.Server
-	base *http.Server // the error log and graceful shutdown of h2's connections
+	log *slog.Logger
 
 	mu     sync.Mutex
-	conns  map[*tls.Conn]struct{} // being served; guarded by mu
-	closed bool                   // guarded by mu
-	wg     sync.WaitGroup         // ServeConn calls; Add only under mu while !closed
+	conns  map[*serverConn]struct{} // being served; guarded by mu
+	closed bool                     // no new connections; guarded by mu
+	wg     sync.WaitGroup           // ServeConn calls; Add only under mu while !closed
 }
 
 // NewServer returns a Server.
 func NewServer(o ServerOptions) *Server {
-	log := cmp.Or(o.Logger, slog.Default())
-	s := &Server{
-		log: log,
-		h2: &http2.Server{
-			MaxConcurrentStreams:         maxConcurrentStreams,
-			IdleTimeout:                  serverIdleTimeout,
-			MaxUploadBufferPerStream:     streamWindow,
-			MaxUploadBufferPerConnection: connWindow,
-			MaxReadFrameSize:             maxFrame,
-		},
-		base:  &http.Server{ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelDebug)},
-		conns: map[*tls.Conn]struct{}{},
-	}
-	// Lets base.Shutdown send GOAWAY on the connections h2 serves.
-	if err := http2.ConfigureServer(s.base, s.h2); err != nil {
-		panic(fmt.Sprintf("hbone: configure http2 server: %v", err))
-	}
-	return s
+	return &Server{log: cmp.Or(o.Logger, slog.Default()), conns: map[*serverConn]struct{}{}}
+}
+
+// peer is who is at the other end of a connection: the identity of its
+// verified certificate and the TCP addresses.
+type peer struct {
+	id            spiffe.ID
+	remote, local netip.AddrPort
 }
 
 // ServeConn serves the CONNECTs on conn, each stream with h on its own
 // goroutine, until the connection ends, ctx is done or the Server is
 // closed, and closes conn. It does the TLS handshake if the caller has not;
 // the TLS config must verify the client (identity's ServerTLSConfig does).
+// It returns once every stream handler has returned.
 func (s *Server) ServeConn(ctx context.Context, conn *tls.Conn, h Handle) {
-	if !s.track(conn) {
+	sc := &serverConn{srv: s, log: s.log, hard: conn.NetConn()}
+	if !s.track(sc) {
 		conn.Close()
 		return
 	}
-	defer s.untrack(conn)
+	defer s.untrack(sc)
 	defer conn.Close()
 	stop := context.AfterFunc(ctx, func() { conn.Close() })
 	defer stop()
-	cs, err := s.accept(ctx, conn)
+	p, err := accept(ctx, conn)
 	if err != nil {
 		s.log.Debug("hbone connection refused", "peer", conn.RemoteAddr().String(), "err", err)
 		return
 	}
-	cs.h = h
-	s.h2.ServeConn(tlsConn(conn), &http2.ServeConnOpts{
-		Context:    ctx,
-		BaseConfig: s.base,
-		Handler:    http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { s.serveStream(w, r, cs) }),
-	})
-	if cs.closeAndWait() == 0 && ctx.Err() == nil {
+	s.serve(ctx, sc, tlsConn(conn), p, h)
+}
+
+// serve runs HTTP/2 on nc (the TLS connection, or a plain one in tests)
+// for sc until the connection ends.
+func (s *Server) serve(ctx context.Context, sc *serverConn, nc net.Conn, p peer, h Handle) {
+	served, err := sc.serve(ctx, nc, p, h)
+	if served == 0 && ctx.Err() == nil && !s.isClosed() {
 		// A peer that passed mTLS but never sent a request: truncated or
-		// malformed HTTP/2 (x/net reports those details only at debug).
+		// malformed HTTP/2.
 		s.log.Warn("hbone connection closed without any CONNECT (truncated or malformed HTTP/2)",
-			"peer", cs.remote.String(), "peer_identity", cs.peer.String())
+			"peer", p.remote.String(), "peer_identity", p.id.String(), "err", err)
+		return
 	}
+	s.log.Debug("hbone connection closed", "peer", p.remote.String(), "streams", served, "err", err)
 }
 
 // accept finishes the handshake and reads who the peer is.
-func (s *Server) accept(ctx context.Context, conn *tls.Conn) (*connState, error) {
+func accept(ctx context.Context, conn *tls.Conn) (peer, error) {
 	hctx, cancel := context.WithTimeout(ctx, handshakeTimeout)
 	defer cancel()
 	if err := conn.HandshakeContext(hctx); err != nil {
-		return nil, fmt.Errorf("tls handshake: %w", err)
+		return peer{}, fmt.Errorf("tls handshake: %w", err)
 	}
 	st := conn.ConnectionState()
 	if st.NegotiatedProtocol != identity.ALPN {
-		return nil, fmt.Errorf("client negotiated alpn %q, want %q", st.NegotiatedProtocol, identity.ALPN)
+		return peer{}, fmt.Errorf("client negotiated alpn %q, want %q", st.NegotiatedProtocol, identity.ALPN)
 	}
-	peer, err := identity.PeerID(st)
+	id, err := identity.PeerID(st)
 	if err != nil {
-		return nil, fmt.Errorf("peer identity: %w", err)
+		return peer{}, fmt.Errorf("peer identity: %w", err)
 	}
-	return &connState{
-		peer:   peer,
-		remote: netaddr.AddrPort(conn.RemoteAddr()),
-		local:  netaddr.AddrPort(conn.LocalAddr()),
-	}, nil
+	return peer{id: id, remote: netaddr.AddrPort(conn.RemoteAddr()), local: netaddr.AddrPort(conn.LocalAddr())}, nil
 }
 
-func (s *Server) track(conn *tls.Conn) bool {
+func (s *Server) track(sc *serverConn) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.closed {
 		return false
 	}
-	s.conns[conn] = struct{}{}
+	s.conns[sc] = struct{}{}
 	s.wg.Add(1)
 	return true
 }
 
-func (s *Server) untrack(conn *tls.Conn) {
+func (s *Server) untrack(sc *serverConn) {
 	s.mu.Lock()
-	delete(s.conns, conn)
+	delete(s.conns, sc)
 	s.mu.Unlock()
 	s.wg.Done()
 }
 
+func (s *Server) isClosed() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.closed
+}
+
 // Shutdown stops taking connections, sends GOAWAY on every connection so
-// clients open new streams elsewhere, and waits until the streams in flight
-// have ended; when ctx is done first it closes the rest as Close does.
+// clients open new streams elsewhere, closes each connection once its
+// streams have ended, and waits for that; when ctx is done first it closes
+// the rest as Close does.
 func (s *Server) Shutdown(ctx context.Context) error {
 	s.mu.Lock()
 	s.closed = true
+	for sc := range s.conns {
+		sc.shutdown() // does not block
+	}
 	s.mu.Unlock()
-	s.base.Shutdown(ctx) // no listeners: only starts the GOAWAYs
 	done := make(chan struct{})
 	go func() { s.wg.Wait(); close(done) }()
 	select {
@@ -199,8 +198,8 @@ func (s *Server) Close() error {
 	s.mu.Lock()
 	s.closed = true
 	var errs []error
-	for c := range s.conns {
-		if err := c.NetConn().Close(); err != nil && !errors.Is(err, net.ErrClosed) {
+	for sc := range s.conns {
+		if err := sc.hard.Close(); err != nil && !errors.Is(err, net.ErrClosed) {
 			errs = append(errs, err)
 		}
 	}

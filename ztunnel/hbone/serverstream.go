@@ -1,37 +1,55 @@
+//lint:file-ignore SA1019 x/net/http2 is deprecated for net/http, but its Framer and hpack are the HTTP/2 wire codec HBONE needs.
+
 package hbone
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
-	"net/netip"
 	"sync"
 	"sync/atomic"
 	"time"
 
-	"github.com/agentmesh/agentmesh/api/spiffe"
+	"golang.org/x/net/http2"
 )
 
 // Stream is one CONNECT a Server received: its Request, the answer, and,
 // once accepted, the client's connection: Read is what the client sends,
-// Write reaches the client at once, CloseWrite ends the answer.
+// Write reaches the client at once.
 //
-// Half-close: the client's end of stream is Read's io.EOF, and what the
-// upstream still sends goes on. The server cannot end a response while it
-// keeps reading the request (x/net/http2), so CloseWrite also stops
-// reading the client: Read returns io.EOF from then on and what the client
-// still sends is dropped.
+// Half-close works both ways, as on a TCP connection: the client's end of
+// stream is Read's io.EOF while what the upstream sends goes on, and
+// CloseWrite ends the server's side (END_STREAM) while reading the client
+// goes on. Close resets a stream that is still open.
+//
+// Its receive queue holds what the client sent and the handler has not
+// read; nothing else is held per stream. Lock order: serverConn.mu before
+// Stream.mu.
 type Stream struct {
 	Request
-	w    http.ResponseWriter
-	rc   *http.ResponseController
-	body io.ReadCloser
+	sc     *serverConn
+	id     uint32
+	cancel context.CancelFunc // ends the handler's context
+	status atomic.Int32       // the answer; 0 until answered
 
-	status     atomic.Int32 // the answer; 0 until answered
-	closeRead  sync.Once
-	readClosed atomic.Bool // CloseWrite or Close stopped reading the client
+	sendWin int64 // guarded by sc.mu
+
+	mu        sync.Mutex
+	cond      sync.Cond // data queued, stream ended or failed
+	queue     []*[]byte // received chunks (pooled), from queue[head]; guarded by mu
+	head      int       // first unread chunk; guarded by mu
+	off       int       // read offset into queue[head]; guarded by mu
+	queued    int       // bytes in queue; guarded by mu
+	recvWin   int64     // what the client may still send before our next update; guarded by mu
+	unacked   int       // read and not yet returned to the client's stream window; guarded by mu
+	recvEnd   bool      // the client ended its side; guarded by mu
+	sentEnd   bool      // we ended ours; guarded by mu
+	err       error     // the stream failed (reset, connection gone); guarded by mu
+	closed    bool      // Close was called; guarded by mu
+	closeOnce sync.Once
 }
 
 // Accept answers 200: the tunnel is up.
@@ -39,25 +57,44 @@ func (s *Stream) Accept() error {
 	if !s.status.CompareAndSwap(0, http.StatusOK) {
 		return errors.New("hbone stream answered already")
 	}
-	s.w.WriteHeader(http.StatusOK)
-	if err := s.rc.Flush(); err != nil {
+	if err := s.answerErr(); err != nil {
+		return fmt.Errorf("hbone accept: %w", err)
+	}
+	if err := s.sc.writeHeaders(s.id, http.StatusOK, nil, false); err != nil {
 		return fmt.Errorf("hbone accept: %w", err)
 	}
 	return nil
 }
 
 // Refuse answers the request with the status err calls for (see
-// StatusFor) and its status text. It returns the status.
+// StatusFor) and its status text, and ends the server's side of the
+// stream. It returns the status.
 func (s *Stream) Refuse(err error) int {
 	code := StatusFor(err)
 	if !s.status.CompareAndSwap(0, int32(code)) {
 		return int(s.status.Load())
 	}
-	if code == http.StatusMethodNotAllowed {
-		s.w.Header().Set("Allow", http.MethodConnect)
+	if s.answerErr() != nil {
+		return code // reset or gone: nobody to tell
 	}
-	http.Error(s.w, http.StatusText(code), code)
+	header, body := refusal(code)
+	if s.sc.writeHeaders(s.id, code, header, false) != nil {
+		return code
+	}
+	if _, err := s.sc.writeData(s, body, true); err == nil {
+		s.endSent()
+	}
 	return code
+}
+
+// answerErr is why the stream can take no answer, nil if it can.
+func (s *Stream) answerErr() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return errWriteSideClosed
+	}
+	return s.err
 }
 
 // Status is the answer sent, 0 before one.
@@ -78,48 +115,220 @@ func StatusFor(err error) int {
 	return http.StatusServiceUnavailable
 }
 
-// Read reads what the client sends; io.EOF once it ended its side or
-// CloseWrite stopped reading.
+// deliver queues data (copied into a pooled chunk) and, with end, ends the
+// receive side; length is the frame's flow-controlled length, padding
+// included. It returns false when the stream takes no more data (the
+// caller gives the window back), with a http2.StreamError when that is
+// the client's fault.
+func (s *Stream) deliver(data []byte, length int, end bool) (bool, error) {
+	s.mu.Lock()
+	switch {
+	case s.err != nil || s.closed:
+		s.mu.Unlock()
+		return false, nil
+	case s.recvEnd:
+		s.mu.Unlock()
+		return false, http2.StreamError{StreamID: s.id, Code: http2.ErrCodeStreamClosed, Cause: errDataAfterEnd}
+	case int64(length) > s.recvWin:
+		s.mu.Unlock()
+		return false, http2.StreamError{StreamID: s.id, Code: http2.ErrCodeFlowControl, Cause: errStreamOverrun}
+	}
+	s.recvWin -= int64(length)
+	s.unacked += length - len(data) // padding goes back with the next update
+	if len(data) > 0 {
+		if s.head > 0 && len(s.queue) == cap(s.queue) {
+			// Full, with read chunks in front: move the unread ones
+			// down rather than grow.
+			n := copy(s.queue, s.queue[s.head:])
+			clear(s.queue[n:])
+			s.queue, s.head = s.queue[:n], 0
+		}
+		s.queue = append(s.queue, chunkOf(data))
+		s.queued += len(data)
+	}
+	if end {
+		s.recvEnd = true
+	}
+	done := s.recvEnd && s.sentEnd
+	s.cond.Broadcast()
+	s.mu.Unlock()
+	if done {
+		s.sc.forget(s)
+	}
+	return true, nil
+}
+
+// fail ends the stream with err (reset by the client, connection gone):
+// reads and writes fail, the handler's context ends.
+func (s *Stream) fail(err error) {
+	s.mu.Lock()
+	if s.err == nil {
+		s.err = err
+	}
+	s.cond.Broadcast()
+	s.mu.Unlock()
+	s.cancel()
+	s.sc.wakeWriters()
+}
+
+// readableLocked reports whether a Read would not block.
+func (s *Stream) readableLocked() bool {
+	return s.queued > 0 || s.recvEnd || s.closed || s.err != nil
+}
+
+// Read reads what the client sends. It returns io.EOF once the client
+// ended its side and everything was read.
 func (s *Stream) Read(p []byte) (int, error) {
-	if s.readClosed.Load() {
+	s.mu.Lock()
+	for !s.readableLocked() {
+		s.cond.Wait()
+	}
+	switch {
+	case s.closed:
+		s.mu.Unlock()
+		return 0, fmt.Errorf("hbone stream read: %w", net.ErrClosed)
+	case s.queued == 0 && s.recvEnd:
+		s.mu.Unlock()
 		return 0, io.EOF
+	case s.queued == 0:
+		err := s.err
+		s.mu.Unlock()
+		return 0, err
 	}
-	n, err := s.body.Read(p)
-	if err != nil && s.readClosed.Load() {
-		err = io.EOF // we stopped reading; not the client's failure
+	n := 0
+	for n < len(p) && s.head < len(s.queue) {
+		c := s.queue[s.head]
+		k := copy(p[n:], (*c)[s.off:])
+		n += k
+		s.off += k
+		if s.off == len(*c) {
+			putChunk(c)
+			s.queue[s.head] = nil
+			s.head++
+			s.off = 0
+		}
 	}
-	return n, err
+	if s.head == len(s.queue) {
+		// Keep a backing array that holds a window of full frames for the
+		// next chunks; drop a larger one (a burst of small frames).
+		s.queue, s.head = s.queue[:0], 0
+		if cap(s.queue) > 2*streamWindow/maxFrame {
+			s.queue = nil
+		}
+	}
+	s.queued -= n
+	s.unacked += n
+	var streamUpdate int
+	if s.unacked >= streamWindow/4 && !s.recvEnd {
+		streamUpdate, s.unacked = s.unacked, 0
+		s.recvWin += int64(streamUpdate)
+	}
+	s.mu.Unlock()
+	if streamUpdate > 0 {
+		s.sc.writeWindowUpdate(s.id, uint32(streamUpdate))
+	}
+	if u := s.sc.consumed(n); u > 0 {
+		s.sc.writeWindowUpdate(0, u)
+	}
+	return n, nil
 }
 
-// Write sends p to the client at once (the relay reads what it has before
-// it writes, so nothing is gained by holding a write back).
+// WaitReadable returns once a Read would not block: data is queued, the
+// client ended its side, or the stream failed or was closed. The relay
+// waits here so that a quiet stream holds no read buffer.
+func (s *Stream) WaitReadable() error {
+	s.mu.Lock()
+	for !s.readableLocked() {
+		s.cond.Wait()
+	}
+	s.mu.Unlock()
+	return nil
+}
+
+// Write sends p to the client. Before Accept, after CloseWrite, Close or
+// the client resetting the stream it fails (after CloseWrite and Close
+// with an error wrapping net.ErrClosed).
 func (s *Stream) Write(p []byte) (int, error) {
-	n, err := s.w.Write(p)
-	if err == nil {
-		err = s.rc.Flush()
+	if s.Status() != http.StatusOK {
+		return 0, errors.New("hbone stream write: not accepted")
 	}
-	return n, err
+	return s.sc.writeData(s, p, false)
 }
 
-// CloseWrite ends the answer as far as the stream can: it stops reading
-// the client, so the copy from the client ends and the handler returns,
-// which sends END_STREAM.
+// writeErr is why s can no longer send, nil if it can.
+func (s *Stream) writeErr() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	switch {
+	case s.closed || s.sentEnd:
+		return errWriteSideClosed
+	case s.err != nil:
+		if errors.Is(s.err, net.ErrClosed) {
+			return s.err
+		}
+		return fmt.Errorf("%w: %w", errWriteSideClosed, s.err)
+	}
+	return nil
+}
+
+// CloseWrite ends the server's side of the stream (END_STREAM): the client
+// reads EOF, and reading what it still sends goes on.
 func (s *Stream) CloseWrite() error {
-	s.stopReading()
+	if s.writeErr() != nil {
+		return nil // already ended, one way or another
+	}
+	if s.Status() == 0 {
+		return errors.New("hbone stream close write: not answered")
+	}
+	if _, err := s.sc.writeData(s, nil, true); err != nil {
+		return err
+	}
+	s.endSent()
 	return nil
 }
 
-// Close stops reading the client; the stream ends when the handler returns.
+// endSent records that END_STREAM went out; a stream ended both ways is
+// done.
+func (s *Stream) endSent() {
+	s.mu.Lock()
+	s.sentEnd = true
+	done := s.recvEnd
+	s.mu.Unlock()
+	s.sc.wakeWriters()
+	if done {
+		s.sc.forget(s)
+	}
+}
+
+// Close resets the stream if it is still open and drops what was not
+// read. A stream whose server side ended already is reset with NO_ERROR
+// ("stop sending", RFC 9113 section 8.1), any other with CANCEL.
 func (s *Stream) Close() error {
-	s.stopReading()
-	return nil
-}
-
-func (s *Stream) stopReading() {
-	s.closeRead.Do(func() {
-		s.readClosed.Store(true)
-		s.body.Close()
+	s.closeOnce.Do(func() {
+		s.mu.Lock()
+		s.closed = true
+		open := s.err == nil && !(s.recvEnd && s.sentEnd)
+		code := http2.ErrCodeCancel
+		if s.sentEnd {
+			code = http2.ErrCodeNo
+		}
+		for _, c := range s.queue[s.head:] {
+			putChunk(c)
+		}
+		unread := s.queued
+		s.queue, s.head, s.off, s.queued = nil, 0, 0, 0
+		s.cond.Broadcast()
+		s.mu.Unlock()
+		s.sc.forget(s)
+		if open {
+			s.sc.writeRST(s.id, code)
+		}
+		if u := s.sc.consumed(unread); u > 0 {
+			s.sc.writeWindowUpdate(0, u)
+		}
+		s.sc.wakeWriters()
 	})
+	return nil
 }
 
 func (s *Stream) LocalAddr() net.Addr  { return net.TCPAddrFromAddrPort(s.Request.LocalAddr) }
@@ -128,63 +337,3 @@ func (s *Stream) RemoteAddr() net.Addr { return net.TCPAddrFromAddrPort(s.PeerAd
 func (s *Stream) SetDeadline(t time.Time) error      { return zeroDeadline(t) }
 func (s *Stream) SetReadDeadline(t time.Time) error  { return zeroDeadline(t) }
 func (s *Stream) SetWriteDeadline(t time.Time) error { return zeroDeadline(t) }
-
-// serveStream hands one request on a connection to the handler.
-func (s *Server) serveStream(w http.ResponseWriter, r *http.Request, c *connState) {
-	if !c.enter() {
-		return
-	}
-	defer c.active.Done()
-	st := &Stream{
-		Request: Request{PeerID: c.peer, PeerAddr: c.remote, LocalAddr: c.local, Header: r.Header},
-		w:       w, rc: http.NewResponseController(w), body: r.Body,
-	}
-	switch auth, err := ParseAuthority(r.Host); {
-	case r.Method != http.MethodConnect:
-		st.Invalid = fmt.Errorf("%w: %s", ErrNotConnect, r.Method)
-	case err != nil:
-		st.Invalid = fmt.Errorf("%w: %w", ErrBadAuthority, err)
-	default:
-		st.Authority = auth
-	}
-	c.h(r.Context(), st)
-	st.stopReading()
-	if st.Status() == 0 { // a handler that forgot: the client must not hang
-		st.Refuse(errors.New("not answered"))
-	}
-}
-
-// connState is what the streams of one connection share.
-type connState struct {
-	peer          spiffe.ID
-	remote, local netip.AddrPort
-	h             Handle
-
-	mu      sync.Mutex
-	done    bool           // no new streams; guarded by mu
-	streams int            // streams ever entered; guarded by mu
-	active  sync.WaitGroup // stream handlers; Add only under mu while !done
-}
-
-// enter registers a stream handler; false once the connection is done.
-func (c *connState) enter() bool {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.done {
-		return false
-	}
-	c.streams++
-	c.active.Add(1)
-	return true
-}
-
-// closeAndWait stops new streams, waits for the running ones and returns
-// how many the connection carried.
-func (c *connState) closeAndWait() int {
-	c.mu.Lock()
-	c.done = true
-	n := c.streams
-	c.mu.Unlock()
-	c.active.Wait()
-	return n
-}

@@ -13,11 +13,11 @@
 //   - from a socket (anything with SyscallConn, e.g. to an HBONE stream): wait
 //     until the socket is readable without a buffer (a one-byte MSG_PEEK),
 //     then read into a pooled buffer and give it back after the write.
-//   - from an HBONE client stream (a ReadyWaiter): the same, waiting on the
-//     stream's receive queue.
-//   - from anything else (the HBONE server's request body): reads into a
-//     1 KiB buffer while the traffic is sparse, larger pooled buffers while
-//     reads keep filling them (bulk), and back.
+//   - from an HBONE stream, client or server side (a ReadyWaiter): the
+//     same, waiting on the stream's receive queue.
+//   - from anything else: reads into a 1 KiB buffer while the traffic is
+//     sparse, larger pooled buffers while reads keep filling them (bulk),
+//     and back.
 //
 // Buffers grow with the traffic: a read that fills its buffer moves the
 // next read to the next size (1 KiB, 32 KiB, 256 KiB); a short read moves
