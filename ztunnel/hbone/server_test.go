@@ -10,6 +10,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/netip"
 	"net/url"
 	"runtime"
 	"strings"
@@ -237,4 +238,104 @@ func TestWriteAfterUpstreamClosedIsErrClosed(t *testing.T) {
 	if !errors.Is(err, net.ErrClosed) {
 		t.Fatalf("write after the stream ended: %v, want net.ErrClosed", err)
 	}
+}
+
+// TestUpstreamEndsFirstClientStillSends: when the upstream ends its side
+// first the client reads EOF, and what it sends afterwards still reaches
+// the upstream (TCP half-close, both ways).
+func TestUpstreamEndsFirstClientStillSends(t *testing.T) {
+	got := make(chan int, 1)
+	greetThenCount := func(c *net.TCPConn) {
+		io.WriteString(c, "hello")
+		c.CloseWrite()
+		b, _ := io.ReadAll(c)
+		got <- len(b)
+	}
+	e := newEnv(t, HandlerFunc(dialUpstream), ClientOptions{})
+	c := e.dial(e.target(idA, upstream(t, greetThenCount)))
+	defer c.Close()
+	if b, err := io.ReadAll(c); err != nil || string(b) != "hello" {
+		t.Fatalf("read %q, %v; want hello and EOF", b, err)
+	}
+	payload := strings.Repeat("x", 1<<20)
+	if _, err := io.WriteString(c, payload); err != nil {
+		t.Fatalf("write after the upstream ended its side: %v", err)
+	}
+	if err := c.(interface{ CloseWrite() error }).CloseWrite(); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case n := <-got:
+		if n != len(payload) {
+			t.Fatalf("upstream got %d bytes, want %d", n, len(payload))
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("upstream did not get the client's end of stream")
+	}
+	waitFor(t, "OnDone", func() bool { return len(e.results()) == 1 })
+	if r := e.results()[0]; r.Status != 200 || r.BytesIn != 1<<20 || r.BytesOut != 5 || r.Err != nil {
+		t.Errorf("result %+v", r)
+	}
+}
+
+// TestForeignClient: a general HTTP/2 client (x/net's Transport, as
+// Istio's ztunnel stands for one) opens a CONNECT with a streaming body,
+// gets 200 and moves bytes both ways, and reads the text of refusals.
+func TestForeignClient(t *testing.T) {
+	h := HandlerFunc(func(ctx context.Context, r *Request) (net.Conn, error) {
+		switch r.Authority.Port() {
+		case 1:
+			return nil, fmt.Errorf("policy x: %w", ErrDenied)
+		case 2:
+			return nil, errors.New("connection refused")
+		}
+		return dialUpstream(ctx, r)
+	})
+	e := newEnv(t, h, ClientOptions{})
+	tr := &http2.Transport{TLSClientConfig: e.m.ClientTLSConfig(idA, idB)}
+	defer tr.CloseIdleConnections()
+	connect := func(authority string, body io.Reader) *http.Response {
+		t.Helper()
+		req, err := http.NewRequest(http.MethodConnect, "https://"+e.addr.String(), body)
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.Host = authority
+		resp, err := tr.RoundTrip(req)
+		if err != nil {
+			t.Fatalf("CONNECT %s: %v", authority, err)
+		}
+		return resp
+	}
+
+	pr, pw := io.Pipe()
+	resp := connect(upstream(t, echo).String(), pr)
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("status %d, want 200", resp.StatusCode)
+	}
+	for _, msg := range []string{"ping", strings.Repeat("y", 100<<10)} {
+		go io.WriteString(pw, msg)
+		buf := make([]byte, len(msg))
+		if _, err := io.ReadFull(resp.Body, buf); err != nil || string(buf) != msg {
+			t.Fatalf("echo of %d bytes: %.20q, %v", len(msg), buf, err)
+		}
+	}
+	pw.Close() // END_STREAM: the upstream sees EOF, echo half-closes
+	if rest, err := io.ReadAll(resp.Body); err != nil || len(rest) != 0 {
+		t.Fatalf("after the client's end of stream: %q, %v; want EOF", rest, err)
+	}
+
+	for port, want := range map[uint16]struct {
+		code int
+		text string
+	}{1: {401, "Unauthorized"}, 2: {503, "Service Unavailable"}} {
+		resp := connect(netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), port).String(), nil)
+		body, err := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if err != nil || resp.StatusCode != want.code || strings.TrimSpace(string(body)) != want.text {
+			t.Errorf("port %d: %d %q, %v; want %d %q", port, resp.StatusCode, body, err, want.code, want.text)
+		}
+	}
+	waitFor(t, "OnDone", func() bool { return len(e.results()) == 3 })
 }
