@@ -316,17 +316,24 @@ func chunkClass(n int) int {
 
 // chunkOf copies data into a pooled chunk of its size class.
 func chunkOf(data []byte) *[]byte {
-	c := chunkClass(len(data))
-	bp, _ := chunkPools[c].Get().(*[]byte)
-	if bp == nil || cap(*bp) < len(data) {
-		b := make([]byte, 0, max(minChunk<<c, len(data)))
-		bp = &b
-	}
-	*bp = append((*bp)[:0], data...)
+	bp := newChunk(len(data))
+	copy(*bp, data)
 	return bp
 }
 
-// putChunk gives a chunk made by chunkOf back.
+// newChunk returns a pooled chunk of n bytes.
+func newChunk(n int) *[]byte {
+	c := chunkClass(n)
+	bp, _ := chunkPools[c].Get().(*[]byte)
+	if bp == nil || cap(*bp) < n {
+		b := make([]byte, 0, max(minChunk<<c, n))
+		bp = &b
+	}
+	*bp = (*bp)[:n]
+	return bp
+}
+
+// putChunk gives a chunk made by chunkOf or newChunk back.
 func putChunk(bp *[]byte) {
 	c := chunkClass(cap(*bp))
 	if cap(*bp) != minChunk<<c {

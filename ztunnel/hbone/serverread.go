@@ -6,6 +6,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"time"
 
@@ -24,23 +25,37 @@ var (
 // readLoop reads the client's preface and then every frame until the
 // connection ends or the client breaks the protocol. It returns why:
 // a connError when a GOAWAY should tell the client.
+//
+// DATA payloads are read straight into pooled chunks that the streams
+// queue (the Framer would read them into a buffer of its own, to be
+// copied again, and keep that buffer, the size of the largest frame, for
+// the life of the connection); the Framer reads every other frame.
 func (sc *serverConn) readLoop() error {
 	if err := sc.readPreface(); err != nil {
 		return err
 	}
 	first := true
 	for {
-		f, err := sc.fr.ReadFrame()
+		fh, err := sc.fr.ReadFrameHeader()
 		if err == nil && first {
 			// The preface is followed by the client's SETTINGS.
-			if sf, ok := f.(*http2.SettingsFrame); !ok || sf.IsAck() {
+			if fh.Type != http2.FrameSettings || fh.Flags.Has(http2.FlagSettingsAck) {
 				return connError{http2.ErrCodeProtocol, "client preface not followed by SETTINGS"}
 			}
-			first = false
-			sc.nc.SetReadDeadline(time.Time{})
 		}
 		if err == nil {
-			err = sc.handle(f)
+			if fh.Type == http2.FrameData {
+				err = sc.readData(fh)
+			} else {
+				var f http2.Frame
+				if f, err = sc.fr.ReadFrameForHeader(fh); err == nil {
+					err = sc.handle(f)
+				}
+			}
+		}
+		if err == nil && first {
+			first = false
+			sc.nc.SetReadDeadline(time.Time{})
 		}
 		if err != nil {
 			if first {
@@ -97,8 +112,6 @@ func (sc *serverConn) resetStream(id uint32, code http2.ErrCode, cause error) er
 // other errors end the connection.
 func (sc *serverConn) handle(f http2.Frame) error {
 	switch f := f.(type) {
-	case *http2.DataFrame:
-		return sc.onData(f)
 	case *http2.MetaHeadersFrame:
 		return sc.onHeaders(f)
 	case *http2.WindowUpdateFrame:
@@ -119,28 +132,64 @@ func (sc *serverConn) handle(f http2.Frame) error {
 	return nil
 }
 
-// onData queues a DATA frame's payload on its stream. Bytes for a stream
-// that ended still count against the connection window: they are given
-// back at once.
-func (sc *serverConn) onData(f *http2.DataFrame) error {
-	id, n := f.StreamID, int(f.Length) // padding counts for flow control too
+// readData reads a DATA frame's payload into a pooled chunk and queues
+// it on its stream. Bytes for a stream that ended still count against the
+// connection window: they are given back at once.
+func (sc *serverConn) readData(fh http2.FrameHeader) error {
+	if fh.StreamID == 0 {
+		return connError{http2.ErrCodeProtocol, "DATA on stream 0"}
+	}
+	n := int(fh.Length) // padding counts for flow control too
+	var chunk *[]byte
+	if n > 0 {
+		chunk = newChunk(n)
+		if _, err := io.ReadFull(sc.nc, *chunk); err != nil {
+			putChunk(chunk)
+			return fmt.Errorf("read: %w", err)
+		}
+		if fh.Flags.Has(http2.FlagDataPadded) {
+			// Rare: move the data down rather than keep an offset per chunk.
+			b := *chunk
+			pad := int(b[0])
+			if pad >= n {
+				putChunk(chunk)
+				return connError{http2.ErrCodeProtocol, "DATA padding longer than the frame"}
+			}
+			*chunk = b[:copy(b, b[1:n-pad])]
+		}
+		if len(*chunk) == 0 {
+			putChunk(chunk)
+			chunk = nil
+		}
+	} else if fh.Flags.Has(http2.FlagDataPadded) {
+		return connError{http2.ErrCodeProtocol, "padded DATA without a pad length"}
+	}
+
 	sc.mu.Lock()
 	if int64(n) > sc.recvWin {
 		sc.mu.Unlock()
+		putChunkOf(chunk)
 		return connError{http2.ErrCodeFlowControl, "client overran the connection window"}
 	}
 	sc.recvWin -= int64(n)
-	idle := id > sc.maxID
-	s := sc.streams[id]
+	idle := fh.StreamID > sc.maxID
+	s := sc.streams[fh.StreamID]
 	sc.mu.Unlock()
 	if idle {
-		return connError{http2.ErrCodeProtocol, fmt.Sprintf("DATA on idle stream %d", id)}
+		putChunkOf(chunk)
+		return connError{http2.ErrCodeProtocol, fmt.Sprintf("DATA on idle stream %d", fh.StreamID)}
 	}
 	if s == nil {
+		putChunkOf(chunk)
 		return sc.discard(n)
 	}
-	taken, err := s.deliver(f.Data(), n, f.StreamEnded())
+	data := 0
+	if chunk != nil {
+		data = len(*chunk)
+	}
+	taken, err := s.deliver(chunk, n, fh.Flags.Has(http2.FlagDataEndStream))
 	if !taken {
+		putChunkOf(chunk)
 		if derr := sc.discard(n); err == nil {
 			err = derr
 		}
@@ -148,10 +197,17 @@ func (sc *serverConn) onData(f *http2.DataFrame) error {
 	}
 	// Padding is never read: it goes back to the connection window now
 	// (and to the stream's with its next update).
-	if pad := n - len(f.Data()); pad > 0 {
+	if pad := n - data; pad > 0 {
 		return sc.discard(pad)
 	}
 	return nil
+}
+
+// putChunkOf gives back chunk unless it is nil.
+func putChunkOf(chunk *[]byte) {
+	if chunk != nil {
+		putChunk(chunk)
+	}
 }
 
 // discard returns n bytes nobody will read to the connection window.

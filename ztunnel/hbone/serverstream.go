@@ -115,12 +115,12 @@ func StatusFor(err error) int {
 	return http.StatusServiceUnavailable
 }
 
-// deliver queues data (copied into a pooled chunk) and, with end, ends the
-// receive side; length is the frame's flow-controlled length, padding
-// included. It returns false when the stream takes no more data (the
-// caller gives the window back), with a http2.StreamError when that is
-// the client's fault.
-func (s *Stream) deliver(data []byte, length int, end bool) (bool, error) {
+// deliver queues chunk (a pooled chunk, nil for none), which the stream
+// takes, and, with end, ends the receive side; length is the frame's
+// flow-controlled length, padding included. It returns false when the
+// stream takes no more data (the caller gives the window and the chunk
+// back), with a http2.StreamError when that is the client's fault.
+func (s *Stream) deliver(chunk *[]byte, length int, end bool) (bool, error) {
 	s.mu.Lock()
 	switch {
 	case s.err != nil || s.closed:
@@ -134,8 +134,9 @@ func (s *Stream) deliver(data []byte, length int, end bool) (bool, error) {
 		return false, http2.StreamError{StreamID: s.id, Code: http2.ErrCodeFlowControl, Cause: errStreamOverrun}
 	}
 	s.recvWin -= int64(length)
-	s.unacked += length - len(data) // padding goes back with the next update
-	if len(data) > 0 {
+	s.unacked += length // padding goes back with the next update; the data once read
+	if chunk != nil {
+		s.unacked -= len(*chunk)
 		if s.head > 0 && len(s.queue) == cap(s.queue) {
 			// Full, with read chunks in front: move the unread ones
 			// down rather than grow.
@@ -143,8 +144,8 @@ func (s *Stream) deliver(data []byte, length int, end bool) (bool, error) {
 			clear(s.queue[n:])
 			s.queue, s.head = s.queue[:n], 0
 		}
-		s.queue = append(s.queue, chunkOf(data))
-		s.queued += len(data)
+		s.queue = append(s.queue, chunk)
+		s.queued += len(*chunk)
 	}
 	if end {
 		s.recvEnd = true
