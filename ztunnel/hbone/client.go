@@ -41,8 +41,9 @@ var (
 // reads with at most 256 KiB while a bulk transfer runs and nothing while
 // it is quiet (it waits for a stream to be readable, or for a socket).
 // Per connection, batchConn holds up to 2*maxBatch only while a write or
-// unread data is in flight, and each end's Framer one buffer of the
-// largest frame read and one of the largest frame written.
+// unread data is in flight, each end's Framer one buffer of the largest
+// frame written, and the client's one of the largest frame read (the
+// server reads DATA straight into the chunks its streams queue).
 const (
 	streamWindow = 4 << 20   // one bulk stream is not stalled by window updates
 	connWindow   = 16 << 20  // a few bulk streams per connection

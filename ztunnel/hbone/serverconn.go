@@ -115,7 +115,6 @@ func (sc *serverConn) serve(ctx context.Context, nc net.Conn, p peer, h Handle) 
 	sc.fr.ReadMetaHeaders = hpack.NewDecoder(4096, nil)
 	sc.fr.MaxHeaderListSize = maxHeaderList
 	sc.fr.SetMaxReadFrameSize(maxFrame)
-	sc.fr.SetReuseFrames()
 	sc.henc = hpack.NewEncoder(&sc.hbuf)
 	sc.tableSize = 4096
 	sc.peerTable.Store(4096)

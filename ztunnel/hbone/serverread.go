@@ -29,7 +29,8 @@ var (
 // DATA payloads are read straight into pooled chunks that the streams
 // queue (the Framer would read them into a buffer of its own, to be
 // copied again, and keep that buffer, the size of the largest frame, for
-// the life of the connection); the Framer reads every other frame.
+// the life of the connection); the Framer reads every other frame. So no
+// DATA frame allocates: there is no Frame to reuse (SetReuseFrames).
 func (sc *serverConn) readLoop() error {
 	if err := sc.readPreface(); err != nil {
 		return err
