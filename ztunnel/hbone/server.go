@@ -22,13 +22,17 @@ import (
 const (
 	handshakeTimeout     = 10 * time.Second
 	maxConcurrentStreams = 1000
-	serverIdleTimeout    = 10 * time.Minute // then GOAWAY; clients redial
 )
 
-// prefaceTimeout bounds how long a client may take, after the TLS
-// handshake, to send the HTTP/2 preface and its SETTINGS (a variable for
-// tests).
-var prefaceTimeout = 10 * time.Second
+// Server timeouts (variables for tests).
+var (
+	// prefaceTimeout bounds how long a client may take, after the TLS
+	// handshake, to send the HTTP/2 preface and its SETTINGS.
+	prefaceTimeout = 10 * time.Second
+	// serverIdleTimeout closes a connection without streams for this
+	// long, with a GOAWAY first; clients redial.
+	serverIdleTimeout = 10 * time.Minute
+)
 
 // Request is one CONNECT as the server received it.
 type Request struct {

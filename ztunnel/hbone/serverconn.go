@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"runtime/debug"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -477,10 +478,19 @@ func (sc *serverConn) writeRST(id uint32, code http2.ErrCode) {
 
 // runHandler runs the handler of s and ends the stream after it: a
 // handler that did not answer refuses, one that left the stream open
-// resets it.
+// resets it. A handler that panics has its stream reset
+// (INTERNAL_ERROR); the panic is logged and goes no further.
 func (sc *serverConn) runHandler(ctx context.Context, s *Stream) {
 	defer sc.wg.Done()
 	defer s.cancel()
+	defer func() {
+		if r := recover(); r != nil {
+			sc.log.Error("panic in hbone stream handler, stream reset",
+				"peer", sc.peer.remote.String(), "peer_identity", sc.peer.id.String(), "authority", s.Authority.String(),
+				"panic", fmt.Sprint(r), "stack", string(debug.Stack()))
+			s.abort(http2.ErrCodeInternal)
+		}
+	}()
 	sc.h(ctx, s)
 	if s.Status() == 0 { // a handler that forgot: the client must not hang
 		s.Refuse(errors.New("not answered"))

@@ -519,3 +519,42 @@ func fuzzSeeds() [][]byte {
 		}),
 	}
 }
+
+// TestServerIdleGoAway: a connection without streams for
+// serverIdleTimeout gets a GOAWAY and is closed.
+func TestServerIdleGoAway(t *testing.T) {
+	defer func(d time.Duration) { serverIdleTimeout = d }(serverIdleTimeout)
+	serverIdleTimeout = 100 * time.Millisecond
+	c, done := pipeServer(t, echoHandler)
+	hc := newH2Client(t, c)
+	hc.connect(1, "10.0.0.2:80")
+	hc.write(func(fr *http2.Framer) error { return fr.WriteData(1, true, []byte("x")) })
+	// Not while a stream is open: the GOAWAY comes after the stream ended.
+	hc.await("the echo's END_STREAM", func(f frame) bool {
+		return f.typ == http2.FrameData && f.stream == 1 && f.flags.Has(http2.FlagDataEndStream)
+	})
+	if _, ok := hc.await("GOAWAY", isGoAway(http2.ErrCodeNo)); !ok {
+		t.Fatal("idle connection closed without GOAWAY")
+	}
+	select {
+	case <-done:
+	case <-time.After(5 * time.Second):
+		t.Fatal("idle connection still open after its GOAWAY")
+	}
+}
+
+// TestServerHandlerPanic: a handler's panic resets its stream
+// (INTERNAL_ERROR) and the connection goes on.
+func TestServerHandlerPanic(t *testing.T) {
+	c, _ := pipeServer(t, func(ctx context.Context, s *Stream) {
+		if s.Authority.Port() == 666 {
+			panic("handler bug")
+		}
+		echoHandler(ctx, s)
+	})
+	hc := newH2Client(t, c)
+	hc.connect(1, "10.0.0.2:666")
+	hc.await("INTERNAL_ERROR", isRST(1, http2.ErrCodeInternal))
+	hc.connect(3, "10.0.0.2:80")
+	hc.await("200 after the panic", isStatus(3, "200"))
+}

@@ -305,13 +305,22 @@ func (s *Stream) endSent() {
 // read. A stream whose server side ended already is reset with NO_ERROR
 // ("stop sending", RFC 9113 section 8.1), any other with CANCEL.
 func (s *Stream) Close() error {
+	s.abort(0)
+	return nil
+}
+
+// abort closes the stream, resetting it with code if it is still open
+// (0: as Close does).
+func (s *Stream) abort(code http2.ErrCode) {
 	s.closeOnce.Do(func() {
 		s.mu.Lock()
 		s.closed = true
 		open := s.err == nil && !(s.recvEnd && s.sentEnd)
-		code := http2.ErrCodeCancel
-		if s.sentEnd {
-			code = http2.ErrCodeNo
+		if code == 0 {
+			code = http2.ErrCodeCancel
+			if s.sentEnd {
+				code = http2.ErrCodeNo
+			}
 		}
 		for _, c := range s.queue[s.head:] {
 			putChunk(c)
@@ -329,7 +338,6 @@ func (s *Stream) Close() error {
 		}
 		s.sc.wakeWriters()
 	})
-	return nil
 }
 
 func (s *Stream) LocalAddr() net.Addr  { return net.TCPAddrFromAddrPort(s.Request.LocalAddr) }
