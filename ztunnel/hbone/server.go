@@ -113,7 +113,7 @@ func (s *Server) ServeConn(ctx context.Context, conn *tls.Conn, h Handle) {
 // for sc until the connection ends.
 func (s *Server) serve(ctx context.Context, sc *serverConn, nc net.Conn, p peer, h Handle) {
 	served, err := sc.serve(ctx, nc, p, h)
-	if served == 0 && ctx.Err() == nil && !s.isClosed() {
+	if served == 0 && ctx.Err() == nil && !s.isClosed() && !errors.Is(err, errDrained) {
 		// A peer that passed mTLS but never sent a request: truncated or
 		// malformed HTTP/2.
 		s.log.Warn("hbone connection closed without any CONNECT (truncated or malformed HTTP/2)",

@@ -143,7 +143,7 @@ func (sc *serverConn) serve(ctx context.Context, nc net.Conn, p peer, h Handle) 
 	sc.wg.Wait()
 	sc.mu.Lock()
 	defer sc.mu.Unlock()
-	return sc.served, err
+	return sc.served, sc.closeErr // the first reason: a drain closes the socket under the reader
 }
 
 // writePreface sends the server's SETTINGS and opens the connection

@@ -558,3 +558,32 @@ func TestServerHandlerPanic(t *testing.T) {
 	hc.connect(3, "10.0.0.2:80")
 	hc.await("200 after the panic", isStatus(3, "200"))
 }
+
+// TestServerDrainedIsNotMalformed: a connection closed for being idle
+// is not reported as one that sent no CONNECT.
+func TestServerDrainedIsNotMalformed(t *testing.T) {
+	defer func(d time.Duration) { serverIdleTimeout = d }(serverIdleTimeout)
+	serverIdleTimeout = 50 * time.Millisecond
+	srv := NewServer(ServerOptions{Logger: quietLogger()})
+	a, b := net.Pipe()
+	defer b.Close()
+	type result struct {
+		served int
+		err    error
+	}
+	done := make(chan result, 1)
+	go func() {
+		sc := &serverConn{srv: srv, log: srv.log, hard: a}
+		served, err := sc.serve(context.Background(), a, peer{id: idA}, echoHandler)
+		done <- result{served, err}
+	}()
+	newH2Client(t, b)
+	select {
+	case r := <-done:
+		if r.served != 0 || !errors.Is(r.err, errDrained) {
+			t.Fatalf("served %d, err %v; want 0 and drained", r.served, r.err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("idle connection not closed")
+	}
+}
