@@ -92,7 +92,7 @@ type peer struct {
 // the TLS config must verify the client (identity's ServerTLSConfig does).
 // It returns once every stream handler has returned.
 func (s *Server) ServeConn(ctx context.Context, conn *tls.Conn, h Handle) {
-	sc := &serverConn{srv: s, log: s.log, hard: conn.NetConn()}
+	sc := &serverConn{log: s.log, hard: conn.NetConn()}
 	if !s.track(sc) {
 		conn.Close()
 		return

@@ -35,7 +35,6 @@ import (
 // batchConn). A stream holds no goroutine of the connection and no buffer
 // of its own: only received data that the handler has not read yet.
 type serverConn struct {
-	srv  *Server
 	log  *slog.Logger
 	hard net.Conn // the socket: Server.Close closes it at once
 	nc   net.Conn // HTTP/2's connection: the TLS connection, batched
@@ -71,9 +70,9 @@ type serverConn struct {
 	// timer), written out by flushControl. Guarded by mu.
 	ctlFr       *http2.Framer // writes into ctlBuf
 	ctlBuf      bytes.Buffer
-	ctlGoAway   bool // ctlBuf holds a GOAWAY
-	ctlFlushing bool // a flushControl goroutine runs
-	ctlOut      []byte
+	ctlGoAway   bool   // ctlBuf holds a GOAWAY
+	ctlFlushing bool   // a flushControl goroutine runs
+	ctlOut      []byte // what flushControl writes; only it uses this
 
 	// wg counts stream handlers and flushControl; Add only under mu while
 	// closeErr is nil.

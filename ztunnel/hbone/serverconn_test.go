@@ -31,7 +31,7 @@ func pipeServer(t testing.TB, h Handle) (net.Conn, <-chan struct{}) {
 	t.Helper()
 	srv := NewServer(ServerOptions{Logger: quietLogger()})
 	a, b := net.Pipe()
-	sc := &serverConn{srv: srv, log: srv.log, hard: a}
+	sc := &serverConn{log: srv.log, hard: a}
 	if !srv.track(sc) {
 		t.Fatal("server closed")
 	}
@@ -573,7 +573,7 @@ func TestServerDrainedIsNotMalformed(t *testing.T) {
 	}
 	done := make(chan result, 1)
 	go func() {
-		sc := &serverConn{srv: srv, log: srv.log, hard: a}
+		sc := &serverConn{log: srv.log, hard: a}
 		served, err := sc.serve(context.Background(), a, peer{id: idA}, echoHandler)
 		done <- result{served, err}
 	}()
