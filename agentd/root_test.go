@@ -82,32 +82,43 @@ func startAgentd(t *testing.T, args ...string) (stop func()) {
 // map and has a pinned sk_lookup link.
 func enrolledInKernel(t *testing.T, pinDir string, cookie uint64) bool {
 	t.Helper()
-	m, err := ebpf.LoadPinnedMap(bpf.MapPin(pinDir, bpf.MapEnrolledNetns), nil)
-	if errors.Is(err, os.ErrNotExist) {
-		return false // agentd has not loaded the datapath yet
-	}
-	if err != nil {
-		t.Fatalf("open pinned map: %v", err)
-	}
-	defer m.Close()
-	var v uint8
-	inMap := m.Lookup(cookie, &v) == nil
-	_, err = os.Stat(bpf.LinkPin(pinDir, bpf.SkLookupLinkName(cookie)))
-	hasLink := err == nil
+	inMap, hasLink := kernelState(t, pinDir, cookie)
 	if inMap != hasLink {
 		t.Fatalf("netns %d: in map %v but sk_lookup link pinned %v", cookie, inMap, hasLink)
 	}
 	return inMap
 }
 
+// kernelState is whether netns cookie is in the enrolled map and whether
+// its sk_lookup link is pinned: the two agree except while agentd is
+// enrolling or unenrolling it.
+func kernelState(t *testing.T, pinDir string, cookie uint64) (inMap, hasLink bool) {
+	t.Helper()
+	m, err := ebpf.LoadPinnedMap(bpf.MapPin(pinDir, bpf.MapEnrolledNetns), nil)
+	if errors.Is(err, os.ErrNotExist) {
+		return false, false // agentd has not loaded the datapath yet
+	}
+	if err != nil {
+		t.Fatalf("open pinned map: %v", err)
+	}
+	defer m.Close()
+	var v uint8
+	inMap = m.Lookup(cookie, &v) == nil
+	_, err = os.Stat(bpf.LinkPin(pinDir, bpf.SkLookupLinkName(cookie)))
+	return inMap, err == nil
+}
+
+// waitKernel waits until netns cookie's map entry and link agree on want
+// (in between, while agentd works on it, they may not).
 func waitKernel(t *testing.T, pinDir string, cookie uint64, want bool) {
 	t.Helper()
+	var inMap, hasLink bool
 	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
-		if enrolledInKernel(t, pinDir, cookie) == want {
+		if inMap, hasLink = kernelState(t, pinDir, cookie); inMap == want && hasLink == want {
 			return
 		}
 	}
-	t.Fatalf("netns %d enrolled in the kernel: want %v", cookie, want)
+	t.Fatalf("netns %d enrolled in the kernel: want %v, have map entry %v, sk_lookup link pinned %v", cookie, want, inMap, hasLink)
 }
 
 // TestAgentdRealDatapath runs the whole agent on the real eBPF datapath:
