@@ -53,7 +53,8 @@ var (
 )
 
 // checkServiceDemo: the calls by name reached the three replicas over
-// both families, each over mTLS with the identities each side verified,
+// both families, each over mTLS (or, for a replica on the caller's node,
+// the same-node path) with the identities each side verified,
 // and none failed while a replica was killed. It returns how many
 // replicas were called.
 func checkServiceDemo(t *testing.T, text string) int {
@@ -73,7 +74,7 @@ func checkServiceDemo(t *testing.T, text string) int {
 		}
 		used++
 		if mtls != a+b || r[5] != "spiffe://cluster.local/ns/agents/sa/data-validator" || r[6] != "spiffe://cluster.local/ns/agents/sa/planner" {
-			t.Errorf("replica row %q: want every call over mTLS, data-validator's and planner's identities", r[0])
+			t.Errorf("replica row %q: want every call over mTLS (or joined on the node), data-validator's and planner's identities", r[0])
 		}
 	}
 	if v4 != byNameCalls/2 || v6 != byNameCalls/2 || used < 2 {
@@ -90,11 +91,12 @@ func checkServiceDemo(t *testing.T, text string) int {
 // named as a verified caller planners times.
 func demoWant(planners int) map[string]int {
 	return map[string]int{
-		"yes (both ends)": 3, // the three calls between enrolled agents
-		"sa/planner":      planners,
-		"PLAINTEXT":       1, // only the call to legacy-batch
-		"encrypted":       2, // both cross-node mesh calls
-		"nothing left":    1,
+		"yes (both ends)":               2, // the two cross-node calls between enrolled agents
+		"local (same node, no network)": 1, // and the same-node one
+		"sa/planner":                    planners,
+		"PLAINTEXT":                     1, // only the call to legacy-batch
+		"encrypted":                     2, // both cross-node mesh calls
+		"nothing left":                  1,
 	}
 }
 

@@ -181,7 +181,7 @@ func readServiceLogs(l *lab.Lab, planner *lab.Pod, reps []*replica, start time.T
 		for _, r := range reps {
 			if up := a.Upstream().Addr(); up == r.pod.IPv4() || up == r.pod.IPv6() {
 				r.dstIDs[a.DstIdentity] = true
-				if a.MTLS {
+				if a.MTLS || a.Protocol == "local" {
 					r.mtlsOut++
 				}
 			}
@@ -194,7 +194,7 @@ func readServiceLogs(l *lab.Lab, planner *lab.Pod, reps []*replica, start time.T
 		}
 		for _, a := range in {
 			dst := a.Dst().Addr().Unmap()
-			if a.Direction == "inbound" && a.MTLS && !a.Time.Before(start) && (dst == r.pod.IPv4() || dst == r.pod.IPv6()) &&
+			if a.Direction == "inbound" && (a.MTLS || a.Protocol == "local") && !a.Time.Before(start) && (dst == r.pod.IPv4() || dst == r.pod.IPv6()) &&
 				(a.Src().Addr().Unmap() == planner.IPv4() || a.Src().Addr() == planner.IPv6()) {
 				r.srcIDs[a.SrcIdentity] = true
 			}
@@ -205,7 +205,7 @@ func readServiceLogs(l *lab.Lab, planner *lab.Pod, reps []*replica, start time.T
 
 func printReplicas(w io.Writer, reps []*replica) {
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "REPLICA\tNODE\tCALLS V4/V6\tMTLS\tCALLER'S ZTUNNEL SAW\tCALLEE'S ZTUNNEL SAW")
+	fmt.Fprintln(tw, "REPLICA\tNODE\tCALLS V4/V6\tMTLS OR LOCAL\tCALLER'S ZTUNNEL SAW\tCALLEE'S ZTUNNEL SAW")
 	for _, r := range reps {
 		n := r.calls[0] + r.calls[1]
 		fmt.Fprintf(tw, "%s\tn%d\t%d/%d\t%s\t%s\t%s\n", r.pod.Name, r.pod.Node, r.calls[0], r.calls[1],

@@ -20,7 +20,8 @@ func printReports(w io.Writer, reports []*callReport) {
 	}
 	tw.Flush()
 	fmt.Fprintln(w, `
-MTLS: whether each ztunnel carried the connection over mutual TLS (HBONE), from the access logs
+MTLS: whether each ztunnel carried the connection over mutual TLS (HBONE), from the access logs;
+  local: both pods on one node, joined inside its ztunnel, which knows both identities (nothing on the network)
 of both nodes; the identities are the SPIFFE ids each side verified in the other's certificate.
 ON THE WIRE: whether the reply crossed the bridge between the nodes readable, from a packet capture.`)
 }
@@ -39,6 +40,8 @@ func mtls(r *callReport) string {
 		return "no access log"
 	case r.out != nil && r.in != nil && r.out.MTLS && r.in.MTLS:
 		return "yes (both ends)"
+	case r.out != nil && r.in != nil && r.out.Protocol == "local" && r.in.Protocol == "local":
+		return "local (same node, no network)"
 	case r.out != nil && !r.out.MTLS && r.in == nil:
 		return "no (" + orDash(r.out.Result) + ")"
 	case r.sameNode && r.out != nil && r.in != nil && !r.out.MTLS && !r.in.MTLS:
