@@ -19,6 +19,7 @@ type ProcStats struct {
 	RSS   int64 // resident bytes now (VmRSS)
 	Peak  int64 // resident bytes at the highest so far (VmHWM)
 	FDs   int   // open file descriptors
+	Pipes int   // of them, pipes (ztunnel's relay keeps a few for splicing)
 	Goros int   // goroutines (go_goroutines on its metrics port), -1 unknown
 	// Heap and Stacks are the Go heap and goroutine stacks in use
 	// (go_memstats_heap_inuse_bytes, go_memstats_stack_inuse_bytes), -1
@@ -50,11 +51,17 @@ func ReadProcStats(pid int) (ProcStats, error) {
 			st.Peak = kib(v)
 		}
 	}
-	fds, err := os.ReadDir(fmt.Sprintf("/proc/%d/fd", pid))
+	dir := fmt.Sprintf("/proc/%d/fd", pid)
+	fds, err := os.ReadDir(dir)
 	if err != nil {
 		return st, fmt.Errorf("list fds of %d: %w", pid, err)
 	}
 	st.FDs = len(fds)
+	for _, fd := range fds {
+		if target, err := os.Readlink(dir + "/" + fd.Name()); err == nil && strings.HasPrefix(target, "pipe:") {
+			st.Pipes++
+		}
+	}
 	return st, nil
 }
 

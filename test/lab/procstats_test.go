@@ -29,3 +29,24 @@ func TestReadCPU(t *testing.T) {
 		t.Error("ReadCPU of pid -1: no error")
 	}
 }
+
+// TestReadProcStatsCountsPipes: a new pipe's two fds show as pipes.
+func TestReadProcStatsCountsPipes(t *testing.T) {
+	before, err := ReadProcStats(os.Getpid())
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, w, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	defer w.Close()
+	after, err := ReadProcStats(os.Getpid())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if after.Pipes != before.Pipes+2 || after.FDs != before.FDs+2 {
+		t.Errorf("pipes %d -> %d, fds %d -> %d after os.Pipe: want both +2", before.Pipes, after.Pipes, before.FDs, after.FDs)
+	}
+}
