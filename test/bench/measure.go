@@ -88,7 +88,8 @@ func Measure(ctx context.Context, opts Options) (results []Result, err error) {
 			return nil, fmt.Errorf("bench: profile dir: %w", err)
 		}
 	}
-	l, err := lab.New(ctx, lab.Options{Nodes: 2, BinDir: binDir, Logger: opts.Logger, StartMesh: startMesh, ProfileDir: opts.ProfileDir, AgentdArgs: opts.AgentdArgs})
+	l, err := lab.New(ctx, lab.Options{Nodes: 2, BinDir: binDir, Logger: opts.Logger, StartMesh: startMesh, ProfileDir: opts.ProfileDir, AgentdArgs: opts.AgentdArgs,
+		ZtunnelArgs: []string{"--same-node-fast-path=" + strconv.FormatBool(opts.SameNodeFastPath)}})
 	if err != nil {
 		return nil, fmt.Errorf("bench: build lab: %w", err)
 	}

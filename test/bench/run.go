@@ -31,7 +31,10 @@ type Options struct {
 	// AgentdArgs are added to the data path lab's agentd command lines
 	// (lab.Options.AgentdArgs), for example --sockmap-accel.
 	AgentdArgs []string
-	Logger     *slog.Logger // progress (default: discard)
+	// SameNodeFastPath runs the data path lab's ztunnels with
+	// --same-node-fast-path.
+	SameNodeFastPath bool
+	Logger           *slog.Logger // progress (default: discard)
 	// Command runs the benchmark's client and server inside pods as
 	// Command + [ClientCommand or ServerCommand] + flags. Default:
 	// BinDir/meshlab.
@@ -129,6 +132,7 @@ func parseFlags(args []string, usage io.Writer) (Options, error) {
 		o.AgentdArgs = append(o.AgentdArgs, v)
 		return nil
 	})
+	fs.BoolVar(&o.SameNodeFastPath, "same-node-fast-path", true, "data path: run the ztunnels with --same-node-fast-path (off by default in ztunnel), so the mesh same-node row measures it; false measures same-node HBONE")
 	o.cpFlags.register(fs)
 	verbose := fs.Bool("verbose", false, "log lab progress to stderr")
 	if err := fs.Parse(args); err != nil {
