@@ -197,6 +197,12 @@ func TestServiceVIP(t *testing.T) {
 				retried++
 			}
 		}
+		if failed > 0 {
+			// What each ztunnel saw of the connections that were not ok.
+			for _, node := range []int{1, 2} {
+				dumpLines(t, l.DaemonLog(node, "ztunnel"), "data-validator", `"level":"WARN"`)
+			}
+		}
 		t.Logf("%d connections, %d failed, %d in flight when the app died cut with it, %d failed over to another endpoint; %s not ready %s after the kill; picks of it after: %d",
 			len(attempts), failed, cut, retried, victim.Name, notReady.Sub(killed).Round(time.Millisecond), after[victim.Name]-before[victim.Name])
 		if n := after[victim.Name] - before[victim.Name]; n != 0 {
