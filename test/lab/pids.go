@@ -97,8 +97,9 @@ func killRecorded(path string) (int, error) {
 	return n, s.Err()
 }
 
-// WaitExited waits until process pid has exited: gone, or a zombie (its
-// sockets are closed by then), polling every millisecond. A test that
+// WaitExited waits until process pid has exited: gone, or a zombie with
+// no thread left but its leader (its sockets are closed by then), polling
+// every millisecond. A test that
 // kills an app waits for this before it counts the connections that
 // come after.
 func WaitExited(ctx context.Context, pid int) error {
@@ -110,8 +111,12 @@ func WaitExited(ctx context.Context, pid int) error {
 			return nil
 		}
 		if err == nil {
-			// The state follows the command in parentheses.
-			if i := strings.LastIndexByte(string(stat), ')'); i >= 0 && strings.HasPrefix(string(stat[i+1:]), " Z") {
+			// The state follows the command in parentheses. A zombie
+			// leader is not enough: the other threads of a multithreaded
+			// process (every Go program) may still be exiting, holding
+			// its files (listening sockets that still accept) until the
+			// last of them is gone.
+			if i := strings.LastIndexByte(string(stat), ')'); i >= 0 && strings.HasPrefix(string(stat[i+1:]), " Z") && onlyLeader(pid) {
 				return nil
 			}
 		}
@@ -121,4 +126,14 @@ func WaitExited(ctx context.Context, pid int) error {
 		case <-t.C:
 		}
 	}
+}
+
+// onlyLeader reports whether pid's thread group has no thread left but
+// its leader.
+func onlyLeader(pid int) bool {
+	tasks, err := os.ReadDir(fmt.Sprintf("/proc/%d/task", pid))
+	if errors.Is(err, fs.ErrNotExist) {
+		return true
+	}
+	return err == nil && len(tasks) <= 1
 }
