@@ -66,7 +66,7 @@ func parseFlags(args []string, usage io.Writer) (*options, error) {
 	fs.DurationVar(&o.failover.Budget, "service-connect-budget", d.Budget, "bound of all connects and backoffs of one connection to a Service VIP")
 	fs.DurationVar(&o.failover.BackoffBase, "service-connect-backoff", d.BackoffBase, "first backoff before a failed Service connect is retried (full jitter, doubling)")
 	fs.DurationVar(&o.failover.BackoffMax, "service-connect-backoff-max", d.BackoffMax, "largest backoff between Service connect attempts")
-	fs.BoolVar(&o.sameNodeFastPath, "same-node-fast-path", false, "join connections between two pods of this node inside the tunnel, without TLS and HTTP/2 (policy and telemetry as over HBONE; the access log says protocol local); false: they go over HBONE like cross-node traffic")
+	fs.BoolVar(&o.sameNodeFastPath, "same-node-fast-path", true, "join connections between two pods of this node inside the tunnel, without TLS and HTTP/2 (policy and telemetry as over HBONE; the access log says protocol local); false: they go over HBONE like cross-node traffic")
 	fs.StringVar(&o.clusterDomain, "cluster-domain", dnsproxy.DefaultClusterDomain, "the cluster's DNS domain: the DNS proxy answers svc.ns.svc.<domain> (and svc, svc.ns, svc.ns.svc) from the mesh config")
 	o.log.Register(fs)
 	if err := fs.Parse(args); err != nil {

@@ -132,7 +132,7 @@ func parseFlags(args []string, usage io.Writer) (Options, error) {
 		o.AgentdArgs = append(o.AgentdArgs, v)
 		return nil
 	})
-	fs.BoolVar(&o.SameNodeFastPath, "same-node-fast-path", true, "data path: run the ztunnels with --same-node-fast-path (off by default in ztunnel), so the mesh same-node row measures it; false measures same-node HBONE")
+	fs.BoolVar(&o.SameNodeFastPath, "same-node-fast-path", true, "data path: run the ztunnels with --same-node-fast-path (ztunnel's default), so the mesh same-node row measures it; false measures same-node HBONE")
 	o.cpFlags.register(fs)
 	verbose := fs.Bool("verbose", false, "log lab progress to stderr")
 	if err := fs.Parse(args); err != nil {

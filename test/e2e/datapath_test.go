@@ -13,8 +13,7 @@ import (
 // through the mesh, over IPv4 and IPv6; on the wire between the nodes only
 // TLS to port 15008 is seen; pods outside the mesh are not captured.
 func TestDataPath(t *testing.T) {
-	// The same-node fast path on: the same-node case checks it.
-	l := newLab(t, lab.Options{Nodes: 2, ZtunnelArgs: []string{"--same-node-fast-path"}})
+	l := newLab(t, lab.Options{Nodes: 2})
 	a := addPod(t, l, "a", 1, true)
 	b := addPod(t, l, "b", 2, true)
 	c := addPod(t, l, "c", 1, true)

@@ -91,11 +91,12 @@ func checkServiceDemo(t *testing.T, text string) int {
 // named as a verified caller planners times.
 func demoWant(planners int) map[string]int {
 	return map[string]int{
-		"yes (both ends)": 3, // the three calls between enrolled agents
-		"sa/planner":      planners,
-		"PLAINTEXT":       1, // only the call to legacy-batch
-		"encrypted":       2, // both cross-node mesh calls
-		"nothing left":    1,
+		"yes (both ends)":               2, // the two cross-node calls between enrolled agents
+		"local (same node, no network)": 1, // and the same-node one
+		"sa/planner":                    planners,
+		"PLAINTEXT":                     1, // only the call to legacy-batch
+		"encrypted":                     2, // both cross-node mesh calls
+		"nothing left":                  1,
 	}
 }
 
