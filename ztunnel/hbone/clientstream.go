@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"golang.org/x/net/http2"
@@ -39,6 +40,7 @@ type clientStream struct {
 	err        error     // the stream failed (reset, connection gone); guarded by mu
 	closed     bool      // Close was called; guarded by mu
 	unacked    int       // read and not yet returned to the server's window; guarded by mu
+	push       pusher    // guarded by mu
 	answerOnce sync.Once
 
 	local, remote net.Addr
@@ -74,20 +76,60 @@ func (s *clientStream) deliver(data []byte, end bool) bool {
 		s.cc.resetStream(s.id, http2.ErrCodeFlowControl, errors.New("server overran the stream window"))
 		return false
 	}
+	pushed := 0
 	if len(data) > 0 {
-		s.queue = append(s.queue, chunkOf(data))
-		s.queued += len(data)
+		if s.push.ready(s.queued) {
+			pushed = s.push.push(data)
+		}
+		if pushed < len(data) {
+			s.queue = append(s.queue, chunkOf(data[pushed:]))
+			s.queued += len(data) - pushed
+		}
+	}
+	// Pushed bytes count as read: they go back to the server's windows.
+	var streamUpdate int
+	if pushed > 0 {
+		s.unacked += pushed
+		if s.unacked >= streamWindow/4 && !s.recvEnd && !end {
+			streamUpdate, s.unacked = s.unacked, 0
+		}
 	}
 	if end {
 		s.recvEnd = true
 	}
 	done := s.recvEnd && s.sentEnd
-	s.cond.Broadcast()
+	if s.queued > 0 || end {
+		// Only then: a relay waiting for data while it is pushed stays
+		// asleep.
+		s.cond.Broadcast()
+	}
 	s.mu.Unlock()
 	if done {
 		s.cc.forget(s)
 	}
+	if streamUpdate > 0 {
+		s.cc.writeWindowUpdate(s.id, uint32(streamUpdate))
+	}
+	if pushed > 0 {
+		if u := s.cc.consumed(pushed); u > 0 {
+			s.cc.writeWindowUpdate(0, u)
+		}
+	}
 	return true
+}
+
+// PushTo makes the connection's reader write what the server sends
+// straight to rc while nothing is queued ahead (relay.Pusher); stop ends
+// that and returns the bytes written so.
+func (s *clientStream) PushTo(rc syscall.RawConn) (stop func() int64) {
+	s.mu.Lock()
+	s.push.start(rc)
+	s.mu.Unlock()
+	return func() int64 {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		return s.push.stop()
+	}
 }
 
 // fail ends the stream with err (reset by the server, connection gone).
@@ -139,6 +181,7 @@ var errWriteSideClosed = fmt.Errorf("hbone stream write side closed: %w", net.Er
 // its side and everything was read.
 func (s *clientStream) Read(p []byte) (int, error) {
 	s.mu.Lock()
+	s.push.inFlight = false // a relay reading again wrote what it read before
 	for s.queued == 0 && !s.recvEnd && !s.closed && (s.err == nil || s.err == errWriteSideClosed) {
 		s.cond.Wait()
 	}
@@ -171,6 +214,7 @@ func (s *clientStream) Read(p []byte) (int, error) {
 	}
 	s.queued -= n
 	s.unacked += n
+	s.push.inFlight = n > 0
 	var streamUpdate int
 	if s.unacked >= streamWindow/4 && !s.recvEnd {
 		streamUpdate, s.unacked = s.unacked, 0
@@ -190,6 +234,7 @@ func (s *clientStream) Read(p []byte) (int, error) {
 // waits here so that a quiet stream holds no read buffer.
 func (s *clientStream) WaitReadable() error {
 	s.mu.Lock()
+	s.push.inFlight = false // the relay wrote what it read before
 	for s.queued == 0 && !s.recvEnd && !s.closed && (s.err == nil || s.err == errWriteSideClosed) {
 		s.cond.Wait()
 	}

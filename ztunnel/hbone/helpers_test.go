@@ -36,6 +36,8 @@ type env struct {
 	mu     sync.Mutex
 	done   []Result // streams that ended; guarded by mu
 	active sync.WaitGroup
+	// ended, if set, sees each stream after its relay ended.
+	ended func(s *Stream)
 }
 
 func newEnv(t testing.TB, h HandlerFunc, co ClientOptions) *env {
@@ -138,6 +140,9 @@ func (e *env) handle(ctx context.Context, s *Stream) {
 		return
 	}
 	res.BytesIn, res.BytesOut, res.Err = relay.Join(s, up)
+	if e.ended != nil {
+		e.ended(s)
+	}
 }
 
 // server is the Server new connections go to.

@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"golang.org/x/net/http2"
@@ -49,7 +50,22 @@ type Stream struct {
 	sentEnd   bool      // we ended ours; guarded by mu
 	err       error     // the stream failed (reset, connection gone); guarded by mu
 	closed    bool      // Close was called; guarded by mu
+	push      pusher    // guarded by mu
 	closeOnce sync.Once
+}
+
+// PushTo makes the connection's reader write what the client sends
+// straight to rc while nothing is queued ahead (relay.Pusher); stop ends
+// that and returns the bytes written so.
+func (s *Stream) PushTo(rc syscall.RawConn) (stop func() int64) {
+	s.mu.Lock()
+	s.push.start(rc)
+	s.mu.Unlock()
+	return func() int64 {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		return s.push.stop()
+	}
 }
 
 // Accept answers 200: the tunnel is up.
@@ -135,26 +151,60 @@ func (s *Stream) deliver(chunk *[]byte, length int, end bool) (bool, error) {
 	}
 	s.recvWin -= int64(length)
 	s.unacked += length // padding goes back with the next update; the data once read
+	pushed := 0
 	if chunk != nil {
 		s.unacked -= len(*chunk)
-		if s.head > 0 && len(s.queue) == cap(s.queue) {
-			// Full, with read chunks in front: move the unread ones
-			// down rather than grow.
-			n := copy(s.queue, s.queue[s.head:])
-			clear(s.queue[n:])
-			s.queue, s.head = s.queue[:n], 0
+		if s.push.ready(s.queued) {
+			pushed = s.push.push(*chunk)
 		}
-		s.queue = append(s.queue, chunk)
-		s.queued += len(*chunk)
+		if pushed == len(*chunk) {
+			putChunk(chunk)
+		} else {
+			if s.head > 0 && len(s.queue) == cap(s.queue) {
+				// Full, with read chunks in front: move the unread ones
+				// down rather than grow.
+				n := copy(s.queue, s.queue[s.head:])
+				clear(s.queue[n:])
+				s.queue, s.head = s.queue[:n], 0
+			}
+			if pushed > 0 {
+				s.off = pushed // the queue was empty: this is its head
+			}
+			s.queue = append(s.queue, chunk)
+			s.queued += len(*chunk) - pushed
+		}
+	}
+	// Pushed bytes count as read: they go back to the client's windows.
+	var streamUpdate int
+	if pushed > 0 {
+		s.unacked += pushed
+		if s.unacked >= streamWindow/4 && !s.recvEnd && !end {
+			streamUpdate, s.unacked = s.unacked, 0
+			s.recvWin += int64(streamUpdate)
+		}
 	}
 	if end {
 		s.recvEnd = true
 	}
 	done := s.recvEnd && s.sentEnd
-	s.cond.Broadcast()
+	if s.queued > 0 || end {
+		// Only then: a relay waiting for data while it is pushed stays
+		// asleep.
+		s.cond.Broadcast()
+	}
 	s.mu.Unlock()
 	if done {
 		s.sc.forget(s)
+	}
+	if streamUpdate > 0 {
+		if err := s.sc.queueWindowUpdate(s.id, uint32(streamUpdate)); err != nil {
+			return true, err
+		}
+	}
+	if pushed > 0 {
+		if u := s.sc.consumed(pushed); u > 0 {
+			return true, s.sc.queueWindowUpdate(0, u)
+		}
 	}
 	return true, nil
 }
@@ -181,6 +231,7 @@ func (s *Stream) readableLocked() bool {
 // ended its side and everything was read.
 func (s *Stream) Read(p []byte) (int, error) {
 	s.mu.Lock()
+	s.push.inFlight = false // a relay reading again wrote what it read before
 	for !s.readableLocked() {
 		s.cond.Wait()
 	}
@@ -219,6 +270,7 @@ func (s *Stream) Read(p []byte) (int, error) {
 	}
 	s.queued -= n
 	s.unacked += n
+	s.push.inFlight = n > 0
 	var streamUpdate int
 	if s.unacked >= streamWindow/4 && !s.recvEnd {
 		streamUpdate, s.unacked = s.unacked, 0
@@ -239,6 +291,7 @@ func (s *Stream) Read(p []byte) (int, error) {
 // waits here so that a quiet stream holds no read buffer.
 func (s *Stream) WaitReadable() error {
 	s.mu.Lock()
+	s.push.inFlight = false // the relay wrote what it read before
 	for !s.readableLocked() {
 		s.cond.Wait()
 	}

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"sync"
 	"syscall"
 
@@ -32,6 +33,40 @@ type copier struct {
 // HBONE stream), so the relay lends it a buffer only then.
 type ReadyWaiter interface {
 	WaitReadable() error
+}
+
+// Pusher is a source whose own reader can write what arrives straight to
+// the destination socket while nothing is queued ahead of it (an HBONE
+// stream: the connection's reader goroutine writes, sparing the hand-off
+// to the copy loop's goroutine). PushTo starts that; the stop function it
+// returns ends it and returns the bytes written so. What the socket does
+// not take at once the source queues for Read as before.
+type Pusher interface {
+	PushTo(dst syscall.RawConn) (stop func() int64)
+}
+
+// Explainer is a wrapper whose Read and Write add nothing but an
+// explanation to their errors (authorize.Guard); Unguarded is the conn it
+// wraps. A Pusher may write to its socket: a failed push is left to the
+// copy loop's Write, which explains it.
+type Explainer interface {
+	Unguarded() net.Conn
+}
+
+// pushTarget is the socket a Pusher may write to for dst, nil if none.
+func pushTarget(dst io.Writer) syscall.RawConn {
+	if e, ok := dst.(Explainer); ok {
+		dst = e.Unguarded()
+	}
+	tc := tcpConn(dst)
+	if tc == nil {
+		return nil
+	}
+	rc, err := tc.SyscallConn()
+	if err != nil {
+		return nil
+	}
+	return rc
 }
 
 // streamWaiter adapts a ReadyWaiter.
