@@ -85,8 +85,12 @@ func decisionOf(ctx context.Context, l *lab.Lab, from, to *lab.Pod, r *callRepor
 	ctx, cancel := context.WithTimeout(ctx, 3*time.Second)
 	defer cancel()
 	if r.result.Error == "" {
+		// From the caller's address: a connection of another caller
+		// closed by the policy (revoked) can end after since too.
 		a, err := l.WaitAccessLog(ctx, to.Node, func(a lab.AccessLog) bool {
-			return a.Direction == "inbound" && a.Dst() == r.addr && !a.Time.Before(since)
+			src := a.Src().Addr().Unmap()
+			return a.Direction == "inbound" && a.Dst() == r.addr && !a.Time.Before(since) &&
+				(src == from.IPv4() || src == from.IPv6())
 		})
 		if err != nil {
 			return "-"
