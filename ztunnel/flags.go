@@ -5,12 +5,15 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"slices"
+	"strconv"
 	"strings"
 	"time"
 
 	"github.com/agentmesh/agentmesh/api/mesh"
 	"github.com/agentmesh/agentmesh/internal/configsource"
 	"github.com/agentmesh/agentmesh/internal/logging"
+	"github.com/agentmesh/agentmesh/ztunnel/detect"
 	"github.com/agentmesh/agentmesh/ztunnel/dnsproxy"
 	"github.com/agentmesh/agentmesh/ztunnel/transport"
 )
@@ -30,6 +33,7 @@ type options struct {
 	readyAddr        string
 	maxConns         int
 	sameNodeFastPath bool
+	detect           detect.Options
 	failover         transport.Failover
 	// clusterDomain is the Services' DNS domain the DNS proxy answers.
 	clusterDomain string
@@ -67,6 +71,13 @@ func parseFlags(args []string, usage io.Writer) (*options, error) {
 	fs.DurationVar(&o.failover.BackoffBase, "service-connect-backoff", d.BackoffBase, "first backoff before a failed Service connect is retried (full jitter, doubling)")
 	fs.DurationVar(&o.failover.BackoffMax, "service-connect-backoff-max", d.BackoffMax, "largest backoff between Service connect attempts")
 	fs.BoolVar(&o.sameNodeFastPath, "same-node-fast-path", true, "join connections between two pods of this node inside the tunnel, without TLS and HTTP/2 (policy and telemetry as over HBONE; the access log says protocol local); false: they go over HBONE like cross-node traffic")
+	fs.DurationVar(&o.detect.Timeout, "protocol-detect-timeout", time.Second, "how long an outbound connection to a mesh destination whose port declares no appProtocol waits for the app's first bytes to tell HTTP/1.x and HTTP/2 from opaque TCP (nothing is consumed); a client that sends nothing in time is opaque; 0 turns sniffing off")
+	o.detect.OpaquePorts = slices.Clone(detect.DefaultOpaquePorts)
+	fs.Func("opaque-ports", fmt.Sprintf("comma-separated destination ports never sniffed (opaque unless their Service port declares an appProtocol): server-first protocols, whose clients wait for the server (default %s; \"\" for none)", portList(detect.DefaultOpaquePorts)), func(v string) error {
+		ports, err := parsePorts(v)
+		o.detect.OpaquePorts = ports
+		return err
+	})
 	fs.StringVar(&o.clusterDomain, "cluster-domain", dnsproxy.DefaultClusterDomain, "the cluster's DNS domain: the DNS proxy answers svc.ns.svc.<domain> (and svc, svc.ns, svc.ns.svc) from the mesh config")
 	o.log.Register(fs)
 	if err := fs.Parse(args); err != nil {
@@ -87,8 +98,37 @@ func parseFlags(args []string, usage io.Writer) (*options, error) {
 	if dnsproxy.NormalizeDomain(o.clusterDomain) == "" {
 		return nil, errors.New("--cluster-domain must not be empty")
 	}
+	if o.detect.Timeout < 0 {
+		return nil, errors.New("--protocol-detect-timeout must not be negative")
+	}
 	if o.certLifetime <= 0 {
 		return nil, errors.New("--cert-lifetime must be positive")
 	}
 	return o, nil
+}
+
+// parsePorts reads a comma-separated list of ports.
+func parsePorts(v string) ([]uint16, error) {
+	var out []uint16
+	for f := range strings.SplitSeq(v, ",") {
+		f = strings.TrimSpace(f)
+		if f == "" {
+			continue
+		}
+		p, err := strconv.ParseUint(f, 10, 16)
+		if err != nil || p == 0 {
+			return nil, fmt.Errorf("port %q: want 1-65535", f)
+		}
+		out = append(out, uint16(p))
+	}
+	return out, nil
+}
+
+// portList is ports comma-separated.
+func portList(ports []uint16) string {
+	s := make([]string, len(ports))
+	for i, p := range ports {
+		s[i] = strconv.Itoa(int(p))
+	}
+	return strings.Join(s, ",")
 }

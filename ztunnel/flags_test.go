@@ -4,11 +4,13 @@ import (
 	"bytes"
 	"context"
 	"log/slog"
+	"slices"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/agentmesh/agentmesh/api/mesh"
+	"github.com/agentmesh/agentmesh/ztunnel/detect"
 )
 
 func TestParseFlags(t *testing.T) {
@@ -21,6 +23,16 @@ func TestParseFlags(t *testing.T) {
 		o.adminAddr != "127.0.0.1:15000" || o.metricsAddr != ":15020" || o.readyAddr != ":15021" ||
 		o.log.Format != "json" || o.log.Level != slog.LevelInfo {
 		t.Errorf("defaults: %+v", o)
+	}
+	if o.detect.Timeout != time.Second || !slices.Equal(o.detect.OpaquePorts, detect.DefaultOpaquePorts) || !o.sameNodeFastPath {
+		t.Errorf("defaults: detect %+v, same-node fast path %v", o.detect, o.sameNodeFastPath)
+	}
+	o, err = parseFlags(append(req, "--opaque-ports", " 3306, 9000 ", "--protocol-detect-timeout", "0"), &bytes.Buffer{})
+	if err != nil || !slices.Equal(o.detect.OpaquePorts, []uint16{3306, 9000}) || o.detect.Timeout != 0 {
+		t.Errorf("detect overrides: %+v, %v", o.detect, err)
+	}
+	if o, err = parseFlags(append(req, "--opaque-ports="), &bytes.Buffer{}); err != nil || len(o.detect.OpaquePorts) != 0 {
+		t.Errorf("--opaque-ports= : %+v, %v", o.detect, err)
 	}
 	o, err = parseFlags(append(req, "--log-level", "debug", "--log-format", "text", "--cert-lifetime", "1h"), &bytes.Buffer{})
 	if err != nil || o.log.Level != slog.LevelDebug || o.log.Format != "text" || o.certLifetime != time.Hour {
@@ -35,6 +47,9 @@ func TestParseFlags(t *testing.T) {
 		{append(req, "--log-level", "loud"), "log-level"},
 		{append(req, "--cert-lifetime", "-1h"), "positive"},
 		{append(req, "extra"), "unexpected arguments"},
+		{append(req, "--opaque-ports", "80,http"), `port "http"`},
+		{append(req, "--opaque-ports", "0"), `port "0"`},
+		{append(req, "--protocol-detect-timeout", "-1s"), "must not be negative"},
 	} {
 		if _, err := parseFlags(tc.args, &bytes.Buffer{}); err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("parseFlags(%v) = %v, want %q", tc.args, err, tc.want)

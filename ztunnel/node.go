@@ -16,6 +16,7 @@ import (
 	"github.com/agentmesh/agentmesh/ztunnel/authorize"
 	"github.com/agentmesh/agentmesh/ztunnel/balance"
 	"github.com/agentmesh/agentmesh/ztunnel/classify"
+	"github.com/agentmesh/agentmesh/ztunnel/detect"
 	"github.com/agentmesh/agentmesh/ztunnel/dnsproxy"
 	"github.com/agentmesh/agentmesh/ztunnel/hbone"
 	"github.com/agentmesh/agentmesh/ztunnel/identity"
@@ -78,6 +79,10 @@ type NodeOptions struct {
 	// inside the tunnel, without TLS and HTTP/2 (pipeline.Local); off,
 	// they go over HBONE to the node's own listener like any other.
 	SameNodeFastPath bool
+	// Detect configures the application protocol decision of outbound
+	// flows (package detect); the zero value sniffs nothing (declared
+	// protocols are still recorded).
+	Detect detect.Options
 }
 
 // Node is the per-node tunnel: it owns the listeners inside every handed-over
@@ -173,7 +178,7 @@ func NewNode(o NodeOptions) *Node {
 	n.pipe = &pipeline.Pipeline{
 		Log: o.Logger, Index: n.Index, ConfigChanged: n.configChanged, OrigDst: o.OrigDst, Resolve: resolve.New(n.Index), Authorize: n.auth,
 		Transport: n.transport, Limits: lim, Record: n.rec, HBONEServer: n.server, ServerTLS: o.Certs,
-		HandshakeTimeout: o.HandshakeTimeout,
+		HandshakeTimeout: o.HandshakeTimeout, Detect: detect.New(o.Detect),
 	}
 	return n
 }

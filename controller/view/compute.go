@@ -6,6 +6,7 @@ package view
 
 import (
 	"cmp"
+	"maps"
 	"net/netip"
 	"slices"
 
@@ -39,7 +40,7 @@ type Snapshot struct {
 	// ones its workloads refer to, once.
 	AuthzPolicies []policy.Policy
 	// Warnings are invalid annotations on namespaces (sorted by name), then
-	// on pods (by UID).
+	// on pods (by UID), then on services (by namespace/name).
 	Warnings []Warning
 }
 
@@ -71,8 +72,11 @@ func computeFull(in Inputs) (*Snapshot, *fullIndex) {
 		x.pods[string(p.UID)] = p
 	}
 	x.slices = slicesByService(in.Slices)
-	s.Services = services(in.Services, in.Slices, x.pods)
+	s.Services, x.svcWarn = services(in.Services, in.Slices, x.pods)
 	x.authz = authorize(s, in, x.pods)
+	for _, key := range slices.Sorted(maps.Keys(x.svcWarn)) {
+		s.Warnings = append(s.Warnings, x.svcWarn[key]...)
+	}
 	return s, x
 }
 
@@ -83,6 +87,7 @@ type fullIndex struct {
 	slices    map[string][]*EndpointSlice // by service namespace/name
 	conflicts bool                        // a pod was left out: another holds its address
 	authz     *authzIndex
+	svcWarn   map[string][]Warning // of the services, by namespace/name
 }
 
 // workloads converts the pods that have addresses. When two live pods claim

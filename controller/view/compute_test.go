@@ -3,7 +3,9 @@ package view
 import (
 	"context"
 	"log/slog"
+	"maps"
 	"net/netip"
+	"strings"
 	"testing"
 	"time"
 
@@ -18,6 +20,7 @@ import (
 
 	"github.com/agentmesh/agentmesh/api/meshconfig"
 	"github.com/agentmesh/agentmesh/api/policy"
+	"github.com/agentmesh/agentmesh/controller/api/v1alpha1"
 )
 
 func ns(name string, labels map[string]string) *corev1.Namespace {
@@ -321,5 +324,36 @@ func TestWatcherLoneChangeNotDelayed(t *testing.T) {
 		case <-deadline:
 			t.Fatal("a lone change waited for the debounce")
 		}
+	}
+}
+
+// TestAppProtocolsAnnotation: agentmesh.io/app-protocols sets a port's
+// protocol by name or number over its appProtocol; malformed entries and
+// entries naming no port are Warnings on the Service and change nothing.
+func TestAppProtocolsAnnotation(t *testing.T) {
+	s := svc("a", "tools", func(s *corev1.Service) {
+		s.Spec.Ports = append(s.Spec.Ports,
+			corev1.ServicePort{Name: "grpc", Port: 9000, Protocol: corev1.ProtocolTCP, AppProtocol: ptr("grpc")},
+			corev1.ServicePort{Port: 9100, Protocol: corev1.ProtocolTCP})
+		s.Annotations = map[string]string{v1alpha1.AppProtocolsAnnotation: " http = agentmesh.io/mcp, 9000=tcp,9100=agentmesh.io/a2a, nope=http, garbage,=x"}
+	})
+	ms, ws := serviceOf(s, nil, nil)
+	got := map[uint16]string{}
+	for _, p := range ms.Ports {
+		got[p.Port] = p.AppProtocol
+	}
+	want := map[uint16]string{80: "agentmesh.io/mcp", 9000: "tcp", 9100: "agentmesh.io/a2a"}
+	if !maps.Equal(got, want) {
+		t.Errorf("ports' protocols %v, want %v", got, want)
+	}
+	if len(ws) != 2 || !strings.Contains(ws[0].Message, `"garbage"`) || !strings.Contains(ws[0].Message, `"=x"`) ||
+		!strings.Contains(ws[1].Message, `"nope"`) || ws[0].Object.Kind != "Service" || ws[0].Object.Name != "tools" {
+		t.Errorf("warnings %+v, want one for the malformed entries and one for the unknown port, on the Service", ws)
+	}
+	// Through Compute: the warnings come after the namespaces' and pods'.
+	snap := Compute(Inputs{TrustDomain: "td", Namespaces: []*corev1.Namespace{nsAnnotated("a", map[string]string{v1alpha1.MTLSModeAnnotation: "bogus"})},
+		Services: []*corev1.Service{s}})
+	if len(snap.Warnings) != 3 || snap.Warnings[0].Object.Kind != "Namespace" || snap.Warnings[2].Object.Kind != "Service" {
+		t.Errorf("snapshot warnings %+v, want the namespace's then the service's two", snap.Warnings)
 	}
 }

@@ -85,6 +85,7 @@ type Model struct {
 	ipOwner     map[netip.Addr]string           // address -> workload UID
 	conflicts   bool                            // a pod is left out: another holds its address
 	services    map[string]*meshconfig.Service  // by namespace/name
+	svcWarn     map[string][]Warning            // of the services, by namespace/name
 	svcPods     map[string][]string             // service -> UIDs its slices name
 	podSvcs     map[string]map[string]bool      // UID -> services whose slices name it
 	policies    map[string]*compiled            // by namespace/name
@@ -301,13 +302,15 @@ func (u *update) service(key string) {
 	m.indexSlices(key, eps)
 	old := m.services[key]
 	if svc == nil {
+		delete(m.svcWarn, key)
 		if old != nil {
 			delete(m.services, key)
 			u.d.Services[key] = nil
 		}
 		return
 	}
-	s := serviceOf(svc, eps, m.pods)
+	s, ws := serviceOf(svc, eps, m.pods)
+	setWarnings(m.svcWarn, key, ws)
 	if old != nil && reflect.DeepEqual(old, &s) {
 		return
 	}
@@ -367,7 +370,7 @@ func (m *Model) rebuild(partial *Delta) *Delta {
 		gone(d.Policies, partial.Policies)
 	}
 	m.built, m.td, m.x = true, in.TrustDomain, fx.authz
-	m.namespaces, m.enabled, m.pods, m.conflicts = in.Namespaces, fx.enabled, fx.pods, fx.conflicts
+	m.namespaces, m.enabled, m.pods, m.conflicts, m.svcWarn = in.Namespaces, fx.enabled, fx.pods, fx.conflicts, fx.svcWarn
 	m.podUID = make(map[string]string, len(in.Pods))
 	for _, p := range in.Pods {
 		m.podUID[p.Namespace+"/"+p.Name] = string(p.UID)
@@ -432,6 +435,9 @@ func (m *Model) Status() Status {
 	st.Warnings = slices.Clone(m.x.nsWarnings)
 	for _, uid := range slices.Sorted(maps.Keys(m.x.podWarn)) {
 		st.Warnings = append(st.Warnings, m.x.podWarn[uid]...)
+	}
+	for _, key := range slices.Sorted(maps.Keys(m.svcWarn)) {
+		st.Warnings = append(st.Warnings, m.svcWarn[key]...)
 	}
 	return st
 }

@@ -281,6 +281,12 @@ func (c *changer) one(d *Dirty) {
 		}
 		s := svc(ns, name)
 		s.Spec.Ports[0].Port = int32(80 + r.IntN(3))
+		switch r.IntN(4) { // sometimes the protocol annotation, valid or not
+		case 0:
+			s.Annotations = map[string]string{v1alpha1.AppProtocolsAnnotation: "http=agentmesh.io/mcp"}
+		case 1:
+			s.Annotations = map[string]string{v1alpha1.AppProtocolsAnnotation: "81=tcp,garbage"}
+		}
 		if r.IntN(6) == 0 {
 			s.Spec.Type, s.Spec.ExternalName = corev1.ServiceTypeExternalName, "example.org"
 		}

@@ -5,12 +5,15 @@ import (
 	"maps"
 	"net/netip"
 	"slices"
+	"strconv"
+	"strings"
 
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
 
 	"github.com/agentmesh/agentmesh/api/meshconfig"
+	"github.com/agentmesh/agentmesh/controller/api/v1alpha1"
 )
 
 // EndpointSlice is the discovery/v1 type, aliased for Inputs.
@@ -24,14 +27,17 @@ type EndpointSlice = discoveryv1.EndpointSlice
 // there, and must not reach it in plaintext as if it were outside the
 // mesh. A host-network pod's endpoint is an address of its node, outside
 // the mesh: it names no workload.
-func services(svcs []*corev1.Service, eps []*EndpointSlice, pods map[string]*corev1.Pod) []meshconfig.Service {
+func services(svcs []*corev1.Service, eps []*EndpointSlice, pods map[string]*corev1.Pod) ([]meshconfig.Service, map[string][]Warning) {
 	bySvc := slicesByService(eps)
 	out := make([]meshconfig.Service, 0, len(svcs))
+	warn := map[string][]Warning{}
 	for _, svc := range svcs {
-		out = append(out, serviceOf(svc, bySvc[svc.Namespace+"/"+svc.Name], pods))
+		ms, ws := serviceOf(svc, bySvc[svc.Namespace+"/"+svc.Name], pods)
+		out = append(out, ms)
+		setWarnings(warn, ms.Key(), ws)
 	}
 	slices.SortFunc(out, func(a, b meshconfig.Service) int { return cmp.Compare(a.Key(), b.Key()) })
-	return out
+	return out, warn
 }
 
 // slicesByService groups slices by the namespace/name of their Service.
@@ -56,14 +62,16 @@ func sliceService(s *EndpointSlice) string {
 
 // serviceOf converts one service with the endpoints of its slices; an
 // ExternalName one by its name only.
-func serviceOf(svc *corev1.Service, eps []*EndpointSlice, pods map[string]*corev1.Pod) meshconfig.Service {
+func serviceOf(svc *corev1.Service, eps []*EndpointSlice, pods map[string]*corev1.Pod) (meshconfig.Service, []Warning) {
 	if svc.Spec.Type == corev1.ServiceTypeExternalName {
 		// Only its name: the node's DNS knows it exists.
-		return meshconfig.Service{Name: svc.Name, Namespace: svc.Namespace, ExternalName: cmp.Or(svc.Spec.ExternalName, ".")}
+		return meshconfig.Service{Name: svc.Name, Namespace: svc.Namespace, ExternalName: cmp.Or(svc.Spec.ExternalName, ".")}, nil
 	}
-	ms := meshconfig.Service{Name: svc.Name, Namespace: svc.Namespace, VIPs: vips(svc), Ports: ports(svc)}
+	ms := meshconfig.Service{Name: svc.Name, Namespace: svc.Namespace, VIPs: vips(svc)}
+	var ws []Warning
+	ms.Ports, ws = ports(svc)
 	ms.Endpoints = endpoints(eps, pods)
-	return ms
+	return ms, ws
 }
 
 // slicePods are the UIDs of the pods eps name, whether or not they are
@@ -94,8 +102,23 @@ func vips(svc *corev1.Service) []netip.Addr {
 	return out
 }
 
-func ports(svc *corev1.Service) []meshconfig.ServicePort {
+// ports converts svc's ports, each with the application protocol its
+// agentmesh.io/app-protocols entry (by port name, then number) or else its
+// appProtocol declares. A malformed annotation or an entry that names no
+// port is a Warning; the rest of it applies.
+func ports(svc *corev1.Service) ([]meshconfig.ServicePort, []Warning) {
 	var out []meshconfig.ServicePort
+	var ws []Warning
+	ref := corev1.ObjectReference{Kind: "Service", APIVersion: "v1", Namespace: svc.Namespace, Name: svc.Name, UID: svc.UID}
+	var override map[string]string
+	if a, ok := svc.Annotations[v1alpha1.AppProtocolsAnnotation]; ok {
+		var err error
+		override, err = v1alpha1.ParseAppProtocols(a)
+		if err != nil {
+			ws = append(ws, warning(ref, v1alpha1.AppProtocolsAnnotation+": "+err.Error()+"; those entries are ignored"))
+		}
+	}
+	used := map[string]bool{}
 	for _, p := range svc.Spec.Ports {
 		sp := meshconfig.ServicePort{Name: p.Name, Port: uint16(p.Port), Protocol: string(p.Protocol)}
 		switch {
@@ -109,9 +132,25 @@ func ports(svc *corev1.Service) []meshconfig.ServicePort {
 		if p.AppProtocol != nil {
 			sp.AppProtocol = *p.AppProtocol
 		}
+		num := strconv.Itoa(int(p.Port))
+		if v, ok := override[p.Name]; ok && p.Name != "" {
+			sp.AppProtocol, used[p.Name] = v, true
+		} else if v, ok := override[num]; ok {
+			sp.AppProtocol, used[num] = v, true
+		}
 		out = append(out, sp)
 	}
-	return out
+	var unknown []string
+	for k := range override {
+		if !used[k] {
+			unknown = append(unknown, strconv.Quote(k))
+		}
+	}
+	if len(unknown) > 0 {
+		slices.Sort(unknown)
+		ws = append(ws, warning(ref, v1alpha1.AppProtocolsAnnotation+": no port named or numbered "+strings.Join(unknown, ", ")+"; those entries are ignored"))
+	}
+	return out, ws
 }
 
 // endpoints merges the slices' endpoints, one per primary address (a ready

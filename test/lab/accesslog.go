@@ -35,6 +35,10 @@ type AccessLog struct {
 	DstService   string `json:"dst_service"`
 	UpstreamAddr string `json:"upstream_addr"`
 	Attempts     int    `json:"attempts"`
+	// AppProtocol is what an outbound flow carries (tcp, http1, ...) and
+	// AppProtocolBy how that was decided (declared, sniffed, ...).
+	AppProtocol   string `json:"app_protocol"`
+	AppProtocolBy string `json:"app_protocol_by"`
 }
 
 // Upstream parses UpstreamAddr (zero if it is not ip:port).

@@ -62,6 +62,12 @@ type Flow struct {
 	Upstream    netip.AddrPort
 	Attempts    int
 
+	// AppProtocol is what the flow carries as far as ztunnel can tell
+	// (package detect: tcp, http1, http2, grpc, a2a, mcp), and Detected
+	// how that was decided (declared, sniffed, timeout, ...); outbound
+	// flows only, "" elsewhere.
+	AppProtocol, Detected string
+
 	// Sent is what the opener sent, Received what it got back.
 	Sent, Received int64
 	Err            error

@@ -14,6 +14,16 @@ import (
 	"github.com/agentmesh/agentmesh/ztunnel/transport"
 )
 
+// detect decides what f carries (package detect) and counts it.
+func (pl *Pipeline) detect(f *flow.Flow, c net.Conn) {
+	if pl.Detect == nil {
+		return
+	}
+	dc, _ := c.(detect.Conn)
+	pl.Detect.Outbound(f, dc)
+	pl.Record.Detected(f)
+}
+
 // Outbound proxies one connection an app of p opened, redirected by the
 // eBPF connect hooks to the pod's outbound listener (127.0.0.1:15001 or
 // [::1]:15001). A failure before the upstream is up resets the app's
@@ -28,11 +38,9 @@ func (pl *Pipeline) Outbound(ctx context.Context, p *flow.Pod, c net.Conn) {
 	}
 	pl.Resolve.Outbound(f, p)
 	pl.Record.Opened(f)
-	switch detect.Detect(f) {
-	case detect.Opaque:
-		// The L4 path below. Detected protocols will take the
-		// per-request path here.
-	}
+	pl.detect(f, c)
+	// Every flow takes the L4 path below for now; the per-request L7
+	// path will branch off here for the protocols detect names.
 	var up net.Conn
 	if f.Service != nil {
 		var done func()

@@ -24,6 +24,7 @@ import (
 	"github.com/agentmesh/agentmesh/api/meshconfig"
 	"github.com/agentmesh/agentmesh/ztunnel/authorize"
 	"github.com/agentmesh/agentmesh/ztunnel/classify"
+	"github.com/agentmesh/agentmesh/ztunnel/detect"
 	"github.com/agentmesh/agentmesh/ztunnel/hbone"
 	"github.com/agentmesh/agentmesh/ztunnel/limits"
 	"github.com/agentmesh/agentmesh/ztunnel/record"
@@ -39,10 +40,13 @@ type Pipeline struct {
 	ConfigChanged func() <-chan struct{}
 	OrigDst       classify.OrigDst
 	Resolve       *resolve.Resolver
-	Authorize     *authorize.Authorizer
-	Transport     *transport.Transport
-	Limits        *limits.Limits
-	Record        *record.Recorder
+	// Detect decides the application protocol of outbound flows (nil:
+	// none is decided).
+	Detect    *detect.Detector
+	Authorize *authorize.Authorizer
+	Transport *transport.Transport
+	Limits    *limits.Limits
+	Record    *record.Recorder
 	// HBONE serves the CONNECT streams of inbound mTLS connections.
 	HBONEServer *hbone.Server
 	// ServerTLS gives the server TLS config of a pod's HBONE listener.

@@ -18,6 +18,7 @@ type Metrics struct {
 	ServiceConns      *prometheus.CounterVec // service, result
 	ServiceRetries    *prometheus.CounterVec // service, reason
 	Suspicious        *prometheus.CounterVec // reason
+	Detected          *prometheus.CounterVec // protocol, by
 }
 
 func newMetrics(reg prometheus.Registerer) *Metrics {
@@ -56,12 +57,16 @@ func newMetrics(reg prometheus.Registerer) *Metrics {
 			Name: "ztunnel_service_connect_retries_total",
 			Help: "Failovers: connects to a Service endpoint that failed and were tried again on another, by service and the failure (refused, timeout, unreachable, status_<code>, error).",
 		}, []string{"service", "reason"}),
+		Detected: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "ztunnel_protocol_detected_total",
+			Help: "Outbound connections by the application protocol decided (tcp, http1, http2, grpc, a2a, mcp) and how: declared (appProtocol or agentmesh.io/app-protocols), sniffed, timeout (the client sent nothing in time), inconclusive, opaque_port, not_sniffed (outside the mesh, or sniffing off).",
+		}, []string{"protocol", "by"}),
 		Suspicious: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "ztunnel_suspicious_connections_total",
 			Help: "Inbound plaintext connections from the address of a pod in the mesh (which never sends plaintext to a mesh pod): given no workload identity, by reason.",
 		}, []string{"reason"}),
 	}
 	reg.MustRegister(m.Opened, m.Closed, m.Bytes, m.Rejected, m.HandshakeFailures, m.Panics,
-		m.PolicyDecisions, m.PolicyClosed, m.ServiceConns, m.ServiceRetries, m.Suspicious)
+		m.PolicyDecisions, m.PolicyClosed, m.ServiceConns, m.ServiceRetries, m.Suspicious, m.Detected)
 	return m
 }

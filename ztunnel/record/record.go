@@ -73,6 +73,11 @@ func (r *Recorder) ServiceRetry(service, reason string) {
 	r.M.ServiceRetries.WithLabelValues(service, reason).Inc()
 }
 
+// Detected counts an outbound flow's application protocol decision.
+func (r *Recorder) Detected(f *flow.Flow) {
+	r.M.Detected.WithLabelValues(f.AppProtocol, f.Detected).Inc()
+}
+
 // Suspicious counts a plaintext connection stripped of the workload its
 // address belongs to.
 func (r *Recorder) Suspicious(reason string) { r.M.Suspicious.WithLabelValues(reason).Inc() }
@@ -98,6 +103,9 @@ func (r *Recorder) Access(f *flow.Flow) {
 		slog.Int64("bytes_received", f.Received),
 		slog.Int64("duration_ms", time.Since(f.Start).Milliseconds()),
 		slog.String("result", result),
+	}
+	if f.AppProtocol != "" {
+		attrs = append(attrs, slog.String("app_protocol", f.AppProtocol), slog.String("app_protocol_by", f.Detected))
 	}
 	if f.Service != nil {
 		attrs = append(attrs, slog.String("upstream_addr", addrString(f.Upstream)), slog.Int("attempts", f.Attempts))

@@ -168,16 +168,71 @@ func TestKubectlWorkflow(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	mtls := 0
+	mtls, sniffed := 0, 0
 	for _, a := range logs {
 		// mTLS, or the same-node path for a replica on the caller's node.
 		if a.Direction == "outbound" && a.DstService == "web/web" && (a.MTLS || a.Protocol == "local") && a.DstIdentity == "spiffe://cluster.local/ns/web/sa/default" {
 			mtls++
+			// The port declares nothing: the calls' request lines
+			// told.
+			if a.AppProtocol == "http1" && a.AppProtocolBy == "sniffed" {
+				sniffed++
+			}
 		}
 	}
 	if mtls < ok {
 		t.Errorf("%d mTLS or same-node outbound lines to web/web on the caller's node, want at least the %d calls", mtls, ok)
 	}
+	if sniffed != mtls {
+		t.Errorf("%d of %d outbound lines to web/web say app_protocol http1 (sniffed)", sniffed, mtls)
+	}
+	checkAppProtocolsAnnotation(ctx, t, l, kc, caller)
+}
+
+// checkAppProtocolsAnnotation declares web's port MCP with the
+// agentmesh.io/app-protocols annotation (plus a malformed entry and one
+// for a port web does not have): every node's ztunnel gets the port's new
+// protocol, the next call is recorded as declared mcp, and the Service
+// gets a Warning event for the two bad entries.
+func checkAppProtocolsAnnotation(ctx context.Context, t *testing.T, l *lab.Lab, kc *kubectl, caller *lab.Pod) {
+	t.Helper()
+	kc.must(ctx, "-n", "web", "annotate", "service/web", "agentmesh.io/app-protocols=http=agentmesh.io/mcp,9999=tcp,garbage")
+	for node := 1; node <= l.Nodes(); node++ {
+		waitFor(t, fmt.Sprintf("n%d's ztunnel has web/web's port as agentmesh.io/mcp", node), func() (bool, string) {
+			svcs, err := l.ZtunnelServices(ctx, node, "web/web")
+			if err != nil {
+				return false, err.Error()
+			}
+			return len(svcs[0].Ports) == 1 && svcs[0].Ports[0].AppProtocol == "agentmesh.io/mcp", fmt.Sprintf("%+v", svcs[0].Ports)
+		})
+	}
+	since := time.Now()
+	if r := callByName(ctx, caller, "http://web/"); r.Error != "" || r.Status != 200 {
+		t.Fatalf("caller -> web after the annotation: %+v", r)
+	}
+	waitFor(t, "the call's access line, declared mcp", func() (bool, string) {
+		logs, err := l.AccessLogs(caller.Node)
+		if err != nil {
+			return false, err.Error()
+		}
+		var seen []string
+		for _, a := range logs {
+			if a.Direction == "outbound" && a.DstService == "web/web" && !a.Time.Before(since) {
+				if a.AppProtocol == "mcp" && a.AppProtocolBy == "declared" {
+					return true, ""
+				}
+				seen = append(seen, a.AppProtocol+"/"+a.AppProtocolBy)
+			}
+		}
+		return false, fmt.Sprintf("lines since: %v", seen)
+	})
+	waitFor(t, "a Warning event on service/web for the bad entries", func() (bool, string) {
+		out, err := kc.run(ctx, "", "-n", "web", "get", "events", "--field-selector", "involvedObject.kind=Service,involvedObject.name=web,type=Warning", "-o", "jsonpath={.items[*].message}")
+		if err != nil {
+			return false, err.Error()
+		}
+		return strings.Contains(out, `"garbage"`) && strings.Contains(out, `"9999"`), out
+	})
 }
 
 // dumpLines logs the lines of path that contain any of subs, but not the
