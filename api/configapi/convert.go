@@ -231,6 +231,7 @@ func (e *encoder) workloads(ws []meshconfig.Workload) ([]*pb.Workload, error) {
 		m.Labels = e.labelList(w.Labels)
 		m.Enrolled = w.Enrolled
 		m.Netns = w.Netns
+		m.WorkloadName = w.WorkloadName
 		var err error
 		if m.Ips, err = e.addrList(w.IPs); err != nil {
 			return nil, fmt.Errorf("workload %s: ips: %w", w.UID, err)
@@ -597,6 +598,7 @@ func (d *decoder) workloads(ms []*pb.Workload) ([]meshconfig.Workload, error) {
 		w.Node = m.GetNode()
 		w.Enrolled = m.GetEnrolled()
 		w.Netns = m.GetNetns()
+		w.WorkloadName = m.GetWorkloadName()
 		if ls := m.GetLabels(); len(ls) > 0 {
 			w.Labels = make(map[string]string, len(ls))
 			for _, l := range ls {

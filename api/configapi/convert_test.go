@@ -65,7 +65,7 @@ func representative() *ConfigResponse {
 					ProbePorts: []uint16{8080, 9090},
 				},
 			},
-			{UID: "b", Name: "db", Namespace: "data", ServiceAccount: "db", Node: "n2", IPs: []netip.Addr{netip.MustParseAddr("::ffff:10.0.0.9")}, Netns: "/run/netns/db",
+			{UID: "b", Name: "db", Namespace: "data", ServiceAccount: "db", Node: "n2", IPs: []netip.Addr{netip.MustParseAddr("::ffff:10.0.0.9")}, Netns: "/run/netns/db", WorkloadName: "db",
 				Authz: &policy.Target{MTLSMode: policy.MTLSPermissive, Default: policy.ActionAllow}},
 			{UID: "c", Name: "bare", Namespace: "x", ServiceAccount: "default", Node: "n2", Authz: &policy.Target{}},
 			{UID: "d"},
@@ -310,7 +310,7 @@ func randResponse(r *rand.Rand) *ConfigResponse {
 	for range r.IntN(6) {
 		w := meshconfig.Workload{
 			UID: g.str(), Name: g.str(), Namespace: g.str(), ServiceAccount: g.str(), Node: g.str(),
-			IPs: g.addrs(3), Labels: g.labels(), Enrolled: r.IntN(2) == 0, Netns: g.str(),
+			IPs: g.addrs(3), Labels: g.labels(), Enrolled: r.IntN(2) == 0, Netns: g.str(), WorkloadName: g.str(),
 		}
 		if r.IntN(3) == 0 {
 			w.Authz = g.target()

@@ -446,6 +446,8 @@ func (d *wireDecoder) workload(b []byte, w *meshconfig.Workload) error {
 			w.Enrolled = f.u != 0
 		case 9<<3 | wireBytes:
 			w.Netns, err = d.str(f.b)
+		case 11<<3 | wireBytes:
+			w.WorkloadName, err = d.intern(f.b)
 		case 10<<3 | wireBytes:
 			if t == nil {
 				t = d.targets.one()

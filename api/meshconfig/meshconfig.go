@@ -19,8 +19,14 @@ import (
 
 // Workload is one pod as the mesh sees it.
 type Workload struct {
-	UID            string            `json:"uid"`
-	Name           string            `json:"name"`
+	UID  string `json:"uid"`
+	Name string `json:"name"`
+	// WorkloadName is the name of what runs the pod: its controller (a
+	// Deployment's ReplicaSet with its pod-template-hash suffix taken off,
+	// so the Deployment; a StatefulSet, DaemonSet, Job), else the pod's
+	// own name. It stays the same across a rollout, so metrics use it
+	// (Istio's workload_name).
+	WorkloadName   string            `json:"workloadName,omitempty"`
 	Namespace      string            `json:"namespace"`
 	ServiceAccount string            `json:"serviceAccount"`
 	Node           string            `json:"node"`

@@ -9,6 +9,7 @@ import (
 	"maps"
 	"net/netip"
 	"slices"
+	"strings"
 
 	corev1 "k8s.io/api/core/v1"
 
@@ -135,6 +136,7 @@ func workload(p *corev1.Pod, nsEnabled bool) (meshconfig.Workload, bool) {
 	return meshconfig.Workload{
 		UID:            string(p.UID),
 		Name:           p.Name,
+		WorkloadName:   workloadName(p),
 		Namespace:      p.Namespace,
 		ServiceAccount: sa,
 		Node:           p.Spec.NodeName,
@@ -142,6 +144,26 @@ func workload(p *corev1.Pod, nsEnabled bool) (meshconfig.Workload, bool) {
 		Labels:         p.Labels,
 		Enrolled:       nsEnabled && p.Labels[DataplaneLabel] != DataplaneOff,
 	}, true
+}
+
+// workloadName is what runs p: the name of its controller (a ReplicaSet
+// made by a Deployment without its pod-template-hash suffix, so the
+// Deployment's name), else p's own name.
+func workloadName(p *corev1.Pod) string {
+	for _, o := range p.OwnerReferences {
+		if o.Controller == nil || !*o.Controller {
+			continue
+		}
+		if o.Kind == "ReplicaSet" {
+			if h := p.Labels["pod-template-hash"]; h != "" {
+				if name, ok := strings.CutSuffix(o.Name, "-"+h); ok && name != "" {
+					return name
+				}
+			}
+		}
+		return o.Name
+	}
+	return p.Name
 }
 
 func finished(p *corev1.Pod) bool {

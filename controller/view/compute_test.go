@@ -47,7 +47,7 @@ func pod(namespace, name, node, ip string, mod ...func(*corev1.Pod)) *corev1.Pod
 }
 
 func wl(namespace, name, node string, enrolled bool, ips ...string) meshconfig.Workload {
-	w := meshconfig.Workload{UID: "uid-" + name, Name: name, Namespace: namespace, ServiceAccount: "sa-" + name,
+	w := meshconfig.Workload{UID: "uid-" + name, Name: name, WorkloadName: name, Namespace: namespace, ServiceAccount: "sa-" + name,
 		Node: node, Enrolled: enrolled, Authz: &policy.Target{MTLSMode: policy.MTLSPermissive, Default: policy.ActionAllow}}
 	for _, ip := range ips {
 		w.IPs = append(w.IPs, netip.MustParseAddr(ip))
@@ -355,5 +355,33 @@ func TestAppProtocolsAnnotation(t *testing.T) {
 		Services: []*corev1.Service{s}})
 	if len(snap.Warnings) != 3 || snap.Warnings[0].Object.Kind != "Namespace" || snap.Warnings[2].Object.Kind != "Service" {
 		t.Errorf("snapshot warnings %+v, want the namespace's then the service's two", snap.Warnings)
+	}
+}
+
+// TestWorkloadName: what runs a pod, stable across rollouts.
+func TestWorkloadName(t *testing.T) {
+	owned := func(kind, name string, controller bool) metav1.OwnerReference {
+		return metav1.OwnerReference{Kind: kind, Name: name, Controller: ptr(controller)}
+	}
+	for _, tc := range []struct {
+		name   string
+		owners []metav1.OwnerReference
+		labels map[string]string
+		want   string
+	}{
+		{"deployment", []metav1.OwnerReference{owned("ReplicaSet", "web-5d9c7b8f6", true)}, map[string]string{"pod-template-hash": "5d9c7b8f6"}, "web"},
+		{"deployment with dashes", []metav1.OwnerReference{owned("ReplicaSet", "data-validator-v2-7f8b", true)}, map[string]string{"pod-template-hash": "7f8b"}, "data-validator-v2"},
+		{"bare replicaset", []metav1.OwnerReference{owned("ReplicaSet", "rs-abc", true)}, nil, "rs-abc"},
+		{"hash that is not the suffix", []metav1.OwnerReference{owned("ReplicaSet", "web-5d9c", true)}, map[string]string{"pod-template-hash": "zzz"}, "web-5d9c"},
+		{"statefulset", []metav1.OwnerReference{owned("StatefulSet", "db", true)}, nil, "db"},
+		{"daemonset", []metav1.OwnerReference{owned("DaemonSet", "agentd", true)}, nil, "agentd"},
+		{"job", []metav1.OwnerReference{owned("Job", "batch-1", true)}, nil, "batch-1"},
+		{"only a non-controller owner", []metav1.OwnerReference{owned("ConfigMap", "x", false)}, nil, "p1"},
+		{"bare pod", nil, nil, "p1"},
+	} {
+		p := pod("a", "p1", "n1", "10.0.0.1", func(p *corev1.Pod) { p.OwnerReferences, p.Labels = tc.owners, tc.labels })
+		if got := workloadName(p); got != tc.want {
+			t.Errorf("%s: workloadName = %q, want %q", tc.name, got, tc.want)
+		}
 	}
 }

@@ -68,6 +68,11 @@ type Flow struct {
 	// flows only, "" elsewhere.
 	AppProtocol, Detected string
 
+	// TCPLabels are the flow's label values of the agentmesh_tcp_*
+	// metrics, set by record when the flow connected (nil before, or
+	// when it never did).
+	TCPLabels []string
+
 	// Sent is what the opener sent, Received what it got back.
 	Sent, Received int64
 	Err            error

@@ -71,6 +71,7 @@ func (pl *Pipeline) stream(ctx context.Context, p *flow.Pod, live *authorize.Liv
 		f.Err = err
 		up.Close()
 	} else {
+		pl.Record.Connected(f)
 		f.Sent, f.Received, f.Err = relay.Join(s, up)
 	}
 	stop()

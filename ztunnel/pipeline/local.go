@@ -58,6 +58,7 @@ func (pl *Pipeline) Local(ctx context.Context, src *flow.Pod, f *flow.Flow, dst 
 		pl.Record.Access(fi)
 		return nil, err
 	}
+	pl.Record.Connected(fi)
 	lu := &localUpstream{Conn: up, pl: pl, fi: fi, ac: ac, release: d.Release}
 	// Revoked, or the destination pod went: both sockets are closed, as
 	// the end of the HBONE stream would close the app's.

@@ -68,6 +68,7 @@ func (pl *Pipeline) Outbound(ctx context.Context, p *flow.Pod, c net.Conn) {
 		limits.Refuse(c)
 		return
 	}
+	pl.Record.Connected(f)
 	stop := context.AfterFunc(ctx, func() { up.Close() })
 	defer stop()
 	joinLocal(up, c)

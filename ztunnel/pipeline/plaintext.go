@@ -53,6 +53,7 @@ func (pl *Pipeline) Plaintext(ctx context.Context, p *flow.Pod, live *authorize.
 	ac.Attach(func() { cancel(); c.Close() })
 	up, err := pl.Transport.Deliver(ctx, p, f.Dst)
 	if err == nil {
+		pl.Record.Connected(f)
 		stop := context.AfterFunc(ctx, func() { up.Close() })
 		f.Sent, f.Received, f.Err = relay.Join(c, up)
 		stop()

@@ -19,7 +19,20 @@ type Metrics struct {
 	ServiceRetries    *prometheus.CounterVec // service, reason
 	Suspicious        *prometheus.CounterVec // reason
 	Detected          *prometheus.CounterVec // protocol, by
+	// Per workload (TCPLabelNames): connections that connected, closed,
+	// and their bytes.
+	TCPOpened, TCPClosed, TCPReceived, TCPSent *prometheus.CounterVec
 }
+
+// TCPLabelNames label the agentmesh_tcp_* metrics. reporter is source
+// (the caller's node, outbound) or destination (the callee's node,
+// inbound); workloads are what runs the pods (their Deployment and so
+// on, meshconfig.Workload.WorkloadName); destination_service is the
+// Service the caller addressed (known to the source only); security is
+// mutual_tls, local (the same-node fast path) or none. Unknown values are
+// "unknown": every value comes from the mesh config, so the series are
+// bounded by the workloads and services there are.
+var TCPLabelNames = []string{"reporter", "source_workload", "source_namespace", "destination_workload", "destination_namespace", "destination_service", "security"}
 
 func newMetrics(reg prometheus.Registerer) *Metrics {
 	m := &Metrics{
@@ -61,12 +74,25 @@ func newMetrics(reg prometheus.Registerer) *Metrics {
 			Name: "ztunnel_protocol_detected_total",
 			Help: "Outbound connections by the application protocol decided (tcp, http1, http2, grpc, a2a, mcp) and how: declared (appProtocol or agentmesh.io/app-protocols), sniffed, timeout (the client sent nothing in time), inconclusive, opaque_port, not_sniffed (outside the mesh, or sniffing off).",
 		}, []string{"protocol", "by"}),
+		TCPOpened: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "agentmesh_tcp_connections_opened_total", Help: "Connections proxied once connected end to end, by workload (see the labels).",
+		}, TCPLabelNames),
+		TCPClosed: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "agentmesh_tcp_connections_closed_total", Help: "Connections counted in agentmesh_tcp_connections_opened_total that ended.",
+		}, TCPLabelNames),
+		TCPReceived: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "agentmesh_tcp_received_bytes_total", Help: "Bytes the caller sent (the request direction) on connections that ended.",
+		}, TCPLabelNames),
+		TCPSent: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "agentmesh_tcp_sent_bytes_total", Help: "Bytes sent back to the caller (the response direction) on connections that ended.",
+		}, TCPLabelNames),
 		Suspicious: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "ztunnel_suspicious_connections_total",
 			Help: "Inbound plaintext connections from the address of a pod in the mesh (which never sends plaintext to a mesh pod): given no workload identity, by reason.",
 		}, []string{"reason"}),
 	}
 	reg.MustRegister(m.Opened, m.Closed, m.Bytes, m.Rejected, m.HandshakeFailures, m.Panics,
-		m.PolicyDecisions, m.PolicyClosed, m.ServiceConns, m.ServiceRetries, m.Suspicious, m.Detected)
+		m.PolicyDecisions, m.PolicyClosed, m.ServiceConns, m.ServiceRetries, m.Suspicious, m.Detected,
+		m.TCPOpened, m.TCPClosed, m.TCPReceived, m.TCPSent)
 	return m
 }

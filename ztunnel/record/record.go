@@ -5,6 +5,7 @@
 package record
 
 import (
+	"cmp"
 	"context"
 	"log/slog"
 	"net/netip"
@@ -73,6 +74,45 @@ func (r *Recorder) ServiceRetry(service, reason string) {
 	r.M.ServiceRetries.WithLabelValues(service, reason).Inc()
 }
 
+// Connected counts f, which is now connected end to end (its upstream is
+// up), in agentmesh_tcp_connections_opened_total; Access then counts it
+// closed with its bytes under the same labels.
+func (r *Recorder) Connected(f *flow.Flow) {
+	f.TCPLabels = tcpLabels(f)
+	r.M.TCPOpened.WithLabelValues(f.TCPLabels...).Inc()
+}
+
+// tcpLabels are f's values of TCPLabelNames.
+func tcpLabels(f *flow.Flow) []string {
+	reporter := "source"
+	if f.Direction == flow.Inbound {
+		reporter = "destination"
+	}
+	service := "unknown"
+	if f.Service != nil {
+		service = f.Service.Key()
+	}
+	security := "none"
+	switch {
+	case f.MTLS:
+		security = "mutual_tls"
+	case f.Protocol == flow.Local:
+		security = "local"
+	}
+	sw, sn := workloadLabels(f.SrcWorkload)
+	dw, dn := workloadLabels(f.DstWorkload)
+	return []string{reporter, sw, sn, dw, dn, service, security}
+}
+
+// workloadLabels are w's workload name (its pod's when the config has
+// none, as in standalone mode) and namespace, "unknown" for nil.
+func workloadLabels(w *meshconfig.Workload) (name, namespace string) {
+	if w == nil {
+		return "unknown", "unknown"
+	}
+	return cmp.Or(w.WorkloadName, w.Name, "unknown"), cmp.Or(w.Namespace, "unknown")
+}
+
 // Detected counts an outbound flow's application protocol decision.
 func (r *Recorder) Detected(f *flow.Flow) {
 	r.M.Detected.WithLabelValues(f.AppProtocol, f.Detected).Inc()
@@ -117,6 +157,11 @@ func (r *Recorder) Access(f *flow.Flow) {
 	ok := "ok"
 	if f.Err != nil {
 		ok = "error"
+	}
+	if f.TCPLabels != nil {
+		r.M.TCPClosed.WithLabelValues(f.TCPLabels...).Inc()
+		r.M.TCPReceived.WithLabelValues(f.TCPLabels...).Add(float64(f.Sent))
+		r.M.TCPSent.WithLabelValues(f.TCPLabels...).Add(float64(f.Received))
 	}
 	d, p := string(f.Direction), string(f.Protocol)
 	r.M.Closed.WithLabelValues(d, p, ok).Inc()

@@ -186,7 +186,31 @@ func TestKubectlWorkflow(t *testing.T) {
 	if sniffed != mtls {
 		t.Errorf("%d of %d outbound lines to web/web say app_protocol http1 (sniffed)", sniffed, mtls)
 	}
+	checkWorkloadMetrics(ctx, t, l, caller, mtls)
 	checkAppProtocolsAnnotation(ctx, t, l, kc, caller)
+}
+
+// checkWorkloadMetrics: the caller's node counted the calls to web/web
+// under the Deployments' names (stable across the rollout restart, which
+// replaced web's pods), as the source reporter.
+func checkWorkloadMetrics(ctx context.Context, t *testing.T, l *lab.Lab, caller *lab.Pod, lines int) {
+	t.Helper()
+	series, err := l.ZtunnelSeries(ctx, caller.Node, "agentmesh_tcp_connections_closed_total")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var total float64
+	for labels, v := range series {
+		if strings.Contains(labels, `reporter="source"`) && strings.Contains(labels, `destination_service="web/web"`) {
+			if !strings.Contains(labels, `source_workload="caller"`) || !strings.Contains(labels, `destination_workload="web"`) {
+				t.Errorf("series {%s}: want source_workload caller and destination_workload web (the Deployments)", labels)
+			}
+			total += v
+		}
+	}
+	if total < float64(lines) {
+		t.Errorf("agentmesh_tcp_connections_closed_total to web/web from the source: %v, want at least the %d access lines", total, lines)
+	}
 }
 
 // checkAppProtocolsAnnotation declares web's port MCP with the

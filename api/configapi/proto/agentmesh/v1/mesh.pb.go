@@ -507,7 +507,11 @@ type Workload struct {
 	// authz decides who may connect to the workload; only the workload's own
 	// node receives it. Absent means no policy data: ztunnel then refuses
 	// every inbound connection.
-	Authz         *Target `protobuf:"bytes,10,opt,name=authz,proto3" json:"authz,omitempty"`
+	Authz *Target `protobuf:"bytes,10,opt,name=authz,proto3" json:"authz,omitempty"`
+	// workload_name is what runs the pod (its Deployment, StatefulSet,
+	// DaemonSet or Job), else the pod's name: stable across rollouts, for
+	// metrics.
+	WorkloadName  string `protobuf:"bytes,11,opt,name=workload_name,json=workloadName,proto3" json:"workload_name,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -610,6 +614,13 @@ func (x *Workload) GetAuthz() *Target {
 		return x.Authz
 	}
 	return nil
+}
+
+func (x *Workload) GetWorkloadName() string {
+	if x != nil {
+		return x.WorkloadName
+	}
+	return ""
 }
 
 // Label is one entry of Workload.labels. A key given twice keeps its last
@@ -1598,7 +1609,7 @@ const file_agentmesh_v1_mesh_proto_rawDesc = "" +
 	"\vSignRequest\x12\x17\n" +
 	"\acsr_pem\x18\x01 \x01(\fR\x06csrPem\"+\n" +
 	"\fSignResponse\x12\x1b\n" +
-	"\tchain_pem\x18\x01 \x01(\fR\bchainPem\"\xa8\x02\n" +
+	"\tchain_pem\x18\x01 \x01(\fR\bchainPem\"\xcd\x02\n" +
 	"\bWorkload\x12\x10\n" +
 	"\x03uid\x18\x01 \x01(\tR\x03uid\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12\x1c\n" +
@@ -1610,7 +1621,8 @@ const file_agentmesh_v1_mesh_proto_rawDesc = "" +
 	"\benrolled\x18\b \x01(\bR\benrolled\x12\x14\n" +
 	"\x05netns\x18\t \x01(\tR\x05netns\x12*\n" +
 	"\x05authz\x18\n" +
-	" \x01(\v2\x14.agentmesh.v1.TargetR\x05authz\"/\n" +
+	" \x01(\v2\x14.agentmesh.v1.TargetR\x05authz\x12#\n" +
+	"\rworkload_name\x18\v \x01(\tR\fworkloadName\"/\n" +
 	"\x05Label\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value\"\xdb\x01\n" +
