@@ -15,6 +15,13 @@
 // each endpoint with its pod, readiness, transport (HBONE or plain TCP),
 // the identity its certificate must carry, and the balancer's state
 // (connect latency EWMA, open connections, picks, failures).
+//
+//	meshctl stat [--metrics [netns=]URL]... [--by workload|edge] [--interval 5s]
+//
+// shows per-workload TCP traffic from the node tunnels' metrics (like
+// linkerd viz stat): each workload's open connections, new connections per
+// second and bytes per second as a destination, or each caller -> callee
+// edge with how it was secured.
 package main
 
 import (
@@ -40,8 +47,10 @@ commands:
                explain the policy decision for a connection
   service endpoints <ns>/<service>
                show a Service's endpoints and their balancer state on a node
+  stat [--metrics URL]... [--by workload|edge]
+               per-workload TCP traffic from the node tunnels' metrics
 
-run "meshctl policy check -h" or "meshctl service endpoints -h" for flags
+run "meshctl <command> -h" for flags
 `
 
 // run executes one command line and returns the exit status: 0 when the
@@ -52,6 +61,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	}
 	if len(args) >= 2 && args[0] == "service" && args[1] == "endpoints" {
 		return serviceEndpoints(ctx, args[2:], stdout, stderr)
+	}
+	if len(args) >= 1 && args[0] == "stat" {
+		return stat(ctx, args[1:], stdout, stderr)
 	}
 	if len(args) == 1 && (args[0] == "-h" || args[0] == "--help" || args[0] == "help") {
 		fmt.Fprint(stdout, usage)

@@ -7,6 +7,7 @@ import (
 	"net/netip"
 	neturl "net/url"
 	"os"
+	"os/exec"
 	"slices"
 	"strings"
 	"sync"
@@ -16,6 +17,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
 
+	"github.com/agentmesh/agentmesh/api/mesh"
 	"github.com/agentmesh/agentmesh/test/lab"
 	"github.com/agentmesh/agentmesh/test/lab/meshlab"
 )
@@ -210,6 +212,26 @@ func checkWorkloadMetrics(ctx context.Context, t *testing.T, l *lab.Lab, caller 
 	}
 	if total < float64(lines) {
 		t.Errorf("agentmesh_tcp_connections_closed_total to web/web from the source: %v, want at least the %d access lines", total, lines)
+	}
+	// meshctl stat reads the same series from every node's ztunnel.
+	args := []string{"stat", "--by", "edge", "--interval", "200ms", "-o", "json"}
+	for node := 1; node <= l.Nodes(); node++ {
+		args = append(args, "--metrics", l.NodeNetnsPath(node)+"="+fmt.Sprintf("http://127.0.0.1:%d/metrics", mesh.MetricsPort))
+	}
+	out, err := exec.CommandContext(ctx, l.Bin("meshctl"), args...).CombinedOutput()
+	if err != nil {
+		t.Fatalf("meshctl %v: %v\n%s", args, err, out)
+	}
+	var rows []struct {
+		From, To, Security string
+	}
+	if err := json.Unmarshal(out, &rows); err != nil {
+		t.Fatalf("meshctl stat -o json: %v\n%s", err, out)
+	}
+	if !slices.ContainsFunc(rows, func(r struct{ From, To, Security string }) bool {
+		return r.From == "web/caller" && r.To == "web/web" && strings.Contains(r.Security, "mutual_tls")
+	}) {
+		t.Errorf("meshctl stat --by edge: no web/caller -> web/web edge over mutual_tls:\n%s", out)
 	}
 }
 
