@@ -3,6 +3,7 @@ package ztunnel
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net"
 	"net/netip"
 	"os"
@@ -237,4 +238,34 @@ func (n *Node) liveCount(uid string) int {
 		return p.live.Len()
 	}
 	return 0
+}
+
+// TestPendingPodSetUpByConfig: a pod handed over before the config knows
+// it is set up by the config that brings it, while that same config swap
+// re-evaluates the live connections of every pod (go test -race found the
+// set-up writing the pod's live-set UID as the swap read it).
+func TestPendingPodSetUpByConfig(t *testing.T) {
+	e := newFakeEnv(t)
+	for i := range 20 {
+		uid := fmt.Sprintf("uid-p%d", i)
+		p := e.net.AddPod(uid, true)
+		ns, err := os.Open(os.DevNull)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := e.node.AddPod(handoff.Pod{UID: uid, Name: uid, Namespace: "agents", IPs: []netip.Addr{p.IP}}, ns); err != nil {
+			t.Fatal(err)
+		}
+		c := e.config(nil)
+		c.Workloads = append(c.Workloads, workload(uid, uid, p.IP))
+		e.node.SetConfig(c) // wakes the set-up of uid...
+		e.node.SetConfig(c) // ...while this swap re-evaluates
+		waitFor(t, uid+" ready", func() bool {
+			e.node.mu.Lock()
+			p := e.node.pods[uid]
+			e.node.mu.Unlock()
+			st, _ := p.getStateOrNil()
+			return st == stateReady
+		})
+	}
 }

@@ -48,6 +48,9 @@ func (n *Node) AddPod(info handoff.Pod, ns *os.File) error {
 		return fmt.Errorf("pod %s/%s netns: %w", info.Namespace, info.Name, err)
 	}
 	p := &pod{info: info, net: pn, state: statePending}
+	// Set before the pod is in n.pods: a config swap reads it
+	// (authorize.Authorizer.Reevaluate) without the node's lock.
+	p.live.UID = info.UID
 	n.mu.Lock()
 	n.pods[info.UID] = p
 	n.mu.Unlock()
@@ -187,7 +190,6 @@ func (n *Node) trySetupLocked(p *pod) error {
 		UID: p.info.UID, Namespace: p.info.Namespace, Name: p.info.Name,
 		Workload: *w, ID: idx.Config.Identity(w), IPs: podIPs(p.info.IPs, w.IPs), Net: p.net,
 	}
-	p.live.UID = p.info.UID
 	if err := n.setupLocked(p); err != nil {
 		level := slog.LevelError
 		if _, last := p.getState(); last != nil && last.Error() == err.Error() {
