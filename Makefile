@@ -51,6 +51,9 @@ test: ## run every test, the privileged lab tests included (needs root; installs
 test-as-root: check-generate check-manifests lint build kube
 	cd deploy/render && $(GO) vet ./... && $(GO) test -count=1 ./...
 	$(GO) test -count=1 -timeout $(TEST_TIMEOUT) ./...
+	# The node's in-process tests again under the race detector (they run
+	# the whole pipeline with real TLS and HBONE on a fake pod network).
+	$(GO) test -race -count=1 -run 'TestFakeNet|TestHTTPPerRequest|TestPendingPod|TestProtocolDetection|TestTCPMetrics' ./ztunnel/
 
 .PHONY: bench
 bench: ## benchmark the mesh against direct pod-to-pod on the lab (needs root)

@@ -33,6 +33,7 @@ type options struct {
 	readyAddr        string
 	maxConns         int
 	sameNodeFastPath bool
+	httpPerRequest   bool
 	detect           detect.Options
 	failover         transport.Failover
 	// clusterDomain is the Services' DNS domain the DNS proxy answers.
@@ -71,6 +72,7 @@ func parseFlags(args []string, usage io.Writer) (*options, error) {
 	fs.DurationVar(&o.failover.BackoffBase, "service-connect-backoff", d.BackoffBase, "first backoff before a failed Service connect is retried (full jitter, doubling)")
 	fs.DurationVar(&o.failover.BackoffMax, "service-connect-backoff-max", d.BackoffMax, "largest backoff between Service connect attempts")
 	fs.BoolVar(&o.sameNodeFastPath, "same-node-fast-path", true, "join connections between two pods of this node inside the tunnel, without TLS and HTTP/2 (policy and telemetry as over HBONE; the access log says protocol local); false: they go over HBONE like cross-node traffic")
+	fs.BoolVar(&o.httpPerRequest, "http-per-request", false, "proxy outbound HTTP flows (HTTP/1.x, HTTP/2, gRPC, A2A, MCP, declared or sniffed) request by request: each request is balanced on its own over the Service's endpoints and gets its access line and agentmesh_requests_total; false: they are copied as opaque bytes like TCP")
 	fs.DurationVar(&o.detect.Timeout, "protocol-detect-timeout", time.Second, "how long an outbound connection to a mesh destination whose port declares no appProtocol waits for the app's first bytes to tell HTTP/1.x and HTTP/2 from opaque TCP (nothing is consumed); a client that sends nothing in time is opaque; 0 turns sniffing off")
 	o.detect.OpaquePorts = slices.Clone(detect.DefaultOpaquePorts)
 	fs.Func("opaque-ports", fmt.Sprintf("comma-separated destination ports never sniffed (opaque unless their Service port declares an appProtocol): server-first protocols, whose clients wait for the server (default %s; \"\" for none)", portList(detect.DefaultOpaquePorts)), func(v string) error {

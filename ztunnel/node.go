@@ -83,6 +83,10 @@ type NodeOptions struct {
 	// flows (package detect); the zero value sniffs nothing (declared
 	// protocols are still recorded).
 	Detect detect.Options
+	// HTTPPerRequest proxies outbound HTTP flows (HTTP/1.x, HTTP/2, gRPC,
+	// A2A, MCP, as detect decided) request by request: each request is
+	// balanced on its own over the Service's endpoints (package l7).
+	HTTPPerRequest bool
 }
 
 // Node is the per-node tunnel: it owns the listeners inside every handed-over
@@ -178,7 +182,7 @@ func NewNode(o NodeOptions) *Node {
 	n.pipe = &pipeline.Pipeline{
 		Log: o.Logger, Index: n.Index, ConfigChanged: n.configChanged, OrigDst: o.OrigDst, Resolve: resolve.New(n.Index), Authorize: n.auth,
 		Transport: n.transport, Limits: lim, Record: n.rec, HBONEServer: n.server, ServerTLS: o.Certs,
-		HandshakeTimeout: o.HandshakeTimeout, Detect: detect.New(o.Detect),
+		HandshakeTimeout: o.HandshakeTimeout, Detect: detect.New(o.Detect), HTTP: o.HTTPPerRequest,
 	}
 	return n
 }

@@ -124,7 +124,7 @@ func run(ctx context.Context, o *options, log *slog.Logger) error {
 	tables := bpfTables{origDst: maps.OrigDst, listeners: maps.Listeners, dnsUpstream: maps.DNSUpstream}
 	node := NewNode(NodeOptions{
 		NodeName: o.mode.Node, Logger: log, Certs: certs, OrigDst: tables, Listeners: tables, NodeAddrs: addrs, Registry: reg,
-		MaxConnections: o.maxConns, Failover: o.failover, SameNodeFastPath: o.sameNodeFastPath, Detect: o.detect, DNSUpstreams: tables, ClusterDomain: o.clusterDomain,
+		MaxConnections: o.maxConns, Failover: o.failover, SameNodeFastPath: o.sameNodeFastPath, HTTPPerRequest: o.httpPerRequest, Detect: o.detect, DNSUpstreams: tables, ClusterDomain: o.clusterDomain,
 	})
 	admin.set(node.AdminHandler())
 	ready.set(gateReady(src.ready, node.ReadyHandler()))

@@ -227,6 +227,11 @@ func (c *Conn) Restart() { c.start = c.b.now() }
 // Connected observes the connect latency.
 func (c *Conn) Connected() { now := c.b.now(); c.s.observe(now, now.Sub(c.start), false) }
 
+// ConnectedIn observes rtt, timed by the caller, as the latency: a
+// request's time to its response's first byte, from where the caller's
+// clock started.
+func (c *Conn) ConnectedIn(rtt time.Duration) { c.s.observe(c.b.now(), rtt, false) }
+
 // Failed observes a failed connect (Penalty) and ends the connection.
 func (c *Conn) Failed() {
 	c.s.failures.Add(1)

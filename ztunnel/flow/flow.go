@@ -75,7 +75,9 @@ type Flow struct {
 
 	// Sent is what the opener sent, Received what it got back.
 	Sent, Received int64
-	Err            error
+	// Requests is the HTTP requests of a flow proxied per request.
+	Requests int
+	Err      error
 	// Authz is the decision that refused or closed the flow, or admitted
 	// it as a kubelet probe (what the access line names); nil otherwise.
 	Authz *policy.Decision

@@ -39,8 +39,10 @@ func (pl *Pipeline) Outbound(ctx context.Context, p *flow.Pod, c net.Conn) {
 	pl.Resolve.Outbound(f, p)
 	pl.Record.Opened(f)
 	pl.detect(f, c)
-	// Every flow takes the L4 path below for now; the per-request L7
-	// path will branch off here for the protocols detect names.
+	if pl.perRequest(f) {
+		pl.outboundHTTP(ctx, p, f, c)
+		return
+	}
 	var up net.Conn
 	if f.Service != nil {
 		var done func()

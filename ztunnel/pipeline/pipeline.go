@@ -5,7 +5,8 @@
 //	podnet     accept (the pod's listeners; the root starts the goroutine)
 //	classify   outbound | inbound HBONE | inbound plaintext; original destination
 //	resolve    addresses -> workloads and identities; HBONE or passthrough
-//	detect     what the bytes are (opaque today; the L7 seam)
+//	detect     what the bytes are: opaque TCP, or HTTP of some kind
+//	l7         HTTP served and forwarded request by request (http.go)
 //	authorize  destination side: peer identity, AgentPolicy, live connections
 //	transport  the upstream: HBONE client or plain TCP, the app in the pod;
 //	           between two pods of this node the app itself (Local)
@@ -42,7 +43,10 @@ type Pipeline struct {
 	Resolve       *resolve.Resolver
 	// Detect decides the application protocol of outbound flows (nil:
 	// none is decided).
-	Detect    *detect.Detector
+	Detect *detect.Detector
+	// HTTP proxies the HTTP flows detect names request by request
+	// (outboundHTTP); off, they take the L4 path as opaque bytes.
+	HTTP      bool
 	Authorize *authorize.Authorizer
 	Transport *transport.Transport
 	Limits    *limits.Limits

@@ -22,7 +22,23 @@ type Metrics struct {
 	// Per workload (TCPLabelNames): connections that connected, closed,
 	// and their bytes.
 	TCPOpened, TCPClosed, TCPReceived, TCPSent *prometheus.CounterVec
+	// Per request (RequestLabelNames): HTTP requests proxied per request
+	// (package l7) and their duration to the response's end.
+	Requests        *prometheus.CounterVec
+	RequestDuration *prometheus.HistogramVec
 }
+
+// RequestLabelNames label agentmesh_requests_total and
+// agentmesh_request_duration_seconds: the workload labels of
+// TCPLabelNames, response_code (the status the app got, 0 when none
+// went out), protocol (http1, http2, grpc, a2a, mcp) and the agent
+// protocol's method and tool where known (a2a_method, mcp_method,
+// mcp_tool; "" for other requests, "other" past the known set).
+var RequestLabelNames = []string{"reporter", "source_workload", "source_namespace", "destination_workload", "destination_namespace", "destination_service", "response_code", "protocol", "a2a_method", "mcp_method", "mcp_tool"}
+
+// RequestBuckets are agentmesh_request_duration_seconds' bucket bounds:
+// from a quick tool call to a long model response (10 minutes).
+var RequestBuckets = []float64{0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600}
 
 // TCPLabelNames label the agentmesh_tcp_* metrics. reporter is source
 // (the caller's node, outbound) or destination (the callee's node,
@@ -86,6 +102,13 @@ func newMetrics(reg prometheus.Registerer) *Metrics {
 		TCPSent: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "agentmesh_tcp_sent_bytes_total", Help: "Bytes sent back to the caller (the response direction) on connections that ended.",
 		}, TCPLabelNames),
+		Requests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "agentmesh_requests_total", Help: "HTTP requests proxied per request, by workload, response code, protocol and agent method (see the labels).",
+		}, RequestLabelNames),
+		RequestDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name: "agentmesh_request_duration_seconds", Help: "Time from a request's start to its response's end, as the reporter saw it.",
+			Buckets: RequestBuckets,
+		}, RequestLabelNames),
 		Suspicious: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "ztunnel_suspicious_connections_total",
 			Help: "Inbound plaintext connections from the address of a pod in the mesh (which never sends plaintext to a mesh pod): given no workload identity, by reason.",
@@ -93,6 +116,6 @@ func newMetrics(reg prometheus.Registerer) *Metrics {
 	}
 	reg.MustRegister(m.Opened, m.Closed, m.Bytes, m.Rejected, m.HandshakeFailures, m.Panics,
 		m.PolicyDecisions, m.PolicyClosed, m.ServiceConns, m.ServiceRetries, m.Suspicious, m.Detected,
-		m.TCPOpened, m.TCPClosed, m.TCPReceived, m.TCPSent)
+		m.TCPOpened, m.TCPClosed, m.TCPReceived, m.TCPSent, m.Requests, m.RequestDuration)
 	return m
 }

@@ -22,8 +22,9 @@ import (
 // Recorder writes access lines to its logger and counts on its metrics.
 // Safe for concurrent use.
 type Recorder struct {
-	log *slog.Logger
-	M   *Metrics
+	log   *slog.Logger
+	M     *Metrics
+	tools toolNames
 }
 
 // New registers the metrics on reg.
@@ -149,6 +150,9 @@ func (r *Recorder) Access(f *flow.Flow) {
 	}
 	if f.Service != nil {
 		attrs = append(attrs, slog.String("upstream_addr", addrString(f.Upstream)), slog.Int("attempts", f.Attempts))
+	}
+	if f.Requests > 0 {
+		attrs = append(attrs, slog.Int("requests", f.Requests))
 	}
 	if f.Authz != nil {
 		attrs = append(attrs, slog.String("authz", string(f.Authz.Reason)), slog.String("policy", f.Authz.Policy))

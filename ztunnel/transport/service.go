@@ -203,3 +203,32 @@ func retryReason(err error) string {
 	}
 	return "error"
 }
+
+// Pick chooses an endpoint of service among eps for one request (package
+// balance), skipping those skip reports; nil when none is ready.
+func (t *Transport) Pick(service string, eps []balance.Endpoint, skip func(*balance.Endpoint) bool) *balance.Endpoint {
+	return t.balancer.Pick(service, eps, skip)
+}
+
+// Begin starts the balancer's count of one request to e (its latency is
+// the time to the response's first byte: Connected when it arrived).
+func (t *Transport) Begin(service string, e *balance.Endpoint) *balance.Conn {
+	return t.balancer.Begin(service, e)
+}
+
+// Attempts is the tries one connection or request may make (Failover).
+func (t *Transport) Attempts() int { return t.failover.Attempts }
+
+// DialUpstream opens an upstream of f at f.Upstream (a Service endpoint
+// resolve.Resolver.Endpoint named) or else f.Dst, bounded by the connect
+// timeout: what a request's try on one endpoint connects over. sending,
+// when set, is called as an HBONE CONNECT goes out.
+func (t *Transport) DialUpstream(ctx context.Context, p *flow.Pod, f *flow.Flow, sending func()) (net.Conn, error) {
+	dst := f.Upstream
+	if !dst.IsValid() {
+		dst = f.Dst
+	}
+	ctx, cancel := context.WithTimeout(ctx, min(t.failover.Timeout, t.dialTimeout))
+	defer cancel()
+	return t.dialTo(ctx, p, f, dst, sending)
+}

@@ -24,13 +24,17 @@ func TestMain(m *testing.M) {
 
 // newLab starts a Kubernetes-mode lab with the mesh on nodes nodes,
 // removed when the test ends.
-func newLab(t *testing.T, nodes int) *lab.Lab {
+func newLab(t *testing.T, nodes int, opts ...func(*lab.Options)) *lab.Lab {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	start := time.Now()
-	l, err := lab.New(ctx, lab.Options{Nodes: nodes, BinDir: binDir, KubeBinDir: kubeBinDir, Kube: true,
-		StartMesh: true, ReadyTimeout: 45 * time.Second, Logger: testLogger(t)})
+	o := lab.Options{Nodes: nodes, BinDir: binDir, KubeBinDir: kubeBinDir, Kube: true,
+		StartMesh: true, ReadyTimeout: 45 * time.Second, Logger: testLogger(t)}
+	for _, f := range opts {
+		f(&o)
+	}
+	l, err := lab.New(ctx, o)
 	if err != nil {
 		t.Fatalf("new kube lab: %v", err)
 	}

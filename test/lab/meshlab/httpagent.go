@@ -10,6 +10,8 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"strconv"
+	"sync/atomic"
 	"time"
 )
 
@@ -118,7 +120,65 @@ func agentHandler(name string) http.Handler {
 		}
 		respondJSON(w, code, res)
 	})
+	mux.HandleFunc("GET /calls", func(w http.ResponseWriter, r *http.Request) {
+		to := r.URL.Query().Get("to")
+		n, err := strconv.Atoi(r.URL.Query().Get("n"))
+		if u, perr := url.Parse(to); perr != nil || u.Scheme != "http" || err != nil || n < 1 || n > 10000 {
+			respondJSON(w, http.StatusBadRequest, CallsResult{Error: "want to=http URL and n=1..10000"})
+			return
+		}
+		respondJSON(w, http.StatusOK, calls(r.Context(), to, n))
+	})
 	return mux
+}
+
+// CallsResult is what `app http` answers on GET /calls?to=URL&n=N: N GETs
+// over one keep-alive connection.
+type CallsResult struct {
+	// Connections is how many connections the N calls took (1 unless one
+	// broke).
+	Connections int `json:"connections"`
+	// By counts the answers by the agent that gave them.
+	By     map[string]int `json:"by"`
+	Status map[int]int    `json:"status"`
+	Error  string         `json:"error,omitempty"`
+}
+
+// calls GETs to n times on one keep-alive connection, as a client with a
+// connection pool does.
+func calls(ctx context.Context, to string, n int) (res CallsResult) {
+	res = CallsResult{By: map[string]int{}, Status: map[int]int{}}
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	var d net.Dialer
+	var dials atomic.Int64
+	tr := &http.Transport{MaxConnsPerHost: 1, DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
+		dials.Add(1)
+		return d.DialContext(ctx, network, addr)
+	}}
+	defer tr.CloseIdleConnections()
+	defer func() { res.Connections = int(dials.Load()) }()
+	client := &http.Client{Transport: tr}
+	for range n {
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, to, nil)
+		if err != nil {
+			res.Error = err.Error()
+			return res
+		}
+		resp, err := client.Do(req)
+		if err != nil {
+			res.Error = err.Error()
+			return res
+		}
+		body, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+		resp.Body.Close()
+		res.Status[resp.StatusCode]++
+		var a AgentReply
+		if err == nil && json.Unmarshal(body, &a) == nil && a.Agent != "" {
+			res.By[a.Agent]++
+		}
+	}
+	return res
 }
 
 // call GETs to on a fresh connection (so each call is one connection in

@@ -1,0 +1,128 @@
+package kube
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/url"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/util/intstr"
+
+	"github.com/agentmesh/agentmesh/test/lab"
+	"github.com/agentmesh/agentmesh/test/lab/meshlab"
+)
+
+// TestHTTPPerRequestLab: with ztunnel's --http-per-request, 30 GETs an
+// agent sends over one keep-alive connection to a Service by name are
+// balanced request by request over its three replicas (two on the other
+// node over mTLS, one on the caller's node over the same-node fast path,
+// kept-alive upstreams included), each with a request line
+// naming its endpoint and both identities, counted in
+// agentmesh_requests_total, and the connection's access line counts 30
+// requests.
+func TestHTTPPerRequestLab(t *testing.T) {
+	l := newLab(t, 2, func(o *lab.Options) { o.ZtunnelArgs = append(o.ZtunnelArgs, "--http-per-request") })
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	namespace(ctx, t, l, svcNS, true, "planner", "dv")
+	caller := startPod(ctx, t, l, agentPod(svcNS, "planner", "planner", "n1"), true)
+	for i, node := range []string{"n2", "n2", "n1"} {
+		p := agentPod(svcNS, fmt.Sprintf("dv-%d", i), "dv", node)
+		p.Labels = map[string]string{"app": "dv"}
+		p.Spec.Containers[0].Ports = []corev1.ContainerPort{{Name: "http", ContainerPort: echoPort, Protocol: corev1.ProtocolTCP}}
+		startPod(ctx, t, l, p, true)
+	}
+	createService(ctx, t, l, "data-validator", map[string]string{"app": "dv"}, intstr.FromString("http"))
+	waitEndpoints(ctx, t, l, 1, "agents/data-validator", 3)
+
+	const n = 30
+	since := time.Now()
+	to := fmt.Sprintf("http://data-validator:%d/", echoPort)
+	code, body, err := caller.HTTPGet(ctx, "http://127.0.0.1:8080/calls?n=30&to="+url.QueryEscape(to))
+	if err != nil || code != 200 {
+		t.Fatalf("calls: %d %s %v", code, body, err)
+	}
+	var res meshlab.CallsResult
+	if err := json.Unmarshal(body, &res); err != nil {
+		t.Fatalf("calls: %v: %s", err, body)
+	}
+	t.Logf("%d calls on %d connection(s): answered by %v, status %v", n, res.Connections, res.By, res.Status)
+	if res.Error != "" || res.Status[200] != n || res.Connections != 1 {
+		t.Fatalf("calls: %s; want %d answers of 200 on one connection", body, n)
+	}
+	if len(res.By) != 3 {
+		t.Errorf("one connection's requests answered by %v, want all three replicas (balanced per request)", res.By)
+	}
+
+	// The request lines on the caller's node.
+	var lines []map[string]any
+	waitFor(t, "30 request lines on n1", func() (bool, string) {
+		lines = requestLines(t, l, 1, since)
+		return len(lines) >= n, fmt.Sprintf("%d lines", len(lines))
+	})
+	by := map[string]int{}
+	for _, r := range lines {
+		if r["dst_service"] != "agents/data-validator" || r["src_identity"] != spiffeID(svcNS, "planner") ||
+			r["dst_identity"] != spiffeID(svcNS, "dv") || r["status"] != float64(200) || r["method"] != "GET" || r["app_protocol"] != "http1" {
+			t.Errorf("request line: %v", r)
+		}
+		by[fmt.Sprint(r["dst_workload"], " ", r["protocol"])]++
+	}
+	t.Logf("request lines by destination and protocol: %v", by)
+	if by["agents/dv-2 local"] == 0 || by["agents/dv-2 hbone"] != 0 || by["agents/dv-0 hbone"]+by["agents/dv-1 hbone"] == 0 {
+		t.Errorf("request lines %v: want the same-node replica over the local path and the others over HBONE", by)
+	}
+	series, err := l.ZtunnelSeries(ctx, 1, "agentmesh_requests_total")
+	if err != nil {
+		t.Fatal(err)
+	}
+	total := 0.0
+	for s, v := range series {
+		if strings.Contains(s, `destination_service="agents/data-validator"`) && strings.Contains(s, `response_code="200"`) &&
+			strings.Contains(s, `reporter="source"`) && strings.Contains(s, `source_workload="planner"`) {
+			total += v
+		}
+	}
+	if total != n {
+		t.Errorf("agentmesh_requests_total from planner to agents/data-validator, 200: %v, want %d\n%v", total, n, series)
+	}
+	a, err := l.WaitAccessLog(ctx, 1, func(a lab.AccessLog) bool {
+		return a.Direction == "outbound" && a.DstService == "agents/data-validator" && !a.Time.Before(since) && a.Result == "ok"
+	})
+	if err != nil {
+		t.Fatalf("the connection's access line: %v", err)
+	}
+	if a.AppProtocol != "http1" {
+		t.Errorf("access line app_protocol %q, want http1", a.AppProtocol)
+	}
+}
+
+// requestLines are node's ztunnel "request" lines since.
+func requestLines(t *testing.T, l *lab.Lab, node int, since time.Time) []map[string]any {
+	t.Helper()
+	f, err := os.Open(l.DaemonLog(node, "ztunnel"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	var out []map[string]any
+	sc := bufio.NewScanner(f)
+	sc.Buffer(make([]byte, 64<<10), 1<<20)
+	for sc.Scan() {
+		var m map[string]any
+		if json.Unmarshal(sc.Bytes(), &m) != nil || m["msg"] != "request" {
+			continue
+		}
+		if ts, err := time.Parse(time.RFC3339Nano, fmt.Sprint(m["time"])); err != nil || ts.Before(since) {
+			continue
+		}
+		out = append(out, m)
+	}
+	return out
+}

@@ -1,0 +1,223 @@
+package pipeline
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"net/netip"
+	"os"
+	"sync/atomic"
+	"time"
+
+	"github.com/agentmesh/agentmesh/ztunnel/balance"
+	"github.com/agentmesh/agentmesh/ztunnel/detect"
+	"github.com/agentmesh/agentmesh/ztunnel/flow"
+	"github.com/agentmesh/agentmesh/ztunnel/hbone"
+	"github.com/agentmesh/agentmesh/ztunnel/l7"
+	"github.com/agentmesh/agentmesh/ztunnel/limits"
+	"github.com/agentmesh/agentmesh/ztunnel/record"
+	"github.com/agentmesh/agentmesh/ztunnel/transport"
+)
+
+// perRequest reports whether f is proxied request by request: HTTP of
+// any kind (detect) to a destination in the mesh, with the L7 path on.
+func (pl *Pipeline) perRequest(f *flow.Flow) bool {
+	if !pl.HTTP || f.Protocol == flow.Passthrough && f.Service == nil {
+		return false
+	}
+	switch detect.App(f.AppProtocol) {
+	case detect.HTTP1, detect.HTTP2, detect.GRPC, detect.A2A, detect.MCP:
+		return true
+	}
+	return false
+}
+
+// outboundHTTP serves the requests the app sends on c (package l7): each
+// request goes to an endpoint of f's Service the balancer picks for it
+// (latency: the time to the response's first byte), or to f's
+// destination pod, over its own try: an HBONE stream (kept alive for the
+// next requests to that endpoint while the app's connection lasts), the
+// same-node fast path, or plain TCP to an endpoint outside the mesh. A
+// try whose connect fails is made again on another endpoint. Each request
+// gets its line and metrics; the connection gets its access line when the
+// app closes it.
+func (pl *Pipeline) outboundHTTP(ctx context.Context, p *flow.Pod, f *flow.Flow, c net.Conn) {
+	cc := &countedConn{Conn: c}
+	var requests atomic.Int64
+	var last atomic.Pointer[flow.Flow] // the last request's flow
+	app := detect.App(f.AppProtocol)
+	fw := &l7.Forwarder{
+		Log:      pl.Log,
+		HTTP2:    app == detect.HTTP2 || app == detect.GRPC,
+		Attempts: pl.Transport.Attempts(),
+		Pick:     func(r *http.Request, tried map[netip.AddrPort]bool) (l7.Attempt, error) { return pl.pick(f, tried) },
+		Dial: func(ctx context.Context, a l7.Attempt) (net.Conn, error) {
+			t := a.Data.(*try)
+			sending := t.sending
+			if t.bc == nil {
+				sending = nil
+			}
+			c, err := pl.Transport.DialUpstream(ctx, p, t.f, sending)
+			if err != nil {
+				return nil, err
+			}
+			// The path the dial took (HBONE, the same-node fast path,
+			// plain TCP), for every request that goes over c.
+			return &pathConn{Conn: c, protocol: t.f.Protocol, mtls: t.f.MTLS}, nil
+		},
+		ErrorStatus: errorStatus,
+		Done: func(r *http.Request, res l7.Result) {
+			requests.Add(1)
+			var rf *flow.Flow
+			if t, ok := res.Attempt.Data.(*try); ok {
+				rf = t.f
+			}
+			if rf == nil {
+				cp := *f
+				rf = &cp
+			} else {
+				last.Store(rf)
+			}
+			pl.Record.Request(rf, record.Request{
+				Method: r.Method, Authority: r.Host, Path: r.URL.Path, Status: res.Status, Err: res.Err,
+				Attempts: res.Attempts, ReqBytes: res.ReqBytes, RespBytes: res.RespBytes, Duration: res.Duration,
+				MCPMethod: mcpHeader(app, r, "Mcp-Method"), MCPTool: mcpHeader(app, r, "Mcp-Name"),
+			})
+		},
+	}
+	h, closeIdle := fw.Handler()
+	l7.ServeConn(ctx, cc, h, pl.Log)
+	closeIdle()
+	f.Sent, f.Received = cc.read.Load(), cc.written.Load()
+	f.Requests = int(requests.Load())
+	if rf := last.Load(); rf != nil {
+		// The connection's line names where its last request went.
+		f.Protocol, f.MTLS, f.Upstream, f.DstWorkload, f.DstID = rf.Protocol, rf.MTLS, rf.Upstream, rf.DstWorkload, rf.DstID
+	}
+	pl.Record.Access(f)
+}
+
+// mcpHeader is an MCP request's header (the 2025-11 draft's Mcp-Method and
+// Mcp-Name), "" for other protocols.
+func mcpHeader(app detect.App, r *http.Request, name string) string {
+	if app != detect.MCP {
+		return ""
+	}
+	return r.Header.Get(name)
+}
+
+// try is the data of a request's try on one endpoint, and the balancer's
+// count of it (nil bc: no Service).
+type try struct {
+	f      *flow.Flow
+	bc     *balance.Conn
+	start  time.Time
+	sent   atomic.Int64 // unix ns the last HBONE CONNECT went out for it, 0: none
+	failed bool
+}
+
+// sending notes that a new upstream's CONNECT goes out (called from the
+// dialing goroutine): the latency clock starts again there, so that a new
+// HBONE connection's TLS handshake is not taken for the endpoint's.
+func (t *try) sending() { t.sent.Store(time.Now().UnixNano()) }
+
+// responded observes the time to the response's first byte.
+func (t *try) responded() {
+	start := t.start
+	if s := t.sent.Load(); s > start.UnixNano() {
+		start = time.Unix(0, s)
+	}
+	t.bc.ConnectedIn(time.Since(start))
+}
+
+// gotConn notes the path of the connection the try goes over.
+func (t *try) gotConn(c net.Conn) {
+	if pc, ok := c.(*pathConn); ok {
+		t.f.Protocol, t.f.MTLS = pc.protocol, pc.mtls
+	}
+}
+
+// fail observes a failed try (Failed ends the balancer's count too).
+func (t *try) fail() { t.failed = true; t.bc.Failed() }
+
+// done ends the balancer's count of a try that did not fail.
+func (t *try) done() {
+	if !t.failed {
+		t.bc.Done()
+	}
+}
+
+// pick chooses the destination of a request's next try: an endpoint of
+// f's Service (package balance, skipping those tried while others are
+// ready), or f's destination itself.
+func (pl *Pipeline) pick(f *flow.Flow, tried map[netip.AddrPort]bool) (l7.Attempt, error) {
+	rf := *f
+	rf.Start = time.Now()
+	if f.Service == nil {
+		t := &try{f: &rf}
+		return l7.Attempt{Addr: f.Dst, Data: t, GotConn: t.gotConn}, nil
+	}
+	svc := f.Service.Key()
+	if f.ServicePort == nil {
+		return l7.Attempt{}, fmt.Errorf("service %s has no port %d: %w", svc, f.Dst.Port(), transport.ErrNoEndpoint)
+	}
+	cands := pl.Resolve.Endpoints(f)
+	e := pl.Transport.Pick(svc, cands, func(e *balance.Endpoint) bool { return tried[e.Addr] })
+	if e == nil && len(tried) > 0 {
+		e = pl.Transport.Pick(svc, cands, nil)
+	}
+	if e == nil {
+		return l7.Attempt{}, fmt.Errorf("service %s port %d: %w", svc, f.ServicePort.Port, transport.ErrNoEndpoint)
+	}
+	pl.Resolve.Endpoint(&rf, e)
+	t := &try{f: &rf, bc: pl.Transport.Begin(svc, e), start: time.Now()}
+	return l7.Attempt{Addr: e.Addr, Data: t, Responded: t.responded, Failed: t.fail, Done: t.done, GotConn: t.gotConn}, nil
+}
+
+// errorStatus is the status an app gets when no endpoint answered its
+// request, and the reason the Agentmesh-Error header gives.
+func errorStatus(err error) (int, string) {
+	var se *hbone.StatusError
+	switch {
+	case errors.Is(err, transport.ErrNoEndpoint):
+		return http.StatusServiceUnavailable, "no_endpoint"
+	case errors.Is(err, hbone.ErrDenied), errors.As(err, &se) && (se.Code == 401 || se.Code == 403):
+		return http.StatusForbidden, "denied"
+	case errors.Is(err, limits.ErrOverloaded):
+		return http.StatusServiceUnavailable, "overloaded"
+	case errors.Is(err, context.DeadlineExceeded), errors.Is(err, os.ErrDeadlineExceeded):
+		return http.StatusGatewayTimeout, "connect_timeout"
+	}
+	var de *l7.DialError
+	if errors.As(err, &de) {
+		return http.StatusBadGateway, "connect_failed"
+	}
+	return http.StatusBadGateway, "upstream_failed"
+}
+
+// pathConn is an upstream connection and the path its dial took.
+type pathConn struct {
+	net.Conn
+	protocol flow.Protocol
+	mtls     bool
+}
+
+// countedConn counts the bytes of the app's connection.
+type countedConn struct {
+	net.Conn
+	read, written atomic.Int64
+}
+
+func (c *countedConn) Read(p []byte) (int, error) {
+	n, err := c.Conn.Read(p)
+	c.read.Add(int64(n))
+	return n, err
+}
+
+func (c *countedConn) Write(p []byte) (int, error) {
+	n, err := c.Conn.Write(p)
+	c.written.Add(int64(n))
+	return n, err
+}

@@ -1,0 +1,71 @@
+package record
+
+import (
+	"context"
+	"log/slog"
+	"strconv"
+	"time"
+
+	"github.com/agentmesh/agentmesh/ztunnel/flow"
+)
+
+// Request is one HTTP request proxied per request: f is its flow (the
+// connection's, with the destination of the request's last try).
+type Request struct {
+	Method, Authority, Path string
+	// Status is what the app got; Err, when set, why the tunnel answered
+	// itself.
+	Status   int
+	Err      error
+	Attempts int
+	// ReqBytes and RespBytes are the body bytes each way.
+	ReqBytes, RespBytes int64
+	Duration            time.Duration
+	// A2AMethod, MCPMethod and MCPTool name an agent call, when known.
+	A2AMethod, MCPMethod, MCPTool string
+}
+
+// Request writes q's line ("msg":"request") and counts it in
+// agentmesh_requests_total and agentmesh_request_duration_seconds.
+func (r *Recorder) Request(f *flow.Flow, q Request) {
+	result := "ok"
+	if q.Err != nil {
+		result = q.Err.Error()
+	}
+	attrs := []slog.Attr{
+		slog.String("direction", string(f.Direction)),
+		slog.String("protocol", string(f.Protocol)),
+		slog.String("app_protocol", f.AppProtocol),
+		slog.String("src_addr", f.Src.String()),
+		slog.String("dst_addr", f.Dst.String()),
+		slog.String("src_workload", WorkloadName(f.SrcWorkload)),
+		slog.String("src_identity", IDString(f.SrcID)),
+		slog.String("dst_workload", WorkloadName(f.DstWorkload)),
+		slog.String("dst_service", ServiceName(f)),
+		slog.String("dst_identity", IDString(f.DstID)),
+		slog.Bool("mtls", f.MTLS),
+		slog.String("method", q.Method),
+		slog.String("authority", q.Authority),
+		slog.String("path", q.Path),
+		slog.Int("status", q.Status),
+		slog.Int64("request_bytes", q.ReqBytes),
+		slog.Int64("response_bytes", q.RespBytes),
+		slog.Float64("duration_ms", float64(q.Duration.Microseconds())/1000),
+		slog.String("result", result),
+	}
+	if f.Service != nil {
+		attrs = append(attrs, slog.String("upstream_addr", addrString(f.Upstream)), slog.Int("attempts", q.Attempts))
+	}
+	for _, kv := range [][2]string{{"a2a_method", q.A2AMethod}, {"mcp_method", q.MCPMethod}, {"mcp_tool", q.MCPTool}} {
+		if kv[1] != "" {
+			attrs = append(attrs, slog.String(kv[0], kv[1]))
+		}
+	}
+	r.log.LogAttrs(context.Background(), slog.LevelInfo, "request", attrs...)
+
+	tcp := tcpLabels(f)
+	labels := append(tcp[:6:6], strconv.Itoa(q.Status), f.AppProtocol,
+		foldA2A(q.A2AMethod), foldMCP(q.MCPMethod), r.tools.fold(ServiceName(f), q.MCPTool))
+	r.M.Requests.WithLabelValues(labels...).Inc()
+	r.M.RequestDuration.WithLabelValues(labels...).Observe(q.Duration.Seconds())
+}
