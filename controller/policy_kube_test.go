@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"net/http"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -60,9 +61,11 @@ func (e *policyEnv) run(t *testing.T) {
 		t.Errorf("web authz %+v, want PERMISSIVE, Allow and %+v", got, want)
 	}
 	e.waitCondition("allow-web", metav1.ConditionTrue, v1alpha1.ReasonAccepted)
-	c := e.waitCondition("l7", metav1.ConditionTrue, v1alpha1.ReasonL7FieldsNotEnforced)
+	c := e.waitCondition("l7", metav1.ConditionTrue, v1alpha1.ReasonAccepted)
 	t.Logf("l7: %s", c.Message)
-	e.waitEvent("l7", v1alpha1.ReasonL7FieldsNotEnforced)
+	if !strings.Contains(c.Message, "decided per request") {
+		t.Errorf("l7 policy's condition message %q does not say how its L7 rules are enforced", c.Message)
+	}
 	e.create("bad-selector", `{"podSelector": {"matchExpressions": [{"key": "app", "operator": "Bogus"}]}, "action": "Deny", "rules": [{"ports": [{"port": 22}]}]}`)
 	c = e.waitCondition("bad-selector", metav1.ConditionFalse, v1alpha1.ReasonInvalid)
 	t.Logf("bad-selector: %s", c.Message)

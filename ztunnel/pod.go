@@ -7,6 +7,7 @@ import (
 	"sync"
 	"sync/atomic"
 
+	"github.com/agentmesh/agentmesh/api/policy"
 	"github.com/agentmesh/agentmesh/api/spiffe"
 	"github.com/agentmesh/agentmesh/internal/handoff"
 	"github.com/agentmesh/agentmesh/ztunnel/authorize"
@@ -98,6 +99,13 @@ func (n *Node) holdLocal(ip netip.Addr, id spiffe.ID) (*pod, func()) {
 func (n *Node) dialLocal(ctx context.Context, src *flow.Pod, f *flow.Flow, dst netip.AddrPort, sending func()) (net.Conn, bool, error) {
 	p, release := n.holdLocal(dst.Addr(), f.DstID)
 	if p == nil {
+		return nil, false, nil
+	}
+	// Requests decided one by one need the HBONE stream's HTTP view:
+	// such a connection goes to this node's own HBONE listener.
+	if n.auth.NeedsRequests(p.info.UID, policy.Conn{MTLS: true, Identity: f.SrcID, Workload: src.UID,
+		Addr: src.IPFor(dst.Addr()), Port: dst.Port()}) {
+		release()
 		return nil, false, nil
 	}
 	if sending != nil {

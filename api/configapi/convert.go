@@ -357,6 +357,15 @@ func (e *encoder) policies(ps []policy.Policy) ([]*pb.Policy, error) {
 func (e *encoder) rule(r *policy.Rule, m *pb.Rule) error {
 	m.Index = int64(r.Index)
 	m.L7 = r.L7
+	if r.HTTP != nil {
+		m.Http = &pb.HTTPMatch{Methods: r.HTTP.Methods, Paths: r.HTTP.Paths}
+	}
+	if r.JSONRPC != nil {
+		m.Jsonrpc = &pb.JSONRPCMatch{Methods: r.JSONRPC.Methods}
+	}
+	if r.MCP != nil {
+		m.Mcp = &pb.MCPMatch{Tools: r.MCP.Tools}
+	}
 	if len(r.From) > 0 {
 		peers := make([]pb.Peer, len(r.From))
 		m.From = make([]*pb.Peer, len(r.From))
@@ -756,6 +765,15 @@ func ruleFromProto(m *pb.Rule, r *policy.Rule) error {
 	}
 	r.Index = int(idx)
 	r.L7 = m.GetL7()
+	if h := m.GetHttp(); h != nil {
+		r.HTTP = &policy.HTTPMatch{Methods: nonEmpty(h.GetMethods()), Paths: nonEmpty(h.GetPaths())}
+	}
+	if j := m.GetJsonrpc(); j != nil {
+		r.JSONRPC = &policy.JSONRPCMatch{Methods: nonEmpty(j.GetMethods())}
+	}
+	if mc := m.GetMcp(); mc != nil {
+		r.MCP = &policy.MCPMatch{Tools: nonEmpty(mc.GetTools())}
+	}
 	if mf := m.GetFrom(); len(mf) > 0 {
 		r.From = make([]policy.Peer, len(mf))
 		for i, pm := range mf {
@@ -871,4 +889,12 @@ func protocolFromProto(p pb.Protocol) (string, error) {
 		return "SCTP", nil
 	}
 	return "", invalid("unknown protocol %d", p)
+}
+
+// nonEmpty is vs, or nil when it has none (as the JSON form decodes).
+func nonEmpty(vs []string) []string {
+	if len(vs) == 0 {
+		return nil
+	}
+	return vs
 }

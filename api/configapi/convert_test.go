@@ -39,8 +39,10 @@ func representative() *ConfigResponse {
 				{Prefix: netip.MustParsePrefix("10.9.9.9/8")}, // not masked: kept as written
 			}},
 			{Identities: policy.SetOf(web), Namespaces: policy.SetOf("shop"), Workloads: policy.SetOf("uid-c"), IPBlocks: []policy.IPBlock{{Prefix: netip.MustParsePrefix("::ffff:10.0.0.0/104")}}},
-		}, L7: true},
-		{Index: 2},
+		}, L7: true, HTTP: &policy.HTTPMatch{Methods: []string{"GET", "POST"}, Paths: []string{"/api/*"}}},
+		{Index: 2, L7: true, JSONRPC: &policy.JSONRPCMatch{Methods: []string{"message/send"}}, MCP: &policy.MCPMatch{Tools: []string{"search", "fetch"}}},
+		{Index: 3, L7: true, MCP: &policy.MCPMatch{}},
+		{Index: 4},
 	}}
 	denySSH := policy.Policy{Namespace: "ops", Name: "deny-ssh", Action: policy.ActionDeny, Rules: []policy.Rule{{Index: 0, Ports: []policy.PortRange{{From: 22, To: 23}, {From: 0, To: 65535}}}}}
 	return &ConfigResponse{
@@ -437,6 +439,24 @@ func (g gen) policies() []policy.Policy {
 		p := policy.Policy{Namespace: g.str(), Name: g.str(), Action: g.action()}
 		for i := range g.r.IntN(4) {
 			rule := policy.Rule{Index: i, L7: g.r.IntN(3) == 0}
+			if rule.L7 {
+				strs := func() []string {
+					var out []string
+					for range g.r.IntN(3) {
+						out = append(out, g.str())
+					}
+					return out
+				}
+				if g.r.IntN(2) == 0 {
+					rule.HTTP = &policy.HTTPMatch{Methods: strs(), Paths: strs()}
+				}
+				if g.r.IntN(2) == 0 {
+					rule.JSONRPC = &policy.JSONRPCMatch{Methods: strs()}
+				}
+				if g.r.IntN(2) == 0 {
+					rule.MCP = &policy.MCPMatch{Tools: strs()}
+				}
+			}
 			if g.r.IntN(5) == 0 {
 				rule.Index = -g.r.IntN(1 << 40) // out of spec but representable
 			}

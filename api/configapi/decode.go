@@ -781,6 +781,44 @@ func (d *wireDecoder) rule(b []byte, rule *policy.Rule) error {
 			rule.Ports = append(rule.Ports, pr)
 		case 4<<3 | wireVarint:
 			rule.L7 = f.u != 0
+		case 5<<3 | wireBytes:
+			// A message field seen twice is merged, as protobuf does.
+			if rule.HTTP == nil {
+				rule.HTTP = &policy.HTTPMatch{}
+			}
+			h := rule.HTTP
+			r := wireReader{b: f.b}
+			for r.next() {
+				var err error
+				switch r.f.tag {
+				case 1<<3 | wireBytes:
+					h.Methods, err = d.appendStr(h.Methods, r.f.b)
+				case 2<<3 | wireBytes:
+					h.Paths, err = d.appendStr(h.Paths, r.f.b)
+				}
+				if err != nil {
+					return fmt.Errorf("http: %w", err)
+				}
+			}
+			if r.err != nil {
+				return fmt.Errorf("http: %w", r.err)
+			}
+		case 6<<3 | wireBytes:
+			if rule.JSONRPC == nil {
+				rule.JSONRPC = &policy.JSONRPCMatch{}
+			}
+			var err error
+			if rule.JSONRPC.Methods, err = d.strList(rule.JSONRPC.Methods, f.b); err != nil {
+				return fmt.Errorf("jsonrpc: %w", err)
+			}
+		case 7<<3 | wireBytes:
+			if rule.MCP == nil {
+				rule.MCP = &policy.MCPMatch{}
+			}
+			var err error
+			if rule.MCP.Tools, err = d.strList(rule.MCP.Tools, f.b); err != nil {
+				return fmt.Errorf("mcp: %w", err)
+			}
 		}
 	}
 	if r.err != nil {
@@ -791,6 +829,30 @@ func (d *wireDecoder) rule(b []byte, rule *policy.Rule) error {
 	}
 	rule.Index = int(idx)
 	return nil
+}
+
+// appendStr appends the string b to vs.
+func (d *wireDecoder) appendStr(vs []string, b []byte) ([]string, error) {
+	s, err := d.str(b)
+	if err != nil {
+		return vs, err
+	}
+	return append(vs, s), nil
+}
+
+// strList appends the strings of a message whose field 1 is a repeated
+// string to out.
+func (d *wireDecoder) strList(out []string, b []byte) ([]string, error) {
+	r := wireReader{b: b}
+	for r.next() {
+		if r.f.tag == 1<<3|wireBytes {
+			var err error
+			if out, err = d.appendStr(out, r.f.b); err != nil {
+				return nil, err
+			}
+		}
+	}
+	return out, r.err
 }
 
 func portRange(b []byte) (policy.PortRange, error) {

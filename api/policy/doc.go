@@ -14,9 +14,13 @@
 //   - no Allow policy selects the target: the namespace default;
 //   - otherwise: allow if some Allow rule matches, else deny.
 //
-// A rule with L7 fields (http, jsonrpc, mcp) is checked at L4 only: under
-// Allow it matches nothing, under Deny it matches without its L7 part, so
-// the result is never more permissive than the policy. Identity fields
+// A rule with L7 parts (http, jsonrpc, mcp) is decided per request where
+// the connection's requests are seen (EvaluateRequest; Admissible first
+// tells whether any request could be allowed, NeedsRequests whether the
+// requests matter at all). Where they are not (Evaluate: opaque bytes),
+// it is checked at L4 only: under Allow it matches nothing, under Deny it
+// matches without its L7 part, so the result is never more permissive
+// than the policy. Identity fields
 // (service accounts, namespaces) match only a verified peer identity, never
 // a plaintext connection.
 package policy

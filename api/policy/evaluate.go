@@ -11,7 +11,42 @@ import (
 // data for the target yet, which denies. When several rules could decide,
 // the first in t.Policies order (then rule order) is reported, so callers
 // that want stable reports keep t.Policies sorted.
-func Evaluate(t *Target, c Conn) Decision {
+func Evaluate(t *Target, c Conn) Decision { return evaluate(t, c, atL4, nil) }
+
+// Admissible is Evaluate for a connection whose requests will each be
+// evaluated (EvaluateRequest): it allows when some request could be
+// allowed, taking Allow rules with L7 parts on their L4 part and leaving
+// Deny rules with L7 parts to the requests. A denial here denies every
+// request.
+func Admissible(t *Target, c Conn) Decision { return evaluate(t, c, admissible, nil) }
+
+// EvaluateRequest decides one request q on connection c: rules with L7
+// parts must match q as well. A JSON-RPC batch is decided call by call
+// (the caller passes each call in q.RPC).
+func EvaluateRequest(t *Target, c Conn, q Request) Decision {
+	return evaluate(t, c, perRequest, &q)
+}
+
+// NeedsRequests reports whether the decision on c can depend on its
+// requests: some rule with L7 parts of a policy of t matches c on its L4
+// part. When it does not, Evaluate decides every request of c alike.
+func NeedsRequests(t *Target, c Conn) bool {
+	if t == nil || isProbe(t, c) {
+		return false
+	}
+	c = normalize(c)
+	for i := range t.Policies {
+		for j := range t.Policies[i].Rules {
+			r := &t.Policies[i].Rules[j]
+			if (r.L7 || r.HasL7()) && r.matchesPort(c.Port) && r.matchesPeer(c) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+func evaluate(t *Target, c Conn, m mode, q *Request) Decision {
 	if t == nil {
 		return decided(false, ReasonNoPolicyData)
 	}
@@ -22,13 +57,13 @@ func Evaluate(t *Target, c Conn) Decision {
 		return decided(false, ReasonPlaintextStrict)
 	}
 	c = normalize(c)
-	if d, ok := firstMatch(t.Policies, ActionDeny, c); ok {
+	if d, ok := firstMatch(t.Policies, ActionDeny, c, m, q); ok {
 		return d
 	}
 	if !selectsAllow(t.Policies) {
 		return decided(t.Default != ActionDeny, ReasonDefault)
 	}
-	if d, ok := firstMatch(t.Policies, ActionAllow, c); ok {
+	if d, ok := firstMatch(t.Policies, ActionAllow, c, m, q); ok {
 		return d
 	}
 	d := decided(false, ReasonNoAllowMatch)
@@ -75,7 +110,7 @@ func selectsAllow(ps []Policy) bool {
 }
 
 // firstMatch finds the first rule of a policy with action a matching c.
-func firstMatch(ps []Policy, a Action, c Conn) (Decision, bool) {
+func firstMatch(ps []Policy, a Action, c Conn, m mode, q *Request) (Decision, bool) {
 	reason := ReasonAllowRule
 	if a == ActionDeny {
 		reason = ReasonDenyRule
@@ -86,7 +121,7 @@ func firstMatch(ps []Policy, a Action, c Conn) (Decision, bool) {
 			continue
 		}
 		for j := range p.Rules {
-			if p.Rules[j].matches(a, c) {
+			if p.Rules[j].matches(a, c, m, q) {
 				return byRule(p, &p.Rules[j], reason), true
 			}
 		}

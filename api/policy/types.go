@@ -47,10 +47,57 @@ type Rule struct {
 	From []Peer `json:"from,omitempty"`
 	// Ports are destination port ranges; empty means any port.
 	Ports []PortRange `json:"ports,omitempty"`
-	// L7 is set when the rule has http, jsonrpc or mcp fields, which this
-	// evaluator does not enforce.
+	// L7 is set when the rule has http, jsonrpc or mcp fields (HTTP,
+	// JSONRPC, MCP; compiled by controllers that enforce them).
 	L7 bool `json:"l7,omitempty"`
+	// HTTP, JSONRPC and MCP are the rule's L7 parts (nil: not
+	// constrained); every present part must match a request (see
+	// EvaluateRequest).
+	HTTP    *HTTPMatch    `json:"http,omitempty"`
+	JSONRPC *JSONRPCMatch `json:"jsonrpc,omitempty"`
+	MCP     *MCPMatch     `json:"mcp,omitempty"`
 }
+
+// HTTPMatch matches an HTTP request: its method is one of Methods and its
+// path one of Paths (exact, or a prefix when the entry ends in "*"); an
+// empty list matches any.
+type HTTPMatch struct {
+	Methods []string `json:"methods,omitempty"`
+	Paths   []string `json:"paths,omitempty"`
+}
+
+// JSONRPCMatch matches a JSON-RPC 2.0 call whose method is one of Methods
+// (empty: any call); a request that carries no JSON-RPC call does not
+// match.
+type JSONRPCMatch struct {
+	Methods []string `json:"methods,omitempty"`
+}
+
+// MCPMatch matches Model Context Protocol tool calls: a tools/call whose
+// params.name is one of Tools (empty: any tool). A request that calls no
+// tool (initialize, tools/list, notifications, the event stream's GET)
+// matches an Allow rule's MCP part, so that the session works, and no
+// Deny rule's.
+type MCPMatch struct {
+	Tools []string `json:"tools,omitempty"`
+}
+
+// Request is what EvaluateRequest knows of one HTTP request.
+type Request struct {
+	Method, Path string
+	// RPC is the JSON-RPC call the body carries (one element of a batch),
+	// nil when it carries none.
+	RPC *Call
+}
+
+// Call is one JSON-RPC call: its method and, for MCP's tools/call, the
+// tool (params.name).
+type Call struct {
+	Method, Tool string
+}
+
+// HasL7 reports whether r has an L7 part.
+func (r *Rule) HasL7() bool { return r.HTTP != nil || r.JSONRPC != nil || r.MCP != nil }
 
 // Peer is a compiled spec.rules[i].from[j]: every constrained attribute
 // must match. Its JSON form (peerjson.go) writes an unconstrained set as an

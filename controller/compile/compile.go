@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"slices"
 	"strings"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -68,7 +69,58 @@ func compileRule(p *v1alpha1.AgentPolicy, i int, r Resolver) (policy.Rule, error
 		}
 		out.Ports = append(out.Ports, pr)
 	}
+	if err := compileL7(src, &out); err != nil {
+		return policy.Rule{}, err
+	}
 	return out, nil
+}
+
+// compileL7 copies the rule's L7 parts, checked: HTTP methods are tokens
+// (RFC 9110), paths absolute (or "*"), JSON-RPC methods and MCP tools non-empty.
+func compileL7(src *v1alpha1.Rule, out *policy.Rule) error {
+	if h := src.HTTP; h != nil {
+		for i, m := range h.Methods {
+			if !isToken(m) {
+				return fmt.Errorf("http.methods[%d] %q: not an HTTP method", i, m)
+			}
+		}
+		for i, p := range h.Paths {
+			if p != "*" && !strings.HasPrefix(p, "/") {
+				return fmt.Errorf("http.paths[%d] %q: want an absolute path (\"/...\", \"/prefix/*\") or \"*\"", i, p)
+			}
+			if strings.Contains(strings.TrimSuffix(p, "*"), "*") {
+				return fmt.Errorf("http.paths[%d] %q: \"*\" only at the end", i, p)
+			}
+		}
+		out.HTTP = &policy.HTTPMatch{Methods: slices.Clone(h.Methods), Paths: slices.Clone(h.Paths)}
+	}
+	if j := src.JSONRPC; j != nil {
+		if slices.Contains(j.Methods, "") {
+			return errors.New("jsonrpc.methods: empty method name")
+		}
+		out.JSONRPC = &policy.JSONRPCMatch{Methods: slices.Clone(j.Methods)}
+	}
+	if m := src.MCP; m != nil {
+		if slices.Contains(m.Tools, "") {
+			return errors.New("mcp.tools: empty tool name")
+		}
+		out.MCP = &policy.MCPMatch{Tools: slices.Clone(m.Tools)}
+	}
+	return nil
+}
+
+// isToken reports whether s is an HTTP token (RFC 9110 5.6.2).
+func isToken(s string) bool {
+	if s == "" {
+		return false
+	}
+	for _, c := range []byte(s) {
+		if c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || strings.IndexByte("!#$%&'*+-.^_`|~", c) >= 0 {
+			continue
+		}
+		return false
+	}
+	return true
 }
 
 func compilePort(p v1alpha1.Port) (policy.PortRange, error) {

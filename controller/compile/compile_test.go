@@ -3,6 +3,7 @@ package compile
 import (
 	"encoding/json"
 	"net/netip"
+	"slices"
 	"strings"
 	"testing"
 
@@ -74,6 +75,9 @@ func TestCompile(t *testing.T) {
 	if len(r) != 5 || r[4].Index != 4 || !r[4].L7 || r[0].L7 {
 		t.Fatalf("rules = %+v", r)
 	}
+	if r[4].MCP == nil || !slices.Equal(r[4].MCP.Tools, []string{"search"}) || r[4].HTTP != nil || r[0].HasL7() {
+		t.Errorf("L7 parts: rule 4 %+v, rule 0 %+v", r[4], r[0])
+	}
 	if !r[0].From[0].Identities.Has(webID) || !r[0].From[0].Identities.Has(adminID) || r[0].From[0].Identities.Len() != 2 {
 		t.Errorf("identities = %+v", r[0].From[0].Identities)
 	}
@@ -110,6 +114,11 @@ func TestCompileErrors(t *testing.T) {
 		{`{"action": "Allow", "rules": [{"from": [{"ipBlocks": [{"cidr": "10.0.0.0/8", "except": ["11.0.0.0/16"]}]}]}]}`, "not within"},
 		{`{"action": "Allow", "rules": [{"from": [{"ipBlocks": [{"cidr": "10.0.0.0/16", "except": ["10.0.0.0/8"]}]}]}]}`, "not within"},
 		{`{"action": "Allow", "rules": [{"from": [{"podSelector": {"matchExpressions": [{"key": "a", "operator": "Bogus"}]}}]}]}`, "podSelector:"},
+		{`{"action": "Allow", "rules": [{"http": {"methods": ["GE T"]}}]}`, `http.methods[0] "GE T"`},
+		{`{"action": "Allow", "rules": [{"http": {"paths": ["api/*"]}}]}`, `http.paths[0] "api/*"`},
+		{`{"action": "Allow", "rules": [{"http": {"paths": ["/a/*/b"]}}]}`, `only at the end`},
+		{`{"action": "Allow", "rules": [{"jsonrpc": {"methods": [""]}}]}`, "jsonrpc.methods"},
+		{`{"action": "Allow", "rules": [{"mcp": {"tools": ["ok", ""]}}]}`, "mcp.tools"},
 	}
 	for _, tc := range tests {
 		_, err := compileJSON(t, tc.spec)

@@ -69,6 +69,10 @@ func (f *fixture) sync(s *view.Snapshot, patches, events int) {
 	}
 }
 
+// bad is an invalid policy's message: its condition is not Accepted, so
+// it comes with an event.
+const bad = "rules[0]: bad"
+
 func state(gen int64, invalid string) *view.Snapshot {
 	return &view.Snapshot{Policies: []view.PolicyState{{Namespace: "a", Name: "p", UID: "u1", Generation: gen,
 		Enforced: "Allow", Invalid: invalid, L7: []string{"rules[0] (http)"}}}}
@@ -89,23 +93,23 @@ func (f *fixture) cached(rv string, gen int64, cond *metav1.Condition) {
 func TestWriterWritesOnlyChanges(t *testing.T) {
 	f := newFixture(t)
 	f.cached("1", 1, nil)
-	f.sync(state(1, ""), 1, 1)
+	f.sync(state(1, bad), 1, 1)
 	if conds := f.patches[0]["status"].(map[string]any)["conditions"].([]any); len(conds) != 1 ||
-		conds[0].(map[string]any)["reason"] != v1alpha1.ReasonL7FieldsNotEnforced {
+		conds[0].(map[string]any)["reason"] != v1alpha1.ReasonInvalid {
 		t.Errorf("patch %v", f.patches[0])
 	}
-	f.sync(state(1, ""), 0, 0) // cache behind our write
-	want := state(1, "").Policies[0].Accepted()
+	f.sync(state(1, bad), 0, 0) // cache behind our write
+	want := state(1, bad).Policies[0].Accepted()
 	f.cached("2", 1, &want)
-	f.sync(state(1, ""), 0, 0) // caught up
+	f.sync(state(1, bad), 0, 0) // caught up
 	f.cached("3", 1, nil)
-	f.sync(state(1, ""), 1, 0) // wiped: rewritten, no new event
+	f.sync(state(1, bad), 1, 0) // wiped: rewritten, no new event
 	f.cached("4", 2, &want)
-	f.sync(state(2, "rules[0]: bad"), 1, 1)
+	f.sync(state(2, "rules[0]: worse"), 1, 1)
 
 	g := newFixture(t) // a new leader finds the status written
 	g.cached("7", 1, &want)
-	g.sync(state(1, ""), 0, 0)
+	g.sync(state(1, bad), 0, 0)
 }
 
 // TestWriterWarnings: an annotation warning is emitted once while it

@@ -202,8 +202,8 @@ func TestAuthzInvalidFailsClosed(t *testing.T) {
 	}
 }
 
-// TestAcceptedCondition: valid policies are Accepted, and L7 fields are
-// reported rule by rule with what they mean under each action.
+// TestAcceptedCondition: valid policies are Accepted, and rules with L7
+// fields are named with what they mean under each action.
 func TestAcceptedCondition(t *testing.T) {
 	l7 := []v1alpha1.Rule{{Ports: []v1alpha1.Port{{Port: 80}}}, {Ports: []v1alpha1.Port{{Port: 80}}, HTTP: &v1alpha1.HTTPMatch{}, MCP: &v1alpha1.MCPMatch{}},
 		{From: []v1alpha1.Source{{Namespaces: []string{"b"}}}, JSONRPC: &v1alpha1.JSONRPCMatch{}}}
@@ -213,10 +213,10 @@ func TestAcceptedCondition(t *testing.T) {
 		agentPolicy("a", "plain", nil, v1alpha1.ActionAllow, l7[0]),
 	}})
 	want := map[string]metav1.Condition{
-		"allow-l7": {Type: "Accepted", Status: "True", Reason: "L7FieldsNotEnforced", ObservedGeneration: 3,
-			Message: "rules[1] (http, mcp), rules[2] (jsonrpc): L7 fields are not enforced yet; these Allow rules match no connection"},
-		"deny-l7": {Type: "Accepted", Status: "True", Reason: "L7FieldsNotEnforced", ObservedGeneration: 3,
-			Message: "rules[1] (http, mcp), rules[2] (jsonrpc): L7 fields are not enforced yet; these Deny rules are enforced at L4 without their L7 part, so they deny every connection their from and ports match"},
+		"allow-l7": {Type: "Accepted", Status: "True", Reason: "Accepted", ObservedGeneration: 3,
+			Message: "enforced as written; rules[1] (http, mcp), rules[2] (jsonrpc): decided per request on HTTP traffic over the mesh; connections that are not HTTP (or plaintext from outside the mesh) match none of these Allow rules"},
+		"deny-l7": {Type: "Accepted", Status: "True", Reason: "Accepted", ObservedGeneration: 3,
+			Message: "enforced as written; rules[1] (http, mcp), rules[2] (jsonrpc): decided per request on HTTP traffic over the mesh; on connections that are not HTTP these Deny rules apply without their L7 part"},
 		"plain": {Type: "Accepted", Status: "True", Reason: "Accepted", ObservedGeneration: 3, Message: "enforced as written"},
 	}
 	for _, p := range s.Policies {

@@ -19,7 +19,7 @@ func (s *PolicyState) Accepted() metav1.Condition {
 	case s.Invalid != "":
 		c.Status, c.Reason, c.Message = metav1.ConditionFalse, v1alpha1.ReasonInvalid, s.invalidMessage()
 	case len(s.L7) > 0:
-		c.Reason, c.Message = v1alpha1.ReasonL7FieldsNotEnforced, s.l7Message()
+		c.Message = s.l7Message()
 	}
 	return c
 }
@@ -38,7 +38,7 @@ func (s *PolicyState) invalidMessage() string {
 func (s *PolicyState) l7Message() string {
 	rules := strings.Join(s.L7, ", ")
 	if s.Enforced == policy.ActionDeny {
-		return fmt.Sprintf("%s: L7 fields are not enforced yet; these Deny rules are enforced at L4 without their L7 part, so they deny every connection their from and ports match", rules)
+		return fmt.Sprintf("enforced as written; %s: decided per request on HTTP traffic over the mesh; on connections that are not HTTP these Deny rules apply without their L7 part", rules)
 	}
-	return fmt.Sprintf("%s: L7 fields are not enforced yet; these Allow rules match no connection", rules)
+	return fmt.Sprintf("enforced as written; %s: decided per request on HTTP traffic over the mesh; connections that are not HTTP (or plaintext from outside the mesh) match none of these Allow rules", rules)
 }

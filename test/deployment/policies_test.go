@@ -22,8 +22,8 @@ import (
 // policy with L7 fields (status and event) and a namespace with an invalid
 // annotation (event).
 const (
-	l7Policy = "l7"
-	badNS    = "bad-annotation"
+	badPolicy = "bad-selector"
+	badNS     = "bad-annotation"
 )
 
 // seedPolicyObjects creates them as the admin, before the controller runs.
@@ -36,9 +36,9 @@ func seedPolicyObjects(ctx context.Context, t *testing.T, admin *rest.Config) {
 		t.Fatalf("create namespace: %v", err)
 	}
 	u := &unstructured.Unstructured{Object: map[string]any{"apiVersion": "agentmesh.io/v1alpha1", "kind": "AgentPolicy",
-		"metadata": map[string]any{"name": l7Policy, "namespace": "default"},
-		"spec": map[string]any{"podSelector": map[string]any{}, "action": "Allow",
-			"rules": []any{map[string]any{"mcp": map[string]any{"tools": []any{"search"}}}}}}}
+		"metadata": map[string]any{"name": badPolicy, "namespace": "default"},
+		"spec": map[string]any{"podSelector": map[string]any{"matchExpressions": []any{map[string]any{"key": "app", "operator": "Bogus"}}}, "action": "Deny",
+			"rules": []any{map[string]any{"ports": []any{map[string]any{"port": 22}}}}}}}
 	if _, err := dynamic.NewForConfigOrDie(admin).Resource(view.PolicyResource).Namespace("default").Create(ctx, u, metav1.CreateOptions{}); err != nil {
 		t.Fatalf("create agentpolicy: %v", err)
 	}
@@ -50,21 +50,21 @@ func checkPolicyWrites(ctx context.Context, t *testing.T, admin *rest.Config) {
 	dyn := dynamic.NewForConfigOrDie(admin)
 	cs := kubernetes.NewForConfigOrDie(admin)
 	err := wait.PollUntilContextTimeout(ctx, 200*time.Millisecond, 30*time.Second, true, func(ctx context.Context) (bool, error) {
-		u, err := dyn.Resource(view.PolicyResource).Namespace("default").Get(ctx, l7Policy, metav1.GetOptions{})
+		u, err := dyn.Resource(view.PolicyResource).Namespace("default").Get(ctx, badPolicy, metav1.GetOptions{})
 		if err != nil {
 			return false, nil
 		}
 		conds, _, _ := unstructured.NestedSlice(u.Object, "status", "conditions")
 		return slices.ContainsFunc(conds, func(c any) bool {
 			m, _ := c.(map[string]any)
-			return m["type"] == v1alpha1.ConditionAccepted && m["reason"] == v1alpha1.ReasonL7FieldsNotEnforced
+			return m["type"] == v1alpha1.ConditionAccepted && m["reason"] == v1alpha1.ReasonInvalid
 		}), nil
 	})
 	if err != nil {
 		t.Fatalf("agentpolicy status not written: %v", err)
 	}
 	for _, want := range []struct{ kind, name, reason string }{
-		{"AgentPolicy", l7Policy, v1alpha1.ReasonL7FieldsNotEnforced},
+		{"AgentPolicy", badPolicy, v1alpha1.ReasonInvalid},
 		{"Namespace", badNS, view.ReasonInvalidAnnotation},
 	} {
 		err := wait.PollUntilContextTimeout(ctx, 200*time.Millisecond, 30*time.Second, true, func(ctx context.Context) (bool, error) {

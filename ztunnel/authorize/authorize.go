@@ -66,9 +66,15 @@ func authzOf(idx *meshconfig.Index, uid string) *policy.Target {
 // live connections (the caller removes it when the connection ends).
 // Deciding and registering happen under the read lock, so a config swapped
 // in meanwhile is either seen here or re-evaluated by Reevaluate.
+//
+// When rules with L7 parts apply to c (policy.NeedsRequests) and c can
+// carry requests (an HBONE stream, Requests set by the caller), c is
+// admitted if some request could be allowed (policy.Admissible) and
+// marked L7: the caller then decides each request (Request), or, if the
+// bytes turn out not to be HTTP, the connection as a whole (Opaque).
 func (a *Authorizer) Admit(c *Conn) policy.Decision {
 	a.mu.RLock()
-	d := policy.Evaluate(authzOf(a.index(), c.Pod.UID), c.Policy)
+	d := a.decide(authzOf(a.index(), c.Pod.UID), c)
 	if d.Allow {
 		c.Live.add(c)
 	}
@@ -95,7 +101,7 @@ func (a *Authorizer) Reevaluate(pods []*Live) {
 	for _, live := range pods {
 		t := authzOf(idx, live.UID)
 		for _, c := range live.snapshot() {
-			if d := policy.Evaluate(t, c.Policy); !d.Allow && c.revoke(d) {
+			if d := a.decide(t, c); !d.Allow && c.revoke(d) {
 				out = append(out, closed{c, d})
 			}
 		}
@@ -105,6 +111,73 @@ func (a *Authorizer) Reevaluate(pods []*Live) {
 		a.rec.PolicyClosed(c.d)
 		a.logPolicy(MsgClosedByPolicy, c.c, c.d)
 	}
+}
+
+// decide is Admit's decision on c under t; it marks c L7 when its
+// requests are to be decided one by one. Called under a.mu.
+func (a *Authorizer) decide(t *policy.Target, c *Conn) policy.Decision {
+	if c.Requests && !c.opaque.Load() && policy.NeedsRequests(t, c.Policy) {
+		c.l7.Store(true)
+		return policy.Admissible(t, c.Policy)
+	}
+	c.l7.Store(false)
+	return policy.Evaluate(t, c.Policy)
+}
+
+// NeedsRequests reports whether rules with L7 parts of pod uid's policies
+// apply to c (policy.NeedsRequests) with the config in force.
+func (a *Authorizer) NeedsRequests(uid string, c policy.Conn) bool {
+	return policy.NeedsRequests(authzOf(a.index(), uid), c)
+}
+
+// Opaque decides c, admitted as L7, as a whole: its bytes are not HTTP,
+// so rules with L7 parts are taken at L4 (policy.Evaluate). A denial is
+// counted and logged; the caller closes c.
+func (a *Authorizer) Opaque(c *Conn) policy.Decision {
+	c.opaque.Store(true)
+	a.mu.RLock()
+	d := a.decide(authzOf(a.index(), c.Pod.UID), c)
+	a.mu.RUnlock()
+	a.rec.Decided(d)
+	if !d.Allow {
+		a.logPolicy(MsgDenied, c, d)
+	}
+	return d
+}
+
+// Request decides one request q of c with the config in force
+// (policy.EvaluateRequest) and counts the decision; the caller logs a
+// denial with what it knows of the request (RequestDenied).
+func (a *Authorizer) Request(c *Conn, q policy.Request) policy.Decision {
+	a.mu.RLock()
+	d := policy.EvaluateRequest(authzOf(a.index(), c.Pod.UID), c.Policy, q)
+	a.mu.RUnlock()
+	a.rec.Decided(d)
+	return d
+}
+
+// MsgRequestDenied is the message of a request denial's line.
+const MsgRequestDenied = "request denied by policy"
+
+// RequestDenied logs q's denial by d on c.
+func (a *Authorizer) RequestDenied(c *Conn, q policy.Request, d policy.Decision) {
+	attrs := []slog.Attr{
+		slog.String("pod", c.Pod.String()),
+		slog.String("src_identity", record.IDString(c.Policy.Identity)),
+		slog.String("src_addr", c.Src.String()),
+		slog.String("src_workload", c.SrcWorkload),
+		slog.String("dst_addr", c.Dst.String()),
+		slog.String("method", q.Method),
+		slog.String("path", q.Path),
+	}
+	if q.RPC != nil {
+		attrs = append(attrs, slog.String("rpc_method", q.RPC.Method))
+		if q.RPC.Tool != "" {
+			attrs = append(attrs, slog.String("mcp_tool", q.RPC.Tool))
+		}
+	}
+	attrs = append(attrs, slog.String("policy", d.Policy), slog.Int("rule", d.Rule), slog.String("reason", string(d.Reason)))
+	a.log.LogAttrs(context.Background(), slog.LevelWarn, MsgRequestDenied, attrs...)
 }
 
 // logPolicy writes one Warn line about c and decision d.

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"net/netip"
 	"sync"
+	"sync/atomic"
 
 	"github.com/agentmesh/agentmesh/api/policy"
 	"github.com/agentmesh/agentmesh/ztunnel/flow"
@@ -20,12 +21,22 @@ type Conn struct {
 	Policy      policy.Conn
 	Src, Dst    netip.AddrPort
 	SrcWorkload string // namespace/name of the source workload, "" if unknown
+	// Requests is set by the caller when c can carry HTTP requests that
+	// the tunnel can see and decide one by one (an HBONE stream).
+	Requests bool
+
+	l7     atomic.Bool // its requests are decided one by one (L7)
+	opaque atomic.Bool // its bytes are not HTTP: decided as a whole
 
 	mu      sync.Mutex
 	closers []func()
 	revoked *policy.Decision // guarded by mu
 	ended   bool             // guarded by mu; a revocation then does nothing
 }
+
+// L7 reports whether c's requests are to be decided one by one (set by
+// Admit and by every re-evaluation).
+func (c *Conn) L7() bool { return c.l7.Load() }
 
 // Attach registers close to run on revocation; false (after running close)
 // when c is revoked already.

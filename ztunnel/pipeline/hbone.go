@@ -55,7 +55,7 @@ func (pl *Pipeline) stream(ctx context.Context, p *flow.Pod, live *authorize.Liv
 	f := classify.HBONE(&s.Request)
 	pl.Resolve.HBONE(f)
 	pl.Record.Opened(f)
-	up, err := pl.admitStream(ctx, p, live, f, s)
+	up, ac, err := pl.admitStream(ctx, p, live, f, s)
 	if err != nil {
 		f.Err = err
 		var perr *authorize.Error
@@ -72,7 +72,12 @@ func (pl *Pipeline) stream(ctx context.Context, p *flow.Pod, live *authorize.Liv
 		up.Close()
 	} else {
 		pl.Record.Connected(f)
-		f.Sent, f.Received, f.Err = relay.Join(s, up)
+		if ac.L7() {
+			// Rules with L7 parts apply: each request is decided.
+			f.Sent, f.Received, f.Err = pl.inboundRequests(ctx, p, f, ac, s, up)
+		} else {
+			f.Sent, f.Received, f.Err = relay.Join(s, up)
+		}
 	}
 	stop()
 	var perr *authorize.Error
@@ -83,12 +88,11 @@ func (pl *Pipeline) stream(ctx context.Context, p *flow.Pod, live *authorize.Liv
 }
 
 // admitStream checks the request, then admits it (admit).
-func (pl *Pipeline) admitStream(ctx context.Context, p *flow.Pod, live *authorize.Live, f *flow.Flow, s *hbone.Stream) (net.Conn, error) {
+func (pl *Pipeline) admitStream(ctx context.Context, p *flow.Pod, live *authorize.Live, f *flow.Flow, s *hbone.Stream) (net.Conn, *authorize.Conn, error) {
 	if s.Invalid != nil {
-		return nil, s.Invalid
+		return nil, nil, s.Invalid
 	}
-	up, _, err := pl.admit(ctx, p, live, f)
-	return up, err
+	return pl.admit(ctx, p, live, f)
 }
 
 // admit takes a connection slot, authorizes and delivers inbound flow f
@@ -121,6 +125,9 @@ func (pl *Pipeline) authorizeStream(ctx context.Context, p *flow.Pod, live *auth
 		Pod: p, Live: live, Src: f.Src, Dst: f.Dst, SrcWorkload: recordName(f.SrcWorkload),
 		Policy: policy.Conn{MTLS: true, Identity: f.SrcID, Workload: resolve.UID(f.SrcWorkload),
 			Addr: f.Src.Addr(), Port: f.Dst.Port()},
+		// An HBONE stream's requests can be seen; the same-node path
+		// splices sockets (it is not taken when L7 rules apply).
+		Requests: f.Protocol == flow.HBONE,
 	}
 	if d := pl.Authorize.Admit(ac); !d.Allow {
 		return nil, nil, &authorize.Error{D: d}

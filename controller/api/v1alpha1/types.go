@@ -65,13 +65,13 @@ type Rule struct {
 	// +kubebuilder:validation:MinItems=1
 	// +kubebuilder:validation:MaxItems=64
 	Ports []Port `json:"ports,omitempty"`
-	// HTTP narrows the rule to HTTP requests (not enforced yet).
+	// HTTP narrows the rule to HTTP requests (decided per request).
 	// +optional
 	HTTP *HTTPMatch `json:"http,omitempty"`
-	// JSONRPC narrows the rule to JSON-RPC calls (not enforced yet).
+	// JSONRPC narrows the rule to JSON-RPC calls (decided per request).
 	// +optional
 	JSONRPC *JSONRPCMatch `json:"jsonrpc,omitempty"`
-	// MCP narrows the rule to MCP tool calls (not enforced yet).
+	// MCP narrows the rule to MCP tool calls (decided per request).
 	// +optional
 	MCP *MCPMatch `json:"mcp,omitempty"`
 }
@@ -160,7 +160,7 @@ type Port struct {
 	Protocol Protocol `json:"protocol,omitempty"`
 }
 
-// HTTPMatch matches HTTP requests (L7; not enforced yet).
+// HTTPMatch matches HTTP requests (L7).
 type HTTPMatch struct {
 	// Methods are HTTP methods such as GET; absent means any.
 	// +optional
@@ -176,7 +176,7 @@ type HTTPMatch struct {
 	Paths []string `json:"paths,omitempty"`
 }
 
-// JSONRPCMatch matches JSON-RPC calls (L7; not enforced yet).
+// JSONRPCMatch matches JSON-RPC calls (L7).
 type JSONRPCMatch struct {
 	// Methods are JSON-RPC method names; absent means any.
 	// +optional
@@ -186,7 +186,9 @@ type JSONRPCMatch struct {
 	Methods []string `json:"methods,omitempty"`
 }
 
-// MCPMatch matches Model Context Protocol tool calls (L7; not enforced yet).
+// MCPMatch matches Model Context Protocol tool calls (L7): tools/call
+// requests whose params.name is listed; requests that call no tool match an
+// Allow rule's mcp part and no Deny rule's.
 type MCPMatch struct {
 	// Tools are MCP tool names; absent means any.
 	// +optional
@@ -219,7 +221,7 @@ const (
 	ReasonAccepted = "Accepted"
 	// ReasonL7FieldsNotEnforced: accepted, but rules with L7 fields are
 	// enforced at L4 only (Allow: they match nothing; Deny: without the L7
-	// part).
+	// part). Written by controllers before L7 enforcement; no longer set.
 	ReasonL7FieldsNotEnforced = "L7FieldsNotEnforced"
 	// ReasonInvalid: the policy could not be compiled (Accepted=False).
 	ReasonInvalid = "Invalid"

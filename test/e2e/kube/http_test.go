@@ -101,6 +101,58 @@ func TestHTTPPerRequestLab(t *testing.T) {
 	if a.AppProtocol != "http1" {
 		t.Errorf("access line app_protocol %q, want http1", a.AppProtocol)
 	}
+
+	// An AgentPolicy whose rule names HTTP methods and paths: each
+	// request is decided by the replica's node; a denied one gets 403 and
+	// the connection goes on.
+	pol := newPolicies(t, l)
+	pol.apply(ctx, svcNS, "planner-reads", `
+podSelector: {matchLabels: {app: dv}}
+action: Allow
+rules:
+- from: [{serviceAccounts: [planner]}]
+  http: {methods: [GET], paths: ["/"]}
+`)
+	calls := func(path string) meshlab.CallsResult {
+		t.Helper()
+		to := fmt.Sprintf("http://data-validator:%d%s", echoPort, path)
+		code, body, err := caller.HTTPGet(ctx, "http://127.0.0.1:8080/calls?n=6&to="+url.QueryEscape(to))
+		var res meshlab.CallsResult
+		if err != nil || code != 200 || json.Unmarshal(body, &res) != nil {
+			t.Fatalf("calls %s: %d %s %v", path, code, body, err)
+		}
+		return res
+	}
+	waitFor(t, "GET /nope denied by planner-reads", func() (bool, string) {
+		res := calls("/nope")
+		return res.Status[403] == 6, fmt.Sprint(res.Status)
+	})
+	if st, reason := pol.accepted(ctx, svcNS, "planner-reads"); st != "True" || reason != "Accepted" {
+		t.Errorf("planner-reads Accepted = %s/%s, want True/Accepted", st, reason)
+	}
+	if res := calls("/"); res.Status[200] != 6 || res.Connections != 1 {
+		t.Errorf("GET / under planner-reads: %+v, want 6 answers of 200 on one connection", res)
+	}
+	res = calls("/nope")
+	if res.Status[403] != 6 || res.Connections != 1 {
+		t.Errorf("GET /nope under planner-reads: %+v, want 6 refusals (403) on one connection", res)
+	}
+	var denied int
+	for node := 1; node <= 2; node++ {
+		f, err := os.ReadFile(l.DaemonLog(node, "ztunnel"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		for line := range strings.SplitSeq(string(f), "\n") {
+			if strings.Contains(line, `"msg":"request denied by policy"`) && strings.Contains(line, `"path":"/nope"`) &&
+				strings.Contains(line, `"src_identity":"`+spiffeID(svcNS, "planner")+`"`) && strings.Contains(line, `"policy":"agents/planner-reads"`) {
+				denied++
+			}
+		}
+	}
+	if denied < 6 {
+		t.Errorf("%d request-denied lines for GET /nope naming planner and agents/planner-reads, want at least 6", denied)
+	}
 }
 
 // requestLines are node's ztunnel "request" lines since.

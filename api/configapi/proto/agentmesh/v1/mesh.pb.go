@@ -1134,8 +1134,13 @@ type Rule struct {
 	Index int64                  `protobuf:"varint,1,opt,name=index,proto3" json:"index,omitempty"`
 	From  []*Peer                `protobuf:"bytes,2,rep,name=from,proto3" json:"from,omitempty"`
 	Ports []*PortRange           `protobuf:"bytes,3,rep,name=ports,proto3" json:"ports,omitempty"`
-	// l7 is set when the rule has L7 fields, which are not enforced.
-	L7            bool `protobuf:"varint,4,opt,name=l7,proto3" json:"l7,omitempty"`
+	// l7 is set when the rule has L7 fields (http, jsonrpc, mcp).
+	L7 bool `protobuf:"varint,4,opt,name=l7,proto3" json:"l7,omitempty"`
+	// The L7 parts; absent: not constrained. Every present part must
+	// match a request.
+	Http          *HTTPMatch    `protobuf:"bytes,5,opt,name=http,proto3" json:"http,omitempty"`
+	Jsonrpc       *JSONRPCMatch `protobuf:"bytes,6,opt,name=jsonrpc,proto3" json:"jsonrpc,omitempty"`
+	Mcp           *MCPMatch     `protobuf:"bytes,7,opt,name=mcp,proto3" json:"mcp,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1198,6 +1203,172 @@ func (x *Rule) GetL7() bool {
 	return false
 }
 
+func (x *Rule) GetHttp() *HTTPMatch {
+	if x != nil {
+		return x.Http
+	}
+	return nil
+}
+
+func (x *Rule) GetJsonrpc() *JSONRPCMatch {
+	if x != nil {
+		return x.Jsonrpc
+	}
+	return nil
+}
+
+func (x *Rule) GetMcp() *MCPMatch {
+	if x != nil {
+		return x.Mcp
+	}
+	return nil
+}
+
+// HTTPMatch matches an HTTP request's method (any of methods) and path
+// (any of paths: exact, or a prefix when ending in "*"); empty: any.
+type HTTPMatch struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Methods       []string               `protobuf:"bytes,1,rep,name=methods,proto3" json:"methods,omitempty"`
+	Paths         []string               `protobuf:"bytes,2,rep,name=paths,proto3" json:"paths,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *HTTPMatch) Reset() {
+	*x = HTTPMatch{}
+	mi := &file_agentmesh_v1_mesh_proto_msgTypes[13]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *HTTPMatch) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*HTTPMatch) ProtoMessage() {}
+
+func (x *HTTPMatch) ProtoReflect() protoreflect.Message {
+	mi := &file_agentmesh_v1_mesh_proto_msgTypes[13]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use HTTPMatch.ProtoReflect.Descriptor instead.
+func (*HTTPMatch) Descriptor() ([]byte, []int) {
+	return file_agentmesh_v1_mesh_proto_rawDescGZIP(), []int{13}
+}
+
+func (x *HTTPMatch) GetMethods() []string {
+	if x != nil {
+		return x.Methods
+	}
+	return nil
+}
+
+func (x *HTTPMatch) GetPaths() []string {
+	if x != nil {
+		return x.Paths
+	}
+	return nil
+}
+
+// JSONRPCMatch matches a JSON-RPC call whose method is one of methods
+// (empty: any call).
+type JSONRPCMatch struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Methods       []string               `protobuf:"bytes,1,rep,name=methods,proto3" json:"methods,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *JSONRPCMatch) Reset() {
+	*x = JSONRPCMatch{}
+	mi := &file_agentmesh_v1_mesh_proto_msgTypes[14]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *JSONRPCMatch) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*JSONRPCMatch) ProtoMessage() {}
+
+func (x *JSONRPCMatch) ProtoReflect() protoreflect.Message {
+	mi := &file_agentmesh_v1_mesh_proto_msgTypes[14]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use JSONRPCMatch.ProtoReflect.Descriptor instead.
+func (*JSONRPCMatch) Descriptor() ([]byte, []int) {
+	return file_agentmesh_v1_mesh_proto_rawDescGZIP(), []int{14}
+}
+
+func (x *JSONRPCMatch) GetMethods() []string {
+	if x != nil {
+		return x.Methods
+	}
+	return nil
+}
+
+// MCPMatch matches MCP tools/call requests by tool name (empty: any).
+type MCPMatch struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Tools         []string               `protobuf:"bytes,1,rep,name=tools,proto3" json:"tools,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *MCPMatch) Reset() {
+	*x = MCPMatch{}
+	mi := &file_agentmesh_v1_mesh_proto_msgTypes[15]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *MCPMatch) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*MCPMatch) ProtoMessage() {}
+
+func (x *MCPMatch) ProtoReflect() protoreflect.Message {
+	mi := &file_agentmesh_v1_mesh_proto_msgTypes[15]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use MCPMatch.ProtoReflect.Descriptor instead.
+func (*MCPMatch) Descriptor() ([]byte, []int) {
+	return file_agentmesh_v1_mesh_proto_rawDescGZIP(), []int{15}
+}
+
+func (x *MCPMatch) GetTools() []string {
+	if x != nil {
+		return x.Tools
+	}
+	return nil
+}
+
 // Peer is one alternative source of a rule: every constrained attribute
 // must match. An absent set places no constraint; a present one (even
 // empty) matches only its members.
@@ -1215,7 +1386,7 @@ type Peer struct {
 
 func (x *Peer) Reset() {
 	*x = Peer{}
-	mi := &file_agentmesh_v1_mesh_proto_msgTypes[13]
+	mi := &file_agentmesh_v1_mesh_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1227,7 +1398,7 @@ func (x *Peer) String() string {
 func (*Peer) ProtoMessage() {}
 
 func (x *Peer) ProtoReflect() protoreflect.Message {
-	mi := &file_agentmesh_v1_mesh_proto_msgTypes[13]
+	mi := &file_agentmesh_v1_mesh_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1240,7 +1411,7 @@ func (x *Peer) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Peer.ProtoReflect.Descriptor instead.
 func (*Peer) Descriptor() ([]byte, []int) {
-	return file_agentmesh_v1_mesh_proto_rawDescGZIP(), []int{13}
+	return file_agentmesh_v1_mesh_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *Peer) GetIdentities() *IdentitySet {
@@ -1281,7 +1452,7 @@ type StringSet struct {
 
 func (x *StringSet) Reset() {
 	*x = StringSet{}
-	mi := &file_agentmesh_v1_mesh_proto_msgTypes[14]
+	mi := &file_agentmesh_v1_mesh_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1293,7 +1464,7 @@ func (x *StringSet) String() string {
 func (*StringSet) ProtoMessage() {}
 
 func (x *StringSet) ProtoReflect() protoreflect.Message {
-	mi := &file_agentmesh_v1_mesh_proto_msgTypes[14]
+	mi := &file_agentmesh_v1_mesh_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1306,7 +1477,7 @@ func (x *StringSet) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use StringSet.ProtoReflect.Descriptor instead.
 func (*StringSet) Descriptor() ([]byte, []int) {
-	return file_agentmesh_v1_mesh_proto_rawDescGZIP(), []int{14}
+	return file_agentmesh_v1_mesh_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *StringSet) GetValues() []string {
@@ -1327,7 +1498,7 @@ type IdentitySet struct {
 
 func (x *IdentitySet) Reset() {
 	*x = IdentitySet{}
-	mi := &file_agentmesh_v1_mesh_proto_msgTypes[15]
+	mi := &file_agentmesh_v1_mesh_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1339,7 +1510,7 @@ func (x *IdentitySet) String() string {
 func (*IdentitySet) ProtoMessage() {}
 
 func (x *IdentitySet) ProtoReflect() protoreflect.Message {
-	mi := &file_agentmesh_v1_mesh_proto_msgTypes[15]
+	mi := &file_agentmesh_v1_mesh_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1352,7 +1523,7 @@ func (x *IdentitySet) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use IdentitySet.ProtoReflect.Descriptor instead.
 func (*IdentitySet) Descriptor() ([]byte, []int) {
-	return file_agentmesh_v1_mesh_proto_rawDescGZIP(), []int{15}
+	return file_agentmesh_v1_mesh_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *IdentitySet) GetIds() []*SpiffeID {
@@ -1374,7 +1545,7 @@ type SpiffeID struct {
 
 func (x *SpiffeID) Reset() {
 	*x = SpiffeID{}
-	mi := &file_agentmesh_v1_mesh_proto_msgTypes[16]
+	mi := &file_agentmesh_v1_mesh_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1386,7 +1557,7 @@ func (x *SpiffeID) String() string {
 func (*SpiffeID) ProtoMessage() {}
 
 func (x *SpiffeID) ProtoReflect() protoreflect.Message {
-	mi := &file_agentmesh_v1_mesh_proto_msgTypes[16]
+	mi := &file_agentmesh_v1_mesh_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1399,7 +1570,7 @@ func (x *SpiffeID) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SpiffeID.ProtoReflect.Descriptor instead.
 func (*SpiffeID) Descriptor() ([]byte, []int) {
-	return file_agentmesh_v1_mesh_proto_rawDescGZIP(), []int{16}
+	return file_agentmesh_v1_mesh_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *SpiffeID) GetTrustDomain() string {
@@ -1434,7 +1605,7 @@ type IPBlock struct {
 
 func (x *IPBlock) Reset() {
 	*x = IPBlock{}
-	mi := &file_agentmesh_v1_mesh_proto_msgTypes[17]
+	mi := &file_agentmesh_v1_mesh_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1446,7 +1617,7 @@ func (x *IPBlock) String() string {
 func (*IPBlock) ProtoMessage() {}
 
 func (x *IPBlock) ProtoReflect() protoreflect.Message {
-	mi := &file_agentmesh_v1_mesh_proto_msgTypes[17]
+	mi := &file_agentmesh_v1_mesh_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1459,7 +1630,7 @@ func (x *IPBlock) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use IPBlock.ProtoReflect.Descriptor instead.
 func (*IPBlock) Descriptor() ([]byte, []int) {
-	return file_agentmesh_v1_mesh_proto_rawDescGZIP(), []int{17}
+	return file_agentmesh_v1_mesh_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *IPBlock) GetPrefix() *Prefix {
@@ -1488,7 +1659,7 @@ type Prefix struct {
 
 func (x *Prefix) Reset() {
 	*x = Prefix{}
-	mi := &file_agentmesh_v1_mesh_proto_msgTypes[18]
+	mi := &file_agentmesh_v1_mesh_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1500,7 +1671,7 @@ func (x *Prefix) String() string {
 func (*Prefix) ProtoMessage() {}
 
 func (x *Prefix) ProtoReflect() protoreflect.Message {
-	mi := &file_agentmesh_v1_mesh_proto_msgTypes[18]
+	mi := &file_agentmesh_v1_mesh_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1513,7 +1684,7 @@ func (x *Prefix) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Prefix.ProtoReflect.Descriptor instead.
 func (*Prefix) Descriptor() ([]byte, []int) {
-	return file_agentmesh_v1_mesh_proto_rawDescGZIP(), []int{18}
+	return file_agentmesh_v1_mesh_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *Prefix) GetAddr() []byte {
@@ -1541,7 +1712,7 @@ type PortRange struct {
 
 func (x *PortRange) Reset() {
 	*x = PortRange{}
-	mi := &file_agentmesh_v1_mesh_proto_msgTypes[19]
+	mi := &file_agentmesh_v1_mesh_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1553,7 +1724,7 @@ func (x *PortRange) String() string {
 func (*PortRange) ProtoMessage() {}
 
 func (x *PortRange) ProtoReflect() protoreflect.Message {
-	mi := &file_agentmesh_v1_mesh_proto_msgTypes[19]
+	mi := &file_agentmesh_v1_mesh_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1566,7 +1737,7 @@ func (x *PortRange) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PortRange.ProtoReflect.Descriptor instead.
 func (*PortRange) Descriptor() ([]byte, []int) {
-	return file_agentmesh_v1_mesh_proto_rawDescGZIP(), []int{19}
+	return file_agentmesh_v1_mesh_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *PortRange) GetFrom() uint32 {
@@ -1660,12 +1831,22 @@ const file_agentmesh_v1_mesh_proto_rawDesc = "" +
 	"\tnamespace\x18\x01 \x01(\tR\tnamespace\x12\x12\n" +
 	"\x04name\x18\x02 \x01(\tR\x04name\x12,\n" +
 	"\x06action\x18\x03 \x01(\x0e2\x14.agentmesh.v1.ActionR\x06action\x12(\n" +
-	"\x05rules\x18\x04 \x03(\v2\x12.agentmesh.v1.RuleR\x05rules\"\x83\x01\n" +
+	"\x05rules\x18\x04 \x03(\v2\x12.agentmesh.v1.RuleR\x05rules\"\x90\x02\n" +
 	"\x04Rule\x12\x14\n" +
 	"\x05index\x18\x01 \x01(\x03R\x05index\x12&\n" +
 	"\x04from\x18\x02 \x03(\v2\x12.agentmesh.v1.PeerR\x04from\x12-\n" +
 	"\x05ports\x18\x03 \x03(\v2\x17.agentmesh.v1.PortRangeR\x05ports\x12\x0e\n" +
-	"\x02l7\x18\x04 \x01(\bR\x02l7\"\xe5\x01\n" +
+	"\x02l7\x18\x04 \x01(\bR\x02l7\x12+\n" +
+	"\x04http\x18\x05 \x01(\v2\x17.agentmesh.v1.HTTPMatchR\x04http\x124\n" +
+	"\ajsonrpc\x18\x06 \x01(\v2\x1a.agentmesh.v1.JSONRPCMatchR\ajsonrpc\x12(\n" +
+	"\x03mcp\x18\a \x01(\v2\x16.agentmesh.v1.MCPMatchR\x03mcp\";\n" +
+	"\tHTTPMatch\x12\x18\n" +
+	"\amethods\x18\x01 \x03(\tR\amethods\x12\x14\n" +
+	"\x05paths\x18\x02 \x03(\tR\x05paths\"(\n" +
+	"\fJSONRPCMatch\x12\x18\n" +
+	"\amethods\x18\x01 \x03(\tR\amethods\" \n" +
+	"\bMCPMatch\x12\x14\n" +
+	"\x05tools\x18\x01 \x03(\tR\x05tools\"\xe5\x01\n" +
 	"\x04Peer\x129\n" +
 	"\n" +
 	"identities\x18\x01 \x01(\v2\x19.agentmesh.v1.IdentitySetR\n" +
@@ -1722,7 +1903,7 @@ func file_agentmesh_v1_mesh_proto_rawDescGZIP() []byte {
 }
 
 var file_agentmesh_v1_mesh_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
-var file_agentmesh_v1_mesh_proto_msgTypes = make([]protoimpl.MessageInfo, 20)
+var file_agentmesh_v1_mesh_proto_msgTypes = make([]protoimpl.MessageInfo, 23)
 var file_agentmesh_v1_mesh_proto_goTypes = []any{
 	(Protocol)(0),          // 0: agentmesh.v1.Protocol
 	(Action)(0),            // 1: agentmesh.v1.Action
@@ -1740,13 +1921,16 @@ var file_agentmesh_v1_mesh_proto_goTypes = []any{
 	(*Target)(nil),         // 13: agentmesh.v1.Target
 	(*Policy)(nil),         // 14: agentmesh.v1.Policy
 	(*Rule)(nil),           // 15: agentmesh.v1.Rule
-	(*Peer)(nil),           // 16: agentmesh.v1.Peer
-	(*StringSet)(nil),      // 17: agentmesh.v1.StringSet
-	(*IdentitySet)(nil),    // 18: agentmesh.v1.IdentitySet
-	(*SpiffeID)(nil),       // 19: agentmesh.v1.SpiffeID
-	(*IPBlock)(nil),        // 20: agentmesh.v1.IPBlock
-	(*Prefix)(nil),         // 21: agentmesh.v1.Prefix
-	(*PortRange)(nil),      // 22: agentmesh.v1.PortRange
+	(*HTTPMatch)(nil),      // 16: agentmesh.v1.HTTPMatch
+	(*JSONRPCMatch)(nil),   // 17: agentmesh.v1.JSONRPCMatch
+	(*MCPMatch)(nil),       // 18: agentmesh.v1.MCPMatch
+	(*Peer)(nil),           // 19: agentmesh.v1.Peer
+	(*StringSet)(nil),      // 20: agentmesh.v1.StringSet
+	(*IdentitySet)(nil),    // 21: agentmesh.v1.IdentitySet
+	(*SpiffeID)(nil),       // 22: agentmesh.v1.SpiffeID
+	(*IPBlock)(nil),        // 23: agentmesh.v1.IPBlock
+	(*Prefix)(nil),         // 24: agentmesh.v1.Prefix
+	(*PortRange)(nil),      // 25: agentmesh.v1.PortRange
 }
 var file_agentmesh_v1_mesh_proto_depIdxs = []int32{
 	7,  // 0: agentmesh.v1.ConfigResponse.workloads:type_name -> agentmesh.v1.Workload
@@ -1763,24 +1947,27 @@ var file_agentmesh_v1_mesh_proto_depIdxs = []int32{
 	1,  // 11: agentmesh.v1.Target.default_action:type_name -> agentmesh.v1.Action
 	1,  // 12: agentmesh.v1.Policy.action:type_name -> agentmesh.v1.Action
 	15, // 13: agentmesh.v1.Policy.rules:type_name -> agentmesh.v1.Rule
-	16, // 14: agentmesh.v1.Rule.from:type_name -> agentmesh.v1.Peer
-	22, // 15: agentmesh.v1.Rule.ports:type_name -> agentmesh.v1.PortRange
-	18, // 16: agentmesh.v1.Peer.identities:type_name -> agentmesh.v1.IdentitySet
-	17, // 17: agentmesh.v1.Peer.namespaces:type_name -> agentmesh.v1.StringSet
-	17, // 18: agentmesh.v1.Peer.workloads:type_name -> agentmesh.v1.StringSet
-	20, // 19: agentmesh.v1.Peer.ip_blocks:type_name -> agentmesh.v1.IPBlock
-	19, // 20: agentmesh.v1.IdentitySet.ids:type_name -> agentmesh.v1.SpiffeID
-	21, // 21: agentmesh.v1.IPBlock.prefix:type_name -> agentmesh.v1.Prefix
-	21, // 22: agentmesh.v1.IPBlock.except:type_name -> agentmesh.v1.Prefix
-	3,  // 23: agentmesh.v1.Mesh.StreamConfig:input_type -> agentmesh.v1.ConfigRequest
-	5,  // 24: agentmesh.v1.Mesh.SignCertificate:input_type -> agentmesh.v1.SignRequest
-	4,  // 25: agentmesh.v1.Mesh.StreamConfig:output_type -> agentmesh.v1.ConfigResponse
-	6,  // 26: agentmesh.v1.Mesh.SignCertificate:output_type -> agentmesh.v1.SignResponse
-	25, // [25:27] is the sub-list for method output_type
-	23, // [23:25] is the sub-list for method input_type
-	23, // [23:23] is the sub-list for extension type_name
-	23, // [23:23] is the sub-list for extension extendee
-	0,  // [0:23] is the sub-list for field type_name
+	19, // 14: agentmesh.v1.Rule.from:type_name -> agentmesh.v1.Peer
+	25, // 15: agentmesh.v1.Rule.ports:type_name -> agentmesh.v1.PortRange
+	16, // 16: agentmesh.v1.Rule.http:type_name -> agentmesh.v1.HTTPMatch
+	17, // 17: agentmesh.v1.Rule.jsonrpc:type_name -> agentmesh.v1.JSONRPCMatch
+	18, // 18: agentmesh.v1.Rule.mcp:type_name -> agentmesh.v1.MCPMatch
+	21, // 19: agentmesh.v1.Peer.identities:type_name -> agentmesh.v1.IdentitySet
+	20, // 20: agentmesh.v1.Peer.namespaces:type_name -> agentmesh.v1.StringSet
+	20, // 21: agentmesh.v1.Peer.workloads:type_name -> agentmesh.v1.StringSet
+	23, // 22: agentmesh.v1.Peer.ip_blocks:type_name -> agentmesh.v1.IPBlock
+	22, // 23: agentmesh.v1.IdentitySet.ids:type_name -> agentmesh.v1.SpiffeID
+	24, // 24: agentmesh.v1.IPBlock.prefix:type_name -> agentmesh.v1.Prefix
+	24, // 25: agentmesh.v1.IPBlock.except:type_name -> agentmesh.v1.Prefix
+	3,  // 26: agentmesh.v1.Mesh.StreamConfig:input_type -> agentmesh.v1.ConfigRequest
+	5,  // 27: agentmesh.v1.Mesh.SignCertificate:input_type -> agentmesh.v1.SignRequest
+	4,  // 28: agentmesh.v1.Mesh.StreamConfig:output_type -> agentmesh.v1.ConfigResponse
+	6,  // 29: agentmesh.v1.Mesh.SignCertificate:output_type -> agentmesh.v1.SignResponse
+	28, // [28:30] is the sub-list for method output_type
+	26, // [26:28] is the sub-list for method input_type
+	26, // [26:26] is the sub-list for extension type_name
+	26, // [26:26] is the sub-list for extension extendee
+	0,  // [0:26] is the sub-list for field type_name
 }
 
 func init() { file_agentmesh_v1_mesh_proto_init() }
@@ -1794,7 +1981,7 @@ func file_agentmesh_v1_mesh_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_agentmesh_v1_mesh_proto_rawDesc), len(file_agentmesh_v1_mesh_proto_rawDesc)),
 			NumEnums:      3,
-			NumMessages:   20,
+			NumMessages:   23,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

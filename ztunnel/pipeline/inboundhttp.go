@@ -1,0 +1,386 @@
+package pipeline
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"io"
+	"net"
+	"net/http"
+	"net/netip"
+	"path"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/go-json-experiment/json/jsontext"
+
+	"github.com/agentmesh/agentmesh/api/policy"
+	"github.com/agentmesh/agentmesh/ztunnel/authorize"
+	"github.com/agentmesh/agentmesh/ztunnel/detect"
+	"github.com/agentmesh/agentmesh/ztunnel/flow"
+	"github.com/agentmesh/agentmesh/ztunnel/jsonrpc"
+	"github.com/agentmesh/agentmesh/ztunnel/l7"
+	"github.com/agentmesh/agentmesh/ztunnel/record"
+)
+
+// inboundSniffTimeout bounds the wait for the first bytes of a stream
+// whose requests the policy decides: a client that sends nothing in that
+// time (a server-first protocol) is decided as opaque bytes.
+var inboundSniffTimeout = time.Second
+
+// SetInboundSniffTimeout sets that wait and returns the old one (tests).
+func SetInboundSniffTimeout(d time.Duration) time.Duration {
+	old := inboundSniffTimeout
+	inboundSniffTimeout = d
+	return old
+}
+
+// maxBodyScan bounds the body prefix read to find a JSON-RPC call's
+// method and tool: a call whose method or params.name lies past it is
+// refused (413), as it cannot be decided.
+const maxBodyScan = 64 << 10
+
+// inboundRequests carries stream s, admitted with L7 rules in force
+// (ac.L7), to the app at up: HTTP/1.x and HTTP/2 are served request by
+// request, each decided by the policy before it is forwarded (a denial
+// answers 403, a JSON-RPC one with a JSON-RPC error, and the connection
+// goes on); anything else is decided as a whole (authorize.Opaque) and
+// copied. It returns the bytes each way and why the stream ended.
+func (pl *Pipeline) inboundRequests(ctx context.Context, p *flow.Pod, f *flow.Flow, ac *authorize.Conn, s net.Conn, up net.Conn) (sent, received int64, err error) {
+	ch := make(chan sniffResult, 1)
+	go sniffStream(s, ch) // ends with its Read: at the latest when the stream ends
+	timer := time.NewTimer(inboundSniffTimeout)
+	var res sniffResult
+	var timedOut bool
+	select {
+	case res = <-ch:
+		timer.Stop()
+	case <-timer.C:
+		timedOut = true
+	case <-ctx.Done():
+		timer.Stop()
+		up.Close()
+		return 0, 0, ctx.Err()
+	}
+	if !timedOut && (res.app == detect.HTTP1 || res.app == detect.HTTP2) {
+		return pl.serveInbound(ctx, p, f, ac, &prefixConn{Conn: s, prefix: res.buf}, up, res.app)
+	}
+	if d := pl.Authorize.Opaque(ac); !d.Allow {
+		up.Close()
+		return 0, 0, &authorize.Error{D: d}
+	}
+	// Opaque bytes: the server may speak first, so its direction starts
+	// now; the client's starts with what the sniff read, once it has.
+	var wg sync.WaitGroup
+	var down int64
+	wg.Go(func() {
+		down, _ = io.Copy(s, up)
+		if cw, ok := s.(interface{ CloseWrite() error }); ok {
+			cw.CloseWrite()
+		}
+	})
+	if timedOut {
+		select {
+		case res = <-ch:
+		case <-ctx.Done():
+			up.Close()
+			s.Close()
+			wg.Wait()
+			return 0, down, ctx.Err()
+		}
+	}
+	n, werr := up.Write(res.buf)
+	up1 := int64(n)
+	if werr == nil && res.err == nil {
+		var m int64
+		m, werr = io.Copy(up, s)
+		up1 += m
+	}
+	if cw, ok := up.(interface{ CloseWrite() error }); ok {
+		cw.CloseWrite()
+	} else {
+		up.Close()
+	}
+	wg.Wait()
+	up.Close()
+	if werr == nil && res.err != nil && !errors.Is(res.err, io.EOF) {
+		werr = res.err
+	}
+	return up1, down, werr
+}
+
+type sniffResult struct {
+	buf []byte
+	app detect.App
+	err error
+}
+
+// sniffStream reads the first bytes of s until detect.Sniff decides
+// (at most detect.MaxSniff), the stream ends or fails.
+func sniffStream(s io.Reader, ch chan<- sniffResult) {
+	buf := make([]byte, 0, 1024)
+	tmp := make([]byte, 1024)
+	for {
+		n, err := s.Read(tmp)
+		buf = append(buf, tmp[:n]...)
+		app, done := detect.Sniff(buf)
+		if done || err != nil || len(buf) >= detect.MaxSniff {
+			ch <- sniffResult{buf: buf, app: app, err: err}
+			return
+		}
+	}
+}
+
+// prefixConn reads prefix before the conn's own bytes.
+type prefixConn struct {
+	net.Conn
+	prefix []byte
+}
+
+func (c *prefixConn) Read(p []byte) (int, error) {
+	if len(c.prefix) > 0 {
+		n := copy(p, c.prefix)
+		c.prefix = c.prefix[n:]
+		return n, nil
+	}
+	return c.Conn.Read(p)
+}
+
+// serveInbound serves the requests of c (an admitted stream) one by one:
+// each is decided, then forwarded to the app over up (the delivered
+// connection) or a new delivery when up is taken.
+func (pl *Pipeline) serveInbound(ctx context.Context, p *flow.Pod, f *flow.Flow, ac *authorize.Conn, c net.Conn, up net.Conn, app detect.App) (int64, int64, error) {
+	cc := &countedConn{Conn: c}
+	var mu sync.Mutex
+	first := up
+	fw := &l7.Forwarder{
+		Log:      pl.Log,
+		HTTP2:    app == detect.HTTP2,
+		Attempts: 1,
+		Pick: func(*http.Request, map[netip.AddrPort]bool) (l7.Attempt, error) {
+			return l7.Attempt{Addr: f.Dst}, nil
+		},
+		Dial: func(ctx context.Context, _ l7.Attempt) (net.Conn, error) {
+			mu.Lock()
+			c := first
+			first = nil
+			mu.Unlock()
+			if c != nil {
+				return c, nil
+			}
+			c, err := pl.Transport.Deliver(ctx, p, f.Dst)
+			if err != nil {
+				return nil, err
+			}
+			if !ac.Attach(func() { c.Close() }) {
+				return nil, ac.RevokedErr()
+			}
+			return c, nil
+		},
+		ErrorStatus: errorStatus,
+	}
+	forward, closeIdle := fw.Handler()
+	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		start := time.Now()
+		sw := &statusWriter{ResponseWriter: w}
+		calls := pl.authorizeRequest(sw, r, ac, forward)
+		q := record.Request{Method: r.Method, Authority: r.Host, Path: r.URL.Path, Status: sw.status,
+			RespBytes: sw.n, Duration: time.Since(start)}
+		if q.Status == 0 {
+			q.Status = http.StatusOK
+		}
+		if len(calls) > 0 {
+			labelCall(&q, calls[0], f.AppProtocol)
+		}
+		rf := *f
+		pl.Record.Request(&rf, q)
+	})
+	l7.ServeConn(ctx, cc, h, pl.Log)
+	closeIdle()
+	mu.Lock()
+	if first != nil {
+		first.Close() // never used: the app's connection ends with the stream
+	}
+	mu.Unlock()
+	err := ac.RevokedErr()
+	return cc.read.Load(), cc.written.Load(), err
+}
+
+// labelCall names an agent call in its request's record.
+func labelCall(q *record.Request, c policy.Call, appProtocol string) {
+	switch {
+	case strings.HasPrefix(c.Method, "message/") || strings.HasPrefix(c.Method, "tasks/") || strings.HasPrefix(c.Method, "agent/"):
+		q.A2AMethod = c.Method
+	case appProtocol == string(detect.A2A):
+		q.A2AMethod = c.Method
+	default:
+		q.MCPMethod = c.Method
+		q.MCPTool = c.Tool
+	}
+}
+
+// authorizeRequest decides r: every JSON-RPC call its body carries (a
+// batch call by call), or r itself. Allowed, it is forwarded; denied, the
+// caller gets 403 (a JSON-RPC error object with the call's id for a
+// call) and the denial is logged. It returns the calls found.
+func (pl *Pipeline) authorizeRequest(w http.ResponseWriter, r *http.Request, ac *authorize.Conn, forward http.Handler) []policy.Call {
+	q := policy.Request{Method: r.Method, Path: cleanPath(r.URL.Path)}
+	calls, ids, batch, status, msg := readCalls(r)
+	if status != 0 {
+		jsonRPCError(w, status, batch, ids, codeFor(status), msg)
+		return calls
+	}
+	if len(calls) == 0 {
+		if d := pl.Authorize.Request(ac, q); !d.Allow {
+			pl.Authorize.RequestDenied(ac, q, d)
+			w.Header().Set("Agentmesh-Error", "denied")
+			http.Error(w, "agentmesh: forbidden", http.StatusForbidden)
+			return nil
+		}
+		forward.ServeHTTP(w, r)
+		return nil
+	}
+	for i := range calls {
+		q.RPC = &calls[i]
+		if d := pl.Authorize.Request(ac, q); !d.Allow {
+			pl.Authorize.RequestDenied(ac, q, d)
+			w.Header().Set("Agentmesh-Error", "denied")
+			jsonRPCError(w, http.StatusForbidden, batch, ids, -32001, "Forbidden")
+			return calls
+		}
+	}
+	forward.ServeHTTP(w, r)
+	return calls
+}
+
+func codeFor(status int) int {
+	if status == http.StatusBadRequest {
+		return -32700 // parse error
+	}
+	return -32600 // invalid request
+}
+
+// cleanPath is the path rules match: cleaned (no "." or ".." segments,
+// no repeated slashes), absolute.
+func cleanPath(p string) string {
+	if p == "" || p[0] != '/' {
+		p = "/" + p
+	}
+	return path.Clean(p)
+}
+
+// readCalls reads the JSON-RPC call(s) of r's body, when it has one: a
+// bounded prefix is scanned (package jsonrpc) and put back in front of
+// the rest, so the app gets the body unchanged. MCP's Mcp-Method and
+// Mcp-Name headers, when sent, must agree with the body. status is set
+// (with a message) for a request that must be refused: a body that is
+// JSON but not a valid JSON-RPC request, a call that cannot be decided
+// within the prefix, headers that disagree with it.
+func readCalls(r *http.Request) (calls []policy.Call, ids []jsontext.Value, batch bool, status int, msg string) {
+	hMethod, hName := r.Header.Get("Mcp-Method"), r.Header.Get("Mcp-Name")
+	if r.Method != http.MethodPost || r.Body == nil || r.Body == http.NoBody {
+		if hMethod != "" {
+			return []policy.Call{{Method: hMethod, Tool: hName}}, nil, false, 0, ""
+		}
+		return nil, nil, false, 0, ""
+	}
+	buf := make([]byte, maxBodyScan)
+	n, err := io.ReadFull(r.Body, buf)
+	buf = buf[:n]
+	truncated := err == nil // the body may go on
+	if err != nil && !errors.Is(err, io.ErrUnexpectedEOF) && !errors.Is(err, io.EOF) {
+		return nil, nil, false, http.StatusBadRequest, "body unreadable"
+	}
+	r.Body = struct {
+		io.Reader
+		io.Closer
+	}{io.MultiReader(bytes.NewReader(buf), r.Body), r.Body}
+	trimmed := bytes.TrimLeft(buf, " \t\r\n")
+	if len(trimmed) == 0 || (trimmed[0] != '{' && trimmed[0] != '[') {
+		return nil, nil, false, 0, "" // not JSON: no call
+	}
+	body, err := jsonrpc.Scan(buf, truncated, maxBodyScan)
+	if err != nil {
+		if errors.Is(err, jsonrpc.ErrInvalid) {
+			return nil, nil, trimmed[0] == '[', http.StatusBadRequest, "Invalid JSON-RPC request"
+		}
+		return nil, nil, trimmed[0] == '[', http.StatusRequestEntityTooLarge, "Request too large to authorize"
+	}
+	for _, c := range body.Calls {
+		if !c.Complete && (c.Method == "" || c.Method == policy.MCPToolsCall && c.Name == "") {
+			return nil, nil, body.Batch, http.StatusRequestEntityTooLarge, "Request too large to authorize"
+		}
+		pc := policy.Call{Method: c.Method}
+		if c.Method == policy.MCPToolsCall {
+			pc.Tool = c.Name
+		}
+		calls = append(calls, pc)
+		ids = append(ids, c.ID)
+	}
+	if hMethod != "" && (body.Batch || len(calls) != 1 || calls[0].Method != hMethod || (hName != "" && hName != body.Calls[0].Name)) {
+		return nil, ids, body.Batch, http.StatusBadRequest, "Mcp-Method or Mcp-Name header disagrees with the body"
+	}
+	return calls, ids, body.Batch, 0, ""
+}
+
+// jsonRPCError answers with status and a JSON-RPC error object per call
+// that has an id (a batch: an array; a single call or none: one object,
+// id null when unknown). It names no internals.
+func jsonRPCError(w http.ResponseWriter, status int, batch bool, ids []jsontext.Value, code int, msg string) {
+	type errObj struct {
+		Code    int    `json:"code"`
+		Message string `json:"message"`
+	}
+	type resp struct {
+		JSONRPC string          `json:"jsonrpc"`
+		ID      json.RawMessage `json:"id"`
+		Error   errObj          `json:"error"`
+	}
+	var out []resp
+	for _, id := range ids {
+		if id == nil {
+			continue // a notification gets no answer
+		}
+		out = append(out, resp{"2.0", json.RawMessage(id), errObj{code, msg}})
+	}
+	if len(out) == 0 {
+		out = append(out, resp{"2.0", json.RawMessage("null"), errObj{code, msg}})
+	}
+	var body []byte
+	if batch {
+		body, _ = json.Marshal(out)
+	} else {
+		body, _ = json.Marshal(out[0])
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	w.Write(append(body, '\n')) //nolint:errcheck // the client may be gone
+}
+
+// statusWriter notes a response's status and body bytes; Unwrap lets
+// http.ResponseController reach the server's writer.
+type statusWriter struct {
+	http.ResponseWriter
+	status int
+	n      int64
+}
+
+func (w *statusWriter) WriteHeader(code int) {
+	if w.status == 0 && code >= 200 {
+		w.status = code
+	}
+	w.ResponseWriter.WriteHeader(code)
+}
+
+func (w *statusWriter) Write(p []byte) (int, error) {
+	if w.status == 0 {
+		w.status = http.StatusOK
+	}
+	n, err := w.ResponseWriter.Write(p)
+	w.n += int64(n)
+	return n, err
+}
+
+func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
