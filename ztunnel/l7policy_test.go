@@ -148,6 +148,23 @@ func testL7Policy(t *testing.T, sourceL7 bool) {
 		t.Errorf("destination agentmesh_requests_total for the denied call = %v, want 1", got)
 	}
 
+	// A config under which no request of the client could be allowed
+	// closes its live stream.
+	deny := agentPolicy("no-client", policy.ActionDeny, fromIDs(idClient))
+	live := e.config(target(policy.MTLSPermissive, deny))
+	live.Workloads, live.Services = append(live.Workloads, c.Workloads[2:]...), c.Services
+	e.node.SetConfig(live)
+	waitFor(t, "the live stream closed", func() bool {
+		return testutil.ToFloat64(m.PolicyClosed.WithLabelValues("agents/no-client", "deny-rule")) >= 1
+	})
+	if sourceL7 {
+		// The source's next try is refused (401) and answered 403.
+		if code, _, _ := do("GET", "/", ""); code != 403 {
+			t.Errorf("GET / after the deny = %d, want 403", code)
+		}
+	}
+	e.node.SetConfig(c)
+
 	// Opaque bytes to b's echo port: the rules are taken at L4, where the
 	// Deny rule with a JSON-RPC part denies without it (and the Allow
 	// rules with L7 parts match nothing), so the stream is closed.

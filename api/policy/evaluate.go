@@ -46,6 +46,25 @@ func NeedsRequests(t *Target, c Conn) bool {
 	return false
 }
 
+// NeedsCalls reports whether some rule with a jsonrpc or mcp part of a
+// policy of t matches c on its L4 part: the JSON-RPC calls of c's
+// requests can decide them.
+func NeedsCalls(t *Target, c Conn) bool {
+	if t == nil {
+		return false
+	}
+	c = normalize(c)
+	for i := range t.Policies {
+		for j := range t.Policies[i].Rules {
+			r := &t.Policies[i].Rules[j]
+			if (r.JSONRPC != nil || r.MCP != nil) && r.matchesPort(c.Port) && r.matchesPeer(c) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
 func evaluate(t *Target, c Conn, m mode, q *Request) Decision {
 	if t == nil {
 		return decided(false, ReasonNoPolicyData)

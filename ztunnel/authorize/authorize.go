@@ -130,6 +130,13 @@ func (a *Authorizer) NeedsRequests(uid string, c policy.Conn) bool {
 	return policy.NeedsRequests(authzOf(a.index(), uid), c)
 }
 
+// NeedsCalls reports whether rules with jsonrpc or mcp parts apply to c
+// (policy.NeedsCalls) with the config in force: its requests' JSON-RPC
+// calls must then be read, or the request refused.
+func (a *Authorizer) NeedsCalls(c *Conn) bool {
+	return policy.NeedsCalls(authzOf(a.index(), c.Pod.UID), c.Policy)
+}
+
 // Opaque decides c, admitted as L7, as a whole: its bytes are not HTTP,
 // so rules with L7 parts are taken at L4 (policy.Evaluate). A denial is
 // counted and logged; the caller closes c.

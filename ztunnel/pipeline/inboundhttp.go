@@ -3,6 +3,7 @@ package pipeline
 import (
 	"bytes"
 	"context"
+	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"io"
@@ -10,6 +11,7 @@ import (
 	"net/http"
 	"net/netip"
 	"path"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -153,6 +155,12 @@ func (c *prefixConn) Read(p []byte) (int, error) {
 // connection) or a new delivery when up is taken.
 func (pl *Pipeline) serveInbound(ctx context.Context, p *flow.Pod, f *flow.Flow, ac *authorize.Conn, c net.Conn, up net.Conn, app detect.App) (int64, int64, error) {
 	cc := &countedConn{Conn: c}
+	// A config that no longer admits the stream (no request of it could
+	// be allowed) ends it, as it ends an opaque one.
+	if !ac.Attach(func() { c.Close() }) {
+		up.Close()
+		return 0, 0, ac.RevokedErr()
+	}
 	var mu sync.Mutex
 	first := up
 	fw := &l7.Forwarder{
@@ -227,7 +235,7 @@ func labelCall(q *record.Request, c policy.Call, appProtocol string) {
 // call) and the denial is logged. It returns the calls found.
 func (pl *Pipeline) authorizeRequest(w http.ResponseWriter, r *http.Request, ac *authorize.Conn, forward http.Handler) []policy.Call {
 	q := policy.Request{Method: r.Method, Path: cleanPath(r.URL.Path)}
-	calls, ids, batch, status, msg := readCalls(r)
+	calls, ids, batch, status, msg := readCalls(r, pl.Authorize.NeedsCalls(ac))
 	if status != 0 {
 		jsonRPCError(w, status, batch, ids, codeFor(status), msg)
 		return calls
@@ -277,8 +285,10 @@ func cleanPath(p string) string {
 // Mcp-Name headers, when sent, must agree with the body. status is set
 // (with a message) for a request that must be refused: a body that is
 // JSON but not a valid JSON-RPC request, a call that cannot be decided
-// within the prefix, headers that disagree with it.
-func readCalls(r *http.Request) (calls []policy.Call, ids []jsontext.Value, batch bool, status int, msg string) {
+// within the prefix, headers that disagree with it. Only when strict
+// (rules with jsonrpc or mcp parts apply): otherwise a body that cannot be
+// read as calls is taken for none, as a REST API's JSON is.
+func readCalls(r *http.Request, strict bool) (calls []policy.Call, ids []jsontext.Value, batch bool, status int, msg string) {
 	hMethod, hName := r.Header.Get("Mcp-Method"), r.Header.Get("Mcp-Name")
 	if r.Method != http.MethodPost || r.Body == nil || r.Body == http.NoBody {
 		if hMethod != "" {
@@ -302,6 +312,13 @@ func readCalls(r *http.Request) (calls []policy.Call, ids []jsontext.Value, batc
 		return nil, nil, false, 0, "" // not JSON: no call
 	}
 	body, err := jsonrpc.Scan(buf, truncated, maxBodyScan)
+	if !strict && (err != nil || slices.ContainsFunc(body.Calls, func(c jsonrpc.Call) bool { return !c.Complete })) {
+		return nil, nil, false, 0, "" // no rule asks: what cannot be read is no call
+	}
+	if errors.Is(err, jsonrpc.ErrNotJSONRPC) && len(body.Calls) > 0 &&
+		!slices.ContainsFunc(body.Calls, func(c jsonrpc.Call) bool { return !c.Complete || c.Method != "" }) {
+		return nil, nil, false, 0, "" // whole JSON objects without a method: another API's JSON
+	}
 	if err != nil {
 		if errors.Is(err, jsonrpc.ErrInvalid) {
 			return nil, nil, trimmed[0] == '[', http.StatusBadRequest, "Invalid JSON-RPC request"
@@ -319,10 +336,30 @@ func readCalls(r *http.Request) (calls []policy.Call, ids []jsontext.Value, batc
 		calls = append(calls, pc)
 		ids = append(ids, c.ID)
 	}
-	if hMethod != "" && (body.Batch || len(calls) != 1 || calls[0].Method != hMethod || (hName != "" && hName != body.Calls[0].Name)) {
+	if hMethod != "" && (body.Batch || len(calls) != 1 || calls[0].Method != hMethod || !nameAgrees(hMethod, hName, body.Calls[0].Name)) {
 		return nil, ids, body.Batch, http.StatusBadRequest, "Mcp-Method or Mcp-Name header disagrees with the body"
 	}
 	return calls, ids, body.Batch, 0, ""
+}
+
+// nameAgrees reports whether an Mcp-Name header agrees with the body's
+// params.name for the methods whose name is params.name (tools/call,
+// prompts/get; resources/read names its URI, which is not compared). The
+// header may carry its value base64-encoded as "=?base64?...?=".
+func nameAgrees(method, header, name string) bool {
+	if header == "" || (method != policy.MCPToolsCall && method != "prompts/get") {
+		return true
+	}
+	if enc, ok := strings.CutPrefix(header, "=?base64?"); ok {
+		if enc, ok = strings.CutSuffix(enc, "?="); ok {
+			b, err := base64.StdEncoding.DecodeString(enc)
+			if err != nil {
+				return false
+			}
+			header = string(b)
+		}
+	}
+	return header == name
 }
 
 // jsonRPCError answers with status and a JSON-RPC error object per call
