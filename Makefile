@@ -109,6 +109,10 @@ $(KUBE)/%: test/kube/cmd/%/main.go $(KUBE_MOD)
 # module (buf.gen.yaml), so the generated code matches the protobuf runtime in go.mod.
 PROTO_DIR := api/configapi/proto
 
+.PHONY: dashboards
+dashboards: ## regenerate the chart's Grafana dashboard (deploy/charts/agentmesh/dashboards/agentmesh.json) from internal/dashboard
+	$(GO) run ./internal/dashboard/gen deploy/charts/agentmesh/dashboards/agentmesh.json
+
 .PHONY: proto
 proto: ## lint api/configapi/proto and regenerate its Go code (buf and protoc-gen-go as Go tools; no protoc)
 	buf=$$($(GO) -C tools/buf tool -n buf) && cd $(PROTO_DIR) && $$buf lint && $$buf format -w && $$buf generate

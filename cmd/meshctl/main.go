@@ -18,10 +18,11 @@
 //
 //	meshctl stat [--metrics [netns=]URL]... [--by workload|edge] [--interval 5s]
 //
-// shows per-workload TCP traffic from the node tunnels' metrics (like
-// linkerd viz stat): each workload's open connections, new connections per
-// second and bytes per second as a destination, or each caller -> callee
-// edge with how it was secured.
+// shows per-workload traffic from the node tunnels' metrics (like linkerd
+// viz stat): each workload's open connections, new connections per second
+// and bytes per second as a destination, or each caller -> callee edge
+// with how it was secured; for requests proxied per request also their
+// rate, success rate and p50/p95/p99 latency.
 package main
 
 import (
@@ -48,7 +49,7 @@ commands:
   service endpoints <ns>/<service>
                show a Service's endpoints and their balancer state on a node
   stat [--metrics URL]... [--by workload|edge]
-               per-workload TCP traffic from the node tunnels' metrics
+               per-workload traffic (connections, requests, latency) from the node tunnels' metrics
 
 run "meshctl <command> -h" for flags
 `

@@ -9,8 +9,10 @@ import (
 	"fmt"
 	"io"
 	"maps"
+	"math"
 	"net/http"
 	"slices"
+	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -25,6 +27,9 @@ const (
 	tcpClosed   = "agentmesh_tcp_connections_closed_total"
 	tcpReceived = "agentmesh_tcp_received_bytes_total"
 	tcpSent     = "agentmesh_tcp_sent_bytes_total"
+	// reqDuration is the per-request histogram (RequestLabelNames); its
+	// sample count is the request count.
+	reqDuration = "agentmesh_request_duration_seconds"
 )
 
 // statFlags are meshctl stat's flags.
@@ -48,7 +53,7 @@ func parseStatFlags(args []string, stderr io.Writer) (*statFlags, error) {
 	fs := flag.NewFlagSet("meshctl stat", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.Usage = func() {
-		fmt.Fprintln(fs.Output(), "usage: meshctl stat [flags]\n\nPer-workload TCP traffic from the node tunnels' metrics, measured over --interval.")
+		fmt.Fprintln(fs.Output(), "usage: meshctl stat [flags]\n\nPer-workload traffic from the node tunnels' metrics, measured over --interval: connections and bytes, and for\nrequests proxied per request their rate, success rate (status below 500) and p50/p95/p99 latency.")
 		fs.PrintDefaults()
 	}
 	fs.Func("metrics", "a ztunnel's metrics URL, [netns-path=]http://host:port/metrics, one per node (repeatable; default http://127.0.0.1:15020/metrics)", func(v string) error {
@@ -107,6 +112,21 @@ type StatRow struct {
 	// callee and back, of the connections that ended between the reads.
 	ReceivedPerSec float64 `json:"receivedBytesPerSecond"`
 	SentPerSec     float64 `json:"sentBytesPerSecond"`
+	// Requests are the HTTP requests proxied per request between the
+	// reads (nil when none).
+	Requests *RequestStat `json:"requests,omitempty"`
+}
+
+// RequestStat is a row's requests between the reads.
+type RequestStat struct {
+	PerSec float64 `json:"perSecond"`
+	// SuccessRate is the share answered with a status below 500.
+	SuccessRate float64 `json:"successRate"`
+	// P50, P95 and P99 are latency percentiles in milliseconds, estimated
+	// from the histogram's buckets (linear within a bucket).
+	P50 float64 `json:"p50Ms"`
+	P95 float64 `json:"p95Ms"`
+	P99 float64 `json:"p99Ms"`
 }
 
 func stat(ctx context.Context, args []string, stdout, stderr io.Writer) int {
@@ -162,17 +182,27 @@ type series struct {
 	values [4]float64 // opened, closed, received, sent
 }
 
-// sample is every node's TCP series, keyed by metric-independent labels
-// plus the node's index (counters of different nodes are kept apart, so
-// that a reset on one node is seen).
-type sample map[string]*series
+// reqSeries is one labelled series of the request histogram.
+type reqSeries struct {
+	labels  map[string]string
+	count   float64
+	buckets map[float64]float64 // upper bound -> cumulative count (+Inf included)
+}
+
+// sample is every node's series, keyed by their labels plus the node's
+// index (counters of different nodes are kept apart, so that a reset on
+// one node is seen).
+type sample struct {
+	tcp map[string]*series
+	req map[string]*reqSeries
+}
 
 // readAll reads every endpoint's counters.
 func readAll(ctx context.Context, eps []*endpoint) (sample, error) {
-	out := sample{}
+	out := sample{tcp: map[string]*series{}, req: map[string]*reqSeries{}}
 	for i, e := range eps {
 		if err := readMetrics(ctx, e, i, out); err != nil {
-			return nil, err
+			return sample{}, err
 		}
 	}
 	return out, nil
@@ -202,7 +232,7 @@ func readMetrics(ctx context.Context, e *endpoint, node int, out sample) error {
 			return fmt.Errorf("%s: decode metrics: %w", e.name, err)
 		}
 		idx := slices.Index([]string{tcpOpened, tcpClosed, tcpReceived, tcpSent}, mf.GetName())
-		if idx < 0 {
+		if idx < 0 && mf.GetName() != reqDuration {
 			continue
 		}
 		for _, m := range mf.GetMetric() {
@@ -215,10 +245,19 @@ func readMetrics(ctx context.Context, e *endpoint, node int, out sample) error {
 			for _, k := range slices.Sorted(maps.Keys(labels)) {
 				fmt.Fprintf(&key, "\x00%s=%s", k, labels[k])
 			}
-			s := out[key.String()]
+			if idx < 0 {
+				h := m.GetHistogram()
+				rs := &reqSeries{labels: labels, count: float64(h.GetSampleCount()), buckets: map[float64]float64{math.Inf(1): float64(h.GetSampleCount())}}
+				for _, b := range h.GetBucket() {
+					rs.buckets[b.GetUpperBound()] = float64(b.GetCumulativeCount())
+				}
+				out.req[key.String()] = rs
+				continue
+			}
+			s := out.tcp[key.String()]
 			if s == nil {
 				s = &series{labels: labels}
-				out[key.String()] = s
+				out.tcp[key.String()] = s
 			}
 			s.values[idx] = m.GetCounter().GetValue()
 		}
@@ -235,10 +274,10 @@ func statRows(before, after sample, d time.Duration, by, namespace string) []Sta
 	rows := map[string]*StatRow{}
 	security := map[string]map[string]bool{}
 	secs := d.Seconds()
-	for key, s := range after {
-		l := s.labels
+	// row finds the row of a series with labels l (nil: not shown).
+	row := func(l map[string]string) (*StatRow, string) {
 		if l["reporter"] != reporter {
-			continue
+			return nil, ""
 		}
 		to := l["destination_namespace"] + "/" + l["destination_workload"]
 		from := l["source_namespace"] + "/" + l["source_workload"]
@@ -248,7 +287,7 @@ func statRows(before, after sample, d time.Duration, by, namespace string) []Sta
 			ns, rk = l["source_namespace"], from+"\x00"+to
 		}
 		if namespace != "" && ns != namespace {
-			continue
+			return nil, ""
 		}
 		r := rows[rk]
 		if r == nil {
@@ -259,11 +298,58 @@ func statRows(before, after sample, d time.Duration, by, namespace string) []Sta
 			}
 			rows[rk] = r
 		}
+		return r, rk
+	}
+	type reqAcc struct {
+		n, ok   float64
+		buckets map[float64]float64
+	}
+	reqs := map[*StatRow]*reqAcc{}
+	for key, s := range after.req {
+		r, _ := row(s.labels)
+		if r == nil {
+			continue
+		}
+		prev := before.req[key]
+		reset := prev == nil || s.count < prev.count
+		n := s.count
+		if !reset {
+			n -= prev.count
+		}
+		if n <= 0 {
+			continue
+		}
+		a := reqs[r]
+		if a == nil {
+			a = &reqAcc{buckets: map[float64]float64{}}
+			reqs[r] = a
+		}
+		a.n += n
+		if code, err := strconv.Atoi(s.labels["response_code"]); err == nil && code > 0 && code < 500 {
+			a.ok += n
+		}
+		for ub, c := range s.buckets {
+			if !reset {
+				c -= prev.buckets[ub]
+			}
+			a.buckets[ub] += c
+		}
+	}
+	for r, a := range reqs {
+		r.Requests = &RequestStat{PerSec: a.n / secs, SuccessRate: a.ok / a.n,
+			P50: quantile(0.50, a.buckets) * 1000, P95: quantile(0.95, a.buckets) * 1000, P99: quantile(0.99, a.buckets) * 1000}
+	}
+	for key, s := range after.tcp {
+		l := s.labels
+		r, rk := row(l)
+		if r == nil {
+			continue
+		}
 		if by == "edge" {
 			security[rk][l["security"]] = true
 		}
 		var prev [4]float64
-		if b := before[key]; b != nil {
+		if b := before.tcp[key]; b != nil {
 			prev = b.values
 		}
 		delta := func(i int) float64 {
@@ -281,6 +367,9 @@ func statRows(before, after sample, d time.Duration, by, namespace string) []Sta
 	for rk, r := range rows {
 		if by == "edge" {
 			r.Security = strings.Join(slices.Sorted(maps.Keys(security[rk])), ",")
+			if r.Security == "" {
+				r.Security = "-" // requests only: their connections are not in the TCP series
+			}
 		}
 		out = append(out, *r)
 	}
@@ -291,20 +380,65 @@ func statRows(before, after sample, d time.Duration, by, namespace string) []Sta
 func printStat(w io.Writer, rows []StatRow, by string, interval time.Duration) {
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	if by == "edge" {
-		fmt.Fprintln(tw, "FROM\tTO\tSECURITY\tOPEN\tNEW/S\tBYTES IN/S\tBYTES OUT/S")
+		fmt.Fprint(tw, "FROM\tTO\tSECURITY\t")
 	} else {
-		fmt.Fprintln(tw, "WORKLOAD\tOPEN\tNEW/S\tBYTES IN/S\tBYTES OUT/S")
+		fmt.Fprint(tw, "WORKLOAD\t")
 	}
+	fmt.Fprintln(tw, "OPEN\tNEW/S\tBYTES IN/S\tBYTES OUT/S\tREQ/S\tSUCCESS\tP50\tP95\tP99")
 	for _, r := range rows {
 		if by == "edge" {
 			fmt.Fprintf(tw, "%s\t%s\t%s\t", r.From, r.To, r.Security)
 		} else {
 			fmt.Fprintf(tw, "%s\t", r.To)
 		}
-		fmt.Fprintf(tw, "%.0f\t%.1f\t%s\t%s\n", r.Open, r.NewPerSec, bytesRate(r.ReceivedPerSec), bytesRate(r.SentPerSec))
+		fmt.Fprintf(tw, "%.0f\t%.1f\t%s\t%s\t", r.Open, r.NewPerSec, bytesRate(r.ReceivedPerSec), bytesRate(r.SentPerSec))
+		if q := r.Requests; q != nil {
+			fmt.Fprintf(tw, "%.1f\t%.2f%%\t%s\t%s\t%s\n", q.PerSec, q.SuccessRate*100, ms(q.P50), ms(q.P95), ms(q.P99))
+		} else {
+			fmt.Fprintln(tw, "-\t-\t-\t-\t-")
+		}
 	}
 	tw.Flush()
-	fmt.Fprintf(w, "(over %s; bytes are counted when a connection ends)\n", interval)
+	fmt.Fprintf(w, "(over %s; bytes are counted when a connection ends; requests are those proxied per request)\n", interval)
+}
+
+// ms formats milliseconds.
+func ms(v float64) string {
+	if v >= 1000 {
+		return fmt.Sprintf("%.2fs", v/1000)
+	}
+	return fmt.Sprintf("%.1fms", v)
+}
+
+// quantile estimates the q-quantile of a histogram (upper bound ->
+// cumulative count, +Inf included) as Prometheus' histogram_quantile
+// does: linear within the bucket the rank falls in; in the +Inf bucket,
+// the largest finite bound.
+func quantile(q float64, buckets map[float64]float64) float64 {
+	bounds := slices.Sorted(maps.Keys(buckets))
+	if len(bounds) == 0 {
+		return 0
+	}
+	total := buckets[bounds[len(bounds)-1]]
+	if total <= 0 {
+		return 0
+	}
+	rank := q * total
+	lower, prev := 0.0, 0.0
+	for _, ub := range bounds {
+		c := buckets[ub]
+		if c >= rank {
+			if math.IsInf(ub, 1) {
+				return lower
+			}
+			if c == prev {
+				return ub
+			}
+			return lower + (ub-lower)*(rank-prev)/(c-prev)
+		}
+		lower, prev = ub, c
+	}
+	return lower
 }
 
 // bytesRate formats a byte rate with a binary unit.

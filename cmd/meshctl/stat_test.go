@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"log/slog"
+	"math"
 	"net/http/httptest"
 	"net/netip"
 	"strings"
@@ -138,5 +139,67 @@ func TestStatCommand(t *testing.T) {
 	}
 	if code := run(context.Background(), []string{"stat", "--metrics", "http://127.0.0.1:1/metrics", "--interval", "10ms"}, &out, &errOut); code != 1 {
 		t.Errorf("unreachable metrics: exit %d, want 1", code)
+	}
+}
+
+// TestStatRequests: requests recorded by the recorder give each row its
+// request rate, success rate and latency percentiles, from the
+// histogram's buckets between the reads.
+func TestStatRequests(t *testing.T) {
+	n := newNode(t)
+	req := func(d time.Duration, status int) {
+		f := flow.New(flow.Inbound, flow.HBONE, netip.AddrPort{}, netip.AddrPort{})
+		f.SrcWorkload, f.DstWorkload, f.MTLS, f.AppProtocol = planner, dv, true, "http1"
+		n.rec.Request(f, record.Request{Method: "GET", Status: status, Duration: d})
+	}
+	req(time.Second, 200) // before the first read: not counted
+	e, err := newEndpoint("ztunnel metrics", n.srv.URL, "", 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	before, err := readAll(ctx, []*endpoint{e})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// 90 fast (3 ms, bucket 2.5-5 ms), 9 at 80 ms (50-100 ms), one 503 at 2 s.
+	for range 90 {
+		req(3*time.Millisecond, 200)
+	}
+	for range 9 {
+		req(80*time.Millisecond, 200)
+	}
+	req(2*time.Second, 503)
+	after, err := readAll(ctx, []*endpoint{e})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rows := statRows(before, after, 10*time.Second, "workload", "")
+	if len(rows) != 1 || rows[0].Requests == nil {
+		t.Fatalf("rows %+v, want data-validator with requests", rows)
+	}
+	q := rows[0].Requests
+	if q.PerSec != 10 || q.SuccessRate != 0.99 {
+		t.Errorf("requests %+v, want 10/s and 99%% success", q)
+	}
+	if q.P50 <= 2.5 || q.P50 > 5 || q.P95 <= 50 || q.P95 > 100 || q.P99 <= 50 || q.P99 > 100 {
+		t.Errorf("p50 %.2f ms (want in 2.5-5), p95 %.2f and p99 %.2f ms (want in 50-100)", q.P50, q.P95, q.P99)
+	}
+	var out bytes.Buffer
+	printStat(&out, rows, "workload", 10*time.Second)
+	if !strings.Contains(out.String(), "99.00%") || !strings.Contains(out.String(), "REQ/S") {
+		t.Errorf("text output:\n%s", out.String())
+	}
+}
+
+func TestQuantile(t *testing.T) {
+	b := map[float64]float64{0.1: 50, 0.2: 100, math.Inf(1): 100}
+	for _, tc := range []struct{ q, want float64 }{{0.25, 0.05}, {0.5, 0.1}, {0.75, 0.15}, {1, 0.2}} {
+		if got := quantile(tc.q, b); math.Abs(got-tc.want) > 1e-9 {
+			t.Errorf("quantile(%v) = %v, want %v", tc.q, got, tc.want)
+		}
+	}
+	if got := quantile(0.99, map[float64]float64{1: 1, math.Inf(1): 10}); got != 1 {
+		t.Errorf("rank in +Inf: %v, want the largest finite bound 1", got)
 	}
 }

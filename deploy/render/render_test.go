@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"encoding/json"
 	"errors"
 	"os"
 	"path/filepath"
@@ -9,6 +10,7 @@ import (
 	"testing"
 
 	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/client-go/kubernetes/scheme"
 )
@@ -179,5 +181,32 @@ func TestSchemaRejects(t *testing.T) {
 		if _, err := Render(chartDir, "agentmesh", "ns", vals); err == nil {
 			t.Errorf("%s: rendered without error", name)
 		}
+	}
+}
+
+// TestRenderDashboards: dashboards.enabled adds the Grafana dashboard as a
+// ConfigMap with the sidecar's label, its JSON intact; off by default.
+func TestRenderDashboards(t *testing.T) {
+	if objs := objects(t, "ignored", nil); objs["ConfigMap/agentmesh-dashboards"] != nil {
+		t.Error("dashboards ConfigMap rendered by default")
+	}
+	objs := objects(t, "ignored", map[string]any{"dashboards": map[string]any{"enabled": true}})
+	cm, ok := objs["ConfigMap/agentmesh-dashboards"].(*corev1.ConfigMap)
+	if !ok {
+		t.Fatalf("objects = %v, want ConfigMap/agentmesh-dashboards", keys(objs))
+	}
+	want, err := os.ReadFile(filepath.Join(chartDir, "dashboards", "agentmesh.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var d map[string]any
+	if err := json.Unmarshal([]byte(cm.Data["agentmesh.json"]), &d); err != nil || d["uid"] != "agentmesh" {
+		t.Errorf("dashboard JSON in the ConfigMap: %v", err)
+	}
+	if strings.TrimSpace(cm.Data["agentmesh.json"]) != strings.TrimSpace(string(want)) {
+		t.Error("the ConfigMap's dashboard differs from dashboards/agentmesh.json")
+	}
+	if cm.Labels["grafana_dashboard"] != "1" || cm.Namespace != "agentmesh-system" {
+		t.Errorf("labels %v namespace %s", cm.Labels, cm.Namespace)
 	}
 }

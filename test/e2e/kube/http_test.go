@@ -5,8 +5,9 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"net/url"
+	neturl "net/url"
 	"os"
+	"os/exec"
 	"strings"
 	"testing"
 	"time"
@@ -14,6 +15,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
 
+	"github.com/agentmesh/agentmesh/api/mesh"
 	"github.com/agentmesh/agentmesh/test/lab"
 	"github.com/agentmesh/agentmesh/test/lab/meshlab"
 )
@@ -44,7 +46,7 @@ func TestHTTPPerRequestLab(t *testing.T) {
 	const n = 30
 	since := time.Now()
 	to := fmt.Sprintf("http://data-validator:%d/", echoPort)
-	code, body, err := caller.HTTPGet(ctx, "http://127.0.0.1:8080/calls?n=30&to="+url.QueryEscape(to))
+	code, body, err := caller.HTTPGet(ctx, "http://127.0.0.1:8080/calls?n=30&to="+neturl.QueryEscape(to))
 	if err != nil || code != 200 {
 		t.Fatalf("calls: %d %s %v", code, body, err)
 	}
@@ -102,6 +104,8 @@ func TestHTTPPerRequestLab(t *testing.T) {
 		t.Errorf("access line app_protocol %q, want http1", a.AppProtocol)
 	}
 
+	checkStatRequests(ctx, t, l, caller, to)
+
 	// An AgentPolicy whose rule names HTTP methods and paths: each
 	// request is decided by the replica's node; a denied one gets 403 and
 	// the connection goes on.
@@ -116,7 +120,7 @@ rules:
 	calls := func(path string) meshlab.CallsResult {
 		t.Helper()
 		to := fmt.Sprintf("http://data-validator:%d%s", echoPort, path)
-		code, body, err := caller.HTTPGet(ctx, "http://127.0.0.1:8080/calls?n=6&to="+url.QueryEscape(to))
+		code, body, err := caller.HTTPGet(ctx, "http://127.0.0.1:8080/calls?n=6&to="+neturl.QueryEscape(to))
 		var res meshlab.CallsResult
 		if err != nil || code != 200 || json.Unmarshal(body, &res) != nil {
 			t.Fatalf("calls %s: %d %s %v", path, code, body, err)
@@ -177,4 +181,61 @@ func requestLines(t *testing.T, l *lab.Lab, node int, since time.Time) []map[str
 		out = append(out, m)
 	}
 	return out
+}
+
+// checkStatRequests runs meshctl stat --by edge against the caller's node
+// while the caller sends requests to url, and expects the edge planner ->
+// data-validator with a request rate, full success and percentiles.
+func checkStatRequests(ctx context.Context, t *testing.T, l *lab.Lab, caller *lab.Pod, url string) {
+	t.Helper()
+	type result struct {
+		out []byte
+		err error
+	}
+	done := make(chan result, 1)
+	go func() {
+		args := []string{"stat", "--by", "edge", "--interval", "2s", "-o", "json",
+			"--metrics", l.NodeNetnsPath(1) + "=" + fmt.Sprintf("http://127.0.0.1:%d/metrics", mesh.MetricsPort)}
+		out, err := exec.CommandContext(ctx, l.Bin("meshctl"), args...).CombinedOutput()
+		done <- result{out, err}
+	}()
+	var res result
+	for sent := false; ; {
+		select {
+		case res = <-done:
+		default:
+			// Requests until meshctl has read twice.
+			code, body, err := caller.HTTPGet(ctx, "http://127.0.0.1:8080/calls?n=5&to="+neturl.QueryEscape(url))
+			if err != nil || code != 200 {
+				t.Fatalf("calls: %d %s %v", code, body, err)
+			}
+			sent = true
+			continue
+		}
+		if !sent {
+			t.Fatalf("meshctl stat ended before any request was sent: %s", res.out)
+		}
+		break
+	}
+	if res.err != nil {
+		t.Fatalf("meshctl stat: %v\n%s", res.err, res.out)
+	}
+	var rows []struct {
+		From, To string
+		Requests *struct {
+			PerSecond, SuccessRate, P50Ms, P99Ms float64
+		}
+	}
+	if err := json.Unmarshal(res.out, &rows); err != nil {
+		t.Fatalf("meshctl stat -o json: %v\n%s", err, res.out)
+	}
+	for _, r := range rows {
+		if r.From == svcNS+"/planner" && strings.HasPrefix(r.To, svcNS+"/dv-") {
+			if q := r.Requests; q != nil && q.PerSecond > 0 && q.SuccessRate == 1 && q.P50Ms > 0 && q.P99Ms >= q.P50Ms {
+				t.Logf("meshctl stat: %s -> %s %.1f req/s, p50 %.2f ms, p99 %.2f ms", r.From, r.To, q.PerSecond, q.P50Ms, q.P99Ms)
+				return
+			}
+		}
+	}
+	t.Errorf("meshctl stat --by edge: no planner -> dv row with requests, full success and percentiles:\n%s", res.out)
 }

@@ -1,11 +1,13 @@
 package meshlab
 
 import (
+	"bufio"
 	"context"
 	"flag"
 	"fmt"
 	"io"
 	"net/http"
+	"strconv"
 	"strings"
 	"time"
 
@@ -255,4 +257,61 @@ func appHTTPDo(ctx context.Context, args []string, stdout io.Writer) error {
 	b, _ := io.ReadAll(io.LimitReader(resp.Body, 4<<10))
 	res.Status, res.Body = resp.StatusCode, string(b)
 	return writeJSON(stdout, res)
+}
+
+// SSEEvent is one line of `app sse-get`: an event's id, when the server
+// sent it and when it arrived (unix nanoseconds; same clock in the lab).
+type SSEEvent struct {
+	ID       string `json:"id"`
+	Sent     int64  `json:"sent"`
+	Received int64  `json:"received"`
+	Error    string `json:"error,omitempty"`
+}
+
+// appSSEGet is `app sse-get --url URL`: reads a server-sent event stream
+// whose data are send times (app http's /sse) and prints each event as it
+// arrives; a last line with error set if the stream broke.
+func appSSEGet(ctx context.Context, args []string, stdout io.Writer) error {
+	fs := flag.NewFlagSet("app sse-get", flag.ContinueOnError)
+	url := fs.String("url", "", "the event stream URL")
+	timeout := fs.Duration("timeout", 10*time.Minute, "bound of the whole stream")
+	if err := fs.Parse(args); err != nil {
+		return fmt.Errorf("%w: %w", ErrUsage, err)
+	}
+	ctx, cancel := context.WithTimeout(ctx, *timeout)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, *url, nil)
+	if err != nil {
+		return fmt.Errorf("%w: %w", ErrUsage, err)
+	}
+	req.Header.Set("Accept", "text/event-stream")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return writeJSON(stdout, SSEEvent{Error: err.Error()})
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return writeJSON(stdout, SSEEvent{Error: resp.Status})
+	}
+	sc := bufio.NewScanner(resp.Body)
+	var ev SSEEvent
+	for sc.Scan() {
+		line := sc.Text()
+		switch {
+		case strings.HasPrefix(line, "id: "):
+			ev.ID = strings.TrimPrefix(line, "id: ")
+		case strings.HasPrefix(line, "data: "):
+			ev.Sent, _ = strconv.ParseInt(strings.TrimPrefix(line, "data: "), 10, 64)
+			ev.Received = time.Now().UnixNano()
+		case line == "" && ev.ID != "":
+			if err := writeJSON(stdout, ev); err != nil {
+				return err
+			}
+			ev = SSEEvent{}
+		}
+	}
+	if err := sc.Err(); err != nil {
+		return writeJSON(stdout, SSEEvent{Error: err.Error()})
+	}
+	return nil
 }

@@ -120,6 +120,32 @@ func agentHandler(name string) http.Handler {
 		}
 		respondJSON(w, code, res)
 	})
+	mux.HandleFunc("GET /sse", func(w http.ResponseWriter, r *http.Request) {
+		// n events, one every `every`, each carrying the time it was sent.
+		n, err := strconv.Atoi(r.URL.Query().Get("n"))
+		every, derr := time.ParseDuration(r.URL.Query().Get("every"))
+		if err != nil || derr != nil || n < 1 || n > 10000 || every < 0 {
+			http.Error(w, "want n=1..10000 and every=DURATION", http.StatusBadRequest)
+			return
+		}
+		w.Header().Set("Content-Type", "text/event-stream")
+		rc := http.NewResponseController(w)
+		t := time.NewTicker(max(every, time.Millisecond))
+		defer t.Stop()
+		for i := range n {
+			if i > 0 {
+				select {
+				case <-t.C:
+				case <-r.Context().Done():
+					return
+				}
+			}
+			fmt.Fprintf(w, "id: %d\ndata: %d\n\n", i, time.Now().UnixNano())
+			if err := rc.Flush(); err != nil {
+				return
+			}
+		}
+	})
 	mux.HandleFunc("GET /calls", func(w http.ResponseWriter, r *http.Request) {
 		to := r.URL.Query().Get("to")
 		n, err := strconv.Atoi(r.URL.Query().Get("n"))
