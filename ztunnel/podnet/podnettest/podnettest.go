@@ -17,6 +17,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"net"
 	"net/netip"
 	"os"
@@ -42,6 +43,7 @@ type Network struct {
 	pods       map[netip.Addr]*Pod
 	byUID      map[string]*Pod
 	next       byte
+	base       [2]byte                           // 127.base.N: the network's loopback addresses
 	orig       map[origKey]netip.AddrPort        // captured: what Lookup answers
 	steered    map[netip.AddrPort]netip.AddrPort // client address -> original destination
 	registered map[netip.AddrPort]bool           // SOCKHASH: pod ip and mesh port
@@ -58,6 +60,10 @@ func New() *Network {
 		pods: map[netip.Addr]*Pod{}, byUID: map[string]*Pod{},
 		orig: map[origKey]netip.AddrPort{}, steered: map[netip.AddrPort]netip.AddrPort{},
 		registered: map[netip.AddrPort]bool{},
+		// A random 127.X.Y/24 per network, so that two test processes on
+		// one machine (a CI run beside a developer's) do not bind the
+		// same addresses.
+		base: [2]byte{byte(64 + rand.IntN(190)), byte(rand.IntN(256))},
 	}
 	n.changed = sync.NewCond(&n.mu)
 	return n
@@ -78,7 +84,7 @@ func (n *Network) AddPod(uid string, enrolled bool) *Pod {
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	n.next++
-	p := &Pod{UID: uid, IP: netip.AddrFrom4([4]byte{127, 77, 0, n.next}), Cookie: 1000 + uint64(n.next), Enrolled: enrolled, net: n}
+	p := &Pod{UID: uid, IP: netip.AddrFrom4([4]byte{127, n.base[0], n.base[1], n.next}), Cookie: 1000 + uint64(n.next), Enrolled: enrolled, net: n}
 	n.pods[p.IP] = p
 	n.byUID[uid] = p
 	return p
