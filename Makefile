@@ -48,12 +48,12 @@ test: ## run every test, the privileged lab tests included (needs root; installs
 	@$(AS_ROOT) $(MAKE) --no-print-directory test-as-root
 
 .PHONY: test-as-root
-test-as-root: check-generate check-manifests lint build kube
+test-as-root: check-generate check-manifests lint build kube jaeger
 	cd deploy/render && $(GO) vet ./... && $(GO) test -count=1 ./...
 	$(GO) test -count=1 -timeout $(TEST_TIMEOUT) ./...
 	# The node's in-process tests again under the race detector (they run
 	# the whole pipeline with real TLS and HBONE on a fake pod network).
-	$(GO) test -race -count=1 -run 'TestFakeNet|TestHTTPPerRequest|TestPendingPod|TestProtocolDetection|TestTCPMetrics|TestL7Policy' ./ztunnel/
+	$(GO) test -race -count=1 -run 'TestFakeNet|TestHTTPPerRequest|TestPendingPod|TestProtocolDetection|TestTCPMetrics|TestL7Policy|TestTracing' ./ztunnel/
 
 .PHONY: bench
 bench: ## benchmark the mesh against direct pod-to-pod on the lab (needs root)
@@ -108,6 +108,18 @@ $(KUBE)/%: test/kube/cmd/%/main.go $(KUBE_MOD)
 # buf runs from tools/buf, its own module; protoc-gen-go is a tool of the main
 # module (buf.gen.yaml), so the generated code matches the protobuf runtime in go.mod.
 PROTO_DIR := api/configapi/proto
+
+# Jaeger all-in-one, built from source as a Go tool of its own module
+# (test/jaeger), for the lab's trace backend; cached like the kube binaries.
+JAEGER_MOD := test/jaeger/go.mod test/jaeger/go.sum
+
+.PHONY: jaeger
+jaeger: $(BIN)/jaeger ## build Jaeger (all-in-one, in-memory) from source into bin/jaeger for the lab's traces (minutes the first time)
+
+$(BIN)/jaeger: $(JAEGER_MOD)
+	@echo "jaeger: building ..."; start=$$(date +%s); \
+	cd test/jaeger && $(GO) build -trimpath -ldflags "-s -w" -o $(abspath $@) github.com/jaegertracing/jaeger/cmd/jaeger && \
+	echo "jaeger: built in $$(( $$(date +%s) - start ))s ($$(du -h $(abspath $@) | cut -f1))"
 
 .PHONY: dashboards
 dashboards: ## regenerate the chart's Grafana dashboard (deploy/charts/agentmesh/dashboards/agentmesh.json) from internal/dashboard

@@ -34,6 +34,8 @@ type options struct {
 	maxConns         int
 	sameNodeFastPath bool
 	httpPerRequest   bool
+	otlpEndpoint     string
+	traceSampling    float64
 	detect           detect.Options
 	failover         transport.Failover
 	// clusterDomain is the Services' DNS domain the DNS proxy answers.
@@ -73,6 +75,8 @@ func parseFlags(args []string, usage io.Writer) (*options, error) {
 	fs.DurationVar(&o.failover.BackoffMax, "service-connect-backoff-max", d.BackoffMax, "largest backoff between Service connect attempts")
 	fs.BoolVar(&o.sameNodeFastPath, "same-node-fast-path", true, "join connections between two pods of this node inside the tunnel, without TLS and HTTP/2 (policy and telemetry as over HBONE; the access log says protocol local); false: they go over HBONE like cross-node traffic")
 	fs.BoolVar(&o.httpPerRequest, "http-per-request", false, "proxy outbound HTTP flows (HTTP/1.x, HTTP/2, gRPC, A2A, MCP, declared or sniffed) request by request: each request is balanced on its own over the Service's endpoints and gets its access line and agentmesh_requests_total; false: they are copied as opaque bytes like TCP")
+	fs.StringVar(&o.otlpEndpoint, "otlp-endpoint", "", "host:port of an OpenTelemetry collector (OTLP/gRPC, plaintext) that gets a span per request proxied per request; empty: no tracing")
+	fs.Float64Var(&o.traceSampling, "trace-sampling", 0.01, "share of the traces ztunnel starts that are sampled (0..1); a request whose traceparent says sampled is traced whatever this says")
 	fs.DurationVar(&o.detect.Timeout, "protocol-detect-timeout", time.Second, "how long an outbound connection to a mesh destination whose port declares no appProtocol waits for the app's first bytes to tell HTTP/1.x and HTTP/2 from opaque TCP (nothing is consumed); a client that sends nothing in time is opaque; 0 turns sniffing off")
 	o.detect.OpaquePorts = slices.Clone(detect.DefaultOpaquePorts)
 	fs.Func("opaque-ports", fmt.Sprintf("comma-separated destination ports never sniffed (opaque unless their Service port declares an appProtocol): server-first protocols, whose clients wait for the server (default %s; \"\" for none)", portList(detect.DefaultOpaquePorts)), func(v string) error {
@@ -99,6 +103,9 @@ func parseFlags(args []string, usage io.Writer) (*options, error) {
 	}
 	if dnsproxy.NormalizeDomain(o.clusterDomain) == "" {
 		return nil, errors.New("--cluster-domain must not be empty")
+	}
+	if o.traceSampling < 0 || o.traceSampling > 1 {
+		return nil, fmt.Errorf("--trace-sampling %v: want 0..1", o.traceSampling)
 	}
 	if o.detect.Timeout < 0 {
 		return nil, errors.New("--protocol-detect-timeout must not be negative")

@@ -38,7 +38,17 @@ type httpEnv struct {
 }
 
 func newHTTPEnv(t *testing.T, appProtocol string, endpoints ...string) *httpEnv {
-	e := &httpEnv{fakeEnv: newFakeEnv(t, func(o *NodeOptions) { o.HTTPPerRequest = true })}
+	return newHTTPEnvWith(t, appProtocol, nil, endpoints...)
+}
+
+// newHTTPEnvWith is newHTTPEnv with more node options.
+func newHTTPEnvWith(t *testing.T, appProtocol string, opt func(*NodeOptions), endpoints ...string) *httpEnv {
+	e := &httpEnv{fakeEnv: newFakeEnv(t, func(o *NodeOptions) {
+		o.HTTPPerRequest = true
+		if opt != nil {
+			opt(o)
+		}
+	})}
 	e.c = e.net.AddPod("uid-c", true)
 	ns, err := os.Open(os.DevNull)
 	if err != nil {

@@ -3,6 +3,7 @@ package ztunnel
 import (
 	"context"
 	"crypto/tls"
+	"go.opentelemetry.io/otel/trace"
 	"log/slog"
 	"strings"
 	"sync"
@@ -87,6 +88,9 @@ type NodeOptions struct {
 	// A2A, MCP, as detect decided) request by request: each request is
 	// balanced on its own over the Service's endpoints (package l7).
 	HTTPPerRequest bool
+	// Tracer, when set, makes a span per request the tunnel proxies per
+	// request (source: client spans; destination: server spans).
+	Tracer trace.TracerProvider
 }
 
 // Node is the per-node tunnel: it owns the listeners inside every handed-over
@@ -182,7 +186,7 @@ func NewNode(o NodeOptions) *Node {
 	n.pipe = &pipeline.Pipeline{
 		Log: o.Logger, Index: n.Index, ConfigChanged: n.configChanged, OrigDst: o.OrigDst, Resolve: resolve.New(n.Index), Authorize: n.auth,
 		Transport: n.transport, Limits: lim, Record: n.rec, HBONEServer: n.server, ServerTLS: o.Certs,
-		HandshakeTimeout: o.HandshakeTimeout, Detect: detect.New(o.Detect), HTTP: o.HTTPPerRequest,
+		HandshakeTimeout: o.HandshakeTimeout, Detect: detect.New(o.Detect), HTTP: o.HTTPPerRequest, Tracer: o.Tracer,
 	}
 	return n
 }

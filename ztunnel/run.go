@@ -122,10 +122,20 @@ func run(ctx context.Context, o *options, log *slog.Logger) error {
 	relay.SetSpliceVeto(accel.Accelerated)
 	defer func() { relay.SetSpliceVeto(nil); accel.Close() }()
 	tables := bpfTables{origDst: maps.OrigDst, listeners: maps.Listeners, dnsUpstream: maps.DNSUpstream}
-	node := NewNode(NodeOptions{
+	var tr *tracing
+	if o.otlpEndpoint != "" {
+		if tr, err = newTracing(ctx, o.otlpEndpoint, o.traceSampling, o.mode.Node, log.With("component", "tracing")); err != nil {
+			return cleanup(err, maps.Close())
+		}
+	}
+	topts := NodeOptions{
 		NodeName: o.mode.Node, Logger: log, Certs: certs, OrigDst: tables, Listeners: tables, NodeAddrs: addrs, Registry: reg,
 		MaxConnections: o.maxConns, Failover: o.failover, SameNodeFastPath: o.sameNodeFastPath, HTTPPerRequest: o.httpPerRequest, Detect: o.detect, DNSUpstreams: tables, ClusterDomain: o.clusterDomain,
-	})
+	}
+	if tr != nil {
+		topts.Tracer = tr.provider
+	}
+	node := NewNode(topts)
 	admin.set(node.AdminHandler())
 	ready.set(gateReady(src.ready, node.ReadyHandler()))
 	watchTask := startTask("config source", log, func(ctx context.Context) error {
@@ -142,7 +152,9 @@ func run(ctx context.Context, o *options, log *slog.Logger) error {
 	node.draining.Store(true)
 	end := deadline()
 	err = cleanup(handoffTask.stop(end), watchTask.stop(end), nodeTask.stop(end), drains.waitUntil(end), addrTask.stop(end))
-	err = errors.Join(err, maps.Close())
+	tctx, tcancel := context.WithDeadline(context.Background(), deadline())
+	err = errors.Join(err, maps.Close(), tr.stop(tctx))
+	tcancel()
 	log.Info("ztunnel stopped", "err", err)
 	return err
 }

@@ -24,9 +24,19 @@ func (p *Pod) HTTPGet(ctx context.Context, url string) (int, []byte, error) {
 	return httpGetIn(ctx, p.NetnsName(), url)
 }
 
+// HTTPGetWith is HTTPGet with request headers (a traceparent, say).
+func (p *Pod) HTTPGetWith(ctx context.Context, url string, header http.Header) (int, []byte, error) {
+	return httpGetInWith(ctx, p.NetnsName(), url, header)
+}
+
 // httpGetIn does a GET with a connection made inside the named netns,
 // bounded by 10s.
 func httpGetIn(ctx context.Context, ns, url string) (int, []byte, error) {
+	return httpGetInWith(ctx, ns, url, nil)
+}
+
+// httpGetInWith is httpGetIn with request headers.
+func httpGetInWith(ctx context.Context, ns, url string, header http.Header) (int, []byte, error) {
 	tr := &http.Transport{
 		DisableKeepAlives: true,
 		DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
@@ -46,6 +56,9 @@ func httpGetIn(ctx context.Context, ns, url string) (int, []byte, error) {
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
 	if err != nil {
 		return 0, nil, fmt.Errorf("build request: %w", err)
+	}
+	for k, vs := range header {
+		req.Header[k] = vs
 	}
 	resp, err := (&http.Client{Transport: tr}).Do(req)
 	if err != nil {

@@ -11,6 +11,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"go.opentelemetry.io/otel/trace"
+
 	"github.com/agentmesh/agentmesh/ztunnel/balance"
 	"github.com/agentmesh/agentmesh/ztunnel/detect"
 	"github.com/agentmesh/agentmesh/ztunnel/flow"
@@ -80,15 +82,17 @@ func (pl *Pipeline) outboundHTTP(ctx context.Context, p *flow.Pod, f *flow.Flow,
 			} else {
 				last.Store(rf)
 			}
-			pl.Record.Request(rf, record.Request{
+			q := record.Request{
 				Method: r.Method, Authority: r.Host, Path: r.URL.Path, Status: res.Status, Err: res.Err,
 				Attempts: res.Attempts, ReqBytes: res.ReqBytes, RespBytes: res.RespBytes, Duration: res.Duration,
 				MCPMethod: mcpHeader(app, r, "Mcp-Method"), MCPTool: mcpHeader(app, r, "Mcp-Name"),
-			})
+			}
+			q.TraceID, q.SpanID = traceIDs(r.Context())
+			pl.Record.Request(rf, q)
 		},
 	}
 	h, closeIdle := fw.Handler()
-	l7.ServeConn(ctx, cc, h, pl.Log)
+	l7.ServeConn(ctx, cc, pl.traced(h, trace.SpanKindClient, f), pl.Log)
 	closeIdle()
 	f.Sent, f.Received = cc.read.Load(), cc.written.Load()
 	f.Requests = int(requests.Load())

@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/go-json-experiment/json/jsontext"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/agentmesh/agentmesh/api/policy"
 	"github.com/agentmesh/agentmesh/ztunnel/authorize"
@@ -193,7 +194,7 @@ func (pl *Pipeline) serveInbound(ctx context.Context, p *flow.Pod, f *flow.Flow,
 	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		start := time.Now()
 		sw := &statusWriter{ResponseWriter: w}
-		calls := pl.authorizeRequest(sw, r, ac, forward)
+		calls, contextID := pl.authorizeRequest(sw, r, ac, forward)
 		q := record.Request{Method: r.Method, Authority: r.Host, Path: r.URL.Path, Status: sw.status,
 			RespBytes: sw.n, Duration: time.Since(start)}
 		if q.Status == 0 {
@@ -202,10 +203,12 @@ func (pl *Pipeline) serveInbound(ctx context.Context, p *flow.Pod, f *flow.Flow,
 		if len(calls) > 0 {
 			labelCall(&q, calls[0], f.AppProtocol)
 		}
+		annotateCall(r.Context(), &q, contextID)
+		q.TraceID, q.SpanID = traceIDs(r.Context())
 		rf := *f
 		pl.Record.Request(&rf, q)
 	})
-	l7.ServeConn(ctx, cc, h, pl.Log)
+	l7.ServeConn(ctx, cc, pl.traced(h, trace.SpanKindServer, f), pl.Log)
 	closeIdle()
 	mu.Lock()
 	if first != nil {
@@ -232,23 +235,24 @@ func labelCall(q *record.Request, c policy.Call, appProtocol string) {
 // authorizeRequest decides r: every JSON-RPC call its body carries (a
 // batch call by call), or r itself. Allowed, it is forwarded; denied, the
 // caller gets 403 (a JSON-RPC error object with the call's id for a
-// call) and the denial is logged. It returns the calls found.
-func (pl *Pipeline) authorizeRequest(w http.ResponseWriter, r *http.Request, ac *authorize.Conn, forward http.Handler) []policy.Call {
+// call) and the denial is logged. It returns the calls found and the A2A
+// contextId of the first that has one.
+func (pl *Pipeline) authorizeRequest(w http.ResponseWriter, r *http.Request, ac *authorize.Conn, forward http.Handler) ([]policy.Call, string) {
 	q := policy.Request{Method: r.Method, Path: cleanPath(r.URL.Path)}
-	calls, ids, batch, status, msg := readCalls(r, pl.Authorize.NeedsCalls(ac))
+	calls, ids, batch, status, msg, contextID := readCalls(r, pl.Authorize.NeedsCalls(ac))
 	if status != 0 {
 		jsonRPCError(w, status, batch, ids, codeFor(status), msg)
-		return calls
+		return calls, contextID
 	}
 	if len(calls) == 0 {
 		if d := pl.Authorize.Request(ac, q); !d.Allow {
 			pl.Authorize.RequestDenied(ac, q, d)
 			w.Header().Set("Agentmesh-Error", "denied")
 			http.Error(w, "agentmesh: forbidden", http.StatusForbidden)
-			return nil
+			return nil, contextID
 		}
 		forward.ServeHTTP(w, r)
-		return nil
+		return nil, contextID
 	}
 	for i := range calls {
 		q.RPC = &calls[i]
@@ -256,11 +260,11 @@ func (pl *Pipeline) authorizeRequest(w http.ResponseWriter, r *http.Request, ac 
 			pl.Authorize.RequestDenied(ac, q, d)
 			w.Header().Set("Agentmesh-Error", "denied")
 			jsonRPCError(w, http.StatusForbidden, batch, ids, -32001, "Forbidden")
-			return calls
+			return calls, contextID
 		}
 	}
 	forward.ServeHTTP(w, r)
-	return calls
+	return calls, contextID
 }
 
 func codeFor(status int) int {
@@ -288,20 +292,20 @@ func cleanPath(p string) string {
 // within the prefix, headers that disagree with it. Only when strict
 // (rules with jsonrpc or mcp parts apply): otherwise a body that cannot be
 // read as calls is taken for none, as a REST API's JSON is.
-func readCalls(r *http.Request, strict bool) (calls []policy.Call, ids []jsontext.Value, batch bool, status int, msg string) {
+func readCalls(r *http.Request, strict bool) (calls []policy.Call, ids []jsontext.Value, batch bool, status int, msg, contextID string) {
 	hMethod, hName := r.Header.Get("Mcp-Method"), r.Header.Get("Mcp-Name")
 	if r.Method != http.MethodPost || r.Body == nil || r.Body == http.NoBody {
 		if hMethod != "" {
-			return []policy.Call{{Method: hMethod, Tool: hName}}, nil, false, 0, ""
+			return []policy.Call{{Method: hMethod, Tool: hName}}, nil, false, 0, "", ""
 		}
-		return nil, nil, false, 0, ""
+		return nil, nil, false, 0, "", ""
 	}
 	buf := make([]byte, maxBodyScan)
 	n, err := io.ReadFull(r.Body, buf)
 	buf = buf[:n]
 	truncated := err == nil // the body may go on
 	if err != nil && !errors.Is(err, io.ErrUnexpectedEOF) && !errors.Is(err, io.EOF) {
-		return nil, nil, false, http.StatusBadRequest, "body unreadable"
+		return nil, nil, false, http.StatusBadRequest, "body unreadable", ""
 	}
 	r.Body = struct {
 		io.Reader
@@ -309,25 +313,25 @@ func readCalls(r *http.Request, strict bool) (calls []policy.Call, ids []jsontex
 	}{io.MultiReader(bytes.NewReader(buf), r.Body), r.Body}
 	trimmed := bytes.TrimLeft(buf, " \t\r\n")
 	if len(trimmed) == 0 || (trimmed[0] != '{' && trimmed[0] != '[') {
-		return nil, nil, false, 0, "" // not JSON: no call
+		return nil, nil, false, 0, "", "" // not JSON: no call
 	}
 	body, err := jsonrpc.Scan(buf, truncated, maxBodyScan)
 	if !strict && (err != nil || slices.ContainsFunc(body.Calls, func(c jsonrpc.Call) bool { return !c.Complete })) {
-		return nil, nil, false, 0, "" // no rule asks: what cannot be read is no call
+		return nil, nil, false, 0, "", "" // no rule asks: what cannot be read is no call
 	}
 	if errors.Is(err, jsonrpc.ErrNotJSONRPC) && len(body.Calls) > 0 &&
 		!slices.ContainsFunc(body.Calls, func(c jsonrpc.Call) bool { return !c.Complete || c.Method != "" }) {
-		return nil, nil, false, 0, "" // whole JSON objects without a method: another API's JSON
+		return nil, nil, false, 0, "", "" // whole JSON objects without a method: another API's JSON
 	}
 	if err != nil {
 		if errors.Is(err, jsonrpc.ErrInvalid) {
-			return nil, nil, trimmed[0] == '[', http.StatusBadRequest, "Invalid JSON-RPC request"
+			return nil, nil, trimmed[0] == '[', http.StatusBadRequest, "Invalid JSON-RPC request", ""
 		}
-		return nil, nil, trimmed[0] == '[', http.StatusRequestEntityTooLarge, "Request too large to authorize"
+		return nil, nil, trimmed[0] == '[', http.StatusRequestEntityTooLarge, "Request too large to authorize", ""
 	}
 	for _, c := range body.Calls {
 		if !c.Complete && (c.Method == "" || c.Method == policy.MCPToolsCall && c.Name == "") {
-			return nil, nil, body.Batch, http.StatusRequestEntityTooLarge, "Request too large to authorize"
+			return nil, nil, body.Batch, http.StatusRequestEntityTooLarge, "Request too large to authorize", ""
 		}
 		pc := policy.Call{Method: c.Method}
 		if c.Method == policy.MCPToolsCall {
@@ -335,11 +339,14 @@ func readCalls(r *http.Request, strict bool) (calls []policy.Call, ids []jsontex
 		}
 		calls = append(calls, pc)
 		ids = append(ids, c.ID)
+		if contextID == "" {
+			contextID = c.ContextID
+		}
 	}
 	if hMethod != "" && (body.Batch || len(calls) != 1 || calls[0].Method != hMethod || !nameAgrees(hMethod, hName, body.Calls[0].Name)) {
-		return nil, ids, body.Batch, http.StatusBadRequest, "Mcp-Method or Mcp-Name header disagrees with the body"
+		return nil, ids, body.Batch, http.StatusBadRequest, "Mcp-Method or Mcp-Name header disagrees with the body", ""
 	}
-	return calls, ids, body.Batch, 0, ""
+	return calls, ids, body.Batch, 0, "", contextID
 }
 
 // nameAgrees reports whether an Mcp-Name header agrees with the body's

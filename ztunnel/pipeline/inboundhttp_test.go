@@ -25,7 +25,7 @@ func FuzzReadCalls(f *testing.F) {
 		if name != "" {
 			r.Header.Set("Mcp-Name", name)
 		}
-		calls, ids, _, status, msg := readCalls(r, strict)
+		calls, ids, _, status, msg, _ := readCalls(r, strict)
 		if status != 0 {
 			if status < 400 || status > 499 || msg == "" {
 				t.Fatalf("refusal %d %q", status, msg)
@@ -73,7 +73,7 @@ func TestReadCalls(t *testing.T) {
 			if tc.mcpName != "" {
 				r.Header.Set("Mcp-Name", tc.mcpName)
 			}
-			calls, _, _, status, msg := readCalls(r, !tc.lax)
+			calls, _, _, status, msg, _ := readCalls(r, !tc.lax)
 			if status != tc.status || len(calls) != tc.calls {
 				t.Errorf("status %d (%s), %d calls; want %d, %d", status, msg, len(calls), tc.status, tc.calls)
 			}

@@ -22,6 +22,8 @@ import (
 	"log/slog"
 	"time"
 
+	"go.opentelemetry.io/otel/trace"
+
 	"github.com/agentmesh/agentmesh/api/meshconfig"
 	"github.com/agentmesh/agentmesh/ztunnel/authorize"
 	"github.com/agentmesh/agentmesh/ztunnel/classify"
@@ -46,7 +48,9 @@ type Pipeline struct {
 	Detect *detect.Detector
 	// HTTP proxies the HTTP flows detect names request by request
 	// (outboundHTTP); off, they take the L4 path as opaque bytes.
-	HTTP      bool
+	HTTP bool
+	// Tracer makes a span per request proxied per request (nil: none).
+	Tracer    trace.TracerProvider
 	Authorize *authorize.Authorizer
 	Transport *transport.Transport
 	Limits    *limits.Limits

@@ -23,6 +23,9 @@ type Request struct {
 	Duration            time.Duration
 	// A2AMethod, MCPMethod and MCPTool name an agent call, when known.
 	A2AMethod, MCPMethod, MCPTool string
+	// TraceID and SpanID are the request's span in this tunnel, when
+	// traced.
+	TraceID, SpanID string
 }
 
 // Request writes q's line ("msg":"request") and counts it in
@@ -56,7 +59,8 @@ func (r *Recorder) Request(f *flow.Flow, q Request) {
 	if f.Service != nil {
 		attrs = append(attrs, slog.String("upstream_addr", addrString(f.Upstream)), slog.Int("attempts", q.Attempts))
 	}
-	for _, kv := range [][2]string{{"a2a_method", q.A2AMethod}, {"mcp_method", q.MCPMethod}, {"mcp_tool", q.MCPTool}} {
+	for _, kv := range [][2]string{{"a2a_method", q.A2AMethod}, {"mcp_method", q.MCPMethod}, {"mcp_tool", q.MCPTool},
+		{"trace_id", q.TraceID}, {"span_id", q.SpanID}} {
 		if kv[1] != "" {
 			attrs = append(attrs, slog.String(kv[0], kv[1]))
 		}

@@ -113,7 +113,9 @@ func agentHandler(name string) http.Handler {
 			respondJSON(w, http.StatusBadRequest, CallResult{From: name, To: to, Error: "net must be tcp4 or tcp6"})
 			return
 		}
-		res := call(r.Context(), name, to, network)
+		// The app's own trace context goes on, as an instrumented agent's
+		// would: the call is a child of the request that asked for it.
+		res := call(r.Context(), name, to, network, r.Header.Get("Traceparent"))
 		code := http.StatusOK
 		if res.Error != "" {
 			code = http.StatusBadGateway
@@ -210,7 +212,7 @@ func calls(ctx context.Context, to string, n int) (res CallsResult) {
 // call GETs to on a fresh connection (so each call is one connection in
 // the mesh's access logs) and reports what happened. network (tcp4 or
 // tcp6) picks the family a name resolves to; "" lets the resolver choose.
-func call(ctx context.Context, from, to, network string) CallResult {
+func call(ctx context.Context, from, to, network, traceparent string) CallResult {
 	res := CallResult{From: from, To: to}
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
@@ -224,6 +226,9 @@ func call(ctx context.Context, from, to, network string) CallResult {
 	if err != nil {
 		res.Error = err.Error()
 		return res
+	}
+	if traceparent != "" {
+		req.Header.Set("Traceparent", traceparent)
 	}
 	start := time.Now()
 	resp, err := (&http.Client{Transport: tr}).Do(req)
