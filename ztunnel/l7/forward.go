@@ -139,7 +139,7 @@ type state struct {
 func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
 	st := &state{}
-	rw := &statusWriter{ResponseWriter: w}
+	rw := &StatusWriter{ResponseWriter: w}
 	h.proxy.ServeHTTP(rw, r.WithContext(context.WithValue(r.Context(), stateKey{}, st)))
 	if st.attempt.Done != nil {
 		st.attempt.Done()
@@ -147,7 +147,7 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if h.fw.Done == nil {
 		return
 	}
-	status := rw.status
+	status := rw.Status
 	if st.status == http.StatusSwitchingProtocols {
 		status = st.status
 	}
@@ -156,7 +156,7 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	h.fw.Done(r, Result{
 		Status: status, Attempt: st.attempt, Attempts: st.attempts, Err: st.err,
-		ReqBytes: st.reqBytes.Load(), RespBytes: rw.n, Duration: time.Since(start),
+		ReqBytes: st.reqBytes.Load(), RespBytes: rw.N, Duration: time.Since(start),
 	})
 }
 
@@ -286,29 +286,31 @@ func (b *countingBody) Read(p []byte) (int, error) {
 
 func (b *countingBody) Close() error { return nil }
 
-// statusWriter notes the status and body bytes of a response. Unwrap lets
+// StatusWriter notes the status and body bytes of a response (Status 0
+// until one is written, N the body bytes). Unwrap lets
 // http.ResponseController (the proxy's flushes, an upgrade's hijack) reach
 // the server's writer.
-type statusWriter struct {
+type StatusWriter struct {
 	http.ResponseWriter
-	status int
-	n      int64
+	Status int
+	N      int64
 }
 
-func (w *statusWriter) WriteHeader(code int) {
-	if w.status == 0 && code >= 200 {
-		w.status = code
+func (w *StatusWriter) WriteHeader(code int) {
+	if w.Status == 0 && code >= 200 {
+		w.Status = code
 	}
 	w.ResponseWriter.WriteHeader(code)
 }
 
-func (w *statusWriter) Write(p []byte) (int, error) {
-	if w.status == 0 {
-		w.status = http.StatusOK
+func (w *StatusWriter) Write(p []byte) (int, error) {
+	if w.Status == 0 {
+		w.Status = http.StatusOK
 	}
 	n, err := w.ResponseWriter.Write(p)
-	w.n += int64(n)
+	w.N += int64(n)
 	return n, err
 }
 
-func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
+// Unwrap is the writer underneath.
+func (w *StatusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }

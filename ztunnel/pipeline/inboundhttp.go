@@ -193,10 +193,10 @@ func (pl *Pipeline) serveInbound(ctx context.Context, p *flow.Pod, f *flow.Flow,
 	forward, closeIdle := fw.Handler()
 	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		start := time.Now()
-		sw := &statusWriter{ResponseWriter: w}
+		sw := &l7.StatusWriter{ResponseWriter: w}
 		calls, contextID := pl.authorizeRequest(sw, r, ac, forward)
-		q := record.Request{Method: r.Method, Authority: r.Host, Path: r.URL.Path, Status: sw.status,
-			RespBytes: sw.n, Duration: time.Since(start)}
+		q := record.Request{Method: r.Method, Authority: r.Host, Path: r.URL.Path, Status: sw.Status,
+			RespBytes: sw.N, Duration: time.Since(start)}
 		if q.Status == 0 {
 			q.Status = http.StatusOK
 		}
@@ -300,10 +300,15 @@ func readCalls(r *http.Request, strict bool) (calls []policy.Call, ids []jsontex
 		}
 		return nil, nil, false, 0, "", ""
 	}
-	buf := make([]byte, maxBodyScan)
+	size := maxBodyScan
+	if r.ContentLength >= 0 && r.ContentLength <= int64(size) {
+		size = int(r.ContentLength) // the whole body, no more
+	}
+	buf := make([]byte, size)
 	n, err := io.ReadFull(r.Body, buf)
 	buf = buf[:n]
-	truncated := err == nil // the body may go on
+	// The body may go on past what was read.
+	truncated := err == nil && (r.ContentLength < 0 || r.ContentLength > int64(n))
 	if err != nil && !errors.Is(err, io.ErrUnexpectedEOF) && !errors.Is(err, io.EOF) {
 		return nil, nil, false, http.StatusBadRequest, "body unreadable", ""
 	}
@@ -402,29 +407,3 @@ func jsonRPCError(w http.ResponseWriter, status int, batch bool, ids []jsontext.
 	w.WriteHeader(status)
 	w.Write(append(body, '\n')) //nolint:errcheck // the client may be gone
 }
-
-// statusWriter notes a response's status and body bytes; Unwrap lets
-// http.ResponseController reach the server's writer.
-type statusWriter struct {
-	http.ResponseWriter
-	status int
-	n      int64
-}
-
-func (w *statusWriter) WriteHeader(code int) {
-	if w.status == 0 && code >= 200 {
-		w.status = code
-	}
-	w.ResponseWriter.WriteHeader(code)
-}
-
-func (w *statusWriter) Write(p []byte) (int, error) {
-	if w.status == 0 {
-		w.status = http.StatusOK
-	}
-	n, err := w.ResponseWriter.Write(p)
-	w.n += int64(n)
-	return n, err
-}
-
-func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }

@@ -11,6 +11,7 @@ import (
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/agentmesh/agentmesh/ztunnel/flow"
+	"github.com/agentmesh/agentmesh/ztunnel/l7"
 	"github.com/agentmesh/agentmesh/ztunnel/record"
 )
 
@@ -49,9 +50,9 @@ func (pl *Pipeline) traced(h http.Handler, kind trace.SpanKind, f *flow.Flow) ht
 			}
 		}
 		propagator.Inject(ctx, propagation.HeaderCarrier(r.Header))
-		sw := &statusWriter{ResponseWriter: w}
+		sw := &l7.StatusWriter{ResponseWriter: w}
 		h.ServeHTTP(sw, r.WithContext(ctx))
-		status := sw.status
+		status := sw.Status
 		if status == 0 {
 			status = http.StatusOK
 		}

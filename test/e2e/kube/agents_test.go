@@ -80,6 +80,10 @@ rules:
 	})
 
 	// MCP through the mesh: allowed, denied, allowed again, one session.
+	before, err := l.ZtunnelSeries(ctx, 2, "agentmesh_requests_total")
+	if err != nil {
+		t.Fatal(err)
+	}
 	since := time.Now()
 	r := mcpCall("search", "delete_db", "search")
 	t.Logf("mcp calls: %+v", r)
@@ -118,23 +122,32 @@ rules:
 		}
 	}
 
-	// The destination's metrics count the calls by tool.
-	series, err := l.ZtunnelSeries(ctx, 2, "agentmesh_requests_total")
+	// The destination's metrics count exactly the calls the clients made
+	// since, by tool and by A2A method.
+	after, err := l.ZtunnelSeries(ctx, 2, "agentmesh_requests_total")
 	if err != nil {
 		t.Fatal(err)
 	}
-	count := func(code, tool string) float64 {
+	count := func(series map[string]float64, code, label, value string) float64 {
 		var n float64
 		for s, v := range series {
 			if strings.Contains(s, `reporter="destination"`) && strings.Contains(s, `source_workload="planner"`) &&
-				strings.Contains(s, `response_code="`+code+`"`) && strings.Contains(s, `mcp_tool="`+tool+`"`) {
+				strings.Contains(s, `response_code="`+code+`"`) && strings.Contains(s, label+`="`+value+`"`) {
 				n += v
 			}
 		}
 		return n
 	}
-	if ok, denied := count("200", "search"), count("403", "delete_db"); ok < 2 || denied < 2 {
-		t.Errorf("destination agentmesh_requests_total: search 200 = %v (want >= 2), delete_db 403 = %v (want >= 2)", ok, denied)
+	for _, w := range []struct {
+		code, label, value string
+		want               float64
+	}{
+		{"200", "mcp_tool", "search", 2}, {"403", "mcp_tool", "delete_db", 1},
+		{"200", "a2a_method", "message/send", 1}, {"403", "a2a_method", "tasks/cancel", 1},
+	} {
+		if got := count(after, w.code, w.label, w.value) - count(before, w.code, w.label, w.value); got != w.want {
+			t.Errorf("destination agentmesh_requests_total{%s=%q,response_code=%q} grew by %v, want %v (the calls made)", w.label, w.value, w.code, got, w.want)
+		}
 	}
 }
 

@@ -5,9 +5,11 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"math"
 	neturl "net/url"
 	"os"
 	"os/exec"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -61,6 +63,7 @@ func TestHTTPPerRequestLab(t *testing.T) {
 	if len(res.By) != 3 {
 		t.Errorf("one connection's requests answered by %v, want all three replicas (balanced per request)", res.By)
 	}
+	checkLatencyBracket(ctx, t, l, res)
 
 	// The request lines on the caller's node.
 	var lines []map[string]any
@@ -238,4 +241,41 @@ func checkStatRequests(ctx context.Context, t *testing.T, l *lab.Lab, caller *la
 		}
 	}
 	t.Errorf("meshctl stat --by edge: no planner -> dv row with requests, full success and percentiles:\n%s", res.out)
+}
+
+// checkLatencyBracket: the source tunnel's duration histogram holds the
+// calls the client made, each no longer than the client measured it (the
+// tunnel's interval lies inside the client's): every one is at or below
+// the first bucket bound above the client's slowest call.
+func checkLatencyBracket(ctx context.Context, t *testing.T, l *lab.Lab, res meshlab.CallsResult) {
+	t.Helper()
+	series, err := l.ZtunnelSeries(ctx, 1, "agentmesh_request_duration_seconds_bucket")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cum := map[float64]float64{} // le -> cumulative count over the planner's series
+	for s, v := range series {
+		if !strings.Contains(s, `reporter="source"`) || !strings.Contains(s, `source_workload="planner"`) {
+			continue
+		}
+		_, rest, ok := strings.Cut(s, `le="`)
+		le, _, _ := strings.Cut(rest, `"`)
+		b, err := strconv.ParseFloat(le, 64)
+		if !ok || err != nil {
+			continue
+		}
+		cum[b] += v
+	}
+	total := cum[math.Inf(1)]
+	upper := math.Inf(1)
+	for le := range cum {
+		if le >= res.MaxMS/1000 && le < upper {
+			upper = le
+		}
+	}
+	t.Logf("client: %d calls, %.2f..%.2f ms; tunnel histogram: %v requests, %v at or below %v s", res.Status[200], res.MinMS, res.MaxMS, total, cum[upper], upper)
+	if total != float64(res.Status[200]) || cum[upper] != total {
+		t.Errorf("source histogram: %v requests, %v at or below %v s (the client's slowest call %.2f ms); want the %d calls, all bracketed",
+			total, cum[upper], upper, res.MaxMS, res.Status[200])
+	}
 }

@@ -169,7 +169,11 @@ type CallsResult struct {
 	// By counts the answers by the agent that gave them.
 	By     map[string]int `json:"by"`
 	Status map[int]int    `json:"status"`
-	Error  string         `json:"error,omitempty"`
+	// MinMS and MaxMS are the fastest and slowest call as this client
+	// measured them (request sent to response read).
+	MinMS float64 `json:"min_ms"`
+	MaxMS float64 `json:"max_ms"`
+	Error string  `json:"error,omitempty"`
 }
 
 // calls GETs to n times on one keep-alive connection, as a client with a
@@ -193,6 +197,7 @@ func calls(ctx context.Context, to string, n int) (res CallsResult) {
 			res.Error = err.Error()
 			return res
 		}
+		start := time.Now()
 		resp, err := client.Do(req)
 		if err != nil {
 			res.Error = err.Error()
@@ -200,6 +205,11 @@ func calls(ctx context.Context, to string, n int) (res CallsResult) {
 		}
 		body, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
 		resp.Body.Close()
+		ms := float64(time.Since(start).Microseconds()) / 1000
+		if res.MinMS == 0 || ms < res.MinMS {
+			res.MinMS = ms
+		}
+		res.MaxMS = max(res.MaxMS, ms)
 		res.Status[resp.StatusCode]++
 		var a AgentReply
 		if err == nil && json.Unmarshal(body, &a) == nil && a.Agent != "" {
