@@ -201,3 +201,26 @@ func TestL7PolicySilentClient(t *testing.T) {
 		t.Fatalf("round trip after the timeout = %q, %v", got, err)
 	}
 }
+
+// TestL7RuleAddedToLiveStream: a stream carried as bytes (no rule with L7
+// parts applied when it opened) is re-evaluated at L4 when a config
+// brings such rules: its requests are not seen, so a Deny rule with an MCP
+// part closes it (without its L7 part) instead of letting its next
+// requests bypass the rule.
+func TestL7RuleAddedToLiveStream(t *testing.T) {
+	e := newFakeEnv(t)
+	live, err := e.dial(e.a, netip.AddrPortFrom(e.b.IP, 8080))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := live.Write([]byte("y")); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "b admitted the stream", func() bool { return e.node.liveCount("uid-b") == 1 })
+	e.node.SetConfig(e.config(target(policy.MTLSPermissive,
+		agentPolicy("no-delete", policy.ActionDeny, l7Rule(nil, nil, &policy.MCPMatch{Tools: []string{"delete_db"}})))))
+	readEnds(t, "the byte stream under a new deny rule with an mcp part", live)
+	if got := testutil.ToFloat64(e.node.rec.M.PolicyClosed.WithLabelValues("agents/no-delete", "deny-rule")); got != 1 {
+		t.Errorf("policy_closed = %v, want 1", got)
+	}
+}

@@ -74,7 +74,11 @@ func authzOf(idx *meshconfig.Index, uid string) *policy.Target {
 // bytes turn out not to be HTTP, the connection as a whole (Opaque).
 func (a *Authorizer) Admit(c *Conn) policy.Decision {
 	a.mu.RLock()
-	d := a.decide(authzOf(a.index(), c.Pod.UID), c)
+	t := authzOf(a.index(), c.Pod.UID)
+	// Whether its requests are decided one by one is settled here, once:
+	// the caller serves the connection accordingly from now on.
+	c.l7.Store(c.Requests && policy.NeedsRequests(t, c.Policy))
+	d := a.decide(t, c)
 	if d.Allow {
 		c.Live.add(c)
 	}
@@ -113,14 +117,15 @@ func (a *Authorizer) Reevaluate(pods []*Live) {
 	}
 }
 
-// decide is Admit's decision on c under t; it marks c L7 when its
-// requests are to be decided one by one. Called under a.mu.
+// decide is the decision on c under t: for a connection whose requests
+// are decided one by one (admitted L7 and not found opaque), whether any
+// request could still be allowed; for one carried as bytes, the rules at
+// L4 (rules with L7 parts a new config brings apply to it as at L4: its
+// requests are not seen). Called under a.mu.
 func (a *Authorizer) decide(t *policy.Target, c *Conn) policy.Decision {
-	if c.Requests && !c.opaque.Load() && policy.NeedsRequests(t, c.Policy) {
-		c.l7.Store(true)
+	if c.l7.Load() && !c.opaque.Load() {
 		return policy.Admissible(t, c.Policy)
 	}
-	c.l7.Store(false)
 	return policy.Evaluate(t, c.Policy)
 }
 
@@ -138,8 +143,8 @@ func (a *Authorizer) NeedsCalls(c *Conn) bool {
 }
 
 // Opaque decides c, admitted as L7, as a whole: its bytes are not HTTP,
-// so rules with L7 parts are taken at L4 (policy.Evaluate). A denial is
-// counted and logged; the caller closes c.
+// so rules with L7 parts are taken at L4 (policy.Evaluate), now and at
+// every re-evaluation. A denial is counted and logged; the caller closes c.
 func (a *Authorizer) Opaque(c *Conn) policy.Decision {
 	c.opaque.Store(true)
 	a.mu.RLock()

@@ -34,8 +34,8 @@ type Conn struct {
 	ended   bool             // guarded by mu; a revocation then does nothing
 }
 
-// L7 reports whether c's requests are to be decided one by one (set by
-// Admit and by every re-evaluation).
+// L7 reports whether c's requests are to be decided one by one (settled
+// by Admit).
 func (c *Conn) L7() bool { return c.l7.Load() }
 
 // Attach registers close to run on revocation; false (after running close)
