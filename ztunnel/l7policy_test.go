@@ -200,6 +200,15 @@ func TestL7PolicySilentClient(t *testing.T) {
 	if got, err := roundTrip(conn, "late"); err != nil || got != "echo:late" {
 		t.Fatalf("round trip after the timeout = %q, %v", got, err)
 	}
+	// A client that speaks first with bytes that are not HTTP: decided as
+	// opaque at once, the bytes looked at still reach the app.
+	conn, err = e.dial(e.a, netip.AddrPortFrom(e.b.IP, 8080))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, err := roundTrip(conn, "hello"); err != nil || got != "echo:hello" {
+		t.Fatalf("opaque bytes sent first = %q, %v", got, err)
+	}
 }
 
 // TestL7RuleAddedToLiveStream: a stream carried as bytes (no rule with L7

@@ -6,6 +6,7 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -26,6 +27,7 @@ import (
 	"github.com/agentmesh/agentmesh/ztunnel/jsonrpc"
 	"github.com/agentmesh/agentmesh/ztunnel/l7"
 	"github.com/agentmesh/agentmesh/ztunnel/record"
+	"github.com/agentmesh/agentmesh/ztunnel/relay"
 )
 
 // inboundSniffTimeout bounds the wait for the first bytes of a stream
@@ -74,8 +76,20 @@ func (pl *Pipeline) inboundRequests(ctx context.Context, p *flow.Pod, f *flow.Fl
 		up.Close()
 		return 0, 0, &authorize.Error{D: d}
 	}
-	// Opaque bytes: the server may speak first, so its direction starts
-	// now; the client's starts with what the sniff read, once it has.
+	if !timedOut {
+		// Opaque bytes the client sent first: what the sniff read goes
+		// ahead, then the one relay carries the rest.
+		n, err := up.Write(res.buf)
+		if err != nil {
+			up.Close()
+			return int64(n), 0, fmt.Errorf("deliver the first bytes: %w", err)
+		}
+		sent, received, err := relay.Join(s, up)
+		return sent + int64(n), received, err
+	}
+	// A silent client (a server-first protocol): the server's direction
+	// starts now; the client's once the sniff's pending read returned, with
+	// what it read.
 	var wg sync.WaitGroup
 	var down int64
 	wg.Go(func() {
@@ -84,15 +98,13 @@ func (pl *Pipeline) inboundRequests(ctx context.Context, p *flow.Pod, f *flow.Fl
 			cw.CloseWrite()
 		}
 	})
-	if timedOut {
-		select {
-		case res = <-ch:
-		case <-ctx.Done():
-			up.Close()
-			s.Close()
-			wg.Wait()
-			return 0, down, ctx.Err()
-		}
+	select {
+	case res = <-ch:
+	case <-ctx.Done():
+		up.Close()
+		s.Close()
+		wg.Wait()
+		return 0, down, ctx.Err()
 	}
 	n, werr := up.Write(res.buf)
 	up1 := int64(n)

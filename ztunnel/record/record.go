@@ -129,22 +129,12 @@ func (r *Recorder) Access(f *flow.Flow) {
 	if f.Err != nil {
 		result = f.Err.Error()
 	}
-	attrs := []slog.Attr{
-		slog.String("direction", string(f.Direction)),
-		slog.String("protocol", string(f.Protocol)),
-		slog.String("src_addr", f.Src.String()),
-		slog.String("dst_addr", f.Dst.String()),
-		slog.String("src_workload", WorkloadName(f.SrcWorkload)),
-		slog.String("src_identity", IDString(f.SrcID)),
-		slog.String("dst_workload", WorkloadName(f.DstWorkload)),
-		slog.String("dst_service", ServiceName(f)),
-		slog.String("dst_identity", IDString(f.DstID)),
-		slog.Bool("mtls", f.MTLS),
+	attrs := append(flowAttrs(f, 16),
 		slog.Int64("bytes_sent", f.Sent),
 		slog.Int64("bytes_received", f.Received),
 		slog.Int64("duration_ms", time.Since(f.Start).Milliseconds()),
 		slog.String("result", result),
-	}
+	)
 	if f.AppProtocol != "" {
 		attrs = append(attrs, slog.String("app_protocol", f.AppProtocol), slog.String("app_protocol_by", f.Detected))
 	}
@@ -171,6 +161,24 @@ func (r *Recorder) Access(f *flow.Flow) {
 	r.M.Closed.WithLabelValues(d, p, ok).Inc()
 	r.M.Bytes.WithLabelValues(d, p, "sent").Add(float64(f.Sent))
 	r.M.Bytes.WithLabelValues(d, p, "received").Add(float64(f.Received))
+}
+
+// flowAttrs are the attributes every line about flow f begins with: its
+// direction and path, both ends' addresses, workloads and identities, the
+// Service and whether mTLS carried it; room is the capacity for more.
+func flowAttrs(f *flow.Flow, room int) []slog.Attr {
+	return append(make([]slog.Attr, 0, room),
+		slog.String("direction", string(f.Direction)),
+		slog.String("protocol", string(f.Protocol)),
+		slog.String("src_addr", f.Src.String()),
+		slog.String("dst_addr", f.Dst.String()),
+		slog.String("src_workload", WorkloadName(f.SrcWorkload)),
+		slog.String("src_identity", IDString(f.SrcID)),
+		slog.String("dst_workload", WorkloadName(f.DstWorkload)),
+		slog.String("dst_service", ServiceName(f)),
+		slog.String("dst_identity", IDString(f.DstID)),
+		slog.Bool("mtls", f.MTLS),
+	)
 }
 
 // ServiceName is the namespace/name of the Service f was addressed to, ""

@@ -35,18 +35,8 @@ func (r *Recorder) Request(f *flow.Flow, q Request) {
 	if q.Err != nil {
 		result = q.Err.Error()
 	}
-	attrs := []slog.Attr{
-		slog.String("direction", string(f.Direction)),
-		slog.String("protocol", string(f.Protocol)),
+	attrs := append(flowAttrs(f, 24),
 		slog.String("app_protocol", f.AppProtocol),
-		slog.String("src_addr", f.Src.String()),
-		slog.String("dst_addr", f.Dst.String()),
-		slog.String("src_workload", WorkloadName(f.SrcWorkload)),
-		slog.String("src_identity", IDString(f.SrcID)),
-		slog.String("dst_workload", WorkloadName(f.DstWorkload)),
-		slog.String("dst_service", ServiceName(f)),
-		slog.String("dst_identity", IDString(f.DstID)),
-		slog.Bool("mtls", f.MTLS),
 		slog.String("method", q.Method),
 		slog.String("authority", q.Authority),
 		slog.String("path", q.Path),
@@ -55,7 +45,7 @@ func (r *Recorder) Request(f *flow.Flow, q Request) {
 		slog.Int64("response_bytes", q.RespBytes),
 		slog.Float64("duration_ms", float64(q.Duration.Microseconds())/1000),
 		slog.String("result", result),
-	}
+	)
 	if f.Service != nil {
 		attrs = append(attrs, slog.String("upstream_addr", addrString(f.Upstream)), slog.Int("attempts", q.Attempts))
 	}
