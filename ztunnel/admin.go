@@ -30,6 +30,12 @@ import (
 //	              workload, identity, readiness, HBONE or plain, and the
 //	              balancer's state (connect latency EWMA, open connections,
 //	              picks, failures) as []debug.Service JSON.
+//	GET /debug/requests[?workload=<namespace>/<name>][&limit=<n>]
+//	              the last requests proxied per request that the node
+//	              keeps (--recent-requests), newest first, those from or
+//	              to the workload named (its Deployment, ... or its pod)
+//	              or all, at most limit, as debug.Requests JSON; 400 for a
+//	              bad workload or limit.
 //	GET /debug/pprof/...
 //	              Go's runtime profiles (net/http/pprof): heap, allocs,
 //	              goroutine, profile?seconds=N (CPU), trace.
@@ -49,6 +55,7 @@ func (n *Node) AdminHandler() http.Handler {
 	})
 	mux.HandleFunc("GET "+debug.AuthzPath, n.serveAuthzCheck)
 	mux.HandleFunc("GET "+debug.ServicesPath, n.serveServices)
+	mux.HandleFunc("GET "+debug.RequestsPath, n.serveRequests)
 	mux.HandleFunc("GET /debug/pprof/", pprof.Index)
 	mux.HandleFunc("GET /debug/pprof/cmdline", pprof.Cmdline)
 	mux.HandleFunc("GET /debug/pprof/profile", pprof.Profile)

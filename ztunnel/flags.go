@@ -15,6 +15,7 @@ import (
 	"github.com/agentmesh/agentmesh/internal/logging"
 	"github.com/agentmesh/agentmesh/ztunnel/detect"
 	"github.com/agentmesh/agentmesh/ztunnel/dnsproxy"
+	"github.com/agentmesh/agentmesh/ztunnel/record"
 	"github.com/agentmesh/agentmesh/ztunnel/transport"
 )
 
@@ -36,6 +37,7 @@ type options struct {
 	httpPerRequest   bool
 	otlpEndpoint     string
 	traceSampling    float64
+	recentRequests   int
 	detect           detect.Options
 	failover         transport.Failover
 	// clusterDomain is the Services' DNS domain the DNS proxy answers.
@@ -77,6 +79,7 @@ func parseFlags(args []string, usage io.Writer) (*options, error) {
 	fs.BoolVar(&o.httpPerRequest, "http-per-request", false, "proxy outbound HTTP flows (HTTP/1.x, HTTP/2, gRPC, A2A, MCP, declared or sniffed) request by request: each request is balanced on its own over the Service's endpoints and gets its access line and agentmesh_requests_total; false: they are copied as opaque bytes like TCP")
 	fs.StringVar(&o.otlpEndpoint, "otlp-endpoint", "", "host:port of an OpenTelemetry collector (OTLP/gRPC, plaintext) that gets a span per request proxied per request; empty: no tracing")
 	fs.Float64Var(&o.traceSampling, "trace-sampling", 0.01, "share of the traces ztunnel starts that are sampled (0..1); a request whose traceparent says sampled is traced whatever this says")
+	fs.IntVar(&o.recentRequests, "recent-requests", record.DefaultRecentRequests, "how many of the last requests proxied per request the node keeps for the admin API's /debug/requests (meshctl requests), in a ring of that fixed size; 0 keeps none")
 	fs.DurationVar(&o.detect.Timeout, "protocol-detect-timeout", time.Second, "how long an outbound connection to a mesh destination whose port declares no appProtocol waits for the app's first bytes to tell HTTP/1.x and HTTP/2 from opaque TCP (nothing is consumed); a client that sends nothing in time is opaque; 0 turns sniffing off")
 	o.detect.OpaquePorts = slices.Clone(detect.DefaultOpaquePorts)
 	fs.Func("opaque-ports", fmt.Sprintf("comma-separated destination ports never sniffed (opaque unless their Service port declares an appProtocol): server-first protocols, whose clients wait for the server (default %s; \"\" for none)", portList(detect.DefaultOpaquePorts)), func(v string) error {
@@ -106,6 +109,9 @@ func parseFlags(args []string, usage io.Writer) (*options, error) {
 	}
 	if o.traceSampling < 0 || o.traceSampling > 1 {
 		return nil, fmt.Errorf("--trace-sampling %v: want 0..1", o.traceSampling)
+	}
+	if o.recentRequests < 0 {
+		return nil, errors.New("--recent-requests must not be negative")
 	}
 	if o.detect.Timeout < 0 {
 		return nil, errors.New("--protocol-detect-timeout must not be negative")

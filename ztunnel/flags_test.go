@@ -27,6 +27,12 @@ func TestParseFlags(t *testing.T) {
 	if o.detect.Timeout != time.Second || !slices.Equal(o.detect.OpaquePorts, detect.DefaultOpaquePorts) || !o.sameNodeFastPath {
 		t.Errorf("defaults: detect %+v, same-node fast path %v", o.detect, o.sameNodeFastPath)
 	}
+	if o.recentRequests != 512 {
+		t.Errorf("default --recent-requests %d, want 512", o.recentRequests)
+	}
+	if o, err = parseFlags(append(req, "--recent-requests", "0"), &bytes.Buffer{}); err != nil || o.recentRequests != 0 {
+		t.Errorf("--recent-requests 0: %+v, %v", o, err)
+	}
 	o, err = parseFlags(append(req, "--opaque-ports", " 3306, 9000 ", "--protocol-detect-timeout", "0"), &bytes.Buffer{})
 	if err != nil || !slices.Equal(o.detect.OpaquePorts, []uint16{3306, 9000}) || o.detect.Timeout != 0 {
 		t.Errorf("detect overrides: %+v, %v", o.detect, err)
@@ -50,6 +56,7 @@ func TestParseFlags(t *testing.T) {
 		{append(req, "--opaque-ports", "80,http"), `port "http"`},
 		{append(req, "--opaque-ports", "0"), `port "0"`},
 		{append(req, "--protocol-detect-timeout", "-1s"), "must not be negative"},
+		{append(req, "--recent-requests", "-1"), "--recent-requests must not be negative"},
 	} {
 		if _, err := parseFlags(tc.args, &bytes.Buffer{}); err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("parseFlags(%v) = %v, want %q", tc.args, err, tc.want)

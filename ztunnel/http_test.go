@@ -229,6 +229,16 @@ func TestHTTPPerRequest(t *testing.T) {
 	}
 	c.CloseIdleConnections()
 	e.logs.wait(t, map[string]any{"msg": "access", "direction": "outbound", "dst_addr": e.vip.String(), "requests": float64(n + 2), "result": "ok"})
+	// The node keeps them (--recent-requests, 512 by default), newest
+	// first.
+	kept := e.node.rec.Recent("agents/client", 0)
+	if len(kept) != n+2 || kept[0].Path != "/headers" || kept[n+1].Path != "/" {
+		t.Fatalf("kept %d requests from the client: %+v; want %d, /headers first", len(kept), kept, n+2)
+	}
+	if q := kept[n+1]; q.Reporter != "source" || q.Service != "agents/web" || q.Status != 200 || q.Result != "ok" ||
+		q.Protocol != "http1" || q.Attempts < 1 || q.Source.Identity != spiffeOf("client") || q.Destination.Pod == "" {
+		t.Errorf("oldest kept request: %+v", q)
+	}
 }
 
 // TestHTTPPerRequestStreams: a chunked response arrives chunk by chunk

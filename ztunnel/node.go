@@ -3,7 +3,6 @@ package ztunnel
 import (
 	"context"
 	"crypto/tls"
-	"go.opentelemetry.io/otel/trace"
 	"log/slog"
 	"strings"
 	"sync"
@@ -11,6 +10,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/agentmesh/agentmesh/api/meshconfig"
 	"github.com/agentmesh/agentmesh/api/spiffe"
@@ -91,6 +91,10 @@ type NodeOptions struct {
 	// Tracer, when set, makes a span per request the tunnel proxies per
 	// request (source: client spans; destination: server spans).
 	Tracer trace.TracerProvider
+	// RecentRequests is how many of the last requests proxied per request
+	// the node keeps for /debug/requests: 0 is
+	// record.DefaultRecentRequests, a negative number none.
+	RecentRequests int
 }
 
 // Node is the per-node tunnel: it owns the listeners inside every handed-over
@@ -150,6 +154,9 @@ func NewNode(o NodeOptions) *Node {
 	if o.PodNet == nil {
 		o.PodNet = podnet.Netns{}
 	}
+	if o.RecentRequests == 0 {
+		o.RecentRequests = record.DefaultRecentRequests
+	}
 	n := &Node{
 		opts: o,
 		log:  o.Logger,
@@ -165,7 +172,7 @@ func NewNode(o NodeOptions) *Node {
 		o.Logger.Error("no fd budget: connections are limited by --max-connections only", "err", err)
 	}
 	n.limits = lim
-	n.rec = record.New(o.Logger, o.Registry)
+	n.rec = record.New(o.Logger, o.Registry, max(o.RecentRequests, 0))
 	n.gauges = newGauges(o.Registry, n.podStates, lim)
 	n.auth = authorize.New(n.Index, o.NodeAddrs, n.rec, o.Logger)
 	client := hbone.NewClient(hbone.ClientOptions{Logger: o.Logger.With("component", "hbone-client"), IdleTimeout: 90 * time.Second})

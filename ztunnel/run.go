@@ -135,6 +135,10 @@ func run(ctx context.Context, o *options, log *slog.Logger) error {
 	if tr != nil {
 		topts.Tracer = tr.provider
 	}
+	topts.RecentRequests = o.recentRequests
+	if o.recentRequests == 0 {
+		topts.RecentRequests = -1 // none, where NodeOptions' 0 is the default
+	}
 	node := NewNode(topts)
 	admin.set(node.AdminHandler())
 	ready.set(gateReady(src.ready, node.ReadyHandler()))

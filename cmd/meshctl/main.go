@@ -23,6 +23,15 @@
 // and bytes per second as a destination, or each caller -> callee edge
 // with how it was secured; for requests proxied per request also their
 // rate, success rate and p50/p95/p99 latency.
+//
+//	meshctl requests [--ztunnel [netns=]URL]... [--workload <ns>/<name>] [--limit N]
+//
+// shows the last HTTP requests the node tunnels proxied per request
+// (like linkerd viz tap, but from each tunnel's ring of recent requests,
+// ztunnel --recent-requests): when, which tunnel reported it, from and to
+// which workload, method, path or agent call (tools/call search,
+// message/send), status, duration and trace id, newest first, merged over
+// the tunnels asked.
 package main
 
 import (
@@ -50,6 +59,8 @@ commands:
                show a Service's endpoints and their balancer state on a node
   stat [--metrics URL]... [--by workload|edge]
                per-workload traffic (connections, requests, latency) from the node tunnels' metrics
+  requests [--ztunnel URL]... [--workload <ns>/<name>] [--limit N]
+               the last requests the node tunnels proxied (method, path or MCP/A2A call, status, latency)
 
 run "meshctl <command> -h" for flags
 `
@@ -65,6 +76,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	}
 	if len(args) >= 1 && args[0] == "stat" {
 		return stat(ctx, args[1:], stdout, stderr)
+	}
+	if len(args) >= 1 && args[0] == "requests" {
+		return requests(ctx, args[1:], stdout, stderr)
 	}
 	if len(args) == 1 && (args[0] == "-h" || args[0] == "--help" || args[0] == "help") {
 		fmt.Fprint(stdout, usage)

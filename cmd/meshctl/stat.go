@@ -34,7 +34,7 @@ const (
 
 // statFlags are meshctl stat's flags.
 type statFlags struct {
-	sources   []metricsSource
+	sources   []nodeURL
 	interval  time.Duration
 	by        string
 	namespace string
@@ -42,10 +42,19 @@ type statFlags struct {
 	timeout   time.Duration
 }
 
-// metricsSource is one ztunnel's metrics endpoint, optionally reached from
-// inside a network namespace.
-type metricsSource struct {
+// nodeURL is one ztunnel's endpoint (metrics or admin), optionally
+// reached from inside a network namespace.
+type nodeURL struct {
 	url, netns string
+}
+
+// parseNodeURL reads [netns-path=]URL: a path before "=" (it starts with
+// "/") is the network namespace to reach URL from.
+func parseNodeURL(v string) nodeURL {
+	if p, u, ok := strings.Cut(v, "="); ok && strings.HasPrefix(p, "/") {
+		return nodeURL{url: u, netns: p}
+	}
+	return nodeURL{url: v}
 }
 
 func parseStatFlags(args []string, stderr io.Writer) (*statFlags, error) {
@@ -57,11 +66,7 @@ func parseStatFlags(args []string, stderr io.Writer) (*statFlags, error) {
 		fs.PrintDefaults()
 	}
 	fs.Func("metrics", "a ztunnel's metrics URL, [netns-path=]http://host:port/metrics, one per node (repeatable; default http://127.0.0.1:15020/metrics)", func(v string) error {
-		s := metricsSource{url: v}
-		if p, u, ok := strings.Cut(v, "="); ok && strings.HasPrefix(p, "/") {
-			s = metricsSource{url: u, netns: p}
-		}
-		f.sources = append(f.sources, s)
+		f.sources = append(f.sources, parseNodeURL(v))
 		return nil
 	})
 	fs.DurationVar(&f.interval, "interval", 5*time.Second, "time between the two reads the rates come from")
@@ -77,7 +82,7 @@ func parseStatFlags(args []string, stderr io.Writer) (*statFlags, error) {
 		errs = append(errs, fmt.Errorf("unexpected arguments %q", fs.Args()))
 	}
 	if len(f.sources) == 0 {
-		f.sources = []metricsSource{{url: "http://127.0.0.1:15020/metrics"}}
+		f.sources = []nodeURL{{url: "http://127.0.0.1:15020/metrics"}}
 	}
 	if f.interval <= 0 {
 		errs = append(errs, errors.New("--interval must be positive"))

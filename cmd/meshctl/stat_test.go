@@ -28,7 +28,7 @@ type node struct {
 
 func newNode(t *testing.T) *node {
 	reg := prometheus.NewRegistry()
-	n := &node{rec: record.New(slog.New(slog.DiscardHandler), reg)}
+	n := &node{rec: record.New(slog.New(slog.DiscardHandler), reg, 0)}
 	n.srv = httptest.NewServer(promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
 	t.Cleanup(n.srv.Close)
 	return n

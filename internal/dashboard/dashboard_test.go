@@ -94,7 +94,7 @@ func TestDashboardQueries(t *testing.T) {
 // metric families it exposes with their label names.
 func registered(t *testing.T) map[string]map[string]bool {
 	reg := prometheus.NewRegistry()
-	rec := record.New(slog.New(slog.DiscardHandler), reg)
+	rec := record.New(slog.New(slog.DiscardHandler), reg, 0)
 	w := &meshconfig.Workload{Name: "a", Namespace: "ns"}
 	f := flow.New(flow.Inbound, flow.HBONE, netip.AddrPort{}, netip.AddrPort{})
 	f.SrcWorkload, f.DstWorkload, f.AppProtocol = w, w, "mcp"

@@ -4,6 +4,7 @@ package debug
 
 import (
 	"net/netip"
+	"time"
 
 	"github.com/agentmesh/agentmesh/api/policy"
 )
@@ -110,4 +111,72 @@ type Endpoint struct {
 	Open     int64  `json:"open"`
 	Picks    uint64 `json:"picks"`
 	Failures uint64 `json:"failures"`
+}
+
+// RequestsPath is the admin endpoint that lists the last HTTP requests
+// this node's tunnel proxied per request (each counted in
+// agentmesh_requests_total), newest first:
+// GET /debug/requests[?workload=<namespace>/<name>][&limit=<n>] answers
+// Requests. workload matches a request whose source or destination is
+// that workload (its Deployment, StatefulSet, ... or its pod).
+const RequestsPath = "/debug/requests"
+
+// Requests is the answer of RequestsPath.
+type Requests struct {
+	// Node is this ztunnel's node, when it knows it.
+	Node string `json:"node,omitempty"`
+	// Capacity is how many requests the node keeps (ztunnel
+	// --recent-requests); 0: it keeps none.
+	Capacity int `json:"capacity"`
+	// Requests are newest first.
+	Requests []Request `json:"requests"`
+}
+
+// Request is one HTTP request proxied per request, as the reporter's
+// tunnel recorded it (its "msg":"request" line).
+type Request struct {
+	// Time is when it ended (the response's end, or the tunnel's own
+	// answer).
+	Time time.Time `json:"time"`
+	// Node is the reporter's node, when it knows it.
+	Node string `json:"node,omitempty"`
+	// Reporter is source (the caller's tunnel) or destination (the
+	// callee's).
+	Reporter    string      `json:"reporter"`
+	Source      RequestPeer `json:"source"`
+	Destination RequestPeer `json:"destination"`
+	// Service is the Service the caller addressed (namespace/name; known
+	// to the source only).
+	Service string `json:"service,omitempty"`
+	// Protocol is http1, http2, grpc, a2a or mcp, when known.
+	Protocol  string `json:"protocol,omitempty"`
+	Method    string `json:"method"`
+	Authority string `json:"authority"`
+	Path      string `json:"path"`
+	// Status is what the app got, 0 when nothing went out.
+	Status int `json:"status"`
+	// Result is "ok", or why the tunnel answered itself.
+	Result         string  `json:"result"`
+	DurationMillis float64 `json:"durationMs"`
+	// Attempts are the endpoints tried (source, to a Service only).
+	Attempts  int    `json:"attempts,omitempty"`
+	A2AMethod string `json:"a2aMethod,omitempty"`
+	MCPMethod string `json:"mcpMethod,omitempty"`
+	MCPTool   string `json:"mcpTool,omitempty"`
+	// TraceID and SpanID are the request's span in the reporter's
+	// tunnel, when traced.
+	TraceID string `json:"traceId,omitempty"`
+	SpanID  string `json:"spanId,omitempty"`
+}
+
+// RequestPeer is one end of a recorded request; a field the tunnel did
+// not know is empty.
+type RequestPeer struct {
+	// Workload is namespace/name of what runs the pod (its Deployment,
+	// StatefulSet, ...; the pod's own name otherwise), as in the
+	// agentmesh_* metrics' workload labels.
+	Workload string `json:"workload,omitempty"`
+	// Pod is namespace/name of the pod.
+	Pod      string `json:"pod,omitempty"`
+	Identity string `json:"identity,omitempty"` // SPIFFE id
 }

@@ -1,7 +1,9 @@
 // Package record is the last stage of ztunnel's pipeline: one access log
 // line and the metrics of every flow, whatever its path (HBONE, plaintext,
 // passthrough), and the counters of what happens on the way (refusals,
-// handshake failures, policy decisions, panics).
+// handshake failures, policy decisions, panics). It also keeps the last
+// requests proxied per request in a fixed-size ring for the admin API
+// (Recorder.Recent).
 package record
 
 import (
@@ -19,17 +21,20 @@ import (
 	"github.com/agentmesh/agentmesh/ztunnel/flow"
 )
 
-// Recorder writes access lines to its logger and counts on its metrics.
-// Safe for concurrent use.
+// Recorder writes access lines to its logger, counts on its metrics and
+// keeps the last requests proxied per request (Recent). Safe for
+// concurrent use.
 type Recorder struct {
-	log   *slog.Logger
-	M     *Metrics
-	tools toolNames
+	log    *slog.Logger
+	M      *Metrics
+	tools  toolNames
+	recent *ring // nil: no requests kept
 }
 
-// New registers the metrics on reg.
-func New(log *slog.Logger, reg prometheus.Registerer) *Recorder {
-	return &Recorder{log: log, M: newMetrics(reg)}
+// New registers the metrics on reg; the recorder keeps the last recent
+// requests (0: none).
+func New(log *slog.Logger, reg prometheus.Registerer, recent int) *Recorder {
+	return &Recorder{log: log, M: newMetrics(reg), recent: newRing(recent)}
 }
 
 // Opened counts a flow that starts being proxied.

@@ -28,9 +28,14 @@ type Request struct {
 	TraceID, SpanID string
 }
 
-// Request writes q's line ("msg":"request") and counts it in
-// agentmesh_requests_total and agentmesh_request_duration_seconds.
+// Request writes q's line ("msg":"request"), counts it in
+// agentmesh_requests_total and agentmesh_request_duration_seconds, and
+// keeps it among the recent requests (Recent) as ended now.
 func (r *Recorder) Request(f *flow.Flow, q Request) {
+	if r.recent != nil {
+		k := keptOf(f, &q, time.Now())
+		r.recent.add(&k)
+	}
 	result := "ok"
 	if q.Err != nil {
 		result = q.Err.Error()

@@ -40,7 +40,7 @@ func newTestTransport(t *testing.T, fo Failover) *Transport {
 		t.Fatal(err)
 	}
 	c := hbone.NewClient(hbone.ClientOptions{Logger: slog.New(slog.DiscardHandler)})
-	tr := New(Options{HBONE: c, Limits: lim, Record: record.New(slog.New(slog.DiscardHandler), prometheus.NewRegistry()),
+	tr := New(Options{HBONE: c, Limits: lim, Record: record.New(slog.New(slog.DiscardHandler), prometheus.NewRegistry(), 0),
 		DialTimeout: 5 * time.Second, Balancer: balance.New(), Failover: fo})
 	t.Cleanup(func() { tr.Close() })
 	return tr

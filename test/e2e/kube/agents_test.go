@@ -4,6 +4,8 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"os/exec"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -12,8 +14,10 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
 
+	"github.com/agentmesh/agentmesh/api/mesh"
 	"github.com/agentmesh/agentmesh/test/lab"
 	"github.com/agentmesh/agentmesh/test/lab/meshlab"
+	"github.com/agentmesh/agentmesh/ztunnel/debug"
 )
 
 // TestAgentProtocolsLab: agents built on the official SDKs call each other
@@ -23,7 +27,8 @@ import (
 // internals, logged with the policy) and the same session's next call
 // works; an A2A client (a2a-go) may send a message but not cancel a task;
 // the agent card may be read with GET but not POSTed to. The
-// destination's metrics count the calls per tool.
+// destination's metrics count the calls per tool, and meshctl requests
+// reads the calls back from its ring of recent requests.
 func TestAgentProtocolsLab(t *testing.T) {
 	l := newLab(t, 2)
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
@@ -122,6 +127,8 @@ rules:
 		}
 	}
 
+	checkRecentRequests(ctx, t, l, since)
+
 	// The destination's metrics count exactly the calls the clients made
 	// since, by tool and by A2A method.
 	after, err := l.ZtunnelSeries(ctx, 2, "agentmesh_requests_total")
@@ -147,6 +154,56 @@ rules:
 	} {
 		if got := count(after, w.code, w.label, w.value) - count(before, w.code, w.label, w.value); got != w.want {
 			t.Errorf("destination agentmesh_requests_total{%s=%q,response_code=%q} grew by %v, want %v (the calls made)", w.label, w.value, w.code, got, w.want)
+		}
+	}
+}
+
+// checkRecentRequests runs meshctl requests against n2's ztunnel (its
+// admin API, in n2's netns) for workload planner and expects the
+// destination's records, made since, of the denied delete_db call (403)
+// and an allowed search call (200); the table names the MCP calls.
+func checkRecentRequests(ctx context.Context, t *testing.T, l *lab.Lab, since time.Time) {
+	t.Helper()
+	admin := l.NodeNetnsPath(2) + "=" + fmt.Sprintf("http://127.0.0.1:%d", mesh.AdminPort)
+	meshctl := func(args ...string) string {
+		t.Helper()
+		args = append([]string{"requests", "--ztunnel", admin, "--workload", svcNS + "/planner"}, args...)
+		var stderr strings.Builder
+		cmd := exec.CommandContext(ctx, l.Bin("meshctl"), args...)
+		cmd.Stderr = &stderr
+		out, err := cmd.Output()
+		if err != nil {
+			t.Fatalf("meshctl %v: %v\n%s%s", args, err, out, stderr.String())
+		}
+		return string(out)
+	}
+	// The tunnel keeps a request once its response is out: the client
+	// may have it a moment earlier.
+	waitFor(t, "n2's kept requests: delete_db 403 and search 200 from planner", func() (bool, string) {
+		out := meshctl("-o", "json")
+		var doc debug.Requests
+		if err := json.Unmarshal([]byte(out), &doc); err != nil {
+			t.Fatalf("meshctl requests -o json: %v\n%s", err, out)
+		}
+		var denied, allowed bool
+		for _, q := range doc.Requests {
+			if q.Time.Before(since) || q.Reporter != "destination" || q.Source.Workload != svcNS+"/planner" || q.MCPMethod != "tools/call" {
+				continue
+			}
+			denied = denied || q.MCPTool == "delete_db" && q.Status == 403
+			allowed = allowed || q.MCPTool == "search" && q.Status == 200
+		}
+		return denied && allowed, out
+	})
+	out := meshctl()
+	t.Logf("meshctl requests:\n%s", out)
+	var rows []string
+	for line := range strings.SplitSeq(out, "\n") {
+		rows = append(rows, strings.Join(strings.Fields(line), " "))
+	}
+	for _, want := range []string{"POST tools/call delete_db 403", "POST tools/call search 200"} {
+		if !slices.ContainsFunc(rows, func(r string) bool { return strings.Contains(r, want) }) {
+			t.Errorf("meshctl requests: no row with %q", want)
 		}
 	}
 }
