@@ -114,6 +114,24 @@ func testL7Policy(t *testing.T, sourceL7 bool) {
 	if code, _, _ := do("POST", "/mcp", call(4, "initialize", "")); code != 200 {
 		t.Errorf("initialize = %d, want 200 (no tool called)", code)
 	}
+	// The mcp part admits the session's plumbing without a call, and
+	// nothing that is not MCP.
+	for _, q := range []struct {
+		method, body string
+		hdr          []string
+		want         int
+	}{
+		{"GET", "", []string{"Accept", "application/json, text/event-stream"}, 200},
+		{"DELETE", "", []string{"Mcp-Session-Id", "s1"}, 200},
+		{"GET", "", nil, 403},
+		{"DELETE", "", nil, 403},
+		{"POST", "reset everything", nil, 403},
+		{"POST", `{"not":"json-rpc"}`, nil, 403},
+	} {
+		if code, _, _ := do(q.method, "/mcp", q.body, q.hdr...); code != q.want {
+			t.Errorf("%s /mcp %q %v under an mcp rule = %d, want %d", q.method, q.body, q.hdr, code, q.want)
+		}
+	}
 	if code, _, _ := do("POST", "/mcp", call(5, "tools/call", "search"), "Mcp-Method", "tools/call", "Mcp-Name", "other"); code != 400 {
 		t.Errorf("Mcp-Name disagreeing with the body = %d, want 400", code)
 	}

@@ -58,7 +58,11 @@ func (r *Rule) matchesRequest(a Action, q *Request) bool {
 	}
 	if m := r.MCP; m != nil {
 		if q.RPC == nil || q.RPC.Method != MCPToolsCall {
-			return a == ActionAllow // no tool called: the session's plumbing
+			// No tool called: under Allow, the session's plumbing
+			// (another JSON-RPC message, the event stream, the
+			// session's end) matches; a request that is not MCP at
+			// all does not.
+			return a == ActionAllow && (q.RPC != nil || q.MCPStream)
 		}
 		if len(m.Tools) > 0 && !slices.Contains(m.Tools, q.RPC.Tool) {
 			return false

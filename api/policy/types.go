@@ -88,6 +88,10 @@ type Request struct {
 	// RPC is the JSON-RPC call the body carries (one element of a batch),
 	// nil when it carries none.
 	RPC *Call
+	// MCPStream marks a request without a body call that belongs to an
+	// MCP session: a GET asking for the event stream (Accept:
+	// text/event-stream) or a DELETE ending a session (Mcp-Session-Id).
+	MCPStream bool
 }
 
 // Call is one JSON-RPC call: its method and, for MCP's tools/call, the

@@ -250,7 +250,7 @@ func labelCall(q *record.Request, c policy.Call, appProtocol string) {
 // call) and the denial is logged. It returns the calls found and the A2A
 // contextId of the first that has one.
 func (pl *Pipeline) authorizeRequest(w http.ResponseWriter, r *http.Request, ac *authorize.Conn, forward http.Handler) ([]policy.Call, string) {
-	q := policy.Request{Method: r.Method, Path: cleanPath(r.URL.Path)}
+	q := policy.Request{Method: r.Method, Path: cleanPath(r.URL.Path), MCPStream: mcpStream(r)}
 	calls, ids, batch, status, msg, contextID := readCalls(r, pl.Authorize.NeedsCalls(ac))
 	if status != 0 {
 		jsonRPCError(w, status, batch, ids, codeFor(status), msg)
@@ -277,6 +277,26 @@ func (pl *Pipeline) authorizeRequest(w http.ResponseWriter, r *http.Request, ac 
 	}
 	forward.ServeHTTP(w, r)
 	return calls, contextID
+}
+
+// mcpStream reports whether r, which carries no body call, is part of an
+// MCP session (streamable HTTP, and the older HTTP+SSE transport): a GET
+// asking for the server's event stream, or a DELETE ending a session.
+func mcpStream(r *http.Request) bool {
+	switch r.Method {
+	case http.MethodGet:
+		for _, v := range r.Header.Values("Accept") {
+			for part := range strings.SplitSeq(v, ",") {
+				mt, _, _ := strings.Cut(part, ";")
+				if strings.EqualFold(strings.TrimSpace(mt), "text/event-stream") {
+					return true
+				}
+			}
+		}
+	case http.MethodDelete:
+		return r.Header.Get("Mcp-Session-Id") != ""
+	}
+	return false
 }
 
 func codeFor(status int) int {
