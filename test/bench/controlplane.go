@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/agentmesh/agentmesh/test/bench/controlplane"
+	"github.com/agentmesh/agentmesh/test/bench/l7"
 	policybench "github.com/agentmesh/agentmesh/test/bench/policy"
 	"github.com/agentmesh/agentmesh/test/bench/services"
 )
@@ -16,10 +17,11 @@ import (
 // controlPlaneFlags select the benchmarks and size the control-plane,
 // policy and services ones.
 type controlPlaneFlags struct {
-	dataPath, controlPlane, policy, services bool
-	cp                                       controlplane.Options
-	pol                                      policybench.Options
-	svc                                      services.Options
+	dataPath, controlPlane, policy, services, l7 bool
+	cp                                           controlplane.Options
+	pol                                          policybench.Options
+	svc                                          services.Options
+	l7o                                          l7.Options
 }
 
 // register adds --data-path, --control-plane and the --cp-* sizes to fs.
@@ -39,6 +41,29 @@ func (f *controlPlaneFlags) register(fs *flag.FlagSet) {
 	fs.BoolVar(&f.services, "services", true, "then compare a Service VIP with pod IP and direct on a Kubernetes-mode lab: new connections/s and echo latency (needs root and bin/kube; latency sized by --rate, --conns, --size, --duration)")
 	fs.DurationVar(&f.svc.ConnectDuration, "svc-connect-duration", 5*time.Second, "services: how long each row opens new connections")
 	fs.IntVar(&f.svc.Concurrency, "svc-concurrency", 8, "services: new connections in flight at once")
+	fs.BoolVar(&f.l7, "l7", true, "then compare HTTP keep-alive request latency and MCP tools/call rate direct vs mesh L4 vs mesh L7 (per request) vs mesh L7 with an L7 AgentPolicy, with ztunnel CPU per 1000 requests and RSS, on a Kubernetes-mode lab (needs root and bin/kube; HTTP sized by --rate, --conns, --size, --duration)")
+	fs.IntVar(&f.l7o.Sessions, "l7-mcp-sessions", 4, "l7: MCP sessions calling tools/call back to back")
+	fs.DurationVar(&f.l7o.MCPDuration, "l7-mcp-duration", 5*time.Second, "l7: how long each row calls MCP tools")
+}
+
+// runL7 runs the L7 benchmark and prints its tables, also what it
+// measured before failing.
+func runL7(ctx context.Context, o Options, stdout io.Writer) error {
+	lo := o.cpFlags.l7o
+	lo.BinDir, lo.Logger = o.BinDir, o.Logger
+	lo.Duration, lo.Rate, lo.Conns, lo.Size = o.Duration, o.Rate, o.Conns, o.Size
+	load := loadAverage()
+	r, err := l7.Measure(ctx, lo)
+	if r != nil {
+		fmt.Fprintln(stdout)
+		l7.WriteTable(stdout, r)
+		fmt.Fprintf(stdout, "\nmachine: %d CPUs, load average %s before and %s after the run\n",
+			runtime.NumCPU(), load, loadAverage())
+	}
+	if err != nil {
+		return fmt.Errorf("l7 bench: %w", err)
+	}
+	return nil
 }
 
 // runServices runs the services benchmark and prints its table, also

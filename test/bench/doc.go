@@ -78,7 +78,7 @@
 //
 // # The other sections
 //
-// After the data-path table, `meshlab bench` prints three more, each from
+// After the data-path table, `meshlab bench` prints four more, each from
 // its own lab or control plane and each with the load average around it:
 // the controller on a real Kubernetes control plane (package controlplane;
 // --control-plane, --cp-*), AgentPolicy apply-to-enforcement times
@@ -89,8 +89,10 @@
 // direct by pod IP, mesh by pod IP, and mesh by a Service's ClusterIP whose
 // one endpoint is that same server pod, with the ratios mesh/direct and
 // VIP/pod IP. Its latency rows take --rate, --conns, --size and --duration
-// from this table's flags. Each package's documentation says how to read
-// its table.
+// from this table's flags. Last, L7 (package l7; --l7, --l7-*): HTTP
+// keep-alive request latency and MCP tools/call rate direct, through the
+// mesh at L4, per request, and per request under an L7 AgentPolicy. Each
+// package's documentation says how to read its table.
 //
 // The Go benchmarks (BenchmarkEchoRoundTrip, BenchmarkBulk) measure only
 // ztunnel's HBONE code in one process on loopback, each against plain TCP in

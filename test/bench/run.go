@@ -49,9 +49,10 @@ type Options struct {
 // a real Kubernetes control plane and prints a second table, times
 // AgentPolicy enforcement on a Kubernetes-mode lab for a third, and
 // compares a Service VIP with pod IP and direct on another Kubernetes-mode
-// lab for a fourth (package services). Flags: --bin-dir, --duration,
+// lab for a fourth (package services), and HTTP and MCP requests direct,
+// through the mesh at L4 and per request (L7) on a last one (package l7). Flags: --bin-dir, --duration,
 // --rate, --conns, --size, --bulk-bytes, --ipv6, --verbose; --data-path,
-// --control-plane, --policy and --services (all default true) pick the
+// --control-plane, --policy, --services and --l7 (all default true) pick the
 // benchmarks, --cp-*, --policy-* and --svc-* size the last three (the
 // services latency also takes --duration, --rate, --conns and --size).
 // Progress goes to stderr.
@@ -74,6 +75,9 @@ func Run(ctx context.Context, args []string, stdout io.Writer) error {
 	}
 	if opts.cpFlags.services {
 		err = errors.Join(err, runServices(ctx, opts, stdout))
+	}
+	if opts.cpFlags.l7 {
+		err = errors.Join(err, runL7(ctx, opts, stdout))
 	}
 	return err
 }

@@ -13,6 +13,7 @@ import (
 	"path/filepath"
 
 	"github.com/agentmesh/agentmesh/test/bench"
+	l7bench "github.com/agentmesh/agentmesh/test/bench/l7"
 )
 
 // Usage is the command line help.
@@ -59,6 +60,10 @@ func Run(ctx context.Context, args []string, stdout io.Writer) error {
 		return bench.Client(ctx, args[1:], stdout)
 	case bench.ServerCommand:
 		return bench.Server(ctx, args[1:])
+	case l7bench.ClientCommand:
+		return l7bench.Client(ctx, args[1:], stdout)
+	case l7bench.ServerCommand:
+		return l7bench.Server(ctx, args[1:])
 	case "help", "-h", "--help":
 		fmt.Fprint(stdout, Usage)
 		return nil
