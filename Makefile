@@ -76,7 +76,7 @@ demo: ## run the mesh on a local two-node lab and show what it did (needs root)
 	@$(AS_ROOT) $(MAKE) --no-print-directory demo-as-root
 
 .PHONY: demo-as-root
-demo-as-root: deps build kube
+demo-as-root: deps build kube jaeger
 	$(BIN)/meshlab demo --bin-dir $(BIN)
 
 .PHONY: clean

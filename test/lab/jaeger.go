@@ -103,6 +103,9 @@ type JaegerSpan struct {
 		Value any    `json:"value"`
 	} `json:"tags"`
 	ProcessID string `json:"processID"`
+	// StartTime (Unix) and Duration are in microseconds.
+	StartTime int64 `json:"startTime"`
+	Duration  int64 `json:"duration"`
 }
 
 // Tag is the span's tag key as text ("" when absent).

@@ -43,6 +43,9 @@ func (pl *Pipeline) traced(h http.Handler, kind trace.SpanKind, f *flow.Flow) ht
 			attribute.String("agentmesh.destination.service", record.ServiceName(f)),
 		))
 		defer span.End()
+		if f.DstWorkload != nil { // known at the destination; the source picks per request
+			span.SetAttributes(attribute.String("agentmesh.destination.workload", record.WorkloadName(f.DstWorkload)))
+		}
 		if m := r.Header.Get("Mcp-Method"); m != "" {
 			span.SetAttributes(attribute.String("mcp.method.name", m))
 			if n := r.Header.Get("Mcp-Name"); n != "" && m == "tools/call" {

@@ -3,6 +3,7 @@ package meshlab
 import (
 	"bufio"
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -106,27 +107,35 @@ func appMCPCall(ctx context.Context, args []string, stdout io.Writer) error {
 	return nil
 }
 
-// appA2AServer is `app a2a-server --name NAME --listen :8080`: an A2A
-// agent (JSON-RPC at /a2a, its card at the well-known path) that answers
-// every message with "NAME: TEXT".
+// appA2AServer is `app a2a-server --name NAME --listen :8080 [--mcp-to
+// URL --mcp-tool TOOL]`: an A2A agent (JSON-RPC at /a2a, its card at the
+// well-known path) that answers every message with "NAME: TEXT"; with
+// --mcp-to it first calls TOOL(TEXT) on that MCP server, passing the
+// request's traceparent on, and adds the tool's answer.
 func appA2AServer(ctx context.Context, args []string, stdout io.Writer) error {
 	fs := flag.NewFlagSet("app a2a-server", flag.ContinueOnError)
 	name := fs.String("name", "agent", "agent name")
 	listen := fs.String("listen", ":8080", "address to listen on")
+	mcpTo := fs.String("mcp-to", "", "an MCP endpoint URL to call for each message")
+	mcpTool := fs.String("mcp-tool", "", "the tool to call there")
 	if err := fs.Parse(args); err != nil {
 		return fmt.Errorf("%w: %w", ErrUsage, err)
+	}
+	if (*mcpTo == "") != (*mcpTool == "") {
+		return fmt.Errorf("%w: --mcp-to and --mcp-tool go together", ErrUsage)
 	}
 	card := &a2a.AgentCard{Name: *name, Description: "meshlab sample agent", URL: "http://" + *name + A2APath,
 		PreferredTransport: a2a.TransportProtocolJSONRPC, DefaultInputModes: []string{"text"}, DefaultOutputModes: []string{"text"},
 		Skills: []a2a.AgentSkill{{ID: "echo", Name: "echo", Description: "answers with its name", Tags: []string{"echo"}}}}
 	mux := http.NewServeMux()
-	mux.Handle(A2APath, a2asrv.NewJSONRPCHandler(a2asrv.NewHandler(&echoExecutor{name: *name})))
+	mux.Handle(A2APath, withTraceparent(a2asrv.NewJSONRPCHandler(a2asrv.NewHandler(&echoExecutor{name: *name, mcpTo: *mcpTo, tool: *mcpTool}))))
 	mux.Handle(a2asrv.WellKnownAgentCardPath, a2asrv.NewStaticAgentCardHandler(card))
 	return serveAgent(ctx, *listen, mux, stdout, "a2a agent "+*name)
 }
 
-// echoExecutor answers each message with the agent's name and its text.
-type echoExecutor struct{ name string }
+// echoExecutor answers each message with the agent's name and its text,
+// after calling tool on the MCP server mcpTo when set.
+type echoExecutor struct{ name, mcpTo, tool string }
 
 func (e *echoExecutor) Execute(ctx context.Context, rc *a2asrv.RequestContext, q eventqueue.Queue) error {
 	var text string
@@ -137,7 +146,77 @@ func (e *echoExecutor) Execute(ctx context.Context, rc *a2asrv.RequestContext, q
 			}
 		}
 	}
-	return q.Write(ctx, a2a.NewMessage(a2a.MessageRoleAgent, a2a.TextPart{Text: e.name + ": " + text}))
+	answer := e.name + ": " + text
+	if e.mcpTo != "" {
+		out, err := callTool(ctx, e.mcpTo, e.tool, text)
+		if err != nil {
+			answer += "; " + e.tool + " failed: " + err.Error()
+		} else {
+			answer += "; " + out
+		}
+	}
+	return q.Write(ctx, a2a.NewMessage(a2a.MessageRoleAgent, a2a.TextPart{Text: answer}))
+}
+
+// callTool opens an MCP session to url, calls tool(arg) and returns its
+// text; the session's requests carry ctx's traceparent.
+func callTool(ctx context.Context, url, tool, arg string) (string, error) {
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	client := mcp.NewClient(&mcp.Implementation{Name: "meshlab", Version: "1.0.0"}, nil)
+	hc := &http.Client{Transport: traceparentTransport{base: http.DefaultTransport}}
+	session, err := client.Connect(ctx, &mcp.StreamableClientTransport{Endpoint: url, HTTPClient: hc, MaxRetries: -1}, nil)
+	if err != nil {
+		return "", fmt.Errorf("mcp connect %s: %w", url, err)
+	}
+	defer session.Close()
+	out, err := session.CallTool(ctx, &mcp.CallToolParams{Name: tool, Arguments: map[string]any{"arg": arg}})
+	if err != nil {
+		return "", err
+	}
+	if out.IsError {
+		return "", errors.New("tool error")
+	}
+	var text string
+	for _, c := range out.Content {
+		if t, ok := c.(*mcp.TextContent); ok {
+			text += t.Text
+		}
+	}
+	return text, nil
+}
+
+// traceparentKey carries an incoming request's W3C traceparent in its
+// context, so the calls the agent makes for it continue the trace.
+type traceparentKey struct{}
+
+// withTraceparent puts the request's traceparent into its context.
+func withTraceparent(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if tp := r.Header.Get("Traceparent"); tp != "" {
+			r = r.WithContext(context.WithValue(r.Context(), traceparentKey{}, tp))
+		}
+		h.ServeHTTP(w, r)
+	})
+}
+
+// traceparentTransport sets the traceparent of each request: fixed, or
+// else from the request's context (traceparentKey).
+type traceparentTransport struct {
+	base  http.RoundTripper
+	fixed string
+}
+
+func (t traceparentTransport) RoundTrip(r *http.Request) (*http.Response, error) {
+	tp := t.fixed
+	if v, ok := r.Context().Value(traceparentKey{}).(string); ok && tp == "" {
+		tp = v
+	}
+	if tp != "" {
+		r = r.Clone(r.Context())
+		r.Header.Set("Traceparent", tp)
+	}
+	return t.base.RoundTrip(r)
 }
 
 func (e *echoExecutor) Cancel(context.Context, *a2asrv.RequestContext, eventqueue.Queue) error {
@@ -160,17 +239,24 @@ func appA2ACall(ctx context.Context, args []string, stdout io.Writer) error {
 	to := fs.String("to", "", "the agent's JSON-RPC URL")
 	send := fs.String("send", "", "a message to send (message/send)")
 	cancelTask := fs.String("cancel", "", "a task to cancel (tasks/cancel)")
+	count := fs.Int("count", 1, "how many times to send the message")
+	traceparent := fs.String("traceparent", "", "a W3C traceparent to send with every request")
 	timeout := fs.Duration("timeout", 20*time.Second, "bound of all calls")
 	if err := fs.Parse(args); err != nil {
 		return fmt.Errorf("%w: %w", ErrUsage, err)
 	}
 	ctx, cancel := context.WithTimeout(ctx, *timeout)
 	defer cancel()
-	client, err := a2aclient.NewFromEndpoints(ctx, []a2a.AgentInterface{{URL: *to, Transport: a2a.TransportProtocolJSONRPC}})
+	hc := &http.Client{Transport: traceparentTransport{base: http.DefaultTransport, fixed: *traceparent}}
+	client, err := a2aclient.NewFromEndpoints(ctx, []a2a.AgentInterface{{URL: *to, Transport: a2a.TransportProtocolJSONRPC}},
+		a2aclient.WithJSONRPCTransport(hc))
 	if err != nil {
 		return fmt.Errorf("a2a client %s: %w", *to, err)
 	}
-	if *send != "" {
+	for range *count {
+		if *send == "" {
+			break
+		}
 		res := A2ACallResult{Method: "message/send"}
 		out, err := client.SendMessage(ctx, &a2a.MessageSendParams{Message: a2a.NewMessage(a2a.MessageRoleUser, a2a.TextPart{Text: *send})})
 		if err != nil {

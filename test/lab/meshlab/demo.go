@@ -56,6 +56,15 @@ func runDemo(ctx context.Context, args []string, stdout io.Writer) (err error) {
 		mode = " (Kubernetes mode: kube-apiserver, the AgentMesh controller, pods made through the API)"
 	}
 	fmt.Fprintf(stdout, "starting a %d-node lab with agentd and ztunnel%s...\n", f.nodes, mode)
+	if err := runDemoLab(ctx, f, stdout); err != nil || !f.kube {
+		return err
+	}
+	return runAgentsDemo(ctx, f, stdout)
+}
+
+// runDemoLab is the demo's first lab: calls by pod IP, and in Kubernetes
+// mode by Service name and under a policy.
+func runDemoLab(ctx context.Context, f labFlags, stdout io.Writer) (err error) {
 	l, err := f.newLab(ctx)
 	if err != nil {
 		return err

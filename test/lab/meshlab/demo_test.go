@@ -40,8 +40,10 @@ func TestDemoKube(t *testing.T) {
 	want["refused ("] = 1
 	want["enforced on the destination's node"] = 1
 	delete(want, "sa/planner") // counted with the replica rows below
+	want["nothing left"] = 2   // the agents part runs a second lab
 	text := testDemo(t, want, "--kube", "--kube-bin-dir", kube)
 	used := checkServiceDemo(t, text)
+	checkAgentsDemo(t, text)
 	if got := strings.Count(text, "sa/planner"); got != 4+used {
 		t.Errorf("sa/planner appears %d times, want %d (the calls and the policy step) + %d (the replicas called)", got, 4, used)
 	}
@@ -85,6 +87,48 @@ func checkServiceDemo(t *testing.T, text string) int {
 		t.Errorf("calls through the kill: %q, want some and none failed", k)
 	}
 	return used
+}
+
+var (
+	statEdge = regexp.MustCompile(`(?m)^\s+agentic/(\S+)\s+agentic/(\S+)\s+.*\s(\d+\.\d)\s+(\d+\.\d+)%\s+(\S+)\s+(\S+)\s+(\S+)$`)
+	spanLine = regexp.MustCompile(`(?m)^\s+[│ ]*[├└]─ (client|server) +(caller's|callee's) ztunnel +agentic/(\S+) -> (\S+) +(\S+)(?: (\S+))?(?: (\S+))? +(\d{3}) `)
+)
+
+// checkAgentsDemo: the MCP tool calls allowed and refused by the policy
+// with the deciding policy named, the chain's answer through both agents,
+// meshctl stat rows with every request a success and its percentiles, and
+// the trace tree with client and server spans of both hops.
+func checkAgentsDemo(t *testing.T, text string) {
+	t.Helper()
+	for marker, n := range map[string]int{
+		"tools/call charge  allowed: \"billing: charge(x)\"": 2,
+		"tools/call refund  refused: ":                       1,
+		"request denied by policy: spiffe://cluster.local/ns/agentic/sa/data-validator calling tools/call refund, policy agentic/validator-charges (no-allow-match)": 1,
+		`answer: "data-validator: invoice 42; billing: charge(invoice 42)"`:                                                                                          1,
+	} {
+		if got := strings.Count(text, marker); got != n {
+			t.Errorf("%q appears %d times, want %d", marker, got, n)
+		}
+	}
+	edges := map[string]bool{}
+	for _, m := range statEdge.FindAllStringSubmatch(text, -1) {
+		edges[m[1]+"->"+m[2]] = true
+		if m[4] != "100.00" || m[5] == "-" || m[7] == "-" {
+			t.Errorf("meshctl stat row %q: want every request a success and p50..p99", m[0])
+		}
+	}
+	if !edges["planner->data-validator"] || !edges["data-validator->billing"] {
+		t.Errorf("meshctl stat edges %v: want planner->data-validator and data-validator->billing", edges)
+	}
+	seen := map[string]bool{}
+	for _, m := range spanLine.FindAllStringSubmatch(text, -1) {
+		seen[m[1]+" "+m[3]+" "+strings.TrimSpace(m[5]+" "+m[6]+" "+m[7])] = true
+	}
+	for _, want := range []string{"client planner POST", "server planner POST message/send", "client data-validator POST", "server data-validator POST tools/call charge"} {
+		if !seen[want] {
+			t.Errorf("trace tree: no span %q (have %v)", want, seen)
+		}
+	}
 }
 
 // demoWant is how often the call table's markers appear, with planner
