@@ -21,6 +21,7 @@ import (
 
 	"github.com/agentmesh/agentmesh/api/meshconfig"
 	"github.com/agentmesh/agentmesh/internal/handoff"
+	"github.com/agentmesh/agentmesh/ztunnel/debug"
 	"github.com/agentmesh/agentmesh/ztunnel/podnet/podnettest"
 )
 
@@ -193,8 +194,14 @@ func TestHTTPPerRequest(t *testing.T) {
 	if got := testutil.ToFloat64(m.Requests.WithLabelValues(l...)); got != float64(b) {
 		t.Errorf("agentmesh_requests_total to server b = %v, want %d", got, b)
 	}
-	if got := testutil.CollectAndCount(m.RequestDuration); got != 2 {
-		t.Errorf("%d request duration series, want 2 (one per endpoint)", got)
+	// The destination serves the stream per request too (the source said
+	// so on the CONNECT): it counts the same requests, per endpoint.
+	ld := []string{"destination", "client", "agents", "server", "agents", "unknown", "200", "http1", "", "", ""}
+	if got := testutil.ToFloat64(m.Requests.WithLabelValues(ld...)); got != float64(b) {
+		t.Errorf("destination agentmesh_requests_total at server b = %v, want %d", got, b)
+	}
+	if got := testutil.CollectAndCount(m.RequestDuration); got != 4 {
+		t.Errorf("%d request duration series, want 4 (one per endpoint, as source and as destination)", got)
 	}
 	line := e.logs.wait(t, map[string]any{"msg": "request", "direction": "outbound", "dst_service": "agents/web",
 		"dst_workload": "agents/server-c", "method": "GET", "path": "/", "status": float64(200), "app_protocol": "http1", "mtls": true})
@@ -231,7 +238,7 @@ func TestHTTPPerRequest(t *testing.T) {
 	e.logs.wait(t, map[string]any{"msg": "access", "direction": "outbound", "dst_addr": e.vip.String(), "requests": float64(n + 2), "result": "ok"})
 	// The node keeps them (--recent-requests, 512 by default), newest
 	// first.
-	kept := e.node.rec.Recent("agents/client", 0)
+	kept := slices.DeleteFunc(e.node.rec.Recent("agents/client", 0), func(q debug.Request) bool { return q.Reporter != "source" })
 	if len(kept) != n+2 || kept[0].Path != "/headers" || kept[n+1].Path != "/" {
 		t.Fatalf("kept %d requests from the client: %+v; want %d, /headers first", len(kept), kept, n+2)
 	}

@@ -65,8 +65,12 @@ type Flow struct {
 	// AppProtocol is what the flow carries as far as ztunnel can tell
 	// (package detect: tcp, http1, http2, grpc, a2a, mcp), and Detected
 	// how that was decided (declared, sniffed, timeout, ...); outbound
-	// flows only, "" elsewhere.
+	// flows, and inbound ones whose source tunnel said it proxies them
+	// per request; "" elsewhere.
 	AppProtocol, Detected string
+	// PerRequest: the source tunnel proxies the flow request by request
+	// (outbound; its upstream streams carry HTTP the tunnel writes).
+	PerRequest bool
 
 	// TCPLabels are the flow's label values of the agentmesh_tcp_*
 	// metrics, set by record when the flow connected (nil before, or

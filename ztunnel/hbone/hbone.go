@@ -48,6 +48,11 @@ import (
 const (
 	HeaderTraceparent = "Traceparent"
 	HeaderBaggage     = "Baggage"
+	// HeaderAppProtocol is AgentMesh's own: the source tunnel writes the
+	// stream's HTTP itself, request by request, in this application
+	// protocol (http1, http2, grpc, a2a, mcp), so the destination tunnel
+	// may serve it request by request too. Other HBONE peers ignore it.
+	HeaderAppProtocol = "Agentmesh-App-Protocol"
 )
 
 // Target says where and as whom a Client opens a stream.

@@ -587,3 +587,56 @@ func TestServerDrainedIsNotMalformed(t *testing.T) {
 		t.Fatal("idle connection not closed")
 	}
 }
+
+// TestServerStreamReadDeadline: a Read waiting for the client returns a
+// net.Error that times out once the read deadline passes (set ahead, or
+// in the past to abort it, as net/http's server does before a hijack);
+// queued data is still read, and a cleared deadline waits again.
+func TestServerStreamReadDeadline(t *testing.T) {
+	results := make(chan error, 4)
+	c, _ := pipeServer(t, func(ctx context.Context, s *Stream) {
+		if err := s.Accept(); err != nil {
+			results <- err
+			return
+		}
+		buf := make([]byte, 8)
+		s.SetReadDeadline(time.Now().Add(50 * time.Millisecond))
+		_, err := s.Read(buf) // nothing sent: the deadline ends it
+		results <- err
+		s.SetReadDeadline(time.Time{})
+		read := make(chan error, 1)
+		go func() {
+			_, err := s.Read(buf) // nothing sent: waits until aborted
+			read <- err
+		}()
+		select {
+		case err := <-read:
+			results <- fmt.Errorf("read without a deadline returned %v", err)
+			return
+		case <-time.After(50 * time.Millisecond):
+		}
+		s.SetReadDeadline(time.Unix(1, 0))
+		results <- <-read
+		s.SetReadDeadline(time.Time{})
+		n, err := s.Read(buf)
+		if err == nil && string(buf[:n]) != "data" {
+			err = fmt.Errorf("read %q", buf[:n])
+		}
+		results <- err
+		<-ctx.Done()
+	})
+	hc := newH2Client(t, c)
+	hc.connect(1, "10.0.0.2:80")
+	hc.await("200", isStatus(1, "200"))
+	for i, what := range []string{"deadline ahead", "deadline in the past"} {
+		err := <-results
+		var ne net.Error
+		if !errors.As(err, &ne) || !ne.Timeout() || !errors.Is(err, os.ErrDeadlineExceeded) {
+			t.Fatalf("read %d (%s): %v, want a timeout net.Error", i, what, err)
+		}
+	}
+	hc.write(func(fr *http2.Framer) error { return fr.WriteData(1, false, []byte("data")) })
+	if err := <-results; err != nil {
+		t.Fatalf("read after the deadline was cleared: %v", err)
+	}
+}

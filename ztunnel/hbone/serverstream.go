@@ -9,6 +9,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"os"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -38,20 +39,24 @@ type Stream struct {
 
 	sendWin int64 // guarded by sc.mu
 
-	mu        sync.Mutex
-	cond      sync.Cond // data queued, stream ended or failed
-	queue     []*[]byte // received chunks (pooled), from queue[head]; guarded by mu
-	head      int       // first unread chunk; guarded by mu
-	off       int       // read offset into queue[head]; guarded by mu
-	queued    int       // bytes in queue; guarded by mu
-	recvWin   int64     // what the client may still send before our next update; guarded by mu
-	unacked   int       // read and not yet returned to the client's stream window; guarded by mu
-	recvEnd   bool      // the client ended its side; guarded by mu
-	sentEnd   bool      // we ended ours; guarded by mu
-	err       error     // the stream failed (reset, connection gone); guarded by mu
-	closed    bool      // Close was called; guarded by mu
-	push      pusher    // guarded by mu
-	closeOnce sync.Once
+	mu      sync.Mutex
+	cond    sync.Cond // data queued, stream ended or failed
+	queue   []*[]byte // received chunks (pooled), from queue[head]; guarded by mu
+	head    int       // first unread chunk; guarded by mu
+	off     int       // read offset into queue[head]; guarded by mu
+	queued  int       // bytes in queue; guarded by mu
+	recvWin int64     // what the client may still send before our next update; guarded by mu
+	unacked int       // read and not yet returned to the client's stream window; guarded by mu
+	recvEnd bool      // the client ended its side; guarded by mu
+	sentEnd bool      // we ended ours; guarded by mu
+	err     error     // the stream failed (reset, connection gone); guarded by mu
+	closed  bool      // Close was called; guarded by mu
+	push    pusher    // guarded by mu
+	// readDeadline ends a Read waiting past it (os.ErrDeadlineExceeded);
+	// readTimer wakes the waiting Read then. Guarded by mu.
+	readDeadline time.Time
+	readTimer    *time.Timer
+	closeOnce    sync.Once
 }
 
 // PushTo makes the connection's reader write what the client sends
@@ -233,6 +238,11 @@ func (s *Stream) Read(p []byte) (int, error) {
 	s.mu.Lock()
 	s.push.inFlight = false // a relay reading again wrote what it read before
 	for !s.readableLocked() {
+		if !s.readDeadline.IsZero() && !time.Now().Before(s.readDeadline) {
+			s.mu.Unlock()
+			// As it is: net/http tells an aborted read by its net.Error.
+			return 0, os.ErrDeadlineExceeded
+		}
 		s.cond.Wait()
 	}
 	switch {
@@ -397,5 +407,27 @@ func (s *Stream) LocalAddr() net.Addr  { return net.TCPAddrFromAddrPort(s.Reques
 func (s *Stream) RemoteAddr() net.Addr { return net.TCPAddrFromAddrPort(s.PeerAddr) }
 
 func (s *Stream) SetDeadline(t time.Time) error      { return zeroDeadline(t) }
-func (s *Stream) SetReadDeadline(t time.Time) error  { return zeroDeadline(t) }
 func (s *Stream) SetWriteDeadline(t time.Time) error { return zeroDeadline(t) }
+
+// SetReadDeadline makes a Read waiting at or past t return
+// os.ErrDeadlineExceeded (what is queued is still read); the zero time
+// clears it. net/http's server needs it to take over a connection
+// (Hijack, for an upgrade) while its background read waits.
+func (s *Stream) SetReadDeadline(t time.Time) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.readDeadline = t
+	if s.readTimer != nil {
+		s.readTimer.Stop()
+		s.readTimer = nil
+	}
+	if d := time.Until(t); !t.IsZero() && d > 0 {
+		s.readTimer = time.AfterFunc(d, func() {
+			s.mu.Lock()
+			s.cond.Broadcast()
+			s.mu.Unlock()
+		})
+	}
+	s.cond.Broadcast()
+	return nil
+}

@@ -25,7 +25,8 @@ func (c *Client) openStream(ctx context.Context, pc *pconn, t *Target) (*clientS
 	return s, nil
 }
 
-// ErrDeadline is returned by the deadline setters of a stream.
+// ErrDeadline is returned by the deadline setters of a stream, but for a
+// server stream's read deadline.
 var ErrDeadline = fmt.Errorf("hbone stream deadlines: %w", errors.ErrUnsupported)
 
 // zeroDeadline accepts clearing a deadline, the only thing a stream can do.

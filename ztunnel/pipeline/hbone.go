@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/http"
 
 	"github.com/agentmesh/agentmesh/api/meshconfig"
 	"github.com/agentmesh/agentmesh/api/policy"
@@ -13,6 +14,7 @@ import (
 	"github.com/agentmesh/agentmesh/internal/netaddr"
 	"github.com/agentmesh/agentmesh/ztunnel/authorize"
 	"github.com/agentmesh/agentmesh/ztunnel/classify"
+	"github.com/agentmesh/agentmesh/ztunnel/detect"
 	"github.com/agentmesh/agentmesh/ztunnel/flow"
 	"github.com/agentmesh/agentmesh/ztunnel/hbone"
 	"github.com/agentmesh/agentmesh/ztunnel/limits"
@@ -72,8 +74,10 @@ func (pl *Pipeline) stream(ctx context.Context, p *flow.Pod, live *authorize.Liv
 		up.Close()
 	} else {
 		pl.Record.Connected(f)
-		if ac.L7() {
-			// Rules with L7 parts apply: each request is decided.
+		if ac.L7() || pl.sourcePerRequest(f, s.Request.Header) {
+			// Rules with L7 parts apply, each request is decided; or the
+			// source tunnel proxies the stream per request: so does this
+			// one (request metrics, server spans).
 			f.Sent, f.Received, f.Err = pl.inboundRequests(ctx, p, f, ac, s, up)
 		} else {
 			f.Sent, f.Received, f.Err = relay.Join(s, up)
@@ -85,6 +89,22 @@ func (pl *Pipeline) stream(ctx context.Context, p *flow.Pod, live *authorize.Liv
 		f.Authz = &perr.D
 	}
 	pl.Record.Access(f)
+}
+
+// sourcePerRequest reports whether a stream's CONNECT says its source tunnel
+// writes the stream's HTTP request by request (hbone.HeaderAppProtocol,
+// an HTTP-based protocol) while this tunnel proxies HTTP per request
+// too; f then takes that application protocol.
+func (pl *Pipeline) sourcePerRequest(f *flow.Flow, h http.Header) bool {
+	if !pl.HTTP {
+		return false
+	}
+	app, ok := detect.Declared(h.Get(hbone.HeaderAppProtocol))
+	if !ok || app == detect.Opaque {
+		return false
+	}
+	f.AppProtocol = string(app)
+	return true
 }
 
 // admitStream checks the request, then admits it (admit).

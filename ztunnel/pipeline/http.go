@@ -46,6 +46,7 @@ func (pl *Pipeline) perRequest(f *flow.Flow) bool {
 // gets its line and metrics; the connection gets its access line when the
 // app closes it.
 func (pl *Pipeline) outboundHTTP(ctx context.Context, p *flow.Pod, f *flow.Flow, c net.Conn) {
+	f.PerRequest = true
 	cc := &countedConn{Conn: c}
 	var requests atomic.Int64
 	var last atomic.Pointer[flow.Flow] // the last request's flow

@@ -12,6 +12,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/http"
 	"net/netip"
 	"time"
 
@@ -101,7 +102,12 @@ func (t *Transport) dialTo(ctx context.Context, p *flow.Pod, f *flow.Flow, dst n
 			return c, err
 		}
 	}
+	var h http.Header
+	if f.PerRequest && f.AppProtocol != "" {
+		h = http.Header{hbone.HeaderAppProtocol: {f.AppProtocol}}
+	}
 	c, err := t.hbone.Dial(ctx, hbone.Target{
+		Header:    h,
 		SrcID:     f.SrcID,
 		DstID:     f.DstID,
 		SrcIP:     p.IPFor(dst.Addr()),
