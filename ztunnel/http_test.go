@@ -407,4 +407,29 @@ func TestHTTPPerRequestErrors(t *testing.T) {
 			t.Errorf("the app served %d requests", n)
 		}
 	})
+	t.Run("oversized headers", func(t *testing.T) {
+		// Headers past net/http's 1 MiB limit get 431, never reach the
+		// app, and the tunnel goes on serving the next client.
+		e := newHTTPEnv(t, "http", "uid-b")
+		conn, err := e.dial(e.a, e.vip)
+		if err != nil {
+			t.Fatal(err)
+		}
+		conn.SetDeadline(time.Now().Add(5 * time.Second))
+		go func() {
+			fmt.Fprintf(conn, "GET / HTTP/1.1\r\nHost: web\r\nX-Big: %s\r\n\r\n", strings.Repeat("a", 2<<20))
+		}()
+		resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+		if err != nil || resp.StatusCode != http.StatusRequestHeaderFieldsTooLarge {
+			t.Fatalf("oversized headers: %v, %v; want 431", resp, err)
+		}
+		conn.Close()
+		if n := e.served["server"].Load(); n != 0 {
+			t.Errorf("the app served %d requests", n)
+		}
+		c, _ := e.client(false)
+		if code, body, _ := httpGet(t, c, "http://web.agents/"); code != 200 {
+			t.Errorf("the next client: %d %q", code, body)
+		}
+	})
 }
