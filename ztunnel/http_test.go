@@ -23,6 +23,7 @@ import (
 	"github.com/agentmesh/agentmesh/internal/handoff"
 	"github.com/agentmesh/agentmesh/ztunnel/debug"
 	"github.com/agentmesh/agentmesh/ztunnel/podnet/podnettest"
+	"github.com/agentmesh/agentmesh/ztunnel/transport"
 )
 
 // httpEnv is a fakeEnv with the per-request HTTP path on, a third mesh
@@ -389,6 +390,49 @@ func TestHTTPPerRequestErrors(t *testing.T) {
 		line := e.logs.wait(t, map[string]any{"msg": "request", "status": float64(200), "attempts": float64(2)})
 		if line["upstream_addr"] != netip.AddrPortFrom(e.b.IP, 8090).String() {
 			t.Errorf("the retried request's line: %v", line)
+		}
+	})
+	t.Run("rollout", func(t *testing.T) {
+		// The only endpoint refuses (its app is gone); a request that
+		// tried it waits for the backoff or a new config, and the config
+		// that replaces it with b sends the next try there at once.
+		f := transport.DefaultFailover
+		f.BackoffBase, f.BackoffMax = time.Minute, time.Minute // only the new config ends the wait
+		e := newHTTPEnvWith(t, "http", func(o *NodeOptions) { o.Failover = f }, "uid-c")
+		e.srv["server-c"].Close()
+		c, _ := e.client(false)
+		type result struct {
+			code int
+			body string
+		}
+		done := make(chan result, 1)
+		go func() {
+			resp, err := c.Get("http://web/")
+			if err != nil {
+				done <- result{body: err.Error()}
+				return
+			}
+			defer resp.Body.Close()
+			b, _ := io.ReadAll(resp.Body)
+			done <- result{resp.StatusCode, string(b)}
+		}()
+		waitFor(t, "the request's try on c", func() bool {
+			idx := e.node.Index()
+			s := idx.Service("agents", "web")
+			return s != nil && e.node.debugService(idx, s).Endpoints[0].Picks > 0
+		})
+		cfg := e.config(nil)
+		cfg.Workloads = append(cfg.Workloads, e.node.Index().Config.Workloads[2:]...)
+		cfg.Services = slices.Clone(e.node.Index().Config.Services) // the config in force is shared
+		cfg.Services[0].Endpoints = []meshconfig.Endpoint{{WorkloadUID: "uid-b", IPs: []netip.Addr{e.b.IP}, Ready: true}}
+		e.node.SetConfig(cfg)
+		r := <-done
+		if r.code != 200 || !strings.HasPrefix(r.body, "server GET") {
+			t.Fatalf("request during the rollout: %d %q, want b's answer", r.code, r.body)
+		}
+		line := e.logs.wait(t, map[string]any{"msg": "request", "direction": "outbound", "status": float64(200)})
+		if line["attempts"] != float64(2) || line["upstream_addr"] != netip.AddrPortFrom(e.b.IP, 8090).String() {
+			t.Errorf("request line %v: want c tried once, then b", line)
 		}
 	})
 	t.Run("malformed", func(t *testing.T) {

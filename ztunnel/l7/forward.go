@@ -57,7 +57,7 @@ type Forwarder struct {
 	Attempts int
 	// Pick chooses the endpoint of a request's next try, skipping the
 	// addresses in tried when it can.
-	Pick func(r *http.Request, tried map[netip.AddrPort]bool) (Attempt, error)
+	Pick func(r *http.Request, tried map[netip.AddrPort]bool, attempts int) (Attempt, error)
 	// Dial opens a connection to the endpoint of a (an HBONE stream).
 	Dial func(ctx context.Context, a Attempt) (net.Conn, error)
 	// ErrorStatus maps an error of a try to the status the app gets and
@@ -217,7 +217,7 @@ func (t *tryer) RoundTrip(out *http.Request) (*http.Response, error) {
 	}
 	tried := map[netip.AddrPort]bool{}
 	for {
-		a, err := h.fw.Pick(out, tried)
+		a, err := h.fw.Pick(out, tried, st.attempts)
 		if err != nil {
 			if st.attempts > 0 && st.err != nil {
 				return nil, fmt.Errorf("%w; then: %w", st.err, err)

@@ -55,7 +55,9 @@ func (pl *Pipeline) outboundHTTP(ctx context.Context, p *flow.Pod, f *flow.Flow,
 		Log:      pl.Log,
 		HTTP2:    app == detect.HTTP2 || app == detect.GRPC,
 		Attempts: pl.Transport.Attempts(),
-		Pick:     func(r *http.Request, tried map[netip.AddrPort]bool) (l7.Attempt, error) { return pl.pick(f, tried) },
+		Pick: func(r *http.Request, tried map[netip.AddrPort]bool, attempts int) (l7.Attempt, error) {
+			return pl.pick(r.Context(), f, tried, attempts)
+		},
 		Dial: func(ctx context.Context, a l7.Attempt) (net.Conn, error) {
 			t := a.Data.(*try)
 			sending := t.sending
@@ -156,8 +158,11 @@ func (t *try) done() {
 
 // pick chooses the destination of a request's next try: an endpoint of
 // f's Service (package balance, skipping those tried while others are
-// ready), or f's destination itself.
-func (pl *Pipeline) pick(f *flow.Flow, tried map[netip.AddrPort]bool) (l7.Attempt, error) {
+// ready), or f's destination itself. Once every ready endpoint failed
+// this request, it waits for the failover backoff or a new config (a
+// rollout's new pod), whichever comes first, as a connection's failover
+// does (transport.Failover), then picks among the endpoints in force.
+func (pl *Pipeline) pick(ctx context.Context, f *flow.Flow, tried map[netip.AddrPort]bool, attempts int) (l7.Attempt, error) {
 	rf := *f
 	rf.Start = time.Now()
 	if f.Service == nil {
@@ -168,10 +173,18 @@ func (pl *Pipeline) pick(f *flow.Flow, tried map[netip.AddrPort]bool) (l7.Attemp
 	if f.ServicePort == nil {
 		return l7.Attempt{}, fmt.Errorf("service %s has no port %d: %w", svc, f.Dst.Port(), transport.ErrNoEndpoint)
 	}
+	changed := pl.ConfigChanged()
 	cands := pl.Resolve.Endpoints(f)
-	e := pl.Transport.Pick(svc, cands, func(e *balance.Endpoint) bool { return tried[e.Addr] })
+	skip := func(e *balance.Endpoint) bool { return tried[e.Addr] }
+	e := pl.Transport.Pick(svc, cands, skip)
 	if e == nil && len(tried) > 0 {
-		e = pl.Transport.Pick(svc, cands, nil)
+		if err := pl.Transport.Backoff(ctx, attempts-len(tried)+1, changed); err != nil {
+			return l7.Attempt{}, err
+		}
+		cands = pl.Resolve.Endpoints(f)
+		if e = pl.Transport.Pick(svc, cands, skip); e == nil {
+			e = pl.Transport.Pick(svc, cands, nil)
+		}
 	}
 	if e == nil {
 		return l7.Attempt{}, fmt.Errorf("service %s port %d: %w", svc, f.ServicePort.Port, transport.ErrNoEndpoint)

@@ -180,7 +180,7 @@ func (pl *Pipeline) serveInbound(ctx context.Context, p *flow.Pod, f *flow.Flow,
 		Log:      pl.Log,
 		HTTP2:    app == detect.HTTP2,
 		Attempts: 1,
-		Pick: func(*http.Request, map[netip.AddrPort]bool) (l7.Attempt, error) {
+		Pick: func(*http.Request, map[netip.AddrPort]bool, int) (l7.Attempt, error) {
 			return l7.Attempt{Addr: f.Dst}, nil
 		},
 		Dial: func(ctx context.Context, _ l7.Attempt) (net.Conn, error) {

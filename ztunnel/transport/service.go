@@ -216,6 +216,21 @@ func (t *Transport) Begin(service string, e *balance.Endpoint) *balance.Conn {
 	return t.balancer.Begin(service, e)
 }
 
+// Backoff waits before the n-th (1-based) round of tries of a request
+// whose every ready endpoint failed: the failover's jittered backoff, or
+// until changed is closed (a new config), or ctx ends (its error).
+func (t *Transport) Backoff(ctx context.Context, n int, changed <-chan struct{}) error {
+	timer := time.NewTimer(t.failover.backoff(n))
+	defer timer.Stop()
+	select {
+	case <-timer.C:
+	case <-changed:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	return nil
+}
+
 // Attempts is the tries one connection or request may make (Failover).
 func (t *Transport) Attempts() int { return t.failover.Attempts }
 
