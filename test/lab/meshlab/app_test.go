@@ -140,6 +140,25 @@ func TestHTTPAgentCall(t *testing.T) {
 	if bad.StatusCode != http.StatusBadRequest {
 		t.Errorf("bad target: status %d", bad.StatusCode)
 	}
+	// An answer from the caller's tunnel (Agentmesh-Error: a refusal by
+	// policy, no endpoint) is a failed call, as a refused connect is.
+	mesh := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Agentmesh-Error", "denied")
+		http.Error(w, "agentmesh: Forbidden", http.StatusForbidden)
+	}))
+	defer mesh.Close()
+	refused, err := http.Get(caller.URL + "/call?to=" + url.QueryEscape(mesh.URL+"/"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer refused.Body.Close()
+	var rr CallResult
+	if err := json.NewDecoder(refused.Body).Decode(&rr); err != nil {
+		t.Fatal(err)
+	}
+	if refused.StatusCode != http.StatusBadGateway || rr.Status != 403 || !strings.Contains(rr.Error, "the mesh answered 403 (denied)") {
+		t.Errorf("call the mesh refused: status %d, result %+v", refused.StatusCode, rr)
+	}
 }
 
 func TestAppHTTPStopsWithContext(t *testing.T) {

@@ -1,6 +1,7 @@
 package meshlab
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -250,9 +251,14 @@ func call(ctx context.Context, from, to, network, traceparent string) CallResult
 	body, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
 	res.LatencyMS = float64(time.Since(start).Microseconds()) / 1000
 	res.Status, res.Bytes = resp.StatusCode, len(body)
-	if err != nil {
+	switch {
+	case err != nil:
 		res.Error = err.Error()
-	} else if json.Valid(body) {
+	case resp.Header.Get("Agentmesh-Error") != "":
+		// The caller's tunnel answered, not the peer (a refusal by
+		// policy, no endpoint, ...): as a failed connection would be.
+		res.Error = fmt.Sprintf("the mesh answered %d (%s): %s", resp.StatusCode, resp.Header.Get("Agentmesh-Error"), bytes.TrimSpace(body))
+	case json.Valid(body):
 		res.Reply = body
 	}
 	return res
