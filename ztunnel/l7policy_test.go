@@ -1,7 +1,10 @@
 package ztunnel
 
 import (
+	"bufio"
+	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
 	"net/netip"
@@ -13,6 +16,7 @@ import (
 
 	"github.com/agentmesh/agentmesh/api/policy"
 	"github.com/agentmesh/agentmesh/ztunnel/authorize"
+	"github.com/agentmesh/agentmesh/ztunnel/flow"
 	"github.com/agentmesh/agentmesh/ztunnel/pipeline"
 )
 
@@ -250,4 +254,51 @@ func TestL7RuleAddedToLiveStream(t *testing.T) {
 	if got := testutil.ToFloat64(e.node.rec.M.PolicyClosed.WithLabelValues("agents/no-delete", "deny-rule")); got != 1 {
 		t.Errorf("policy_closed = %v, want 1", got)
 	}
+}
+
+// TestL7PolicyHintedStreamWaits: a stream whose source tunnel proxies
+// HTTP per request (its CONNECT says so) may sit idle past the sniff
+// timeout, as a spare connection in an HTTP client's pool does, and
+// still carries requests decided one by one under rules with L7 parts,
+// instead of being taken for a silent server-first client's and denied
+// as opaque bytes (a stream without the hint still is:
+// TestL7PolicySilentClient).
+func TestL7PolicyHintedStreamWaits(t *testing.T) {
+	old := pipeline.SetInboundSniffTimeout(50 * time.Millisecond)
+	t.Cleanup(func() { pipeline.SetInboundSniffTimeout(old) })
+	e := newHTTPEnv(t, "http", "uid-b")
+	c := e.config(target(policy.MTLSPermissive,
+		agentPolicy("read", policy.ActionAllow, l7Rule(&policy.HTTPMatch{Methods: []string{"GET"}}, nil, nil))))
+	c.Workloads = append(c.Workloads, e.node.Index().Config.Workloads[2:]...)
+	c.Services = e.node.Index().Config.Services
+	e.node.SetConfig(c)
+	e.node.mu.Lock()
+	pa := e.node.pods["uid-a"].flow
+	e.node.mu.Unlock()
+	dst := netip.AddrPortFrom(e.b.IP, 8090)
+	f := flow.New(flow.Outbound, flow.HBONE, netip.AddrPortFrom(e.a.IP, 40000), dst)
+	f.SrcID, f.DstID, f.MTLS = idClient, idServer, true
+	f.PerRequest, f.AppProtocol = true, "http1"
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	up, err := e.node.pipe.Transport.DialUpstream(ctx, &pa, f, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer up.Close()
+	// Idle well past the sniff timeout: there is no event to wait for,
+	// the point is that nothing happens meanwhile.
+	time.Sleep(4 * 50 * time.Millisecond)
+	up.SetDeadline(time.Now().Add(5 * time.Second))
+	fmt.Fprint(up, "GET / HTTP/1.1\r\nHost: web\r\n\r\n")
+	resp, err := http.ReadResponse(bufio.NewReader(up), nil)
+	if err != nil {
+		t.Fatalf("a request on the stream after it sat idle: %v", err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 200 || !strings.HasPrefix(string(body), "server GET") {
+		t.Fatalf("a request on the stream after it sat idle: %d %q, want the app's answer", resp.StatusCode, body)
+	}
+	e.logs.wait(t, map[string]any{"msg": "request", "direction": "inbound", "method": "GET", "status": float64(200), "app_protocol": "http1"})
 }

@@ -74,11 +74,11 @@ func (pl *Pipeline) stream(ctx context.Context, p *flow.Pod, live *authorize.Liv
 		up.Close()
 	} else {
 		pl.Record.Connected(f)
-		if ac.L7() || pl.sourcePerRequest(f, s.Request.Header) {
+		if hinted := pl.sourcePerRequest(f, s.Request.Header); ac.L7() || hinted {
 			// Rules with L7 parts apply, each request is decided; or the
 			// source tunnel proxies the stream per request: so does this
 			// one (request metrics, server spans).
-			f.Sent, f.Received, f.Err = pl.inboundRequests(ctx, p, f, ac, s, up)
+			f.Sent, f.Received, f.Err = pl.inboundRequests(ctx, p, f, ac, s, up, hinted)
 		} else {
 			f.Sent, f.Received, f.Err = relay.Join(s, up)
 		}

@@ -48,24 +48,33 @@ func SetInboundSniffTimeout(d time.Duration) time.Duration {
 const maxBodyScan = 64 << 10
 
 // inboundRequests carries stream s, admitted with L7 rules in force
-// (ac.L7), to the app at up: HTTP/1.x and HTTP/2 are served request by
+// (ac.L7) or hinted by its source tunnel as HTTP it proxies per request,
+// to the app at up: HTTP/1.x and HTTP/2 are served request by
 // request, each decided by the policy before it is forwarded (a denial
 // answers 403, a JSON-RPC one with a JSON-RPC error, and the connection
 // goes on); anything else is decided as a whole (authorize.Opaque) and
 // copied. It returns the bytes each way and why the stream ended.
-func (pl *Pipeline) inboundRequests(ctx context.Context, p *flow.Pod, f *flow.Flow, ac *authorize.Conn, s net.Conn, up net.Conn) (sent, received int64, err error) {
+func (pl *Pipeline) inboundRequests(ctx context.Context, p *flow.Pod, f *flow.Flow, ac *authorize.Conn, s net.Conn, up net.Conn, hinted bool) (sent, received int64, err error) {
 	ch := make(chan sniffResult, 1)
 	go sniffStream(s, ch) // ends with its Read: at the latest when the stream ends
 	timer := time.NewTimer(inboundSniffTimeout)
+	defer timer.Stop()
+	timeout := timer.C
+	if hinted {
+		// The source tunnel writes HTTP on this stream: it may have
+		// opened it ahead of a request (an HTTP client's spare
+		// connection, idle in its pool), so its first bytes are waited
+		// for as long as it is open, not taken for a silent
+		// server-first client's.
+		timeout = nil
+	}
 	var res sniffResult
 	var timedOut bool
 	select {
 	case res = <-ch:
-		timer.Stop()
-	case <-timer.C:
+	case <-timeout:
 		timedOut = true
 	case <-ctx.Done():
-		timer.Stop()
 		up.Close()
 		return 0, 0, ctx.Err()
 	}
