@@ -115,6 +115,10 @@ func (e *httpEnv) app(name string) http.Handler {
 	mux.HandleFunc("/headers", func(w http.ResponseWriter, r *http.Request) {
 		json.NewEncoder(w).Encode(r.Header)
 	})
+	mux.HandleFunc("/close", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Connection", "close") // the app ends its connection after this answer
+		fmt.Fprintf(w, "%s closes", name)
+	})
 	mux.HandleFunc("/trailer", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Trailer", "Grpc-Status")
 		fmt.Fprintf(w, "%s %s", name, r.Proto)

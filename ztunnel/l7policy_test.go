@@ -15,6 +15,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/agentmesh/agentmesh/api/policy"
+	"github.com/agentmesh/agentmesh/api/spiffe"
 	"github.com/agentmesh/agentmesh/ztunnel/authorize"
 	"github.com/agentmesh/agentmesh/ztunnel/flow"
 	"github.com/agentmesh/agentmesh/ztunnel/pipeline"
@@ -161,7 +162,13 @@ func testL7Policy(t *testing.T, sourceL7 bool) {
 		t.Errorf("%d client connections: a denial must not end the connection", d)
 	}
 	m := e.node.rec.M
-	l := []string{"destination", "client", "agents", "server", "agents", "unknown", "200", "", "", "tools/call", "search"}
+	// The protocol is the one the source tunnel named on the CONNECT when
+	// it proxies per request; unknown to the destination otherwise.
+	proto := ""
+	if sourceL7 {
+		proto = "http1"
+	}
+	l := []string{"destination", "client", "agents", "server", "agents", "unknown", "200", proto, "", "tools/call", "search"}
 	if got := testutil.ToFloat64(m.Requests.WithLabelValues(l...)); got != 2 {
 		t.Errorf("destination agentmesh_requests_total for tools/call search = %v, want 2", got)
 	}
@@ -301,4 +308,38 @@ func TestL7PolicyHintedStreamWaits(t *testing.T) {
 		t.Fatalf("a request on the stream after it sat idle: %d %q, want the app's answer", resp.StatusCode, body)
 	}
 	e.logs.wait(t, map[string]any{"msg": "request", "direction": "inbound", "method": "GET", "status": float64(200), "app_protocol": "http1"})
+}
+
+// TestL7PolicyStreamOutlivesAppConn: a stream decided request by request
+// stays admitted while it lives, also after the app closed the first
+// connection the destination delivered it on (Connection: close): it
+// keeps its connection slot, and a policy change that no longer admits it
+// closes it (instead of its admission ending with that first connection).
+func TestL7PolicyStreamOutlivesAppConn(t *testing.T) {
+	e := newHTTPEnv(t, "http", "uid-b")
+	allowGet := agentPolicy("read", policy.ActionAllow, l7Rule(&policy.HTTPMatch{Methods: []string{"GET"}}, nil, nil))
+	setPolicy := func(authz *policy.Target) {
+		c := e.config(authz)
+		c.Workloads = append(c.Workloads, e.node.Index().Config.Workloads[2:]...)
+		c.Services = e.node.Index().Config.Services
+		e.node.SetConfig(c)
+	}
+	setPolicy(target(policy.MTLSPermissive, allowGet))
+	client, _ := e.client(false)
+	for _, path := range []string{"/close", "/"} {
+		if code, body, _ := httpGet(t, client, "http://web.agents"+path); code != 200 {
+			t.Fatalf("GET %s = %d %q", path, code, body)
+		}
+	}
+	// The stream of those requests holds a slot on the destination.
+	if used := e.node.pipe.Limits.Conns.Used.Load(); used < 1 {
+		t.Errorf("%d connection slots in use while the stream is open, want it to hold one", used)
+	}
+	// A policy that admits nothing from the client closes the stream.
+	other := l7Rule(&policy.HTTPMatch{Methods: []string{"GET"}}, nil, nil)
+	other.From = fromIDs(spiffe.New(td, "agents", "someone-else")).From
+	setPolicy(target(policy.MTLSPermissive, agentPolicy("read", policy.ActionAllow, other)))
+	waitFor(t, "the stream closed by the policy change", func() bool {
+		return testutil.ToFloat64(e.node.rec.M.PolicyClosed.WithLabelValues("agents/read", "no-allow-match")) >= 1
+	})
 }

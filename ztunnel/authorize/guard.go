@@ -36,6 +36,22 @@ func (g *guarded) Close() error {
 	return err
 }
 
+// Inner is up without its guard's Close: closing it closes the socket but
+// neither ends the admission nor gives the slot back, for an owner that
+// hands the socket to something that may close it early (an HTTP
+// transport's idle connection) and ends the admission itself later with
+// up's own Close. up itself when it is not guarded.
+func Inner(up net.Conn) net.Conn {
+	if g, ok := up.(*guarded); ok {
+		return inner{g}
+	}
+	return up
+}
+
+type inner struct{ *guarded }
+
+func (i inner) Close() error { return i.guarded.Conn.Close() }
+
 // CloseWrite half-closes the upstream (the client ended its side).
 func (g *guarded) CloseWrite() error {
 	if cw, ok := g.Conn.(interface{ CloseWrite() error }); ok {

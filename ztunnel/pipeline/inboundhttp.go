@@ -184,7 +184,12 @@ func (pl *Pipeline) serveInbound(ctx context.Context, p *flow.Pod, f *flow.Flow,
 		return 0, 0, ac.RevokedErr()
 	}
 	var mu sync.Mutex
-	first := up
+	// The app's first connection goes to the forwarder without its
+	// guard: the forwarder may close it (the app said Connection: close,
+	// or it idled) while the stream goes on, and the stream's admission
+	// (its place among the pod's live connections, its slot) lasts as
+	// long as the stream: up's own Close ends it, below.
+	first := authorize.Inner(up)
 	fw := &l7.Forwarder{
 		Log:      pl.Log,
 		HTTP2:    app == detect.HTTP2,
@@ -231,11 +236,7 @@ func (pl *Pipeline) serveInbound(ctx context.Context, p *flow.Pod, f *flow.Flow,
 	})
 	l7.ServeConn(ctx, cc, pl.traced(h, trace.SpanKindServer, f), pl.Log)
 	closeIdle()
-	mu.Lock()
-	if first != nil {
-		first.Close() // never used: the app's connection ends with the stream
-	}
-	mu.Unlock()
+	up.Close() // the stream's admission ends (and the first connection, if unused)
 	err := ac.RevokedErr()
 	return cc.read.Load(), cc.written.Load(), err
 }
