@@ -115,6 +115,15 @@ func (e *httpEnv) app(name string) http.Handler {
 	mux.HandleFunc("/headers", func(w http.ResponseWriter, r *http.Request) {
 		json.NewEncoder(w).Encode(r.Header)
 	})
+	mux.HandleFunc("/cut", func(w http.ResponseWriter, r *http.Request) {
+		// Half a body, then the app's connection breaks.
+		w.Header().Set("Content-Length", "100")
+		w.Write([]byte("half"))
+		w.(http.Flusher).Flush()
+		if c, _, err := http.NewResponseController(w).Hijack(); err == nil {
+			c.Close()
+		}
+	})
 	mux.HandleFunc("/close", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Connection", "close") // the app ends its connection after this answer
 		fmt.Fprintf(w, "%s closes", name)
@@ -453,6 +462,26 @@ func TestHTTPPerRequestErrors(t *testing.T) {
 		}
 		if n := e.served["server"].Load(); n != 0 {
 			t.Errorf("the app served %d requests", n)
+		}
+	})
+	t.Run("response cut", func(t *testing.T) {
+		// The app's connection breaks in the middle of a body: the caller
+		// never gets a whole answer (a 502, or a body cut short), and the
+		// request is still recorded, with why, by the tunnel whose
+		// upstream broke (the destination's, serving per request too).
+		e := newHTTPEnv(t, "http", "uid-b")
+		c, _ := e.client(false)
+		resp, err := c.Get("http://web/cut")
+		if err == nil {
+			_, err = io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if err == nil && resp.StatusCode == 200 {
+				t.Fatalf("a response the app cut arrived whole: %v %v", resp.Status, resp.Header)
+			}
+		}
+		line := e.logs.wait(t, map[string]any{"msg": "request", "direction": "inbound", "path": "/cut"})
+		if r, _ := line["result"].(string); !strings.HasPrefix(r, "response aborted: upstream body: unexpected EOF") {
+			t.Errorf("the cut request's line: %v", line)
 		}
 	})
 	t.Run("oversized headers", func(t *testing.T) {

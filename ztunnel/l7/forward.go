@@ -134,13 +134,56 @@ type state struct {
 	err      error
 	status   int // the upstream's, for an upgrade
 	reqBytes atomic.Int64
+	bodyErr  atomic.Pointer[error] // the first error reading the upstream's response body
 }
+
+// bodyReader notes the first error reading the upstream's response body
+// (the proxy then aborts the app's response; the record says why).
+type bodyReader struct {
+	io.ReadCloser
+	st *state
+}
+
+func (b bodyReader) Read(p []byte) (int, error) {
+	n, err := b.ReadCloser.Read(p)
+	if err != nil && err != io.EOF {
+		b.st.bodyErr.CompareAndSwap(nil, &err)
+	}
+	return n, err
+}
+
+// errAborted is the record's error of a response the proxy cut short
+// (the upstream's body failed, or the app stopped reading).
+var errAborted = errors.New("response aborted")
 
 func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
 	st := &state{}
 	rw := &StatusWriter{ResponseWriter: w}
+	defer func() {
+		// The proxy aborts a response it cannot finish by panicking with
+		// http.ErrAbortHandler (the server then drops the connection):
+		// the request is still recorded, with why, and the panic goes on.
+		v := recover()
+		if v != nil && v != http.ErrAbortHandler {
+			panic(v)
+		}
+		if v != nil {
+			st.err = errAborted
+			if e := st.bodyErr.Load(); e != nil {
+				st.err = fmt.Errorf("%w: upstream body: %w", errAborted, *e)
+			}
+		}
+		h.done(r, st, rw, start)
+		if v != nil {
+			panic(v)
+		}
+	}()
 	h.proxy.ServeHTTP(rw, r.WithContext(context.WithValue(r.Context(), stateKey{}, st)))
+}
+
+// done ends the request's try and reports its Result.
+func (h *handler) done(r *http.Request, st *state, rw *StatusWriter, start time.Time) {
 	if st.attempt.Done != nil {
 		st.attempt.Done()
 	}
@@ -250,6 +293,9 @@ func (t *tryer) RoundTrip(out *http.Request) (*http.Response, error) {
 		resp, err := h.tr.RoundTrip(&try)
 		if err == nil {
 			st.status = resp.StatusCode
+			if resp.StatusCode != http.StatusSwitchingProtocols { // an upgrade's body is the connection
+				resp.Body = bodyReader{ReadCloser: resp.Body, st: st}
+			}
 			if a.Responded != nil {
 				a.Responded()
 			}

@@ -215,24 +215,46 @@ func (pl *Pipeline) serveInbound(ctx context.Context, p *flow.Pod, f *flow.Flow,
 			return c, nil
 		},
 		ErrorStatus: errorStatus,
+		// The forwarder's result of a request (why it answered itself,
+		// or cut the response short) goes to the request's record.
+		Done: func(r *http.Request, res l7.Result) {
+			if p, ok := r.Context().Value(resultKey{}).(*l7.Result); ok {
+				*p = res
+			}
+		},
 	}
 	forward, closeIdle := fw.Handler()
 	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		start := time.Now()
 		sw := &l7.StatusWriter{ResponseWriter: w}
-		calls, contextID := pl.authorizeRequest(sw, r, ac, forward)
-		q := record.Request{Method: r.Method, Authority: r.Host, Path: r.URL.Path, Status: sw.Status,
-			RespBytes: sw.N, Duration: time.Since(start)}
-		if q.Status == 0 {
-			q.Status = http.StatusOK
-		}
-		if len(calls) > 0 {
-			labelCall(&q, calls[0], f.AppProtocol)
-		}
-		annotateCall(r.Context(), &q, contextID)
-		q.TraceID, q.SpanID = traceIDs(r.Context())
-		rf := *f
-		pl.Record.Request(&rf, q)
+		var res l7.Result
+		r = r.WithContext(context.WithValue(r.Context(), resultKey{}, &res))
+		var calls []policy.Call
+		var contextID string
+		defer func() {
+			// A response the forwarder aborted (http.ErrAbortHandler:
+			// the app's body broke) is recorded too, then the abort goes on.
+			v := recover()
+			if v != nil && v != http.ErrAbortHandler {
+				panic(v)
+			}
+			q := record.Request{Method: r.Method, Authority: r.Host, Path: r.URL.Path, Status: sw.Status,
+				RespBytes: sw.N, Duration: time.Since(start), Err: res.Err}
+			if q.Status == 0 {
+				q.Status = http.StatusOK
+			}
+			if len(calls) > 0 {
+				labelCall(&q, calls[0], f.AppProtocol)
+			}
+			annotateCall(r.Context(), &q, contextID)
+			q.TraceID, q.SpanID = traceIDs(r.Context())
+			rf := *f
+			pl.Record.Request(&rf, q)
+			if v != nil {
+				panic(v)
+			}
+		}()
+		calls, contextID = pl.authorizeRequest(sw, r, ac, forward)
 	})
 	l7.ServeConn(ctx, cc, pl.traced(h, trace.SpanKindServer, f), pl.Log)
 	closeIdle()
@@ -240,6 +262,9 @@ func (pl *Pipeline) serveInbound(ctx context.Context, p *flow.Pod, f *flow.Flow,
 	err := ac.RevokedErr()
 	return cc.read.Load(), cc.written.Load(), err
 }
+
+// resultKey carries a request's *l7.Result to its record.
+type resultKey struct{}
 
 // labelCall names an agent call in its request's record.
 func labelCall(q *record.Request, c policy.Call, appProtocol string) {
