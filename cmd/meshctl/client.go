@@ -43,6 +43,19 @@ func newEndpoint(name, base, nsPath string, timeout time.Duration) (*endpoint, e
 	return &endpoint{name: name, base: strings.TrimRight(base, "/"), client: &http.Client{Transport: tr, Timeout: timeout}}, nil
 }
 
+// newEndpoints makes an endpoint per node URL, each named prefix + URL.
+func newEndpoints(prefix string, urls []nodeURL, timeout time.Duration) ([]*endpoint, error) {
+	eps := make([]*endpoint, 0, len(urls))
+	for _, u := range urls {
+		e, err := newEndpoint(prefix+u.url, u.url, u.netns, timeout)
+		if err != nil {
+			return nil, err
+		}
+		eps = append(eps, e)
+	}
+	return eps, nil
+}
+
 // get decodes the JSON answer of GET path?query into v. A non-200 answer
 // is an error carrying the server's message.
 func (e *endpoint) get(ctx context.Context, path string, query url.Values, v any) error {

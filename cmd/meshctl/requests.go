@@ -80,14 +80,10 @@ func requests(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	if err != nil {
 		return 2
 	}
-	var eps []*endpoint
-	for _, u := range f.tunnels {
-		e, err := newEndpoint("ztunnel "+u.url, u.url, u.netns, f.timeout)
-		if err != nil {
-			fmt.Fprintln(stderr, "meshctl requests:", err)
-			return 2
-		}
-		eps = append(eps, e)
+	eps, err := newEndpoints("ztunnel ", f.tunnels, f.timeout)
+	if err != nil {
+		fmt.Fprintln(stderr, "meshctl requests:", err)
+		return 2
 	}
 	docs, errs := readRequests(ctx, eps, f.workload, f.limit)
 	code := 0

@@ -142,14 +142,10 @@ func stat(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	if err != nil {
 		return 2
 	}
-	var eps []*endpoint
-	for _, s := range f.sources {
-		e, err := newEndpoint("ztunnel metrics "+s.url, s.url, s.netns, f.timeout)
-		if err != nil {
-			fmt.Fprintln(stderr, "meshctl stat:", err)
-			return 2
-		}
-		eps = append(eps, e)
+	eps, err := newEndpoints("ztunnel metrics ", f.sources, f.timeout)
+	if err != nil {
+		fmt.Fprintln(stderr, "meshctl stat:", err)
+		return 2
 	}
 	before, err := readAll(ctx, eps)
 	if err != nil {

@@ -4,20 +4,14 @@ import (
 	"math"
 	"slices"
 	"time"
+
+	"github.com/agentmesh/agentmesh/test/bench/benchkube"
 )
 
-// Percentile returns the p-th percentile (0 < p <= 100) of sorted by the
-// nearest-rank method: the smallest sample such that at least p percent of
-// the samples are less than or equal to it. sorted must be in ascending
-// order. It returns 0 for no samples.
+// Percentile is benchkube.Percentile: the p-th percentile of sorted
+// (nearest rank), 0 for no samples.
 func Percentile(sorted []time.Duration, p float64) time.Duration {
-	n := len(sorted)
-	if n == 0 {
-		return 0
-	}
-	rank := int(math.Ceil(p / 100 * float64(n)))
-	rank = min(max(rank, 1), n)
-	return sorted[rank-1]
+	return benchkube.Percentile(sorted, p)
 }
 
 // Summary is what the latency client reports.

@@ -18,6 +18,8 @@ import (
 	"time"
 
 	"github.com/modelcontextprotocol/go-sdk/mcp"
+
+	"github.com/agentmesh/agentmesh/test/bench/benchkube"
 )
 
 // ClientCommand is the meshlab subcommand that runs Client.
@@ -330,11 +332,7 @@ func isText(c mcp.Content, want string) bool {
 func percentiles(samples []time.Duration) (p50, p90, p99, maxUS float64) {
 	slices.Sort(samples)
 	at := func(p float64) float64 {
-		if len(samples) == 0 {
-			return 0
-		}
-		rank := min(max(int(math.Ceil(p/100*float64(len(samples)))), 1), len(samples))
-		return math.Round(float64(samples[rank-1])/float64(time.Microsecond)*10) / 10
+		return math.Round(float64(benchkube.Percentile(samples, p))/float64(time.Microsecond)*10) / 10
 	}
 	return at(50), at(90), at(99), at(100)
 }

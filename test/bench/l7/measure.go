@@ -20,6 +20,7 @@ import (
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/client-go/dynamic"
 
+	"github.com/agentmesh/agentmesh/test/bench/benchkube"
 	"github.com/agentmesh/agentmesh/test/lab"
 )
 
@@ -201,9 +202,8 @@ func makeSetup(ctx context.Context, l *lab.Lab) (*setup, error) {
 		benchPod(meshNS, "client", "n1", nil), benchPod(meshNS, "server", "n2", map[string]string{"app": serverApp}),
 	}
 	for _, p := range pods {
-		sa := &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: p.Spec.ServiceAccountName}}
-		if _, err := l.Client().CoreV1().ServiceAccounts(p.Namespace).Create(ctx, sa, metav1.CreateOptions{}); err != nil {
-			return nil, fmt.Errorf("create service account %s/%s: %w", p.Namespace, sa.Name, err)
+		if err := benchkube.ServiceAccount(ctx, l, p.Namespace, p.Spec.ServiceAccountName); err != nil {
+			return nil, err
 		}
 		if _, err := l.CreatePod(ctx, p); err != nil {
 			return nil, err
@@ -237,7 +237,7 @@ func makeSetup(ctx context.Context, l *lab.Lab) (*setup, error) {
 		if *svc.vip, err = netip.ParseAddr(created.Spec.ClusterIP); err != nil {
 			return nil, fmt.Errorf("service %s cluster ip %q: %w", svc.name, created.Spec.ClusterIP, err)
 		}
-		if err := waitEndpoint(ctx, l, meshNS+"/"+svc.name, s.meshServer); err != nil {
+		if err := benchkube.WaitEndpoint(ctx, l, meshNS+"/"+svc.name, s.meshServer); err != nil {
 			return nil, err
 		}
 	}
@@ -254,31 +254,6 @@ func benchPod(ns, name, node string, labels map[string]string) *corev1.Pod {
 			PeriodSeconds: 1, FailureThreshold: 1, SuccessThreshold: 1, TimeoutSeconds: 1}}
 	return &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns, Labels: labels},
 		Spec: corev1.PodSpec{NodeName: node, ServiceAccountName: "bench-" + name, Containers: []corev1.Container{c}}}
-}
-
-// waitEndpoint waits until n1's ztunnel routes service to exactly one
-// ready endpoint, server, over the mesh.
-func waitEndpoint(ctx context.Context, l *lab.Lab, service string, server *lab.Pod) error {
-	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-	defer cancel()
-	want := server.Namespace + "/" + server.Name
-	last := "not asked yet"
-	for {
-		svcs, err := l.ZtunnelServices(ctx, 1, service)
-		switch {
-		case err != nil:
-			last = err.Error()
-		case len(svcs) == 1 && len(svcs[0].Endpoints) == 1 && svcs[0].Endpoints[0].Ready && svcs[0].Endpoints[0].Workload == want:
-			return nil
-		default:
-			last = fmt.Sprintf("%+v", svcs)
-		}
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("n1's ztunnel does not route %s to %s: %w (last: %s)", service, want, context.Cause(ctx), last)
-		case <-time.After(100 * time.Millisecond):
-		}
-	}
 }
 
 var policyGVR = schema.GroupVersionResource{Group: "agentmesh.io", Version: "v1alpha1", Resource: "agentpolicies"}
@@ -376,12 +351,12 @@ func warmUp(ctx context.Context, client *lab.Pod, httpArgs, mcpArgs []string) er
 	for {
 		var h HTTPResult
 		var m MCPResult
-		err := runJSON(ctx, client, slack, &h, httpArgs...)
+		err := benchkube.RunJSON(ctx, client, slack, &h, httpArgs...)
 		if err == nil && (h.Errors > 0 || h.Count == 0) {
 			err = fmt.Errorf("http: %d of %d failed: %s", h.Errors, h.Scheduled, h.FirstError)
 		}
 		if err == nil {
-			err = runJSON(ctx, client, slack, &m, mcpArgs...)
+			err = benchkube.RunJSON(ctx, client, slack, &m, mcpArgs...)
 		}
 		if err == nil && (m.Errors > 0 || m.Calls == 0) {
 			err = fmt.Errorf("mcp: %d calls, %d failed: %s", m.Calls, m.Errors, m.FirstError)
@@ -420,7 +395,7 @@ func measure[T any](ctx context.Context, l *lab.Lab, k Kind, client *lab.Pod, li
 	if err != nil {
 		return run, err
 	}
-	if err := runJSON(ctx, client, limit, &run.Result, args...); err != nil {
+	if err := benchkube.RunJSON(ctx, client, limit, &run.Result, args...); err != nil {
 		return run, err
 	}
 	n := answered(run.Result)
@@ -493,24 +468,4 @@ func cpuOf(pids []int) (time.Duration, error) {
 		sum += d
 	}
 	return sum, nil
-}
-
-// runJSON runs args in pod p for at most limit and decodes the last line
-// of its stdout into v.
-func runJSON(ctx context.Context, p *lab.Pod, limit time.Duration, v any, args ...string) error {
-	ctx, cancel := context.WithTimeout(ctx, limit)
-	defer cancel()
-	out, err := p.Run(ctx, args...)
-	if err != nil {
-		return fmt.Errorf("run %s: %w: %s", strings.Join(args[1:3], " "), err, strings.TrimSpace(string(out)))
-	}
-	lines := strings.Split(strings.TrimSpace(string(out)), "\n")
-	last := lines[len(lines)-1]
-	if last == "" {
-		return errors.New("client printed nothing")
-	}
-	if err := json.Unmarshal([]byte(last), v); err != nil {
-		return fmt.Errorf("decode client output %q: %w", last, err)
-	}
-	return nil
 }

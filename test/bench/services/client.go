@@ -1,15 +1,12 @@
 package services
 
 import (
-	"bytes"
 	"context"
-	"encoding/json"
-	"errors"
-	"fmt"
 	"net/netip"
 	"strconv"
 	"time"
 
+	"github.com/agentmesh/agentmesh/test/bench/benchkube"
 	"github.com/agentmesh/agentmesh/test/lab"
 )
 
@@ -52,7 +49,7 @@ const (
 // latency runs the latency client in pod p against to for d at rate.
 func latency(ctx context.Context, o Options, p *lab.Pod, to netip.AddrPort, d time.Duration, rate float64) (Latency, error) {
 	var out Latency
-	err := runJSON(ctx, p, d+latencyGrace+clientSlack, &out, o.meshlab(), clientCommand, "latency",
+	err := benchkube.RunJSON(ctx, p, d+latencyGrace+clientSlack, &out, o.meshlab(), clientCommand, "latency",
 		"--to", to.String(), "--rate", strconv.FormatFloat(rate, 'f', -1, 64), "--conns", strconv.Itoa(o.Conns),
 		"--size", strconv.Itoa(o.Size), "--duration", d.String(), "--grace", latencyGrace.String())
 	return out, err
@@ -62,28 +59,8 @@ func latency(ctx context.Context, o Options, p *lab.Pod, to netip.AddrPort, d ti
 // k connections at once.
 func connect(ctx context.Context, o Options, p *lab.Pod, to netip.AddrPort, d time.Duration, k int) (Connect, error) {
 	var out Connect
-	err := runJSON(ctx, p, d+connTimeout+clientSlack, &out, o.meshlab(), clientCommand, "connect",
+	err := benchkube.RunJSON(ctx, p, d+connTimeout+clientSlack, &out, o.meshlab(), clientCommand, "connect",
 		"--to", to.String(), "--concurrency", strconv.Itoa(k), "--size", strconv.Itoa(o.Size),
 		"--duration", d.String(), "--timeout", connTimeout.String())
 	return out, err
-}
-
-// runJSON runs args in pod p for at most limit and decodes the last line
-// of its stdout into v.
-func runJSON(ctx context.Context, p *lab.Pod, limit time.Duration, v any, args ...string) error {
-	ctx, cancel := context.WithTimeout(ctx, limit)
-	defer cancel()
-	out, err := p.Run(ctx, args...)
-	if err != nil {
-		return fmt.Errorf("run %s %s: %w", clientCommand, args[2], err)
-	}
-	lines := bytes.Split(bytes.TrimSpace(out), []byte("\n"))
-	last := lines[len(lines)-1]
-	if len(last) == 0 {
-		return errors.New("client printed nothing")
-	}
-	if err := json.Unmarshal(last, v); err != nil {
-		return fmt.Errorf("decode client output %q: %w", last, err)
-	}
-	return nil
 }

@@ -6,13 +6,13 @@ import (
 	"net/netip"
 	"os"
 	"strconv"
-	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
 
 	"github.com/agentmesh/agentmesh/internal/netns"
+	"github.com/agentmesh/agentmesh/test/bench/benchkube"
 	"github.com/agentmesh/agentmesh/test/lab"
 )
 
@@ -23,8 +23,6 @@ const (
 	serviceName = "bench-echo"       // in meshNS, selecting the mesh server
 	serverApp   = "bench-server"     // label app= of the mesh server
 	echoPort    = 9000               // every pod's bench-server
-	// endpointWait bounds the wait for n1's ztunnel to route the Service.
-	endpointWait = 30 * time.Second
 )
 
 // servicesKey is the Service as ztunnel names it (access log, admin).
@@ -53,7 +51,7 @@ func makeSetup(ctx context.Context, l *lab.Lab) (*setup, error) {
 		benchPod(meshNS, "client", "n1", nil), benchPod(meshNS, "server", "n2", map[string]string{"app": serverApp}),
 	}
 	for _, p := range pods {
-		if err := serviceAccount(ctx, l, p.Namespace, p.Spec.ServiceAccountName); err != nil {
+		if err := benchkube.ServiceAccount(ctx, l, p.Namespace, p.Spec.ServiceAccountName); err != nil {
 			return nil, err
 		}
 		if _, err := l.CreatePod(ctx, p); err != nil {
@@ -82,7 +80,7 @@ func makeSetup(ctx context.Context, l *lab.Lab) (*setup, error) {
 	if s.vip, err = netip.ParseAddr(svc.Spec.ClusterIP); err != nil {
 		return nil, fmt.Errorf("service %s cluster ip %q: %w", servicesKey, svc.Spec.ClusterIP, err)
 	}
-	return s, waitEndpoint(ctx, l, s.meshServer)
+	return s, benchkube.WaitEndpoint(ctx, l, servicesKey, s.meshServer)
 }
 
 // benchPod is pod ns/name on node running the echo server on echoPort as
@@ -112,42 +110,4 @@ func reuseTimeWait(p *lab.Pod) error {
 		return fmt.Errorf("pod %s/%s: set %s: %w", p.Namespace, p.Name, twReuse, err)
 	}
 	return nil
-}
-
-func serviceAccount(ctx context.Context, l *lab.Lab, ns, name string) error {
-	_, err := l.Client().CoreV1().ServiceAccounts(ns).Create(ctx,
-		&corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: name}}, metav1.CreateOptions{})
-	if err != nil {
-		return fmt.Errorf("create service account %s/%s: %w", ns, name, err)
-	}
-	return nil
-}
-
-// waitEndpoint waits until n1's ztunnel routes the Service to exactly one
-// ready endpoint, server, over the mesh.
-func waitEndpoint(ctx context.Context, l *lab.Lab, server *lab.Pod) error {
-	ctx, cancel := context.WithTimeout(ctx, endpointWait)
-	defer cancel()
-	want := server.Namespace + "/" + server.Name
-	last := "not asked yet"
-	for {
-		svcs, err := l.ZtunnelServices(ctx, 1, servicesKey)
-		switch {
-		case err != nil:
-			last = err.Error()
-		case len(svcs) != 1 || len(svcs[0].Endpoints) != 1:
-			last = fmt.Sprintf("%+v", svcs)
-		default:
-			e := svcs[0].Endpoints[0]
-			if e.Ready && e.Mesh && e.Workload == want {
-				return nil
-			}
-			last = fmt.Sprintf("endpoint %+v", e)
-		}
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("n1's ztunnel does not route %s to %s: %w (last: %s)", servicesKey, want, context.Cause(ctx), last)
-		case <-time.After(100 * time.Millisecond):
-		}
-	}
 }

@@ -208,23 +208,12 @@ func checkRecentRequests(ctx context.Context, t *testing.T, l *lab.Lab, since ti
 	}
 }
 
-// runLines runs args in pod p and decodes each output line as a T.
+// runLines is meshlab.RunLines, failing t on an error.
 func runLines[T any](ctx context.Context, t *testing.T, p *lab.Pod, args ...string) []T {
 	t.Helper()
-	out, err := p.Run(ctx, args...)
+	res, err := meshlab.RunLines[T](ctx, p, args...)
 	if err != nil {
-		t.Fatalf("%v: %v\n%s", args[1:], err, out)
-	}
-	var res []T
-	for line := range strings.SplitSeq(strings.TrimSpace(string(out)), "\n") {
-		if line == "" {
-			continue
-		}
-		var v T
-		if err := json.Unmarshal([]byte(line), &v); err != nil {
-			t.Fatalf("%v: line %q: %v", args[1:], line, err)
-		}
-		res = append(res, v)
+		t.Fatal(err)
 	}
 	return res
 }

@@ -243,17 +243,18 @@ func mcpCalls(ctx context.Context, l *lab.Lab, p *lab.Pod, url string, tools ...
 	for _, t := range tools {
 		args = append(args, "--call", t)
 	}
-	return runLines[MCPCallResult](ctx, p, args...)
+	return RunLines[MCPCallResult](ctx, p, args...)
 }
 
 // a2aCalls runs `app a2a-call` in pod p, sending text n times.
 func a2aCalls(ctx context.Context, l *lab.Lab, p *lab.Pod, url, text string, n int, traceparent string) ([]A2ACallResult, error) {
-	return runLines[A2ACallResult](ctx, p, l.Bin("meshlab"), "app", "a2a-call", "--to", url, "--send", text,
+	return RunLines[A2ACallResult](ctx, p, l.Bin("meshlab"), "app", "a2a-call", "--to", url, "--send", text,
 		"--count", strconv.Itoa(n), "--traceparent", traceparent, "--timeout", "2m")
 }
 
-// runLines runs args in pod p and decodes each output line as a T.
-func runLines[T any](ctx context.Context, p *lab.Pod, args ...string) ([]T, error) {
+// RunLines runs args in pod p and decodes each output line as a T (the
+// sample agents' clients print a JSON line per call).
+func RunLines[T any](ctx context.Context, p *lab.Pod, args ...string) ([]T, error) {
 	out, err := p.Run(ctx, args...)
 	if err != nil {
 		return nil, fmt.Errorf("%s in %s: %w: %s", strings.Join(args[1:3], " "), p.Name, err, bytes.TrimSpace(out))
