@@ -47,6 +47,9 @@ func newHTTPEnv(t *testing.T, appProtocol string, endpoints ...string) *httpEnv 
 func newHTTPEnvWith(t *testing.T, appProtocol string, opt func(*NodeOptions), endpoints ...string) *httpEnv {
 	e := &httpEnv{fakeEnv: newFakeEnv(t, func(o *NodeOptions) {
 		o.HTTPPerRequest = true
+		// As ztunnel runs by default: connections to a pod address
+		// are sniffed, and HTTP goes per request too.
+		o.Detect.Timeout = time.Second
 		if opt != nil {
 			opt(o)
 		}
@@ -314,6 +317,52 @@ func TestHTTPPerRequestStreams(t *testing.T) {
 				release <- struct{}{}
 			}
 		}
+	})
+	t.Run("duplex", func(t *testing.T) {
+		// The app answers before it has read the request's body: the
+		// answer's start reaches the client while the body is still
+		// coming, and the rest of the body still reaches the app. (The
+		// tunnels' HTTP servers used to read what was left of the body
+		// and close it as soon as the response started: here the answer
+		// waited for the body, and with a whole body the upstream leg
+		// failed now and then, cutting the response.)
+		e := newHTTPEnv(t, "http", "uid-b")
+		ln, err := e.b.AppListen(8092)
+		if err != nil {
+			t.Fatal(err)
+		}
+		srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			rc := http.NewResponseController(w)
+			if err := rc.EnableFullDuplex(); err != nil {
+				t.Error(err)
+			}
+			fmt.Fprint(w, "started\n")
+			rc.Flush()
+			b, err := io.ReadAll(r.Body)
+			fmt.Fprintf(w, "body %q %v\n", b, err)
+		})}
+		go srv.Serve(ln)
+		t.Cleanup(func() { srv.Close() })
+		conn, err := e.dial(e.a, netip.AddrPortFrom(e.b.IP, 8092))
+		if err != nil {
+			t.Fatal(err)
+		}
+		conn.SetDeadline(time.Now().Add(5 * time.Second))
+		fmt.Fprint(conn, "POST /duplex HTTP/1.1\r\nHost: b\r\nContent-Length: 10\r\n\r\nfirst")
+		resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+		if err != nil {
+			t.Fatalf("the answer's start before the whole body was sent: %v", err)
+		}
+		defer resp.Body.Close()
+		rd := bufio.NewReader(resp.Body)
+		if line, err := rd.ReadString('\n'); line != "started\n" {
+			t.Fatalf("first line %q, %v", line, err)
+		}
+		fmt.Fprint(conn, "-half")
+		if line, err := rd.ReadString('\n'); line != "body \"first-half\" <nil>\n" {
+			t.Fatalf("the app got %q, %v; want the whole body", line, err)
+		}
+		e.logs.wait(t, map[string]any{"msg": "request", "path": "/duplex", "status": float64(200), "result": "ok"})
 	})
 	t.Run("upgrade", func(t *testing.T) {
 		e := newHTTPEnv(t, "http", "uid-b")

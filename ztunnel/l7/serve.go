@@ -31,6 +31,17 @@ func ServeConn(ctx context.Context, c net.Conn, h http.Handler, log *slog.Logger
 		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			handlers.Add(1)
 			defer handlers.Done()
+			// The request's body and the response flow independently,
+			// as through any proxy. Without this, net/http's HTTP/1
+			// server reads what is left of the body and closes it when
+			// the response starts: an answer that comes before the whole
+			// body waits for it, and the upstream leg's transport, still
+			// reading the body (to its end, after a Content-Length's
+			// bytes), fails its write and closes the upstream connection
+			// under the response (a rare cut SSE answer, seen by MCP
+			// clients as "request terminated without response"). HTTP/2
+			// is duplex already (the call then fails; nothing to do).
+			_ = http.NewResponseController(w).EnableFullDuplex()
 			h.ServeHTTP(w, r)
 		}),
 		Protocols:   &protos,

@@ -351,7 +351,7 @@ func cleanPath(p string) string {
 }
 
 // readCalls reads the JSON-RPC call(s) of r's body, when it has one: a
-// bounded prefix is scanned (package jsonrpc) and put back in front of
+// bounded prefix (readPrefix) is scanned (package jsonrpc) and put back in front of
 // the rest, so the app gets the body unchanged. MCP's Mcp-Method and
 // Mcp-Name headers, when sent, must agree with the body. status is set
 // (with a message) for a request that must be refused: a body that is
@@ -371,9 +371,11 @@ func readCalls(r *http.Request, strict bool) (calls []policy.Call, ids []jsontex
 	if r.ContentLength >= 0 && r.ContentLength <= int64(size) {
 		size = int(r.ContentLength) // the whole body, no more
 	}
-	buf := make([]byte, size)
-	n, err := io.ReadFull(r.Body, buf)
-	buf = buf[:n]
+	buf, err := readPrefix(r.Body, size)
+	n := len(buf)
+	if errors.Is(err, errNotJSON) {
+		err = nil // no call, below; the rest goes to the app
+	}
 	// The body may go on past what was read.
 	truncated := err == nil && (r.ContentLength < 0 || r.ContentLength > int64(n))
 	if err != nil && !errors.Is(err, io.ErrUnexpectedEOF) && !errors.Is(err, io.EOF) {
@@ -474,3 +476,30 @@ func jsonRPCError(w http.ResponseWriter, status int, batch bool, ids []jsontext.
 	w.WriteHeader(status)
 	w.Write(append(body, '\n')) //nolint:errcheck // the client may be gone
 }
+
+// readPrefix reads the first size bytes of body, like io.ReadFull, but
+// stops as soon as the first bytes show the body is not JSON: a stream
+// of another kind (gRPC's frames, an upload the app answers as it comes)
+// goes to the app with what was read, not held until size bytes or its
+// end arrive.
+func readPrefix(body io.Reader, size int) ([]byte, error) {
+	buf := make([]byte, size)
+	n := 0
+	for n < size {
+		m, err := body.Read(buf[n:])
+		n += m
+		if err != nil {
+			if err == io.EOF && n > 0 && n < size {
+				err = io.ErrUnexpectedEOF // as io.ReadFull says it
+			}
+			return buf[:n], err
+		}
+		if t := bytes.TrimLeft(buf[:n], " \t\r\n"); len(t) > 0 && t[0] != '{' && t[0] != '[' {
+			return buf[:n], errNotJSON
+		}
+	}
+	return buf, nil
+}
+
+// errNotJSON ends readPrefix early: the body is not JSON.
+var errNotJSON = errors.New("body is not JSON")

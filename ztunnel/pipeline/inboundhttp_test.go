@@ -7,6 +7,7 @@ import (
 	"net/http/httptest"
 	"strings"
 	"testing"
+	"time"
 )
 
 // FuzzReadCalls: whatever the body and MCP headers, readCalls neither
@@ -78,5 +79,59 @@ func TestReadCalls(t *testing.T) {
 				t.Errorf("status %d (%s), %d calls; want %d, %d", status, msg, len(calls), tc.status, tc.calls)
 			}
 		})
+	}
+}
+
+// TestReadCallsStream: a POST body that is not JSON (gRPC's frames, an
+// upload the app answers as it comes) is not held: readCalls returns after
+// its first bytes, and the app still gets all of it. A JSON body is read
+// whole.
+func TestReadCallsStream(t *testing.T) {
+	pr, pw := io.Pipe()
+	r := httptest.NewRequest(http.MethodPost, "/", pr)
+	r.ContentLength = -1
+	frame := []byte{0, 0, 0, 0, 5, 'h', 'e', 'l', 'l', 'o'}
+	go pw.Write(frame) // the rest only after readCalls returned
+	type result struct {
+		calls  int
+		status int
+	}
+	done := make(chan result, 1)
+	go func() {
+		calls, _, _, status, _, _ := readCalls(r, true)
+		done <- result{len(calls), status}
+	}()
+	var res result
+	select {
+	case res = <-done:
+	case <-time.After(10 * time.Second):
+		pw.Close()
+		t.Fatal("readCalls waited for more of a body that is not JSON")
+	}
+	if res.calls != 0 || res.status != 0 {
+		t.Fatalf("not JSON: %d calls, status %d; want none, 0", res.calls, res.status)
+	}
+	go func() {
+		pw.Write([]byte("more"))
+		pw.Close()
+	}()
+	got, err := io.ReadAll(r.Body)
+	if err != nil || string(got) != string(frame)+"more" {
+		t.Fatalf("the app's body: %q, %v; want %q", got, err, string(frame)+"more")
+	}
+
+	// JSON sent in pieces is read whole before it is decided.
+	pr, pw = io.Pipe()
+	r = httptest.NewRequest(http.MethodPost, "/", pr)
+	r.ContentLength = -1
+	go func() {
+		for _, s := range []string{`{"jsonrpc":"2.0","id":1,`, `"method":"tools/call",`, `"params":{"name":"search"}}`} {
+			pw.Write([]byte(s))
+		}
+		pw.Close()
+	}()
+	calls, _, _, status, msg, _ := readCalls(r, true)
+	if status != 0 || len(calls) != 1 || calls[0].Tool != "search" {
+		t.Fatalf("JSON in pieces: %v, status %d (%s); want tools/call search", calls, status, msg)
 	}
 }
