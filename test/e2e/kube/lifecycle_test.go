@@ -34,7 +34,20 @@ func TestPodLifecycle(t *testing.T) {
 	reachable := waitMeshReachable(ctx, t, l, cli, ip)
 	t.Logf("TIMING create -> reachable through the mesh: %s", reachable.Sub(created).Round(time.Millisecond))
 	mustSend(ctx, t, l, cli, ip, "fresh-again")
-	meshLog(ctx, t, l, 2, "inbound", cli.IPv4(), ip, spiffeID("shop", "client"), spiffeID("shop", "fresh"))
+	// The probes sent before n1 knew the new pod went as plaintext (an
+	// address it did not know yet; n2 is permissive), so n2's first line
+	// may be one of those: the mesh's is an mTLS line with both
+	// identities.
+	wctx, wcancel := context.WithTimeout(ctx, 15*time.Second)
+	defer wcancel()
+	srcID, dstID := spiffeID("shop", "client"), spiffeID("shop", "fresh")
+	if _, err := l.WaitAccessLog(wctx, 2, func(a lab.AccessLog) bool {
+		return a.Direction == "inbound" && a.Src().Addr() == cli.IPv4() && a.Dst().Addr() == ip &&
+			a.MTLS && a.SrcIdentity == srcID && a.DstIdentity == dstID
+	}); err != nil {
+		dumpLog(t, l.DaemonLog(2, "ztunnel"))
+		t.Fatalf("n2: no inbound mTLS line %s -> %s with %s -> %s: %v", cli.IPv4(), ip, srcID, dstID, err)
+	}
 	fresh := l.KubePod("shop", "fresh")
 	if fresh == nil {
 		t.Fatal("no sandbox for shop/fresh")
