@@ -12,6 +12,8 @@ import (
 	"google.golang.org/grpc/encoding"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/test/bufconn"
+
+	"github.com/agentmesh/agentmesh/api/meshconfig"
 )
 
 func TestCodecRegistered(t *testing.T) {
@@ -42,8 +44,10 @@ func FuzzUnmarshal(f *testing.F) {
 	f.Add([]byte(`{"node":"n1","component":"agentd","ackVersion":3}`))
 	f.Add([]byte(`{"version":1,"full":true,"workloads":[{"uid":"a","ips":["10.0.0.1"]}]}`))
 	f.Add([]byte(`{"csrPEM":"AAAA"}`))
+	f.Add([]byte(`{"version":1,"services":[{"name":"s","routes":[{"name":"ns/r","port":80,"match":{"pathType":"PathPrefix","path":"/"},"backends":[{"service":"ns/b","port":80,"weight":1}],"timeout":1000000000,"retry":{"attempts":2,"codes":[503]}}]}]}`))
 	for _, m := range []any{
 		representative(),
+		&ConfigResponse{Services: []meshconfig.Service{{Name: "web", Namespace: "shop", Routes: routes()}}},
 		&ConfigRequest{Node: "n1", Component: ComponentAgentd, AckVersion: 3},
 		&SignRequest{CSRPEM: []byte("csr")},
 	} {

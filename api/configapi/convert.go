@@ -7,6 +7,7 @@ import (
 	"math"
 	"net/netip"
 	"slices"
+	"time"
 
 	pb "github.com/agentmesh/agentmesh/api/configapi/proto/agentmesh/v1"
 	"github.com/agentmesh/agentmesh/api/meshconfig"
@@ -33,13 +34,14 @@ import (
 //
 // Slices of one kind (workloads, their addresses, labels and Authz
 // targets, services' ports and endpoints) are cut from one allocation per
-// message. A decoded message keeps string slices of the generated message
+// message; services' routes, rare and small, allocate as they go. A decoded message keeps string slices of the generated message
 // (RemovedWorkloads, Target.PolicyRefs...) rather than copying them: the
 // generated message is not used again.
 
 // ErrInvalid is wrapped by every error about a message that breaks the
 // schema: an address that is neither 4 nor 16 bytes, a port above 65535,
-// an enum value or enum string the schema does not define.
+// a negative duration, a status code above 999, an enum value or enum
+// string the schema does not define.
 var ErrInvalid = errors.New("invalid message")
 
 func invalid(format string, args ...any) error {
@@ -299,9 +301,126 @@ func (e *encoder) services(ss []meshconfig.Service) ([]*pb.Service, error) {
 			}
 			epSlab = epSlab[len(s.Endpoints):]
 		}
+		if m.Routes, err = routesToProto(s.Routes); err != nil {
+			return nil, fmt.Errorf("service %s: %w", s.Key(), err)
+		}
 		out[i] = m
 	}
 	return out, nil
+}
+
+// routesToProto encodes a service's routes (few: allocated as they come).
+func routesToProto(rs []meshconfig.Route) ([]*pb.Route, error) {
+	if len(rs) == 0 {
+		return nil, nil
+	}
+	slab := make([]pb.Route, len(rs))
+	out := make([]*pb.Route, len(rs))
+	for i := range rs {
+		if err := routeToProto(&rs[i], &slab[i]); err != nil {
+			return nil, fmt.Errorf("route %d (%s rule %d): %w", i, rs[i].Name, rs[i].Rule, err)
+		}
+		out[i] = &slab[i]
+	}
+	return out, nil
+}
+
+func routeToProto(rt *meshconfig.Route, m *pb.Route) error {
+	m.Name = rt.Name
+	m.Kind = rt.Kind
+	m.Rule = int64(rt.Rule)
+	m.Port = uint32(rt.Port)
+	var err error
+	if m.Match, err = routeMatchToProto(&rt.Match); err != nil {
+		return err
+	}
+	if len(rt.Backends) > 0 {
+		bs := make([]pb.Backend, len(rt.Backends))
+		m.Backends = make([]*pb.Backend, len(rt.Backends))
+		for i, b := range rt.Backends {
+			bs[i].Service, bs[i].Port, bs[i].Weight = b.Service, uint32(b.Port), b.Weight
+			m.Backends[i] = &bs[i]
+		}
+	}
+	if m.TimeoutNs, err = durationToProto(rt.Timeout); err != nil {
+		return fmt.Errorf("timeout: %w", err)
+	}
+	if m.BackendTimeoutNs, err = durationToProto(rt.BackendTimeout); err != nil {
+		return fmt.Errorf("backend timeout: %w", err)
+	}
+	if r := rt.Retry; r != nil {
+		m.Retry = &pb.Retry{}
+		if r.Attempts < 0 || int64(r.Attempts) > math.MaxUint32 {
+			return invalid("retry attempts %d out of range", r.Attempts)
+		}
+		m.Retry.Attempts = uint32(r.Attempts)
+		if len(r.Codes) > 0 {
+			m.Retry.Codes = make([]uint32, len(r.Codes))
+			for i, c := range r.Codes {
+				if c < 0 || c > maxStatusCode {
+					return invalid("retry code %d out of range", c)
+				}
+				m.Retry.Codes[i] = uint32(c)
+			}
+		}
+		if m.Retry.BackoffNs, err = durationToProto(r.Backoff); err != nil {
+			return fmt.Errorf("retry backoff: %w", err)
+		}
+	}
+	return nil
+}
+
+// routeMatchToProto encodes m; nil for the zero RouteMatch (every request).
+func routeMatchToProto(m *meshconfig.RouteMatch) (*pb.RouteMatch, error) {
+	if m.PathType == "" && m.Path == "" && m.Method == "" && len(m.Headers) == 0 && len(m.Query) == 0 {
+		return nil, nil
+	}
+	pt, err := pathMatchTypeToProto(m.PathType)
+	if err != nil {
+		return nil, err
+	}
+	return &pb.RouteMatch{
+		PathType: pt,
+		Path:     m.Path,
+		Method:   m.Method,
+		Headers:  valueMatchesToProto(m.Headers),
+		Query:    valueMatchesToProto(m.Query),
+	}, nil
+}
+
+func valueMatchesToProto(vs []meshconfig.ValueMatch) []*pb.ValueMatch {
+	if len(vs) == 0 {
+		return nil
+	}
+	slab := make([]pb.ValueMatch, len(vs))
+	out := make([]*pb.ValueMatch, len(vs))
+	for i, v := range vs {
+		slab[i].Name, slab[i].Value, slab[i].Regex = v.Name, v.Value, v.Regex
+		out[i] = &slab[i]
+	}
+	return out
+}
+
+// durationToProto is d in nanoseconds; a negative d is an error.
+func durationToProto(d time.Duration) (int64, error) {
+	if d < 0 {
+		return 0, invalid("negative duration %s", d)
+	}
+	return int64(d), nil
+}
+
+func pathMatchTypeToProto(t string) (pb.PathMatchType, error) {
+	switch t {
+	case "":
+		return pb.PathMatchType_PATH_MATCH_TYPE_UNSPECIFIED, nil
+	case meshconfig.PathExact:
+		return pb.PathMatchType_PATH_MATCH_TYPE_EXACT, nil
+	case meshconfig.PathPrefix:
+		return pb.PathMatchType_PATH_MATCH_TYPE_PATH_PREFIX, nil
+	case meshconfig.PathRegex:
+		return pb.PathMatchType_PATH_MATCH_TYPE_REGULAR_EXPRESSION, nil
+	}
+	return 0, invalid("unknown path match type %q", t)
 }
 
 func (e *encoder) target(t *policy.Target) (*pb.Target, error) {
@@ -667,8 +786,118 @@ func (d *decoder) services(ms []*pb.Service) ([]meshconfig.Service, error) {
 				}
 			}
 		}
+		if mr := m.GetRoutes(); len(mr) > 0 {
+			s.Routes = make([]meshconfig.Route, len(mr))
+			for j, rm := range mr {
+				if err := routeFromProto(rm, &s.Routes[j]); err != nil {
+					return nil, fmt.Errorf("service %d (%s): route %d: %w", i, s.Key(), j, err)
+				}
+			}
+		}
 	}
 	return ss, nil
+}
+
+// routeFromProto converts one Service.routes entry into *rt (the zero
+// Route). decodeResponse uses it too, on routes it unmarshals with
+// protobuf-go.
+func routeFromProto(m *pb.Route, rt *meshconfig.Route) error {
+	rt.Name = m.GetName()
+	rt.Kind = m.GetKind()
+	rule := m.GetRule()
+	if int64(int(rule)) != rule {
+		return invalid("rule %d out of range", rule)
+	}
+	rt.Rule = int(rule)
+	var err error
+	if rt.Port, err = portFromProto(m.GetPort()); err != nil {
+		return err
+	}
+	if mm := m.GetMatch(); mm != nil {
+		match := &rt.Match
+		if match.PathType, err = pathMatchTypeFromProto(mm.GetPathType()); err != nil {
+			return err
+		}
+		match.Path = mm.GetPath()
+		match.Method = mm.GetMethod()
+		match.Headers = valueMatchesFromProto(mm.GetHeaders())
+		match.Query = valueMatchesFromProto(mm.GetQuery())
+	}
+	if mb := m.GetBackends(); len(mb) > 0 {
+		rt.Backends = make([]meshconfig.Backend, len(mb))
+		for i, bm := range mb {
+			b := &rt.Backends[i]
+			b.Service = bm.GetService()
+			b.Weight = bm.GetWeight()
+			if b.Port, err = portFromProto(bm.GetPort()); err != nil {
+				return fmt.Errorf("backend %d (%s): %w", i, b.Service, err)
+			}
+		}
+	}
+	if rt.Timeout, err = durationFromProto(m.GetTimeoutNs()); err != nil {
+		return fmt.Errorf("timeout: %w", err)
+	}
+	if rt.BackendTimeout, err = durationFromProto(m.GetBackendTimeoutNs()); err != nil {
+		return fmt.Errorf("backend timeout: %w", err)
+	}
+	if rm := m.GetRetry(); rm != nil {
+		attempts := rm.GetAttempts()
+		if uint64(attempts) > math.MaxInt { // a 32-bit int
+			return invalid("retry attempts %d out of range", attempts)
+		}
+		r := &meshconfig.Retry{Attempts: int(attempts)}
+		if cs := rm.GetCodes(); len(cs) > 0 {
+			r.Codes = make([]int, len(cs))
+			for i, c := range cs {
+				if c > maxStatusCode {
+					return invalid("retry code %d out of range", c)
+				}
+				r.Codes[i] = int(c)
+			}
+		}
+		if r.Backoff, err = durationFromProto(rm.GetBackoffNs()); err != nil {
+			return fmt.Errorf("retry backoff: %w", err)
+		}
+		rt.Retry = r
+	}
+	return nil
+}
+
+// maxStatusCode bounds Retry.codes: an HTTP status code has three digits
+// (meshconfig's validation narrows them to 400-599).
+const maxStatusCode = 999
+
+func valueMatchesFromProto(ms []*pb.ValueMatch) []meshconfig.ValueMatch {
+	if len(ms) == 0 {
+		return nil
+	}
+	vs := make([]meshconfig.ValueMatch, len(ms))
+	for i, m := range ms {
+		vs[i] = meshconfig.ValueMatch{Name: m.GetName(), Value: m.GetValue(), Regex: m.GetRegex()}
+	}
+	return vs
+}
+
+// durationFromProto decodes nanoseconds; negative ones are invalid.
+func durationFromProto(ns int64) (time.Duration, error) {
+	if ns < 0 {
+		return 0, invalid("negative duration %d ns", ns)
+	}
+	return time.Duration(ns), nil
+}
+
+func pathMatchTypeFromProto(t pb.PathMatchType) (string, error) {
+	switch t {
+	case pb.PathMatchType_PATH_MATCH_TYPE_UNSPECIFIED:
+		return "", nil
+	case pb.PathMatchType_PATH_MATCH_TYPE_EXACT:
+		return meshconfig.PathExact, nil
+	case pb.PathMatchType_PATH_MATCH_TYPE_PATH_PREFIX:
+		return meshconfig.PathPrefix, nil
+	case pb.PathMatchType_PATH_MATCH_TYPE_REGULAR_EXPRESSION:
+		return meshconfig.PathRegex, nil
+	}
+	return "", invalid("unknown path match type %d", t)
 }
 
 func servicePortFromProto(m *pb.ServicePort, p *meshconfig.ServicePort) error {

@@ -11,6 +11,7 @@ import (
 	"unicode/utf8"
 
 	"google.golang.org/protobuf/encoding/protowire"
+	"google.golang.org/protobuf/proto"
 
 	pb "github.com/agentmesh/agentmesh/api/configapi/proto/agentmesh/v1"
 	"github.com/agentmesh/agentmesh/api/meshconfig"
@@ -44,6 +45,11 @@ import (
 // repeat across workloads (namespaces, nodes, label keys and values, service
 // names...) are interned per decode, each distinct value allocated once.
 // Address lists, service ports, endpoints and targets are cut from slabs.
+//
+// Service.routes are few and small next to endpoints: each occurrence is
+// one Route, unmarshalled on its own by protobuf-go (pb.Route) and
+// converted by routeFromProto, as the generated path does element by
+// element; a Service without routes costs nothing more.
 
 // Wire types, for the tags messages switch on (number<<3 | type).
 const (
@@ -191,6 +197,7 @@ type wireDecoder struct {
 	lastPorts map[string]uint16 // and its map
 	svcPorts  []meshconfig.ServicePort
 	endpoints []meshconfig.Endpoint
+	routes    [][]byte // the wire of each Service.routes occurrence
 	// the Authz of the workload being decoded, gathered over every
 	// occurrence of the field (they merge)
 	tPolicies []policy.Policy
@@ -567,6 +574,7 @@ func (d *wireDecoder) probePort(v uint64) error {
 
 func (d *wireDecoder) service(b []byte, s *meshconfig.Service) error {
 	d.vips, d.svcPorts, d.endpoints = d.vips[:0], d.svcPorts[:0], d.endpoints[:0]
+	d.routes = d.routes[:0]
 	r := wireReader{b: b}
 	for r.next() {
 		f := &r.f
@@ -596,6 +604,8 @@ func (d *wireDecoder) service(b []byte, s *meshconfig.Service) error {
 			d.endpoints = append(d.endpoints, ep)
 		case 6<<3 | wireBytes:
 			s.ExternalName, err = d.str(f.b)
+		case 7<<3 | wireBytes:
+			d.routes = append(d.routes, f.b) // decoded once the service is complete
 		}
 		if err != nil {
 			return fmt.Errorf("field %d: %w", f.num, err)
@@ -607,6 +617,26 @@ func (d *wireDecoder) service(b []byte, s *meshconfig.Service) error {
 	s.VIPs = d.addrs.copyOf(d.vips)
 	s.Ports = d.ports.copyOf(d.svcPorts)
 	s.Endpoints = d.eps.copyOf(d.endpoints)
+	if len(d.routes) > 0 {
+		return d.serviceRoutes(s)
+	}
+	return nil
+}
+
+// serviceRoutes decodes the routes of s gathered in d.routes: each
+// occurrence of the field is one Route (a repeated message field appends).
+// protobuf-go copies the strings it decodes out of the wire.
+func (d *wireDecoder) serviceRoutes(s *meshconfig.Service) error {
+	s.Routes = make([]meshconfig.Route, len(d.routes))
+	for i, b := range d.routes {
+		var m pb.Route
+		if err := proto.Unmarshal(b, &m); err != nil {
+			return fmt.Errorf("route %d: %w", i, err)
+		}
+		if err := routeFromProto(&m, &s.Routes[i]); err != nil {
+			return fmt.Errorf("route %d: %w", i, err)
+		}
+	}
 	return nil
 }
 

@@ -14,6 +14,7 @@ import (
 	"google.golang.org/protobuf/reflect/protoreflect"
 
 	pb "github.com/agentmesh/agentmesh/api/configapi/proto/agentmesh/v1"
+	"github.com/agentmesh/agentmesh/api/meshconfig"
 )
 
 // decodeResponseGenerated is the reference decodeResponse must agree with:
@@ -272,6 +273,9 @@ func TestDecodeResponseCases(t *testing.T) {
 	port := func(p uint64) []byte { return msg(8, str(1, "s"), msg(4, varint(2, p))) } // a service with one port
 	authz := func(parts ...[]byte) []byte { return msg(6, str(1, "u"), msg(10, parts...)) }
 	peer := func(parts ...[]byte) []byte { return msg(10, msg(4, msg(2, parts...))) } // a policy with one rule with one peer
+	// a service with one route, and one whose route has a retry policy
+	route := func(parts ...[]byte) []byte { return msg(8, str(1, "s"), msg(7, parts...)) }
+	retry := func(parts ...[]byte) []byte { return route(str(1, "ns/r"), msg(9, parts...)) }
 
 	for name, tc := range map[string]struct {
 		data []byte
@@ -323,6 +327,45 @@ func TestDecodeResponseCases(t *testing.T) {
 		"overlong varint":               {append([]byte{0x08}, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x02), false},
 		"address of 5 bytes":            {msg(6, str(6, "12345")), false},
 		"empty address":                 {msg(6, str(6, "")), true},
+
+		// Service.routes: each occurrence is one route; a route's own
+		// fields merge.
+		"empty route":                     {route(), true},
+		"two routes, endpoints between":   {msg(8, msg(7, str(1, "a")), msg(5, varint(3, 1)), msg(7, str(1, "b"), varint(4, 80))), true},
+		"routes of two services":          {slices.Concat(route(str(1, "a")), route(str(1, "b")), msg(8, str(1, "none"))), true},
+		"route port 70000":                {route(varint(4, 70000)), false},
+		"route port 70000 then 80":        {route(varint(4, 70000), varint(4, 80)), true},
+		"route port 1<<32 + 80":           {route(varint(4, 1<<32+80)), true},
+		"route rule -1":                   {route(varint(3, 1<<64-1)), true},
+		"route timeout -1":                {route(varint(7, 1<<64-1)), false},
+		"route timeout -1 then 5":         {route(varint(7, 1<<64-1), varint(7, 5)), true},
+		"route backend timeout -1":        {route(varint(8, 1<<64-1)), false},
+		"route match split":               {route(msg(5, varint(1, 2), msg(4, str(1, "h"))), msg(5, str(2, "/a"), msg(4, str(1, "i"), varint(3, 1)))), true},
+		"route path type 9":               {route(msg(5, varint(1, 9))), false},
+		"route path type 9 then 3":        {route(msg(5, varint(1, 9)), msg(5, varint(1, 3))), true},
+		"route path type 1<<32 + 3":       {route(msg(5, varint(1, 1<<32+3))), true},
+		"route path type -1":              {route(msg(5, varint(1, 1<<64-1))), false},
+		"route backend port 65536":        {route(msg(6, str(1, "ns/b"), varint(2, 65536))), false},
+		"route backend weight 1<<32 + 1":  {route(msg(6, str(1, "ns/b"), varint(2, 80), varint(3, 1<<32+1))), true},
+		"empty retry":                     {retry(), true},
+		"retry split":                     {route(msg(9, varint(1, 2)), msg(9, varint(2, 503), varint(3, 1000))), true},
+		"retry backoff -1":                {retry(varint(3, 1<<64-1)), false},
+		"retry attempts 1<<32 + 2":        {retry(varint(1, 1<<32+2)), true},
+		"retry codes packed":              {retry(msg(2, protowire.AppendVarint(protowire.AppendVarint(nil, 502), 503))), true},
+		"retry codes mixed":               {retry(varint(2, 500), msg(2, protowire.AppendVarint(nil, 502)), varint(2, 504)), true},
+		"retry code 1000":                 {retry(varint(2, 1000)), false},
+		"retry code 1000 packed":          {retry(msg(2, protowire.AppendVarint(nil, 1000))), false},
+		"retry code 1<<32 + 503":          {retry(varint(2, 1<<32+503)), true},
+		"retry codes packed, truncated":   {retry(msg(2, []byte{0xf7})), false},
+		"invalid UTF-8 in a route":        {route(str(1, "ns/\xff")), false},
+		"invalid UTF-8 in a header match": {route(msg(5, msg(4, str(2, "\xc3")))), false},
+		"invalid UTF-8, unknown in route": {route(str(77, "\xff")), true},
+		"route of another wire type":      {msg(8, str(1, "s"), varint(7, 1)), true},
+		"route field of another type":     {route(protowire.AppendFixed32(tag(nil, 4, protowire.Fixed32Type), 7)), true},
+		"route truncated":                 {msg(8, messageField(7, []byte{0x0a, 0x05, 'a'})), false},
+		"route with a group":              {route(tag(tag(nil, 50, protowire.StartGroupType), 50, protowire.EndGroupType)), true},
+		"route with an end group":         {route(tag(nil, 50, protowire.EndGroupType)), false},
+		"route field number 0":            {route(varint(0, 1)), false},
 	} {
 		t.Run(name, func(t *testing.T) {
 			sameDecode(t, tc.data)
@@ -368,6 +411,11 @@ func TestUnmarshalResponseError(t *testing.T) {
 // both fail, or both succeed with DeepEqual values; neither panics.
 func FuzzDecodeResponse(f *testing.F) {
 	f.Add(mustMarshal(f, representative()))
+	withRoutes := &ConfigResponse{Services: []meshconfig.Service{{Name: "web", Namespace: "shop", Routes: routes()}}}
+	f.Add(mustMarshal(f, withRoutes))
+	if m, err := responseToProto(withRoutes); err == nil {
+		f.Add(scramble(rand.New(rand.NewPCG(1, 17)), m.ProtoReflect(), true))
+	}
 	for seed := range uint64(20) {
 		r := rand.New(rand.NewPCG(seed, 17))
 		resp := randResponse(r)

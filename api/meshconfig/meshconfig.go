@@ -106,6 +106,11 @@ func (c *Config) Validate() error {
 			ips[ip] = i
 		}
 	}
+	for i := range c.Services {
+		if err := c.Services[i].validateRoutes(); err != nil {
+			errs = append(errs, err)
+		}
+	}
 	errs = append(errs, c.resolvePolicies())
 	return errors.Join(errs...)
 }

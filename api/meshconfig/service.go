@@ -13,6 +13,11 @@ type Service struct {
 	// ExternalName is the DNS name an ExternalName Service stands for
 	// (it has no VIPs, ports or endpoints); "" for every other type.
 	ExternalName string `json:"externalName,omitempty"`
+	// Routes are the HTTPRoute and GRPCRoute rules whose parent is this
+	// Service, flattened one match each, in Gateway API precedence
+	// order (Route): requests to the Service over L7 follow the first
+	// that fits.
+	Routes []Route `json:"routes,omitempty"`
 }
 
 // Key returns "namespace/name", the service's identity in config deltas.
