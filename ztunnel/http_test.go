@@ -115,6 +115,16 @@ func (e *httpEnv) app(name string) http.Handler {
 		body, _ := io.ReadAll(r.Body)
 		fmt.Fprintf(w, "%s %s %s %d", name, r.Method, r.Host, len(body))
 	})
+	mux.HandleFunc("/flaky", func(w http.ResponseWriter, r *http.Request) {
+		// c fails every other request, before it reads the body; the
+		// others get the body's length.
+		if n := e.served[name].Add(1); name == "server-c" && n%2 == 1 {
+			w.WriteHeader(http.StatusServiceUnavailable)
+			return
+		}
+		body, _ := io.ReadAll(r.Body)
+		fmt.Fprintf(w, "%s %s %d", name, r.Method, len(body))
+	})
 	mux.HandleFunc("/headers", func(w http.ResponseWriter, r *http.Request) {
 		json.NewEncoder(w).Encode(r.Header)
 	})

@@ -27,7 +27,24 @@ type Attempt struct {
 	Data                    any
 	Responded, Failed, Done func()
 	GotConn                 func(net.Conn)
+	// Retry says when a try that got a response is made again; the zero
+	// value: only when the destination tunnel did not reach the app
+	// (NotDelivered).
+	Retry Retry
+	// Timeout bounds the try, from its start to the response's end
+	// (Gateway API's backendRequest timeout): 504 when no response came
+	// in time, the response cut after. 0: none.
+	Timeout time.Duration
 }
+
+// ErrRequestTimeout is the cause of a request's context that ran out of
+// its route's time (Gateway API's request timeout; the caller sets it with
+// context.WithTimeoutCause), ErrBackendTimeout of a try's (Attempt.Timeout):
+// the app gets 504.
+var (
+	ErrRequestTimeout = errors.New("request timeout")
+	ErrBackendTimeout = errors.New("backend request timeout")
+)
 
 // Result is how one request went, for the caller's records.
 type Result struct {
@@ -141,7 +158,8 @@ type state struct {
 // (the proxy then aborts the app's response; the record says why).
 type bodyReader struct {
 	io.ReadCloser
-	st *state
+	st     *state
+	cancel context.CancelFunc // ends the try's time bound
 }
 
 func (b bodyReader) Read(p []byte) (int, error) {
@@ -150,6 +168,12 @@ func (b bodyReader) Read(p []byte) (int, error) {
 		b.st.bodyErr.CompareAndSwap(nil, &err)
 	}
 	return n, err
+}
+
+func (b bodyReader) Close() error {
+	err := b.ReadCloser.Close()
+	b.cancel()
+	return err
 }
 
 // errAborted is the record's error of a response the proxy cut short
@@ -231,7 +255,13 @@ func (h *handler) proxyError(w http.ResponseWriter, r *http.Request, err error) 
 	if h.fw.ErrorStatus != nil {
 		status, reason = h.fw.ErrorStatus(err)
 	}
-	if r.Context().Err() != nil {
+	switch cause := context.Cause(r.Context()); {
+	case errors.Is(err, ErrBackendTimeout) || errors.Is(cause, ErrRequestTimeout):
+		status, reason = http.StatusGatewayTimeout, "request_timeout"
+		if !errors.Is(cause, ErrRequestTimeout) {
+			reason = "backend_timeout"
+		}
+	case cause != nil:
 		// The app went away: nobody reads this answer.
 		status, reason = 499, "client_closed"
 	}
@@ -254,10 +284,11 @@ func (t *tryer) RoundTrip(out *http.Request) (*http.Response, error) {
 	if st == nil {
 		st = &state{}
 	}
-	var body *countingBody
+	var body *replayBody
 	if out.Body != nil && out.Body != http.NoBody {
-		body = &countingBody{rc: out.Body, n: &st.reqBytes}
+		body = &replayBody{rc: out.Body, n: &st.reqBytes}
 	}
+	retries := 0
 	tried := map[netip.AddrPort]bool{}
 	for {
 		a, err := h.fw.Pick(out, tried, st.attempts)
@@ -284,23 +315,48 @@ func (t *tryer) RoundTrip(out *http.Request) (*http.Response, error) {
 		if body != nil {
 			try.Body = body
 		}
+		wrote := make(chan struct{})
+		var wroteOnce sync.Once
+		ct := &httptrace.ClientTrace{
+			// The try's writing of the request (its body) is over: a
+			// retry may read the body again.
+			WroteRequest: func(httptrace.WroteRequestInfo) { wroteOnce.Do(func() { close(wrote) }) },
+		}
 		if a.GotConn != nil {
 			got := a.GotConn
-			try = *try.WithContext(httptrace.WithClientTrace(try.Context(), &httptrace.ClientTrace{
-				GotConn: func(info httptrace.GotConnInfo) { got(info.Conn) },
-			}))
+			ct.GotConn = func(info httptrace.GotConnInfo) { got(info.Conn) }
+		}
+		try = *try.WithContext(httptrace.WithClientTrace(try.Context(), ct))
+		cancel := context.CancelFunc(func() {})
+		if a.Timeout > 0 {
+			var ctx context.Context
+			ctx, cancel = context.WithTimeoutCause(try.Context(), a.Timeout, ErrBackendTimeout)
+			try = *try.WithContext(ctx)
 		}
 		resp, err := h.tr.RoundTrip(&try)
 		if err == nil {
+			if retry, rerr := h.retryResponse(out, a, resp, body, wrote, st, &retries); retry || rerr != nil {
+				cancel()
+				if rerr != nil {
+					return nil, rerr
+				}
+				continue
+			}
 			st.status = resp.StatusCode
 			if resp.StatusCode != http.StatusSwitchingProtocols { // an upgrade's body is the connection
-				resp.Body = bodyReader{ReadCloser: resp.Body, st: st}
+				resp.Body = bodyReader{ReadCloser: resp.Body, st: st, cancel: cancel}
+			} else {
+				cancel() // an upgraded connection is not bounded by the try's time
 			}
 			if a.Responded != nil {
 				a.Responded()
 			}
 			return resp, nil
 		}
+		if cerr := context.Cause(try.Context()); errors.Is(cerr, ErrBackendTimeout) {
+			err = fmt.Errorf("%w: %w", ErrBackendTimeout, err)
+		}
+		cancel()
 		if a.Failed != nil {
 			a.Failed()
 		}
@@ -312,25 +368,6 @@ func (t *tryer) RoundTrip(out *http.Request) (*http.Response, error) {
 		// Nothing was sent: try another endpoint.
 	}
 }
-
-// countingBody is a request body shared by the tries of one request: it
-// counts what was read and says whether anything was, and a try's Close
-// (the transport closes the body of a failed try) does not end it for the
-// next try; the server closes the real one.
-type countingBody struct {
-	rc      io.ReadCloser
-	n       *atomic.Int64
-	touched atomic.Bool
-}
-
-func (b *countingBody) Read(p []byte) (int, error) {
-	b.touched.Store(true)
-	n, err := b.rc.Read(p)
-	b.n.Add(int64(n))
-	return n, err
-}
-
-func (b *countingBody) Close() error { return nil }
 
 // StatusWriter notes the status and body bytes of a response (Status 0
 // until one is written, N the body bytes). Unwrap lets
@@ -360,3 +397,54 @@ func (w *StatusWriter) Write(p []byte) (int, error) {
 
 // Unwrap is the writer underneath.
 func (w *StatusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
+
+// retryResponse decides whether resp, the response of try a of out, is
+// tried again: the destination tunnel did not reach the app (within
+// Forwarder.Attempts), or a's retry policy names its status (within its
+// attempts, and its budget). The body, if any, must be whole again for
+// it: the try's write has ended (wrote) and all it read was kept. On
+// true, resp is discarded, the try counted as failed, and the backoff
+// waited; an error when the request's context ended meanwhile (resp
+// discarded too). retries counts the tries made again for a status.
+func (h *handler) retryResponse(out *http.Request, a Attempt, resp *http.Response, body *replayBody, wrote <-chan struct{}, st *state, retries *int) (bool, error) {
+	ctx := out.Context()
+	notDelivered := NotDelivered(resp) && st.attempts < h.fw.Attempts
+	byCode := !notDelivered && a.Retry.codeRetries(resp.StatusCode) && *retries < a.Retry.Attempts
+	if !notDelivered && !byCode || resp.StatusCode == http.StatusSwitchingProtocols || ctx.Err() != nil {
+		return false, nil
+	}
+	if body != nil {
+		// The try may still be sending the body (an app that answers
+		// before it read it all): wait a little for the write to end.
+		t := time.NewTimer(100 * time.Millisecond)
+		select {
+		case <-wrote:
+		case <-t.C:
+		case <-ctx.Done():
+		}
+		t.Stop()
+		select {
+		case <-wrote:
+		default:
+			return false, nil
+		}
+		if !body.rewind() {
+			return false, nil
+		}
+	}
+	if byCode && a.Retry.Allow != nil && !a.Retry.Allow() {
+		return false, nil
+	}
+	discard(resp.Body)
+	if a.Failed != nil {
+		a.Failed()
+	}
+	st.err = fmt.Errorf("try %d: %s", st.attempts, resp.Status)
+	if byCode {
+		*retries++
+		if !a.Retry.backoff(ctx, *retries) {
+			return false, fmt.Errorf("%w (while waiting to retry)", context.Cause(ctx))
+		}
+	}
+	return true, nil
+}

@@ -11,6 +11,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/agentmesh/agentmesh/api/meshconfig"
+
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/agentmesh/agentmesh/ztunnel/balance"
@@ -56,7 +58,7 @@ func (pl *Pipeline) outboundHTTP(ctx context.Context, p *flow.Pod, f *flow.Flow,
 		HTTP2:    app == detect.HTTP2 || app == detect.GRPC,
 		Attempts: pl.Transport.Attempts(),
 		Pick: func(r *http.Request, tried map[netip.AddrPort]bool, attempts int) (l7.Attempt, error) {
-			return pl.pick(r.Context(), f, tried, attempts)
+			return pl.pick(r, f, tried, attempts)
 		},
 		Dial: func(ctx context.Context, a l7.Attempt) (net.Conn, error) {
 			t := a.Data.(*try)
@@ -95,7 +97,7 @@ func (pl *Pipeline) outboundHTTP(ctx context.Context, p *flow.Pod, f *flow.Flow,
 		},
 	}
 	h, closeIdle := fw.Handler()
-	l7.ServeConn(ctx, cc, pl.traced(h, trace.SpanKindClient, f), pl.Log)
+	l7.ServeConn(ctx, cc, pl.traced(pl.routes(f, p, h), trace.SpanKindClient, f), pl.Log)
 	closeIdle()
 	f.Sent, f.Received = cc.read.Load(), cc.written.Load()
 	f.Requests = int(requests.Load())
@@ -162,36 +164,60 @@ func (t *try) done() {
 // this request, it waits for the failover backoff or a new config (a
 // rollout's new pod), whichever comes first, as a connection's failover
 // does (transport.Failover), then picks among the endpoints in force.
-func (pl *Pipeline) pick(ctx context.Context, f *flow.Flow, tried map[netip.AddrPort]bool, attempts int) (l7.Attempt, error) {
+func (pl *Pipeline) pick(r *http.Request, f *flow.Flow, tried map[netip.AddrPort]bool, attempts int) (l7.Attempt, error) {
+	ctx := r.Context()
 	rf := *f
 	rf.Start = time.Now()
-	if f.Service == nil {
+	var timeout time.Duration
+	var retry *meshconfig.Retry
+	if d := routingOf(r); d != nil {
+		// A route sent it to one of its backends.
+		if d.err != nil {
+			return l7.Attempt{}, fmt.Errorf("route %s rule %d: %w", d.route.Name, d.route.Rule, d.err)
+		}
+		rf.Service, rf.ServicePort = d.service, d.port
+		timeout, retry = d.route.BackendTimeout, d.route.Retry
+	}
+	if rf.Service == nil {
 		t := &try{f: &rf}
 		return l7.Attempt{Addr: f.Dst, Data: t, GotConn: t.gotConn}, nil
 	}
-	svc := f.Service.Key()
-	if f.ServicePort == nil {
+	svc := rf.Service.Key()
+	if rf.ServicePort == nil {
 		return l7.Attempt{}, fmt.Errorf("service %s has no port %d: %w", svc, f.Dst.Port(), transport.ErrNoEndpoint)
 	}
 	changed := pl.ConfigChanged()
-	cands := pl.Resolve.Endpoints(f)
+	cands := pl.Resolve.Endpoints(&rf)
 	skip := func(e *balance.Endpoint) bool { return tried[e.Addr] }
 	e := pl.Transport.Pick(svc, cands, skip)
 	if e == nil && len(tried) > 0 {
 		if err := pl.Transport.Backoff(ctx, attempts-len(tried)+1, changed); err != nil {
 			return l7.Attempt{}, err
 		}
-		cands = pl.Resolve.Endpoints(f)
+		cands = pl.Resolve.Endpoints(&rf)
 		if e = pl.Transport.Pick(svc, cands, skip); e == nil {
 			e = pl.Transport.Pick(svc, cands, nil)
 		}
 	}
 	if e == nil {
-		return l7.Attempt{}, fmt.Errorf("service %s port %d: %w", svc, f.ServicePort.Port, transport.ErrNoEndpoint)
+		return l7.Attempt{}, fmt.Errorf("service %s port %d: %w", svc, rf.ServicePort.Port, transport.ErrNoEndpoint)
 	}
 	pl.Resolve.Endpoint(&rf, e)
 	t := &try{f: &rf, bc: pl.Transport.Begin(svc, e), start: time.Now()}
-	return l7.Attempt{Addr: e.Addr, Data: t, Responded: t.responded, Failed: t.fail, Done: t.done, GotConn: t.gotConn}, nil
+	a := l7.Attempt{Addr: e.Addr, Data: t, Responded: t.responded, Failed: t.fail, Done: t.done, GotConn: t.gotConn,
+		Timeout: timeout}
+	budget := pl.budget(svc)
+	if attempts == 0 {
+		budget.request(time.Now())
+	}
+	if retry != nil {
+		a.Retry = l7.Retry{Codes: retry.Codes, Attempts: retry.Attempts, Backoff: retry.Backoff,
+			Allow: func() bool { return budget.allow(time.Now()) }}
+		if a.Retry.Attempts == 0 && len(retry.Codes) > 0 {
+			a.Retry.Attempts = meshconfig.DefaultRetryAttempts
+		}
+	}
+	return a, nil
 }
 
 // errorStatus is the status an app gets when no endpoint answered its
@@ -199,6 +225,8 @@ func (pl *Pipeline) pick(ctx context.Context, f *flow.Flow, tried map[netip.Addr
 func errorStatus(err error) (int, string) {
 	var se *hbone.StatusError
 	switch {
+	case errors.Is(err, errNoBackend):
+		return http.StatusInternalServerError, "no_backend"
 	case errors.Is(err, transport.ErrNoEndpoint):
 		return http.StatusServiceUnavailable, "no_endpoint"
 	case errors.Is(err, hbone.ErrDenied), errors.As(err, &se) && (se.Code == 401 || se.Code == 403):

@@ -20,6 +20,7 @@ package pipeline
 
 import (
 	"log/slog"
+	"sync"
 	"time"
 
 	"go.opentelemetry.io/otel/trace"
@@ -57,6 +58,8 @@ type Pipeline struct {
 	Record    *record.Recorder
 	// HBONE serves the CONNECT streams of inbound mTLS connections.
 	HBONEServer *hbone.Server
+
+	budgets sync.Map // service namespace/name -> *retryBudget
 	// ServerTLS gives the server TLS config of a pod's HBONE listener.
 	ServerTLS ServerCerts
 	// HandshakeTimeout bounds inbound TLS handshakes.
