@@ -45,9 +45,11 @@ func FuzzUnmarshal(f *testing.F) {
 	f.Add([]byte(`{"version":1,"full":true,"workloads":[{"uid":"a","ips":["10.0.0.1"]}]}`))
 	f.Add([]byte(`{"csrPEM":"AAAA"}`))
 	f.Add([]byte(`{"version":1,"services":[{"name":"s","routes":[{"name":"ns/r","port":80,"match":{"pathType":"PathPrefix","path":"/"},"backends":[{"service":"ns/b","port":80,"weight":1}],"timeout":1000000000,"retry":{"attempts":2,"codes":[503]}}]}]}`))
+	f.Add([]byte(`{"version":1,"services":[{"name":"s","traffic":{"name":"ns/t","loadBalancer":{"algorithm":"ConsistentHash","hash":{"header":"x-user"}},"timeouts":{"connect":1000000},"retryBudget":{"ratio":0.2,"minPerSecond":3},"rateLimit":{"perEndpoint":{"rate":1.5,"burst":2},"tools":{"search":{"rate":1,"burst":1}}}}}]}`))
 	for _, m := range []any{
 		representative(),
 		&ConfigResponse{Services: []meshconfig.Service{{Name: "web", Namespace: "shop", Routes: routes()}}},
+		&ConfigResponse{Services: []meshconfig.Service{{Name: "web", Namespace: "shop", Traffic: traffic()}, {Name: "parts", Namespace: "shop", Traffic: emptyParts()}}},
 		&ConfigRequest{Node: "n1", Component: ComponentAgentd, AckVersion: 3},
 		&SignRequest{CSRPEM: []byte("csr")},
 	} {

@@ -34,14 +34,17 @@ import (
 //
 // Slices of one kind (workloads, their addresses, labels and Authz
 // targets, services' ports and endpoints) are cut from one allocation per
-// message; services' routes, rare and small, allocate as they go. A decoded message keeps string slices of the generated message
+// message; services' routes and traffic policies, rare and small, allocate
+// as they go. A decoded message keeps string slices of the generated message
 // (RemovedWorkloads, Target.PolicyRefs...) rather than copying them: the
 // generated message is not used again.
 
 // ErrInvalid is wrapped by every error about a message that breaks the
 // schema: an address that is neither 4 nor 16 bytes, a port above 65535,
 // a negative duration, a status code above 999, an enum value or enum
-// string the schema does not define.
+// string the schema does not define, a rate or ratio that is NaN, infinite
+// or negative, a count (a limit, a burst) out of the range of the other
+// side's type.
 var ErrInvalid = errors.New("invalid message")
 
 func invalid(format string, args ...any) error {
@@ -304,6 +307,11 @@ func (e *encoder) services(ss []meshconfig.Service) ([]*pb.Service, error) {
 		if m.Routes, err = routesToProto(s.Routes); err != nil {
 			return nil, fmt.Errorf("service %s: %w", s.Key(), err)
 		}
+		if s.Traffic != nil {
+			if m.Traffic, err = trafficToProto(s.Traffic); err != nil {
+				return nil, fmt.Errorf("service %s: traffic policy %s: %w", s.Key(), s.Traffic.Name, err)
+			}
+		}
 		out[i] = m
 	}
 	return out, nil
@@ -407,6 +415,162 @@ func durationToProto(d time.Duration) (int64, error) {
 		return 0, invalid("negative duration %s", d)
 	}
 	return int64(d), nil
+}
+
+// trafficToProto encodes a service's traffic policy (rare and small:
+// allocated as it goes). A part tp has (a non-nil pointer) is present in
+// the message, even empty, and one it lacks is absent, so that the
+// decoder gives the same pointers back; Affinity's key, a value, is
+// absent when zero.
+func trafficToProto(tp *meshconfig.TrafficPolicy) (*pb.TrafficPolicy, error) {
+	m := &pb.TrafficPolicy{Name: tp.Name}
+	var err error
+	if lb := tp.LoadBalancer; lb != nil {
+		m.LoadBalancer = &pb.LoadBalancer{}
+		if m.LoadBalancer.Algorithm, err = lbAlgorithmToProto(lb.Algorithm); err != nil {
+			return nil, fmt.Errorf("load balancer: %w", err)
+		}
+		if lb.Hash != nil {
+			m.LoadBalancer.Hash = hashKeyToProto(lb.Hash)
+		}
+	}
+	if a := tp.Affinity; a != nil {
+		m.Affinity = &pb.Affinity{}
+		if a.Key != (meshconfig.HashKey{}) {
+			m.Affinity.Key = hashKeyToProto(&a.Key)
+		}
+	}
+	if t := tp.Timeouts; t != nil {
+		mt := &pb.Timeouts{}
+		if mt.ConnectNs, err = durationToProto(t.Connect); err != nil {
+			return nil, fmt.Errorf("timeouts: connect: %w", err)
+		}
+		if mt.FirstByteNs, err = durationToProto(t.FirstByte); err != nil {
+			return nil, fmt.Errorf("timeouts: first byte: %w", err)
+		}
+		if mt.IdleNs, err = durationToProto(t.Idle); err != nil {
+			return nil, fmt.Errorf("timeouts: idle: %w", err)
+		}
+		if mt.TotalNs, err = durationToProto(t.Total); err != nil {
+			return nil, fmt.Errorf("timeouts: total: %w", err)
+		}
+		m.Timeouts = mt
+	}
+	if b := tp.RetryBudget; b != nil {
+		mb := &pb.RetryBudget{}
+		if mb.Ratio, err = checkRate(b.Ratio); err != nil {
+			return nil, fmt.Errorf("retry budget: ratio: %w", err)
+		}
+		if mb.MinPerSecond, err = countToProto(b.MinPerSecond); err != nil {
+			return nil, fmt.Errorf("retry budget: minimum per second: %w", err)
+		}
+		m.RetryBudget = mb
+	}
+	if b := tp.Breaker; b != nil {
+		mb := &pb.Breaker{}
+		if mb.MaxConnections, err = countToProto(b.MaxConnections); err != nil {
+			return nil, fmt.Errorf("breaker: max connections: %w", err)
+		}
+		if mb.MaxPendingRequests, err = countToProto(b.MaxPendingRequests); err != nil {
+			return nil, fmt.Errorf("breaker: max pending requests: %w", err)
+		}
+		if mb.MaxRequests, err = countToProto(b.MaxRequests); err != nil {
+			return nil, fmt.Errorf("breaker: max requests: %w", err)
+		}
+		if mb.MaxRequestsPerEndpoint, err = countToProto(b.MaxRequestsPerEndpoint); err != nil {
+			return nil, fmt.Errorf("breaker: max requests per endpoint: %w", err)
+		}
+		m.Breaker = mb
+	}
+	if o := tp.Outlier; o != nil {
+		mo := &pb.Outlier{}
+		if mo.ConsecutiveFailures, err = countToProto(o.ConsecutiveFailures); err != nil {
+			return nil, fmt.Errorf("outlier: consecutive failures: %w", err)
+		}
+		if mo.BaseEjectionNs, err = durationToProto(o.BaseEjection); err != nil {
+			return nil, fmt.Errorf("outlier: base ejection: %w", err)
+		}
+		if mo.MaxEjectionNs, err = durationToProto(o.MaxEjection); err != nil {
+			return nil, fmt.Errorf("outlier: max ejection: %w", err)
+		}
+		if mo.MaxEjectedPercent, err = countToProto(o.MaxEjectedPercent); err != nil {
+			return nil, fmt.Errorf("outlier: max ejected percent: %w", err)
+		}
+		m.Outlier = mo
+	}
+	if rl := tp.RateLimit; rl != nil {
+		mr := &pb.RateLimit{}
+		if rl.PerEndpoint != nil {
+			if mr.PerEndpoint, err = bucketToProto(*rl.PerEndpoint); err != nil {
+				return nil, fmt.Errorf("rate limit: per endpoint: %w", err)
+			}
+		}
+		if rl.PerSource != nil {
+			if mr.PerSource, err = bucketToProto(*rl.PerSource); err != nil {
+				return nil, fmt.Errorf("rate limit: per source: %w", err)
+			}
+		}
+		if len(rl.Tools) > 0 {
+			mr.Tools = make(map[string]*pb.Bucket, len(rl.Tools))
+			for name, b := range rl.Tools {
+				if mr.Tools[name], err = bucketToProto(b); err != nil {
+					return nil, fmt.Errorf("rate limit: tool %q: %w", name, err)
+				}
+			}
+		}
+		m.RateLimit = mr
+	}
+	return m, nil
+}
+
+func hashKeyToProto(k *meshconfig.HashKey) *pb.HashKey {
+	return &pb.HashKey{Header: k.Header, Cookie: k.Cookie, ContextId: k.ContextID}
+}
+
+func bucketToProto(b meshconfig.Bucket) (*pb.Bucket, error) {
+	m := &pb.Bucket{}
+	var err error
+	if m.Rate, err = checkRate(b.Rate); err != nil {
+		return nil, err
+	}
+	if m.Burst, err = countToProto(b.Burst); err != nil {
+		return nil, fmt.Errorf("burst: %w", err)
+	}
+	return m, nil
+}
+
+// checkRate checks a rate or ratio, both ways: the wire's doubles are
+// finite and not negative (NaN would not even equal itself once decoded).
+func checkRate(v float64) (float64, error) {
+	if math.IsNaN(v) || math.IsInf(v, 0) || v < 0 {
+		return 0, invalid("rate %v: want a finite number >= 0", v)
+	}
+	return v, nil
+}
+
+// countToProto is a count (a limit, a burst) as a uint32; a negative one,
+// or one above the uint32 range, is an error.
+func countToProto(n int) (uint32, error) {
+	if n < 0 || uint64(n) > math.MaxUint32 {
+		return 0, invalid("count %d out of range", n)
+	}
+	return uint32(n), nil
+}
+
+func lbAlgorithmToProto(a string) (pb.LoadBalancerAlgorithm, error) {
+	switch a {
+	case "":
+		return pb.LoadBalancerAlgorithm_LOAD_BALANCER_ALGORITHM_UNSPECIFIED, nil
+	case meshconfig.LBPeakEWMA:
+		return pb.LoadBalancerAlgorithm_LOAD_BALANCER_ALGORITHM_PEAK_EWMA, nil
+	case meshconfig.LBRoundRobin:
+		return pb.LoadBalancerAlgorithm_LOAD_BALANCER_ALGORITHM_ROUND_ROBIN, nil
+	case meshconfig.LBLeastRequest:
+		return pb.LoadBalancerAlgorithm_LOAD_BALANCER_ALGORITHM_LEAST_REQUEST, nil
+	case meshconfig.LBConsistentHash:
+		return pb.LoadBalancerAlgorithm_LOAD_BALANCER_ALGORITHM_CONSISTENT_HASH, nil
+	}
+	return 0, invalid("unknown load balancer algorithm %q", a)
 }
 
 func pathMatchTypeToProto(t string) (pb.PathMatchType, error) {
@@ -794,6 +958,11 @@ func (d *decoder) services(ms []*pb.Service) ([]meshconfig.Service, error) {
 				}
 			}
 		}
+		if tm := m.GetTraffic(); tm != nil {
+			if s.Traffic, err = trafficFromProto(tm); err != nil {
+				return nil, fmt.Errorf("service %d (%s): traffic policy %s: %w", i, s.Key(), tm.GetName(), err)
+			}
+		}
 	}
 	return ss, nil
 }
@@ -861,6 +1030,157 @@ func routeFromProto(m *pb.Route, rt *meshconfig.Route) error {
 		rt.Retry = r
 	}
 	return nil
+}
+
+// trafficFromProto converts Service.traffic: a part present in m, even
+// empty, is a non-nil pointer, an absent one nil. decodeResponse uses it
+// too, on the traffic policy it unmarshals with protobuf-go.
+func trafficFromProto(m *pb.TrafficPolicy) (*meshconfig.TrafficPolicy, error) {
+	tp := &meshconfig.TrafficPolicy{Name: m.GetName()}
+	var err error
+	if lm := m.GetLoadBalancer(); lm != nil {
+		lb := &meshconfig.LoadBalancer{}
+		if lb.Algorithm, err = lbAlgorithmFromProto(lm.GetAlgorithm()); err != nil {
+			return nil, fmt.Errorf("load balancer: %w", err)
+		}
+		if hm := lm.GetHash(); hm != nil {
+			k := hashKeyFromProto(hm)
+			lb.Hash = &k
+		}
+		tp.LoadBalancer = lb
+	}
+	if am := m.GetAffinity(); am != nil {
+		tp.Affinity = &meshconfig.Affinity{Key: hashKeyFromProto(am.GetKey())}
+	}
+	if tm := m.GetTimeouts(); tm != nil {
+		t := &meshconfig.Timeouts{}
+		if t.Connect, err = durationFromProto(tm.GetConnectNs()); err != nil {
+			return nil, fmt.Errorf("timeouts: connect: %w", err)
+		}
+		if t.FirstByte, err = durationFromProto(tm.GetFirstByteNs()); err != nil {
+			return nil, fmt.Errorf("timeouts: first byte: %w", err)
+		}
+		if t.Idle, err = durationFromProto(tm.GetIdleNs()); err != nil {
+			return nil, fmt.Errorf("timeouts: idle: %w", err)
+		}
+		if t.Total, err = durationFromProto(tm.GetTotalNs()); err != nil {
+			return nil, fmt.Errorf("timeouts: total: %w", err)
+		}
+		tp.Timeouts = t
+	}
+	if bm := m.GetRetryBudget(); bm != nil {
+		b := &meshconfig.RetryBudget{}
+		if b.Ratio, err = checkRate(bm.GetRatio()); err != nil {
+			return nil, fmt.Errorf("retry budget: ratio: %w", err)
+		}
+		if b.MinPerSecond, err = countFromProto(bm.GetMinPerSecond()); err != nil {
+			return nil, fmt.Errorf("retry budget: minimum per second: %w", err)
+		}
+		tp.RetryBudget = b
+	}
+	if bm := m.GetBreaker(); bm != nil {
+		b := &meshconfig.Breaker{}
+		if b.MaxConnections, err = countFromProto(bm.GetMaxConnections()); err != nil {
+			return nil, fmt.Errorf("breaker: max connections: %w", err)
+		}
+		if b.MaxPendingRequests, err = countFromProto(bm.GetMaxPendingRequests()); err != nil {
+			return nil, fmt.Errorf("breaker: max pending requests: %w", err)
+		}
+		if b.MaxRequests, err = countFromProto(bm.GetMaxRequests()); err != nil {
+			return nil, fmt.Errorf("breaker: max requests: %w", err)
+		}
+		if b.MaxRequestsPerEndpoint, err = countFromProto(bm.GetMaxRequestsPerEndpoint()); err != nil {
+			return nil, fmt.Errorf("breaker: max requests per endpoint: %w", err)
+		}
+		tp.Breaker = b
+	}
+	if om := m.GetOutlier(); om != nil {
+		o := &meshconfig.Outlier{}
+		if o.ConsecutiveFailures, err = countFromProto(om.GetConsecutiveFailures()); err != nil {
+			return nil, fmt.Errorf("outlier: consecutive failures: %w", err)
+		}
+		if o.BaseEjection, err = durationFromProto(om.GetBaseEjectionNs()); err != nil {
+			return nil, fmt.Errorf("outlier: base ejection: %w", err)
+		}
+		if o.MaxEjection, err = durationFromProto(om.GetMaxEjectionNs()); err != nil {
+			return nil, fmt.Errorf("outlier: max ejection: %w", err)
+		}
+		if o.MaxEjectedPercent, err = countFromProto(om.GetMaxEjectedPercent()); err != nil {
+			return nil, fmt.Errorf("outlier: max ejected percent: %w", err)
+		}
+		tp.Outlier = o
+	}
+	if rm := m.GetRateLimit(); rm != nil {
+		rl := &meshconfig.RateLimit{}
+		if bm := rm.GetPerEndpoint(); bm != nil {
+			b, err := bucketFromProto(bm)
+			if err != nil {
+				return nil, fmt.Errorf("rate limit: per endpoint: %w", err)
+			}
+			rl.PerEndpoint = &b
+		}
+		if bm := rm.GetPerSource(); bm != nil {
+			b, err := bucketFromProto(bm)
+			if err != nil {
+				return nil, fmt.Errorf("rate limit: per source: %w", err)
+			}
+			rl.PerSource = &b
+		}
+		if tools := rm.GetTools(); len(tools) > 0 {
+			rl.Tools = make(map[string]meshconfig.Bucket, len(tools))
+			for name, bm := range tools {
+				if rl.Tools[name], err = bucketFromProto(bm); err != nil {
+					return nil, fmt.Errorf("rate limit: tool %q: %w", name, err)
+				}
+			}
+		}
+		tp.RateLimit = rl
+	}
+	return tp, nil
+}
+
+// hashKeyFromProto decodes a hash key; an absent one is the zero HashKey.
+func hashKeyFromProto(m *pb.HashKey) meshconfig.HashKey {
+	return meshconfig.HashKey{Header: m.GetHeader(), Cookie: m.GetCookie(), ContextID: m.GetContextId()}
+}
+
+// bucketFromProto decodes a bucket; a nil one (a map entry without a
+// value) is the zero Bucket.
+func bucketFromProto(m *pb.Bucket) (meshconfig.Bucket, error) {
+	rate, err := checkRate(m.GetRate())
+	if err != nil {
+		return meshconfig.Bucket{}, err
+	}
+	burst, err := countFromProto(m.GetBurst())
+	if err != nil {
+		return meshconfig.Bucket{}, fmt.Errorf("burst: %w", err)
+	}
+	return meshconfig.Bucket{Rate: rate, Burst: burst}, nil
+}
+
+// countFromProto decodes a count; one above the int range (of a 32-bit
+// node) is invalid.
+func countFromProto(v uint32) (int, error) {
+	if uint64(v) > math.MaxInt {
+		return 0, invalid("count %d out of range", v)
+	}
+	return int(v), nil
+}
+
+func lbAlgorithmFromProto(a pb.LoadBalancerAlgorithm) (string, error) {
+	switch a {
+	case pb.LoadBalancerAlgorithm_LOAD_BALANCER_ALGORITHM_UNSPECIFIED:
+		return "", nil
+	case pb.LoadBalancerAlgorithm_LOAD_BALANCER_ALGORITHM_PEAK_EWMA:
+		return meshconfig.LBPeakEWMA, nil
+	case pb.LoadBalancerAlgorithm_LOAD_BALANCER_ALGORITHM_ROUND_ROBIN:
+		return meshconfig.LBRoundRobin, nil
+	case pb.LoadBalancerAlgorithm_LOAD_BALANCER_ALGORITHM_LEAST_REQUEST:
+		return meshconfig.LBLeastRequest, nil
+	case pb.LoadBalancerAlgorithm_LOAD_BALANCER_ALGORITHM_CONSISTENT_HASH:
+		return meshconfig.LBConsistentHash, nil
+	}
+	return "", invalid("unknown load balancer algorithm %d", a)
 }
 
 // maxStatusCode bounds Retry.codes: an HTTP status code has three digits

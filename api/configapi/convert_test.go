@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"math"
 	"math/rand/v2"
 	"net/netip"
 	"reflect"
@@ -24,7 +25,8 @@ import (
 // representative is a response with every field set somewhere: Authz
 // inline and by reference, policies with every kind of peer, v4, v6 and
 // v4-in-v6 addresses, labels, endpoints with named ports, an ExternalName
-// service, routes (routes).
+// service, routes (routes), a traffic policy with every part (traffic), an
+// empty one and one whose parts are all present and empty.
 func representative() *ConfigResponse {
 	web := spiffe.New("cluster.local", "shop", "web")
 	admin := spiffe.New("cluster.local", "ops", "admin")
@@ -88,11 +90,13 @@ func representative() *ConfigResponse {
 					{WorkloadUID: "0b7f3c1e-8d2a-4f5b-9c6d-1e2f3a4b5c6d", IPs: []netip.Addr{netip.MustParseAddr("10.244.1.7")}, Ready: true, Ports: map[string]uint16{"http": 8080, "max": 65535}},
 					{IPs: []netip.Addr{netip.MustParseAddr("192.168.1.1"), netip.MustParseAddr("2001:db8::1")}},
 				},
-				Routes: routes(),
+				Routes:  routes(),
+				Traffic: traffic(),
 			},
-			{Name: "ext", Namespace: "shop", ExternalName: "api.example.com"},
+			{Name: "ext", Namespace: "shop", ExternalName: "api.example.com", Traffic: &meshconfig.TrafficPolicy{}},
 			{Name: "headless", Namespace: "shop", Endpoints: []meshconfig.Endpoint{{Ready: true}},
-				Routes: []meshconfig.Route{{Name: "shop/headless", Kind: "HTTPRoute", Backends: []meshconfig.Backend{{Service: "shop/web", Port: 80, Weight: 1}}}}},
+				Routes:  []meshconfig.Route{{Name: "shop/headless", Kind: "HTTPRoute", Backends: []meshconfig.Backend{{Service: "shop/web", Port: 80, Weight: 1}}}},
+				Traffic: emptyParts()},
 		},
 		Policies: []policy.Policy{allowWeb, {Namespace: "empty", Name: "p"}},
 	}
@@ -132,6 +136,41 @@ func routes() []meshconfig.Route {
 		},
 		{Name: "shop/web-canary", Kind: "HTTPRoute", Rule: 2, Match: meshconfig.RouteMatch{Method: "GET", Query: []meshconfig.ValueMatch{{Name: "q", Value: ""}}}},
 		{Name: "shop/catch-all", Kind: "HTTPRoute", Rule: 7},
+	}
+}
+
+// traffic is a traffic policy with every part and field set (a valid
+// one): consistent hash on a header, affinity on the A2A context, every
+// timeout, a retry budget, every breaker limit, outlier ejection, and rate
+// limits per endpoint, per source and per tool (one of them zero).
+func traffic() *meshconfig.TrafficPolicy {
+	return &meshconfig.TrafficPolicy{
+		Name:         "shop/web-traffic",
+		LoadBalancer: &meshconfig.LoadBalancer{Algorithm: meshconfig.LBConsistentHash, Hash: &meshconfig.HashKey{Header: "x-user"}},
+		Affinity:     &meshconfig.Affinity{Key: meshconfig.HashKey{ContextID: true}},
+		Timeouts:     &meshconfig.Timeouts{Connect: 2 * time.Second, FirstByte: 15 * time.Second, Idle: time.Minute, Total: 5*time.Minute + 1},
+		RetryBudget:  &meshconfig.RetryBudget{Ratio: 0.2, MinPerSecond: 10},
+		Breaker:      &meshconfig.Breaker{MaxConnections: 100, MaxPendingRequests: 50, MaxRequests: 1000, MaxRequestsPerEndpoint: 64},
+		Outlier:      &meshconfig.Outlier{ConsecutiveFailures: 5, BaseEjection: 30 * time.Second, MaxEjection: 5 * time.Minute, MaxEjectedPercent: 50},
+		RateLimit: &meshconfig.RateLimit{
+			PerEndpoint: &meshconfig.Bucket{Rate: 100, Burst: 200},
+			PerSource:   &meshconfig.Bucket{Rate: 2.5, Burst: 5},
+			Tools:       map[string]meshconfig.Bucket{"search": {Rate: 1, Burst: 3}, "fetch": {Rate: 0.125, Burst: 1}, "free": {}},
+		},
+	}
+}
+
+// emptyParts is a traffic policy whose every part is present and zero
+// (the wire keeps them apart from absent ones).
+func emptyParts() *meshconfig.TrafficPolicy {
+	return &meshconfig.TrafficPolicy{
+		LoadBalancer: &meshconfig.LoadBalancer{Hash: &meshconfig.HashKey{}},
+		Affinity:     &meshconfig.Affinity{},
+		Timeouts:     &meshconfig.Timeouts{},
+		RetryBudget:  &meshconfig.RetryBudget{},
+		Breaker:      &meshconfig.Breaker{},
+		Outlier:      &meshconfig.Outlier{},
+		RateLimit:    &meshconfig.RateLimit{PerEndpoint: &meshconfig.Bucket{}, PerSource: &meshconfig.Bucket{}},
 	}
 }
 
@@ -190,6 +229,59 @@ func TestRoundTripRoutes(t *testing.T) {
 	}
 }
 
+// TestRoundTripTraffic: a Service's traffic policy survives the codec with
+// each part present exactly when it was (nil and empty stay apart), every
+// algorithm apart from the others and from none, and the full test policy
+// is one Validate accepts.
+func TestRoundTripTraffic(t *testing.T) {
+	in := &ConfigResponse{Version: 1, Services: []meshconfig.Service{
+		{Name: "web", Namespace: "shop", Traffic: traffic()},
+		{Name: "plain", Namespace: "shop", Ports: []meshconfig.ServicePort{{Port: 80}}},
+		{Name: "empty", Namespace: "shop", Traffic: &meshconfig.TrafficPolicy{}},
+		{Name: "parts", Namespace: "shop", Traffic: emptyParts()},
+	}}
+	// Each part alone, empty.
+	full := traffic()
+	for i, tp := range []*meshconfig.TrafficPolicy{
+		{LoadBalancer: &meshconfig.LoadBalancer{}},
+		{LoadBalancer: &meshconfig.LoadBalancer{Hash: &meshconfig.HashKey{}}},
+		{Affinity: &meshconfig.Affinity{}},
+		{Timeouts: &meshconfig.Timeouts{}},
+		{RetryBudget: &meshconfig.RetryBudget{}},
+		{Breaker: &meshconfig.Breaker{}},
+		{Outlier: &meshconfig.Outlier{}},
+		{RateLimit: &meshconfig.RateLimit{}},
+		{RateLimit: &meshconfig.RateLimit{PerSource: &meshconfig.Bucket{}}},
+		{RateLimit: &meshconfig.RateLimit{Tools: map[string]meshconfig.Bucket{"": {}}}},
+		{Name: "only/name"},
+		{RateLimit: full.RateLimit, Outlier: full.Outlier},
+	} {
+		in.Services = append(in.Services, meshconfig.Service{Name: fmt.Sprintf("part-%d", i), Namespace: "shop", Traffic: tp})
+	}
+	for _, a := range []string{"", meshconfig.LBPeakEWMA, meshconfig.LBRoundRobin, meshconfig.LBLeastRequest, meshconfig.LBConsistentHash} {
+		in.Services = append(in.Services, meshconfig.Service{Name: "lb-" + a, Namespace: "shop",
+			Traffic: &meshconfig.TrafficPolicy{LoadBalancer: &meshconfig.LoadBalancer{Algorithm: a}}})
+	}
+	var out ConfigResponse
+	protoRoundTrip(t, in, &out)
+	if !reflect.DeepEqual(in, &out) {
+		t.Fatalf("round trip differs (-in +out):\n%s", cmp.Diff(in, &out, cmpOpts...))
+	}
+	if out.Services[1].Traffic != nil {
+		t.Errorf("a service without traffic decoded with %#v", out.Services[1].Traffic)
+	}
+	if got := out.Services[2].Traffic; got == nil || !reflect.DeepEqual(*got, meshconfig.TrafficPolicy{}) {
+		t.Errorf("empty traffic policy decoded as %#v, want a non-nil empty one", got)
+	}
+	if got := out.Services[3].Traffic.RateLimit; got.PerEndpoint == nil || got.PerSource == nil || got.Tools != nil {
+		t.Errorf("empty rate limit parts decoded as %#v", got)
+	}
+	cfg := meshconfig.Config{Services: []meshconfig.Service{in.Services[0]}}
+	if err := cfg.Validate(); err != nil {
+		t.Errorf("the test traffic policy is not valid: %v", err)
+	}
+}
+
 // TestRoundTripRandom: random responses in canonical form survive
 // Go -> proto -> bytes -> proto -> Go, and encode deterministically.
 func TestRoundTripRandom(t *testing.T) {
@@ -239,11 +331,13 @@ func TestEmptyEncodesAsNil(t *testing.T) {
 				Backends: []meshconfig.Backend{},
 				Retry:    &meshconfig.Retry{Codes: []int{}},
 			}}},
+			{Name: "t", Traffic: &meshconfig.TrafficPolicy{RateLimit: &meshconfig.RateLimit{Tools: map[string]meshconfig.Bucket{}}}},
 		},
 	}
 	canonical := &ConfigResponse{
 		Workloads: []meshconfig.Workload{{UID: "a", Authz: &policy.Target{Policies: []policy.Policy{{Rules: []policy.Rule{{From: []policy.Peer{{}}}}}}}}},
-		Services:  []meshconfig.Service{{Name: "s", Endpoints: []meshconfig.Endpoint{{}}}, {Name: "r", Routes: []meshconfig.Route{{Retry: &meshconfig.Retry{}}}}},
+		Services: []meshconfig.Service{{Name: "s", Endpoints: []meshconfig.Endpoint{{}}}, {Name: "r", Routes: []meshconfig.Route{{Retry: &meshconfig.Retry{}}}},
+			{Name: "t", Traffic: &meshconfig.TrafficPolicy{RateLimit: &meshconfig.RateLimit{}}}},
 	}
 	b1, err1 := protoCodec{}.Marshal(empty)
 	b2, err2 := protoCodec{}.Marshal(canonical)
@@ -281,6 +375,16 @@ func TestInvalidWire(t *testing.T) {
 	peer := func(p *pb.Peer) *pb.ConfigResponse {
 		return &pb.ConfigResponse{Policies: []*pb.Policy{{Name: "p", Rules: []*pb.Rule{{From: []*pb.Peer{p}}}}}}
 	}
+	// a service with the full test traffic policy, modified
+	traffic := func(mod func(*pb.TrafficPolicy)) *pb.ConfigResponse {
+		tp, err := trafficToProto(traffic())
+		if err != nil {
+			t.Fatal(err)
+		}
+		mod(tp)
+		return svc(func(s *pb.Service) { s.Traffic = tp })
+	}
+	nan, inf := math.NaN(), math.Inf(1)
 	for name, m := range map[string]*pb.ConfigResponse{
 		"address of 5 bytes":      wl(func(w *pb.Workload) { w.Ips = [][]byte{{1, 2, 3, 4, 5}} }),
 		"address of 15 bytes":     svc(func(s *pb.Service) { s.Vips = [][]byte{make([]byte, 15)} }),
@@ -311,6 +415,23 @@ func TestInvalidWire(t *testing.T) {
 		"path match type 4":       route(func(r *pb.Route) { r.Match.PathType = 4 }),
 		"path match type -1":      route(func(r *pb.Route) { r.Match.PathType = -1 }),
 		"path match type 9 only":  route(func(r *pb.Route) { r.Match = &pb.RouteMatch{PathType: 9} }),
+		"connect timeout -1ns":    traffic(func(tp *pb.TrafficPolicy) { tp.Timeouts.ConnectNs = -1 }),
+		"first byte timeout -1s":  traffic(func(tp *pb.TrafficPolicy) { tp.Timeouts.FirstByteNs = -1e9 }),
+		"idle timeout -1ns":       traffic(func(tp *pb.TrafficPolicy) { tp.Timeouts.IdleNs = -1 }),
+		"total timeout min int64": traffic(func(tp *pb.TrafficPolicy) { tp.Timeouts.TotalNs = math.MinInt64 }),
+		"base ejection -1ns":      traffic(func(tp *pb.TrafficPolicy) { tp.Outlier.BaseEjectionNs = -1 }),
+		"max ejection -1ns":       traffic(func(tp *pb.TrafficPolicy) { tp.Outlier.MaxEjectionNs = -1 }),
+		"lb algorithm 5":          traffic(func(tp *pb.TrafficPolicy) { tp.LoadBalancer.Algorithm = 5 }),
+		"lb algorithm -1":         traffic(func(tp *pb.TrafficPolicy) { tp.LoadBalancer.Algorithm = -1 }),
+		"lb algorithm 9 only":     traffic(func(tp *pb.TrafficPolicy) { tp.LoadBalancer = &pb.LoadBalancer{Algorithm: 9} }),
+		"retry ratio NaN":         traffic(func(tp *pb.TrafficPolicy) { tp.RetryBudget.Ratio = nan }),
+		"retry ratio +Inf":        traffic(func(tp *pb.TrafficPolicy) { tp.RetryBudget.Ratio = inf }),
+		"retry ratio -0.5":        traffic(func(tp *pb.TrafficPolicy) { tp.RetryBudget.Ratio = -0.5 }),
+		"per endpoint rate NaN":   traffic(func(tp *pb.TrafficPolicy) { tp.RateLimit.PerEndpoint.Rate = nan }),
+		"per source rate -1":      traffic(func(tp *pb.TrafficPolicy) { tp.RateLimit.PerSource.Rate = -1 }),
+		"per source rate -Inf":    traffic(func(tp *pb.TrafficPolicy) { tp.RateLimit.PerSource.Rate = -inf }),
+		"tool rate +Inf":          traffic(func(tp *pb.TrafficPolicy) { tp.RateLimit.Tools["search"].Rate = inf }),
+		"tool rate NaN":           traffic(func(tp *pb.TrafficPolicy) { tp.RateLimit.Tools["free"] = &pb.Bucket{Rate: nan} }),
 		"nested policy bad prefix": wl(func(w *pb.Workload) {
 			w.Authz.Policies = []*pb.Policy{peer(&pb.Peer{IpBlocks: []*pb.IPBlock{{Prefix: &pb.Prefix{Addr: []byte{1}}}}}).Policies[0]}
 		}),
@@ -329,7 +450,10 @@ func TestInvalidWire(t *testing.T) {
 		}
 	}
 	// What the cases above break, unbroken, decodes.
-	for name, m := range map[string]*pb.ConfigResponse{"workload": wl(func(*pb.Workload) {}), "service": svc(func(*pb.Service) {}), "route": route(func(*pb.Route) {})} {
+	for name, m := range map[string]*pb.ConfigResponse{
+		"workload": wl(func(*pb.Workload) {}), "service": svc(func(*pb.Service) {}), "route": route(func(*pb.Route) {}),
+		"traffic": traffic(func(*pb.TrafficPolicy) {}), "rate -0": traffic(func(tp *pb.TrafficPolicy) { tp.RateLimit.PerSource.Rate = math.Copysign(0, -1) }),
+	} {
 		b, err := proto.Marshal(m)
 		if err != nil {
 			t.Fatal(err)
@@ -361,11 +485,35 @@ func TestInvalidGo(t *testing.T) {
 		"retry attempts":  routeResponse(meshconfig.Route{Retry: &meshconfig.Retry{Attempts: -1}}),
 		"retry code 1000": routeResponse(meshconfig.Route{Retry: &meshconfig.Retry{Codes: []int{503, 1000}}}),
 		"retry code -1":   routeResponse(meshconfig.Route{Retry: &meshconfig.Retry{Codes: []int{-1}}}),
+
+		"lb algorithm":        trafficResponse(meshconfig.TrafficPolicy{LoadBalancer: &meshconfig.LoadBalancer{Algorithm: "peakEWMA"}}),
+		"connect timeout":     trafficResponse(meshconfig.TrafficPolicy{Timeouts: &meshconfig.Timeouts{Connect: -1}}),
+		"total timeout":       trafficResponse(meshconfig.TrafficPolicy{Timeouts: &meshconfig.Timeouts{Total: -time.Hour}}),
+		"base ejection":       trafficResponse(meshconfig.TrafficPolicy{Outlier: &meshconfig.Outlier{ConsecutiveFailures: 1, BaseEjection: -time.Second}}),
+		"retry ratio NaN":     trafficResponse(meshconfig.TrafficPolicy{RetryBudget: &meshconfig.RetryBudget{Ratio: math.NaN()}}),
+		"retry ratio -0.1":    trafficResponse(meshconfig.TrafficPolicy{RetryBudget: &meshconfig.RetryBudget{Ratio: -0.1}}),
+		"min per second -1":   trafficResponse(meshconfig.TrafficPolicy{RetryBudget: &meshconfig.RetryBudget{MinPerSecond: -1}}),
+		"max connections -1":  trafficResponse(meshconfig.TrafficPolicy{Breaker: &meshconfig.Breaker{MaxConnections: -1}}),
+		"ejected percent -1":  trafficResponse(meshconfig.TrafficPolicy{Outlier: &meshconfig.Outlier{MaxEjectedPercent: -1}}),
+		"per endpoint rate":   trafficResponse(meshconfig.TrafficPolicy{RateLimit: &meshconfig.RateLimit{PerEndpoint: &meshconfig.Bucket{Rate: math.Inf(1)}}}),
+		"per source burst -1": trafficResponse(meshconfig.TrafficPolicy{RateLimit: &meshconfig.RateLimit{PerSource: &meshconfig.Bucket{Burst: -1}}}),
+		"tool rate NaN":       trafficResponse(meshconfig.TrafficPolicy{RateLimit: &meshconfig.RateLimit{Tools: map[string]meshconfig.Bucket{"t": {Rate: math.NaN()}}}}),
 	} {
 		if _, err := (protoCodec{}).Marshal(r); !errors.Is(err, ErrInvalid) {
 			t.Errorf("%s: Marshal error = %v, want ErrInvalid", name, err)
 		}
 	}
+	if big := math.MaxInt; uint64(big) > math.MaxUint32 { // a 64-bit int: above the wire's uint32
+		r := trafficResponse(meshconfig.TrafficPolicy{Breaker: &meshconfig.Breaker{MaxRequests: big}})
+		if _, err := (protoCodec{}).Marshal(r); !errors.Is(err, ErrInvalid) {
+			t.Errorf("max requests %d: Marshal error = %v, want ErrInvalid", big, err)
+		}
+	}
+}
+
+// trafficResponse is a response with one service with traffic policy tp.
+func trafficResponse(tp meshconfig.TrafficPolicy) *ConfigResponse {
+	return &ConfigResponse{Services: []meshconfig.Service{{Name: "s", Namespace: "ns", Traffic: &tp}}}
 }
 
 // routeResponse is a response with one service with route rt.
@@ -459,6 +607,9 @@ func randResponse(r *rand.Rand) *ConfigResponse {
 			for range r.IntN(4) {
 				s.Routes = append(s.Routes, g.route())
 			}
+		}
+		if r.IntN(3) == 0 {
+			s.Traffic = g.traffic()
 		}
 		resp.Services = append(resp.Services, s)
 	}
@@ -564,6 +715,79 @@ func (g gen) route() meshconfig.Route {
 		}
 	}
 	return rt
+}
+
+// traffic is a random traffic policy, each part present or not: not
+// always one Validate accepts (the wire does not check that a hash key
+// has one part, or outlier's bounds), but always one the wire carries.
+func (g gen) traffic() *meshconfig.TrafficPolicy {
+	r := g.r
+	maybe := func() bool { return r.IntN(2) == 0 }
+	tp := &meshconfig.TrafficPolicy{Name: g.str()}
+	if maybe() {
+		tp.LoadBalancer = &meshconfig.LoadBalancer{Algorithm: []string{"", meshconfig.LBPeakEWMA, meshconfig.LBRoundRobin, meshconfig.LBLeastRequest, meshconfig.LBConsistentHash}[r.IntN(5)]}
+		if maybe() {
+			k := g.hashKey()
+			tp.LoadBalancer.Hash = &k
+		}
+	}
+	if maybe() {
+		tp.Affinity = &meshconfig.Affinity{Key: g.hashKey()}
+	}
+	if maybe() {
+		tp.Timeouts = &meshconfig.Timeouts{Connect: g.duration(), FirstByte: g.duration(), Idle: g.duration(), Total: g.duration()}
+	}
+	if maybe() {
+		tp.RetryBudget = &meshconfig.RetryBudget{Ratio: g.rate(), MinPerSecond: g.count()}
+	}
+	if maybe() {
+		tp.Breaker = &meshconfig.Breaker{MaxConnections: g.count(), MaxPendingRequests: g.count(), MaxRequests: g.count(), MaxRequestsPerEndpoint: g.count()}
+	}
+	if maybe() {
+		tp.Outlier = &meshconfig.Outlier{ConsecutiveFailures: g.count(), BaseEjection: g.duration(), MaxEjection: g.duration(), MaxEjectedPercent: g.count()}
+	}
+	if maybe() {
+		rl := &meshconfig.RateLimit{}
+		if maybe() {
+			rl.PerEndpoint = &meshconfig.Bucket{Rate: g.rate(), Burst: g.count()}
+		}
+		if maybe() {
+			rl.PerSource = &meshconfig.Bucket{Rate: g.rate(), Burst: g.count()}
+		}
+		for range r.IntN(4) {
+			if rl.Tools == nil {
+				rl.Tools = map[string]meshconfig.Bucket{}
+			}
+			rl.Tools[g.str()] = meshconfig.Bucket{Rate: g.rate(), Burst: g.count()}
+		}
+		tp.RateLimit = rl
+	}
+	return tp
+}
+
+func (g gen) hashKey() meshconfig.HashKey {
+	var k meshconfig.HashKey
+	switch g.r.IntN(5) {
+	case 0:
+		k.Header = g.str()
+	case 1:
+		k.Cookie = g.str()
+	case 2:
+		k.ContextID = true
+	case 3:
+		k = meshconfig.HashKey{Header: g.str(), Cookie: g.str(), ContextID: g.r.IntN(2) == 0}
+	}
+	return k
+}
+
+// rate is 0, small, fractional or as large as a float64 goes.
+func (g gen) rate() float64 {
+	return []float64{0, 1, g.r.Float64(), g.r.Float64() * 1e6, math.MaxFloat64, math.SmallestNonzeroFloat64}[g.r.IntN(6)]
+}
+
+// count is 0, small, or up to the largest the wire's uint32 carries.
+func (g gen) count() int {
+	return []int{0, 1, g.r.IntN(1000), int(g.r.Uint32())}[g.r.IntN(4)]
 }
 
 func (g gen) valueMatches() []meshconfig.ValueMatch {

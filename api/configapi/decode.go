@@ -50,6 +50,17 @@ import (
 // one Route, unmarshalled on its own by protobuf-go (pb.Route) and
 // converted by routeFromProto, as the generated path does element by
 // element; a Service without routes costs nothing more.
+//
+// Service.traffic, a singular message field, is rarer still: the bytes of
+// each of its occurrences are kept while the Service is decoded, and once
+// it is complete they are unmarshalled by protobuf-go into one
+// pb.TrafficPolicy, each within its own bounds and merged into what the
+// earlier ones gave (proto.UnmarshalOptions.Merge: what protobuf-go does
+// with a message field given twice), then converted by trafficFromProto.
+// Unmarshalling the occurrences concatenated would merge valid ones
+// alike, but would let a truncated occurrence run on into the next one's
+// bytes where protobuf-go fails. A Service without traffic costs nothing
+// more.
 
 // Wire types, for the tags messages switch on (number<<3 | type).
 const (
@@ -198,6 +209,7 @@ type wireDecoder struct {
 	svcPorts  []meshconfig.ServicePort
 	endpoints []meshconfig.Endpoint
 	routes    [][]byte // the wire of each Service.routes occurrence
+	traffic   [][]byte // and of each Service.traffic occurrence (they merge)
 	// the Authz of the workload being decoded, gathered over every
 	// occurrence of the field (they merge)
 	tPolicies []policy.Policy
@@ -574,7 +586,7 @@ func (d *wireDecoder) probePort(v uint64) error {
 
 func (d *wireDecoder) service(b []byte, s *meshconfig.Service) error {
 	d.vips, d.svcPorts, d.endpoints = d.vips[:0], d.svcPorts[:0], d.endpoints[:0]
-	d.routes = d.routes[:0]
+	d.routes, d.traffic = d.routes[:0], d.traffic[:0]
 	r := wireReader{b: b}
 	for r.next() {
 		f := &r.f
@@ -606,6 +618,8 @@ func (d *wireDecoder) service(b []byte, s *meshconfig.Service) error {
 			s.ExternalName, err = d.str(f.b)
 		case 7<<3 | wireBytes:
 			d.routes = append(d.routes, f.b) // decoded once the service is complete
+		case 8<<3 | wireBytes:
+			d.traffic = append(d.traffic, f.b) // merged once the service is complete
 		}
 		if err != nil {
 			return fmt.Errorf("field %d: %w", f.num, err)
@@ -618,7 +632,12 @@ func (d *wireDecoder) service(b []byte, s *meshconfig.Service) error {
 	s.Ports = d.ports.copyOf(d.svcPorts)
 	s.Endpoints = d.eps.copyOf(d.endpoints)
 	if len(d.routes) > 0 {
-		return d.serviceRoutes(s)
+		if err := d.serviceRoutes(s); err != nil {
+			return err
+		}
+	}
+	if len(d.traffic) > 0 {
+		return d.serviceTraffic(s)
 	}
 	return nil
 }
@@ -637,6 +656,26 @@ func (d *wireDecoder) serviceRoutes(s *meshconfig.Service) error {
 			return fmt.Errorf("route %d: %w", i, err)
 		}
 	}
+	return nil
+}
+
+// serviceTraffic decodes the traffic policy of s from the occurrences of
+// the field gathered in d.traffic: each is unmarshalled on its own and
+// merged into the one message, as protobuf-go merges a message field
+// given twice.
+func (d *wireDecoder) serviceTraffic(s *meshconfig.Service) error {
+	var m pb.TrafficPolicy
+	merge := proto.UnmarshalOptions{Merge: true}
+	for _, b := range d.traffic {
+		if err := merge.Unmarshal(b, &m); err != nil {
+			return fmt.Errorf("traffic policy: %w", err)
+		}
+	}
+	tp, err := trafficFromProto(&m)
+	if err != nil {
+		return fmt.Errorf("traffic policy %s: %w", m.GetName(), err)
+	}
+	s.Traffic = tp
 	return nil
 }
 

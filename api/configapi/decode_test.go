@@ -2,6 +2,7 @@ package configapi
 
 import (
 	"errors"
+	"math"
 	"math/rand/v2"
 	"reflect"
 	"slices"
@@ -113,6 +114,22 @@ func scramble(r *rand.Rand, m protoreflect.Message, top bool) []byte {
 			for i := range l.Len() {
 				occ = append(occ, messageField(num, scramble(r, l.Get(i).Message(), false)))
 			}
+		case fd.IsMap(): // entries in any order, key and value in either
+			v.Map().Range(func(k protoreflect.MapKey, mv protoreflect.Value) bool {
+				key := scalarField(fd.MapKey(), k.Value())
+				var val []byte
+				if fd.MapValue().Message() != nil {
+					val = messageField(2, scramble(r, mv.Message(), false))
+				} else {
+					val = scalarField(fd.MapValue(), mv)
+				}
+				if r.IntN(2) == 0 {
+					key, val = val, key
+				}
+				occ = append(occ, messageField(num, slices.Concat(key, val)))
+				return true
+			})
+			r.Shuffle(len(occ), func(i, j int) { occ[i], occ[j] = occ[j], occ[i] })
 		case fd.IsList():
 			l := v.List()
 			for i := range l.Len() {
@@ -185,6 +202,22 @@ func split(r *rand.Rand, m protoreflect.Message) (a, b protoreflect.Message) {
 					lb.Append(l.Get(i))
 				}
 			}
+		case fd.IsMap():
+			// A key in both keeps b's value (entries replace, not merge):
+			// a may have a bogus one.
+			ma, mb := a.Mutable(fd).Map(), b.Mutable(fd).Map()
+			v.Map().Range(func(k protoreflect.MapKey, mv protoreflect.Value) bool {
+				switch r.IntN(3) {
+				case 0:
+					ma.Set(k, mv)
+				case 1:
+					mb.Set(k, mv)
+				default:
+					ma.Set(k, bogusEntry(r, fd.MapValue(), mv))
+					mb.Set(k, mv)
+				}
+				return true
+			})
 		case fd.Message() != nil:
 			switch r.IntN(3) {
 			case 0:
@@ -212,6 +245,18 @@ func split(r *rand.Rand, m protoreflect.Message) (a, b protoreflect.Message) {
 	return a, b
 }
 
+// bogusEntry is a map value like v, for a later entry of its key to
+// replace: a message with a bogus first field, or a bogus scalar.
+func bogusEntry(r *rand.Rand, fd protoreflect.FieldDescriptor, v protoreflect.Value) protoreflect.Value {
+	if fd.Message() == nil {
+		return bogus(r, fd)
+	}
+	m := v.Message().New()
+	f := m.Descriptor().Fields().Get(0)
+	m.Set(f, bogus(r, f))
+	return protoreflect.ValueOfMessage(m)
+}
+
 // bogus is a value of fd's kind, maybe invalid (a port above 65535, an
 // undefined enum value, an address of 3 bytes), for a later one to replace.
 func bogus(r *rand.Rand, fd protoreflect.FieldDescriptor) protoreflect.Value {
@@ -226,6 +271,8 @@ func bogus(r *rand.Rand, fd protoreflect.FieldDescriptor) protoreflect.Value {
 		return protoreflect.ValueOfUint64(r.Uint64())
 	case protoreflect.Int64Kind:
 		return protoreflect.ValueOfInt64(r.Int64())
+	case protoreflect.DoubleKind:
+		return protoreflect.ValueOfFloat64([]float64{math.NaN(), math.Inf(1), -1, r.NormFloat64()}[r.IntN(4)])
 	case protoreflect.StringKind:
 		return protoreflect.ValueOfString("bogus")
 	case protoreflect.BytesKind:
@@ -245,6 +292,8 @@ func scalarField(fd protoreflect.FieldDescriptor, v protoreflect.Value) []byte {
 		return protowire.AppendVarint(protowire.AppendTag(nil, num, protowire.VarintType), v.Uint())
 	case protoreflect.Int64Kind:
 		return protowire.AppendVarint(protowire.AppendTag(nil, num, protowire.VarintType), uint64(v.Int()))
+	case protoreflect.DoubleKind:
+		return protowire.AppendFixed64(protowire.AppendTag(nil, num, protowire.Fixed64Type), math.Float64bits(v.Float()))
 	case protoreflect.StringKind:
 		return protowire.AppendString(protowire.AppendTag(nil, num, protowire.BytesType), v.String())
 	case protoreflect.BytesKind:
@@ -276,6 +325,21 @@ func TestDecodeResponseCases(t *testing.T) {
 	// a service with one route, and one whose route has a retry policy
 	route := func(parts ...[]byte) []byte { return msg(8, str(1, "s"), msg(7, parts...)) }
 	retry := func(parts ...[]byte) []byte { return route(str(1, "ns/r"), msg(9, parts...)) }
+	// a service with one occurrence of traffic, or several
+	traffic := func(parts ...[]byte) []byte { return msg(8, str(1, "s"), msg(8, parts...)) }
+	traffics := func(occs ...[]byte) []byte {
+		var b []byte
+		for _, o := range occs {
+			b = append(b, messageField(8, o)...)
+		}
+		return msg(8, str(1, "s"), b)
+	}
+	dbl := func(num protowire.Number, v float64) []byte {
+		return protowire.AppendFixed64(tag(nil, num, protowire.Fixed64Type), math.Float64bits(v))
+	}
+	lb := func(alg uint64) []byte { return msg(2, varint(1, alg)) }
+	rate := func(v float64) []byte { return msg(8, msg(1, dbl(1, v))) }      // RateLimit.per_endpoint.rate
+	tool := func(parts ...[]byte) []byte { return msg(8, msg(3, parts...)) } // one RateLimit.tools entry
 
 	for name, tc := range map[string]struct {
 		data []byte
@@ -366,6 +430,61 @@ func TestDecodeResponseCases(t *testing.T) {
 		"route with a group":              {route(tag(tag(nil, 50, protowire.StartGroupType), 50, protowire.EndGroupType)), true},
 		"route with an end group":         {route(tag(nil, 50, protowire.EndGroupType)), false},
 		"route field number 0":            {route(varint(0, 1)), false},
+
+		// Service.traffic: occurrences merge, as do their parts; values
+		// are checked once merged.
+		"empty traffic":                       {traffic(), true},
+		"traffic merged":                      {traffics(slices.Concat(str(1, "ns/a"), msg(4, varint(1, 5))), slices.Concat(msg(4, varint(2, 7)), lb(2))), true},
+		"traffic around endpoints and routes": {msg(8, str(1, "s"), msg(8, str(1, "a")), msg(5, varint(3, 1)), msg(7, str(1, "r")), msg(8, msg(3)), msg(5, str(2, "\x0a\x00\x00\x01")), msg(8, str(1, "b"))), true},
+		"traffic of two services":             {slices.Concat(traffic(str(1, "a")), msg(8, str(1, "t")), traffic(lb(3))), true},
+		"traffic name twice":                  {traffics(str(1, "a"), str(1, "b")), true},
+		"lb algorithm 9":                      {traffic(lb(9)), false},
+		"lb algorithm 9 then 1":               {traffics(lb(9), lb(1)), true},
+		"lb algorithm 9 then 1, one occ.":     {traffic(lb(9), lb(1)), true},
+		"lb algorithm 1 then 9":               {traffics(lb(1), lb(9)), false},
+		"lb algorithm 1<<32 + 4":              {traffic(lb(1<<32 + 4)), true},
+		"lb algorithm -1":                     {traffic(lb(1<<64 - 1)), false},
+		"lb hash merged":                      {traffics(msg(2, msg(2, str(1, "h"))), msg(2, msg(2, varint(3, 1)), varint(1, 4))), true},
+		"affinity key absent":                 {traffic(msg(3)), true},
+		"connect -1":                          {traffic(msg(4, varint(1, 1<<64-1))), false},
+		"connect -1 then 5":                   {traffics(msg(4, varint(1, 1<<64-1)), msg(4, varint(1, 5))), true},
+		"idle -1 after 5":                     {traffics(msg(4, varint(3, 5)), msg(4, varint(3, 1<<64-1))), false},
+		"base ejection -1":                    {traffic(msg(7, varint(2, 1<<64-1))), false},
+		"max ejected percent 1<<32 + 50":      {traffic(msg(7, varint(4, 1<<32+50))), true},
+		"burst 1<<32 + 3":                     {traffic(msg(8, msg(2, varint(2, 1<<32+3)))), true},
+		"rate 2.5":                            {traffic(rate(2.5)), true},
+		"rate NaN":                            {traffic(rate(math.NaN())), false},
+		"rate +Inf":                           {traffic(rate(math.Inf(1))), false},
+		"rate -1":                             {traffic(rate(-1)), false},
+		"rate -0":                             {traffic(rate(math.Copysign(0, -1))), true},
+		"rate NaN then 2":                     {traffics(rate(math.NaN()), rate(2)), true},
+		"rate 2 then NaN":                     {traffics(rate(2), rate(math.NaN())), false},
+		"ratio NaN":                           {traffic(msg(5, dbl(1, math.NaN()))), false},
+		"ratio as a varint":                   {traffic(msg(5, varint(1, 5))), true},
+		"rate as fixed32":                     {traffic(msg(8, msg(1, protowire.AppendFixed32(tag(nil, 1, protowire.Fixed32Type), 7)))), true},
+		"rate truncated":                      {traffic(msg(8, msg(1, tag(nil, 1, protowire.Fixed64Type), []byte{1, 2, 3}))), false},
+		"tool":                                {traffic(tool(str(1, "search"), msg(2, dbl(1, 1), varint(2, 3)))), true},
+		"tool twice keeps the last":           {traffic(tool(str(1, "t"), msg(2, dbl(1, math.NaN()))), tool(str(1, "t"), msg(2, varint(2, 4)))), true},
+		"tool twice, NaN last":                {traffic(tool(str(1, "t"), msg(2, varint(2, 4))), tool(str(1, "t"), msg(2, dbl(1, math.NaN())))), false},
+		"tool value before key":               {traffic(tool(msg(2, varint(2, 4)), str(1, "t"))), true},
+		"tool without a bucket":               {traffic(tool(str(1, "t"))), true},
+		"tool without a name":                 {traffic(tool(msg(2, varint(2, 1)))), true},
+		"tools in two occurrences":            {traffics(tool(str(1, "a")), tool(str(1, "b"), msg(2, dbl(1, 3)))), true},
+		"tool name invalid UTF-8":             {traffic(tool(str(1, "\xff"))), false},
+		"tool bucket rate NaN":                {traffic(tool(str(1, "t"), msg(2, dbl(1, math.NaN())))), false},
+		"tool entry truncated":                {traffic(msg(8, messageField(3, []byte{0x0a, 0x05, 't'}))), false},
+		"invalid UTF-8 in traffic":            {traffic(str(1, "ns/\xff")), false},
+		"invalid UTF-8, unknown in traffic":   {traffic(str(77, "\xff")), true},
+		"traffic of another wire type":        {msg(8, str(1, "s"), varint(8, 1)), true},
+		"traffic field of another type":       {traffic(protowire.AppendFixed32(tag(nil, 2, protowire.Fixed32Type), 7)), true},
+		"traffic truncated":                   {msg(8, str(1, "s"), messageField(8, []byte{0x0a, 0x05, 'a'})), false},
+		// Concatenated, the two would be name "\x08\x01"; protobuf-go
+		// fails on the first on its own.
+		"traffic truncated, then more":    {msg(8, str(1, "s"), messageField(8, []byte{0x0a, 0x02}), messageField(8, []byte{0x08, 0x01})), false},
+		"traffic truncated after a valid": {msg(8, str(1, "s"), messageField(8, []byte{0x0a, 0x01, 'a'}), messageField(8, []byte{0x0a})), false},
+		"traffic with a group":            {traffic(tag(tag(nil, 50, protowire.StartGroupType), 50, protowire.EndGroupType)), true},
+		"traffic with an end group":       {traffic(tag(nil, 50, protowire.EndGroupType)), false},
+		"traffic field number 0":          {traffic(varint(0, 1)), false},
 	} {
 		t.Run(name, func(t *testing.T) {
 			sameDecode(t, tc.data)
@@ -373,6 +492,50 @@ func TestDecodeResponseCases(t *testing.T) {
 				t.Errorf("decodeResponse error = %v, want ok %v", err, tc.ok)
 			}
 		})
+	}
+}
+
+// TestDecodeTrafficMerged: occurrences of Service.traffic merge, field by
+// field and part by part, whether the fields of a service come between
+// them or not (the reference path could be wrong alike: this is the
+// value protobuf merging gives).
+func TestDecodeTrafficMerged(t *testing.T) {
+	tag := func(num protowire.Number, typ protowire.Type) []byte { return protowire.AppendTag(nil, num, typ) }
+	varint := func(num protowire.Number, v uint64) []byte {
+		return protowire.AppendVarint(tag(num, protowire.VarintType), v)
+	}
+	str := func(num protowire.Number, s string) []byte {
+		return protowire.AppendString(tag(num, protowire.BytesType), s)
+	}
+	msg := func(num protowire.Number, parts ...[]byte) []byte { return messageField(num, slices.Concat(parts...)) }
+	rate := func(v float64) []byte {
+		return protowire.AppendFixed64(tag(1, protowire.Fixed64Type), math.Float64bits(v))
+	}
+	first := msg(8, str(1, "ns/a"), msg(4, varint(1, 5)), msg(2, varint(1, 4)), msg(8, msg(3, str(1, "x"), msg(2, varint(2, 1)))))
+	second := msg(8, msg(4, varint(2, 7)), msg(2, msg(2, str(1, "h")), varint(1, 2)), msg(8, msg(1, rate(3)), msg(3, str(1, "y"))), str(1, "ns/b"))
+	want := &meshconfig.TrafficPolicy{
+		Name:         "ns/b",
+		LoadBalancer: &meshconfig.LoadBalancer{Algorithm: meshconfig.LBRoundRobin, Hash: &meshconfig.HashKey{Header: "h"}},
+		Timeouts:     &meshconfig.Timeouts{Connect: 5, FirstByte: 7},
+		RateLimit:    &meshconfig.RateLimit{PerEndpoint: &meshconfig.Bucket{Rate: 3}, Tools: map[string]meshconfig.Bucket{"x": {Burst: 1}, "y": {}}},
+	}
+	for name, data := range map[string][]byte{
+		"adjacent":       msg(8, str(1, "s"), first, second),
+		"interleaved":    msg(8, first, str(1, "s"), msg(5, varint(3, 1), str(2, "\x0a\x00\x00\x01")), msg(7, str(1, "r")), msg(5, varint(3, 0)), second),
+		"three, one nil": msg(8, first, msg(8), str(1, "s"), second),
+	} {
+		sameDecode(t, data)
+		got, err := decodeResponse(data)
+		if err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		s := got.Services[0]
+		if s.Name != "s" || !reflect.DeepEqual(s.Traffic, want) {
+			t.Errorf("%s: traffic decoded as (-want +got):\n%s", name, cmp.Diff(want, s.Traffic))
+		}
+		if name == "interleaved" && (len(s.Endpoints) != 2 || len(s.Routes) != 1) {
+			t.Errorf("%s: endpoints %v, routes %v", name, s.Endpoints, s.Routes)
+		}
 	}
 }
 
@@ -415,6 +578,16 @@ func FuzzDecodeResponse(f *testing.F) {
 	f.Add(mustMarshal(f, withRoutes))
 	if m, err := responseToProto(withRoutes); err == nil {
 		f.Add(scramble(rand.New(rand.NewPCG(1, 17)), m.ProtoReflect(), true))
+	}
+	withTraffic := &ConfigResponse{Services: []meshconfig.Service{
+		{Name: "web", Namespace: "shop", Traffic: traffic(), Endpoints: []meshconfig.Endpoint{{Ready: true}}},
+		{Name: "parts", Namespace: "shop", Traffic: emptyParts()},
+	}}
+	f.Add(mustMarshal(f, withTraffic))
+	if m, err := responseToProto(withTraffic); err == nil {
+		for seed := range uint64(3) { // occurrences of traffic and its parts split and interleaved
+			f.Add(scramble(rand.New(rand.NewPCG(seed, 19)), m.ProtoReflect(), true))
+		}
 	}
 	for seed := range uint64(20) {
 		r := rand.New(rand.NewPCG(seed, 17))

@@ -10,6 +10,9 @@ type Index struct {
 	byIP   map[netip.Addr]*Workload
 	byVIP  map[netip.Addr]*Service
 	byName map[string]*Service // "namespace/name"
+	// limited: workload uid -> the Services it backs whose traffic
+	// policy has rate limits.
+	limited map[string][]*Service
 }
 
 // NewIndex indexes c.
@@ -34,8 +37,41 @@ func NewIndex(c *Config) *Index {
 		for _, ip := range s.VIPs {
 			x.byVIP[ip.Unmap()] = s
 		}
+		if s.Traffic != nil && s.Traffic.RateLimit != nil {
+			if x.limited == nil {
+				x.limited = map[string][]*Service{}
+			}
+			for _, e := range s.Endpoints {
+				if e.WorkloadUID != "" {
+					x.limited[e.WorkloadUID] = append(x.limited[e.WorkloadUID], s)
+				}
+			}
+		}
 	}
 	return x
+}
+
+// RateLimited returns the Services with rate limits (Traffic.RateLimit)
+// that workload uid backs on its port: those whose target port there is
+// port.
+func (x *Index) RateLimited(uid string, port uint16) []*Service {
+	var out []*Service
+	for _, s := range x.limited[uid] {
+		for i := range s.Endpoints {
+			e := &s.Endpoints[i]
+			if e.WorkloadUID != uid {
+				continue
+			}
+			for j := range s.Ports {
+				if e.TargetPort(&s.Ports[j]) == port {
+					out = append(out, s)
+					break
+				}
+			}
+			break
+		}
+	}
+	return out
 }
 
 // ByUID returns the workload with uid, or nil.

@@ -219,9 +219,14 @@ func (rt *Route) TotalWeight() uint64 {
 	return t
 }
 
-// validateRoutes checks the routes of s.
+// validateRoutes checks the routes and the traffic policy of s.
 func (s *Service) validateRoutes() error {
 	var errs []error
+	if s.Traffic != nil {
+		if err := s.Traffic.validate(); err != nil {
+			errs = append(errs, fmt.Errorf("service %s traffic policy %s: %w", s.Key(), s.Traffic.Name, err))
+		}
+	}
 	for i := range s.Routes {
 		rt := &s.Routes[i]
 		if err := rt.validate(); err != nil {

@@ -18,6 +18,9 @@ type Service struct {
 	// order (Route): requests to the Service over L7 follow the first
 	// that fits.
 	Routes []Route `json:"routes,omitempty"`
+	// Traffic is the TrafficPolicy that targets this Service, nil: the
+	// mesh's defaults.
+	Traffic *TrafficPolicy `json:"traffic,omitempty"`
 }
 
 // Key returns "namespace/name", the service's identity in config deltas.
