@@ -138,3 +138,15 @@ CONTROLLER_GEN := $(GO) run sigs.k8s.io/controller-tools/cmd/controller-gen@v0.2
 .PHONY: crds
 crds: ## regenerate the CRDs in deploy/charts/agentmesh/crds and the DeepCopy code in controller/api from the Go types (controller-gen, run in its own module)
 	$(CONTROLLER_GEN) object paths=./controller/api/... crd:crdVersions=v1 output:crd:dir=./deploy/charts/agentmesh/crds
+
+# The Gateway API CRDs the mesh reads (GAMMA), from the experimental channel
+# (HTTPRoute's retry is experimental) of the sigs.k8s.io/gateway-api version
+# in go.mod; controller/view's TestGatewayCRDsMatchModule fails when they differ.
+GATEWAY_API_CRDS := httproutes grpcroutes referencegrants
+
+.PHONY: gateway-crds
+gateway-crds: ## copy the Gateway API CRDs the mesh uses (HTTPRoute, GRPCRoute, ReferenceGrant; experimental channel) from the sigs.k8s.io/gateway-api module in go.mod into deploy/charts/agentmesh/crds
+	dir=$$($(GO) list -m -f '{{.Dir}}' sigs.k8s.io/gateway-api) && \
+	for r in $(GATEWAY_API_CRDS); do \
+		install -m 0644 $$dir/config/crd/experimental/gateway.networking.k8s.io_$$r.yaml deploy/charts/agentmesh/crds/ || exit 1; \
+	done

@@ -76,3 +76,29 @@ func (d debugWorkload) policyDoc(ns, name, action string) debug.Policy {
 	}
 	return out
 }
+
+// debugService serves debug.ServicePath from the hub's view.
+type debugService struct{ hub *stream.Hub }
+
+func (d debugService) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	ns, name, ok := strings.Cut(r.URL.Query().Get("service"), "/")
+	if !ok || ns == "" || name == "" || strings.Contains(name, "/") {
+		http.Error(w, "want ?service=<namespace>/<name>", http.StatusBadRequest)
+		return
+	}
+	select {
+	case <-d.hub.Ready():
+	default:
+		http.Error(w, "no view yet: informer caches not synced", http.StatusServiceUnavailable)
+		return
+	}
+	svc, found := d.hub.Service(ns, name)
+	if !found {
+		http.Error(w, "service "+ns+"/"+name+" is not in the controller's view", http.StatusNotFound)
+		return
+	}
+	w.Header().Set("Content-Type", "application/json")
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	enc.Encode(svc)
+}

@@ -23,6 +23,7 @@ type statusDoc struct {
 func adminHandler(reg *prometheus.Registry, srv *stream.Server, hub *stream.Hub, l *leader, id string, dbg debugWorkload) http.Handler {
 	mux := http.NewServeMux()
 	mux.Handle("GET "+debug.WorkloadPath, dbg)
+	mux.Handle("GET "+debug.ServicePath, debugService{hub: hub})
 	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
 	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
 		select {

@@ -19,6 +19,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
 
 	"github.com/agentmesh/agentmesh/api/configapi"
 	"github.com/agentmesh/agentmesh/api/meshconfig"
@@ -50,6 +51,8 @@ func kubeBinDir(t *testing.T) string {
 // receives its node's view; the same token for another node is refused.
 // Without the AgentPolicy CRD the controller refuses to start; with it,
 // AgentPolicies reach the stream, their status and events (policyEnv).
+// With the chart's Gateway API CRDs, routes on Services reach the view
+// and get their status (routeEnv).
 func TestRealAPIServer(t *testing.T) {
 	bin := kubeBinDir(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
@@ -132,6 +135,16 @@ func TestRealAPIServer(t *testing.T) {
 	}
 	p := &policyEnv{t: t, cs: cs, dyn: dyn, admin: "http://" + admin.Addr().String(), configs: got}
 	t.Run("policies", p.run)
+	// The routes' test polls with a client of its own: sharing the
+	// controller's would spend its rate limit, and slow its writes.
+	pollCfg := rest.CopyConfig(cp.AdminConfig())
+	pollCfg.QPS = -1
+	pollDyn, err := dynamic.NewForConfig(pollCfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := &routeEnv{t: t, cs: cs, dyn: pollDyn, admin: "http://" + admin.Addr().String()}
+	t.Run("routes", r.run)
 }
 
 func listen(t *testing.T) net.Listener {

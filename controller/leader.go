@@ -20,7 +20,8 @@ import (
 // keep working while no leader is elected. Creating the CA Secret is safe
 // without a leader too (create, and on AlreadyExists read the winner's).
 // Only the leader writes shared state: the root ConfigMap, AgentPolicy
-// status and events (controller/policystatus). Handover is observable: the agentmesh_controller_leader gauge,
+// status and events (controller/policystatus) and route status
+// (controller/routestatus). Handover is observable: the agentmesh_controller_leader gauge,
 // "leader" in /status and the "became leader" / "lost leadership" logs.
 type leader struct {
 	client  kubernetes.Interface
@@ -35,9 +36,18 @@ type leader struct {
 }
 
 // leaderWriter is a writer that works only while this replica leads (the
-// policy status writer). SetLeader must not block.
+// policy and route status writers). SetLeader must not block.
 type leaderWriter interface {
 	SetLeader(leads bool)
+}
+
+// leaderWriters tells each of its writers.
+type leaderWriters []leaderWriter
+
+func (ws leaderWriters) SetLeader(leads bool) {
+	for _, w := range ws {
+		w.SetLeader(leads)
+	}
 }
 
 // newLeader returns the elector; it tells w each time this replica starts

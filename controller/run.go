@@ -8,7 +8,11 @@
 // object get a config stream, and a deleted Node's streams are closed;
 // serviceaccounts: the CA signs only identities whose ServiceAccount
 // exists); patch agentpolicies/status (the leader's server-side apply of
-// the Accepted condition); create and patch events (Warning events on
+// the Accepted condition); list and watch httproutes, grpcroutes
+// (gateway.networking.k8s.io/v1) and referencegrants (v1beta1)
+// cluster-wide, get httproutes and grpcroutes and update their status
+// (the leader's read-modify-write of the route status entries of
+// view.GatewayControllerName); create and patch events (Warning events on
 // AgentPolicies and on namespaces and pods with invalid annotations);
 // create tokenreviews (authentication.k8s.io); in its own namespace get
 // and create secrets, get, create and update configmaps, and get, create
@@ -43,6 +47,7 @@ import (
 	"github.com/agentmesh/agentmesh/controller/auth"
 	"github.com/agentmesh/agentmesh/controller/ca"
 	"github.com/agentmesh/agentmesh/controller/policystatus"
+	"github.com/agentmesh/agentmesh/controller/routestatus"
 	"github.com/agentmesh/agentmesh/controller/stream"
 	"github.com/agentmesh/agentmesh/controller/view"
 	"github.com/agentmesh/agentmesh/internal/profile"
@@ -113,7 +118,7 @@ func restConfig(kubeconfig string) (*rest.Config, error) {
 // deps are what run needs from outside; tests pass fakes.
 type deps struct {
 	client   kubernetes.Interface
-	dynamic  dynamic.Interface // AgentPolicies
+	dynamic  dynamic.Interface // AgentPolicies, Gateway API routes
 	reviewer auth.TokenReviewer
 	listener net.Listener // the gRPC listener; run closes it
 	admin    net.Listener // optional: the admin HTTP listener instead of --metrics-addr
@@ -121,11 +126,12 @@ type deps struct {
 }
 
 // run builds the pieces in order, each from what it needs, then serves.
-// The watcher's caches come first (the policy status writer, the CA and
-// the stream server read them); its output goes to views, which run hands
-// to the watcher when it starts it. Start order: the AgentPolicy CRD
-// check, CA root, informers, gRPC server, admin HTTP, leader election and
-// the policy status writer. Shutdown order: the hub closes (every stream
+// The watcher's caches come first (the status writers, the CA and the
+// stream server read them); its output goes to views, which run hands to
+// the watcher when it starts it. Start order: the AgentPolicy CRD check,
+// the Gateway API discovery (routes are off without its CRDs), CA root,
+// informers, gRPC server, admin HTTP, leader election and the policy and
+// route status writers. Shutdown order: the hub closes (every stream
 // ends with Unavailable and nodes reconnect, possibly to another replica),
 // the gRPC server stops, then informers, leader election (the lease is
 // released) and the admin server.
@@ -136,6 +142,14 @@ func run(ctx context.Context, o *options, d deps) error {
 	if err := view.CheckCRD(ctx, d.dynamic); err != nil {
 		return err
 	}
+	gateway, err := view.DetectGatewayAPI(ctx, d.client.Discovery())
+	if err != nil {
+		return err
+	}
+	if missing := gateway.Missing(); missing != "" {
+		d.log.Info("Gateway API resources not served, not watched", "missing", missing, "routes", gateway.Any(),
+			"hint", "install the Gateway API CRDs (the chart's crds/) and restart the controller")
+	}
 	certPEM, keyPEM, err := ca.EnsureRoot(ctx, d.client, o.namespace, o.caSecret, o.trustDomain, d.log)
 	if err != nil {
 		return err
@@ -145,12 +159,14 @@ func run(ctx context.Context, o *options, d deps) error {
 		return err
 	}
 	defer stopEvents()
-	watcher, err := view.NewWatcher(d.client, d.dynamic, view.Options{TrustDomain: o.trustDomain, Debounce: o.debounce, Logger: d.log})
+	watcher, err := view.NewWatcher(d.client, d.dynamic, view.Options{TrustDomain: o.trustDomain, Debounce: o.debounce,
+		Gateway: gateway, Logger: d.log})
 	if err != nil {
 		return err
 	}
 	statuses := policystatus.New(policystatus.Options{Client: d.dynamic, Events: rec, Current: watcher.Policy, Logger: d.log})
-	l := newLeader(d.client, o, certPEM, statuses, d.log, reg)
+	routeStatuses := routestatus.New(routestatus.Options{Client: d.dynamic, Current: watcher.RouteStatus, Logger: d.log})
+	l := newLeader(d.client, o, certPEM, leaderWriters{statuses, routeStatuses}, d.log, reg)
 	authority, err := ca.New(ca.Options{CertPEM: certPEM, KeyPEM: keyPEM, TrustDomain: o.trustDomain,
 		Lifetime: o.certLifetime, Pods: watcher, ServiceAccounts: watcher, Logger: d.log, Registerer: reg})
 	if err != nil {
@@ -167,15 +183,16 @@ func run(ctx context.Context, o *options, d deps) error {
 		Logger: d.log, Registerer: reg})
 	gs := newGRPCServer(serving, authn)
 	configapi.Register(gs, meshService{Server: streams, ca: authority})
-	out := &views{hub: hub, statuses: statuses, streams: streams}
+	out := &views{hub: hub, statuses: statuses, routes: routeStatuses, streams: streams}
 	return serve(ctx, o, d, tasks{
-		watcher: func(ctx context.Context) error { return watcher.Run(ctx, out) },
-		leader:  l.run,
-		status:  statuses.Run,
-		grpc:    gs,
-		hub:     hub,
-		streams: streams,
-		admin:   adminHandler(reg, streams, hub, l, o.identity, debugWorkload{hub: hub, policy: watcher.Policy}),
+		watcher:     func(ctx context.Context) error { return watcher.Run(ctx, out) },
+		leader:      l.run,
+		status:      statuses.Run,
+		routeStatus: routeStatuses.Run,
+		grpc:        gs,
+		hub:         hub,
+		streams:     streams,
+		admin:       adminHandler(reg, streams, hub, l, o.identity, debugWorkload{hub: hub, policy: watcher.Policy}),
 	})
 }
 
@@ -197,10 +214,12 @@ type tasks struct {
 	watcher func(context.Context) error
 	leader  func(context.Context)
 	status  func(context.Context)
-	grpc    *grpc.Server
-	hub     *stream.Hub
-	streams *stream.Server
-	admin   http.Handler
+	// routeStatus runs the route status writer (nil: none).
+	routeStatus func(context.Context)
+	grpc        *grpc.Server
+	hub         *stream.Hub
+	streams     *stream.Server
+	admin       http.Handler
 }
 
 func serve(ctx context.Context, o *options, d deps, t tasks) error {
@@ -214,6 +233,9 @@ func serve(ctx context.Context, o *options, d deps, t tasks) error {
 	})
 	wg.Go(func() { t.leader(ctx) })
 	wg.Go(func() { t.status(ctx) })
+	if t.routeStatus != nil {
+		wg.Go(func() { t.routeStatus(ctx) })
+	}
 	grpcDone := make(chan error, 1)
 	go func() { grpcDone <- t.grpc.Serve(d.listener) }()
 	var admin *http.Server

@@ -10,6 +10,15 @@ import "github.com/agentmesh/agentmesh/api/meshconfig"
 // 400 when the pod parameter is malformed.
 const WorkloadPath = "/debug/workload"
 
+// ServicePath is the endpoint on the controller's admin HTTP server that
+// shows one Service as the nodes get it, its routes (HTTPRoutes and
+// GRPCRoutes whose parent it is, flattened in precedence order) included:
+// GET /debug/service?service=<namespace>/<name>, answered with a
+// meshconfig.Service. It answers 404 when the Service is not in the
+// controller's current view and 400 when the service parameter is
+// malformed.
+const ServicePath = "/debug/service"
+
 // Workload is the answer of WorkloadPath.
 type Workload struct {
 	// Workload is the pod as the current view has it, with its Authz (the

@@ -588,3 +588,17 @@ func (h *Hub) Workload(namespace, name string) (w meshconfig.Workload, trustDoma
 	}
 	return w, h.cur.td, true
 }
+
+// Service returns the service namespace/name of the view, with its
+// routes; ok is false when the view has none. For debugging.
+func (h *Hub) Service(namespace, name string) (s meshconfig.Service, ok bool) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.cur == nil || h.cur.empty {
+		return s, false
+	}
+	if p := h.cur.services[namespace+"/"+name]; p != nil {
+		return *p, true
+	}
+	return s, false
+}

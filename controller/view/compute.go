@@ -43,6 +43,9 @@ type Snapshot struct {
 	// Warnings are invalid annotations on namespaces (sorted by name), then
 	// on pods (by UID), then on services (by namespace/name).
 	Warnings []Warning
+	// Routes are what became of every HTTPRoute and GRPCRoute (for their
+	// status), sorted by Key.
+	Routes []RouteState
 }
 
 // Inputs are the objects a Snapshot is computed from (lister output).
@@ -53,6 +56,7 @@ type Inputs struct {
 	Services    []*corev1.Service
 	Slices      []*EndpointSlice
 	Policies    []*v1alpha1.AgentPolicy
+	Routes      RouteInputs
 }
 
 // Compute builds the snapshot of in.
@@ -73,7 +77,9 @@ func computeFull(in Inputs) (*Snapshot, *fullIndex) {
 		x.pods[string(p.UID)] = p
 	}
 	x.slices = slicesByService(in.Slices)
-	s.Services, x.svcWarn = services(in.Services, in.Slices, x.pods)
+	x.routes = computeRoutes(in.Routes, lookupIn(in.Services))
+	s.Services, x.svcWarn = services(in.Services, in.Slices, x.pods, x.routes.bySvc)
+	s.Routes = x.routes.states
 	x.authz = authorize(s, in, x.pods)
 	for _, key := range slices.Sorted(maps.Keys(x.svcWarn)) {
 		s.Warnings = append(s.Warnings, x.svcWarn[key]...)
@@ -89,6 +95,16 @@ type fullIndex struct {
 	conflicts bool                        // a pod was left out: another holds its address
 	authz     *authzIndex
 	svcWarn   map[string][]Warning // of the services, by namespace/name
+	routes    *routeTable
+}
+
+// lookupIn finds Services in svcs.
+func lookupIn(svcs []*corev1.Service) serviceLookup {
+	by := make(map[string]*corev1.Service, len(svcs))
+	for _, s := range svcs {
+		by[s.Namespace+"/"+s.Name] = s
+	}
+	return func(namespace, name string) *corev1.Service { return by[namespace+"/"+name] }
 }
 
 // workloads converts the pods that have addresses. When two live pods claim

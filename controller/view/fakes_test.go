@@ -8,18 +8,25 @@ import (
 	"k8s.io/client-go/dynamic"
 	dynamicfake "k8s.io/client-go/dynamic/fake"
 
+	gwv1 "sigs.k8s.io/gateway-api/apis/v1"
+	gwv1beta1 "sigs.k8s.io/gateway-api/apis/v1beta1"
+
 	"github.com/agentmesh/agentmesh/controller/api/v1alpha1"
 )
 
-// fakeDynamic is a fake dynamic client serving AgentPolicies.
-func fakeDynamic(t *testing.T, policies ...runtime.Object) dynamic.Interface {
+// fakeDynamic is a fake dynamic client serving AgentPolicies and the
+// Gateway API resources the mesh reads.
+func fakeDynamic(t *testing.T, objs ...runtime.Object) dynamic.Interface {
 	t.Helper()
 	s := runtime.NewScheme()
-	if err := v1alpha1.AddToScheme(s); err != nil {
-		t.Fatal(err)
+	for _, add := range []func(*runtime.Scheme) error{v1alpha1.AddToScheme, gwv1.Install, gwv1beta1.Install} {
+		if err := add(s); err != nil {
+			t.Fatal(err)
+		}
 	}
 	return dynamicfake.NewSimpleDynamicClientWithCustomListKinds(s,
-		map[schema.GroupVersionResource]string{PolicyResource: "AgentPolicyList"}, policies...)
+		map[schema.GroupVersionResource]string{PolicyResource: "AgentPolicyList", HTTPRouteResource: "HTTPRouteList",
+			GRPCRouteResource: "GRPCRouteList", ReferenceGrantResource: "ReferenceGrantList"}, objs...)
 }
 
 // sinkFuncs is a Sink of two funcs; a nil one drops its events.

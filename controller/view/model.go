@@ -24,6 +24,8 @@ type Source interface {
 	// ServiceSlices are the EndpointSlices of a Service.
 	ServiceSlices(namespace, service string) []*EndpointSlice
 	Policy(namespace, name string) *v1alpha1.AgentPolicy
+	// Routes are every HTTPRoute, GRPCRoute and ReferenceGrant.
+	Routes() RouteInputs
 }
 
 // Dirty names what changed since the last Update, by namespace/name.
@@ -32,11 +34,14 @@ type Dirty struct {
 	Pods     map[string]bool // Pods
 	Services map[string]bool // Services, also for a change to one of their EndpointSlices
 	Policies map[string]bool // AgentPolicies
+	// Routes are HTTPRoutes, GRPCRoutes and ReferenceGrants, by
+	// kind/namespace/name.
+	Routes map[string]bool
 }
 
 // Empty reports whether d names nothing.
 func (d *Dirty) Empty() bool {
-	return !d.All && len(d.Pods)+len(d.Services)+len(d.Policies) == 0
+	return !d.All && len(d.Pods)+len(d.Services)+len(d.Policies)+len(d.Routes) == 0
 }
 
 // Add adds o to d.
@@ -45,6 +50,7 @@ func (d *Dirty) Add(o Dirty) {
 	d.Pods = union(d.Pods, o.Pods)
 	d.Services = union(d.Services, o.Services)
 	d.Policies = union(d.Policies, o.Policies)
+	d.Routes = union(d.Routes, o.Routes)
 }
 
 func union(a, b map[string]bool) map[string]bool {
@@ -59,9 +65,12 @@ func union(a, b map[string]bool) map[string]bool {
 // recomputes the workloads of the changed pods, the services of the
 // changed Services and slices (and those whose slices name a changed pod),
 // recompiles the changed policies (and those whose peers are chosen by
-// podSelector, when the workloads changed), and re-selects the policies of
-// a namespace whose policies changed. Each derived object is computed once
-// and shared by every node (the hub hands out the same pointers). A
+// podSelector, when the workloads changed), re-selects the policies of
+// a namespace whose policies changed, and recomputes the routes when a
+// route or ReferenceGrant changed or a Service they refer to came, went or
+// changed its ports or cluster IP (and then the services whose routes
+// changed). Each derived object is computed once and shared by every
+// node (the hub hands out the same pointers). A
 // Namespace change, or a pod change while two pods claim one address,
 // rebuilds everything, as Compute does; the result is the same either way
 // (TestModelMatchesCompute).
@@ -90,6 +99,7 @@ type Model struct {
 	podSvcs     map[string]map[string]bool      // UID -> services whose slices name it
 	policies    map[string]*compiled            // by namespace/name
 	authzBodies map[string]*policy.Policy       // the compiled bodies of policies with a selector
+	routes      *routeTable
 }
 
 // NewModel returns a model over src; the first Update builds it.
@@ -123,6 +133,7 @@ func (m *Model) Update(d Dirty) *Delta {
 		}
 	}
 	u.reselectPolicies()
+	u.routes(d)
 	for key := range u.services {
 		u.service(key)
 	}
@@ -293,7 +304,33 @@ func (u *update) reselectPolicies() {
 	}
 }
 
-// service recomputes the service at key from its Service and slices.
+// routes recomputes the routes when d changed a route or ReferenceGrant,
+// or what they read of a Service, and marks the services whose routes
+// changed for recomputing.
+func (u *update) routes(d Dirty) {
+	m := u.m
+	redo := len(d.Routes) > 0
+	for key := range d.Services {
+		if redo {
+			break
+		}
+		if m.routes.dependsOn(key) {
+			ns, name, _ := strings.Cut(key, "/")
+			redo = serviceFacts(m.src.Service(ns, name)) != m.routes.facts[key]
+		}
+	}
+	if !redo {
+		return
+	}
+	t := computeRoutes(m.src.Routes(), m.src.Service)
+	for _, key := range m.routes.changedServices(t) {
+		u.services[key] = true
+	}
+	m.routes = t
+}
+
+// service recomputes the service at key from its Service, slices and
+// routes.
 func (u *update) service(key string) {
 	m := u.m
 	ns, name, _ := strings.Cut(key, "/")
@@ -310,6 +347,7 @@ func (u *update) service(key string) {
 		return
 	}
 	s, ws := serviceOf(svc, eps, m.pods)
+	s.Routes = m.routes.bySvc[key]
 	setWarnings(m.svcWarn, key, ws)
 	if old != nil && reflect.DeepEqual(old, &s) {
 		return
@@ -369,7 +407,7 @@ func (m *Model) rebuild(partial *Delta) *Delta {
 		gone(d.Services, partial.Services)
 		gone(d.Policies, partial.Policies)
 	}
-	m.built, m.td, m.x = true, in.TrustDomain, fx.authz
+	m.built, m.td, m.x, m.routes = true, in.TrustDomain, fx.authz, fx.routes
 	m.namespaces, m.enabled, m.pods, m.conflicts, m.svcWarn = in.Namespaces, fx.enabled, fx.pods, fx.conflicts, fx.svcWarn
 	m.podUID = make(map[string]string, len(in.Pods))
 	for _, p := range in.Pods {
@@ -420,13 +458,15 @@ func gone[T any](d, partial map[string]*T) {
 }
 
 // Status is what the controller reports about the view: each policy's
-// state and the annotation warnings, in Snapshot's order.
+// state, the annotation warnings and each route's state, in Snapshot's
+// order.
 type Status struct {
 	Policies []PolicyState
 	Warnings []Warning
+	Routes   []RouteState
 }
 
-// Status returns the model's policy states and warnings.
+// Status returns the model's policy and route states and warnings.
 func (m *Model) Status() Status {
 	var st Status
 	for _, c := range m.sortedPolicies() {
@@ -439,6 +479,7 @@ func (m *Model) Status() Status {
 	for _, key := range slices.Sorted(maps.Keys(m.svcWarn)) {
 		st.Warnings = append(st.Warnings, m.svcWarn[key]...)
 	}
+	st.Routes = m.routes.states
 	return st
 }
 
@@ -465,6 +506,6 @@ func (m *Model) Snapshot() *Snapshot {
 		s.AuthzPolicies = append(s.AuthzPolicies, *m.authzBodies[k])
 	}
 	st := m.Status()
-	s.Policies, s.Warnings = st.Policies, st.Warnings
+	s.Policies, s.Warnings, s.Routes = st.Policies, st.Warnings, st.Routes
 	return s
 }

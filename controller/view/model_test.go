@@ -12,6 +12,7 @@ import (
 	discoveryv1 "k8s.io/api/discovery/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
+	gwv1 "sigs.k8s.io/gateway-api/apis/v1"
 
 	"github.com/agentmesh/agentmesh/api/meshconfig"
 	"github.com/agentmesh/agentmesh/api/policy"
@@ -25,7 +26,13 @@ func (f fixedSource) All() Inputs {
 	in := *f.in
 	in.Namespaces, in.Pods, in.Services = slices.Clone(in.Namespaces), slices.Clone(in.Pods), slices.Clone(in.Services)
 	in.Slices, in.Policies = slices.Clone(in.Slices), slices.Clone(in.Policies)
+	in.Routes = f.Routes()
 	return in
+}
+
+func (f fixedSource) Routes() RouteInputs {
+	r := f.in.Routes
+	return RouteInputs{HTTPRoutes: slices.Clone(r.HTTPRoutes), GRPCRoutes: slices.Clone(r.GRPCRoutes), Grants: slices.Clone(r.Grants)}
 }
 
 func find[T metav1.Object](xs []T, ns, name string) (T, int) {
@@ -77,16 +84,20 @@ func drop[T metav1.Object](xs []T, ns, name string) []T {
 // (created, deleted, recreated under the same name, relabelled, moved to
 // another address or one another pod holds, finished, host-network,
 // annotated), Services, EndpointSlices, AgentPolicies (podSelector and
-// namespaceSelector peers) and now and then a Namespace, the model updated
+// namespaceSelector peers), HTTPRoutes, GRPCRoutes and ReferenceGrants
+// and now and then a Namespace, the model updated
 // with only what changed equals Compute over all the inputs after every
 // step, and the Delta it returned takes a holder of the previous view to
 // the new one.
 func TestModelMatchesCompute(t *testing.T) {
-	var rebuilds, patches int
+	var rebuilds, patches, routed int
 	defer func() {
-		t.Logf("%d incremental updates, %d rebuilds", patches, rebuilds)
+		t.Logf("%d incremental updates, %d rebuilds, %d views with routes", patches, rebuilds, routed)
 		if patches < rebuilds {
 			t.Errorf("only %d of %d updates were incremental: the test hardly covers them", patches, patches+rebuilds)
+		}
+		if routed < (patches+rebuilds)/4 {
+			t.Errorf("only %d of %d views have routes: the test hardly covers them", routed, patches+rebuilds)
 		}
 	}()
 	for seed := range uint64(60) {
@@ -110,6 +121,9 @@ func TestModelMatchesCompute(t *testing.T) {
 			apply(held, delta)
 			want := Compute(fixedSource{in}.All())
 			got := m.Snapshot()
+			if slices.ContainsFunc(want.Services, func(s meshconfig.Service) bool { return len(s.Routes) > 0 }) {
+				routed++
+			}
 			if !reflect.DeepEqual(got, want) {
 				t.Fatalf("seed %d step %d (dirty %+v): model differs from Compute:\n%s", seed, step, d, snapDiff(got, want))
 			}
@@ -185,6 +199,8 @@ func snapDiff(got, want *Snapshot) string {
 		return fmt.Sprintf("authz policies:\n got %+v\nwant %+v", got.AuthzPolicies, want.AuthzPolicies)
 	case !reflect.DeepEqual(got.Policies, want.Policies):
 		return fmt.Sprintf("policy states:\n got %+v\nwant %+v", got.Policies, want.Policies)
+	case !reflect.DeepEqual(got.Routes, want.Routes):
+		return fmt.Sprintf("route states:\n got %+v\nwant %+v", got.Routes, want.Routes)
 	}
 	return fmt.Sprintf("warnings:\n got %+v\nwant %+v", got.Warnings, want.Warnings)
 }
@@ -204,7 +220,7 @@ type changer struct {
 }
 
 func (c *changer) changes(n int) Dirty {
-	d := Dirty{Pods: map[string]bool{}, Services: map[string]bool{}, Policies: map[string]bool{}}
+	d := Dirty{Pods: map[string]bool{}, Services: map[string]bool{}, Policies: map[string]bool{}, Routes: map[string]bool{}}
 	for range n {
 		c.one(&d)
 	}
@@ -215,7 +231,7 @@ func (c *changer) nsName() string { return fmt.Sprintf("ns%d", c.rng.IntN(3)) }
 
 func (c *changer) one(d *Dirty) {
 	r := c.rng
-	switch k := r.IntN(20); {
+	switch k := r.IntN(24); {
 	case k < 9: // a pod
 		ns, name := c.nsName(), fmt.Sprintf("p%d", r.IntN(8))
 		d.Pods[ns+"/"+name] = true
@@ -318,6 +334,21 @@ func (c *changer) one(d *Dirty) {
 			p.Spec.Action = "Bogus" // invalid: enforced fail closed
 		}
 		c.in.Policies = put(c.in.Policies, p)
+	case k < 22: // a route
+		c.route(d)
+	case k < 23: // a ReferenceGrant
+		ns := c.nsName()
+		from, kind := c.nsName(), []string{KindHTTPRoute, KindGRPCRoute}[r.IntN(2)]
+		d.Routes["ReferenceGrant/"+ns+"/g-"+from] = true
+		if r.IntN(3) == 0 {
+			c.in.Routes.Grants = drop(c.in.Routes.Grants, ns, "g-"+from)
+			return
+		}
+		var to *string
+		if r.IntN(2) == 0 {
+			to = ptr(fmt.Sprintf("s%d", r.IntN(3)))
+		}
+		c.in.Routes.Grants = put(c.in.Routes.Grants, grant(ns, kind, from, to))
 	default: // a namespace's annotations or enrollment
 		i := r.IntN(3)
 		n := nsAnnotated(fmt.Sprintf("ns%d", i), map[string]string{v1alpha1.DefaultActionAnnotation: []string{"Allow", "Deny", "bogus"}[r.IntN(3)]})
@@ -331,3 +362,69 @@ func (c *changer) one(d *Dirty) {
 
 // timeStep keeps creation times of recreated pods increasing.
 func timeStep(gen int) time.Duration { return time.Duration(gen) * time.Second }
+
+// route makes, changes or deletes an HTTPRoute or GRPCRoute with parents
+// and backends among the changer's services, now and then with a bad
+// regular expression.
+func (c *changer) route(d *Dirty) {
+	r := c.rng
+	ns, name := c.nsName(), fmt.Sprintf("r%d", r.IntN(3))
+	grpc := r.IntN(3) == 0
+	kind := KindHTTPRoute
+	if grpc {
+		kind = KindGRPCRoute
+	}
+	d.Routes[kind+"/"+ns+"/"+name] = true
+	if r.IntN(4) == 0 {
+		if grpc {
+			c.in.Routes.GRPCRoutes = drop(c.in.Routes.GRPCRoutes, ns, name)
+		} else {
+			c.in.Routes.HTTPRoutes = drop(c.in.Routes.HTTPRoutes, ns, name)
+		}
+		return
+	}
+	var parents []gwv1.ParentReference
+	for range 1 + r.IntN(2) {
+		pns := ""
+		if r.IntN(3) == 0 {
+			pns = c.nsName()
+		}
+		parents = append(parents, svcParent(fmt.Sprintf("s%d", r.IntN(3)), pns, []int32{0, 80, 81}[r.IntN(3)]))
+	}
+	var backends []gwv1.BackendRef
+	for range r.IntN(3) {
+		bns := ""
+		if r.IntN(3) == 0 {
+			bns = c.nsName()
+		}
+		backends = append(backends, backendRef(bns, fmt.Sprintf("s%d", r.IntN(3)), int32(80+r.IntN(3)), int32(r.IntN(4))-1))
+	}
+	created := int64(r.IntN(3))
+	if grpc {
+		m := gwv1.GRPCRouteMatch{Method: &gwv1.GRPCMethodMatch{Service: ptr(fmt.Sprintf("pkg.S%d", r.IntN(2)))}}
+		if r.IntN(2) == 0 {
+			m.Method.Method = ptr("M")
+		}
+		var bs []gwv1.GRPCBackendRef
+		for _, b := range backends {
+			bs = append(bs, gwv1.GRPCBackendRef{BackendRef: b})
+		}
+		g := grpcRoute(ns, name, created, parents, gwv1.GRPCRouteRule{Matches: []gwv1.GRPCRouteMatch{m}, BackendRefs: bs})
+		c.in.Routes.GRPCRoutes = put(c.in.Routes.GRPCRoutes, g)
+		return
+	}
+	var rules []gwv1.HTTPRouteRule
+	for range 1 + r.IntN(2) {
+		var ms []gwv1.HTTPRouteMatch
+		for range r.IntN(3) {
+			typ := []gwv1.PathMatchType{gwv1.PathMatchExact, gwv1.PathMatchPathPrefix, gwv1.PathMatchRegularExpression}[r.IntN(3)]
+			path := fmt.Sprintf("/p%d", r.IntN(3))
+			if typ == gwv1.PathMatchRegularExpression && r.IntN(6) == 0 {
+				path = "/(" // unsupported
+			}
+			ms = append(ms, pathMatch(typ, path))
+		}
+		rules = append(rules, gwv1.HTTPRouteRule{Matches: ms, BackendRefs: httpBackends(backends...)})
+	}
+	c.in.Routes.HTTPRoutes = put(c.in.Routes.HTTPRoutes, httpRoute(ns, name, created, parents, rules...))
+}

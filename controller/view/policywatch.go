@@ -9,7 +9,6 @@ import (
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/client-go/dynamic"
-	"k8s.io/client-go/dynamic/dynamicinformer"
 
 	"github.com/agentmesh/agentmesh/controller/api/v1alpha1"
 )
@@ -32,9 +31,8 @@ func CheckCRD(ctx context.Context, dyn dynamic.Interface) error {
 
 // watchPolicies adds the AgentPolicy informer; its cache holds
 // *v1alpha1.AgentPolicy.
-func (w *Watcher) watchPolicies(dyn dynamic.Interface) error {
-	w.policyFactory = dynamicinformer.NewDynamicSharedInformerFactory(dyn, w.o.ResyncPeriod)
-	inf := w.policyFactory.ForResource(PolicyResource).Informer()
+func (w *Watcher) watchPolicies() error {
+	inf := w.dynFactory.ForResource(PolicyResource).Informer()
 	if err := inf.SetTransform(w.toPolicy); err != nil {
 		return fmt.Errorf("set agentpolicy transform: %w", err)
 	}

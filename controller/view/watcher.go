@@ -35,7 +35,10 @@ type Options struct {
 	Debounce, MaxDelay time.Duration
 	// ResyncPeriod of the informers (0: none).
 	ResyncPeriod time.Duration
-	Logger       *slog.Logger
+	// Gateway names the Gateway API resources to watch (DetectGatewayAPI);
+	// the zero value watches none, and Services have no routes.
+	Gateway GatewayAPI
+	Logger  *slog.Logger
 }
 
 // Sink takes what a Watcher produces.
@@ -60,10 +63,11 @@ type DeltaSink interface {
 }
 
 // Watcher runs shared informers on Namespaces, Pods, Services,
-// EndpointSlices, AgentPolicies, Nodes and ServiceAccounts and computes a
-// Snapshot after each burst of changes. Nodes and ServiceAccounts do not enter the
-// snapshot: they gate who may stream (NodeExists) and what the CA signs
-// (ServiceAccountExists).
+// EndpointSlices, AgentPolicies, the Gateway API routes and
+// ReferenceGrants that Options.Gateway names, Nodes and ServiceAccounts,
+// and computes a Snapshot after each burst of changes. Nodes and
+// ServiceAccounts do not enter the snapshot: they gate who may stream
+// (NodeExists) and what the CA signs (ServiceAccountExists).
 type Watcher struct {
 	o       Options
 	factory informers.SharedInformerFactory
@@ -75,11 +79,13 @@ type Watcher struct {
 	slices  discoverylisters.EndpointSliceLister
 	nodes   corelisters.NodeLister
 	sas     corelisters.ServiceAccountLister
-	// policyFactory runs the AgentPolicy informer; policies is its cache.
-	policyFactory dynamicinformer.DynamicSharedInformerFactory
-	policies      cache.Indexer
-	synced        []cache.InformerSynced
-	kick          chan struct{} // cap 1: something changed
+	// dynFactory runs the AgentPolicy informer (policies is its cache)
+	// and those of Gateway API (nil caches for resources not watched).
+	dynFactory                     dynamicinformer.DynamicSharedInformerFactory
+	policies                       cache.Indexer
+	httpRoutes, grpcRoutes, grants cache.Indexer
+	synced                         []cache.InformerSynced
+	kick                           chan struct{} // cap 1: something changed
 
 	mu    sync.Mutex
 	dirty Dirty // guarded by mu: what changed since the last update
@@ -89,8 +95,8 @@ type Watcher struct {
 	burstGap  time.Duration
 }
 
-// NewWatcher prepares informers on client, and on dyn for AgentPolicies;
-// Run starts them. Its caches (NodeExists, Policy, PodsOnNode, ...) may be
+// NewWatcher prepares informers on client, and on dyn for AgentPolicies
+// and Gateway API objects; Run starts them. Its caches (NodeExists, Policy, PodsOnNode, ...) may be
 // read from the start; they are empty until Run has synced them.
 func NewWatcher(client kubernetes.Interface, dyn dynamic.Interface, o Options) (*Watcher, error) {
 	if o.Debounce <= 0 {
@@ -127,7 +133,11 @@ func NewWatcher(client kubernetes.Interface, dyn dynamic.Interface, o Options) (
 		w.synced = append(w.synced, h.inf.HasSynced)
 	}
 	w.watchGates(f)
-	if err := w.watchPolicies(dyn); err != nil {
+	w.dynFactory = dynamicinformer.NewDynamicSharedInformerFactory(dyn, o.ResyncPeriod)
+	if err := w.watchPolicies(); err != nil {
+		return nil, err
+	}
+	if err := w.watchRoutes(); err != nil {
 		return nil, err
 	}
 	return w, nil
@@ -231,9 +241,9 @@ func (w *Watcher) Run(ctx context.Context, sink Sink) error {
 		return fmt.Errorf("add node event handler: %w", err)
 	}
 	defer w.factory.Shutdown()
-	defer w.policyFactory.Shutdown()
+	defer w.dynFactory.Shutdown()
 	w.factory.Start(ctx.Done())
-	w.policyFactory.Start(ctx.Done())
+	w.dynFactory.Start(ctx.Done())
 	if !cache.WaitForCacheSync(ctx.Done(), w.synced...) {
 		return errors.New("wait for informer caches: " + context.Cause(ctx).Error())
 	}
@@ -253,7 +263,7 @@ func (w *Watcher) Run(ctx context.Context, sink Sink) error {
 			sink.Snapshot(m.Snapshot())
 		}
 		w.o.Logger.Debug("view updated", "took", time.Since(start), "full", d.All,
-			"pods", len(d.Pods), "services", len(d.Services), "policies", len(d.Policies),
+			"pods", len(d.Pods), "services", len(d.Services), "policies", len(d.Policies), "routes", len(d.Routes),
 			"workloads_changed", len(delta.Workloads), "services_changed", len(delta.Services))
 		if !w.settle(ctx) {
 			return nil
@@ -307,8 +317,11 @@ func (l listerSource) All() Inputs {
 	in.Services, _ = w.svcs.List(labels.Everything())
 	in.Slices, _ = w.slices.List(labels.Everything())
 	in.Policies = w.listPolicies()
+	in.Routes = w.listRoutes()
 	return in
 }
+
+func (l listerSource) Routes() RouteInputs { return l.w.listRoutes() }
 
 func (l listerSource) Pod(namespace, name string) *corev1.Pod {
 	p, _ := l.w.pods.Pods(namespace).Get(name)

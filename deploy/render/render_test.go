@@ -45,7 +45,8 @@ func TestRenderDefaults(t *testing.T) {
 		"ClusterRole/agentmesh-controller", "ClusterRoleBinding/agentmesh-controller", "Role/agentmesh-controller",
 		"RoleBinding/agentmesh-controller", "Service/agentmesh-controller", "Deployment/agentmesh-controller",
 		"PodDisruptionBudget/agentmesh-controller", "DaemonSet/agentmesh-node",
-		"CustomResourceDefinition/agentpolicies.agentmesh.io"} {
+		"CustomResourceDefinition/agentpolicies.agentmesh.io", "CustomResourceDefinition/httproutes.gateway.networking.k8s.io",
+		"CustomResourceDefinition/grpcroutes.gateway.networking.k8s.io", "CustomResourceDefinition/referencegrants.gateway.networking.k8s.io"} {
 		if objs[want] == nil {
 			t.Errorf("missing %s", want)
 		}
@@ -53,8 +54,13 @@ func TestRenderDefaults(t *testing.T) {
 	if objs["Namespace/agentmesh-system"] != nil {
 		t.Errorf("Namespace rendered though createNamespace is false")
 	}
-	if len(objs) != 11 {
-		t.Errorf("rendered %d objects, want 11: %v", len(objs), keys(objs))
+	// The ten templates' objects and every CRD of crds/.
+	crds, err := filepath.Glob(filepath.Join(chartDir, "crds", "*.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := 10 + len(crds); len(objs) != want {
+		t.Errorf("rendered %d objects, want %d: %v", len(objs), want, keys(objs))
 	}
 	d := objs["Deployment/agentmesh-controller"].(*appsv1.Deployment)
 	if *d.Spec.Replicas != 2 {

@@ -28,7 +28,8 @@ import (
 const ManifestPath = "deploy/manifests/agentmesh.yaml"
 
 // InstallMeshCRDs installs the chart's CRDs (embedded in the binary:
-// deploy.CRDs) and waits until they are served.
+// deploy.CRDs: AgentPolicy and the Gateway API's HTTPRoute, GRPCRoute and
+// ReferenceGrant) and waits until they are served.
 func InstallMeshCRDs(ctx context.Context, cfg *rest.Config) error {
 	return kubecp.InstallCRDsFS(ctx, cfg, deploy.CRDs())
 }
@@ -158,6 +159,9 @@ func minimalMeshObjects() []runtime.Object {
 			rule("authentication.k8s.io", []string{"tokenreviews"}, "create"),
 			rule("agentmesh.io", []string{"agentpolicies"}, "list", "watch"),
 			rule("agentmesh.io", []string{"agentpolicies/status"}, "patch"),
+			rule("gateway.networking.k8s.io", []string{"httproutes", "grpcroutes", "referencegrants"}, "list", "watch"),
+			rule("gateway.networking.k8s.io", []string{"httproutes", "grpcroutes"}, "get"),
+			rule("gateway.networking.k8s.io", []string{"httproutes/status", "grpcroutes/status"}, "update"),
 			rule("", []string{"events"}, "create", "patch"),
 		}},
 		&rbacv1.ClusterRoleBinding{ObjectMeta: metav1.ObjectMeta{Name: labControllerRole}, Subjects: subject,

@@ -23,27 +23,54 @@ import (
 )
 
 var (
-	crdGVR    = schema.GroupVersionResource{Group: "apiextensions.k8s.io", Version: "v1", Resource: "customresourcedefinitions"}
-	policyGVR = schema.GroupVersionResource{Group: "agentmesh.io", Version: "v1alpha1", Resource: "agentpolicies"}
+	crdGVR     = schema.GroupVersionResource{Group: "apiextensions.k8s.io", Version: "v1", Resource: "customresourcedefinitions"}
+	policyGVR  = schema.GroupVersionResource{Group: "agentmesh.io", Version: "v1alpha1", Resource: "agentpolicies"}
+	trafficGVR = schema.GroupVersionResource{Group: "agentmesh.io", Version: "v1alpha1", Resource: "trafficpolicies"}
 )
 
-// TestCRDInAPIServer loads the CRD into a real kube-apiserver and checks
-// what it accepts and refuses, and with which messages.
+// crdCase is a spec and what the apiserver must say about it: wantErr nil
+// means accepted, else every substring must be in the error. Names are
+// the object names, so they must be DNS labels.
+type crdCase struct {
+	name    string
+	spec    string
+	wantErr []string
+}
+
+// TestCRDInAPIServer loads the CRDs into a real kube-apiserver and checks
+// what they accept and refuse, and with which messages.
 func TestCRDInAPIServer(t *testing.T) {
 	dyn := startAPIServer(t)
-	installCRD(t, dyn)
-	for _, tc := range crdCases {
+	installCRD(t, dyn, policyGVR)
+	installCRD(t, dyn, trafficGVR)
+	t.Run("AgentPolicy", func(t *testing.T) {
+		runCases(t, dyn, policyGVR, "AgentPolicy", crdCases, checkStoredPolicy)
+	})
+	t.Run("TrafficPolicy", func(t *testing.T) {
+		runCases(t, dyn, trafficGVR, "TrafficPolicy", trafficCases, checkStoredTraffic)
+	})
+}
+
+// runCases creates one object of kind per case and checks the outcome;
+// check compares an accepted object read back with the spec sent.
+func runCases(t *testing.T, dyn dynamic.Interface, gvr schema.GroupVersionResource, kind string, cases []crdCase,
+	check func(t *testing.T, u *unstructured.Unstructured, spec string)) {
+	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			err := createPolicy(t, dyn, tc.name, tc.spec)
+			err := create(t, dyn, gvr, kind, tc.name, tc.spec)
 			if tc.wantErr == nil {
 				if err != nil {
-					t.Fatalf("valid policy refused: %v", err)
+					t.Fatalf("valid %s refused: %v", kind, err)
 				}
-				checkStored(t, dyn, tc.name, tc.spec)
+				u, err := dyn.Resource(gvr).Namespace("default").Get(context.Background(), tc.name, metav1.GetOptions{})
+				if err != nil {
+					t.Fatal(err)
+				}
+				check(t, u, tc.spec)
 				return
 			}
 			if err == nil {
-				t.Fatalf("invalid policy accepted")
+				t.Fatalf("invalid %s accepted", kind)
 			}
 			t.Logf("refused: %v", err)
 			for _, want := range tc.wantErr {
@@ -96,11 +123,12 @@ func startAPIServer(t *testing.T) dynamic.Interface {
 	return dyn
 }
 
-// installCRD creates the CRD from the chart and waits until it is
+// installCRD creates the CRD of gvr from the chart and waits until it is
 // Established and serving.
-func installCRD(t *testing.T, dyn dynamic.Interface) {
+func installCRD(t *testing.T, dyn dynamic.Interface, gvr schema.GroupVersionResource) {
 	t.Helper()
-	raw, err := os.ReadFile(filepath.Join("..", "..", "..", "deploy", "charts", "agentmesh", "crds", "agentmesh.io_agentpolicies.yaml"))
+	name := gvr.Resource + "." + gvr.Group
+	raw, err := os.ReadFile(filepath.Join("..", "..", "..", "deploy", "charts", "agentmesh", "crds", gvr.Group+"_"+gvr.Resource+".yaml"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -110,17 +138,17 @@ func installCRD(t *testing.T, dyn dynamic.Interface) {
 	}
 	ctx := context.Background()
 	if _, err := dyn.Resource(crdGVR).Create(ctx, &unstructured.Unstructured{Object: obj}, metav1.CreateOptions{}); err != nil {
-		t.Fatalf("create crd: %v", err)
+		t.Fatalf("create crd %s: %v", name, err)
 	}
-	poll(t, "crd established", func(ctx context.Context) (bool, error) {
-		u, err := dyn.Resource(crdGVR).Get(ctx, "agentpolicies.agentmesh.io", metav1.GetOptions{})
+	poll(t, name+" established", func(ctx context.Context) (bool, error) {
+		u, err := dyn.Resource(crdGVR).Get(ctx, name, metav1.GetOptions{})
 		if err != nil {
 			return false, err
 		}
 		return established(u), nil
 	})
-	poll(t, "agentpolicies served", func(ctx context.Context) (bool, error) {
-		_, err := dyn.Resource(policyGVR).Namespace("default").List(ctx, metav1.ListOptions{})
+	poll(t, gvr.Resource+" served", func(ctx context.Context) (bool, error) {
+		_, err := dyn.Resource(gvr).Namespace("default").List(ctx, metav1.ListOptions{})
 		return err == nil, nil
 	})
 }
@@ -136,7 +164,7 @@ func established(u *unstructured.Unstructured) bool {
 	return false
 }
 
-func createPolicy(t *testing.T, dyn dynamic.Interface, name, spec string) error {
+func create(t *testing.T, dyn dynamic.Interface, gvr schema.GroupVersionResource, kind, name, spec string) error {
 	t.Helper()
 	var s map[string]any
 	if err := json.Unmarshal([]byte(spec), &s); err != nil {
@@ -144,11 +172,11 @@ func createPolicy(t *testing.T, dyn dynamic.Interface, name, spec string) error 
 	}
 	u := &unstructured.Unstructured{Object: map[string]any{
 		"apiVersion": "agentmesh.io/v1alpha1",
-		"kind":       "AgentPolicy",
+		"kind":       kind,
 		"metadata":   map[string]any{"name": name, "namespace": "default"},
 		"spec":       s,
 	}}
-	_, err := dyn.Resource(policyGVR).Namespace("default").Create(context.Background(), u, metav1.CreateOptions{})
+	_, err := dyn.Resource(gvr).Namespace("default").Create(context.Background(), u, metav1.CreateOptions{})
 	return err
 }
 
@@ -161,14 +189,10 @@ func poll(t *testing.T, what string, cond func(ctx context.Context) (bool, error
 	}
 }
 
-// checkStored reads the policy back as the Go type: nothing the test sent
-// was pruned, and defaults (protocol TCP) were applied.
-func checkStored(t *testing.T, dyn dynamic.Interface, name, spec string) {
+// checkStoredPolicy reads the policy back as the Go type: nothing the
+// test sent was pruned, and defaults (protocol TCP) were applied.
+func checkStoredPolicy(t *testing.T, u *unstructured.Unstructured, spec string) {
 	t.Helper()
-	u, err := dyn.Resource(policyGVR).Namespace("default").Get(context.Background(), name, metav1.GetOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
 	var got v1alpha1.AgentPolicy
 	if err := runtime.DefaultUnstructuredConverter.FromUnstructuredWithValidation(u.Object, &got, true); err != nil {
 		t.Fatalf("stored object does not fit the Go type: %v", err)
@@ -182,6 +206,35 @@ func checkStored(t *testing.T, dyn dynamic.Interface, name, spec string) {
 			if p := &want.Rules[i].Ports[j]; p.Protocol == "" {
 				p.Protocol = v1alpha1.ProtocolTCP
 			}
+		}
+	}
+	if diff := cmp.Diff(want, got.Spec); diff != "" {
+		t.Errorf("stored spec differs (-sent +stored):\n%s", diff)
+	}
+}
+
+// checkStoredTraffic reads the TrafficPolicy back as the Go type: nothing
+// the test sent was pruned, and the targetRefs defaults (group "", kind
+// Service) were applied.
+func checkStoredTraffic(t *testing.T, u *unstructured.Unstructured, spec string) {
+	t.Helper()
+	var got v1alpha1.TrafficPolicy
+	if err := runtime.DefaultUnstructuredConverter.FromUnstructuredWithValidation(u.Object, &got, true); err != nil {
+		t.Fatalf("stored object does not fit the Go type: %v", err)
+	}
+	refs, _, _ := unstructured.NestedSlice(u.Object, "spec", "targetRefs")
+	for i, r := range refs {
+		if g, ok := r.(map[string]any)["group"]; g != "" || !ok {
+			t.Errorf("stored targetRefs[%d].group = %v, %v: want \"\" (the default)", i, g, ok)
+		}
+	}
+	var want v1alpha1.TrafficPolicySpec
+	if err := json.Unmarshal([]byte(spec), &want); err != nil {
+		t.Fatal(err)
+	}
+	for i := range want.TargetRefs {
+		if r := &want.TargetRefs[i]; r.Kind == "" {
+			r.Kind = "Service"
 		}
 	}
 	if diff := cmp.Diff(want, got.Spec); diff != "" {

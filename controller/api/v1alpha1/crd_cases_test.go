@@ -1,13 +1,8 @@
 package v1alpha1_test
 
 // crdCases are AgentPolicy specs and what the apiserver must say about
-// them: wantErr nil means accepted, else every substring must be in the
-// error. Names are the object names, so they must be DNS labels.
-var crdCases = []struct {
-	name    string
-	spec    string
-	wantErr []string
-}{
+// them (see crdCase).
+var crdCases = []crdCase{
 	{name: "valid-allow", spec: `{"podSelector": {"matchLabels": {"app": "db"}}, "action": "Allow", "rules": [
 		{"from": [{"serviceAccounts": ["web", "tools/agent"]}, {"namespaces": ["ops"], "podSelector": {}},
 		          {"namespaceSelector": {"matchLabels": {"team": "a"}}},

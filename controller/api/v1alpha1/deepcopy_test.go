@@ -57,17 +57,69 @@ func TestDeepCopy(t *testing.T) {
 	}
 }
 
+func fullTrafficPolicy() *v1alpha1.TrafficPolicy {
+	n := func(v int32) *int32 { return &v }
+	d := func(s string) *v1alpha1.Duration { v := v1alpha1.Duration(s); return &v }
+	return &v1alpha1.TrafficPolicy{
+		ObjectMeta: metav1.ObjectMeta{Name: "t", Namespace: "shop"},
+		Spec: v1alpha1.TrafficPolicySpec{
+			TargetRefs:       []v1alpha1.LocalPolicyTargetReference{{Kind: "Service", Name: "search"}},
+			LoadBalancer:     &v1alpha1.LoadBalancer{Algorithm: v1alpha1.ConsistentHash, Hash: &v1alpha1.HashKey{Header: "x"}},
+			SessionAffinity:  &v1alpha1.SessionAffinity{Key: v1alpha1.HashKey{ContextID: true}},
+			Timeouts:         &v1alpha1.Timeouts{Connect: d("1s"), FirstByte: d("2s"), Idle: d("3s"), Total: d("4s")},
+			RetryBudget:      &v1alpha1.RetryBudget{Percent: n(20), MinRetriesPerSecond: n(10)},
+			CircuitBreaker:   &v1alpha1.CircuitBreaker{MaxConnections: n(1), MaxPendingRequests: n(2), MaxRequests: n(3), MaxRequestsPerEndpoint: n(4)},
+			OutlierDetection: &v1alpha1.OutlierDetection{ConsecutiveFailures: n(5), BaseEjectionTime: d("30s"), MaxEjectionTime: d("5m"), MaxEjectedPercent: n(10)},
+			RateLimit: &v1alpha1.RateLimit{
+				PerEndpoint: &v1alpha1.TokenBucket{RequestsPerSecond: 1, Burst: n(2)},
+				PerSource:   &v1alpha1.TokenBucket{RequestsPerSecond: 3},
+				Tools:       []v1alpha1.ToolRateLimit{{Name: "search", RequestsPerSecond: 4, Burst: n(5)}},
+			},
+		},
+		Status: v1alpha1.TrafficPolicyStatus{Conditions: []metav1.Condition{{Type: v1alpha1.ConditionAccepted, Reason: v1alpha1.ReasonConflicted}}},
+	}
+}
+
+// TestDeepCopyTraffic checks the copy is equal and shares nothing mutable.
+func TestDeepCopyTraffic(t *testing.T) {
+	orig := fullTrafficPolicy()
+	cp := orig.DeepCopy()
+	if !reflect.DeepEqual(orig, cp) {
+		t.Fatal("copy differs")
+	}
+	s := &cp.Spec
+	s.TargetRefs[0].Name = "x"
+	s.LoadBalancer.Hash.Header = "y"
+	*s.Timeouts.Idle = "9s"
+	*s.RetryBudget.Percent = 1
+	*s.CircuitBreaker.MaxRequests = 9
+	*s.OutlierDetection.MaxEjectionTime = "9m"
+	*s.RateLimit.PerEndpoint.Burst = 9
+	*s.RateLimit.Tools[0].Burst = 9
+	cp.Status.Conditions[0].Reason = "x"
+	if !reflect.DeepEqual(orig, fullTrafficPolicy()) {
+		t.Error("mutating the copy changed the original")
+	}
+	list := &v1alpha1.TrafficPolicyList{Items: []v1alpha1.TrafficPolicy{*orig}}
+	if obj := list.DeepCopyObject(); !reflect.DeepEqual(obj, list) {
+		t.Error("list copy differs")
+	}
+}
+
 func TestScheme(t *testing.T) {
 	s := runtime.NewScheme()
 	if err := v1alpha1.AddToScheme(s); err != nil {
 		t.Fatal(err)
 	}
-	gvks, _, err := s.ObjectKinds(&v1alpha1.AgentPolicy{})
-	if err != nil || len(gvks) != 1 || gvks[0] != v1alpha1.SchemeGroupVersion.WithKind("AgentPolicy") {
-		t.Fatalf("ObjectKinds = %v, %v", gvks, err)
-	}
-	if !s.Recognizes(v1alpha1.SchemeGroupVersion.WithKind("AgentPolicyList")) {
-		t.Error("AgentPolicyList not registered")
+	for _, obj := range []runtime.Object{&v1alpha1.AgentPolicy{}, &v1alpha1.TrafficPolicy{}} {
+		kind := reflect.TypeOf(obj).Elem().Name()
+		gvks, _, err := s.ObjectKinds(obj)
+		if err != nil || len(gvks) != 1 || gvks[0] != v1alpha1.SchemeGroupVersion.WithKind(kind) {
+			t.Fatalf("ObjectKinds(%s) = %v, %v", kind, gvks, err)
+		}
+		if !s.Recognizes(v1alpha1.SchemeGroupVersion.WithKind(kind + "List")) {
+			t.Errorf("%sList not registered", kind)
+		}
 	}
 }
 

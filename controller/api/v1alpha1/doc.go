@@ -1,6 +1,10 @@
 // Package v1alpha1 is the agentmesh.io/v1alpha1 API: the AgentPolicy custom
 // resource (namespaced), which authorizes connections to agents by the
-// caller's identity, namespace, pod or address, NetworkPolicy-like.
+// caller's identity, namespace, pod or address, NetworkPolicy-like; and
+// the TrafficPolicy custom resource (namespaced), which sets how requests
+// to the Services it targets (spec.targetRefs, Gateway API policy
+// attachment) are balanced, timed out, retried, broken off and rate
+// limited (controller/traffic turns it into the data plane's model).
 //
 // Semantics, for one target pod and one connection: any matching Deny rule
 // denies; if no Allow policy selects the target, the namespace default

@@ -25,7 +25,10 @@ var (
 )
 
 func addKnownTypes(s *runtime.Scheme) error {
-	s.AddKnownTypes(SchemeGroupVersion, &AgentPolicy{}, &AgentPolicyList{})
+	s.AddKnownTypes(SchemeGroupVersion,
+		&AgentPolicy{}, &AgentPolicyList{},
+		&TrafficPolicy{}, &TrafficPolicyList{},
+	)
 	metav1.AddToGroupVersion(s, SchemeGroupVersion)
 	return nil
 }

@@ -29,23 +29,34 @@ type crdFile struct {
 }
 
 // TestSchemaCoversGoTypes fails when a JSON field of the Go types is not in
-// the CRD's schema, e.g. after editing types.go without `make crds`.
+// the CRD's schema, e.g. after editing the types without `make crds`.
 func TestSchemaCoversGoTypes(t *testing.T) {
-	raw, err := os.ReadFile(filepath.Join("..", "..", "..", "deploy", "charts", "agentmesh", "crds", "agentmesh.io_agentpolicies.yaml"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	var crd crdFile
-	if err := yaml.Unmarshal(raw, &crd); err != nil {
-		t.Fatalf("parse crd: %v", err)
-	}
-	if len(crd.Spec.Versions) != 1 || crd.Spec.Versions[0].Name != "v1alpha1" {
-		t.Fatalf("versions = %+v, want only v1alpha1", crd.Spec.Versions)
-	}
-	n := 0
-	walk(t, "", reflect.TypeFor[v1alpha1.AgentPolicy](), crd.Spec.Versions[0].Schema.OpenAPIV3Schema, &n)
-	if n < 25 { // the fields of types.go when this test was written
-		t.Errorf("checked only %d fields", n)
+	for _, tc := range []struct {
+		file      string
+		typ       reflect.Type
+		minFields int // the fields of the types when the case was written
+	}{
+		{"agentmesh.io_agentpolicies.yaml", reflect.TypeFor[v1alpha1.AgentPolicy](), 25},
+		{"agentmesh.io_trafficpolicies.yaml", reflect.TypeFor[v1alpha1.TrafficPolicy](), 40},
+	} {
+		t.Run(tc.typ.Name(), func(t *testing.T) {
+			raw, err := os.ReadFile(filepath.Join("..", "..", "..", "deploy", "charts", "agentmesh", "crds", tc.file))
+			if err != nil {
+				t.Fatal(err)
+			}
+			var crd crdFile
+			if err := yaml.Unmarshal(raw, &crd); err != nil {
+				t.Fatalf("parse crd: %v", err)
+			}
+			if len(crd.Spec.Versions) != 1 || crd.Spec.Versions[0].Name != "v1alpha1" {
+				t.Fatalf("versions = %+v, want only v1alpha1", crd.Spec.Versions)
+			}
+			n := 0
+			walk(t, "", tc.typ, crd.Spec.Versions[0].Schema.OpenAPIV3Schema, &n)
+			if n < tc.minFields {
+				t.Errorf("checked only %d fields", n)
+			}
+		})
 	}
 }
 
