@@ -37,6 +37,7 @@ type httpEnv struct {
 	served map[string]*atomic.Int64
 	srv    map[string]*http.Server
 	slowC  atomic.Int64 // nanoseconds c waits before answering /
+	failC  atomic.Bool  // c answers / with 503
 }
 
 func newHTTPEnv(t *testing.T, appProtocol string, endpoints ...string) *httpEnv {
@@ -111,6 +112,10 @@ func (e *httpEnv) app(name string) http.Handler {
 		e.served[name].Add(1)
 		if name == "server-c" {
 			time.Sleep(time.Duration(e.slowC.Load()))
+			if e.failC.Load() {
+				w.WriteHeader(http.StatusServiceUnavailable)
+				return
+			}
 		}
 		body, _ := io.ReadAll(r.Body)
 		fmt.Fprintf(w, "%s %s %s %d", name, r.Method, r.Host, len(body))

@@ -79,6 +79,8 @@ type Stats struct {
 	last  float64 // the previous observation, nanoseconds
 	seen  bool    // an observation was made
 	stamp time.Time
+
+	outlier outlier
 }
 
 // Open is the number of connections open to the endpoint through this node.
@@ -144,6 +146,9 @@ type Balancer struct {
 
 	mu    sync.Mutex
 	stats map[key]*Stats
+
+	rr        sync.Map // service -> *atomic.Uint64, round robin's counter
+	ejections atomic.Uint64
 }
 
 type key struct{ service, endpoint string }
@@ -260,6 +265,7 @@ type Snapshot struct {
 	Open     int64
 	Picks    uint64
 	Failures uint64
+	Ejected  bool
 }
 
 // Snapshot returns the state of e of service (zero when never used).
@@ -270,5 +276,5 @@ func (b *Balancer) Snapshot(service string, e *Endpoint) Snapshot {
 	if s == nil {
 		return Snapshot{}
 	}
-	return Snapshot{EWMA: s.EWMA(b.now()), Open: s.open.Load(), Picks: s.picks.Load(), Failures: s.failures.Load()}
+	return Snapshot{EWMA: s.EWMA(b.now()), Open: s.open.Load(), Picks: s.picks.Load(), Failures: s.failures.Load(), Ejected: s.Ejected()}
 }

@@ -17,16 +17,17 @@ import (
 )
 
 // Attempt is one try of a request on one endpoint, as the caller's Pick
-// chose it. Responded is called when the endpoint's response headers
-// arrived (the time to first byte), Failed when the try failed before
+// chose it. Responded is called with the status when the endpoint's
+// response headers arrived (the time to first byte), Failed when the try failed before
 // that, Done once when the try is over either way; GotConn with the
 // upstream connection (one Dial returned, new or kept alive) the try goes
 // over. Each may be nil. Data is the caller's.
 type Attempt struct {
-	Addr                    netip.AddrPort
-	Data                    any
-	Responded, Failed, Done func()
-	GotConn                 func(net.Conn)
+	Addr         netip.AddrPort
+	Data         any
+	Responded    func(status int)
+	Failed, Done func()
+	GotConn      func(net.Conn)
 	// Retry says when a try that got a response is made again; the zero
 	// value: only when the destination tunnel did not reach the app
 	// (NotDelivered).
@@ -37,14 +38,36 @@ type Attempt struct {
 	Timeout time.Duration
 }
 
-// ErrRequestTimeout is the cause of a request's context that ran out of
-// its route's time (Gateway API's request timeout; the caller sets it with
-// context.WithTimeoutCause), ErrBackendTimeout of a try's (Attempt.Timeout):
-// the app gets 504.
+// Timeouts: the cause of a request's context that ran out of its time
+// (the caller sets them with context.WithTimeoutCause or a
+// context.CancelCauseFunc), or of a try's (ErrBackendTimeout,
+// Attempt.Timeout). The app gets 504 with the reason in the
+// Agentmesh-Error header.
 var (
-	ErrRequestTimeout = errors.New("request timeout")
-	ErrBackendTimeout = errors.New("backend request timeout")
+	// ErrRequestTimeout: the whole request (a route's timeouts.request,
+	// a TrafficPolicy's total).
+	ErrRequestTimeout = &timeoutError{"request timeout", "request_timeout"}
+	// ErrBackendTimeout: one try (a route's timeouts.backendRequest).
+	ErrBackendTimeout = &timeoutError{"backend request timeout", "backend_timeout"}
+	// ErrFirstByteTimeout: no response headers in time.
+	ErrFirstByteTimeout = &timeoutError{"no response headers in time", "first_byte_timeout"}
+	// ErrIdleTimeout: the response moved no byte for too long.
+	ErrIdleTimeout = &timeoutError{"response idle too long", "idle_timeout"}
 )
+
+type timeoutError struct{ msg, reason string }
+
+func (e *timeoutError) Error() string { return e.msg }
+
+// timeoutOf is the timeout that ended a request (err its try's error,
+// cause its context's), if one did.
+func timeoutOf(err, cause error) (*timeoutError, bool) {
+	var te *timeoutError
+	if errors.As(cause, &te) || errors.As(err, &te) {
+		return te, true
+	}
+	return nil, false
+}
 
 // Result is how one request went, for the caller's records.
 type Result struct {
@@ -255,12 +278,10 @@ func (h *handler) proxyError(w http.ResponseWriter, r *http.Request, err error) 
 	if h.fw.ErrorStatus != nil {
 		status, reason = h.fw.ErrorStatus(err)
 	}
-	switch cause := context.Cause(r.Context()); {
-	case errors.Is(err, ErrBackendTimeout) || errors.Is(cause, ErrRequestTimeout):
-		status, reason = http.StatusGatewayTimeout, "request_timeout"
-		if !errors.Is(cause, ErrRequestTimeout) {
-			reason = "backend_timeout"
-		}
+	cause := context.Cause(r.Context())
+	switch te, timedOut := timeoutOf(err, cause); {
+	case timedOut:
+		status, reason = http.StatusGatewayTimeout, te.reason
 	case cause != nil:
 		// The app went away: nobody reads this answer.
 		status, reason = 499, "client_closed"
@@ -349,7 +370,7 @@ func (t *tryer) RoundTrip(out *http.Request) (*http.Response, error) {
 				cancel() // an upgraded connection is not bounded by the try's time
 			}
 			if a.Responded != nil {
-				a.Responded()
+				a.Responded(resp.StatusCode)
 			}
 			return resp, nil
 		}

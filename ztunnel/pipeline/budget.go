@@ -45,8 +45,9 @@ func (b *retryBudget) request(now time.Time) {
 	b.mu.Unlock()
 }
 
-// allow takes one retry if the budget has room for it.
-func (b *retryBudget) allow(now time.Time) bool {
+// allow takes one retry if the budget has room for it: ratio of the
+// window's requests plus minPerSec a second.
+func (b *retryBudget) allow(now time.Time, ratio float64, minPerSec int) bool {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	cur := b.slot(now)
@@ -57,7 +58,7 @@ func (b *retryBudget) allow(now time.Time) bool {
 			retries += s.retries
 		}
 	}
-	if float64(retries+1) > budgetRatio*float64(reqs)+budgetMinPerSec*budgetWindow {
+	if float64(retries+1) > ratio*float64(reqs)+float64(minPerSec*budgetWindow) {
 		return false
 	}
 	cur.retries++

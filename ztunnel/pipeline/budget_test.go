@@ -16,7 +16,7 @@ func TestRetryBudget(t *testing.T) {
 	}
 	allowed := 0
 	for range 1000 {
-		if b.allow(now) {
+		if b.allow(now, budgetRatio, budgetMinPerSec) {
 			allowed++
 		}
 	}
@@ -24,12 +24,12 @@ func TestRetryBudget(t *testing.T) {
 		t.Errorf("%d retries allowed for 1000 requests, want %d", allowed, want)
 	}
 	later := now.Add(budgetWindow * time.Second)
-	if !b.allow(later) {
+	if !b.allow(later, budgetRatio, budgetMinPerSec) {
 		t.Error("a window later the budget is still spent")
 	}
 	var idle retryBudget
 	n := 0
-	for idle.allow(now) {
+	for idle.allow(now, budgetRatio, budgetMinPerSec) {
 		n++
 	}
 	if n != budgetMinPerSec*budgetWindow {

@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"net/netip"
 	"os"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -66,13 +67,23 @@ func (pl *Pipeline) outboundHTTP(ctx context.Context, p *flow.Pod, f *flow.Flow,
 			if t.bc == nil {
 				sending = nil
 			}
+			release, err := pl.dialBreaker(t)
+			if err != nil {
+				return nil, err
+			}
+			if t.connect > 0 {
+				var cancel context.CancelFunc
+				ctx, cancel = context.WithTimeout(ctx, t.connect)
+				defer cancel()
+			}
 			c, err := pl.Transport.DialUpstream(ctx, p, t.f, sending)
 			if err != nil {
+				release()
 				return nil, err
 			}
 			// The path the dial took (HBONE, the same-node fast path,
 			// plain TCP), for every request that goes over c.
-			return &pathConn{Conn: c, protocol: t.f.Protocol, mtls: t.f.MTLS}, nil
+			return &pathConn{Conn: c, protocol: t.f.Protocol, mtls: t.f.MTLS, release: release}, nil
 		},
 		ErrorStatus: errorStatus,
 		Done: func(r *http.Request, res l7.Result) {
@@ -125,6 +136,14 @@ type try struct {
 	start  time.Time
 	sent   atomic.Int64 // unix ns the last HBONE CONNECT went out for it, 0: none
 	failed bool
+
+	// For outlier detection and the breaker (pl nil: no Service).
+	pl      *Pipeline
+	svc     string
+	e       balance.Endpoint
+	pol     *balance.Policy
+	breaker *meshconfig.Breaker
+	connect time.Duration // the TrafficPolicy's connect timeout, 0: the node's
 }
 
 // sending notes that a new upstream's CONNECT goes out (called from the
@@ -132,13 +151,29 @@ type try struct {
 // HBONE connection's TLS handshake is not taken for the endpoint's.
 func (t *try) sending() { t.sent.Store(time.Now().UnixNano()) }
 
-// responded observes the time to the response's first byte.
-func (t *try) responded() {
+// responded observes the time to the response's first byte (a 5xx:
+// balance.Penalty, as a failed connect), and a 5xx as a failure for
+// outlier detection.
+func (t *try) responded(status int) {
 	start := t.start
 	if s := t.sent.Load(); s > start.UnixNano() {
 		start = time.Unix(0, s)
 	}
-	t.bc.ConnectedIn(time.Since(start))
+	if status >= 500 {
+		// A fast failure must not look like a fast endpoint.
+		t.bc.ConnectedIn(balance.Penalty)
+	} else {
+		t.bc.ConnectedIn(time.Since(start))
+	}
+	t.result(status >= 500)
+}
+
+// result tells outlier detection how the try ended.
+func (t *try) result(failed bool) {
+	if t.pl != nil && t.pl.Transport.Result(t.svc, &t.e, t.pol, failed) {
+		t.pl.Record.TrafficEvent(t.svc, record.EventEjection)
+		t.pl.Log.Warn("endpoint ejected", "service", t.svc, "endpoint", t.e.Addr.String(), "policy", t.pol.Name)
+	}
 }
 
 // gotConn notes the path of the connection the try goes over.
@@ -149,7 +184,11 @@ func (t *try) gotConn(c net.Conn) {
 }
 
 // fail observes a failed try (Failed ends the balancer's count too).
-func (t *try) fail() { t.failed = true; t.bc.Failed() }
+func (t *try) fail() {
+	t.failed = true
+	t.bc.Failed()
+	t.result(true)
+}
 
 // done ends the balancer's count of a try that did not fail.
 func (t *try) done() {
@@ -170,13 +209,20 @@ func (pl *Pipeline) pick(r *http.Request, f *flow.Flow, tried map[netip.AddrPort
 	rf.Start = time.Now()
 	var timeout time.Duration
 	var retry *meshconfig.Retry
-	if d := routingOf(r); d != nil {
-		// A route sent it to one of its backends.
-		if d.err != nil {
-			return l7.Attempt{}, fmt.Errorf("route %s rule %d: %w", d.route.Name, d.route.Rule, d.err)
+	var tp *meshconfig.TrafficPolicy
+	d := routingOf(r)
+	if d != nil {
+		if d.route != nil {
+			// A route sent it to one of its backends.
+			if d.err != nil {
+				return l7.Attempt{}, fmt.Errorf("route %s rule %d: %w", d.route.Name, d.route.Rule, d.err)
+			}
+			rf.Service, rf.ServicePort = d.service, d.port
+			timeout, retry = d.route.BackendTimeout, d.route.Retry
 		}
-		rf.Service, rf.ServicePort = d.service, d.port
-		timeout, retry = d.route.BackendTimeout, d.route.Retry
+		if d.service != nil {
+			tp = d.service.Traffic
+		}
 	}
 	if rf.Service == nil {
 		t := &try{f: &rf}
@@ -186,24 +232,44 @@ func (pl *Pipeline) pick(r *http.Request, f *flow.Flow, tried map[netip.AddrPort
 	if rf.ServicePort == nil {
 		return l7.Attempt{}, fmt.Errorf("service %s has no port %d: %w", svc, f.Dst.Port(), transport.ErrNoEndpoint)
 	}
+	if attempts == 0 && d != nil && tp != nil && tp.Breaker != nil && tp.Breaker.MaxRequests > 0 {
+		g := pl.breakers.get("requests/" + svc)
+		if !g.take(tp.Breaker.MaxRequests) {
+			pl.Record.TrafficEvent(svc, overflowRequests)
+			return l7.Attempt{}, &errOverflow{overflowRequests}
+		}
+		d.hold(g.give)
+	}
+	pol := balancePolicy(tp)
+	var key balance.Key
+	if attempts == 0 || len(tried) == 0 {
+		key = requestKey(r, tp)
+	}
 	changed := pl.ConfigChanged()
 	cands := pl.Resolve.Endpoints(&rf)
 	skip := func(e *balance.Endpoint) bool { return tried[e.Addr] }
-	e := pl.Transport.Pick(svc, cands, skip)
-	if e == nil && len(tried) > 0 {
+	e, full := pl.Transport.PickFor(svc, cands, skip, pol, key)
+	if e == nil && len(tried) > 0 && !full {
 		if err := pl.Transport.Backoff(ctx, attempts-len(tried)+1, changed); err != nil {
 			return l7.Attempt{}, err
 		}
 		cands = pl.Resolve.Endpoints(&rf)
-		if e = pl.Transport.Pick(svc, cands, skip); e == nil {
-			e = pl.Transport.Pick(svc, cands, nil)
+		if e, full = pl.Transport.PickFor(svc, cands, skip, pol, key); e == nil {
+			e, full = pl.Transport.PickFor(svc, cands, nil, pol, key)
 		}
 	}
 	if e == nil {
+		if full {
+			pl.Record.TrafficEvent(svc, overflowRequestsPerEndpoint)
+			return l7.Attempt{}, &errOverflow{overflowRequestsPerEndpoint}
+		}
 		return l7.Attempt{}, fmt.Errorf("service %s port %d: %w", svc, rf.ServicePort.Port, transport.ErrNoEndpoint)
 	}
 	pl.Resolve.Endpoint(&rf, e)
-	t := &try{f: &rf, bc: pl.Transport.Begin(svc, e), start: time.Now()}
+	t := &try{f: &rf, bc: pl.Transport.Begin(svc, e), start: time.Now(), pl: pl, svc: svc, e: *e, pol: pol, breaker: breakerOf(tp)}
+	if tp != nil && tp.Timeouts != nil {
+		t.connect = tp.Timeouts.Connect
+	}
 	a := l7.Attempt{Addr: e.Addr, Data: t, Responded: t.responded, Failed: t.fail, Done: t.done, GotConn: t.gotConn,
 		Timeout: timeout}
 	budget := pl.budget(svc)
@@ -211,13 +277,32 @@ func (pl *Pipeline) pick(r *http.Request, f *flow.Flow, tried map[netip.AddrPort
 		budget.request(time.Now())
 	}
 	if retry != nil {
+		ratio, floor := float64(budgetRatio), budgetMinPerSec
+		if tp != nil && tp.RetryBudget != nil {
+			ratio, floor = tp.RetryBudget.Ratio, tp.RetryBudget.MinPerSecond
+		}
 		a.Retry = l7.Retry{Codes: retry.Codes, Attempts: retry.Attempts, Backoff: retry.Backoff,
-			Allow: func() bool { return budget.allow(time.Now()) }}
+			Allow: func() bool {
+				if !budget.allow(time.Now(), ratio, floor) {
+					pl.Record.TrafficEvent(svc, record.EventBudgetExhausted)
+					return false
+				}
+				pl.Record.TrafficEvent(svc, record.EventRetry)
+				return true
+			}}
 		if a.Retry.Attempts == 0 && len(retry.Codes) > 0 {
 			a.Retry.Attempts = meshconfig.DefaultRetryAttempts
 		}
 	}
 	return a, nil
+}
+
+// breakerOf is tp's breaker, nil when it has none.
+func breakerOf(tp *meshconfig.TrafficPolicy) *meshconfig.Breaker {
+	if tp == nil {
+		return nil
+	}
+	return tp.Breaker
 }
 
 // errorStatus is the status an app gets when no endpoint answered its
@@ -227,6 +312,11 @@ func errorStatus(err error) (int, string) {
 	switch {
 	case errors.Is(err, errNoBackend):
 		return http.StatusInternalServerError, "no_backend"
+	}
+	if limit, ok := isOverflow(err); ok {
+		return http.StatusServiceUnavailable, limit
+	}
+	switch {
 	case errors.Is(err, transport.ErrNoEndpoint):
 		return http.StatusServiceUnavailable, "no_endpoint"
 	case errors.Is(err, hbone.ErrDenied), errors.As(err, &se) && (se.Code == 401 || se.Code == 403):
@@ -248,6 +338,43 @@ type pathConn struct {
 	net.Conn
 	protocol flow.Protocol
 	mtls     bool
+	release  func() // gives its breaker count back, once it is closed
+	once     sync.Once
+}
+
+func (c *pathConn) Close() error {
+	err := c.Conn.Close()
+	c.once.Do(c.release)
+	return err
+}
+
+// dialBreaker checks a new upstream connection of t against its
+// Service's breaker: the requests waiting for a connection (held while
+// it dials) and the connections open to t's endpoint (held until the
+// connection closes: release).
+func (pl *Pipeline) dialBreaker(t *try) (release func(), err error) {
+	release = func() {}
+	b := t.breaker
+	if b == nil {
+		return release, nil
+	}
+	if b.MaxPendingRequests > 0 {
+		g := pl.breakers.get("pending/" + t.svc)
+		if !g.take(b.MaxPendingRequests) {
+			pl.Record.TrafficEvent(t.svc, overflowPending)
+			return release, &errOverflow{overflowPending}
+		}
+		defer g.give()
+	}
+	if b.MaxConnections > 0 {
+		g := pl.breakers.get("connections/" + t.svc + "/" + t.e.Key)
+		if !g.take(b.MaxConnections) {
+			pl.Record.TrafficEvent(t.svc, overflowConnections)
+			return release, &errOverflow{overflowConnections}
+		}
+		release = g.give
+	}
+	return release, nil
 }
 
 // countedConn counts the bytes of the app's connection.

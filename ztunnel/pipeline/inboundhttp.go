@@ -298,7 +298,9 @@ func (pl *Pipeline) authorizeRequest(w http.ResponseWriter, r *http.Request, ac 
 			http.Error(w, "agentmesh: forbidden", http.StatusForbidden)
 			return nil, contextID
 		}
-		forward.ServeHTTP(w, r)
+		if pl.rateLimit(w, ac, nil, false, nil) {
+			forward.ServeHTTP(w, r)
+		}
 		return nil, contextID
 	}
 	for i := range calls {
@@ -310,7 +312,9 @@ func (pl *Pipeline) authorizeRequest(w http.ResponseWriter, r *http.Request, ac 
 			return calls, contextID
 		}
 	}
-	forward.ServeHTTP(w, r)
+	if pl.rateLimit(w, ac, calls, batch, ids) {
+		forward.ServeHTTP(w, r)
+	}
 	return calls, contextID
 }
 

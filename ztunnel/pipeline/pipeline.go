@@ -59,7 +59,9 @@ type Pipeline struct {
 	// HBONE serves the CONNECT streams of inbound mTLS connections.
 	HBONEServer *hbone.Server
 
-	budgets sync.Map // service namespace/name -> *retryBudget
+	budgets  sync.Map // service namespace/name -> *retryBudget
+	breakers gauges   // circuit breakers' counts
+	limiters limiters // rate limits' buckets
 	// ServerTLS gives the server TLS config of a pod's HBONE listener.
 	ServerTLS ServerCerts
 	// HandshakeTimeout bounds inbound TLS handshakes.

@@ -26,7 +26,20 @@ type Metrics struct {
 	// (package l7) and their duration to the response's end.
 	Requests        *prometheus.CounterVec
 	RequestDuration *prometheus.HistogramVec
+	// Traffic counts what a Service's routes and TrafficPolicy did
+	// (TrafficEvents), by service.
+	Traffic *prometheus.CounterVec // service, event
 }
+
+// Traffic events, the event label of agentmesh_traffic_events_total.
+const (
+	EventRetry           = "retry"                  // a request tried again (a route's retry codes, or not delivered)
+	EventBudgetExhausted = "retry_budget_exhausted" // a retry the budget refused
+	EventEjection        = "ejection"               // an endpoint ejected by outlier detection
+	EventRateLimited     = "rate_limited"           // a request refused with 429 (destination)
+	// A breaker's overflow is counted as its Agentmesh-Error reason
+	// (overflow_max_requests, ...).
+)
 
 // RequestLabelNames label agentmesh_requests_total and
 // agentmesh_request_duration_seconds: the workload labels of
@@ -109,6 +122,10 @@ func newMetrics(reg prometheus.Registerer) *Metrics {
 			Name: "agentmesh_request_duration_seconds", Help: "Time from a request's start to its response's end, as the reporter saw it.",
 			Buckets: RequestBuckets,
 		}, RequestLabelNames),
+		Traffic: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "agentmesh_traffic_events_total",
+			Help: "What routes and TrafficPolicies did, by service (namespace/name) and event: retry, retry_budget_exhausted, ejection, rate_limited, and breaker overflows (overflow_max_requests, overflow_max_pending_requests, overflow_max_requests_per_endpoint, overflow_max_connections).",
+		}, []string{"service", "event"}),
 		Suspicious: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "ztunnel_suspicious_connections_total",
 			Help: "Inbound plaintext connections from the address of a pod in the mesh (which never sends plaintext to a mesh pod): given no workload identity, by reason.",
@@ -116,6 +133,6 @@ func newMetrics(reg prometheus.Registerer) *Metrics {
 	}
 	reg.MustRegister(m.Opened, m.Closed, m.Bytes, m.Rejected, m.HandshakeFailures, m.Panics,
 		m.PolicyDecisions, m.PolicyClosed, m.ServiceConns, m.ServiceRetries, m.Suspicious, m.Detected,
-		m.TCPOpened, m.TCPClosed, m.TCPReceived, m.TCPSent, m.Requests, m.RequestDuration)
+		m.TCPOpened, m.TCPClosed, m.TCPReceived, m.TCPSent, m.Requests, m.RequestDuration, m.Traffic)
 	return m
 }

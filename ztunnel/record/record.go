@@ -217,3 +217,9 @@ func IDString(id spiffe.ID) string {
 	}
 	return id.String()
 }
+
+// TrafficEvent counts one event of service's routes or TrafficPolicy
+// (agentmesh_traffic_events_total).
+func (r *Recorder) TrafficEvent(service, event string) {
+	r.M.Traffic.WithLabelValues(service, event).Inc()
+}

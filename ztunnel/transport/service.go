@@ -210,6 +210,19 @@ func (t *Transport) Pick(service string, eps []balance.Endpoint, skip func(*bala
 	return t.balancer.Pick(service, eps, skip)
 }
 
+// PickFor is Pick under a Service's traffic policy p with the request's
+// key (balance.Balancer.PickFor); full when endpoints were left out only
+// for their request limit.
+func (t *Transport) PickFor(service string, eps []balance.Endpoint, skip func(*balance.Endpoint) bool, p *balance.Policy, key balance.Key) (*balance.Endpoint, bool) {
+	return t.balancer.PickFor(service, eps, skip, p, key)
+}
+
+// Result observes a request's end on endpoint e for outlier detection
+// (balance.Balancer.Result); true when it ejected e.
+func (t *Transport) Result(service string, e *balance.Endpoint, p *balance.Policy, failed bool) bool {
+	return t.balancer.Result(service, e, p, failed)
+}
+
 // Begin starts the balancer's count of one request to e (its latency is
 // the time to the response's first byte: Connected when it arrived).
 func (t *Transport) Begin(service string, e *balance.Endpoint) *balance.Conn {
