@@ -53,7 +53,7 @@ test-as-root: check-generate check-manifests lint build kube jaeger
 	$(GO) test -count=1 -timeout $(TEST_TIMEOUT) ./...
 	# The node's in-process tests again under the race detector (they run
 	# the whole pipeline with real TLS and HBONE on a fake pod network).
-	$(GO) test -race -count=1 -run 'TestFakeNet|TestHTTPPerRequest|TestPendingPod|TestProtocolDetection|TestTCPMetrics|TestL7Policy|TestTracing' ./ztunnel/
+	$(GO) test -race -count=1 -run 'TestFakeNet|TestHTTPPerRequest|TestHTTPRoute|TestTrafficPolicy|TestPendingPod|TestProtocolDetection|TestTCPMetrics|TestL7Policy|TestTracing' ./ztunnel/
 
 .PHONY: bench
 bench: ## benchmark the mesh against direct pod-to-pod on the lab (needs root)

@@ -8,10 +8,12 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"maps"
 	"net"
 	"net/http"
 	"net/url"
 	"strconv"
+	"strings"
 	"sync/atomic"
 	"time"
 )
@@ -156,7 +158,17 @@ func agentHandler(name string) http.Handler {
 			respondJSON(w, http.StatusBadRequest, CallsResult{Error: "want to=http URL and n=1..10000"})
 			return
 		}
-		respondJSON(w, http.StatusOK, calls(r.Context(), to, n))
+		// header=Name:value (repeatable) goes on every call.
+		h := http.Header{}
+		for _, kv := range r.URL.Query()["header"] {
+			k, v, ok := strings.Cut(kv, ":")
+			if !ok || k == "" {
+				respondJSON(w, http.StatusBadRequest, CallsResult{Error: "want header=Name:value"})
+				return
+			}
+			h.Add(k, v)
+		}
+		respondJSON(w, http.StatusOK, calls(r.Context(), to, n, h))
 	})
 	return mux
 }
@@ -178,10 +190,10 @@ type CallsResult struct {
 }
 
 // calls GETs to n times on one keep-alive connection, as a client with a
-// connection pool does.
-func calls(ctx context.Context, to string, n int) (res CallsResult) {
+// connection pool does, each with header h.
+func calls(ctx context.Context, to string, n int, h http.Header) (res CallsResult) {
 	res = CallsResult{By: map[string]int{}, Status: map[int]int{}}
-	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	ctx, cancel := context.WithTimeout(ctx, 60*time.Second)
 	defer cancel()
 	var d net.Dialer
 	var dials atomic.Int64
@@ -198,6 +210,7 @@ func calls(ctx context.Context, to string, n int) (res CallsResult) {
 			res.Error = err.Error()
 			return res
 		}
+		maps.Copy(req.Header, h)
 		start := time.Now()
 		resp, err := client.Do(req)
 		if err != nil {
