@@ -41,7 +41,18 @@ func (n *Node) serveServices(w http.ResponseWriter, r *http.Request) {
 // debugService is s with its endpoints, one per pod (the slices of both
 // families merged), and the balancer's state of each.
 func (n *Node) debugService(idx *meshconfig.Index, s *meshconfig.Service) debug.Service {
-	ds := debug.Service{Name: s.Name, Namespace: s.Namespace, VIPs: s.VIPs, Ports: []debug.ServicePort{}, Endpoints: []debug.Endpoint{}}
+	ds := debug.Service{Name: s.Name, Namespace: s.Namespace, VIPs: s.VIPs, Ports: []debug.ServicePort{}, Endpoints: []debug.Endpoint{}, Traffic: s.Traffic}
+	for _, r := range s.Routes {
+		dr := debug.Route{Name: r.Name, Kind: r.Kind, Rule: r.Rule, Port: r.Port, Match: matchString(&r.Match),
+			Backends: r.Backends, Retry: r.Retry}
+		if r.Timeout > 0 {
+			dr.Timeout = r.Timeout.String()
+		}
+		if r.BackendTimeout > 0 {
+			dr.Backend = r.BackendTimeout.String()
+		}
+		ds.Routes = append(ds.Routes, dr)
+	}
 	for _, p := range s.Ports {
 		tp := strconv.Itoa(int(p.TargetPort))
 		if p.TargetPort == 0 {
@@ -76,9 +87,44 @@ func (n *Node) debugService(idx *meshconfig.Index, s *meshconfig.Service) debug.
 		}
 		st := n.balancer.Snapshot(s.Key(), &be)
 		de.EWMAMillis = float64(st.EWMA.Microseconds()) / 1000
-		de.Open, de.Picks, de.Failures = st.Open, st.Picks, st.Failures
+		de.Open, de.Picks, de.Failures, de.Ejected = st.Open, st.Picks, st.Failures, st.Ejected
 		at[key] = len(ds.Endpoints)
 		ds.Endpoints = append(ds.Endpoints, de)
 	}
 	return ds
+}
+
+// matchString is a route match as a person reads it: "GET /api/*
+// x-variant=b", "*" for every request.
+func matchString(m *meshconfig.RouteMatch) string {
+	var parts []string
+	if m.Method != "" {
+		parts = append(parts, m.Method)
+	}
+	switch m.PathType {
+	case meshconfig.PathExact:
+		parts = append(parts, m.Path)
+	case meshconfig.PathPrefix:
+		parts = append(parts, strings.TrimSuffix(m.Path, "/")+"/*")
+	case meshconfig.PathRegex:
+		parts = append(parts, "~"+m.Path)
+	}
+	for _, h := range m.Headers {
+		op := "="
+		if h.Regex {
+			op = "~"
+		}
+		parts = append(parts, h.Name+op+h.Value)
+	}
+	for _, q := range m.Query {
+		op := "="
+		if q.Regex {
+			op = "~"
+		}
+		parts = append(parts, "?"+q.Name+op+q.Value)
+	}
+	if len(parts) == 0 {
+		return "*"
+	}
+	return strings.Join(parts, " ")
 }

@@ -86,6 +86,15 @@ func TestHTTPRoutes(t *testing.T) {
 		}
 		return v1, v2
 	}
+	idx := e.node.Index()
+	ds := e.node.debugService(idx, idx.Service("agents", "web"))
+	var matches []string
+	for _, r := range ds.Routes {
+		matches = append(matches, r.Match)
+	}
+	if strings.Join(matches, " | ") != "/* x-variant=b | /slow | /gone | /*" {
+		t.Errorf("/debug/services routes' matches: %q", matches)
+	}
 	if v1, v2 := count(50, http.Header{"X-Variant": {"b"}}); v1 != 0 || v2 != 50 {
 		t.Errorf("with the A/B header: v1 %d, v2 %d; want all 50 on v2", v1, v2)
 	}

@@ -106,6 +106,16 @@ func TestTrafficPolicyOutlier(t *testing.T) {
 		t.Errorf("the failing endpoint answered %d of 100 requests, want 3 (then ejected)", failures)
 	}
 	e.logs.wait(t, map[string]any{"msg": "endpoint ejected", "service": "agents/web", "policy": "agents/eject"})
+	idx := e.node.Index()
+	ds := e.node.debugService(idx, idx.Service("agents", "web"))
+	for _, ep := range ds.Endpoints {
+		if ep.Ejected != (ep.Workload == "agents/server-c") {
+			t.Errorf("/debug/services endpoint %s ejected %v", ep.Workload, ep.Ejected)
+		}
+	}
+	if ds.Traffic == nil || ds.Traffic.Name != "agents/eject" {
+		t.Errorf("/debug/services traffic policy %+v", ds.Traffic)
+	}
 	e.failC.Store(false)
 	waitFor(t, "the ejection to end", func() bool { return time.Since(ejected) > 600*time.Millisecond })
 	servedC := e.served["server-c"].Load()

@@ -14,6 +14,8 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/agentmesh/agentmesh/api/meshconfig"
+
 	ztdebug "github.com/agentmesh/agentmesh/ztunnel/debug"
 )
 
@@ -113,15 +115,32 @@ func printService(w io.Writer, s *ztdebug.Service) {
 		}
 	}
 	fmt.Fprintf(w, "service %s/%s  vips %s  ports %s\n", s.Namespace, s.Name, cmp.Or(strings.Join(vips, ","), "(headless)"), strings.Join(ports, ", "))
+	if len(s.Routes) > 0 {
+		fmt.Fprintln(w, "routes (a request takes the first that fits):")
+		tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+		fmt.Fprintln(tw, "ROUTE\tRULE\tPORT\tMATCH\tBACKENDS\tTIMEOUT\tRETRY")
+		for _, r := range s.Routes {
+			port := "*"
+			if r.Port != 0 {
+				port = fmt.Sprint(r.Port)
+			}
+			fmt.Fprintf(tw, "%s %s\t%d\t%s\t%s\t%s\t%s\t%s\n", r.Kind, r.Name, r.Rule, port, r.Match, backends(r.Backends),
+				timeouts(r.Timeout, r.Backend), retry(r))
+		}
+		tw.Flush()
+	}
+	if tp := s.Traffic; tp != nil {
+		fmt.Fprintf(w, "traffic policy %s\n", cmp.Or(tp.Name, "(unnamed)"))
+	}
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "ENDPOINT\tPOD\tREADY\tTRANSPORT\tEWMA\tOPEN\tPICKS\tFAILURES\tIDENTITY")
+	fmt.Fprintln(tw, "ENDPOINT\tPOD\tREADY\tTRANSPORT\tEWMA\tOPEN\tPICKS\tFAILURES\tEJECTED\tIDENTITY")
 	for _, e := range s.Endpoints {
 		transport := "plain tcp"
 		if e.Mesh {
 			transport = "hbone"
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%v\t%s\t%.2fms\t%d\t%d\t%d\t%s\n", addrs(e.Addrs), cmp.Or(e.Workload, "-"), e.Ready,
-			transport, e.EWMAMillis, e.Open, e.Picks, e.Failures, cmp.Or(e.Identity, "-"))
+		fmt.Fprintf(tw, "%s\t%s\t%v\t%s\t%.2fms\t%d\t%d\t%d\t%v\t%s\n", addrs(e.Addrs), cmp.Or(e.Workload, "-"), e.Ready,
+			transport, e.EWMAMillis, e.Open, e.Picks, e.Failures, e.Ejected, cmp.Or(e.Identity, "-"))
 	}
 	tw.Flush()
 	if len(s.Endpoints) == 0 {
@@ -135,4 +154,38 @@ func addrs(as []netip.Addr) string {
 		out[i] = a.String()
 	}
 	return strings.Join(out, ",")
+}
+
+// backends is a route's backends with their share: "ns/v1:8080 90%,
+// ns/v2:8080 10%".
+func backends(bs []meshconfig.Backend) string {
+	var total uint64
+	for _, b := range bs {
+		total += uint64(b.Weight)
+	}
+	if total == 0 {
+		return "none (500)"
+	}
+	out := make([]string, len(bs))
+	for i, b := range bs {
+		out[i] = fmt.Sprintf("%s:%d %.4g%%", b.Service, b.Port, 100*float64(b.Weight)/float64(total))
+	}
+	return strings.Join(out, ", ")
+}
+
+func timeouts(request, backend string) string {
+	switch {
+	case request == "" && backend == "":
+		return "-"
+	case backend == "":
+		return request
+	}
+	return cmp.Or(request, "-") + " (try " + backend + ")"
+}
+
+func retry(r ztdebug.Route) string {
+	if r.Retry == nil {
+		return "-"
+	}
+	return fmt.Sprintf("%dx on %v after %s", r.Retry.Attempts, r.Retry.Codes, r.Retry.Backoff)
 }

@@ -6,6 +6,8 @@ import (
 	"net/netip"
 	"time"
 
+	"github.com/agentmesh/agentmesh/api/meshconfig"
+
 	"github.com/agentmesh/agentmesh/api/policy"
 )
 
@@ -80,6 +82,26 @@ type Service struct {
 	VIPs      []netip.Addr  `json:"vips"`
 	Ports     []ServicePort `json:"ports"`
 	Endpoints []Endpoint    `json:"endpoints"`
+	// Routes are the Service's routes in the order a request tries them
+	// (GAMMA HTTPRoute/GRPCRoute rules, one per match).
+	Routes []Route `json:"routes,omitempty"`
+	// Traffic is the TrafficPolicy in force, nil: the defaults.
+	Traffic *meshconfig.TrafficPolicy `json:"traffic,omitempty"`
+}
+
+// Route is one route of a Service: its object and rule, what it
+// matches (Match, a summary), where it sends requests with what weight,
+// its timeouts and retry.
+type Route struct {
+	Name     string               `json:"name"`
+	Kind     string               `json:"kind,omitempty"`
+	Rule     int                  `json:"rule"`
+	Port     uint16               `json:"port,omitempty"`
+	Match    string               `json:"match"`
+	Backends []meshconfig.Backend `json:"backends"`
+	Timeout  string               `json:"timeout,omitempty"`
+	Backend  string               `json:"backendTimeout,omitempty"`
+	Retry    *meshconfig.Retry    `json:"retry,omitempty"`
 }
 
 // ServicePort is a port of a Service and where it goes: TargetPort is a
@@ -111,6 +133,9 @@ type Endpoint struct {
 	Open     int64  `json:"open"`
 	Picks    uint64 `json:"picks"`
 	Failures uint64 `json:"failures"`
+	// Ejected says outlier detection keeps requests from it (or it is on
+	// probation after an ejection).
+	Ejected bool `json:"ejected,omitempty"`
 }
 
 // RequestsPath is the admin endpoint that lists the last HTTP requests
