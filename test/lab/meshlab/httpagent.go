@@ -37,21 +37,32 @@ type CallResult struct {
 }
 
 // appHTTP is `app http --name NAME --listen :8080[,:9090...]
-// [--grpc-health :8081]`: a small HTTP agent on every listed address,
-// optionally with the gRPC health service (answering SERVING) beside it.
+// [--grpc-health :8081] [fault flags]`: a small HTTP agent on every
+// listed address, optionally with the gRPC health service (answering
+// SERVING) beside it, and the faults it is told to inject (Fault).
 func appHTTP(ctx context.Context, args []string, stdout io.Writer) error {
 	fs := flag.NewFlagSet("app http", flag.ContinueOnError)
 	name := fs.String("name", "agent", "agent name to report")
 	listen := fs.String("listen", ":8080", "addresses to listen on, comma separated")
 	grpcHealth := fs.String("grpc-health", "", "also serve the gRPC health service on this address")
+	var f Fault
+	fs.DurationVar(&f.Delay, "delay", 0, "fault: wait this long before answering each request")
+	fs.Float64Var(&f.FailRate, "fail-rate", 0, "fault: answer this share of requests (0..1) with --fail-status, before reading the body")
+	fs.IntVar(&f.FailStatus, "fail-status", http.StatusServiceUnavailable, "fault: the status of a failed request")
+	fs.Float64Var(&f.ResetRate, "reset-rate", 0, "fault: reset the connection of this share of requests")
+	fs.Float64Var(&f.HangRate, "hang-rate", 0, "fault: never answer this share of requests")
 	if err := fs.Parse(args); err != nil {
+		return fmt.Errorf("%w: %w", ErrUsage, err)
+	}
+	handler, err := newFaulty(agentHandler(*name), f)
+	if err != nil {
 		return fmt.Errorf("%w: %w", ErrUsage, err)
 	}
 	lns, err := listenAll(*listen)
 	if err != nil {
 		return err
 	}
-	srv := &http.Server{Handler: agentHandler(*name), ReadHeaderTimeout: 10 * time.Second,
+	srv := &http.Server{Handler: handler, ReadHeaderTimeout: 10 * time.Second,
 		ConnContext: func(ctx context.Context, c net.Conn) context.Context {
 			return context.WithValue(ctx, localAddrKey{}, c.LocalAddr().String())
 		}}
