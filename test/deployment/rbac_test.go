@@ -45,6 +45,24 @@ var controllerAccess = []access{
 	// controller/policystatus (the leader): server-side apply of status,
 	// events on policies (any namespace), namespaces ("default") and pods.
 	{"patch", "agentmesh.io", "agentpolicies/status", "", "", true},
+	// controller/view: Gateway API routes (GAMMA) and ReferenceGrants;
+	// controller/routestatus (the leader) reads a route and updates its
+	// status.
+	{"list", "gateway.networking.k8s.io", "httproutes", "", "", true},
+	{"watch", "gateway.networking.k8s.io", "httproutes", "", "", true},
+	{"get", "gateway.networking.k8s.io", "httproutes", "", "", true},
+	{"update", "gateway.networking.k8s.io", "httproutes/status", "", "", true},
+	{"list", "gateway.networking.k8s.io", "grpcroutes", "", "", true},
+	{"watch", "gateway.networking.k8s.io", "grpcroutes", "", "", true},
+	{"get", "gateway.networking.k8s.io", "grpcroutes", "", "", true},
+	{"update", "gateway.networking.k8s.io", "grpcroutes/status", "", "", true},
+	{"list", "gateway.networking.k8s.io", "referencegrants", "", "", true},
+	{"watch", "gateway.networking.k8s.io", "referencegrants", "", "", true},
+	// controller/view: the TrafficPolicy informer, cluster-wide;
+	// controller/trafficstatus (the leader): server-side apply of status.
+	{"list", "agentmesh.io", "trafficpolicies", "", "", true},
+	{"watch", "agentmesh.io", "trafficpolicies", "", "", true},
+	{"patch", "agentmesh.io", "trafficpolicies/status", "", "", true},
 	{"create", "", "events", "", "", true},
 	{"patch", "", "events", "", "", true},
 	// controller/auth.
@@ -91,6 +109,16 @@ var controllerAccess = []access{
 	{"patch", "agentmesh.io", "agentpolicies", "default", "p", false},
 	{"delete", "agentmesh.io", "agentpolicies", "default", "p", false},
 	{"update", "agentmesh.io", "agentpolicies/status", "default", "p", false},
+	{"get", "agentmesh.io", "trafficpolicies", "default", "p", false},
+	{"create", "agentmesh.io", "trafficpolicies", "default", "", false},
+	{"update", "agentmesh.io", "trafficpolicies", "default", "p", false},
+	{"patch", "agentmesh.io", "trafficpolicies", "default", "p", false},
+	{"delete", "agentmesh.io", "trafficpolicies", "default", "p", false},
+	{"update", "agentmesh.io", "trafficpolicies/status", "default", "p", false},
+	{"create", "gateway.networking.k8s.io", "httproutes", "default", "", false},
+	{"update", "gateway.networking.k8s.io", "httproutes", "default", "r", false},
+	{"delete", "gateway.networking.k8s.io", "grpcroutes", "default", "r", false},
+	{"get", "gateway.networking.k8s.io", "referencegrants", "default", "g", false},
 	{"get", "", "events", "default", "e", false},
 	{"list", "", "events", "", "", false},
 	{"update", "", "events", "default", "e", false},
@@ -125,6 +153,8 @@ var nodeAccess = []access{
 	{"get", "coordination.k8s.io", "leases", meshNS, leaseName, false},
 	{"list", "agentmesh.io", "agentpolicies", "", "", false},
 	{"patch", "agentmesh.io", "agentpolicies/status", "default", "p", false},
+	{"list", "agentmesh.io", "trafficpolicies", "", "", false},
+	{"patch", "agentmesh.io", "trafficpolicies/status", "default", "p", false},
 	{"create", "", "events", "default", "", false},
 }
 
