@@ -103,8 +103,11 @@ func (n *Node) dialLocal(ctx context.Context, src *flow.Pod, f *flow.Flow, dst n
 	}
 	// Requests decided one by one need the HBONE stream's HTTP view:
 	// such a connection goes to this node's own HBONE listener.
+	// So do requests to a pod with rate limits (a TrafficPolicy's): the
+	// destination side of that listener takes their tokens.
 	if n.auth.NeedsRequests(p.info.UID, policy.Conn{MTLS: true, Identity: f.SrcID, Workload: src.UID,
-		Addr: src.IPFor(dst.Addr()), Port: dst.Port()}) {
+		Addr: src.IPFor(dst.Addr()), Port: dst.Port()}) ||
+		(f.PerRequest && len(n.Index().RateLimited(p.info.UID, dst.Port())) > 0) {
 		release()
 		return nil, false, nil
 	}

@@ -192,7 +192,15 @@ func TestTrafficPolicyTimeouts(t *testing.T) {
 // caller of the same agent is unaffected; a limit on one MCP tool answers
 // its calls past the limit with a JSON-RPC error carrying the call's id.
 func TestTrafficPolicyRateLimit(t *testing.T) {
-	e := newHTTPEnv(t, "http", "uid-b")
+	// The same-node fast path would bypass the destination's buckets:
+	// such requests go over the node's own HBONE listener.
+	for _, fast := range []bool{false, true} {
+		t.Run(fmt.Sprintf("same-node fast path %v", fast), func(t *testing.T) { testRateLimit(t, fast) })
+	}
+}
+
+func testRateLimit(t *testing.T, fast bool) {
+	e := newHTTPEnvWith(t, "http", func(o *NodeOptions) { o.SameNodeFastPath = fast }, "uid-b")
 	e.withTraffic(&meshconfig.TrafficPolicy{Name: "agents/limits", RateLimit: &meshconfig.RateLimit{
 		PerSource: &meshconfig.Bucket{Rate: 0.01, Burst: 3},
 		Tools:     map[string]meshconfig.Bucket{"search": {Rate: 0.01, Burst: 1}},

@@ -42,8 +42,9 @@ func NewIndex(c *Config) *Index {
 				x.limited = map[string][]*Service{}
 			}
 			for _, e := range s.Endpoints {
-				if e.WorkloadUID != "" {
-					x.limited[e.WorkloadUID] = append(x.limited[e.WorkloadUID], s)
+				// A dual-stack pod is an endpoint of each family: once.
+				if l := x.limited[e.WorkloadUID]; e.WorkloadUID != "" && (len(l) == 0 || l[len(l)-1] != s) {
+					x.limited[e.WorkloadUID] = append(l, s)
 				}
 			}
 		}

@@ -2,6 +2,7 @@ package meshconfig
 
 import (
 	"math"
+	"net/netip"
 	"strings"
 	"testing"
 	"time"
@@ -40,5 +41,30 @@ func TestTrafficPolicyValidate(t *testing.T) {
 				t.Errorf("Validate: %v; want %q", err, tc.want)
 			}
 		})
+	}
+}
+
+// TestIndexRateLimited: a workload's limited Services, each once even
+// when the pod is an endpoint of both families; only on a port the
+// Service sends to it.
+func TestIndexRateLimited(t *testing.T) {
+	ip4, ip6 := netip.MustParseAddr("10.0.0.5"), netip.MustParseAddr("fd00::5")
+	limited := Service{Name: "dv", Namespace: "agents", Ports: []ServicePort{{Name: "http", Port: 80}},
+		Traffic: &TrafficPolicy{RateLimit: &RateLimit{PerSource: &Bucket{Rate: 1, Burst: 1}}},
+		Endpoints: []Endpoint{
+			{WorkloadUID: "uid-1", IPs: []netip.Addr{ip4}, Ready: true, Ports: map[string]uint16{"http": 8080}},
+			{WorkloadUID: "uid-1", IPs: []netip.Addr{ip6}, Ready: true, Ports: map[string]uint16{"http": 8080}},
+		}}
+	plain := Service{Name: "other", Namespace: "agents", Ports: []ServicePort{{Port: 80, TargetPort: 8080}},
+		Endpoints: []Endpoint{{WorkloadUID: "uid-1", IPs: []netip.Addr{ip4}, Ready: true}}}
+	x := NewIndex(&Config{Services: []Service{limited, plain}})
+	if got := x.RateLimited("uid-1", 8080); len(got) != 1 || got[0].Name != "dv" {
+		t.Errorf("RateLimited(uid-1, 8080) = %v, want dv once", got)
+	}
+	if got := x.RateLimited("uid-1", 9090); len(got) != 0 {
+		t.Errorf("RateLimited on a port dv does not send to: %v", got)
+	}
+	if got := x.RateLimited("uid-2", 8080); len(got) != 0 {
+		t.Errorf("RateLimited of another workload: %v", got)
 	}
 }
