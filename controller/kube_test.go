@@ -52,7 +52,7 @@ func kubeBinDir(t *testing.T) string {
 // Without the AgentPolicy CRD the controller refuses to start; with it,
 // AgentPolicies reach the stream, their status and events (policyEnv).
 // With the chart's Gateway API CRDs, routes on Services reach the view
-// and get their status (routeEnv).
+// and get their status (routeEnv); so do TrafficPolicies (trafficEnv).
 func TestRealAPIServer(t *testing.T) {
 	bin := kubeBinDir(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
@@ -145,6 +145,8 @@ func TestRealAPIServer(t *testing.T) {
 	}
 	r := &routeEnv{t: t, cs: cs, dyn: pollDyn, admin: "http://" + admin.Addr().String()}
 	t.Run("routes", r.run)
+	tp := &trafficEnv{routeEnv{t: t, cs: cs, dyn: pollDyn, admin: "http://" + admin.Addr().String()}}
+	t.Run("trafficpolicies", tp.run)
 }
 
 func listen(t *testing.T) net.Listener {

@@ -20,8 +20,9 @@ import (
 // keep working while no leader is elected. Creating the CA Secret is safe
 // without a leader too (create, and on AlreadyExists read the winner's).
 // Only the leader writes shared state: the root ConfigMap, AgentPolicy
-// status and events (controller/policystatus) and route status
-// (controller/routestatus). Handover is observable: the agentmesh_controller_leader gauge,
+// status and events (controller/policystatus), route status
+// (controller/routestatus) and TrafficPolicy status
+// (controller/trafficstatus). Handover is observable: the agentmesh_controller_leader gauge,
 // "leader" in /status and the "became leader" / "lost leadership" logs.
 type leader struct {
 	client  kubernetes.Interface
@@ -36,7 +37,7 @@ type leader struct {
 }
 
 // leaderWriter is a writer that works only while this replica leads (the
-// policy and route status writers). SetLeader must not block.
+// policy, route and TrafficPolicy status writers). SetLeader must not block.
 type leaderWriter interface {
 	SetLeader(leads bool)
 }

@@ -8,7 +8,9 @@
 // object get a config stream, and a deleted Node's streams are closed;
 // serviceaccounts: the CA signs only identities whose ServiceAccount
 // exists); patch agentpolicies/status (the leader's server-side apply of
-// the Accepted condition); list and watch httproutes, grpcroutes
+// the Accepted condition); list and watch trafficpolicies (agentmesh.io)
+// cluster-wide and patch trafficpolicies/status (the leader's server-side
+// apply of their Accepted condition); list and watch httproutes, grpcroutes
 // (gateway.networking.k8s.io/v1) and referencegrants (v1beta1)
 // cluster-wide, get httproutes and grpcroutes and update their status
 // (the leader's read-modify-write of the route status entries of
@@ -49,6 +51,7 @@ import (
 	"github.com/agentmesh/agentmesh/controller/policystatus"
 	"github.com/agentmesh/agentmesh/controller/routestatus"
 	"github.com/agentmesh/agentmesh/controller/stream"
+	"github.com/agentmesh/agentmesh/controller/trafficstatus"
 	"github.com/agentmesh/agentmesh/controller/view"
 	"github.com/agentmesh/agentmesh/internal/profile"
 )
@@ -129,9 +132,10 @@ type deps struct {
 // The watcher's caches come first (the status writers, the CA and the
 // stream server read them); its output goes to views, which run hands to
 // the watcher when it starts it. Start order: the AgentPolicy CRD check,
-// the Gateway API discovery (routes are off without its CRDs), CA root,
-// informers, gRPC server, admin HTTP, leader election and the policy and
-// route status writers. Shutdown order: the hub closes (every stream
+// the Gateway API and TrafficPolicy discovery (routes and TrafficPolicies
+// are off without their CRDs), CA root, informers, gRPC server, admin
+// HTTP, leader election and the policy, route and TrafficPolicy status
+// writers. Shutdown order: the hub closes (every stream
 // ends with Unavailable and nodes reconnect, possibly to another replica),
 // the gRPC server stops, then informers, leader election (the lease is
 // released) and the admin server.
@@ -150,6 +154,14 @@ func run(ctx context.Context, o *options, d deps) error {
 		d.log.Info("Gateway API resources not served, not watched", "missing", missing, "routes", gateway.Any(),
 			"hint", "install the Gateway API CRDs (the chart's crds/) and restart the controller")
 	}
+	trafficPolicies, err := view.DetectTrafficPolicy(ctx, d.client.Discovery())
+	if err != nil {
+		return err
+	}
+	if !trafficPolicies {
+		d.log.Info("TrafficPolicy resource not served, not watched", "missing", view.TrafficPolicyResource.String(),
+			"hint", "install the chart's CRDs (crds/agentmesh.io_trafficpolicies.yaml) and restart the controller")
+	}
 	certPEM, keyPEM, err := ca.EnsureRoot(ctx, d.client, o.namespace, o.caSecret, o.trustDomain, d.log)
 	if err != nil {
 		return err
@@ -160,13 +172,14 @@ func run(ctx context.Context, o *options, d deps) error {
 	}
 	defer stopEvents()
 	watcher, err := view.NewWatcher(d.client, d.dynamic, view.Options{TrustDomain: o.trustDomain, Debounce: o.debounce,
-		Gateway: gateway, Logger: d.log})
+		Gateway: gateway, TrafficPolicies: trafficPolicies, Logger: d.log})
 	if err != nil {
 		return err
 	}
 	statuses := policystatus.New(policystatus.Options{Client: d.dynamic, Events: rec, Current: watcher.Policy, Logger: d.log})
 	routeStatuses := routestatus.New(routestatus.Options{Client: d.dynamic, Current: watcher.RouteStatus, Logger: d.log})
-	l := newLeader(d.client, o, certPEM, leaderWriters{statuses, routeStatuses}, d.log, reg)
+	trafficStatuses := trafficstatus.New(trafficstatus.Options{Client: d.dynamic, Current: watcher.TrafficPolicy, Logger: d.log})
+	l := newLeader(d.client, o, certPEM, leaderWriters{statuses, routeStatuses, trafficStatuses}, d.log, reg)
 	authority, err := ca.New(ca.Options{CertPEM: certPEM, KeyPEM: keyPEM, TrustDomain: o.trustDomain,
 		Lifetime: o.certLifetime, Pods: watcher, ServiceAccounts: watcher, Logger: d.log, Registerer: reg})
 	if err != nil {
@@ -183,16 +196,17 @@ func run(ctx context.Context, o *options, d deps) error {
 		Logger: d.log, Registerer: reg})
 	gs := newGRPCServer(serving, authn)
 	configapi.Register(gs, meshService{Server: streams, ca: authority})
-	out := &views{hub: hub, statuses: statuses, routes: routeStatuses, streams: streams}
+	out := &views{hub: hub, statuses: statuses, routes: routeStatuses, traffic: trafficStatuses, streams: streams}
 	return serve(ctx, o, d, tasks{
-		watcher:     func(ctx context.Context) error { return watcher.Run(ctx, out) },
-		leader:      l.run,
-		status:      statuses.Run,
-		routeStatus: routeStatuses.Run,
-		grpc:        gs,
-		hub:         hub,
-		streams:     streams,
-		admin:       adminHandler(reg, streams, hub, l, o.identity, debugWorkload{hub: hub, policy: watcher.Policy}),
+		watcher:       func(ctx context.Context) error { return watcher.Run(ctx, out) },
+		leader:        l.run,
+		status:        statuses.Run,
+		routeStatus:   routeStatuses.Run,
+		trafficStatus: trafficStatuses.Run,
+		grpc:          gs,
+		hub:           hub,
+		streams:       streams,
+		admin:         adminHandler(reg, streams, hub, l, o.identity, debugWorkload{hub: hub, policy: watcher.Policy}),
 	})
 }
 
@@ -214,12 +228,14 @@ type tasks struct {
 	watcher func(context.Context) error
 	leader  func(context.Context)
 	status  func(context.Context)
-	// routeStatus runs the route status writer (nil: none).
-	routeStatus func(context.Context)
-	grpc        *grpc.Server
-	hub         *stream.Hub
-	streams     *stream.Server
-	admin       http.Handler
+	// routeStatus and trafficStatus run the route and TrafficPolicy
+	// status writers (nil: none).
+	routeStatus, trafficStatus func(context.Context)
+
+	grpc    *grpc.Server
+	hub     *stream.Hub
+	streams *stream.Server
+	admin   http.Handler
 }
 
 func serve(ctx context.Context, o *options, d deps, t tasks) error {
@@ -233,8 +249,10 @@ func serve(ctx context.Context, o *options, d deps, t tasks) error {
 	})
 	wg.Go(func() { t.leader(ctx) })
 	wg.Go(func() { t.status(ctx) })
-	if t.routeStatus != nil {
-		wg.Go(func() { t.routeStatus(ctx) })
+	for _, run := range []func(context.Context){t.routeStatus, t.trafficStatus} {
+		if run != nil {
+			wg.Go(func() { run(ctx) })
+		}
 	}
 	grpcDone := make(chan error, 1)
 	go func() { grpcDone <- t.grpc.Serve(d.listener) }()

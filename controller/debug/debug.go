@@ -12,7 +12,9 @@ const WorkloadPath = "/debug/workload"
 
 // ServicePath is the endpoint on the controller's admin HTTP server that
 // shows one Service as the nodes get it, its routes (HTTPRoutes and
-// GRPCRoutes whose parent it is, flattened in precedence order) included:
+// GRPCRoutes whose parent it is, flattened in precedence order) and its
+// traffic (the TrafficPolicy that applies to it, defaults filled in)
+// included:
 // GET /debug/service?service=<namespace>/<name>, answered with a
 // meshconfig.Service. It answers 404 when the Service is not in the
 // controller's current view and 400 when the service parameter is

@@ -46,6 +46,9 @@ type Snapshot struct {
 	// Routes are what became of every HTTPRoute and GRPCRoute (for their
 	// status), sorted by Key.
 	Routes []RouteState
+	// Traffic is what became of every TrafficPolicy (for its status),
+	// sorted by Key.
+	Traffic []TrafficState
 }
 
 // Inputs are the objects a Snapshot is computed from (lister output).
@@ -57,6 +60,8 @@ type Inputs struct {
 	Slices      []*EndpointSlice
 	Policies    []*v1alpha1.AgentPolicy
 	Routes      RouteInputs
+	// TrafficPolicies, in any order.
+	TrafficPolicies []*v1alpha1.TrafficPolicy
 }
 
 // Compute builds the snapshot of in.
@@ -77,9 +82,11 @@ func computeFull(in Inputs) (*Snapshot, *fullIndex) {
 		x.pods[string(p.UID)] = p
 	}
 	x.slices = slicesByService(in.Slices)
-	x.routes = computeRoutes(in.Routes, lookupIn(in.Services))
-	s.Services, x.svcWarn = services(in.Services, in.Slices, x.pods, x.routes.bySvc)
-	s.Routes = x.routes.states
+	lookup := lookupIn(in.Services)
+	x.routes = computeRoutes(in.Routes, lookup)
+	x.traffic = computeTraffic(in.TrafficPolicies, lookup)
+	s.Services, x.svcWarn = services(in.Services, in.Slices, x.pods, x.routes.bySvc, x.traffic.bySvc)
+	s.Routes, s.Traffic = x.routes.states, x.traffic.states
 	x.authz = authorize(s, in, x.pods)
 	for _, key := range slices.Sorted(maps.Keys(x.svcWarn)) {
 		s.Warnings = append(s.Warnings, x.svcWarn[key]...)
@@ -96,6 +103,7 @@ type fullIndex struct {
 	authz     *authzIndex
 	svcWarn   map[string][]Warning // of the services, by namespace/name
 	routes    *routeTable
+	traffic   *trafficTable
 }
 
 // lookupIn finds Services in svcs.

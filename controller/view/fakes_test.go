@@ -14,8 +14,8 @@ import (
 	"github.com/agentmesh/agentmesh/controller/api/v1alpha1"
 )
 
-// fakeDynamic is a fake dynamic client serving AgentPolicies and the
-// Gateway API resources the mesh reads.
+// fakeDynamic is a fake dynamic client serving AgentPolicies,
+// TrafficPolicies and the Gateway API resources the mesh reads.
 func fakeDynamic(t *testing.T, objs ...runtime.Object) dynamic.Interface {
 	t.Helper()
 	s := runtime.NewScheme()
@@ -26,7 +26,8 @@ func fakeDynamic(t *testing.T, objs ...runtime.Object) dynamic.Interface {
 	}
 	return dynamicfake.NewSimpleDynamicClientWithCustomListKinds(s,
 		map[schema.GroupVersionResource]string{PolicyResource: "AgentPolicyList", HTTPRouteResource: "HTTPRouteList",
-			GRPCRouteResource: "GRPCRouteList", ReferenceGrantResource: "ReferenceGrantList"}, objs...)
+			GRPCRouteResource: "GRPCRouteList", ReferenceGrantResource: "ReferenceGrantList",
+			TrafficPolicyResource: "TrafficPolicyList"}, objs...)
 }
 
 // sinkFuncs is a Sink of two funcs; a nil one drops its events.

@@ -129,9 +129,9 @@ func convert[T any, PT interface {
 
 // transform converts what the dynamic informer stores into the typed
 // object. One that does not fit its Go type (a newer Gateway API than
-// the mesh knows, in a way it cannot read) keeps its metadata only: it
-// then has no parents, and the mesh neither routes by it nor writes its
-// status.
+// the mesh knows, in a way it cannot read) keeps its metadata only: a
+// route then has no parents, and the mesh neither routes by it nor
+// writes its status; a TrafficPolicy has no targets, and is Invalid.
 func (w *Watcher) transform(kind string, conv func(*unstructured.Unstructured) (runtime.Object, error)) cache.TransformFunc {
 	return func(obj any) (any, error) {
 		u, ok := obj.(*unstructured.Unstructured)
@@ -140,7 +140,7 @@ func (w *Watcher) transform(kind string, conv func(*unstructured.Unstructured) (
 		}
 		out, err := conv(u)
 		if err != nil {
-			w.o.Logger.Warn("object does not fit its Gateway API type; ignored", "kind", kind,
+			w.o.Logger.Warn("object does not fit its Go type; only its metadata is read", "kind", kind,
 				"object", u.GetNamespace()+"/"+u.GetName(), "err", err)
 			out, _ = conv(&unstructured.Unstructured{Object: map[string]any{"metadata": u.Object["metadata"]}})
 		}

@@ -26,6 +26,8 @@ type Source interface {
 	Policy(namespace, name string) *v1alpha1.AgentPolicy
 	// Routes are every HTTPRoute, GRPCRoute and ReferenceGrant.
 	Routes() RouteInputs
+	// TrafficPolicies are every TrafficPolicy.
+	TrafficPolicies() []*v1alpha1.TrafficPolicy
 }
 
 // Dirty names what changed since the last Update, by namespace/name.
@@ -36,12 +38,13 @@ type Dirty struct {
 	Policies map[string]bool // AgentPolicies
 	// Routes are HTTPRoutes, GRPCRoutes and ReferenceGrants, by
 	// kind/namespace/name.
-	Routes map[string]bool
+	Routes  map[string]bool
+	Traffic map[string]bool // TrafficPolicies
 }
 
 // Empty reports whether d names nothing.
 func (d *Dirty) Empty() bool {
-	return !d.All && len(d.Pods)+len(d.Services)+len(d.Policies)+len(d.Routes) == 0
+	return !d.All && len(d.Pods)+len(d.Services)+len(d.Policies)+len(d.Routes)+len(d.Traffic) == 0
 }
 
 // Add adds o to d.
@@ -51,6 +54,7 @@ func (d *Dirty) Add(o Dirty) {
 	d.Services = union(d.Services, o.Services)
 	d.Policies = union(d.Policies, o.Policies)
 	d.Routes = union(d.Routes, o.Routes)
+	d.Traffic = union(d.Traffic, o.Traffic)
 }
 
 func union(a, b map[string]bool) map[string]bool {
@@ -69,6 +73,8 @@ func union(a, b map[string]bool) map[string]bool {
 // a namespace whose policies changed, and recomputes the routes when a
 // route or ReferenceGrant changed or a Service they refer to came, went or
 // changed its ports or cluster IP (and then the services whose routes
+// changed), and resolves the TrafficPolicies again when one changed or a
+// Service they target came or went (and then the services whose policy
 // changed). Each derived object is computed once and shared by every
 // node (the hub hands out the same pointers). A
 // Namespace change, or a pod change while two pods claim one address,
@@ -100,6 +106,7 @@ type Model struct {
 	policies    map[string]*compiled            // by namespace/name
 	authzBodies map[string]*policy.Policy       // the compiled bodies of policies with a selector
 	routes      *routeTable
+	traffic     *trafficTable
 }
 
 // NewModel returns a model over src; the first Update builds it.
@@ -134,6 +141,7 @@ func (m *Model) Update(d Dirty) *Delta {
 	}
 	u.reselectPolicies()
 	u.routes(d)
+	u.traffic(d)
 	for key := range u.services {
 		u.service(key)
 	}
@@ -329,8 +337,31 @@ func (u *update) routes(d Dirty) {
 	m.routes = t
 }
 
-// service recomputes the service at key from its Service, slices and
-// routes.
+// traffic resolves the TrafficPolicies again when d changed one, or
+// whether a Service they target exists, and marks the services whose
+// policy changed for recomputing.
+func (u *update) traffic(d Dirty) {
+	m := u.m
+	redo := len(d.Traffic) > 0
+	for key := range d.Services {
+		if redo {
+			break
+		}
+		ns, name, _ := strings.Cut(key, "/")
+		redo = m.traffic.stale(key, m.src.Service(ns, name) != nil)
+	}
+	if !redo {
+		return
+	}
+	t := computeTraffic(m.src.TrafficPolicies(), m.src.Service)
+	for _, key := range m.traffic.changedServices(t) {
+		u.services[key] = true
+	}
+	m.traffic = t
+}
+
+// service recomputes the service at key from its Service, slices,
+// routes and TrafficPolicy.
 func (u *update) service(key string) {
 	m := u.m
 	ns, name, _ := strings.Cut(key, "/")
@@ -348,6 +379,7 @@ func (u *update) service(key string) {
 	}
 	s, ws := serviceOf(svc, eps, m.pods)
 	s.Routes = m.routes.bySvc[key]
+	s.Traffic = m.traffic.bySvc[key]
 	setWarnings(m.svcWarn, key, ws)
 	if old != nil && reflect.DeepEqual(old, &s) {
 		return
@@ -407,7 +439,7 @@ func (m *Model) rebuild(partial *Delta) *Delta {
 		gone(d.Services, partial.Services)
 		gone(d.Policies, partial.Policies)
 	}
-	m.built, m.td, m.x, m.routes = true, in.TrustDomain, fx.authz, fx.routes
+	m.built, m.td, m.x, m.routes, m.traffic = true, in.TrustDomain, fx.authz, fx.routes, fx.traffic
 	m.namespaces, m.enabled, m.pods, m.conflicts, m.svcWarn = in.Namespaces, fx.enabled, fx.pods, fx.conflicts, fx.svcWarn
 	m.podUID = make(map[string]string, len(in.Pods))
 	for _, p := range in.Pods {
@@ -458,15 +490,17 @@ func gone[T any](d, partial map[string]*T) {
 }
 
 // Status is what the controller reports about the view: each policy's
-// state, the annotation warnings and each route's state, in Snapshot's
-// order.
+// state, the annotation warnings, each route's state and each
+// TrafficPolicy's state, in Snapshot's order.
 type Status struct {
 	Policies []PolicyState
 	Warnings []Warning
 	Routes   []RouteState
+	Traffic  []TrafficState
 }
 
-// Status returns the model's policy and route states and warnings.
+// Status returns the model's policy, route and TrafficPolicy states and
+// warnings.
 func (m *Model) Status() Status {
 	var st Status
 	for _, c := range m.sortedPolicies() {
@@ -480,6 +514,7 @@ func (m *Model) Status() Status {
 		st.Warnings = append(st.Warnings, m.svcWarn[key]...)
 	}
 	st.Routes = m.routes.states
+	st.Traffic = m.traffic.states
 	return st
 }
 
@@ -506,6 +541,6 @@ func (m *Model) Snapshot() *Snapshot {
 		s.AuthzPolicies = append(s.AuthzPolicies, *m.authzBodies[k])
 	}
 	st := m.Status()
-	s.Policies, s.Warnings, s.Routes = st.Policies, st.Warnings, st.Routes
+	s.Policies, s.Warnings, s.Routes, s.Traffic = st.Policies, st.Warnings, st.Routes, st.Traffic
 	return s
 }

@@ -27,7 +27,12 @@ func (f fixedSource) All() Inputs {
 	in.Namespaces, in.Pods, in.Services = slices.Clone(in.Namespaces), slices.Clone(in.Pods), slices.Clone(in.Services)
 	in.Slices, in.Policies = slices.Clone(in.Slices), slices.Clone(in.Policies)
 	in.Routes = f.Routes()
+	in.TrafficPolicies = f.TrafficPolicies()
 	return in
+}
+
+func (f fixedSource) TrafficPolicies() []*v1alpha1.TrafficPolicy {
+	return slices.Clone(f.in.TrafficPolicies)
 }
 
 func (f fixedSource) Routes() RouteInputs {
@@ -84,20 +89,26 @@ func drop[T metav1.Object](xs []T, ns, name string) []T {
 // (created, deleted, recreated under the same name, relabelled, moved to
 // another address or one another pod holds, finished, host-network,
 // annotated), Services, EndpointSlices, AgentPolicies (podSelector and
-// namespaceSelector peers), HTTPRoutes, GRPCRoutes and ReferenceGrants
-// and now and then a Namespace, the model updated
+// namespaceSelector peers), HTTPRoutes, GRPCRoutes and ReferenceGrants,
+// TrafficPolicies (conflicting, invalid, targeting missing Services) and
+// now and then a Namespace, the model updated
 // with only what changed equals Compute over all the inputs after every
 // step, and the Delta it returned takes a holder of the previous view to
 // the new one.
 func TestModelMatchesCompute(t *testing.T) {
-	var rebuilds, patches, routed int
+	var rebuilds, patches, routed, trafficked, conflicted int
 	defer func() {
-		t.Logf("%d incremental updates, %d rebuilds, %d views with routes", patches, rebuilds, routed)
+		t.Logf("%d incremental updates, %d rebuilds, %d views with routes, %d with TrafficPolicies, %d with a conflict",
+			patches, rebuilds, routed, trafficked, conflicted)
 		if patches < rebuilds {
 			t.Errorf("only %d of %d updates were incremental: the test hardly covers them", patches, patches+rebuilds)
 		}
 		if routed < (patches+rebuilds)/4 {
 			t.Errorf("only %d of %d views have routes: the test hardly covers them", routed, patches+rebuilds)
+		}
+		if trafficked < (patches+rebuilds)/4 || conflicted < (patches+rebuilds)/10 {
+			t.Errorf("only %d (%d with a conflict) of %d views have TrafficPolicies: the test hardly covers them",
+				trafficked, conflicted, patches+rebuilds)
 		}
 	}()
 	for seed := range uint64(60) {
@@ -123,6 +134,12 @@ func TestModelMatchesCompute(t *testing.T) {
 			got := m.Snapshot()
 			if slices.ContainsFunc(want.Services, func(s meshconfig.Service) bool { return len(s.Routes) > 0 }) {
 				routed++
+			}
+			if slices.ContainsFunc(want.Services, func(s meshconfig.Service) bool { return s.Traffic != nil }) {
+				trafficked++
+			}
+			if slices.ContainsFunc(want.Traffic, func(s TrafficState) bool { return s.Accepted.Reason == v1alpha1.ReasonConflicted }) {
+				conflicted++
 			}
 			if !reflect.DeepEqual(got, want) {
 				t.Fatalf("seed %d step %d (dirty %+v): model differs from Compute:\n%s", seed, step, d, snapDiff(got, want))
@@ -201,6 +218,8 @@ func snapDiff(got, want *Snapshot) string {
 		return fmt.Sprintf("policy states:\n got %+v\nwant %+v", got.Policies, want.Policies)
 	case !reflect.DeepEqual(got.Routes, want.Routes):
 		return fmt.Sprintf("route states:\n got %+v\nwant %+v", got.Routes, want.Routes)
+	case !reflect.DeepEqual(got.Traffic, want.Traffic):
+		return fmt.Sprintf("TrafficPolicy states:\n got %+v\nwant %+v", got.Traffic, want.Traffic)
 	}
 	return fmt.Sprintf("warnings:\n got %+v\nwant %+v", got.Warnings, want.Warnings)
 }
@@ -220,7 +239,8 @@ type changer struct {
 }
 
 func (c *changer) changes(n int) Dirty {
-	d := Dirty{Pods: map[string]bool{}, Services: map[string]bool{}, Policies: map[string]bool{}, Routes: map[string]bool{}}
+	d := Dirty{Pods: map[string]bool{}, Services: map[string]bool{}, Policies: map[string]bool{}, Routes: map[string]bool{},
+		Traffic: map[string]bool{}}
 	for range n {
 		c.one(&d)
 	}
@@ -231,7 +251,7 @@ func (c *changer) nsName() string { return fmt.Sprintf("ns%d", c.rng.IntN(3)) }
 
 func (c *changer) one(d *Dirty) {
 	r := c.rng
-	switch k := r.IntN(24); {
+	switch k := r.IntN(26); {
 	case k < 9: // a pod
 		ns, name := c.nsName(), fmt.Sprintf("p%d", r.IntN(8))
 		d.Pods[ns+"/"+name] = true
@@ -336,7 +356,9 @@ func (c *changer) one(d *Dirty) {
 		c.in.Policies = put(c.in.Policies, p)
 	case k < 22: // a route
 		c.route(d)
-	case k < 23: // a ReferenceGrant
+	case k < 24: // a TrafficPolicy
+		c.trafficPolicy(d)
+	case k < 25: // a ReferenceGrant
 		ns := c.nsName()
 		from, kind := c.nsName(), []string{KindHTTPRoute, KindGRPCRoute}[r.IntN(2)]
 		d.Routes["ReferenceGrant/"+ns+"/g-"+from] = true
@@ -427,4 +449,32 @@ func (c *changer) route(d *Dirty) {
 		rules = append(rules, gwv1.HTTPRouteRule{Matches: ms, BackendRefs: httpBackends(backends...)})
 	}
 	c.in.Routes.HTTPRoutes = put(c.in.Routes.HTTPRoutes, httpRoute(ns, name, created, parents, rules...))
+}
+
+// trafficPolicy makes, changes or deletes a TrafficPolicy targeting one
+// or two of the changer's services, created at one of three seconds (so
+// that some tie and are ordered by name), now and then invalid.
+func (c *changer) trafficPolicy(d *Dirty) {
+	r := c.rng
+	ns, name := c.nsName(), fmt.Sprintf("tp%d", r.IntN(3))
+	d.Traffic[ns+"/"+name] = true
+	if r.IntN(4) == 0 {
+		c.in.TrafficPolicies = drop(c.in.TrafficPolicies, ns, name)
+		return
+	}
+	var targets []string
+	for range 1 + r.IntN(2) {
+		targets = append(targets, fmt.Sprintf("s%d", r.IntN(4))) // s3 never exists
+	}
+	tp := trafficPolicy(ns, name, int64(r.IntN(3)), targets...)
+	tp.Generation = int64(1 + r.IntN(2))
+	switch r.IntN(6) {
+	case 0: // invalid: Convert refuses it
+		tp.Spec.OutlierDetection = &v1alpha1.OutlierDetection{MaxEjectionTime: ptr(v1alpha1.Duration("1s"))}
+	case 1:
+		tp.Spec.LoadBalancer = &v1alpha1.LoadBalancer{Algorithm: v1alpha1.RoundRobin}
+	case 2:
+		tp.Spec.RateLimit = &v1alpha1.RateLimit{PerSource: &v1alpha1.TokenBucket{RequestsPerSecond: int32(1 + r.IntN(3))}}
+	}
+	c.in.TrafficPolicies = put(c.in.TrafficPolicies, tp)
 }

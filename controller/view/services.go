@@ -19,22 +19,24 @@ import (
 // EndpointSlice is the discovery/v1 type, aliased for Inputs.
 type EndpointSlice = discoveryv1.EndpointSlice
 
-// services converts every service with the endpoints of its slices and
-// its routes (by namespace/name), sorted by namespace/name; an
-// ExternalName one by its name only.
+// services converts every service with the endpoints of its slices, its
+// routes and its TrafficPolicy (by namespace/name), sorted by
+// namespace/name; an ExternalName one by its name only.
 //
 // An endpoint backed by a pod the view does not have (deleted while its
 // slice still lists it) is left out: a node could not verify who answers
 // there, and must not reach it in plaintext as if it were outside the
 // mesh. A host-network pod's endpoint is an address of its node, outside
 // the mesh: it names no workload.
-func services(svcs []*corev1.Service, eps []*EndpointSlice, pods map[string]*corev1.Pod, routes map[string][]meshconfig.Route) ([]meshconfig.Service, map[string][]Warning) {
+func services(svcs []*corev1.Service, eps []*EndpointSlice, pods map[string]*corev1.Pod, routes map[string][]meshconfig.Route,
+	traffic map[string]*meshconfig.TrafficPolicy) ([]meshconfig.Service, map[string][]Warning) {
 	bySvc := slicesByService(eps)
 	out := make([]meshconfig.Service, 0, len(svcs))
 	warn := map[string][]Warning{}
 	for _, svc := range svcs {
 		ms, ws := serviceOf(svc, bySvc[svc.Namespace+"/"+svc.Name], pods)
 		ms.Routes = routes[ms.Key()]
+		ms.Traffic = traffic[ms.Key()]
 		out = append(out, ms)
 		setWarnings(warn, ms.Key(), ws)
 	}

@@ -38,7 +38,10 @@ type Options struct {
 	// Gateway names the Gateway API resources to watch (DetectGatewayAPI);
 	// the zero value watches none, and Services have no routes.
 	Gateway GatewayAPI
-	Logger  *slog.Logger
+	// TrafficPolicies watches TrafficPolicies (DetectTrafficPolicy);
+	// false: Services have no Traffic.
+	TrafficPolicies bool
+	Logger          *slog.Logger
 }
 
 // Sink takes what a Watcher produces.
@@ -64,7 +67,8 @@ type DeltaSink interface {
 
 // Watcher runs shared informers on Namespaces, Pods, Services,
 // EndpointSlices, AgentPolicies, the Gateway API routes and
-// ReferenceGrants that Options.Gateway names, Nodes and ServiceAccounts,
+// ReferenceGrants that Options.Gateway names, TrafficPolicies (when
+// Options.TrafficPolicies), Nodes and ServiceAccounts,
 // and computes a Snapshot after each burst of changes. Nodes and
 // ServiceAccounts do not enter the snapshot: they gate who may stream
 // (NodeExists) and what the CA signs (ServiceAccountExists).
@@ -80,10 +84,12 @@ type Watcher struct {
 	nodes   corelisters.NodeLister
 	sas     corelisters.ServiceAccountLister
 	// dynFactory runs the AgentPolicy informer (policies is its cache)
-	// and those of Gateway API (nil caches for resources not watched).
+	// and those of Gateway API and TrafficPolicies (nil caches for
+	// resources not watched).
 	dynFactory                     dynamicinformer.DynamicSharedInformerFactory
 	policies                       cache.Indexer
 	httpRoutes, grpcRoutes, grants cache.Indexer
+	trafficPolicies                cache.Indexer
 	synced                         []cache.InformerSynced
 	kick                           chan struct{} // cap 1: something changed
 
@@ -95,8 +101,8 @@ type Watcher struct {
 	burstGap  time.Duration
 }
 
-// NewWatcher prepares informers on client, and on dyn for AgentPolicies
-// and Gateway API objects; Run starts them. Its caches (NodeExists, Policy, PodsOnNode, ...) may be
+// NewWatcher prepares informers on client, and on dyn for AgentPolicies,
+// Gateway API objects and TrafficPolicies; Run starts them. Its caches (NodeExists, Policy, PodsOnNode, ...) may be
 // read from the start; they are empty until Run has synced them.
 func NewWatcher(client kubernetes.Interface, dyn dynamic.Interface, o Options) (*Watcher, error) {
 	if o.Debounce <= 0 {
@@ -138,6 +144,9 @@ func NewWatcher(client kubernetes.Interface, dyn dynamic.Interface, o Options) (
 		return nil, err
 	}
 	if err := w.watchRoutes(); err != nil {
+		return nil, err
+	}
+	if err := w.watchTraffic(); err != nil {
 		return nil, err
 	}
 	return w, nil
@@ -263,7 +272,7 @@ func (w *Watcher) Run(ctx context.Context, sink Sink) error {
 			sink.Snapshot(m.Snapshot())
 		}
 		w.o.Logger.Debug("view updated", "took", time.Since(start), "full", d.All,
-			"pods", len(d.Pods), "services", len(d.Services), "policies", len(d.Policies), "routes", len(d.Routes),
+			"pods", len(d.Pods), "services", len(d.Services), "policies", len(d.Policies), "routes", len(d.Routes), "traffic_policies", len(d.Traffic),
 			"workloads_changed", len(delta.Workloads), "services_changed", len(delta.Services))
 		if !w.settle(ctx) {
 			return nil
@@ -318,10 +327,13 @@ func (l listerSource) All() Inputs {
 	in.Slices, _ = w.slices.List(labels.Everything())
 	in.Policies = w.listPolicies()
 	in.Routes = w.listRoutes()
+	in.TrafficPolicies = w.listTraffic()
 	return in
 }
 
 func (l listerSource) Routes() RouteInputs { return l.w.listRoutes() }
+
+func (l listerSource) TrafficPolicies() []*v1alpha1.TrafficPolicy { return l.w.listTraffic() }
 
 func (l listerSource) Pod(namespace, name string) *corev1.Pod {
 	p, _ := l.w.pods.Pods(namespace).Get(name)

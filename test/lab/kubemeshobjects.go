@@ -159,6 +159,8 @@ func minimalMeshObjects() []runtime.Object {
 			rule("authentication.k8s.io", []string{"tokenreviews"}, "create"),
 			rule("agentmesh.io", []string{"agentpolicies"}, "list", "watch"),
 			rule("agentmesh.io", []string{"agentpolicies/status"}, "patch"),
+			rule("agentmesh.io", []string{"trafficpolicies"}, "list", "watch"),
+			rule("agentmesh.io", []string{"trafficpolicies/status"}, "patch"),
 			rule("gateway.networking.k8s.io", []string{"httproutes", "grpcroutes", "referencegrants"}, "list", "watch"),
 			rule("gateway.networking.k8s.io", []string{"httproutes", "grpcroutes"}, "get"),
 			rule("gateway.networking.k8s.io", []string{"httproutes/status", "grpcroutes/status"}, "update"),
