@@ -35,8 +35,21 @@ func httpGetIn(ctx context.Context, ns, url string) (int, []byte, error) {
 	return httpGetInWith(ctx, ns, url, nil)
 }
 
+// HTTPPost does a POST without a body from inside the pod's network
+// namespace, like HTTPGet: to change a sample agent's faults (POST
+// /fault?...).
+func (p *Pod) HTTPPost(ctx context.Context, url string) (int, []byte, error) {
+	return httpDoIn(ctx, p.NetnsName(), http.MethodPost, url, nil)
+}
+
 // httpGetInWith is httpGetIn with request headers.
 func httpGetInWith(ctx context.Context, ns, url string, header http.Header) (int, []byte, error) {
+	return httpDoIn(ctx, ns, http.MethodGet, url, header)
+}
+
+// httpDoIn sends a request without a body with a connection made inside
+// the named netns, bounded by 10s.
+func httpDoIn(ctx context.Context, ns, method, url string, header http.Header) (int, []byte, error) {
 	tr := &http.Transport{
 		DisableKeepAlives: true,
 		DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
@@ -53,7 +66,7 @@ func httpGetInWith(ctx context.Context, ns, url string, header http.Header) (int
 	defer tr.CloseIdleConnections()
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	req, err := http.NewRequestWithContext(ctx, method, url, nil)
 	if err != nil {
 		return 0, nil, fmt.Errorf("build request: %w", err)
 	}
@@ -62,7 +75,7 @@ func httpGetInWith(ctx context.Context, ns, url string, header http.Header) (int
 	}
 	resp, err := (&http.Client{Transport: tr}).Do(req)
 	if err != nil {
-		return 0, nil, fmt.Errorf("get %s: %w", url, err)
+		return 0, nil, fmt.Errorf("%s %s: %w", strings.ToLower(method), url, err)
 	}
 	defer resp.Body.Close()
 	body, err := io.ReadAll(io.LimitReader(resp.Body, 4<<20))

@@ -2,6 +2,7 @@ package meshlab
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -9,9 +10,11 @@ import (
 	"fmt"
 	"io"
 	"maps"
+	"math"
 	"net"
 	"net/http"
 	"net/url"
+	"slices"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -112,7 +115,12 @@ type localAddrKey struct{}
 // agentHandler serves / (who am I, who called) and /call?to=URL.
 func agentHandler(name string) http.Handler {
 	mux := http.NewServeMux()
-	mux.HandleFunc("GET /{$}", func(w http.ResponseWriter, r *http.Request) {
+	mux.HandleFunc("/{$}", func(w http.ResponseWriter, r *http.Request) {
+		if r.Method != http.MethodGet && r.Method != http.MethodPost {
+			http.Error(w, "GET or POST", http.StatusMethodNotAllowed)
+			return
+		}
+		io.Copy(io.Discard, r.Body) //nolint:errcheck // a POST's body is read and dropped
 		local, _ := r.Context().Value(localAddrKey{}).(string)
 		respondJSON(w, http.StatusOK, AgentReply{Agent: name, Local: local, Remote: r.RemoteAddr})
 	})
@@ -179,7 +187,12 @@ func agentHandler(name string) http.Handler {
 			}
 			h.Add(k, v)
 		}
-		respondJSON(w, http.StatusOK, calls(r.Context(), to, n, h))
+		method := cmp.Or(r.URL.Query().Get("method"), http.MethodGet)
+		if method != http.MethodGet && method != http.MethodPost {
+			respondJSON(w, http.StatusBadRequest, CallsResult{Error: "want method=GET or POST"})
+			return
+		}
+		respondJSON(w, http.StatusOK, calls(r.Context(), method, to, n, h))
 	})
 	return mux
 }
@@ -197,12 +210,16 @@ type CallsResult struct {
 	// measured them (request sent to response read).
 	MinMS float64 `json:"min_ms"`
 	MaxMS float64 `json:"max_ms"`
+	// P50MS and P99MS are the calls' latency percentiles (nearest rank).
+	P50MS float64 `json:"p50_ms"`
+	P99MS float64 `json:"p99_ms"`
 	Error string  `json:"error,omitempty"`
 }
 
-// calls GETs to n times on one keep-alive connection, as a client with a
-// connection pool does, each with header h.
-func calls(ctx context.Context, to string, n int, h http.Header) (res CallsResult) {
+// calls sends n requests (GET, or POST with a small JSON body) to to on
+// one keep-alive connection, as a client with a connection pool does,
+// each with header h.
+func calls(ctx context.Context, method, to string, n int, h http.Header) (res CallsResult) {
 	res = CallsResult{By: map[string]int{}, Status: map[int]int{}}
 	ctx, cancel := context.WithTimeout(ctx, 60*time.Second)
 	defer cancel()
@@ -213,10 +230,22 @@ func calls(ctx context.Context, to string, n int, h http.Header) (res CallsResul
 		return d.DialContext(ctx, network, addr)
 	}}
 	defer tr.CloseIdleConnections()
-	defer func() { res.Connections = int(dials.Load()) }()
+	var lat []float64
+	defer func() {
+		res.Connections = int(dials.Load())
+		if len(lat) > 0 {
+			slices.Sort(lat)
+			rank := func(p float64) float64 { return lat[max(0, int(math.Ceil(p*float64(len(lat))))-1)] }
+			res.P50MS, res.P99MS = rank(0.50), rank(0.99)
+		}
+	}()
 	client := &http.Client{Transport: tr}
 	for range n {
-		req, err := http.NewRequestWithContext(ctx, http.MethodGet, to, nil)
+		var reqBody io.Reader
+		if method == http.MethodPost {
+			reqBody = strings.NewReader(`{"task":"validate"}`)
+		}
+		req, err := http.NewRequestWithContext(ctx, method, to, reqBody)
 		if err != nil {
 			res.Error = err.Error()
 			return res
@@ -235,6 +264,7 @@ func calls(ctx context.Context, to string, n int, h http.Header) (res CallsResul
 			res.MinMS = ms
 		}
 		res.MaxMS = max(res.MaxMS, ms)
+		lat = append(lat, ms)
 		res.Status[resp.StatusCode]++
 		var a AgentReply
 		if err == nil && json.Unmarshal(body, &a) == nil && a.Agent != "" {
