@@ -191,8 +191,12 @@ func (w *Writer) syncPolicy(ctx context.Context, ps *view.PolicyState) error {
 	if have == nil || !same(*have, want) {
 		meta.SetStatusCondition(&conds, want) // keeps lastTransitionTime while the status stays
 		cond := *meta.FindStatusCondition(conds, v1alpha1.ConditionAccepted)
-		if err := apply(ctx, w.o.Client, ps, cond); err != nil {
+		wrote, err := apply(ctx, w.o.Client, ps, cur.ResourceVersion, cond)
+		if err != nil {
 			return err
+		}
+		if !wrote {
+			return nil // the policy changed or went meanwhile: its event brings a later snapshot
 		}
 		w.written[ps.UID] = write{cond: cond, staleRV: cur.ResourceVersion}
 		w.o.Logger.Info("agentpolicy status", "policy", ps.Key(), "accepted", cond.Status, "reason", cond.Reason)
