@@ -11,6 +11,7 @@ import (
 	"net/netip"
 	"os"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -129,6 +130,23 @@ func (e *httpEnv) app(name string) http.Handler {
 		}
 		body, _ := io.ReadAll(r.Body)
 		fmt.Fprintf(w, "%s %s %d", name, r.Method, len(body))
+	})
+	mux.HandleFunc("/gaps", func(w http.ResponseWriter, r *http.Request) {
+		// An event stream: n events, every apart (query parameters).
+		n, _ := strconv.Atoi(r.URL.Query().Get("n"))
+		every, _ := time.ParseDuration(r.URL.Query().Get("every"))
+		w.Header().Set("Content-Type", "text/event-stream")
+		for i := range n {
+			if i > 0 {
+				select {
+				case <-time.After(every):
+				case <-r.Context().Done():
+					return
+				}
+			}
+			fmt.Fprintf(w, "data: %d\n\n", i)
+			http.NewResponseController(w).Flush()
+		}
 	})
 	mux.HandleFunc("/headers", func(w http.ResponseWriter, r *http.Request) {
 		json.NewEncoder(w).Encode(r.Header)

@@ -168,11 +168,12 @@ func TestTrafficPolicyBreaker(t *testing.T) {
 }
 
 // TestTrafficPolicyTimeouts: a response whose headers do not come within
-// the first-byte timeout gets 504; an SSE stream with gaps below the idle
-// timeout is not cut.
+// the first-byte timeout gets 504; an SSE stream whose gaps stay below the
+// idle timeout is not cut, however long it lasts past the first-byte
+// timeout; one with a longer gap is cut there.
 func TestTrafficPolicyTimeouts(t *testing.T) {
 	e := newHTTPEnv(t, "http", "uid-c")
-	e.withTraffic(&meshconfig.TrafficPolicy{Name: "agents/t", Timeouts: &meshconfig.Timeouts{FirstByte: 200 * time.Millisecond, Idle: 2 * time.Second}})
+	e.withTraffic(&meshconfig.TrafficPolicy{Name: "agents/t", Timeouts: &meshconfig.Timeouts{FirstByte: 200 * time.Millisecond, Idle: time.Second}})
 	c, _ := e.client(false)
 	e.slowC.Store(int64(time.Second))
 	start := time.Now()
@@ -184,6 +185,23 @@ func TestTrafficPolicyTimeouts(t *testing.T) {
 	code, body, _ := webGet(t, c, "/", nil)
 	if code != 200 || !strings.HasPrefix(body, "server-c") {
 		t.Errorf("a fast answer: %d %q", code, body)
+	}
+	// 8 events 300ms apart: 2.1s in all, each gap well below the idle 1s.
+	code, body, _ = webGet(t, c, "/gaps?n=8&every=300ms", nil)
+	if code != 200 || strings.Count(body, "data: ") != 8 {
+		t.Errorf("a stream with short gaps: %d %q, want all 8 events", code, body)
+	}
+	// A 3s gap: cut at the idle timeout, after the first event.
+	start = time.Now()
+	req, _ := http.NewRequest(http.MethodGet, "http://web.agents/gaps?n=2&every=3s", nil)
+	resp, err := c.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, rerr := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if strings.Count(string(b), "data: ") != 1 || rerr == nil || time.Since(start) > 2500*time.Millisecond {
+		t.Errorf("a stream with a 3s gap under an idle timeout of 1s: %q, %v after %v; want it cut after the first event", b, rerr, time.Since(start))
 	}
 }
 
