@@ -10,8 +10,8 @@ import (
 	"errors"
 	"log/slog"
 	"sync"
-	"sync/atomic"
-	"time"
+
+	"github.com/agentmesh/agentmesh/controller/statusloop"
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
@@ -41,9 +41,8 @@ type Options struct {
 // snapshot while this replica leads (SetLeader). Update, Kick and
 // SetLeader are safe for concurrent use; Run owns the rest.
 type Writer struct {
-	o     Options
-	kick  chan struct{} // cap 1
-	leads atomic.Bool   // this replica may write now
+	o    Options
+	loop *statusloop.Loop // leadership and wake-ups
 
 	mu     sync.Mutex
 	status *view.Status // guarded by mu: the latest
@@ -63,7 +62,7 @@ type write struct {
 
 // New returns a Writer; Run starts it.
 func New(o Options) *Writer {
-	return &Writer{o: o, kick: make(chan struct{}, 1), written: map[string]write{},
+	return &Writer{o: o, loop: statusloop.New(), written: map[string]write{},
 		emitted: map[string]metav1.Condition{}, warned: map[string]bool{}}
 }
 
@@ -82,49 +81,17 @@ func (w *Writer) SetStatus(st view.Status) {
 }
 
 // Kick asks for a sync.
-func (w *Writer) Kick() {
-	select {
-	case w.kick <- struct{}{}:
-	default:
-	}
-}
+func (w *Writer) Kick() { w.loop.Kick() }
 
 // SetLeader tells the writer whether this replica leads (a new Writer does
 // not): only the leader writes. Becoming leader starts a sync, which
 // catches up with what the last leader left. It never blocks.
-func (w *Writer) SetLeader(leads bool) {
-	w.leads.Store(leads)
-	if leads {
-		w.Kick()
-	}
-}
+func (w *Writer) SetLeader(leads bool) { w.loop.SetLeader(leads) }
 
 // Run syncs after every Kick while leader, retrying failures with backoff,
 // until ctx is done.
 func (w *Writer) Run(ctx context.Context) {
-	const base, maxBackoff = 500 * time.Millisecond, 30 * time.Second
-	backoff := base
-	retry := time.NewTimer(time.Hour)
-	retry.Stop()
-	defer retry.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-w.kick:
-		case <-retry.C:
-		}
-		if !w.leads.Load() {
-			continue
-		}
-		if err := w.sync(ctx); err != nil && ctx.Err() == nil {
-			w.o.Logger.Warn("write agentpolicy status", "err", err, "retry", backoff)
-			retry.Reset(backoff)
-			backoff = min(2*backoff, maxBackoff)
-			continue
-		}
-		backoff = base
-	}
+	w.loop.Run(ctx, w.sync, w.o.Logger, "write agentpolicy status")
 }
 
 func (w *Writer) sync(ctx context.Context) error {

@@ -17,8 +17,8 @@ import (
 	"errors"
 	"log/slog"
 	"sync"
-	"sync/atomic"
-	"time"
+
+	"github.com/agentmesh/agentmesh/controller/statusloop"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/dynamic"
@@ -45,9 +45,8 @@ type Options struct {
 // replica leads (SetLeader). SetStatus, Update, Kick and SetLeader are
 // safe for concurrent use; Run owns the rest.
 type Writer struct {
-	o     Options
-	kick  chan struct{} // cap 1
-	leads atomic.Bool   // this replica may write now
+	o    Options
+	loop *statusloop.Loop // leadership and wake-ups
 
 	mu     sync.Mutex
 	routes []view.RouteState // guarded by mu: the latest
@@ -66,7 +65,7 @@ type write struct {
 
 // New returns a Writer; Run starts it.
 func New(o Options) *Writer {
-	return &Writer{o: o, kick: make(chan struct{}, 1), written: map[string]write{}}
+	return &Writer{o: o, loop: statusloop.New(), written: map[string]write{}}
 }
 
 // Update hands over a new snapshot; it never blocks.
@@ -82,49 +81,17 @@ func (w *Writer) SetStatus(st view.Status) {
 }
 
 // Kick asks for a sync.
-func (w *Writer) Kick() {
-	select {
-	case w.kick <- struct{}{}:
-	default:
-	}
-}
+func (w *Writer) Kick() { w.loop.Kick() }
 
 // SetLeader tells the writer whether this replica leads (a new Writer does
 // not): only the leader writes. Becoming leader starts a sync, which
 // catches up with what the last leader left. It never blocks.
-func (w *Writer) SetLeader(leads bool) {
-	w.leads.Store(leads)
-	if leads {
-		w.Kick()
-	}
-}
+func (w *Writer) SetLeader(leads bool) { w.loop.SetLeader(leads) }
 
 // Run syncs after every Kick while leader, retrying failures with backoff,
 // until ctx is done.
 func (w *Writer) Run(ctx context.Context) {
-	const base, maxBackoff = 500 * time.Millisecond, 30 * time.Second
-	backoff := base
-	retry := time.NewTimer(time.Hour)
-	retry.Stop()
-	defer retry.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-w.kick:
-		case <-retry.C:
-		}
-		if !w.leads.Load() {
-			continue
-		}
-		if err := w.sync(ctx); err != nil && ctx.Err() == nil {
-			w.o.Logger.Warn("write route status", "err", err, "retry", backoff)
-			retry.Reset(backoff)
-			backoff = min(2*backoff, maxBackoff)
-			continue
-		}
-		backoff = base
-	}
+	w.loop.Run(ctx, w.sync, w.o.Logger, "write route status")
 }
 
 func (w *Writer) sync(ctx context.Context) error {
