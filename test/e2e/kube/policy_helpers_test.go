@@ -17,7 +17,6 @@ import (
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/dynamic"
-	"sigs.k8s.io/yaml"
 
 	"github.com/agentmesh/agentmesh/test/lab"
 )
@@ -41,24 +40,7 @@ func newPolicies(t *testing.T, l *lab.Lab) *policies {
 // apply creates or replaces the AgentPolicy ns/name with spec (YAML).
 func (p *policies) apply(ctx context.Context, ns, name, spec string) {
 	p.t.Helper()
-	var s map[string]any
-	if err := yaml.Unmarshal([]byte(spec), &s); err != nil {
-		p.t.Fatalf("policy %s/%s spec: %v", ns, name, err)
-	}
-	u := &unstructured.Unstructured{Object: map[string]any{"apiVersion": "agentmesh.io/v1alpha1", "kind": "AgentPolicy", "spec": s}}
-	u.SetNamespace(ns)
-	u.SetName(name)
-	res := p.dyn.Resource(policyGVR).Namespace(ns)
-	cur, err := res.Get(ctx, name, metav1.GetOptions{})
-	if err == nil {
-		u.SetResourceVersion(cur.GetResourceVersion())
-		_, err = res.Update(ctx, u, metav1.UpdateOptions{})
-	} else {
-		_, err = res.Create(ctx, u, metav1.CreateOptions{})
-	}
-	if err != nil {
-		p.t.Fatalf("apply policy %s/%s: %v", ns, name, err)
-	}
+	applySpec(ctx, p.t, p.dyn, policyGVR, "agentmesh.io/v1alpha1", "AgentPolicy", ns, name, spec)
 }
 
 func (p *policies) delete(ctx context.Context, ns, name string) {

@@ -124,14 +124,21 @@ rules:
 // applyHTTPRoute creates or replaces the HTTPRoute ns/name with spec (YAML).
 func applyHTTPRoute(ctx context.Context, t *testing.T, dyn dynamic.Interface, ns, name, spec string) {
 	t.Helper()
+	applySpec(ctx, t, dyn, httpRouteGVR, "gateway.networking.k8s.io/v1", "HTTPRoute", ns, name, spec)
+}
+
+// applySpec creates or replaces the object ns/name of resource gvr (of
+// apiVersion and kind) with spec (YAML).
+func applySpec(ctx context.Context, t *testing.T, dyn dynamic.Interface, gvr schema.GroupVersionResource, apiVersion, kind, ns, name, spec string) {
+	t.Helper()
 	var s map[string]any
 	if err := yaml.Unmarshal([]byte(spec), &s); err != nil {
-		t.Fatalf("route %s/%s spec: %v", ns, name, err)
+		t.Fatalf("%s %s/%s spec: %v", kind, ns, name, err)
 	}
-	u := &unstructured.Unstructured{Object: map[string]any{"apiVersion": "gateway.networking.k8s.io/v1", "kind": "HTTPRoute", "spec": s}}
+	u := &unstructured.Unstructured{Object: map[string]any{"apiVersion": apiVersion, "kind": kind, "spec": s}}
 	u.SetNamespace(ns)
 	u.SetName(name)
-	res := dyn.Resource(httpRouteGVR).Namespace(ns)
+	res := dyn.Resource(gvr).Namespace(ns)
 	cur, err := res.Get(ctx, name, metav1.GetOptions{})
 	if err == nil {
 		u.SetResourceVersion(cur.GetResourceVersion())
@@ -140,7 +147,7 @@ func applyHTTPRoute(ctx context.Context, t *testing.T, dyn dynamic.Interface, ns
 		_, err = res.Create(ctx, u, metav1.CreateOptions{})
 	}
 	if err != nil {
-		t.Fatalf("apply route %s/%s: %v", ns, name, err)
+		t.Fatalf("apply %s %s/%s: %v", kind, ns, name, err)
 	}
 }
 
