@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	neturl "net/url"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -15,7 +16,6 @@ import (
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/client-go/dynamic"
-	"sigs.k8s.io/yaml"
 
 	"github.com/agentmesh/agentmesh/api/meshconfig"
 	"github.com/agentmesh/agentmesh/test/lab"
@@ -67,24 +67,9 @@ func newTrafficLab(t *testing.T, args func(i int) []string) *trafficLab {
 func (tl *trafficLab) policy(sections string, check func(*meshconfig.TrafficPolicy) bool) {
 	t := tl.t
 	t.Helper()
-	var s map[string]any
-	if err := yaml.Unmarshal([]byte("targetRefs: [{group: \"\", kind: Service, name: data-validator}]\n"+sections), &s); err != nil {
-		t.Fatalf("traffic policy spec: %v", err)
-	}
-	u := &unstructured.Unstructured{Object: map[string]any{"apiVersion": "agentmesh.io/v1alpha1", "kind": "TrafficPolicy", "spec": s}}
-	u.SetNamespace(svcNS)
-	u.SetName("dv-traffic")
+	applySpec(tl.ctx, t, tl.dyn, trafficPolicyGVR, "agentmesh.io/v1alpha1", "TrafficPolicy", svcNS, "dv-traffic",
+		"targetRefs: [{group: \"\", kind: Service, name: data-validator}]\n"+sections)
 	res := tl.dyn.Resource(trafficPolicyGVR).Namespace(svcNS)
-	cur, err := res.Get(tl.ctx, "dv-traffic", metav1.GetOptions{})
-	if err == nil {
-		u.SetResourceVersion(cur.GetResourceVersion())
-		_, err = res.Update(tl.ctx, u, metav1.UpdateOptions{})
-	} else {
-		_, err = res.Create(tl.ctx, u, metav1.CreateOptions{})
-	}
-	if err != nil {
-		t.Fatalf("apply traffic policy: %v", err)
-	}
 	waitFor(t, "n1's tunnel has the traffic policy", func() (bool, string) {
 		c, err := tl.l.ZtunnelConfig(tl.ctx, 1)
 		if err != nil {
@@ -315,5 +300,60 @@ func TestTrafficPolicyLimitsLab(t *testing.T) {
 	}
 	if err != nil || ores.Status[200] != 2 {
 		t.Errorf("another caller of the same agent: %d %s %v, want both answered", code, body, err)
+	}
+}
+
+// TestTrafficPolicyTimeoutsLab: with a first-byte timeout of 2s and no
+// other, a server-sent event stream of three minutes with 10 s between
+// events is not cut (the mesh has no idle or total timeout by default);
+// a replica that hangs gets the caller 504 first_byte_timeout at about
+// 2 s (printed). SSE_DURATION shortens the stream for a quick local run.
+func TestTrafficPolicyTimeoutsLab(t *testing.T) {
+	total := 3 * time.Minute
+	if v := os.Getenv("SSE_DURATION"); v != "" {
+		d, err := time.ParseDuration(v)
+		if err != nil {
+			t.Fatalf("SSE_DURATION %q: %v", v, err)
+		}
+		total = d
+	}
+	const every = 10 * time.Second
+	n := int(total/every) + 1
+	tl := newTrafficLab(t, nil)
+	tl.policy("timeouts: {firstByte: 2s}", func(tp *meshconfig.TrafficPolicy) bool {
+		return tp.Timeouts != nil && tp.Timeouts.FirstByte == 2*time.Second
+	})
+	ctx, cancel := context.WithTimeout(tl.ctx, total+2*time.Minute)
+	defer cancel()
+	start := time.Now()
+	evs := runLines[meshlab.SSEEvent](ctx, t, tl.caller, tl.l.Bin("meshlab"), "app", "sse-get",
+		"--url", fmt.Sprintf("http://data-validator:%d/sse?n=%d&every=%s", echoPort, n, every))
+	took := time.Since(start)
+	for i, ev := range evs {
+		if ev.Error != "" {
+			t.Fatalf("event stream broke after %d events (%s): %s", i, took.Round(time.Second), ev.Error)
+		}
+	}
+	t.Logf("%d events %s apart over %s, under a first-byte timeout of 2s", len(evs), every, took.Round(time.Millisecond))
+	if len(evs) != n {
+		t.Errorf("%d events arrived, want %d", len(evs), n)
+	}
+
+	for _, p := range tl.replicas {
+		if code, body, err := p.HTTPPost(tl.ctx, "http://127.0.0.1:8080/fault?hang=1"); err != nil || code != 200 {
+			t.Fatalf("%s POST /fault: %d %s %v", p.Name, code, body, err)
+		}
+	}
+	start = time.Now()
+	u := fmt.Sprintf("http://127.0.0.1:8080/call?to=%s", neturl.QueryEscape(fmt.Sprintf("http://data-validator:%d/", echoPort)))
+	_, body, err := tl.caller.HTTPGet(tl.ctx, u)
+	took = time.Since(start)
+	var res meshlab.CallResult
+	if err == nil {
+		err = json.Unmarshal(body, &res)
+	}
+	t.Logf("a hung replica: %d %q after %s", res.Status, res.Error, took.Round(time.Millisecond))
+	if err != nil || res.Status != 504 || !strings.Contains(res.Error, "first_byte_timeout") {
+		t.Errorf("a hung replica: %d %q (%v), want 504 first_byte_timeout", res.Status, res.Error, err)
 	}
 }
