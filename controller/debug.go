@@ -23,15 +23,8 @@ type debugWorkload struct {
 }
 
 func (d debugWorkload) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	ns, name, ok := strings.Cut(r.URL.Query().Get("pod"), "/")
-	if !ok || ns == "" || name == "" || strings.Contains(name, "/") {
-		http.Error(w, "want ?pod=<namespace>/<name>", http.StatusBadRequest)
-		return
-	}
-	select {
-	case <-d.hub.Ready():
-	default:
-		http.Error(w, "no view yet: informer caches not synced", http.StatusServiceUnavailable)
+	ns, name, ok := viewQuery(w, r, d.hub, "pod")
+	if !ok {
 		return
 	}
 	doc, found := d.describe(ns, name)
@@ -81,15 +74,8 @@ func (d debugWorkload) policyDoc(ns, name, action string) debug.Policy {
 type debugService struct{ hub *stream.Hub }
 
 func (d debugService) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	ns, name, ok := strings.Cut(r.URL.Query().Get("service"), "/")
-	if !ok || ns == "" || name == "" || strings.Contains(name, "/") {
-		http.Error(w, "want ?service=<namespace>/<name>", http.StatusBadRequest)
-		return
-	}
-	select {
-	case <-d.hub.Ready():
-	default:
-		http.Error(w, "no view yet: informer caches not synced", http.StatusServiceUnavailable)
+	ns, name, ok := viewQuery(w, r, d.hub, "service")
+	if !ok {
 		return
 	}
 	svc, found := d.hub.Service(ns, name)
@@ -101,4 +87,21 @@ func (d debugService) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	enc := json.NewEncoder(w)
 	enc.SetIndent("", "  ")
 	enc.Encode(svc)
+}
+
+// viewQuery reads the query parameter param as <namespace>/<name> and
+// checks that the hub has a view; on false it has answered the error.
+func viewQuery(w http.ResponseWriter, r *http.Request, hub *stream.Hub, param string) (ns, name string, ok bool) {
+	ns, name, ok = strings.Cut(r.URL.Query().Get(param), "/")
+	if !ok || ns == "" || name == "" || strings.Contains(name, "/") {
+		http.Error(w, "want ?"+param+"=<namespace>/<name>", http.StatusBadRequest)
+		return "", "", false
+	}
+	select {
+	case <-hub.Ready():
+	default:
+		http.Error(w, "no view yet: informer caches not synced", http.StatusServiceUnavailable)
+		return "", "", false
+	}
+	return ns, name, true
 }

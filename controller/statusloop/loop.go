@@ -1,6 +1,7 @@
 // Package statusloop runs a status writer's syncs (AgentPolicy,
 // TrafficPolicy, route status): one at a time, after every Kick while this
-// replica leads, a failed sync tried again with backoff.
+// replica leads, a failed sync tried again with backoff; and writes a
+// custom resource's status condition safely (ApplyCondition).
 package statusloop
 
 import (

@@ -198,7 +198,12 @@ func (b *Balancer) Pick(service string, eps []Endpoint, skip func(*Endpoint) boo
 	if c == nil {
 		return a
 	}
-	now := b.now()
+	return b.cheaper(service, a, c, b.now())
+}
+
+// cheaper is the one of a and c whose cost is lower at now (either, at
+// random, on a tie).
+func (b *Balancer) cheaper(service string, a, c *Endpoint, now time.Time) *Endpoint {
 	ca, cc := b.Stats(service, a).cost(now), b.Stats(service, c).cost(now)
 	if cc < ca || (cc == ca && rand.IntN(2) == 0) {
 		return c

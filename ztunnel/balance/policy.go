@@ -42,6 +42,12 @@ var hashSeed = maphash.MakeSeed()
 // p's algorithm. nil when none is eligible; full reports that some were
 // left out only for their request limit (the caller answers 503).
 func (b *Balancer) PickFor(service string, eps []Endpoint, skip func(*Endpoint) bool, p *Policy, key Key) (e *Endpoint, full bool) {
+	if !key.Has && p.Outlier == nil && p.MaxRequestsPerEndpoint == 0 &&
+		(p.Algorithm == "" || p.Algorithm == meshconfig.LBPeakEWMA) {
+		// The default: Pick, which allocates nothing and reads the
+		// stats of the two endpoints it samples only.
+		return b.Pick(service, eps, skip), false
+	}
 	now := b.now()
 	elig := make([]*Endpoint, 0, len(eps))
 	for i := range eps {
@@ -91,11 +97,7 @@ func (b *Balancer) PickFor(service string, eps []Endpoint, skip func(*Endpoint) 
 	if c == nil {
 		return a, false
 	}
-	ca, cc := b.Stats(service, a).cost(now), b.Stats(service, c).cost(now)
-	if cc < ca || (cc == ca && rand.IntN(2) == 0) {
-		return c, false
-	}
-	return a, false
+	return b.cheaper(service, a, c, now), false
 }
 
 // twoOf is two distinct endpoints of elig at random (c nil when it has

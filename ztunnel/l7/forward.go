@@ -324,6 +324,9 @@ func (t *tryer) RoundTrip(out *http.Request) (*http.Response, error) {
 		}
 		st.attempt = a
 		st.attempts++
+		if body != nil {
+			body.keep(len(a.Retry.Codes) > 0)
+		}
 		tried[a.Addr] = true
 		h.mu.Lock()
 		h.attempts[a.Addr] = a

@@ -84,6 +84,7 @@ type replayBody struct {
 	rc      io.ReadCloser
 	n       *atomic.Int64
 	touched atomic.Bool
+	decided bool // keep was called (by the request's first try)
 
 	mu   sync.Mutex // held across a read: one try reads at a time
 	buf  []byte     // what rc gave, while it fits in replayLimit
@@ -120,13 +121,25 @@ func (b *replayBody) Read(p []byte) (int, error) {
 	return n, err
 }
 
+// keep says, before the first Read, whether what is read is kept for a
+// retry: only a request whose retry policy names status codes may be sent
+// again after a try read its body; any other is tried again only while
+// nothing of it was read (over from the start).
+func (b *replayBody) keep(keep bool) {
+	b.mu.Lock()
+	if !b.decided {
+		b.decided, b.over = true, !keep
+	}
+	b.mu.Unlock()
+}
+
 // rewind makes the next Read start from the body's first byte again;
 // false when what was read is no longer all kept.
 func (b *replayBody) rewind() bool {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	if b.over {
-		return false
+		return !b.touched.Load() // nothing read: nothing to send again
 	}
 	b.pos = 0
 	if b.err != nil && b.err != io.EOF {

@@ -272,11 +272,13 @@ func (pl *Pipeline) pick(r *http.Request, f *flow.Flow, tried map[netip.AddrPort
 	}
 	a := l7.Attempt{Addr: e.Addr, Data: t, Responded: t.responded, Failed: t.fail, Done: t.done, GotConn: t.gotConn,
 		Timeout: timeout}
-	budget := pl.budget(svc)
-	if attempts == 0 {
-		budget.request(time.Now())
-	}
 	if retry != nil {
+		// The budget counts the requests that may be retried for a
+		// status: those of routes with a retry policy.
+		budget := pl.budget(svc)
+		if attempts == 0 {
+			budget.request(time.Now())
+		}
 		ratio, floor := float64(budgetRatio), budgetMinPerSec
 		if tp != nil && tp.RetryBudget != nil {
 			ratio, floor = tp.RetryBudget.Ratio, tp.RetryBudget.MinPerSecond
