@@ -83,6 +83,17 @@ rules:
 		r := mcpCall("delete_db")
 		return len(r) == 1 && !r[0].OK, fmt.Sprint(r)
 	})
+	// The two policies reach n2 on their own; wait for planner-a2a too
+	// (its HTTP rule: a POST to the agent card is refused).
+	card := fmt.Sprintf("http://data-validator:%d/.well-known/agent-card.json", echoPort)
+	httpDo := func(method string) []meshlab.HTTPDoResult {
+		t.Helper()
+		return runLines[meshlab.HTTPDoResult](ctx, t, planner, l.Bin("meshlab"), "app", "http-do", "--method", method, "--url", card, "--body", "{}")
+	}
+	waitFor(t, "agent card POST denied by planner-a2a", func() (bool, string) {
+		h := httpDo("POST")
+		return len(h) == 1 && h[0].Status == 403, fmt.Sprint(h)
+	})
 
 	// MCP through the mesh: allowed, denied, allowed again, one session.
 	before, err := l.ZtunnelSeries(ctx, 2, "agentmesh_requests_total")
@@ -119,9 +130,8 @@ rules:
 		t.Errorf("a2a calls: %+v; want message/send answered and tasks/cancel refused (Forbidden)", a)
 	}
 	// HTTP: GET of the agent card allowed, POST to it denied.
-	card := fmt.Sprintf("http://data-validator:%d/.well-known/agent-card.json", echoPort)
 	for method, want := range map[string]int{"GET": 200, "POST": 403} {
-		h := runLines[meshlab.HTTPDoResult](ctx, t, planner, l.Bin("meshlab"), "app", "http-do", "--method", method, "--url", card, "--body", "{}")
+		h := httpDo(method)
 		if len(h) != 1 || h[0].Status != want {
 			t.Errorf("%s %s: %+v, want status %d", method, card, h, want)
 		}
