@@ -1,6 +1,7 @@
 package ztunnel
 
 import (
+	"bufio"
 	"context"
 	"fmt"
 	"io"
@@ -271,5 +272,111 @@ func testRateLimit(t *testing.T, fast bool) {
 	m := e.node.rec.M
 	if got := testutil.ToFloat64(m.Traffic.WithLabelValues("agents/web", "rate_limited")); got != 3 {
 		t.Errorf("agentmesh_traffic_events_total rate_limited = %v, want 3", got)
+	}
+}
+
+// opaqueGet sends one GET over a new connection to web's VIP from pod a
+// and returns the connection, still open, and the answering server's
+// name ("" and the error when the connection was refused).
+func (e *httpEnv) opaqueGet() (net.Conn, string, error) {
+	e.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	c, err := e.a.AppDial(ctx, e.vip)
+	if err != nil {
+		return nil, "", err
+	}
+	c.SetDeadline(time.Now().Add(10 * time.Second))
+	if _, err := io.WriteString(c, "GET / HTTP/1.1\r\nHost: web.agents\r\n\r\n"); err != nil {
+		c.Close()
+		return nil, "", err
+	}
+	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+	if err != nil {
+		c.Close()
+		return nil, "", err
+	}
+	b, err := io.ReadAll(io.LimitReader(resp.Body, int64(len("server-c GET web.agents 0"))))
+	resp.Body.Close()
+	if err != nil || len(b) == 0 {
+		c.Close()
+		return nil, "", fmt.Errorf("body %q: %w", b, err)
+	}
+	return c, strings.Fields(string(b))[0], nil
+}
+
+// TestTrafficPolicyOpaque: for opaque TCP the source tunnel applies the
+// TrafficPolicy per connection: with one connection per endpoint allowed,
+// two connections take the two endpoints and a third is refused (counted
+// as overflow_max_connections), and a slot freed is taken again; an
+// endpoint whose connects fail twice in a row is ejected (logged and
+// counted) and no later connection tries it.
+func TestTrafficPolicyOpaque(t *testing.T) {
+	e := newHTTPEnvWith(t, "", func(o *NodeOptions) { o.HTTPPerRequest = false }, "uid-b", "uid-c")
+	e.withTraffic(&meshconfig.TrafficPolicy{Name: "agents/conns", Breaker: &meshconfig.Breaker{MaxConnections: 1}})
+	overflows := e.node.rec.M.Traffic.WithLabelValues("agents/web", "overflow_max_connections")
+	var held []net.Conn
+	seen := map[string]bool{}
+	for range 2 {
+		c, name, err := e.opaqueGet()
+		if err != nil {
+			t.Fatalf("connection under the limit: %v", err)
+		}
+		held = append(held, c)
+		seen[name] = true
+	}
+	if len(seen) != 2 {
+		t.Fatalf("two connections reached %v, want both endpoints", seen)
+	}
+	if c, name, err := e.opaqueGet(); err == nil {
+		c.Close()
+		t.Fatalf("a third connection was answered by %s, want it refused", name)
+	}
+	if got := testutil.ToFloat64(overflows); got != 1 {
+		t.Errorf("overflow_max_connections counted %v, want 1", got)
+	}
+	held[0].Close()
+	waitFor(t, "a freed slot taken again", func() bool {
+		c, _, err := e.opaqueGet()
+		if err == nil {
+			held[0] = c
+		}
+		return err == nil
+	})
+	for _, c := range held {
+		c.Close()
+	}
+
+	// b's app goes away: its connects fail until it is ejected.
+	e.withTraffic(&meshconfig.TrafficPolicy{Name: "agents/eject", LoadBalancer: &meshconfig.LoadBalancer{Algorithm: meshconfig.LBRoundRobin},
+		Outlier: &meshconfig.Outlier{ConsecutiveFailures: 2, BaseEjection: time.Hour, MaxEjectedPercent: 50}})
+	e.srv["server"].Close()
+	for range 10 {
+		c, name, err := e.opaqueGet()
+		if err != nil || name != "server-c" {
+			t.Fatalf("with b's app gone: %q %v, want every connection failed over to server-c", name, err)
+		}
+		c.Close()
+	}
+	e.logs.wait(t, map[string]any{"msg": "endpoint ejected", "service": "agents/web", "policy": "agents/eject", "after": "failed connects"})
+	if got := testutil.ToFloat64(e.node.rec.M.Traffic.WithLabelValues("agents/web", "ejection")); got != 1 {
+		t.Errorf("ejections counted %v, want 1", got)
+	}
+	failovers := func() (n float64) {
+		for _, reason := range []string{"refused", "status_503", "error", "unreachable", "timeout"} {
+			n += testutil.ToFloat64(e.node.rec.M.ServiceRetries.WithLabelValues("agents/web", reason))
+		}
+		return n
+	}
+	before := failovers()
+	for range 20 {
+		c, _, err := e.opaqueGet()
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.Close()
+	}
+	if n := failovers() - before; n != 0 {
+		t.Errorf("%v connects failed over after the ejection, want none: the ejected endpoint was tried", n)
 	}
 }

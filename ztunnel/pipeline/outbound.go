@@ -2,6 +2,7 @@ package pipeline
 
 import (
 	"context"
+	"errors"
 	"net"
 	"time"
 
@@ -51,8 +52,12 @@ func (pl *Pipeline) Outbound(ctx context.Context, p *flow.Pod, c net.Conn) {
 				changed := pl.ConfigChanged()
 				return pl.Resolve.Endpoints(f), changed
 			},
-			Name: pl.Resolve.Endpoint,
+			Name:    pl.Resolve.Endpoint,
+			Traffic: pl.connTraffic(f.Service),
 		})
+		if errors.Is(err, transport.ErrConnectionLimit) {
+			pl.Record.TrafficEvent(f.Service.Key(), overflowConnections)
+		}
 		if err != nil {
 			if ok, held := pl.serviceWarn.allow(f.Service.Key(), time.Now()); ok {
 				pl.Log.Warn("connection to service refused", "service", f.Service.Key(), "dst_addr", f.Dst.String(),

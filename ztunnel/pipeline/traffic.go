@@ -9,6 +9,8 @@ import (
 
 	"github.com/agentmesh/agentmesh/api/meshconfig"
 	"github.com/agentmesh/agentmesh/ztunnel/balance"
+	"github.com/agentmesh/agentmesh/ztunnel/record"
+	"github.com/agentmesh/agentmesh/ztunnel/transport"
 )
 
 // What a Service's TrafficPolicy asks of the source tunnel, beyond
@@ -31,6 +33,42 @@ func balancePolicy(tp *meshconfig.TrafficPolicy) *balance.Policy {
 		p.MaxRequestsPerEndpoint = tp.Breaker.MaxRequestsPerEndpoint
 	}
 	return p
+}
+
+// connTraffic is what svc's TrafficPolicy asks of an opaque TCP
+// connection to it (transport.Traffic): the balancer's algorithm and
+// outlier ejection on failed connects, the connect timeout, and the
+// breaker's connections per endpoint (the same count as the HBONE
+// streams of its requests). Request limits do not apply to a connection.
+func (pl *Pipeline) connTraffic(svc *meshconfig.Service) transport.Traffic {
+	tp := svc.Traffic
+	if tp == nil {
+		return transport.Traffic{}
+	}
+	key := svc.Key()
+	pol := balancePolicy(tp)
+	pol.MaxRequestsPerEndpoint = 0
+	tr := transport.Traffic{Policy: pol}
+	if tp.Timeouts != nil {
+		tr.Connect = tp.Timeouts.Connect
+	}
+	if b := tp.Breaker; b != nil && b.MaxConnections > 0 {
+		limit := b.MaxConnections
+		tr.Admit = func(e *balance.Endpoint) (func(), bool) {
+			g := pl.breakers.get("connections/" + key + "/" + e.Key)
+			if !g.take(limit) {
+				return nil, false
+			}
+			return g.give, true
+		}
+	}
+	if tp.Outlier != nil {
+		tr.Ejected = func(e *balance.Endpoint) {
+			pl.Record.TrafficEvent(key, record.EventEjection)
+			pl.Log.Warn("endpoint ejected", "service", key, "endpoint", e.Addr.String(), "policy", tp.Name, "after", "failed connects")
+		}
+	}
+	return tr
 }
 
 // requestKey is r's affinity key under tp (or its consistent-hash key):

@@ -91,7 +91,38 @@ var ErrNoEndpoint = errors.New("no ready endpoint")
 type Endpoints struct {
 	Current func() ([]balance.Endpoint, <-chan struct{})
 	Name    func(f *flow.Flow, e *balance.Endpoint)
+	// Traffic is what the Service's TrafficPolicy asks of a connection
+	// (the zero value: the defaults).
+	Traffic Traffic
 }
+
+// Traffic is the part of a Service's TrafficPolicy that applies to an
+// opaque TCP connection: how its endpoint is chosen, how long one connect
+// may take, the connections an endpoint may have open, and outlier
+// ejection on failed connects.
+type Traffic struct {
+	// Policy chooses the endpoint (algorithm, outlier ejection; its
+	// per-endpoint request limit is the caller's to leave 0). nil:
+	// peak-EWMA.
+	Policy *balance.Policy
+	// Connect bounds one connect (0: the failover's timeout).
+	Connect time.Duration
+	// Admit takes one of endpoint e's connection slots (nil: no limit):
+	// false when e has none left, and the connection goes to another
+	// endpoint or, when every one is at its limit, is refused
+	// (ErrConnectionLimit); release gives the slot back.
+	Admit func(e *balance.Endpoint) (release func(), ok bool)
+	// Ejected is told that a failed connect ejected e (nil: nobody).
+	Ejected func(e *balance.Endpoint)
+}
+
+// defaultPolicy is the balancer's policy without a TrafficPolicy.
+var defaultPolicy balance.Policy
+
+// ErrConnectionLimit is the error of a connection to a Service whose
+// every ready endpoint has as many connections open as its TrafficPolicy
+// allows (breaker.maxConnections).
+var ErrConnectionLimit = errors.New("every endpoint at its connection limit")
 
 // DialService opens the upstream of f, a connection to Service f.Service,
 // on an endpoint the balancer chooses, trying others on failure (see
@@ -109,23 +140,49 @@ func (t *Transport) DialService(ctx context.Context, p *flow.Pod, f *flow.Flow, 
 		return nil, nil, fmt.Errorf("service %s has no port %d", svc, f.Dst.Port())
 	}
 	o := t.failover
-	budget, cancel := context.WithTimeout(ctx, o.Budget)
+	tr := eps.Traffic
+	pol := tr.Policy
+	if pol == nil {
+		pol = &defaultPolicy
+	}
+	connect := min(o.Timeout, t.dialTimeout)
+	if tr.Connect > 0 {
+		connect = tr.Connect
+	}
+	budget, cancel := context.WithTimeout(ctx, max(o.Budget, connect))
 	defer cancel()
 	tried := map[string]bool{}
+	full := map[string]bool{} // at their connection limit
+	skip := func(e *balance.Endpoint) bool { return tried[e.Key] || full[e.Key] }
 	var last error
 	attempt, retries := 0, 0
 	for {
 		cands, changed := eps.Current()
-		e := t.balancer.Pick(svc, cands, func(e *balance.Endpoint) bool { return tried[e.Key] })
+		e, _ := t.balancer.PickFor(svc, cands, skip, pol, balance.Key{})
 		if e == nil && attempt > 0 {
 			// Every ready endpoint failed once: the next try may go to
 			// any of them again.
 			clear(tried)
-			e = t.balancer.Pick(svc, cands, nil)
+			e, _ = t.balancer.PickFor(svc, cands, skip, pol, balance.Key{})
+		}
+		release := func() {}
+		if e != nil && tr.Admit != nil {
+			r, ok := tr.Admit(e)
+			if !ok {
+				full[e.Key] = true
+				continue // another endpoint, if one has a slot
+			}
+			release = r
 		}
 		var timer *time.Timer
 		var wait <-chan time.Time // nil: only a config change or the budget end the wait
 		switch {
+		case e == nil && len(full) > 0:
+			t.rec.ServiceConnect(svc, "connection_limit")
+			if last != nil {
+				return nil, nil, fmt.Errorf("service %s: %w; %w", svc, ErrConnectionLimit, last)
+			}
+			return nil, nil, fmt.Errorf("service %s: %w", svc, ErrConnectionLimit)
 		case e == nil && attempt == 0:
 			t.rec.ServiceConnect(svc, "no_endpoint")
 			return nil, nil, fmt.Errorf("service %s port %d: %w", svc, f.ServicePort.Port, ErrNoEndpoint)
@@ -142,17 +199,24 @@ func (t *Transport) DialService(ctx context.Context, p *flow.Pod, f *flow.Flow, 
 			eps.Name(f, e)
 			f.Attempts = attempt
 			bc := t.balancer.Begin(svc, e)
-			actx, acancel := context.WithTimeout(budget, min(o.Timeout, t.dialTimeout))
+			actx, acancel := context.WithTimeout(budget, connect)
 			c, err := t.dialTo(actx, p, f, e.Addr, bc.Restart)
 			acancel()
 			if err == nil {
 				bc.Connected()
+				t.balancer.Result(svc, e, pol, false)
 				t.rec.ServiceConnect(svc, "ok")
-				return c, bc.Done, nil
+				return c, func() { bc.Done(); release() }, nil
 			}
 			bc.Failed()
+			release()
 			last = fmt.Errorf("endpoint %s (attempt %d of %d): %w", e.Addr, attempt, o.Attempts, err)
 			reason := retryReason(err)
+			// A connect that failed on the endpoint's side counts
+			// towards its ejection; a refusal by policy does not.
+			if reason != "" && t.balancer.Result(svc, e, pol, true) && tr.Ejected != nil {
+				tr.Ejected(e)
+			}
 			if reason == "" || attempt >= o.Attempts || ctx.Err() != nil {
 				t.rec.ServiceConnect(svc, "error")
 				return nil, nil, fmt.Errorf("service %s: %w", svc, last)
@@ -164,6 +228,7 @@ func (t *Transport) DialService(ctx context.Context, p *flow.Pod, f *flow.Flow, 
 			// Every ready endpoint failed: back off before trying them
 			// again, unless a new config comes first.
 			retries++
+			clear(full) // slots may have freed meanwhile
 			timer = time.NewTimer(o.backoff(retries))
 			wait = timer.C
 		}

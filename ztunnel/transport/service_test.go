@@ -243,3 +243,155 @@ func TestFailoverBackoff(t *testing.T) {
 		t.Error(err)
 	}
 }
+
+// TestDialServiceConnectionLimit: with one connection slot per endpoint,
+// two connections take the two endpoints, a third is refused at once
+// with ErrConnectionLimit (no connect tried), and a slot freed by the end
+// of a connection is taken again.
+func TestDialServiceConnectionLimit(t *testing.T) {
+	tr := newTestTransport(t, DefaultFailover)
+	eps := []balance.Endpoint{ep("a", listening(t), true), ep("b", listening(t), true)}
+	var mu sync.Mutex
+	open := map[string]int{}
+	e := fixed(eps)
+	e.Traffic.Admit = func(e *balance.Endpoint) (func(), bool) {
+		mu.Lock()
+		defer mu.Unlock()
+		if open[e.Key] >= 1 {
+			return nil, false
+		}
+		open[e.Key]++
+		return func() { mu.Lock(); open[e.Key]--; mu.Unlock() }, true
+	}
+	pod := &flow.Pod{Net: hostNet{}}
+	var dones []func()
+	seen := map[netip.AddrPort]bool{}
+	for range 2 {
+		f := serviceFlow()
+		c, done, err := tr.DialService(context.Background(), pod, f, e)
+		if err != nil {
+			t.Fatalf("dial: %v", err)
+		}
+		c.Close()
+		dones = append(dones, done)
+		seen[f.Upstream] = true
+	}
+	if len(seen) != 2 {
+		t.Fatalf("two connections reached %v, want both endpoints", seen)
+	}
+	f := serviceFlow()
+	if _, _, err := tr.DialService(context.Background(), pod, f, e); !errors.Is(err, ErrConnectionLimit) || f.Attempts != 0 {
+		t.Fatalf("third connection: %v after %d connects, want ErrConnectionLimit and none", err, f.Attempts)
+	}
+	if got := testutil.ToFloat64(tr.rec.M.ServiceConns.WithLabelValues("agents/dv", "connection_limit")); got != 1 {
+		t.Errorf("connection_limit counted %v, want 1", got)
+	}
+	dones[0]()
+	f = serviceFlow()
+	c, done, err := tr.DialService(context.Background(), pod, f, e)
+	if err != nil {
+		t.Fatalf("after a connection ended: %v", err)
+	}
+	c.Close()
+	done()
+	dones[1]()
+	mu.Lock()
+	defer mu.Unlock()
+	if open["a"] != 0 || open["b"] != 0 {
+		t.Errorf("slots still taken after every connection ended: %v", open)
+	}
+}
+
+// TestDialServiceEjects: under an outlier policy, an endpoint whose
+// connects fail twice in a row is ejected (Ejected told once) and no
+// connection tries it while the ejection lasts; every connection reaches
+// the good endpoint meanwhile.
+func TestDialServiceEjects(t *testing.T) {
+	tr := newTestTransport(t, DefaultFailover)
+	good := listening(t)
+	eps := []balance.Endpoint{ep("dead", refusingAddr(t), true), ep("good", good, true)}
+	e := fixed(eps)
+	e.Traffic.Policy = &balance.Policy{Algorithm: meshconfig.LBRoundRobin,
+		Outlier: &meshconfig.Outlier{ConsecutiveFailures: 2, BaseEjection: time.Hour, MaxEjectedPercent: 50}}
+	var ejected []string
+	e.Traffic.Ejected = func(e *balance.Endpoint) { ejected = append(ejected, e.Key) }
+	pod := &flow.Pod{Net: hostNet{}}
+	dial := func() *flow.Flow {
+		t.Helper()
+		f := serviceFlow()
+		c, done, err := tr.DialService(context.Background(), pod, f, e)
+		if err != nil {
+			t.Fatalf("dial: %v", err)
+		}
+		c.Close()
+		done()
+		if f.Upstream != good {
+			t.Fatalf("connected to %s, want %s", f.Upstream, good)
+		}
+		return f
+	}
+	for range 6 {
+		dial()
+	}
+	if len(ejected) != 1 || ejected[0] != "dead" {
+		t.Fatalf("ejected %v, want dead once", ejected)
+	}
+	failures := tr.balancer.Snapshot("agents/dv", &eps[0]).Failures
+	for range 20 {
+		if f := dial(); f.Attempts != 1 {
+			t.Fatalf("a connection after the ejection took %d connects, want 1 (the dead endpoint skipped)", f.Attempts)
+		}
+	}
+	if s := tr.balancer.Snapshot("agents/dv", &eps[0]); s.Failures != failures {
+		t.Errorf("the ejected endpoint was tried: failures %d -> %d", failures, s.Failures)
+	}
+}
+
+// deadlineNet never connects: each dial waits for its context and keeps
+// how long that context gave it.
+type deadlineNet struct {
+	hostNet
+	mu    sync.Mutex
+	given []time.Duration
+}
+
+func (n *deadlineNet) Dial(ctx context.Context, addr netip.AddrPort) (net.Conn, error) {
+	if dl, ok := ctx.Deadline(); ok {
+		n.mu.Lock()
+		n.given = append(n.given, time.Until(dl))
+		n.mu.Unlock()
+	}
+	<-ctx.Done()
+	return nil, ctx.Err()
+}
+
+// TestDialServiceConnectTimeout: the TrafficPolicy's connect timeout,
+// not the node's, bounds each connect, and a timed-out connect is tried
+// on the other endpoint.
+func TestDialServiceConnectTimeout(t *testing.T) {
+	fo := DefaultFailover
+	fo.Attempts = 2
+	tr := newTestTransport(t, fo)
+	eps := []balance.Endpoint{ep("a", listening(t), true), ep("b", listening(t), true)}
+	e := fixed(eps)
+	e.Traffic.Connect = 30 * time.Millisecond
+	n := &deadlineNet{}
+	f := serviceFlow()
+	_, _, err := tr.DialService(context.Background(), &flow.Pod{Net: n}, f, e)
+	if !errors.Is(err, context.DeadlineExceeded) || f.Attempts != 2 {
+		t.Fatalf("err %v after %d attempts, want a deadline after 2", err, f.Attempts)
+	}
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if len(n.given) != 2 {
+		t.Fatalf("%d connects, want 2", len(n.given))
+	}
+	for _, d := range n.given {
+		if d > e.Traffic.Connect {
+			t.Errorf("a connect was given %s, more than the policy's %s", d, e.Traffic.Connect)
+		}
+	}
+	if got := testutil.ToFloat64(tr.rec.M.ServiceRetries.WithLabelValues("agents/dv", "timeout")); got != 1 {
+		t.Errorf("timeout retries counted %v, want 1", got)
+	}
+}
