@@ -34,11 +34,18 @@ func invalid(p *v1alpha1.TrafficPolicy) *v1alpha1.TrafficPolicy {
 	return p
 }
 
+// limited gives p a rate limit.
+func limited(p *v1alpha1.TrafficPolicy) *v1alpha1.TrafficPolicy {
+	p.Spec.RateLimit = &v1alpha1.RateLimit{PerEndpoint: &v1alpha1.TokenBucket{RequestsPerSecond: 10}}
+	return p
+}
+
 // cond is an Accepted condition as Resolve makes it.
 type cond struct{ status, reason, msg string }
 
 func TestResolve(t *testing.T) {
-	exists := map[string]bool{"a/web": true, "a/db": true, "a/cache": true, "b/web": true}
+	exists := map[string]Target{"a/web": TargetClusterIP, "a/db": TargetClusterIP, "a/cache": TargetClusterIP, "b/web": TargetClusterIP,
+		"a/peers": TargetHeadless, "a/ext": TargetExternalName}
 	for _, tc := range []struct {
 		name     string
 		policies []*v1alpha1.TrafficPolicy
@@ -124,6 +131,18 @@ func TestResolve(t *testing.T) {
 			services: map[string]string{"a/web": "a/p"},
 			accepted: map[string]cond{"a/p": {"True", "Accepted", "applies to Service web; Service gone not found"}},
 		},
+		{name: "ExternalName and headless without a rate limit are Invalid",
+			policies: []*v1alpha1.TrafficPolicy{tp("a", "p", 0, "ext"), tp("a", "q", 0, "peers")},
+			accepted: map[string]cond{
+				"a/p": {"False", "Invalid", "Service ext is of type ExternalName: its traffic leaves the mesh, so no TrafficPolicy applies to it"},
+				"a/q": {"False", "Invalid", "Service peers is headless (no cluster IP): callers connect to its pods directly, so only rateLimit (enforced by the pods' tunnels) applies to it, and this policy has none"},
+			},
+		},
+		{name: "headless with a rate limit: accepted, saying what applies",
+			policies: []*v1alpha1.TrafficPolicy{limited(tp("a", "p", 0, "peers", "web", "ext"))},
+			services: map[string]string{"a/peers": "a/p", "a/web": "a/p"},
+			accepted: map[string]cond{"a/p": {"True", "Accepted", "applies to Services peers, web; Service peers without a cluster IP: only rateLimit applies there (callers connect to the pods directly); Service ext is of type ExternalName: its traffic leaves the mesh, so no TrafficPolicy applies to it"}},
+		},
 		{name: "nil entries and duplicates skipped",
 			policies: []*v1alpha1.TrafficPolicy{nil, tp("a", "p", 0, "web"), tp("a", "p", 0, "web")},
 			services: map[string]string{"a/web": "a/p"},
@@ -132,7 +151,7 @@ func TestResolve(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			in := slices.Clone(tc.policies)
-			res := Resolve(tc.policies, func(ns, name string) bool { return exists[ns+"/"+name] })
+			res := Resolve(tc.policies, func(ns, name string) Target { return exists[ns+"/"+name] })
 			if !slices.Equal(in, tc.policies) {
 				t.Error("Resolve reordered its argument")
 			}
@@ -160,7 +179,7 @@ func TestResolve(t *testing.T) {
 // TestResolveOrderIndependent checks that the input order changes nothing.
 func TestResolveOrderIndependent(t *testing.T) {
 	ps := []*v1alpha1.TrafficPolicy{tp("a", "x", 1, "web", "db"), tp("a", "y", 1, "db", "cache"), tp("a", "z", 0, "cache")}
-	exists := func(string, string) bool { return true }
+	exists := func(string, string) Target { return TargetClusterIP }
 	want := Resolve(ps, exists)
 	for range 20 {
 		shuffled := slices.Clone(ps)

@@ -348,7 +348,7 @@ func (u *update) traffic(d Dirty) {
 			break
 		}
 		ns, name, _ := strings.Cut(key, "/")
-		redo = m.traffic.stale(key, m.src.Service(ns, name) != nil)
+		redo = m.traffic.stale(key, m.src.Service(ns, name))
 	}
 	if !redo {
 		return

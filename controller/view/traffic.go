@@ -6,6 +6,7 @@ import (
 	"reflect"
 	"slices"
 
+	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/agentmesh/agentmesh/api/meshconfig"
@@ -38,17 +39,17 @@ type trafficTable struct {
 	bySvc  map[string]*meshconfig.TrafficPolicy // by Service namespace/name; shared values: do not modify
 	states []TrafficState                       // by Key
 	// asked are the Services (namespace/name) Resolve asked about, and
-	// whether each existed then: a change to that answer resolves again.
-	asked map[string]bool
+	// what each was then: a change to that answer resolves again.
+	asked map[string]traffic.Target
 }
 
 // computeTraffic resolves policies over the Services svc finds.
 func computeTraffic(policies []*v1alpha1.TrafficPolicy, svc serviceLookup) *trafficTable {
-	t := &trafficTable{asked: map[string]bool{}}
-	res := traffic.Resolve(policies, func(ns, name string) bool {
-		ok := svc(ns, name) != nil
-		t.asked[ns+"/"+name] = ok
-		return ok
+	t := &trafficTable{asked: map[string]traffic.Target{}}
+	res := traffic.Resolve(policies, func(ns, name string) traffic.Target {
+		kind := trafficTarget(svc(ns, name))
+		t.asked[ns+"/"+name] = kind
+		return kind
 	})
 	t.bySvc = res.Services
 	for _, tp := range policies {
@@ -66,11 +67,24 @@ func computeTraffic(policies []*v1alpha1.TrafficPolicy, svc serviceLookup) *traf
 	return t
 }
 
-// stale reports whether the Service key exists (per exists) otherwise
-// than when t was computed, in a way t depends on.
-func (t *trafficTable) stale(key string, exists bool) bool {
+// trafficTarget is what svc (nil: none) is to a TrafficPolicy.
+func trafficTarget(svc *corev1.Service) traffic.Target {
+	switch {
+	case svc == nil:
+		return traffic.TargetMissing
+	case svc.Spec.Type == corev1.ServiceTypeExternalName:
+		return traffic.TargetExternalName
+	case len(vips(svc)) == 0:
+		return traffic.TargetHeadless
+	}
+	return traffic.TargetClusterIP
+}
+
+// stale reports whether the Service key, now svc (nil: gone), is
+// otherwise than when t was computed, in a way t depends on.
+func (t *trafficTable) stale(key string, svc *corev1.Service) bool {
 	was, ok := t.asked[key]
-	return ok && was != exists
+	return ok && was != trafficTarget(svc)
 }
 
 // changedServices are the Services whose policy differs between t and u.

@@ -186,6 +186,19 @@ func TestTrafficUnrelatedServiceChange(t *testing.T) {
 	if got := trafficOf(m.Snapshot(), "a/web"); got != "a/p" {
 		t.Errorf("a/web has TrafficPolicy %q after its change, want a/p", got)
 	}
+	// web becomes an ExternalName Service: nothing of p applies to it
+	// any more.
+	in.Services[0] = svc("a", "web", func(s *corev1.Service) {
+		s.Spec.Type, s.Spec.ExternalName, s.Spec.ClusterIP, s.Spec.ClusterIPs = corev1.ServiceTypeExternalName, "api.example.com", "", nil
+	})
+	m.Update(Dirty{Services: map[string]bool{"a/web": true}})
+	s := m.Snapshot()
+	if got, st := trafficOf(s, "a/web"), acceptedOf(s, "a/p"); got != "" || st != "False/Invalid" {
+		t.Errorf("after web became ExternalName: its TrafficPolicy %q, p Accepted %s; want none, False/Invalid", got, st)
+	}
+	if full := Compute(fixedSource{in}.All()); !reflect.DeepEqual(s, full) {
+		t.Fatalf("model differs from Compute:\n%s", snapDiff(s, full))
+	}
 }
 
 // TestDetectTrafficPolicy: discovery decides whether TrafficPolicies are
