@@ -466,6 +466,16 @@ func trafficToProto(tp *meshconfig.TrafficPolicy) (*pb.TrafficPolicy, error) {
 		}
 		m.RetryBudget = mb
 	}
+	if b := tp.RetryBackoff; b != nil {
+		mb := &pb.RetryBackoff{}
+		if mb.BaseNs, err = durationToProto(b.Base); err != nil {
+			return nil, fmt.Errorf("retry backoff: base: %w", err)
+		}
+		if mb.MaxNs, err = durationToProto(b.Max); err != nil {
+			return nil, fmt.Errorf("retry backoff: max: %w", err)
+		}
+		m.RetryBackoff = mb
+	}
 	if b := tp.Breaker; b != nil {
 		mb := &pb.Breaker{}
 		if mb.MaxConnections, err = countToProto(b.MaxConnections); err != nil {
@@ -1077,6 +1087,16 @@ func trafficFromProto(m *pb.TrafficPolicy) (*meshconfig.TrafficPolicy, error) {
 			return nil, fmt.Errorf("retry budget: minimum per second: %w", err)
 		}
 		tp.RetryBudget = b
+	}
+	if bm := m.GetRetryBackoff(); bm != nil {
+		b := &meshconfig.RetryBackoff{}
+		if b.Base, err = durationFromProto(bm.GetBaseNs()); err != nil {
+			return nil, fmt.Errorf("retry backoff: base: %w", err)
+		}
+		if b.Max, err = durationFromProto(bm.GetMaxNs()); err != nil {
+			return nil, fmt.Errorf("retry backoff: max: %w", err)
+		}
+		tp.RetryBackoff = b
 	}
 	if bm := m.GetBreaker(); bm != nil {
 		b := &meshconfig.Breaker{}

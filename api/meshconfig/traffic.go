@@ -19,6 +19,7 @@ type TrafficPolicy struct {
 	Affinity     *Affinity     `json:"affinity,omitempty"`
 	Timeouts     *Timeouts     `json:"timeouts,omitempty"`
 	RetryBudget  *RetryBudget  `json:"retryBudget,omitempty"`
+	RetryBackoff *RetryBackoff `json:"retryBackoff,omitempty"`
 	Breaker      *Breaker      `json:"breaker,omitempty"`
 	Outlier      *Outlier      `json:"outlier,omitempty"`
 	RateLimit    *RateLimit    `json:"rateLimit,omitempty"`
@@ -78,6 +79,15 @@ type Timeouts struct {
 type RetryBudget struct {
 	Ratio        float64 `json:"ratio"`
 	MinPerSecond int     `json:"minPerSecond"`
+}
+
+// RetryBackoff is the wait before a retry of a request for its status:
+// Base before the first, doubled with each retry up to Max, with jitter
+// (0: the data plane's defaults). A route's retry backoff takes
+// precedence over Base.
+type RetryBackoff struct {
+	Base time.Duration `json:"base,omitempty"`
+	Max  time.Duration `json:"max,omitempty"`
 }
 
 // Breaker limits what one node's source tunnel sends the Service at
@@ -152,6 +162,9 @@ func (tp *TrafficPolicy) validate() error {
 	}
 	if b := tp.RetryBudget; b != nil && (!finite(b.Ratio) || b.MinPerSecond < 0) {
 		errs = append(errs, errors.New("retryBudget: want a finite ratio >= 0 and a minimum >= 0"))
+	}
+	if b := tp.RetryBackoff; b != nil && (b.Base < 0 || b.Max < 0 || (b.Max > 0 && b.Max < b.Base)) {
+		errs = append(errs, errors.New("retryBackoff: want 0 <= base <= max (max 0: none given)"))
 	}
 	if b := tp.Breaker; b != nil && (b.MaxConnections < 0 || b.MaxPendingRequests < 0 || b.MaxRequests < 0 || b.MaxRequestsPerEndpoint < 0) {
 		errs = append(errs, errors.New("breaker: negative limit"))

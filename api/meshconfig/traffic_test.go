@@ -20,6 +20,7 @@ func TestTrafficPolicyValidate(t *testing.T) {
 			Affinity:     &Affinity{Key: HashKey{ContextID: true}},
 			Timeouts:     &Timeouts{Connect: time.Second, FirstByte: time.Second, Idle: time.Minute},
 			RetryBudget:  &RetryBudget{Ratio: 0.2, MinPerSecond: 10},
+			RetryBackoff: &RetryBackoff{Base: 10 * time.Millisecond, Max: time.Second},
 			Breaker:      &Breaker{MaxRequests: 10},
 			Outlier:      &Outlier{ConsecutiveFailures: 5, BaseEjection: 30 * time.Second, MaxEjectedPercent: 10},
 			RateLimit:    &RateLimit{PerSource: &Bucket{Rate: 5, Burst: 5}, Tools: map[string]Bucket{"search": {Rate: 1, Burst: 1}}},
@@ -31,6 +32,8 @@ func TestTrafficPolicyValidate(t *testing.T) {
 		{"NaN ratio", TrafficPolicy{RetryBudget: &RetryBudget{Ratio: math.NaN()}}, "finite ratio"},
 		{"infinite rate", TrafficPolicy{RateLimit: &RateLimit{PerEndpoint: &Bucket{Rate: math.Inf(1)}}}, "finite rate"},
 		{"outlier without threshold", TrafficPolicy{Outlier: &Outlier{BaseEjection: time.Second}}, "consecutiveFailures"},
+		{"backoff max below base", TrafficPolicy{RetryBackoff: &RetryBackoff{Base: time.Second, Max: time.Millisecond}}, "retryBackoff"},
+		{"negative backoff", TrafficPolicy{RetryBackoff: &RetryBackoff{Base: -1}}, "retryBackoff"},
 		{"tool without name", TrafficPolicy{RateLimit: &RateLimit{Tools: map[string]Bucket{"": {Rate: 1}}}}, "want a tool name"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

@@ -29,6 +29,9 @@ const (
 	// DefaultMaxEjection is outlierDetection.maxEjectionTime, raised to
 	// baseEjectionTime when that is longer (as Envoy does).
 	DefaultMaxEjection = 300 * time.Second
+	// DefaultRetryBackoff is retryBackoff.base; max defaults to 10 times
+	// base.
+	DefaultRetryBackoff = 25 * time.Millisecond
 )
 
 // durationRE is the Gateway API duration format (GEP-2257), the pattern of
@@ -51,6 +54,7 @@ func Convert(tp *v1alpha1.TrafficPolicy) (*meshconfig.TrafficPolicy, error) {
 		Affinity:     convertAffinity(&p, s.SessionAffinity),
 		Timeouts:     convertTimeouts(&p, s.Timeouts),
 		RetryBudget:  convertRetryBudget(&p, s.RetryBudget),
+		RetryBackoff: convertRetryBackoff(&p, s.RetryBackoff),
 		Breaker:      convertBreaker(&p, s.CircuitBreaker),
 		Outlier:      convertOutlier(&p, s.OutlierDetection),
 		RateLimit:    convertRateLimit(&p, s.RateLimit),

@@ -39,6 +39,7 @@ loadBalancer: {algorithm: ConsistentHash, hash: {header: X-User}}
 sessionAffinity: {key: {contextId: true}}
 timeouts: {connect: 2s, firstByte: 30s, idle: 5m, total: 1h30m}
 retryBudget: {percent: 50, minRetriesPerSecond: 3}
+retryBackoff: {base: 100ms, max: 2s}
 circuitBreaker: {maxConnections: 1, maxPendingRequests: 2, maxRequests: 3, maxRequestsPerEndpoint: 4}
 outlierDetection: {consecutiveFailures: 3, baseEjectionTime: 500ms, maxEjectionTime: 1m, maxEjectedPercent: 0}
 rateLimit:
@@ -50,6 +51,7 @@ rateLimit:
 			Affinity:     &meshconfig.Affinity{Key: meshconfig.HashKey{ContextID: true}},
 			Timeouts:     &meshconfig.Timeouts{Connect: 2 * time.Second, FirstByte: 30 * time.Second, Idle: 5 * time.Minute, Total: 90 * time.Minute},
 			RetryBudget:  &meshconfig.RetryBudget{Ratio: 0.5, MinPerSecond: 3},
+			RetryBackoff: &meshconfig.RetryBackoff{Base: 100 * time.Millisecond, Max: 2 * time.Second},
 			Breaker:      &meshconfig.Breaker{MaxConnections: 1, MaxPendingRequests: 2, MaxRequests: 3, MaxRequestsPerEndpoint: 4},
 			Outlier:      &meshconfig.Outlier{ConsecutiveFailures: 3, BaseEjection: 500 * time.Millisecond, MaxEjection: time.Minute, MaxEjectedPercent: 0},
 			RateLimit: &meshconfig.RateLimit{
@@ -70,6 +72,12 @@ rateLimit:
 		}},
 		{name: "max ejection equal to the default base", spec: `{outlierDetection: {maxEjectionTime: 30s}}`, want: meshconfig.TrafficPolicy{
 			Outlier: &meshconfig.Outlier{ConsecutiveFailures: 5, BaseEjection: 30 * time.Second, MaxEjection: 30 * time.Second, MaxEjectedPercent: 10},
+		}},
+		{name: "backoff: max defaults to 10 times base", spec: `{retryBackoff: {base: 40ms}}`, want: meshconfig.TrafficPolicy{
+			RetryBackoff: &meshconfig.RetryBackoff{Base: 40 * time.Millisecond, Max: 400 * time.Millisecond},
+		}},
+		{name: "backoff: base defaults to 25ms", spec: `{retryBackoff: {max: 1s}}`, want: meshconfig.TrafficPolicy{
+			RetryBackoff: &meshconfig.RetryBackoff{Base: 25 * time.Millisecond, Max: time.Second},
 		}},
 		{name: "breaker: left out is no limit", spec: `{circuitBreaker: {maxRequests: 7}}`, want: meshconfig.TrafficPolicy{
 			Breaker: &meshconfig.Breaker{MaxRequests: 7},
@@ -132,6 +140,9 @@ func TestConvertErrors(t *testing.T) {
 		{name: "negative duration", spec: `{timeouts: {idle: -1s}}`, want: []string{`spec.timeouts.idle: "-1s" is not a duration`}},
 		{name: "go-only unit", spec: `{timeouts: {idle: 10us}}`, want: []string{`spec.timeouts.idle: "10us" is not a duration`}},
 		{name: "fraction", spec: `{timeouts: {idle: 1.5s}}`, want: []string{`spec.timeouts.idle: "1.5s" is not a duration`}},
+		{name: "backoff max under base", spec: `{retryBackoff: {base: 1s, max: 500ms}}`,
+			want: []string{"spec.retryBackoff.max: 500ms is shorter than base (1s)"}},
+		{name: "backoff empty", spec: `{retryBackoff: {}}`, want: []string{"spec.retryBackoff: needs base or max"}},
 		{name: "firstByte over total", spec: `{timeouts: {firstByte: 2m, total: 1m}}`,
 			want: []string{"spec.timeouts: firstByte (2m) must not be longer than total (1m)"}},
 		{name: "percent", spec: `{retryBudget: {percent: 101}}`, want: []string{"spec.retryBudget.percent: 101 is not a percentage"}},

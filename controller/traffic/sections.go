@@ -89,6 +89,31 @@ func convertRetryBudget(p *problems, b *v1alpha1.RetryBudget) *meshconfig.RetryB
 	return out
 }
 
+// convertRetryBackoff: base defaults to DefaultRetryBackoff, max to 10
+// times base.
+func convertRetryBackoff(p *problems, b *v1alpha1.RetryBackoff) *meshconfig.RetryBackoff {
+	if b == nil {
+		return nil
+	}
+	out := &meshconfig.RetryBackoff{Base: DefaultRetryBackoff}
+	baseOK := true
+	if b.Base != nil {
+		out.Base, baseOK = duration(p, "spec.retryBackoff.base", b.Base)
+	}
+	out.Max = 10 * out.Base
+	if b.Max != nil {
+		var maxOK bool
+		out.Max, maxOK = duration(p, "spec.retryBackoff.max", b.Max)
+		if baseOK && maxOK && out.Max < out.Base {
+			p.addf("spec.retryBackoff.max", "%s is shorter than base (%s)", *b.Max, out.Base)
+		}
+	}
+	if b.Base == nil && b.Max == nil {
+		p.addf("spec.retryBackoff", "needs base or max")
+	}
+	return out
+}
+
 // convertBreaker: a limit left out is none.
 func convertBreaker(p *problems, b *v1alpha1.CircuitBreaker) *meshconfig.Breaker {
 	if b == nil {

@@ -21,9 +21,9 @@ type Retry struct {
 	Codes    []int
 	Attempts int
 	// Backoff is the least wait before a retry; it doubles with each
-	// retry of the request, up to 10 times itself, with jitter above it.
-	// 0: DefaultBackoff.
-	Backoff time.Duration
+	// retry of the request, up to MaxBackoff (0: 10 times itself), with
+	// jitter above it. 0: DefaultBackoff.
+	Backoff, MaxBackoff time.Duration
 	// Allow, when set, is asked before every retry (a retry budget); false
 	// gives the app the response it got.
 	Allow func() bool
@@ -48,15 +48,10 @@ func NotDelivered(resp *http.Response) bool {
 }
 
 // backoff waits before retry n (1 for the first) of r: base·2^(n-1), at
-// most 10·base, plus up to as much again at random; false when ctx ended
-// first.
+// most MaxBackoff (10·base when unset), plus up to as much again at
+// random; false when ctx ended first.
 func (r *Retry) backoff(ctx context.Context, n int) bool {
-	base := r.Backoff
-	if base <= 0 {
-		base = DefaultBackoff
-	}
-	d := base << min(n-1, 4)
-	d = min(d, 10*base)
+	d := r.wait(n)
 	d += rand.N(d + 1)
 	t := time.NewTimer(d)
 	defer t.Stop()
@@ -66,6 +61,24 @@ func (r *Retry) backoff(ctx context.Context, n int) bool {
 	case <-ctx.Done():
 		return false
 	}
+}
+
+// wait is the backoff of retry n before its jitter.
+func (r *Retry) wait(n int) time.Duration {
+	base := r.Backoff
+	if base <= 0 {
+		base = DefaultBackoff
+	}
+	ceiling := r.MaxBackoff
+	if ceiling <= 0 {
+		ceiling = 10 * base
+	}
+	ceiling = max(ceiling, base)
+	d := base
+	for i := 1; i < n && d < ceiling; i++ {
+		d *= 2
+	}
+	return min(d, ceiling)
 }
 
 func (r *Retry) codeRetries(status int) bool { return slices.Contains(r.Codes, status) }

@@ -295,6 +295,13 @@ func (pl *Pipeline) pick(r *http.Request, f *flow.Flow, tried map[netip.AddrPort
 		if a.Retry.Attempts == 0 && len(retry.Codes) > 0 {
 			a.Retry.Attempts = meshconfig.DefaultRetryAttempts
 		}
+		if tp != nil && tp.RetryBackoff != nil {
+			// The Service's backoff; the route's own base comes first.
+			a.Retry.MaxBackoff = tp.RetryBackoff.Max
+			if a.Retry.Backoff == 0 {
+				a.Retry.Backoff = tp.RetryBackoff.Base
+			}
+		}
 	}
 	return a, nil
 }

@@ -58,6 +58,12 @@ type TrafficPolicySpec struct {
 	// of the requests plus 10 a second.
 	// +optional
 	RetryBudget *RetryBudget `json:"retryBudget,omitempty"`
+	// RetryBackoff is the wait before each retry of a request for its
+	// response's status (a route's retry.codes): Base, doubled with each
+	// retry up to Max, with jitter. A route's retry.backoff takes
+	// precedence over Base. Absent: 25ms up to 250ms.
+	// +optional
+	RetryBackoff *RetryBackoff `json:"retryBackoff,omitempty"`
 	// CircuitBreaker limits what one node sends the Service at once; a
 	// request over a limit fails at once with 503. Absent: no limits.
 	// +optional
@@ -200,6 +206,20 @@ type RetryBudget struct {
 	// +optional
 	// +kubebuilder:validation:Minimum=0
 	MinRetriesPerSecond *int32 `json:"minRetriesPerSecond,omitempty"`
+}
+
+// RetryBackoff is the wait before a retry: Base before the first, doubled
+// with each retry up to Max, plus up to as much again at random.
+//
+// +kubebuilder:validation:XValidation:rule="has(self.base) || has(self.max)",message="retryBackoff needs base or max"
+// +kubebuilder:validation:XValidation:rule="!has(self.max) || !self.max.matches('^([0-9]{1,5}(h|m|s|ms)){1,4}$') || (has(self.base) && !self.base.matches('^([0-9]{1,5}(h|m|s|ms)){1,4}$')) || duration(self.max) >= duration(has(self.base) ? self.base : '25ms')",message="max must be at least base (default 25ms)"
+type RetryBackoff struct {
+	// Base is the wait before the first retry (default 25ms).
+	// +optional
+	Base *Duration `json:"base,omitempty"`
+	// Max caps the wait (default 10 times base).
+	// +optional
+	Max *Duration `json:"max,omitempty"`
 }
 
 // CircuitBreaker limits what one node sends the Service at once; absent

@@ -2323,6 +2323,7 @@ type TrafficPolicy struct {
 	Breaker       *Breaker      `protobuf:"bytes,6,opt,name=breaker,proto3" json:"breaker,omitempty"`
 	Outlier       *Outlier      `protobuf:"bytes,7,opt,name=outlier,proto3" json:"outlier,omitempty"`
 	RateLimit     *RateLimit    `protobuf:"bytes,8,opt,name=rate_limit,json=rateLimit,proto3" json:"rate_limit,omitempty"`
+	RetryBackoff  *RetryBackoff `protobuf:"bytes,9,opt,name=retry_backoff,json=retryBackoff,proto3" json:"retry_backoff,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2413,6 +2414,68 @@ func (x *TrafficPolicy) GetRateLimit() *RateLimit {
 	return nil
 }
 
+func (x *TrafficPolicy) GetRetryBackoff() *RetryBackoff {
+	if x != nil {
+		return x.RetryBackoff
+	}
+	return nil
+}
+
+// RetryBackoff is the wait before a retry of a request for its status, in
+// nanoseconds: base before the first, doubled up to max, with jitter; 0
+// is the data plane's default.
+type RetryBackoff struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	BaseNs        int64                  `protobuf:"varint,1,opt,name=base_ns,json=baseNs,proto3" json:"base_ns,omitempty"`
+	MaxNs         int64                  `protobuf:"varint,2,opt,name=max_ns,json=maxNs,proto3" json:"max_ns,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RetryBackoff) Reset() {
+	*x = RetryBackoff{}
+	mi := &file_agentmesh_v1_mesh_proto_msgTypes[29]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RetryBackoff) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RetryBackoff) ProtoMessage() {}
+
+func (x *RetryBackoff) ProtoReflect() protoreflect.Message {
+	mi := &file_agentmesh_v1_mesh_proto_msgTypes[29]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RetryBackoff.ProtoReflect.Descriptor instead.
+func (*RetryBackoff) Descriptor() ([]byte, []int) {
+	return file_agentmesh_v1_mesh_proto_rawDescGZIP(), []int{29}
+}
+
+func (x *RetryBackoff) GetBaseNs() int64 {
+	if x != nil {
+		return x.BaseNs
+	}
+	return 0
+}
+
+func (x *RetryBackoff) GetMaxNs() int64 {
+	if x != nil {
+		return x.MaxNs
+	}
+	return 0
+}
+
 // LoadBalancer chooses among a Service's ready endpoints.
 type LoadBalancer struct {
 	state     protoimpl.MessageState `protogen:"open.v1"`
@@ -2425,7 +2488,7 @@ type LoadBalancer struct {
 
 func (x *LoadBalancer) Reset() {
 	*x = LoadBalancer{}
-	mi := &file_agentmesh_v1_mesh_proto_msgTypes[29]
+	mi := &file_agentmesh_v1_mesh_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2437,7 +2500,7 @@ func (x *LoadBalancer) String() string {
 func (*LoadBalancer) ProtoMessage() {}
 
 func (x *LoadBalancer) ProtoReflect() protoreflect.Message {
-	mi := &file_agentmesh_v1_mesh_proto_msgTypes[29]
+	mi := &file_agentmesh_v1_mesh_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2450,7 +2513,7 @@ func (x *LoadBalancer) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use LoadBalancer.ProtoReflect.Descriptor instead.
 func (*LoadBalancer) Descriptor() ([]byte, []int) {
-	return file_agentmesh_v1_mesh_proto_rawDescGZIP(), []int{29}
+	return file_agentmesh_v1_mesh_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *LoadBalancer) GetAlgorithm() LoadBalancerAlgorithm {
@@ -2481,7 +2544,7 @@ type HashKey struct {
 
 func (x *HashKey) Reset() {
 	*x = HashKey{}
-	mi := &file_agentmesh_v1_mesh_proto_msgTypes[30]
+	mi := &file_agentmesh_v1_mesh_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2493,7 +2556,7 @@ func (x *HashKey) String() string {
 func (*HashKey) ProtoMessage() {}
 
 func (x *HashKey) ProtoReflect() protoreflect.Message {
-	mi := &file_agentmesh_v1_mesh_proto_msgTypes[30]
+	mi := &file_agentmesh_v1_mesh_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2506,7 +2569,7 @@ func (x *HashKey) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HashKey.ProtoReflect.Descriptor instead.
 func (*HashKey) Descriptor() ([]byte, []int) {
-	return file_agentmesh_v1_mesh_proto_rawDescGZIP(), []int{30}
+	return file_agentmesh_v1_mesh_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *HashKey) GetHeader() string {
@@ -2541,7 +2604,7 @@ type Affinity struct {
 
 func (x *Affinity) Reset() {
 	*x = Affinity{}
-	mi := &file_agentmesh_v1_mesh_proto_msgTypes[31]
+	mi := &file_agentmesh_v1_mesh_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2553,7 +2616,7 @@ func (x *Affinity) String() string {
 func (*Affinity) ProtoMessage() {}
 
 func (x *Affinity) ProtoReflect() protoreflect.Message {
-	mi := &file_agentmesh_v1_mesh_proto_msgTypes[31]
+	mi := &file_agentmesh_v1_mesh_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2566,7 +2629,7 @@ func (x *Affinity) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Affinity.ProtoReflect.Descriptor instead.
 func (*Affinity) Descriptor() ([]byte, []int) {
-	return file_agentmesh_v1_mesh_proto_rawDescGZIP(), []int{31}
+	return file_agentmesh_v1_mesh_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *Affinity) GetKey() *HashKey {
@@ -2596,7 +2659,7 @@ type Timeouts struct {
 
 func (x *Timeouts) Reset() {
 	*x = Timeouts{}
-	mi := &file_agentmesh_v1_mesh_proto_msgTypes[32]
+	mi := &file_agentmesh_v1_mesh_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2608,7 +2671,7 @@ func (x *Timeouts) String() string {
 func (*Timeouts) ProtoMessage() {}
 
 func (x *Timeouts) ProtoReflect() protoreflect.Message {
-	mi := &file_agentmesh_v1_mesh_proto_msgTypes[32]
+	mi := &file_agentmesh_v1_mesh_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2621,7 +2684,7 @@ func (x *Timeouts) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Timeouts.ProtoReflect.Descriptor instead.
 func (*Timeouts) Descriptor() ([]byte, []int) {
-	return file_agentmesh_v1_mesh_proto_rawDescGZIP(), []int{32}
+	return file_agentmesh_v1_mesh_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *Timeouts) GetConnectNs() int64 {
@@ -2664,7 +2727,7 @@ type RetryBudget struct {
 
 func (x *RetryBudget) Reset() {
 	*x = RetryBudget{}
-	mi := &file_agentmesh_v1_mesh_proto_msgTypes[33]
+	mi := &file_agentmesh_v1_mesh_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2676,7 +2739,7 @@ func (x *RetryBudget) String() string {
 func (*RetryBudget) ProtoMessage() {}
 
 func (x *RetryBudget) ProtoReflect() protoreflect.Message {
-	mi := &file_agentmesh_v1_mesh_proto_msgTypes[33]
+	mi := &file_agentmesh_v1_mesh_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2689,7 +2752,7 @@ func (x *RetryBudget) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RetryBudget.ProtoReflect.Descriptor instead.
 func (*RetryBudget) Descriptor() ([]byte, []int) {
-	return file_agentmesh_v1_mesh_proto_rawDescGZIP(), []int{33}
+	return file_agentmesh_v1_mesh_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *RetryBudget) GetRatio() float64 {
@@ -2725,7 +2788,7 @@ type Breaker struct {
 
 func (x *Breaker) Reset() {
 	*x = Breaker{}
-	mi := &file_agentmesh_v1_mesh_proto_msgTypes[34]
+	mi := &file_agentmesh_v1_mesh_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2737,7 +2800,7 @@ func (x *Breaker) String() string {
 func (*Breaker) ProtoMessage() {}
 
 func (x *Breaker) ProtoReflect() protoreflect.Message {
-	mi := &file_agentmesh_v1_mesh_proto_msgTypes[34]
+	mi := &file_agentmesh_v1_mesh_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2750,7 +2813,7 @@ func (x *Breaker) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Breaker.ProtoReflect.Descriptor instead.
 func (*Breaker) Descriptor() ([]byte, []int) {
-	return file_agentmesh_v1_mesh_proto_rawDescGZIP(), []int{34}
+	return file_agentmesh_v1_mesh_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *Breaker) GetMaxConnections() uint32 {
@@ -2797,7 +2860,7 @@ type Outlier struct {
 
 func (x *Outlier) Reset() {
 	*x = Outlier{}
-	mi := &file_agentmesh_v1_mesh_proto_msgTypes[35]
+	mi := &file_agentmesh_v1_mesh_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2809,7 +2872,7 @@ func (x *Outlier) String() string {
 func (*Outlier) ProtoMessage() {}
 
 func (x *Outlier) ProtoReflect() protoreflect.Message {
-	mi := &file_agentmesh_v1_mesh_proto_msgTypes[35]
+	mi := &file_agentmesh_v1_mesh_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2822,7 +2885,7 @@ func (x *Outlier) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Outlier.ProtoReflect.Descriptor instead.
 func (*Outlier) Descriptor() ([]byte, []int) {
-	return file_agentmesh_v1_mesh_proto_rawDescGZIP(), []int{35}
+	return file_agentmesh_v1_mesh_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *Outlier) GetConsecutiveFailures() uint32 {
@@ -2871,7 +2934,7 @@ type RateLimit struct {
 
 func (x *RateLimit) Reset() {
 	*x = RateLimit{}
-	mi := &file_agentmesh_v1_mesh_proto_msgTypes[36]
+	mi := &file_agentmesh_v1_mesh_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2883,7 +2946,7 @@ func (x *RateLimit) String() string {
 func (*RateLimit) ProtoMessage() {}
 
 func (x *RateLimit) ProtoReflect() protoreflect.Message {
-	mi := &file_agentmesh_v1_mesh_proto_msgTypes[36]
+	mi := &file_agentmesh_v1_mesh_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2896,7 +2959,7 @@ func (x *RateLimit) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RateLimit.ProtoReflect.Descriptor instead.
 func (*RateLimit) Descriptor() ([]byte, []int) {
-	return file_agentmesh_v1_mesh_proto_rawDescGZIP(), []int{36}
+	return file_agentmesh_v1_mesh_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *RateLimit) GetPerEndpoint() *Bucket {
@@ -2931,7 +2994,7 @@ type Bucket struct {
 
 func (x *Bucket) Reset() {
 	*x = Bucket{}
-	mi := &file_agentmesh_v1_mesh_proto_msgTypes[37]
+	mi := &file_agentmesh_v1_mesh_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2943,7 +3006,7 @@ func (x *Bucket) String() string {
 func (*Bucket) ProtoMessage() {}
 
 func (x *Bucket) ProtoReflect() protoreflect.Message {
-	mi := &file_agentmesh_v1_mesh_proto_msgTypes[37]
+	mi := &file_agentmesh_v1_mesh_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2956,7 +3019,7 @@ func (x *Bucket) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Bucket.ProtoReflect.Descriptor instead.
 func (*Bucket) Descriptor() ([]byte, []int) {
-	return file_agentmesh_v1_mesh_proto_rawDescGZIP(), []int{37}
+	return file_agentmesh_v1_mesh_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *Bucket) GetRate() float64 {
@@ -3125,7 +3188,7 @@ const file_agentmesh_v1_mesh_proto_rawDesc = "" +
 	"\battempts\x18\x01 \x01(\rR\battempts\x12\x14\n" +
 	"\x05codes\x18\x02 \x03(\rR\x05codes\x12\x1d\n" +
 	"\n" +
-	"backoff_ns\x18\x03 \x01(\x03R\tbackoffNs\"\xa4\x03\n" +
+	"backoff_ns\x18\x03 \x01(\x03R\tbackoffNs\"\xe5\x03\n" +
 	"\rTrafficPolicy\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12?\n" +
 	"\rload_balancer\x18\x02 \x01(\v2\x1a.agentmesh.v1.LoadBalancerR\floadBalancer\x122\n" +
@@ -3135,7 +3198,11 @@ const file_agentmesh_v1_mesh_proto_rawDesc = "" +
 	"\abreaker\x18\x06 \x01(\v2\x15.agentmesh.v1.BreakerR\abreaker\x12/\n" +
 	"\aoutlier\x18\a \x01(\v2\x15.agentmesh.v1.OutlierR\aoutlier\x126\n" +
 	"\n" +
-	"rate_limit\x18\b \x01(\v2\x17.agentmesh.v1.RateLimitR\trateLimit\"|\n" +
+	"rate_limit\x18\b \x01(\v2\x17.agentmesh.v1.RateLimitR\trateLimit\x12?\n" +
+	"\rretry_backoff\x18\t \x01(\v2\x1a.agentmesh.v1.RetryBackoffR\fretryBackoff\">\n" +
+	"\fRetryBackoff\x12\x17\n" +
+	"\abase_ns\x18\x01 \x01(\x03R\x06baseNs\x12\x15\n" +
+	"\x06max_ns\x18\x02 \x01(\x03R\x05maxNs\"|\n" +
 	"\fLoadBalancer\x12A\n" +
 	"\talgorithm\x18\x01 \x01(\x0e2#.agentmesh.v1.LoadBalancerAlgorithmR\talgorithm\x12)\n" +
 	"\x04hash\x18\x02 \x01(\v2\x15.agentmesh.v1.HashKeyR\x04hash\"X\n" +
@@ -3218,7 +3285,7 @@ func file_agentmesh_v1_mesh_proto_rawDescGZIP() []byte {
 }
 
 var file_agentmesh_v1_mesh_proto_enumTypes = make([]protoimpl.EnumInfo, 5)
-var file_agentmesh_v1_mesh_proto_msgTypes = make([]protoimpl.MessageInfo, 39)
+var file_agentmesh_v1_mesh_proto_msgTypes = make([]protoimpl.MessageInfo, 40)
 var file_agentmesh_v1_mesh_proto_goTypes = []any{
 	(Protocol)(0),              // 0: agentmesh.v1.Protocol
 	(Action)(0),                // 1: agentmesh.v1.Action
@@ -3254,16 +3321,17 @@ var file_agentmesh_v1_mesh_proto_goTypes = []any{
 	(*Backend)(nil),            // 31: agentmesh.v1.Backend
 	(*Retry)(nil),              // 32: agentmesh.v1.Retry
 	(*TrafficPolicy)(nil),      // 33: agentmesh.v1.TrafficPolicy
-	(*LoadBalancer)(nil),       // 34: agentmesh.v1.LoadBalancer
-	(*HashKey)(nil),            // 35: agentmesh.v1.HashKey
-	(*Affinity)(nil),           // 36: agentmesh.v1.Affinity
-	(*Timeouts)(nil),           // 37: agentmesh.v1.Timeouts
-	(*RetryBudget)(nil),        // 38: agentmesh.v1.RetryBudget
-	(*Breaker)(nil),            // 39: agentmesh.v1.Breaker
-	(*Outlier)(nil),            // 40: agentmesh.v1.Outlier
-	(*RateLimit)(nil),          // 41: agentmesh.v1.RateLimit
-	(*Bucket)(nil),             // 42: agentmesh.v1.Bucket
-	nil,                        // 43: agentmesh.v1.RateLimit.ToolsEntry
+	(*RetryBackoff)(nil),       // 34: agentmesh.v1.RetryBackoff
+	(*LoadBalancer)(nil),       // 35: agentmesh.v1.LoadBalancer
+	(*HashKey)(nil),            // 36: agentmesh.v1.HashKey
+	(*Affinity)(nil),           // 37: agentmesh.v1.Affinity
+	(*Timeouts)(nil),           // 38: agentmesh.v1.Timeouts
+	(*RetryBudget)(nil),        // 39: agentmesh.v1.RetryBudget
+	(*Breaker)(nil),            // 40: agentmesh.v1.Breaker
+	(*Outlier)(nil),            // 41: agentmesh.v1.Outlier
+	(*RateLimit)(nil),          // 42: agentmesh.v1.RateLimit
+	(*Bucket)(nil),             // 43: agentmesh.v1.Bucket
+	nil,                        // 44: agentmesh.v1.RateLimit.ToolsEntry
 }
 var file_agentmesh_v1_mesh_proto_depIdxs = []int32{
 	9,  // 0: agentmesh.v1.ConfigResponse.workloads:type_name -> agentmesh.v1.Workload
@@ -3300,29 +3368,30 @@ var file_agentmesh_v1_mesh_proto_depIdxs = []int32{
 	3,  // 31: agentmesh.v1.RouteMatch.path_type:type_name -> agentmesh.v1.PathMatchType
 	30, // 32: agentmesh.v1.RouteMatch.headers:type_name -> agentmesh.v1.ValueMatch
 	30, // 33: agentmesh.v1.RouteMatch.query:type_name -> agentmesh.v1.ValueMatch
-	34, // 34: agentmesh.v1.TrafficPolicy.load_balancer:type_name -> agentmesh.v1.LoadBalancer
-	36, // 35: agentmesh.v1.TrafficPolicy.affinity:type_name -> agentmesh.v1.Affinity
-	37, // 36: agentmesh.v1.TrafficPolicy.timeouts:type_name -> agentmesh.v1.Timeouts
-	38, // 37: agentmesh.v1.TrafficPolicy.retry_budget:type_name -> agentmesh.v1.RetryBudget
-	39, // 38: agentmesh.v1.TrafficPolicy.breaker:type_name -> agentmesh.v1.Breaker
-	40, // 39: agentmesh.v1.TrafficPolicy.outlier:type_name -> agentmesh.v1.Outlier
-	41, // 40: agentmesh.v1.TrafficPolicy.rate_limit:type_name -> agentmesh.v1.RateLimit
-	4,  // 41: agentmesh.v1.LoadBalancer.algorithm:type_name -> agentmesh.v1.LoadBalancerAlgorithm
-	35, // 42: agentmesh.v1.LoadBalancer.hash:type_name -> agentmesh.v1.HashKey
-	35, // 43: agentmesh.v1.Affinity.key:type_name -> agentmesh.v1.HashKey
-	42, // 44: agentmesh.v1.RateLimit.per_endpoint:type_name -> agentmesh.v1.Bucket
-	42, // 45: agentmesh.v1.RateLimit.per_source:type_name -> agentmesh.v1.Bucket
-	43, // 46: agentmesh.v1.RateLimit.tools:type_name -> agentmesh.v1.RateLimit.ToolsEntry
-	42, // 47: agentmesh.v1.RateLimit.ToolsEntry.value:type_name -> agentmesh.v1.Bucket
-	5,  // 48: agentmesh.v1.Mesh.StreamConfig:input_type -> agentmesh.v1.ConfigRequest
-	7,  // 49: agentmesh.v1.Mesh.SignCertificate:input_type -> agentmesh.v1.SignRequest
-	6,  // 50: agentmesh.v1.Mesh.StreamConfig:output_type -> agentmesh.v1.ConfigResponse
-	8,  // 51: agentmesh.v1.Mesh.SignCertificate:output_type -> agentmesh.v1.SignResponse
-	50, // [50:52] is the sub-list for method output_type
-	48, // [48:50] is the sub-list for method input_type
-	48, // [48:48] is the sub-list for extension type_name
-	48, // [48:48] is the sub-list for extension extendee
-	0,  // [0:48] is the sub-list for field type_name
+	35, // 34: agentmesh.v1.TrafficPolicy.load_balancer:type_name -> agentmesh.v1.LoadBalancer
+	37, // 35: agentmesh.v1.TrafficPolicy.affinity:type_name -> agentmesh.v1.Affinity
+	38, // 36: agentmesh.v1.TrafficPolicy.timeouts:type_name -> agentmesh.v1.Timeouts
+	39, // 37: agentmesh.v1.TrafficPolicy.retry_budget:type_name -> agentmesh.v1.RetryBudget
+	40, // 38: agentmesh.v1.TrafficPolicy.breaker:type_name -> agentmesh.v1.Breaker
+	41, // 39: agentmesh.v1.TrafficPolicy.outlier:type_name -> agentmesh.v1.Outlier
+	42, // 40: agentmesh.v1.TrafficPolicy.rate_limit:type_name -> agentmesh.v1.RateLimit
+	34, // 41: agentmesh.v1.TrafficPolicy.retry_backoff:type_name -> agentmesh.v1.RetryBackoff
+	4,  // 42: agentmesh.v1.LoadBalancer.algorithm:type_name -> agentmesh.v1.LoadBalancerAlgorithm
+	36, // 43: agentmesh.v1.LoadBalancer.hash:type_name -> agentmesh.v1.HashKey
+	36, // 44: agentmesh.v1.Affinity.key:type_name -> agentmesh.v1.HashKey
+	43, // 45: agentmesh.v1.RateLimit.per_endpoint:type_name -> agentmesh.v1.Bucket
+	43, // 46: agentmesh.v1.RateLimit.per_source:type_name -> agentmesh.v1.Bucket
+	44, // 47: agentmesh.v1.RateLimit.tools:type_name -> agentmesh.v1.RateLimit.ToolsEntry
+	43, // 48: agentmesh.v1.RateLimit.ToolsEntry.value:type_name -> agentmesh.v1.Bucket
+	5,  // 49: agentmesh.v1.Mesh.StreamConfig:input_type -> agentmesh.v1.ConfigRequest
+	7,  // 50: agentmesh.v1.Mesh.SignCertificate:input_type -> agentmesh.v1.SignRequest
+	6,  // 51: agentmesh.v1.Mesh.StreamConfig:output_type -> agentmesh.v1.ConfigResponse
+	8,  // 52: agentmesh.v1.Mesh.SignCertificate:output_type -> agentmesh.v1.SignResponse
+	51, // [51:53] is the sub-list for method output_type
+	49, // [49:51] is the sub-list for method input_type
+	49, // [49:49] is the sub-list for extension type_name
+	49, // [49:49] is the sub-list for extension extendee
+	0,  // [0:49] is the sub-list for field type_name
 }
 
 func init() { file_agentmesh_v1_mesh_proto_init() }
@@ -3336,7 +3405,7 @@ func file_agentmesh_v1_mesh_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_agentmesh_v1_mesh_proto_rawDesc), len(file_agentmesh_v1_mesh_proto_rawDesc)),
 			NumEnums:      5,
-			NumMessages:   39,
+			NumMessages:   40,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
