@@ -23,7 +23,10 @@ import (
 	"github.com/agentmesh/agentmesh/test/lab/meshlab"
 )
 
-var httpRouteGVR = schema.GroupVersionResource{Group: "gateway.networking.k8s.io", Version: "v1", Resource: "httproutes"}
+var (
+	httpRouteGVR = schema.GroupVersionResource{Group: "gateway.networking.k8s.io", Version: "v1", Resource: "httproutes"}
+	grpcRouteGVR = schema.GroupVersionResource{Group: "gateway.networking.k8s.io", Version: "v1", Resource: "grpcroutes"}
+)
 
 // TestHTTPRouteCanaryLab: an HTTPRoute whose parent is the Service
 // data-validator (GAMMA) splits an agent's requests 90/10 between the
@@ -69,7 +72,7 @@ rules:
 	}
 	route(90, 10)
 	waitRouteWeights(ctx, t, l, "90/10")
-	waitRouteStatus(ctx, t, dyn, svcNS, "dv-canary")
+	waitRouteStatus(ctx, t, dyn, httpRouteGVR, svcNS, "dv-canary")
 
 	to := fmt.Sprintf("http://data-validator:%d/", echoPort)
 	split := func(n int, header string) (v1, v2 int) {
@@ -188,12 +191,13 @@ func waitRouteWeights(ctx context.Context, t *testing.T, l *lab.Lab, want string
 	return seen
 }
 
-// waitRouteStatus waits until the HTTPRoute ns/name says Accepted and
-// ResolvedRefs for the mesh's controller.
-func waitRouteStatus(ctx context.Context, t *testing.T, dyn dynamic.Interface, ns, name string) {
+// waitRouteStatus waits until the route ns/name (an HTTPRoute or
+// GRPCRoute: gvr) says Accepted and ResolvedRefs for the mesh's
+// controller.
+func waitRouteStatus(ctx context.Context, t *testing.T, dyn dynamic.Interface, gvr schema.GroupVersionResource, ns, name string) {
 	t.Helper()
-	waitFor(t, "route "+ns+"/"+name+" Accepted and ResolvedRefs", func() (bool, string) {
-		u, err := dyn.Resource(httpRouteGVR).Namespace(ns).Get(ctx, name, metav1.GetOptions{})
+	waitFor(t, gvr.Resource+" "+ns+"/"+name+" Accepted and ResolvedRefs", func() (bool, string) {
+		u, err := dyn.Resource(gvr).Namespace(ns).Get(ctx, name, metav1.GetOptions{})
 		if err != nil {
 			return false, err.Error()
 		}

@@ -10,7 +10,7 @@ import (
 // runApp dispatches `meshlab app <name>`.
 func runApp(ctx context.Context, args []string, stdout io.Writer) error {
 	if len(args) == 0 {
-		return fmt.Errorf("%w: app needs one of echo, http, send, stream, dialer, burst, flood, dns-query, dns-upstream, dns-flood, mcp-server, mcp-call, a2a-server, a2a-call, http-do, sse-get", ErrUsage)
+		return fmt.Errorf("%w: app needs one of echo, http, send, stream, dialer, burst, flood, dns-query, dns-upstream, dns-flood, mcp-server, mcp-call, a2a-server, a2a-call, http-do, sse-get, grpc-call", ErrUsage)
 	}
 	switch args[0] {
 	case "echo":
@@ -45,6 +45,8 @@ func runApp(ctx context.Context, args []string, stdout io.Writer) error {
 		return appHTTPDo(ctx, args[1:], stdout)
 	case "sse-get":
 		return appSSEGet(ctx, args[1:], stdout)
+	case "grpc-call":
+		return appGRPCCall(ctx, args[1:], stdout)
 	}
 	return fmt.Errorf("%w: unknown app %q", ErrUsage, args[0])
 }

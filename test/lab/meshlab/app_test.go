@@ -161,6 +161,38 @@ func TestHTTPAgentCall(t *testing.T) {
 	}
 }
 
+// TestHTTPAgentCallsSpread: /calls with to repeated sends each call to
+// one of the targets at random (the no-mesh baseline of the balancing
+// benchmark): both answer, together every call.
+func TestHTTPAgentCallsSpread(t *testing.T) {
+	a := httptest.NewServer(agentHandler("a"))
+	defer a.Close()
+	b := httptest.NewServer(agentHandler("b"))
+	defer b.Close()
+	caller := httptest.NewServer(agentHandler("planner"))
+	defer caller.Close()
+	resp, err := http.Get(caller.URL + "/calls?n=200&to=" + url.QueryEscape(a.URL+"/") + "&to=" + url.QueryEscape(b.URL+"/"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var res CallsResult
+	if err := json.NewDecoder(resp.Body).Decode(&res); err != nil {
+		t.Fatal(err)
+	}
+	if res.Status[200] != 200 || res.By["a"]+res.By["b"] != 200 || res.By["a"] < 50 || res.By["b"] < 50 || res.Connections != 2 {
+		t.Errorf("calls over two targets: %+v, want 200 answers spread over both, one connection each", res)
+	}
+	bad, err := http.Get(caller.URL + "/calls?n=2&to=" + url.QueryEscape(a.URL+"/") + "&to=ftp://x")
+	if err != nil {
+		t.Fatal(err)
+	}
+	bad.Body.Close()
+	if bad.StatusCode != http.StatusBadRequest {
+		t.Errorf("a bad second target: status %d, want 400", bad.StatusCode)
+	}
+}
+
 func TestAppHTTPStopsWithContext(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)

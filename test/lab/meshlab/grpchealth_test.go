@@ -3,6 +3,7 @@ package meshlab
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"net/http"
 	"regexp"
 	"sync"
@@ -65,6 +66,7 @@ func TestAppHTTPPortsAndGRPCHealth(t *testing.T) {
 	for _, f := range found {
 		if f[1] == "grpc health" {
 			checkServing(t, f[2])
+			checkGRPCCall(t, f[2])
 			continue
 		}
 		resp, err := http.Get("http://" + f[2] + "/")
@@ -90,5 +92,24 @@ func checkServing(t *testing.T, addr string) {
 	resp, err := healthpb.NewHealthClient(cc).Check(ctx, &healthpb.HealthCheckRequest{})
 	if err != nil || resp.GetStatus() != healthpb.HealthCheckResponse_SERVING {
 		t.Errorf("grpc health on %s: %v %v, want SERVING", addr, resp, err)
+	}
+}
+
+// checkGRPCCall: `app grpc-call` makes its calls over one connection and
+// counts them by the agent each answer names.
+func checkGRPCCall(t *testing.T, addr string) {
+	t.Helper()
+	for _, method := range []string{"Check", "List"} {
+		var out bytes.Buffer
+		if err := Run(context.Background(), []string{"app", "grpc-call", "--to", addr, "--method", method, "--n", "3", "--metadata", "x-variant=b"}, &out); err != nil {
+			t.Fatal(err)
+		}
+		var res GRPCCallResult
+		if err := json.Unmarshal(out.Bytes(), &res); err != nil {
+			t.Fatalf("grpc-call: %v: %s", err, out.Bytes())
+		}
+		if res.Calls != 3 || res.Codes["OK"] != 3 || res.By["probed"] != 3 || res.Error != "" {
+			t.Errorf("grpc-call %s: %+v, want 3 OK answers by probed", method, res)
+		}
 	}
 }

@@ -11,6 +11,7 @@ import (
 	"io"
 	"maps"
 	"math"
+	"math/rand/v2"
 	"net"
 	"net/http"
 	"net/url"
@@ -74,7 +75,7 @@ func appHTTP(ctx context.Context, args []string, stdout io.Writer) error {
 		fmt.Fprintf(stdout, "agent %s listening on %s\n", *name, ln.Addr())
 		go func() { errs <- serveHTTP(srv, ln) }()
 	}
-	stopHealth, err := startGRPCHealth(*grpcHealth, stdout, errs)
+	stopHealth, err := startGRPCHealth(*name, *grpcHealth, stdout, errs)
 	if err != nil {
 		srv.Close()
 		return errors.Join(err, collect(errs, len(lns)))
@@ -171,11 +172,19 @@ func agentHandler(name string) http.Handler {
 		}
 	})
 	mux.HandleFunc("GET /calls", func(w http.ResponseWriter, r *http.Request) {
-		to := r.URL.Query().Get("to")
+		// to may repeat: each call then goes to one of them at random
+		// (as kube-proxy picks a backend per connection, without a mesh).
+		to := r.URL.Query()["to"]
 		n, err := strconv.Atoi(r.URL.Query().Get("n"))
-		if u, perr := url.Parse(to); perr != nil || u.Scheme != "http" || err != nil || n < 1 || n > 10000 {
-			respondJSON(w, http.StatusBadRequest, CallsResult{Error: "want to=http URL and n=1..10000"})
+		if len(to) == 0 || err != nil || n < 1 || n > 10000 {
+			respondJSON(w, http.StatusBadRequest, CallsResult{Error: "want to=http URL (repeatable) and n=1..10000"})
 			return
+		}
+		for _, t := range to {
+			if u, perr := url.Parse(t); perr != nil || u.Scheme != "http" {
+				respondJSON(w, http.StatusBadRequest, CallsResult{Error: "want to=http URL (repeatable) and n=1..10000"})
+				return
+			}
 		}
 		// header=Name:value (repeatable) goes on every call.
 		h := http.Header{}
@@ -198,7 +207,8 @@ func agentHandler(name string) http.Handler {
 }
 
 // CallsResult is what `app http` answers on GET /calls?to=URL&n=N: N GETs
-// over one keep-alive connection.
+// over one keep-alive connection (one per URL when to repeats: each call
+// to one of them at random).
 type CallsResult struct {
 	// Connections is how many connections the N calls took (1 unless one
 	// broke).
@@ -213,13 +223,15 @@ type CallsResult struct {
 	// P50MS and P99MS are the calls' latency percentiles (nearest rank).
 	P50MS float64 `json:"p50_ms"`
 	P99MS float64 `json:"p99_ms"`
-	Error string  `json:"error,omitempty"`
+	// MeanMS is their mean.
+	MeanMS float64 `json:"mean_ms"`
+	Error  string  `json:"error,omitempty"`
 }
 
-// calls sends n requests (GET, or POST with a small JSON body) to to on
-// one keep-alive connection, as a client with a connection pool does,
-// each with header h.
-func calls(ctx context.Context, method, to string, n int, h http.Header) (res CallsResult) {
+// calls sends n requests (GET, or POST with a small JSON body) to one of
+// tos at random each (one keep-alive connection per URL's host), as a
+// client with a connection pool does, each with header h.
+func calls(ctx context.Context, method string, tos []string, n int, h http.Header) (res CallsResult) {
 	res = CallsResult{By: map[string]int{}, Status: map[int]int{}}
 	ctx, cancel := context.WithTimeout(ctx, 60*time.Second)
 	defer cancel()
@@ -237,6 +249,11 @@ func calls(ctx context.Context, method, to string, n int, h http.Header) (res Ca
 			slices.Sort(lat)
 			rank := func(p float64) float64 { return lat[max(0, int(math.Ceil(p*float64(len(lat))))-1)] }
 			res.P50MS, res.P99MS = rank(0.50), rank(0.99)
+			var sum float64
+			for _, v := range lat {
+				sum += v
+			}
+			res.MeanMS = sum / float64(len(lat))
 		}
 	}()
 	client := &http.Client{Transport: tr}
@@ -245,7 +262,7 @@ func calls(ctx context.Context, method, to string, n int, h http.Header) (res Ca
 		if method == http.MethodPost {
 			reqBody = strings.NewReader(`{"task":"validate"}`)
 		}
-		req, err := http.NewRequestWithContext(ctx, method, to, reqBody)
+		req, err := http.NewRequestWithContext(ctx, method, tos[rand.IntN(len(tos))], reqBody)
 		if err != nil {
 			res.Error = err.Error()
 			return res
