@@ -8,6 +8,7 @@ import (
 	"runtime"
 	"time"
 
+	"github.com/agentmesh/agentmesh/test/bench/balance"
 	"github.com/agentmesh/agentmesh/test/bench/controlplane"
 	"github.com/agentmesh/agentmesh/test/bench/l7"
 	policybench "github.com/agentmesh/agentmesh/test/bench/policy"
@@ -17,11 +18,12 @@ import (
 // controlPlaneFlags select the benchmarks and size the control-plane,
 // policy and services ones.
 type controlPlaneFlags struct {
-	dataPath, controlPlane, policy, services, l7 bool
-	cp                                           controlplane.Options
-	pol                                          policybench.Options
-	svc                                          services.Options
-	l7o                                          l7.Options
+	dataPath, controlPlane, policy, services, l7, balance bool
+	cp                                                    controlplane.Options
+	pol                                                   policybench.Options
+	svc                                                   services.Options
+	l7o                                                   l7.Options
+	bal                                                   balance.Options
 }
 
 // register adds --data-path, --control-plane and the --cp-* sizes to fs.
@@ -44,6 +46,29 @@ func (f *controlPlaneFlags) register(fs *flag.FlagSet) {
 	fs.BoolVar(&f.l7, "l7", true, "then compare HTTP keep-alive request latency and MCP tools/call rate direct vs mesh L4 vs mesh L7 (per request) vs mesh L7 with an L7 AgentPolicy, with ztunnel CPU per 1000 requests and RSS, on a Kubernetes-mode lab (needs root and bin/kube; HTTP sized by --rate, --conns, --size, --duration)")
 	fs.IntVar(&f.l7o.Sessions, "l7-mcp-sessions", 4, "l7: MCP sessions calling tools/call back to back")
 	fs.DurationVar(&f.l7o.MCPDuration, "l7-mcp-duration", 5*time.Second, "l7: how long each row calls MCP tools")
+	fs.BoolVar(&f.balance, "balance", true, "then compare how requests spread over three replicas, one of them slow: direct (a replica at random per request) vs the mesh's round robin vs its peak-EWMA, on a Kubernetes-mode lab (needs root and bin/kube)")
+	fs.IntVar(&f.bal.Requests, "balance-requests", 600, "balance: requests per row, one after the other")
+	fs.DurationVar(&f.bal.Fast, "balance-fast", 2*time.Millisecond, "balance: the fast replicas' answer delay")
+	fs.DurationVar(&f.bal.Slow, "balance-slow", 40*time.Millisecond, "balance: the slow replica's answer delay")
+}
+
+// runBalance runs the balancing benchmark and prints its table, also
+// what it measured before failing.
+func runBalance(ctx context.Context, o Options, stdout io.Writer) error {
+	bo := o.cpFlags.bal
+	bo.BinDir, bo.Logger = o.BinDir, o.Logger
+	load := loadAverage()
+	r, err := balance.Measure(ctx, bo)
+	if r != nil {
+		fmt.Fprintln(stdout)
+		balance.WriteTable(stdout, r)
+		fmt.Fprintf(stdout, "\nmachine: %d CPUs, load average %s before and %s after the run\n",
+			runtime.NumCPU(), load, loadAverage())
+	}
+	if err != nil {
+		return fmt.Errorf("balance bench: %w", err)
+	}
+	return nil
 }
 
 // runL7 runs the L7 benchmark and prints its tables, also what it

@@ -79,6 +79,9 @@ func Run(ctx context.Context, args []string, stdout io.Writer) error {
 	if opts.cpFlags.l7 {
 		err = errors.Join(err, runL7(ctx, opts, stdout))
 	}
+	if opts.cpFlags.balance {
+		err = errors.Join(err, runBalance(ctx, opts, stdout))
+	}
 	return err
 }
 
