@@ -111,7 +111,8 @@ func appMCPCall(ctx context.Context, args []string, stdout io.Writer) error {
 // URL --mcp-tool TOOL]`: an A2A agent (JSON-RPC at /a2a, its card at the
 // well-known path) that answers every message with "NAME: TEXT"; with
 // --mcp-to it first calls TOOL(TEXT) on that MCP server, passing the
-// request's traceparent on, and adds the tool's answer.
+// request's traceparent on, and adds the tool's answer. Faults are set at
+// run time as app http's are (POST /fault, GET /stats).
 func appA2AServer(ctx context.Context, args []string, stdout io.Writer) error {
 	fs := flag.NewFlagSet("app a2a-server", flag.ContinueOnError)
 	name := fs.String("name", "agent", "agent name")
@@ -130,7 +131,12 @@ func appA2AServer(ctx context.Context, args []string, stdout io.Writer) error {
 	mux := http.NewServeMux()
 	mux.Handle(A2APath, withTraceparent(a2asrv.NewJSONRPCHandler(a2asrv.NewHandler(&echoExecutor{name: *name, mcpTo: *mcpTo, tool: *mcpTool}))))
 	mux.Handle(a2asrv.WellKnownAgentCardPath, a2asrv.NewStaticAgentCardHandler(card))
-	return serveAgent(ctx, *listen, mux, stdout, "a2a agent "+*name)
+	// Faults as app http's, set at run time (POST /fault).
+	h, err := newFaulty(mux, Fault{FailStatus: http.StatusServiceUnavailable})
+	if err != nil {
+		return err
+	}
+	return serveAgent(ctx, *listen, h, stdout, "a2a agent "+*name)
 }
 
 // echoExecutor answers each message with the agent's name and its text,

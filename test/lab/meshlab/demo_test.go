@@ -44,6 +44,7 @@ func TestDemoKube(t *testing.T) {
 	text := testDemo(t, want, "--kube", "--kube-bin-dir", kube)
 	used := checkServiceDemo(t, text)
 	checkAgentsDemo(t, text)
+	checkTrafficDemo(t, text)
 	if got := strings.Count(text, "sa/planner"); got != 4+used {
 		t.Errorf("sa/planner appears %d times, want %d (the calls and the policy step) + %d (the replicas called)", got, 4, used)
 	}
@@ -128,6 +129,55 @@ func checkAgentsDemo(t *testing.T, text string) {
 		if !seen[want] {
 			t.Errorf("trace tree: no span %q (have %v)", want, seen)
 		}
+	}
+}
+
+var (
+	canaryLine = regexp.MustCompile(`planner sends 200 A2A messages to data-validator: v1 answered (\d+), v2 answered (\d+) \(([\d.]+) %\), (\d+) failed`)
+	failLine   = regexp.MustCompile(`planner sends 20 messages: v1 answered (\d+), v2 answered (\d+), (\d+) failed`)
+	ejectLine  = regexp.MustCompile(`n1's ztunnel logged at t=[\d.]+s: endpoint ejected: \S+ of agentic/data-validator \(policy agentic/dv-resilience\)`)
+	epRow      = regexp.MustCompile(`(?m)^\s+\S+\s+agentic/(data-validator\S*)\s+true\s+.*\s(true|false)\s+spiffe://`)
+	backLine   = regexp.MustCompile(`the next 20 messages: v1 answered (\d+), v2 answered (\d+), (\d+) failed`)
+)
+
+// checkTrafficDemo: the canary's split follows the route's weights (90/10
+// then 50/50, within wide bounds: 200 messages each) with nothing failed
+// and each change in force on both nodes; the failing v2 fails exactly
+// the 3 messages the policy's consecutiveFailures allow before it is
+// ejected, meshctl shows it ejected and v1 not, and once healed it gets
+// its share again with nothing failing.
+func checkTrafficDemo(t *testing.T, text string) {
+	t.Helper()
+	canary := canaryLine.FindAllStringSubmatch(text, -1)
+	if len(canary) != 2 {
+		t.Fatalf("%d canary lines, want 2", len(canary))
+	}
+	// Bounds of about four standard deviations of 200 draws (the e2e
+	// test holds the split to ±2 points over 10 000).
+	for i, want := range []struct{ share, within float64 }{{10, 8}, {50, 15}} {
+		share, _ := strconv.ParseFloat(canary[i][3], 64)
+		if canary[i][4] != "0" || share < want.share-want.within || share > want.share+want.within {
+			t.Errorf("canary step %d: %q, want %.0f ± %.0f %% to v2 and none failed", i+1, canary[i][0], want.share, want.within)
+		}
+	}
+	if got := strings.Count(text, "in force in every node's tunnel: n1 after"); got != 2 {
+		t.Errorf("%d route changes reported in force, want 2", got)
+	}
+	if m := failLine.FindStringSubmatch(text); m == nil || m[1] != "17" || m[2] != "0" || m[3] != "3" {
+		t.Errorf("while v2 failed: %q, want v1 17, v2 0, 3 failed", m)
+	}
+	if !ejectLine.MatchString(text) {
+		t.Error("no ejection line of agentic/data-validator under dv-resilience")
+	}
+	ejected := map[string]string{}
+	for _, m := range epRow.FindAllStringSubmatch(text, -1) {
+		ejected[m[1]] = m[2]
+	}
+	if ejected["data-validator"] != "false" || ejected["data-validator-v2"] != "true" {
+		t.Errorf("meshctl service endpoints rows: ejected %v, want data-validator-v2 only", ejected)
+	}
+	if m := backLine.FindStringSubmatch(text); m == nil || m[3] != "0" || m[2] == "0" {
+		t.Errorf("after v2 healed: %q, want both answering, none failed", m)
 	}
 }
 

@@ -162,7 +162,9 @@ func runAgentsDemo(ctx context.Context, f labFlags, w io.Writer) (err error) {
 	}
 	fmt.Fprintf(w, "\nthe trace %s as Jaeger has it (client spans from the caller's ztunnel, server spans from the callee's):\n\n", traceID)
 	printTraceTree(w, spans, appSpan)
-	return nil
+
+	// 5. A canary and an ejection.
+	return runTrafficDemo(ctx, l, pods, w)
 }
 
 // startDemoAgents creates the namespace, one pod per demoAgent and the
@@ -181,7 +183,7 @@ func startDemoAgents(ctx context.Context, l *lab.Lab) (map[string]*lab.Pod, erro
 			Ports: []corev1.ContainerPort{{Name: "http", ContainerPort: int32(port), Protocol: corev1.ProtocolTCP}},
 			ReadinessProbe: &corev1.Probe{ProbeHandler: corev1.ProbeHandler{TCPSocket: &corev1.TCPSocketAction{Port: intstr.FromInt32(int32(port))}},
 				PeriodSeconds: 1, FailureThreshold: 1, SuccessThreshold: 1, TimeoutSeconds: 1}}
-		pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: a.name, Namespace: agenticNS, Labels: map[string]string{"app": a.name}},
+		pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: a.name, Namespace: agenticNS, Labels: map[string]string{"app": a.name, "version": "v1"}},
 			Spec: corev1.PodSpec{NodeName: a.node, ServiceAccountName: a.name, Containers: []corev1.Container{c}}}
 		if _, err := l.CreatePod(ctx, pod); err != nil {
 			return nil, err
