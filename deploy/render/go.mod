@@ -3,7 +3,7 @@ module github.com/agentmesh/agentmesh/deploy/render
 go 1.26.0
 
 require (
-	helm.sh/helm/v3 v3.22.0
+	helm.sh/helm/v3 v3.21.4
 	k8s.io/api v0.37.0
 	k8s.io/apiextensions-apiserver v0.37.0
 	k8s.io/apimachinery v0.37.0
