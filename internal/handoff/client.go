@@ -76,12 +76,13 @@ func connectOnce(ctx context.Context, path string, h Handler, log *slog.Logger) 
 	stop := context.AfterFunc(ctx, func() { conn.Close() })
 	defer stop()
 	log.Info("connected to agentd", "path", path)
+	snap := &snapshot{}
 	for {
 		p, err := readPacket(conn)
 		if err != nil {
 			return fmt.Errorf("read from agentd: %w", err)
 		}
-		ack := handle(p, h, log)
+		ack := handle(p, h, snap, log)
 		data, err := encode(ack)
 		if err != nil {
 			return err
@@ -92,16 +93,23 @@ func connectOnce(ctx context.Context, path string, h Handler, log *slog.Logger) 
 	}
 }
 
+// snapshot is what a connection's client knows of agentd's snapshot: the
+// UIDs of the adds before snapshot-end.
+type snapshot struct {
+	uids []string
+	done bool // snapshot-end came: adds are incremental now
+}
+
 // handle dispatches one packet to h and returns the acknowledgement. It
 // always consumes p's files: they go to h or are closed.
-func handle(p *packet, h Handler, log *slog.Logger) *message {
+func handle(p *packet, h Handler, snap *snapshot, log *slog.Logger) *message {
 	m, err := decode(p.data)
 	ack := &message{Type: typeAck}
 	if m != nil {
 		ack.Seq = m.Seq
 	}
 	if err == nil {
-		err = dispatch(m, p, h)
+		err = dispatch(m, p, h, snap)
 	}
 	p.closeFiles()
 	if err != nil {
@@ -114,13 +122,20 @@ func handle(p *packet, h Handler, log *slog.Logger) *message {
 }
 
 // dispatch calls the handler method for m; an add takes p's only file.
-func dispatch(m *message, p *packet, h Handler) error {
+// The adds before snapshot-end are the snapshot: snap collects their UIDs
+// (a pod the handler failed to add too, as agentd counts it), and
+// snapshot-end hands them to the handler once their number is the one
+// agentd sent.
+func dispatch(m *message, p *packet, h Handler, snap *snapshot) error {
 	if m.Type == typeAdd {
 		if len(p.files) != 1 {
 			return fmt.Errorf("add %s: want 1 netns fd, got %d", m.Pod.UID, len(p.files))
 		}
 		f := p.files[0]
 		p.files = nil
+		if !snap.done {
+			snap.uids = append(snap.uids, m.Pod.UID)
+		}
 		return h.AddPod(*m.Pod, f)
 	}
 	if len(p.files) != 0 {
@@ -130,7 +145,18 @@ func dispatch(m *message, p *packet, h Handler) error {
 	case typeDel:
 		return h.RemovePod(m.UID)
 	case typeSnapshotEnd:
-		return h.SnapshotDone(m.UIDs)
+		if snap.done {
+			return errors.New("a second snapshot-end on one connection")
+		}
+		snap.done = true
+		uids := snap.uids
+		snap.uids = nil
+		if len(uids) != m.Pods {
+			// Adds were lost (refused for their fds): keep every pod
+			// rather than drop ones agentd still has.
+			return fmt.Errorf("snapshot of %d pods, %d adds of it arrived: pods not re-sent are kept", m.Pods, len(uids))
+		}
+		return h.SnapshotDone(uids)
 	}
 	return fmt.Errorf("%w: %s", errUnexpected, m.Type)
 }

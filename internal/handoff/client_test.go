@@ -33,15 +33,15 @@ func TestClientRejectsBadMessages(t *testing.T) {
 		withFD  bool
 		wantErr string // "" means an ok ack
 	}{
-		{`{"v":1,"type":"add","seq":1,"pod":{"uid":"a"}}`, false, "want 1 netns fd, got 0"},
-		{`{"v":1,"type":"teleport","seq":2}`, false, `unknown message type "teleport"`},
-		{`{"v":1,"type":"teleport","seq":3}`, true, `unknown message type "teleport"`},
-		{`{"v":1,"type":"del","seq":4,"uid":"a"}`, true, "carries 1 unexpected fds"},
-		{`{"v":1,"type":"ack","seq":5}`, false, "unexpected message type: ack"},
+		{`{"v":2,"type":"add","seq":1,"pod":{"uid":"a"}}`, false, "want 1 netns fd, got 0"},
+		{`{"v":2,"type":"teleport","seq":2}`, false, `unknown message type "teleport"`},
+		{`{"v":2,"type":"teleport","seq":3}`, true, `unknown message type "teleport"`},
+		{`{"v":2,"type":"del","seq":4,"uid":"a"}`, true, "carries 1 unexpected fds"},
+		{`{"v":2,"type":"ack","seq":5}`, false, "unexpected message type: ack"},
 		{`{"v":7,"type":"del","seq":6,"uid":"a"}`, false, "unsupported protocol version 7"},
-		{`{"v":1,"type":"add","seq":7,"pod":{"uid":"a","netnsCookie":9}}`, true, ""},
-		{`{"v":1,"type":"del","seq":8,"uid":"a"}`, false, ""},
-		{`{"v":1,"type":"snapshot-end","seq":9,"uids":["x"]}`, false, ""},
+		{`{"v":2,"type":"add","seq":7,"pod":{"uid":"a","netnsCookie":9}}`, true, ""},
+		{`{"v":2,"type":"del","seq":8,"uid":"a"}`, false, ""},
+		{`{"v":2,"type":"snapshot-end","seq":9,"pods":1}`, false, ""},
 	}
 	for _, tt := range tests {
 		f := ns
@@ -65,7 +65,7 @@ func TestClientRejectsBadMessages(t *testing.T) {
 			t.Errorf("%s: ack = %+v, want seq %d error %q", tt.packet, ack, want.Seq, tt.wantErr)
 		}
 	}
-	h.waitEvents(t, addEvent("a", ns, 9), "del a", "snapshot-end x")
+	h.waitEvents(t, addEvent("a", ns, 9), "del a", "snapshot-end a")
 }
 
 func TestConnectWithoutAgentdReturnsOnCancel(t *testing.T) {

@@ -10,7 +10,9 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 )
@@ -119,7 +121,7 @@ func TestHandlerErrorIsAckedAndLogged(t *testing.T) {
 func TestGarbageClientDoesNotStopServer(t *testing.T) {
 	log, logs := newLog(t)
 	s, path := startServer(t, log)
-	for _, junk := range [][]byte{[]byte("\x00\xffnot json"), []byte(`{"v":1,"type":"add","seq":1}`), []byte(`{"v":9}`), []byte(`{"v":1,"type":"ack","seq":99,"ok":true}`)} {
+	for _, junk := range [][]byte{[]byte("\x00\xffnot json"), []byte(`{"v":2,"type":"add","seq":1}`), []byte(`{"v":9}`), []byte(`{"v":2,"type":"ack","seq":99,"ok":true}`)} {
 		c := dialRaw(t, path)
 		if _, err := readPacket(c); err != nil { // snapshot-end
 			t.Fatal(err)
@@ -225,5 +227,54 @@ func expectClosed(t *testing.T, c *net.UnixConn) {
 			t.Fatalf("want the server to close the connection, got %v", err)
 		}
 		p.closeFiles()
+	}
+}
+
+// countHandler counts what it is handed and keeps the last snapshot's
+// UIDs.
+type countHandler struct {
+	mu   sync.Mutex
+	adds int
+	snap []string
+}
+
+func (h *countHandler) AddPod(_ Pod, f *os.File) error {
+	f.Close()
+	h.mu.Lock()
+	h.adds++
+	h.mu.Unlock()
+	return nil
+}
+func (h *countHandler) RemovePod(string) error { return nil }
+func (h *countHandler) SnapshotDone(uids []string) error {
+	h.mu.Lock()
+	h.snap = uids
+	h.mu.Unlock()
+	return nil
+}
+
+// TestLargeSnapshot: a node with 5000 pods (UIDs as long as Kubernetes'),
+// more than version 1's snapshot-end could list, is handed over whole.
+func TestLargeSnapshot(t *testing.T) {
+	log, _ := newLog(t)
+	s, path := startServer(t, log)
+	ns := selfNetns(t)
+	const n = 5000
+	for i := range n {
+		s.Upsert(pod(fmt.Sprintf("0d1e2f3a-4b5c-6d7e-8f90-%012d", i), uint64(i+1)), ns)
+	}
+	h := &countHandler{}
+	start := time.Now()
+	startClient(t, path, h, log)
+	waitFor(t, "the snapshot", func() bool {
+		h.mu.Lock()
+		defer h.mu.Unlock()
+		return len(h.snap) == n
+	})
+	t.Logf("%d pods handed over in %s", n, time.Since(start).Round(time.Millisecond))
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.adds != n || !slices.IsSorted(h.snap) || h.snap[0] != fmt.Sprintf("0d1e2f3a-4b5c-6d7e-8f90-%012d", 0) {
+		t.Errorf("%d adds, snapshot of %d starting %q", h.adds, len(h.snap), h.snap[0])
 	}
 }

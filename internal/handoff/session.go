@@ -80,7 +80,7 @@ func (sess *session) enqueueSnapshotLocked() int {
 			sent = append(sent, uid)
 		}
 	}
-	sess.enqueueLocked(&outgoing{msg: message{Type: typeSnapshotEnd, UIDs: sent}})
+	sess.enqueueLocked(&outgoing{msg: message{Type: typeSnapshotEnd, Pods: len(sent)}})
 	return len(sent)
 }
 

@@ -3,18 +3,21 @@
 //
 // agentd listens (Listen, Server.Run); ztunnel connects (Connect). On every
 // (re)connection agentd first sends the full snapshot, one add per pod and
-// then snapshot-end with the pod UIDs, and afterwards incremental add and
-// del messages. Each message is one JSON packet; an add carries the pod's
-// netns fd as SCM_RIGHTS. ztunnel acknowledges every message and agentd sends
-// the next one only after the acknowledgement.
+// then snapshot-end with the number of pods it sent, and afterwards
+// incremental add and del messages. Each message is one JSON packet; an
+// add carries the pod's netns fd as SCM_RIGHTS. ztunnel acknowledges every
+// message and agentd sends the next one only after the acknowledgement.
+// The snapshot is the adds before snapshot-end: ztunnel collects their
+// UIDs itself, so a snapshot has no size limit (protocol version 1 listed
+// the UIDs in snapshot-end, which capped a node at 2048 pods).
 //
-// Wire format (protocol Version 1), one JSON object per packet, at most
+// Wire format (protocol Version 2), one JSON object per packet, at most
 // 128 KiB:
 //
-//	{"v":1,"type":"add","seq":N,"pod":{"uid","name","namespace","ips","netnsCookie"}}  + 1 fd
-//	{"v":1,"type":"del","seq":N,"uid":"..."}
-//	{"v":1,"type":"snapshot-end","seq":N,"uids":["...", ...]}
-//	{"v":1,"type":"ack","seq":N,"ok":true}  or  {"v":1,"type":"ack","seq":N,"error":"..."}
+//	{"v":2,"type":"add","seq":N,"pod":{"uid","name","namespace","ips","netnsCookie"}}  + 1 fd
+//	{"v":2,"type":"del","seq":N,"uid":"..."}
+//	{"v":2,"type":"snapshot-end","seq":N,"pods":N}
+//	{"v":2,"type":"ack","seq":N,"ok":true}  or  {"v":2,"type":"ack","seq":N,"error":"..."}
 //
 // seq starts at 1 on every connection. A message ztunnel cannot use (bad
 // JSON, other version, unknown type, an add without exactly one fd) is
@@ -30,13 +33,10 @@ import (
 )
 
 // Version is the wire protocol version carried in every message.
-const Version = 1
+const Version = 2
 
 // maxMessageSize caps one packet; anything larger is rejected.
 const maxMessageSize = 128 << 10
-
-// maxUIDs caps the UIDs one snapshot-end may list.
-const maxUIDs = 2048
 
 // Message types.
 const (
@@ -57,14 +57,14 @@ type Pod struct {
 
 // message is the single wire shape; Type says which fields are set.
 type message struct {
-	V     int      `json:"v"`
-	Type  string   `json:"type"`
-	Seq   uint64   `json:"seq"`
-	Pod   *Pod     `json:"pod,omitempty"`   // add
-	UID   string   `json:"uid,omitempty"`   // del
-	UIDs  []string `json:"uids,omitempty"`  // snapshot-end
-	OK    bool     `json:"ok,omitempty"`    // ack
-	Error string   `json:"error,omitempty"` // ack with OK false
+	V     int    `json:"v"`
+	Type  string `json:"type"`
+	Seq   uint64 `json:"seq"`
+	Pod   *Pod   `json:"pod,omitempty"`   // add
+	UID   string `json:"uid,omitempty"`   // del
+	Pods  int    `json:"pods,omitempty"`  // snapshot-end: the adds of the snapshot
+	OK    bool   `json:"ok,omitempty"`    // ack
+	Error string `json:"error,omitempty"` // ack with OK false
 }
 
 var errTooLarge = errors.New("message too large")
@@ -105,8 +105,8 @@ func (m *message) validate() error {
 			return errors.New("missing uid")
 		}
 	case typeSnapshotEnd:
-		if len(m.UIDs) > maxUIDs {
-			return errors.New("too many uids")
+		if m.Pods < 0 {
+			return errors.New("negative pod count")
 		}
 	case typeAck:
 	default:

@@ -2,7 +2,9 @@ package handoff
 
 import (
 	"bytes"
+	"fmt"
 	"net/netip"
+	"os"
 	"strings"
 	"testing"
 )
@@ -11,19 +13,20 @@ func TestDecode(t *testing.T) {
 	tests := []struct {
 		name, in, wantErr string
 	}{
-		{"add", `{"v":1,"type":"add","seq":3,"pod":{"uid":"u1","ips":["198.18.0.2"]}}`, ""},
-		{"del", `{"v":1,"type":"del","seq":4,"uid":"u1"}`, ""},
-		{"snapshot end empty", `{"v":1,"type":"snapshot-end","seq":1}`, ""},
-		{"ack", `{"v":1,"type":"ack","seq":1,"ok":true}`, ""},
+		{"add", `{"v":2,"type":"add","seq":3,"pod":{"uid":"u1","ips":["198.18.0.2"]}}`, ""},
+		{"del", `{"v":2,"type":"del","seq":4,"uid":"u1"}`, ""},
+		{"snapshot end empty", `{"v":2,"type":"snapshot-end","seq":1}`, ""},
+		{"ack", `{"v":2,"type":"ack","seq":1,"ok":true}`, ""},
 		{"not json", `garbage`, "decode message"},
-		{"old version", `{"v":0,"type":"ack"}`, "unsupported protocol version 0"},
-		{"future version", `{"v":2,"type":"ack"}`, "unsupported protocol version 2"},
-		{"unknown type", `{"v":1,"type":"rename","seq":9}`, `unknown message type "rename"`},
-		{"add without pod", `{"v":1,"type":"add","seq":1}`, "missing pod uid"},
-		{"add without uid", `{"v":1,"type":"add","seq":1,"pod":{"name":"a"}}`, "missing pod uid"},
-		{"bad ip", `{"v":1,"type":"add","seq":1,"pod":{"uid":"u","ips":["nope"]}}`, "decode message"},
-		{"del without uid", `{"v":1,"type":"del","seq":1}`, "missing uid"},
-		{"too large", `{"v":1,"type":"ack","error":"` + strings.Repeat("x", maxMessageSize) + `"}`, "message too large"},
+		{"old version", `{"v":1,"type":"ack"}`, "unsupported protocol version 1"},
+		{"future version", `{"v":3,"type":"ack"}`, "unsupported protocol version 3"},
+		{"negative pod count", `{"v":2,"type":"snapshot-end","seq":1,"pods":-1}`, "negative pod count"},
+		{"unknown type", `{"v":2,"type":"rename","seq":9}`, `unknown message type "rename"`},
+		{"add without pod", `{"v":2,"type":"add","seq":1}`, "missing pod uid"},
+		{"add without uid", `{"v":2,"type":"add","seq":1,"pod":{"name":"a"}}`, "missing pod uid"},
+		{"bad ip", `{"v":2,"type":"add","seq":1,"pod":{"uid":"u","ips":["nope"]}}`, "decode message"},
+		{"del without uid", `{"v":2,"type":"del","seq":1}`, "missing uid"},
+		{"too large", `{"v":2,"type":"ack","error":"` + strings.Repeat("x", maxMessageSize) + `"}`, "message too large"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -39,7 +42,7 @@ func TestDecode(t *testing.T) {
 }
 
 func TestDecodeKeepsSeqOfInvalidMessage(t *testing.T) {
-	m, err := decode([]byte(`{"v":1,"type":"bogus","seq":42}`))
+	m, err := decode([]byte(`{"v":2,"type":"bogus","seq":42}`))
 	if err == nil || m == nil || m.Seq != 42 {
 		t.Fatalf("decode = %+v, %v; want the message with seq 42 and an error", m, err)
 	}
@@ -63,23 +66,58 @@ func TestEncodeRoundTrip(t *testing.T) {
 	}
 }
 
-func TestEncodeRejectsOversizedSnapshot(t *testing.T) {
-	uids := make([]string, maxUIDs)
-	for i := range uids {
-		uids[i] = strings.Repeat("u", 80)
-	}
-	if _, err := encode(&message{Type: typeSnapshotEnd, UIDs: uids}); err == nil {
+func TestEncodeRejectsOversized(t *testing.T) {
+	p := Pod{UID: "u", Name: strings.Repeat("n", maxMessageSize)}
+	if _, err := encode(&message{Type: typeAdd, Pod: &p}); err == nil {
 		t.Fatal("encode of an oversized message succeeded")
 	}
+}
+
+// TestSnapshotCount: snapshot-end hands the handler the UIDs of the adds
+// before it when their number is agentd's; otherwise it keeps every pod
+// (an error, no SnapshotDone). Adds after it are not part of a snapshot,
+// and a second snapshot-end is an error.
+func TestSnapshotCount(t *testing.T) {
+	ns := selfNetns(t)
+	add := func(h Handler, snap *snapshot, uid string) error {
+		f, err := dupFile(ns)
+		if err != nil {
+			t.Fatal(err)
+		}
+		p := pod(uid, 1)
+		return dispatch(&message{Type: typeAdd, Pod: &p}, &packet{files: []*os.File{f}}, h, snap)
+	}
+	h, snap := &recHandler{}, &snapshot{}
+	for _, uid := range []string{"a", "b"} {
+		if err := add(h, snap, uid); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := dispatch(&message{Type: typeSnapshotEnd, Pods: 3}, &packet{}, h, snap); err == nil || !strings.Contains(err.Error(), "snapshot of 3 pods, 2 adds") {
+		t.Errorf("a short snapshot: %v", err)
+	}
+	if ev := h.snapshot(); len(ev) != 2 {
+		t.Errorf("a short snapshot reached the handler: %q", ev)
+	}
+	h, snap = &recHandler{}, &snapshot{}
+	add(h, snap, "a")
+	if err := dispatch(&message{Type: typeSnapshotEnd, Pods: 1}, &packet{}, h, snap); err != nil {
+		t.Fatal(err)
+	}
+	add(h, snap, "c")
+	if err := dispatch(&message{Type: typeSnapshotEnd}, &packet{}, h, snap); err == nil {
+		t.Error("a second snapshot-end accepted")
+	}
+	h.waitEvents(t, "add a ino="+fmt.Sprint(inode(ns))+" cookie=1", "snapshot-end a", "add c ino="+fmt.Sprint(inode(ns))+" cookie=1")
 }
 
 // FuzzDecode checks that no input panics, that accepted messages are
 // valid, and that they survive a round trip.
 func FuzzDecode(f *testing.F) {
-	f.Add([]byte(`{"v":1,"type":"add","seq":3,"pod":{"uid":"u1","ips":["198.18.0.2"]}}`))
-	f.Add([]byte(`{"v":1,"type":"snapshot-end","seq":1,"uids":["a","b"]}`))
-	f.Add([]byte(`{"v":1,"type":"ack","seq":1,"ok":false,"error":"x"}`))
-	f.Add([]byte(`{"v":1,"type":"del","uid":""}`))
+	f.Add([]byte(`{"v":2,"type":"add","seq":3,"pod":{"uid":"u1","ips":["198.18.0.2"]}}`))
+	f.Add([]byte(`{"v":2,"type":"snapshot-end","seq":1,"pods":2}`))
+	f.Add([]byte(`{"v":2,"type":"ack","seq":1,"ok":false,"error":"x"}`))
+	f.Add([]byte(`{"v":2,"type":"del","uid":""}`))
 	f.Add([]byte{0xff, 0x00})
 	f.Fuzz(func(t *testing.T, data []byte) {
 		m, err := decode(data)
@@ -105,11 +143,11 @@ func FuzzDecode(f *testing.F) {
 
 // FuzzHandle feeds arbitrary packets to ztunnel's dispatcher.
 func FuzzHandle(f *testing.F) {
-	f.Add([]byte(`{"v":1,"type":"add","seq":3,"pod":{"uid":"u1"}}`))
-	f.Add([]byte(`{"v":1,"type":"del","seq":3,"uid":"u1"}`))
-	f.Add([]byte(`{"v":1,"type":"ack","seq":3}`))
+	f.Add([]byte(`{"v":2,"type":"add","seq":3,"pod":{"uid":"u1"}}`))
+	f.Add([]byte(`{"v":2,"type":"del","seq":3,"uid":"u1"}`))
+	f.Add([]byte(`{"v":2,"type":"ack","seq":3}`))
 	f.Fuzz(func(t *testing.T, data []byte) {
-		ack := handle(&packet{data: data}, nopHandler{}, discardLog())
+		ack := handle(&packet{data: data}, nopHandler{}, &snapshot{}, discardLog())
 		if ack.Type != typeAck || (!ack.OK && ack.Error == "") {
 			t.Fatalf("bad ack %+v", ack)
 		}
