@@ -152,7 +152,7 @@ func NewNode(o NodeOptions) *Node {
 		o.Registry = prometheus.NewRegistry()
 	}
 	if o.PodNet == nil {
-		o.PodNet = podnet.Netns{}
+		o.PodNet = podnet.Netns{Log: o.Logger}
 	}
 	if o.RecentRequests == 0 {
 		o.RecentRequests = record.DefaultRecentRequests

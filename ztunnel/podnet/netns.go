@@ -3,6 +3,7 @@ package podnet
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"net"
 	"net/netip"
 	"os"
@@ -15,11 +16,43 @@ import (
 
 // Netns opens the real Net of a pod: its network namespace, entered with
 // setns only for the moment a socket is made.
-type Netns struct{}
+type Netns struct {
+	// Log says when a pod's TIME_WAIT reuse cannot be set (nil: discard).
+	Log *slog.Logger
+}
 
-// Open takes ns over.
-func (Netns) Open(_ handoff.Pod, ns *os.File) (Net, error) {
+// Open takes ns over, and turns on the reuse of TIME_WAIT ports for the
+// connections made from the pod's netns (reuseTimeWait).
+func (n Netns) Open(p handoff.Pod, ns *os.File) (Net, error) {
+	if err := reuseTimeWait(int(ns.Fd())); err != nil && n.Log != nil {
+		n.Log.Warn("cannot let deliveries reuse TIME_WAIT ports: new connections to the pod slow down past some 14 000 a minute",
+			"pod", p.Namespace+"/"+p.Name, "err", err)
+	}
 	return &nsNet{f: ns, fd: int(ns.Fd())}, nil
+}
+
+// TimeWaitReuse is the sysctl, per netns, that lets a connect take a local
+// port still in TIME_WAIT with the same peer once a second has passed
+// (TCP timestamps tell the connections apart).
+const TimeWaitReuse = "/proc/sys/net/ipv4/tcp_tw_reuse"
+
+// reuseTimeWait sets TimeWaitReuse to 1 in the netns open at fd. The
+// tunnel delivers every inbound connection to the app from the pod's own
+// address, and closes first when the client does, so each one leaves a
+// TIME_WAIT entry from the pod's address to the app's port. The default
+// (2) reuses those only on loopback: after some 14 000 of them (the half
+// of the ephemeral range Linux prefers for connects) every delivery
+// searches for a free port, and after some 28 000 in a minute deliveries
+// fail. With 1 they reuse ports a second old. The app's own outbound
+// connections go to ztunnel over loopback, where the default reused them
+// already.
+func reuseTimeWait(fd int) error {
+	return netns.Do(fd, func() error {
+		if err := os.WriteFile(TimeWaitReuse, []byte("1"), 0); err != nil {
+			return fmt.Errorf("set %s: %w", TimeWaitReuse, err)
+		}
+		return nil
+	})
 }
 
 type nsNet struct {
