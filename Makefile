@@ -134,6 +134,21 @@ $(BIN)/jaeger: $(JAEGER_MOD)
 	cd test/jaeger && $(GO) build -trimpath -ldflags "-s -w" -o $(abspath $@) github.com/jaegertracing/jaeger/cmd/jaeger && \
 	echo "jaeger: built in $$(( $$(date +%s) - start ))s ($$(du -h $(abspath $@) | cut -f1))"
 
+# containerd v2 (containerd, ctr, containerd-shim-runc-v2), built from source
+# as Go tools of its own module (test/containerd), static, for the lab's real
+# Kubernetes nodes (with Debian's runc); cached like the kube binaries.
+CONTAINERD_MOD := test/containerd/go.mod test/containerd/go.sum
+CONTAINERD_CMDS := containerd ctr containerd-shim-runc-v2
+
+.PHONY: containerd
+containerd: $(BIN)/containerd/containerd ## build containerd v2, ctr and the runc shim from source into bin/containerd/ (about a minute the first time)
+
+$(BIN)/containerd/containerd: $(CONTAINERD_MOD)
+	@echo "containerd: building ..."; start=$$(date +%s); \
+	cd test/containerd && CGO_ENABLED=0 $(GO) build -trimpath -ldflags "-s -w" -o $(abspath $(BIN)/containerd)/ \
+		$(addprefix github.com/containerd/containerd/v2/cmd/,$(CONTAINERD_CMDS)) && \
+	echo "containerd: built in $$(( $$(date +%s) - start ))s"
+
 .PHONY: dashboards
 dashboards: ## regenerate the chart's Grafana dashboard (deploy/charts/agentmesh/dashboards/agentmesh.json) from internal/dashboard
 	$(GO) run ./internal/dashboard/gen deploy/charts/agentmesh/dashboards/agentmesh.json
