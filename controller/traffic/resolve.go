@@ -107,7 +107,6 @@ func claim(tp *v1alpha1.TrafficPolicy, winner map[string]*v1alpha1.TrafficPolicy
 				o.headless = append(o.headless, ref.Name)
 			}
 		}
-		seen[ref.Name] = true
 	}
 	return o
 }

@@ -376,12 +376,12 @@ func (pl *Pipeline) dialBreaker(t *try) (release func(), err error) {
 		defer g.give()
 	}
 	if b.MaxConnections > 0 {
-		g := pl.breakers.get("connections/" + t.svc + "/" + t.e.Key)
-		if !g.take(b.MaxConnections) {
+		give, ok := pl.takeConnection(t.svc, t.e.Key, b.MaxConnections)
+		if !ok {
 			pl.Record.TrafficEvent(t.svc, overflowConnections)
 			return release, &errOverflow{overflowConnections}
 		}
-		release = g.give
+		release = give
 	}
 	return release, nil
 }

@@ -54,13 +54,7 @@ func (pl *Pipeline) connTraffic(svc *meshconfig.Service) transport.Traffic {
 	}
 	if b := tp.Breaker; b != nil && b.MaxConnections > 0 {
 		limit := b.MaxConnections
-		tr.Admit = func(e *balance.Endpoint) (func(), bool) {
-			g := pl.breakers.get("connections/" + key + "/" + e.Key)
-			if !g.take(limit) {
-				return nil, false
-			}
-			return g.give, true
-		}
+		tr.Admit = func(e *balance.Endpoint) (func(), bool) { return pl.takeConnection(key, e.Key, limit) }
 	}
 	if tp.Outlier != nil {
 		tr.Ejected = func(e *balance.Endpoint) {
@@ -69,6 +63,17 @@ func (pl *Pipeline) connTraffic(svc *meshconfig.Service) transport.Traffic {
 		}
 	}
 	return tr
+}
+
+// takeConnection takes one of the limit connection slots of endpoint of
+// service (breaker.maxConnections: HBONE streams of requests and opaque
+// connections alike); false when none is left, else give returns it.
+func (pl *Pipeline) takeConnection(service, endpoint string, limit int) (give func(), ok bool) {
+	g := pl.breakers.get("connections/" + service + "/" + endpoint)
+	if !g.take(limit) {
+		return nil, false
+	}
+	return g.give, true
 }
 
 // requestKey is r's affinity key under tp (or its consistent-hash key):

@@ -152,7 +152,7 @@ func (t *Transport) DialService(ctx context.Context, p *flow.Pod, f *flow.Flow, 
 	budget, cancel := context.WithTimeout(ctx, max(o.Budget, connect))
 	defer cancel()
 	tried := map[string]bool{}
-	full := map[string]bool{} // at their connection limit
+	var full map[string]bool // at their connection limit (made on the first)
 	skip := func(e *balance.Endpoint) bool { return tried[e.Key] || full[e.Key] }
 	var last error
 	attempt, retries := 0, 0
@@ -165,10 +165,13 @@ func (t *Transport) DialService(ctx context.Context, p *flow.Pod, f *flow.Flow, 
 			clear(tried)
 			e, _ = t.balancer.PickFor(svc, cands, skip, pol, balance.Key{})
 		}
-		release := func() {}
+		var release func() // the connection slot, nil without a limit
 		if e != nil && tr.Admit != nil {
 			r, ok := tr.Admit(e)
 			if !ok {
+				if full == nil {
+					full = map[string]bool{}
+				}
 				full[e.Key] = true
 				continue // another endpoint, if one has a slot
 			}
@@ -206,10 +209,15 @@ func (t *Transport) DialService(ctx context.Context, p *flow.Pod, f *flow.Flow, 
 				bc.Connected()
 				t.balancer.Result(svc, e, pol, false)
 				t.rec.ServiceConnect(svc, "ok")
+				if release == nil {
+					return c, bc.Done, nil
+				}
 				return c, func() { bc.Done(); release() }, nil
 			}
 			bc.Failed()
-			release()
+			if release != nil {
+				release()
+			}
 			last = fmt.Errorf("endpoint %s (attempt %d of %d): %w", e.Addr, attempt, o.Attempts, err)
 			reason := retryReason(err)
 			// A connect that failed on the endpoint's side counts
