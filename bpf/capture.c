@@ -42,7 +42,7 @@ static __always_inline bool should_capture(struct bpf_sock_addr *ctx)
 	__u64 ns = bpf_get_netns_cookie(ctx);
 	if (!bpf_map_lookup_elem(&enrolled_netns, &ns))
 		return false;
-	if (ctx->sk->mark == SOCKET_MARK) {
+	if (is_mesh_mark(ctx->sk->mark)) {
 		STAT_INC(connect_bypassed);
 		return false;
 	}

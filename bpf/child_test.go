@@ -13,8 +13,6 @@ import (
 	"testing"
 
 	"golang.org/x/sys/unix"
-
-	"github.com/agentmesh/agentmesh/api/mesh"
 )
 
 // The connect tests need the connecting socket to belong to a task in the
@@ -69,8 +67,8 @@ func childConnect(spec string) error {
 	if err != nil {
 		return err
 	}
-	if mark == "1" {
-		if err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_MARK, mesh.SocketMark); err != nil {
+	if m, _ := strconv.Atoi(mark); m != 0 {
+		if err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_MARK, m); err != nil {
 			return fmt.Errorf("SO_MARK: %w", err)
 		}
 	}
@@ -97,7 +95,9 @@ func sockaddrString(sa unix.Sockaddr) string {
 
 // connectFrom runs a child in cgroup cg and netns ns that connects to dst
 // and returns the child's local address (as the peer sees it).
-func connectFrom(t *testing.T, cg string, ns *os.File, network, dst string, mark bool) netip.AddrPort {
+// connectFrom connects from a child in cgroup cg and netns ns, its socket
+// with SO_MARK mark (0: none).
+func connectFrom(t *testing.T, cg string, ns *os.File, network, dst string, mark int) netip.AddrPort {
 	t.Helper()
 	exe, err := os.Executable()
 	if err != nil {
@@ -109,7 +109,7 @@ func connectFrom(t *testing.T, cg string, ns *os.File, network, dst string, mark
 	}
 	defer cgf.Close()
 	cmd := exec.Command(exe, "-test.run=^$")
-	cmd.Env = append(os.Environ(), fmt.Sprintf("%s=%s %s %s", childEnv, network, dst, strconv.Itoa(btoi(mark))))
+	cmd.Env = append(os.Environ(), fmt.Sprintf("%s=%s %s %s", childEnv, network, dst, strconv.Itoa(mark)))
 	cmd.ExtraFiles = []*os.File{ns}
 	cmd.SysProcAttr = &syscall.SysProcAttr{UseCgroupFD: true, CgroupFD: int(cgf.Fd())}
 	var stderr bytes.Buffer

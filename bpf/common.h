@@ -26,6 +26,12 @@
 #define HBONE_PORT 15008
 #define DNS_PROXY_PORT 15053
 #define SOCKET_MARK 0x539
+// ztunnel's delivery sockets that connect from the caller's address
+// (IP_TRANSPARENT); the capture lets them through like SOCKET_MARK.
+#define DELIVERY_MARK 0x53a
+
+// is_mesh_mark reports a socket of ztunnel's (either mark).
+#define is_mesh_mark(m) ((m) == SOCKET_MARK || (m) == DELIVERY_MARK)
 
 // The original destination of a redirected connection.
 struct orig_addr {
@@ -52,6 +58,16 @@ struct listener_key {
 	__u8 addr[16] __attribute__((aligned(4)));
 	__u16 port;
 	__u16 pad;
+};
+
+// A connection ztunnel is delivering to an app from the caller's address:
+// the app's end (local) and the caller's (remote), as sk_lookup sees its
+// SYN.
+struct delivery_key {
+	__u8 local_addr[16] __attribute__((aligned(4)));
+	__u8 remote_addr[16];
+	__u16 local_port;
+	__u16 remote_port;
 };
 
 // Per-CPU counters, one entry at key 0.

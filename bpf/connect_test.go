@@ -7,6 +7,7 @@ import (
 	"os"
 	"testing"
 
+	"github.com/agentmesh/agentmesh/api/mesh"
 	"github.com/agentmesh/agentmesh/internal/netns"
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/link"
@@ -66,23 +67,25 @@ func TestConnectRedirect(t *testing.T) {
 	tests := []struct {
 		name, network, dst string
 		pod                *podNetns
-		mark               bool
+		mark               int // SO_MARK, 0: none
 		lands              func(*podNetns) *listenerT
 		orig               netip.AddrPort // zero: no orig_dst entry
 		want               Counters       // deltas
 	}{
-		{"v4 redirected", "tcp4", "198.18.0.2:80", pod, false, out4, netip.MustParseAddrPort("198.18.0.2:80"),
+		{"v4 redirected", "tcp4", "198.18.0.2:80", pod, 0, out4, netip.MustParseAddrPort("198.18.0.2:80"),
 			Counters{ConnectRedirected: 1, SockopsRecorded: 1}},
-		{"v6 redirected", "tcp6", "[fd00:18::2]:80", pod, false, out6, netip.MustParseAddrPort("[fd00:18::2]:80"),
+		{"v6 redirected", "tcp6", "[fd00:18::2]:80", pod, 0, out6, netip.MustParseAddrPort("[fd00:18::2]:80"),
 			Counters{ConnectRedirected: 1, SockopsRecorded: 1}},
-		{"v4-mapped on v6 socket redirected to 127.0.0.1", "tcp6", "[::ffff:198.18.0.2]:80", pod, false, out4,
+		{"v4-mapped on v6 socket redirected to 127.0.0.1", "tcp6", "[::ffff:198.18.0.2]:80", pod, 0, out4,
 			netip.MustParseAddrPort("198.18.0.2:80"), Counters{ConnectRedirected: 1, SockopsRecorded: 1}},
-		{"v4 with mesh mark bypasses", "tcp4", "198.18.0.2:80", pod, true, app4, none, Counters{ConnectBypassed: 1}},
-		{"v6 with mesh mark bypasses", "tcp6", "[fd00:18::2]:80", pod, true, app6, none, Counters{ConnectBypassed: 1}},
-		{"v4 loopback untouched", "tcp4", "127.0.0.1:15001", pod, false, out4, none, Counters{}},
-		{"v6 loopback untouched", "tcp6", "[::1]:15001", pod, false, out6, none, Counters{}},
-		{"v4 not enrolled", "tcp4", "198.18.0.2:80", other, false, app4, none, Counters{}},
-		{"v6 not enrolled", "tcp6", "[fd00:18::2]:80", other, false, app6, none, Counters{}},
+		{"v4 with mesh mark bypasses", "tcp4", "198.18.0.2:80", pod, mesh.SocketMark, app4, none, Counters{ConnectBypassed: 1}},
+		{"v6 with mesh mark bypasses", "tcp6", "[fd00:18::2]:80", pod, mesh.SocketMark, app6, none, Counters{ConnectBypassed: 1}},
+		{"v4 with delivery mark bypasses", "tcp4", "198.18.0.2:80", pod, mesh.DeliveryMark, app4, none, Counters{ConnectBypassed: 1}},
+		{"v6 with delivery mark bypasses", "tcp6", "[fd00:18::2]:80", pod, mesh.DeliveryMark, app6, none, Counters{ConnectBypassed: 1}},
+		{"v4 loopback untouched", "tcp4", "127.0.0.1:15001", pod, 0, out4, none, Counters{}},
+		{"v6 loopback untouched", "tcp6", "[::1]:15001", pod, 0, out6, none, Counters{}},
+		{"v4 not enrolled", "tcp4", "198.18.0.2:80", other, 0, app4, none, Counters{}},
+		{"v6 not enrolled", "tcp6", "[fd00:18::2]:80", other, 0, app6, none, Counters{}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -16,7 +16,7 @@ func TestLoad(t *testing.T) {
 			t.Errorf("program %s not loaded", n)
 		}
 	}
-	for _, n := range []string{MapEnrolledNetns, MapOrigDstCookie, MapOrigDst, MapListeners, MapStats, MapDNSUpstream, MapDNSSock} {
+	for _, n := range []string{MapEnrolledNetns, MapOrigDstCookie, MapOrigDst, MapListeners, MapStats, MapDNSUpstream, MapDNSSock, MapDeliveries} {
 		if o.Maps[n] == nil {
 			t.Errorf("map %s not loaded", n)
 		}

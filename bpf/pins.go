@@ -26,6 +26,7 @@ const (
 	MapStats         = "stats"           // PERCPU_ARRAY: key 0 -> struct counters
 	MapDNSUpstream   = "dns_upstream"    // LRU_HASH: struct dns_key -> struct orig_addr
 	MapDNSSock       = "dns_sock"        // LRU_HASH: socket cookie -> struct orig_addr
+	MapDeliveries    = "deliveries"      // LRU_HASH: struct delivery_key -> u8, deliveries from the caller's address
 
 	// Loopback-leg acceleration (sockmap.c), only with agentd --sockmap-accel.
 	MapAccelSocks   = "accel_socks"    // SOCKHASH: struct sock_key -> established loopback socket

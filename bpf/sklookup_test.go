@@ -12,6 +12,8 @@ import (
 	"github.com/cilium/ebpf/link"
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
+
+	"github.com/agentmesh/agentmesh/api/mesh"
 )
 
 // vethPair joins pod (veth0: 198.18.0.1, fd00:18::1) and client (veth1:
@@ -148,4 +150,114 @@ func TestPutListenerRejectsMPTCP(t *testing.T) {
 	if !errors.Is(err, errMPTCP) {
 		t.Errorf("put MPTCP listener: %v, want errMPTCP", err)
 	}
+}
+
+// TestSkLookupPassesDeliveries: a connection made inside the pod netns
+// from a foreign address (ztunnel delivering from the caller's address)
+// reaches the app when its four-tuple is recorded in deliveries, and is
+// steered to ztunnel like any connection from outside when it is not.
+func TestSkLookupPassesDeliveries(t *testing.T) {
+	o := loadObjects(t)
+	pod, client := newNetns(t), newNetns(t)
+	vethPair(t, pod, client)
+	l, err := link.AttachNetNs(int(pod.Fd()), o.Programs[ProgSkLookup])
+	if err != nil {
+		t.Fatalf("attach sk_lookup: %v", err)
+	}
+	t.Cleanup(func() { l.Close() })
+	// The app's replies to the foreign address stay in the netns (what
+	// ztunnel's podnet sets up).
+	inNetns(t, pod, func() error {
+		if err := os.WriteFile("/proc/sys/net/ipv4/tcp_fwmark_accept", []byte("1"), 0); err != nil {
+			return err
+		}
+		lo, err := netlink.LinkByName("lo")
+		if err != nil {
+			return err
+		}
+		for _, fam := range []struct {
+			family int
+			dst    string
+		}{{netlink.FAMILY_V4, "0.0.0.0/0"}, {netlink.FAMILY_V6, "::/0"}} {
+			_, dst, _ := net.ParseCIDR(fam.dst)
+			if err := netlink.RouteAdd(&netlink.Route{LinkIndex: lo.Attrs().Index, Dst: dst, Table: mesh.DeliveryMark,
+				Type: unix.RTN_LOCAL, Scope: netlink.SCOPE_HOST}); err != nil {
+				return err
+			}
+			r := netlink.NewRule()
+			r.Family, r.Table, r.Mark, r.Priority = fam.family, mesh.DeliveryMark, mesh.DeliveryMark, 100
+			if err := netlink.RuleAdd(r); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	plain := listen(t, pod, "tcp", ":15006")
+	app := listen(t, pod, "tcp", ":8080")
+	for _, ip := range []string{"198.18.0.1", "fd00:18::1"} {
+		if err := PutListener(o.Maps[MapListeners], netip.MustParseAddr(ip), 15006, plain); err != nil {
+			t.Fatal(err)
+		}
+	}
+	m := o.Maps[MapDeliveries]
+	for _, tt := range []struct {
+		name     string
+		app      string
+		caller   string
+		recorded bool
+		lands    *net.TCPListener
+		want     Counters
+	}{
+		{"v4 recorded delivery reaches the app", "198.18.0.1:8080", "203.0.113.9:40001", true, app, Counters{}},
+		{"v6 recorded delivery reaches the app", "[fd00:18::1]:8080", "[2001:db8::9]:40001", true, app, Counters{}},
+		{"v4 unrecorded is steered", "198.18.0.1:8080", "203.0.113.9:40002", false, plain, Counters{LookupSteered: 1}},
+		{"v6 unrecorded is steered", "[fd00:18::1]:8080", "[2001:db8::9]:40002", false, plain, Counters{LookupSteered: 1}},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			appAddr, caller := netip.MustParseAddrPort(tt.app), netip.MustParseAddrPort(tt.caller)
+			if tt.recorded {
+				if err := PutDelivery(m, appAddr, caller); err != nil {
+					t.Fatal(err)
+				}
+				if err := PutDelivery(m, appAddr, caller); !errors.Is(err, ErrDeliveryTaken) {
+					t.Errorf("second PutDelivery: %v, want ErrDeliveryTaken", err)
+				}
+				defer func() {
+					if err := DeleteDelivery(m, appAddr, caller); err != nil {
+						t.Error(err)
+					}
+				}()
+			}
+			before := readCounters(t, o)
+			d := net.Dialer{Timeout: 5 * time.Second, LocalAddr: net.TCPAddrFromAddrPort(caller),
+				Control: func(_, _ string, rc syscall.RawConn) error {
+					var serr error
+					err := rc.Control(func(fd uintptr) {
+						serr = errors.Join(unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_MARK, mesh.DeliveryMark),
+							transparent(int(fd), caller.Addr().Is4()))
+					})
+					return errors.Join(err, serr)
+				}}
+			var c net.Conn
+			inNetns(t, pod, func() error {
+				c, err = d.Dial("tcp", tt.app)
+				return nil
+			})
+			if err != nil {
+				t.Fatalf("dial %s from %s: %v", tt.app, caller, err)
+			}
+			defer c.Close()
+			acceptFrom(t, tt.lands, caller.String())
+			if d := diff(before, readCounters(t, o)); d != tt.want {
+				t.Errorf("counter deltas = %+v, want %+v", d, tt.want)
+			}
+		})
+	}
+}
+
+func transparent(fd int, v4 bool) error {
+	if v4 {
+		return unix.SetsockoptInt(fd, unix.SOL_IP, unix.IP_TRANSPARENT, 1)
+	}
+	return unix.SetsockoptInt(fd, unix.SOL_IPV6, unix.IPV6_TRANSPARENT, 1)
 }

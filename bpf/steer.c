@@ -17,11 +17,24 @@ struct {
 	__type(value, __u64);
 } listeners SEC(".maps");
 
+// The connections ztunnel is delivering to an app from the caller's address
+// (IP_TRANSPARENT), recorded by ztunnel before each connect and deleted once
+// it returned: their SYN arrives from a foreign address like a connection
+// from outside, and must reach the app, not ztunnel again. LRU: entries of
+// a ztunnel that died mid-connect age out.
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 65536);
+	__type(key, struct delivery_key);
+	__type(value, __u8);
+} deliveries SEC(".maps");
+
 // from_inside reports connections made inside the pod's own netns: to a
 // loopback address, from a loopback address, or from the pod's own address.
 // (ingress_ifindex cannot tell: for local traffic it is the device owning
 // the address, not lo.) ztunnel therefore delivers to the app from the pod
-// IP or loopback, never with a foreign (spoofed) source address.
+// IP or loopback, or from the caller's address when it recorded the
+// connection in deliveries.
 static __always_inline bool from_inside(const __u8 *local, const __u8 *remote)
 {
 	return addr_is_local(local) || addr_is_local(remote) || addr_equal(local, remote);
@@ -44,6 +57,11 @@ int steer_inbound(struct bpf_sk_lookup *ctx)
 			  CTX_U32(ctx, remote_ip6[2]), CTX_U32(ctx, remote_ip6[3]));
 	}
 	if (from_inside(key.addr, remote))
+		return SK_PASS;
+	struct delivery_key dk = {.local_port = ctx->local_port, .remote_port = bpf_ntohs(ctx->remote_port)};
+	__builtin_memcpy(dk.local_addr, key.addr, sizeof(dk.local_addr));
+	__builtin_memcpy(dk.remote_addr, remote, sizeof(dk.remote_addr));
+	if (bpf_map_lookup_elem(&deliveries, &dk))
 		return SK_PASS;
 	key.port = ctx->local_port == HBONE_PORT ? HBONE_PORT : INBOUND_PLAINTEXT_PORT;
 	struct bpf_sock *sk = bpf_map_lookup_elem(&listeners, &key);

@@ -29,6 +29,14 @@ type steerCounters struct {
 	DnsRestored       uint64
 }
 
+type steerDeliveryKey struct {
+	_          structs.HostLayout
+	LocalAddr  [16]uint8
+	RemoteAddr [16]uint8
+	LocalPort  uint16
+	RemotePort uint16
+}
+
 type steerListenerKey struct {
 	_    structs.HostLayout
 	Addr [16]uint8
@@ -40,6 +48,7 @@ type steerListenerKey struct {
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
+	steerMapDeliveries    = "deliveries"
 	steerMapListeners     = "listeners"
 	steerMapStats         = "stats"
 	steerProgSteerInbound = "steer_inbound"
@@ -94,8 +103,9 @@ type steerProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type steerMapSpecs struct {
-	Listeners *ebpf.MapSpec `ebpf:"listeners"`
-	Stats     *ebpf.MapSpec `ebpf:"stats"`
+	Deliveries *ebpf.MapSpec `ebpf:"deliveries"`
+	Listeners  *ebpf.MapSpec `ebpf:"listeners"`
+	Stats      *ebpf.MapSpec `ebpf:"stats"`
 }
 
 // steerVariableSpecs contains global variables before they are loaded into the kernel.
@@ -124,12 +134,14 @@ func (o *steerObjects) Close() error {
 //
 // It can be passed to loadSteerObjects or ebpf.CollectionSpec.LoadAndAssign.
 type steerMaps struct {
-	Listeners *ebpf.Map `ebpf:"listeners"`
-	Stats     *ebpf.Map `ebpf:"stats"`
+	Deliveries *ebpf.Map `ebpf:"deliveries"`
+	Listeners  *ebpf.Map `ebpf:"listeners"`
+	Stats      *ebpf.Map `ebpf:"stats"`
 }
 
 func (m *steerMaps) Close() error {
 	return _SteerClose(
+		m.Deliveries,
 		m.Listeners,
 		m.Stats,
 	)

@@ -24,7 +24,7 @@ func TestParseFlags(t *testing.T) {
 		o.log.Format != "json" || o.log.Level != slog.LevelInfo {
 		t.Errorf("defaults: %+v", o)
 	}
-	if o.detect.Timeout != time.Second || !slices.Equal(o.detect.OpaquePorts, detect.DefaultOpaquePorts) || !o.sameNodeFastPath {
+	if o.detect.Timeout != time.Second || !slices.Equal(o.detect.OpaquePorts, detect.DefaultOpaquePorts) || !o.sameNodeFastPath || !o.callerAddress {
 		t.Errorf("defaults: detect %+v, same-node fast path %v", o.detect, o.sameNodeFastPath)
 	}
 	if o.recentRequests != 512 {

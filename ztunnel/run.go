@@ -20,6 +20,7 @@ import (
 	"github.com/agentmesh/agentmesh/internal/profile"
 	"github.com/agentmesh/agentmesh/ztunnel/identity"
 	"github.com/agentmesh/agentmesh/ztunnel/nodeaddr"
+	"github.com/agentmesh/agentmesh/ztunnel/podnet"
 	"github.com/agentmesh/agentmesh/ztunnel/relay"
 )
 
@@ -122,6 +123,14 @@ func run(ctx context.Context, o *options, log *slog.Logger) error {
 	relay.SetSpliceVeto(accel.Accelerated)
 	defer func() { relay.SetSpliceVeto(nil); accel.Close() }()
 	tables := bpfTables{origDst: maps.OrigDst, listeners: maps.Listeners, dnsUpstream: maps.DNSUpstream}
+	podNet := podnet.Netns{Log: log}
+	switch {
+	case !o.callerAddress:
+	case maps.Deliveries == nil:
+		log.Warn("agentd pinned no deliveries map (an older agentd): apps see inbound connections from their pod's own address")
+	default:
+		podNet.Deliveries = deliveryTable{maps.Deliveries}
+	}
 	var tr *tracing
 	if o.otlpEndpoint != "" {
 		if tr, err = newTracing(ctx, o.otlpEndpoint, o.traceSampling, o.mode.Node, log.With("component", "tracing")); err != nil {
@@ -130,7 +139,7 @@ func run(ctx context.Context, o *options, log *slog.Logger) error {
 	}
 	topts := NodeOptions{
 		NodeName: o.mode.Node, Logger: log, Certs: certs, OrigDst: tables, Listeners: tables, NodeAddrs: addrs, Registry: reg,
-		MaxConnections: o.maxConns, Failover: o.failover, SameNodeFastPath: o.sameNodeFastPath, HTTPPerRequest: o.httpPerRequest, Detect: o.detect, DNSUpstreams: tables, ClusterDomain: o.clusterDomain,
+		PodNet: podNet, MaxConnections: o.maxConns, Failover: o.failover, SameNodeFastPath: o.sameNodeFastPath, HTTPPerRequest: o.httpPerRequest, Detect: o.detect, DNSUpstreams: tables, ClusterDomain: o.clusterDomain,
 	}
 	if tr != nil {
 		topts.Tracer = tr.provider

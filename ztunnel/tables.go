@@ -24,6 +24,18 @@ type bpfTables struct {
 	dnsUpstream *ebpf.Map
 }
 
+// deliveryTable implements podnet.DeliveryTable on the pinned deliveries
+// map.
+type deliveryTable struct{ m *ebpf.Map }
+
+func (t deliveryTable) Put(app, caller netip.AddrPort) error {
+	return bpf.PutDelivery(t.m, app, caller)
+}
+
+func (t deliveryTable) Delete(app, caller netip.AddrPort) error {
+	return bpf.DeleteDelivery(t.m, app, caller)
+}
+
 // LookupDNSUpstream implements dnsproxy.Upstreams.
 func (t bpfTables) LookupDNSUpstream(cookie uint64, client netip.AddrPort) (netip.AddrPort, error) {
 	return bpf.LookupDNSUpstream(t.dnsUpstream, cookie, client)

@@ -111,7 +111,7 @@ func TestOpenPinsEverything(t *testing.T) {
 	d := open(t, opts)
 	var want []string
 	for _, m := range []string{bpf.MapEnrolledNetns, bpf.MapOrigDstCookie, bpf.MapOrigDst, bpf.MapListeners, bpf.MapStats,
-		bpf.MapDNSUpstream, bpf.MapDNSSock} {
+		bpf.MapDNSUpstream, bpf.MapDNSSock, bpf.MapDeliveries} {
 		want = append(want, bpf.MapPin(opts.PinDir, m))
 	}
 	for _, p := range append(cgroupProgs(), bpf.ProgSkLookup) {

@@ -28,6 +28,20 @@ const (
 // network namespace, so that the capture programs let it through.
 const SocketMark = 0x539
 
+// Deliveries from the caller's address: ztunnel connects to the app in a
+// pod netns from the caller's IP (IP_TRANSPARENT), with DeliveryMark
+// instead of SocketMark (the capture lets both through). In the pod netns
+// net.ipv4.tcp_fwmark_accept gives the app's accepted socket that mark,
+// and a rule (DeliveryRulePriority: fwmark DeliveryMark lookup
+// DeliveryRouteTable, whose one route is local default dev lo, IPv4 and
+// IPv6) keeps its replies to the caller's address inside the netns, where
+// ztunnel's socket takes them.
+const (
+	DeliveryMark         = 0x53a
+	DeliveryRouteTable   = 0x53a
+	DeliveryRulePriority = 0x53a
+)
+
 // Default locations on a node.
 const (
 	DefaultPinDir       = "/sys/fs/bpf/agentmesh"

@@ -158,7 +158,7 @@ func (pl *Pipeline) authorizeStream(ctx context.Context, p *flow.Pod, live *auth
 		ac.End()
 		return nil, nil, ac.RevokedErr()
 	}
-	up, err := pl.Transport.Deliver(dctx, p, f.Dst)
+	up, err := pl.Transport.Deliver(dctx, p, f.Src.Addr(), f.Dst)
 	if err != nil {
 		ac.End()
 		if perr := ac.RevokedErr(); perr != nil {

@@ -17,18 +17,42 @@ import (
 // Netns opens the real Net of a pod: its network namespace, entered with
 // setns only for the moment a socket is made.
 type Netns struct {
-	// Log says when a pod's TIME_WAIT reuse cannot be set (nil: discard).
+	// Log says when a pod's TIME_WAIT reuse or deliveries from the
+	// caller's address cannot be set up (nil: discard).
 	Log *slog.Logger
+	// Deliveries, when set, makes DialFrom deliver from the caller's
+	// address (see fromCaller); nil delivers from the pod's own.
+	Deliveries DeliveryTable
 }
 
-// Open takes ns over, and turns on the reuse of TIME_WAIT ports for the
-// connections made from the pod's netns (reuseTimeWait).
+// Open takes ns over, turns on the reuse of TIME_WAIT ports for the
+// connections made from the pod's netns (reuseTimeWait) and, with
+// Deliveries, sets the netns up for deliveries from the caller's address.
 func (n Netns) Open(p handoff.Pod, ns *os.File) (Net, error) {
-	if err := reuseTimeWait(int(ns.Fd())); err != nil && n.Log != nil {
-		n.Log.Warn("cannot let deliveries reuse TIME_WAIT ports: new connections to the pod slow down past some 14 000 a minute",
+	log := n.Log
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	fd := int(ns.Fd())
+	if err := reuseTimeWait(fd); err != nil {
+		log.Warn("cannot let deliveries reuse TIME_WAIT ports: new connections to the pod slow down past some 14 000 a minute",
 			"pod", p.Namespace+"/"+p.Name, "err", err)
 	}
-	return &nsNet{f: ns, fd: int(ns.Fd())}, nil
+	nn := &nsNet{f: ns, fd: fd}
+	if n.Deliveries != nil {
+		d, err := setupFromCaller(fd, n.Deliveries)
+		if err != nil {
+			log.Warn("cannot deliver from the caller's address: the pod's apps see connections from its own address",
+				"pod", p.Namespace+"/"+p.Name, "err", err)
+		} else {
+			if !d.v6 {
+				log.Info("IPv6 connections are delivered from the pod's own address (no IPv6 route back in its netns)",
+					"pod", p.Namespace+"/"+p.Name)
+			}
+			nn.from = d
+		}
+	}
+	return nn, nil
 }
 
 // TimeWaitReuse is the sysctl, per netns, that lets a connect take a local
@@ -56,8 +80,9 @@ func reuseTimeWait(fd int) error {
 }
 
 type nsNet struct {
-	f  *os.File
-	fd int
+	f    *os.File
+	fd   int
+	from *fromCaller // nil: deliveries come from the pod's address
 }
 
 // Listen listens inside the namespace with plain TCP: the SOCKHASH and
@@ -85,6 +110,17 @@ func (n *nsNet) Dial(ctx context.Context, addr netip.AddrPort) (net.Conn, error)
 		return nil, err
 	}
 	return c, nil
+}
+
+// DialFrom connects to the app at addr from the caller's address when
+// the netns is set up for it and from is usable there, else as Dial.
+func (n *nsNet) DialFrom(ctx context.Context, from netip.Addr, addr netip.AddrPort) (net.Conn, error) {
+	from = from.Unmap()
+	app := netip.AddrPortFrom(addr.Addr().Unmap(), addr.Port())
+	if n.from == nil || !n.from.usable(from, app.Addr()) {
+		return n.Dial(ctx, addr)
+	}
+	return n.from.dial(ctx, n.fd, from, app)
 }
 
 func (n *nsNet) Cookie() (uint64, error) { return netns.Cookie(n.fd) }

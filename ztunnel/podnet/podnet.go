@@ -23,6 +23,10 @@ type Net interface {
 	// Dial connects to addr from inside the namespace, marked so the
 	// capture lets it through: its source address is the pod's.
 	Dial(ctx context.Context, addr netip.AddrPort) (net.Conn, error)
+	// DialFrom connects to the app at addr in the namespace from the
+	// caller's address from where it can (the real Net set up for
+	// deliveries from the caller, see Netns.Deliveries), else as Dial.
+	DialFrom(ctx context.Context, from netip.Addr, addr netip.AddrPort) (net.Conn, error)
 	// Cookie is the namespace's cookie (bpf_get_netns_cookie's value),
 	// which keys the original destinations the capture records.
 	Cookie() (uint64, error)

@@ -30,6 +30,9 @@ func (hostNet) Dial(ctx context.Context, addr netip.AddrPort) (net.Conn, error) 
 	var d net.Dialer
 	return d.DialContext(ctx, "tcp", addr.String())
 }
+func (n hostNet) DialFrom(ctx context.Context, _ netip.Addr, addr netip.AddrPort) (net.Conn, error) {
+	return n.Dial(ctx, addr)
+}
 func (hostNet) Cookie() (uint64, error) { return 0, nil }
 func (hostNet) Close() error            { return nil }
 
@@ -363,6 +366,10 @@ func (n *deadlineNet) Dial(ctx context.Context, addr netip.AddrPort) (net.Conn, 
 	}
 	<-ctx.Done()
 	return nil, ctx.Err()
+}
+
+func (n *deadlineNet) DialFrom(ctx context.Context, _ netip.Addr, addr netip.AddrPort) (net.Conn, error) {
+	return n.Dial(ctx, addr)
 }
 
 // TestDialServiceConnectTimeout: the TrafficPolicy's connect timeout,

@@ -91,7 +91,7 @@ func (t *Transport) Dial(ctx context.Context, p *flow.Pod, f *flow.Flow) (net.Co
 // called as the HBONE CONNECT goes out (hbone.Target.Sending).
 func (t *Transport) dialTo(ctx context.Context, p *flow.Pod, f *flow.Flow, dst netip.AddrPort, sending func()) (net.Conn, error) {
 	if f.Protocol == flow.Passthrough {
-		c, err := t.dial(ctx, flow.Outbound, p, dst)
+		c, err := t.dial(ctx, flow.Outbound, p, netip.Addr{}, dst)
 		if err != nil {
 			return nil, fmt.Errorf("passthrough dial %s: %w", dst, err)
 		}
@@ -116,7 +116,7 @@ func (t *Transport) dialTo(ctx context.Context, p *flow.Pod, f *flow.Flow, dst n
 		TLS:       t.certs.ClientTLSConfig(f.SrcID, f.DstID),
 		Sending:   sending,
 		Dial: func(ctx context.Context, addr netip.AddrPort) (net.Conn, error) {
-			return t.dial(ctx, flow.Outbound, p, addr)
+			return t.dial(ctx, flow.Outbound, p, netip.Addr{}, addr)
 		},
 	})
 	if err == nil && c == nil {
@@ -128,12 +128,13 @@ func (t *Transport) dialTo(ctx context.Context, p *flow.Pod, f *flow.Flow, dst n
 	return c, nil
 }
 
-// Deliver connects to the app at dst inside pod p, bounded by the dial
-// timeout: the upstream of an inbound flow.
-func (t *Transport) Deliver(ctx context.Context, p *flow.Pod, dst netip.AddrPort) (net.Conn, error) {
+// Deliver connects to the app at dst inside pod p from the caller's
+// address src where p's netns allows it (podnet.Net.DialFrom), bounded by
+// the dial timeout: the upstream of an inbound flow.
+func (t *Transport) Deliver(ctx context.Context, p *flow.Pod, src netip.Addr, dst netip.AddrPort) (net.Conn, error) {
 	ctx, cancel := context.WithTimeout(ctx, t.dialTimeout)
 	defer cancel()
-	c, err := t.dial(ctx, flow.Inbound, p, dst)
+	c, err := t.dial(ctx, flow.Inbound, p, src, dst)
 	if err != nil {
 		return nil, fmt.Errorf("deliver to %s: %w", dst, err)
 	}
@@ -148,16 +149,23 @@ func (t *Transport) CloseSource(ip netip.Addr) { t.hbone.CloseSource(ip) }
 func (t *Transport) Close() error { return t.hbone.Close() }
 
 // dial connects from inside p's netns (marked, so the capture lets it
-// pass); the socket takes a unit of the fd budget until it is closed.
+// pass), from the caller's address from if valid (a delivery), else from
+// the pod's; the socket takes a unit of the fd budget until it is closed.
 // Without one left it fails with limits.ErrOverloaded, counted as a
 // rejection in dir.
-func (t *Transport) dial(ctx context.Context, dir flow.Direction, p *flow.Pod, addr netip.AddrPort) (net.Conn, error) {
+func (t *Transport) dial(ctx context.Context, dir flow.Direction, p *flow.Pod, from netip.Addr, addr netip.AddrPort) (net.Conn, error) {
 	if !t.limits.FDs.Take() {
 		t.rec.Rejected(dir, limits.ReasonFDBudget)
 		t.limits.NoteRefusal(limits.ReasonFDBudget, string(dir))
 		return nil, fmt.Errorf("dial %s: %w (%s)", addr, limits.ErrOverloaded, limits.ReasonFDBudget)
 	}
-	c, err := p.Net.Dial(ctx, addr)
+	var c net.Conn
+	var err error
+	if from.IsValid() {
+		c, err = p.Net.DialFrom(ctx, from, addr)
+	} else {
+		c, err = p.Net.Dial(ctx, addr)
+	}
 	if err != nil {
 		t.limits.FDs.Give()
 		return nil, err

@@ -13,11 +13,14 @@ import (
 	"time"
 )
 
-// appEcho is `app echo --listen :8080[,:9090...]`: a TCP echo server (IPv4
-// and IPv6) on every listed address that runs until ctx ends.
+// appEcho is `app echo --listen :8080[,:9090...] [--log-peers]`: a TCP
+// echo server (IPv4 and IPv6) on every listed address that runs until ctx
+// ends; with --log-peers it prints a line per connection it accepts,
+// "accepted <local> from <peer>", as an app logging its callers would.
 func appEcho(ctx context.Context, args []string, stdout io.Writer) error {
 	fs := flag.NewFlagSet("app echo", flag.ContinueOnError)
 	listen := fs.String("listen", ":8080", "addresses to listen on, comma separated")
+	logPeers := fs.Bool("log-peers", false, "print a line per accepted connection with its peer's address")
 	if err := fs.Parse(args); err != nil {
 		return fmt.Errorf("%w: %w", ErrUsage, err)
 	}
@@ -26,8 +29,12 @@ func appEcho(ctx context.Context, args []string, stdout io.Writer) error {
 		return err
 	}
 	errs := make(chan error, len(lns))
+	var mu sync.Mutex // serialises the lines on stdout
 	for _, ln := range lns {
 		fmt.Fprintf(stdout, "echo listening on %s\n", ln.Addr())
+		if *logPeers {
+			ln = &peerLogger{Listener: ln, out: stdout, mu: &mu}
+		}
 		go func() { errs <- serveEcho(ctx, ln) }()
 	}
 	return collect(errs, len(lns))
@@ -98,4 +105,21 @@ func serveEcho(ctx context.Context, ln net.Listener) error {
 			_, _ = io.CopyBuffer(struct{ io.Writer }{c}, struct{ io.Reader }{c}, make([]byte, 4<<10))
 		})
 	}
+}
+
+// peerLogger prints the addresses of each connection its listener accepts.
+type peerLogger struct {
+	net.Listener
+	out io.Writer
+	mu  *sync.Mutex
+}
+
+func (l *peerLogger) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err == nil {
+		l.mu.Lock()
+		fmt.Fprintf(l.out, "accepted %s from %s\n", c.LocalAddr(), c.RemoteAddr())
+		l.mu.Unlock()
+	}
+	return c, err
 }

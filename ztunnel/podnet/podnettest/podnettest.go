@@ -243,6 +243,12 @@ func (pn podNet) Dial(ctx context.Context, addr netip.AddrPort) (net.Conn, error
 	return d.DialContext(ctx, "tcp4", addr.String())
 }
 
+// DialFrom dials from the pod's address: the fake network cannot take on
+// the caller's.
+func (pn podNet) DialFrom(ctx context.Context, _ netip.Addr, addr netip.AddrPort) (net.Conn, error) {
+	return pn.Dial(ctx, addr)
+}
+
 func (pn podNet) Cookie() (uint64, error) { return pn.p.Cookie, nil }
 func (pn podNet) Close() error            { return nil }
 
