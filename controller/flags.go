@@ -9,33 +9,37 @@ import (
 	"time"
 
 	"github.com/agentmesh/agentmesh/api/mesh"
+	"github.com/agentmesh/agentmesh/controller/ca"
 	"github.com/agentmesh/agentmesh/internal/logging"
 )
 
 // options are the controller's flags.
 type options struct {
-	kubeconfig    string
-	namespace     string
-	listen        string
-	servingNames  []string
-	trustDomain   string
-	nodeSAs       []string
-	audiences     []string
-	certLifetime  time.Duration
-	caSecret      string
-	metricsAddr   string
-	leaderElect   bool
-	leaseName     string
-	identity      string
-	leaseDuration time.Duration
-	renewDeadline time.Duration
-	retryPeriod   time.Duration
-	debounce      time.Duration
-	kubeQPS       float64
-	kubeBurst     int
-	cpuProfile    string
-	allocProfile  string
-	log           logging.Flags
+	kubeconfig   string
+	namespace    string
+	listen       string
+	servingNames []string
+	trustDomain  string
+	nodeSAs      []string
+	audiences    []string
+	certLifetime time.Duration
+	caSecret     string
+	// caPropagation and caRotateBefore time root rotations (ca.Timing).
+	caPropagation  time.Duration
+	caRotateBefore time.Duration
+	metricsAddr    string
+	leaderElect    bool
+	leaseName      string
+	identity       string
+	leaseDuration  time.Duration
+	renewDeadline  time.Duration
+	retryPeriod    time.Duration
+	debounce       time.Duration
+	kubeQPS        float64
+	kubeBurst      int
+	cpuProfile     string
+	allocProfile   string
+	log            logging.Flags
 }
 
 func parseFlags(args []string, stdout io.Writer) (*options, error) {
@@ -52,6 +56,8 @@ func parseFlags(args []string, stdout io.Writer) (*options, error) {
 	auds := fs.String("token-audience", "agentmesh", "comma-separated audiences the node tokens must carry")
 	fs.DurationVar(&o.certLifetime, "cert-lifetime", 24*time.Hour, "lifetime of workload certificates")
 	fs.StringVar(&o.caSecret, "ca-secret", "agentmesh-ca", "name of the Secret holding the CA root (in --namespace)")
+	fs.DurationVar(&o.caPropagation, "ca-propagation", 10*time.Minute, "root rotation: how long a new root is trusted before it signs, and how long the old one stays trusted after its last workload certificate expired (start a rotation with the Secret annotation "+ca.AnnotationRotate+")")
+	fs.DurationVar(&o.caRotateBefore, "ca-rotate-before", 365*24*time.Hour, "start a root rotation on its own when the root expires within this (0: only when asked)")
 	fs.StringVar(&o.metricsAddr, "metrics-addr", ":15014", "HTTP address of /metrics, /status and /readyz (empty: off)")
 	fs.BoolVar(&o.leaderElect, "leader-elect", true, "elect a leader with a Lease; only the leader publishes the root configmap")
 	fs.StringVar(&o.leaseName, "lease-name", "agentmesh-controller", "name of the leader election Lease")
@@ -83,6 +89,8 @@ func (o *options) check() error {
 		return fmt.Errorf("--node-service-accounts must name at least one service account")
 	case o.kubeQPS <= 0 || o.kubeBurst < 1:
 		return fmt.Errorf("--kube-api-qps and --kube-api-burst must be positive")
+	case o.caPropagation <= 0 || o.caRotateBefore < 0:
+		return fmt.Errorf("--ca-propagation must be positive and --ca-rotate-before not negative")
 	case o.certLifetime < time.Minute:
 		return fmt.Errorf("--cert-lifetime %s is too short", o.certLifetime)
 	case o.leaderElect && o.identity == "":

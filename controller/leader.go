@@ -19,15 +19,22 @@ import (
 // and signs certificates: both only read the cluster, so they scale out and
 // keep working while no leader is elected. Creating the CA Secret is safe
 // without a leader too (create, and on AlreadyExists read the winner's).
-// Only the leader writes shared state: the root ConfigMap, AgentPolicy
+// Only the leader writes shared state: the root ConfigMap (the trust
+// bundle), the steps of a root rotation in the CA Secret (ca.Rotation), AgentPolicy
 // status and events (controller/policystatus), route status
 // (controller/routestatus) and TrafficPolicy status
 // (controller/trafficstatus). Handover is observable: the agentmesh_controller_leader gauge,
 // "leader" in /status and the "became leader" / "lost leadership" logs.
 type leader struct {
-	client  kubernetes.Interface
-	o       *options
-	rootPEM []byte
+	client kubernetes.Interface
+	o      *options
+	// bundle is the trust bundle to publish; bundleChanged (cap 1) says
+	// it changed.
+	bundle        atomic.Pointer[[]byte]
+	bundleChanged chan struct{}
+	// rotate (cap 1) wakes the root rotation when this replica starts
+	// leading.
+	rotate  chan struct{}
 	log     *slog.Logger
 	gauge   prometheus.Gauge
 	is      atomic.Bool
@@ -53,12 +60,30 @@ func (ws leaderWriters) SetLeader(leads bool) {
 
 // newLeader returns the elector; it tells w each time this replica starts
 // and stops leading.
-func newLeader(c kubernetes.Interface, o *options, rootPEM []byte, w leaderWriter, log *slog.Logger, reg prometheus.Registerer) *leader {
-	l := &leader{client: c, o: o, rootPEM: rootPEM, writer: w, log: log, elected: make(chan struct{}, 1),
+func newLeader(c kubernetes.Interface, o *options, bundlePEM []byte, w leaderWriter, log *slog.Logger, reg prometheus.Registerer) *leader {
+	l := &leader{client: c, o: o, writer: w, log: log, elected: make(chan struct{}, 1),
+		bundleChanged: make(chan struct{}, 1), rotate: make(chan struct{}, 1),
 		gauge: prometheus.NewGauge(prometheus.GaugeOpts{Name: "agentmesh_controller_leader",
 			Help: "1 while this replica is the elected leader."})}
 	reg.MustRegister(l.gauge)
+	l.bundle.Store(&bundlePEM)
 	return l
+}
+
+// setBundle publishes a new trust bundle while this replica leads.
+func (l *leader) setBundle(pem []byte) {
+	l.bundle.Store(&pem)
+	kick(l.bundleChanged)
+}
+
+// leads reports whether this replica leads.
+func (l *leader) leads() bool { return l.is.Load() }
+
+func kick(c chan struct{}) {
+	select {
+	case c <- struct{}{}:
+	default:
+	}
 }
 
 // run campaigns until ctx is done; on losing the lease it campaigns again.
@@ -95,10 +120,8 @@ func (l *leader) start() {
 	l.current.Store(&l.o.identity)
 	l.log.Info("became leader", "id", l.o.identity)
 	l.writer.SetLeader(true)
-	select {
-	case l.elected <- struct{}{}:
-	default:
-	}
+	kick(l.elected)
+	kick(l.rotate)
 }
 
 func (l *leader) stop() {
@@ -116,9 +139,10 @@ func (l *leader) duties(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case <-l.elected:
+		case <-l.bundleChanged:
 		}
 		for attempt := 0; l.is.Load(); attempt++ {
-			err := ca.PublishRoot(ctx, l.client, l.o.namespace, l.rootPEM)
+			err := ca.PublishRoot(ctx, l.client, l.o.namespace, *l.bundle.Load())
 			if err == nil {
 				l.log.Info("published ca root", "configmap", l.o.namespace+"/"+ca.RootConfigMap)
 				break

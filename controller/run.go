@@ -162,7 +162,7 @@ func run(ctx context.Context, o *options, d deps) error {
 		d.log.Info("TrafficPolicy resource not served, not watched", "missing", view.TrafficPolicyResource.String(),
 			"hint", "install the chart's CRDs (crds/agentmesh.io_trafficpolicies.yaml) and restart the controller")
 	}
-	certPEM, keyPEM, err := ca.EnsureRoot(ctx, d.client, o.namespace, o.caSecret, o.trustDomain, d.log)
+	roots, err := ca.EnsureRoot(ctx, d.client, o.namespace, o.caSecret, o.trustDomain, d.log)
 	if err != nil {
 		return err
 	}
@@ -179,10 +179,13 @@ func run(ctx context.Context, o *options, d deps) error {
 	statuses := policystatus.New(policystatus.Options{Client: d.dynamic, Events: rec, Current: watcher.Policy, Logger: d.log})
 	routeStatuses := routestatus.New(routestatus.Options{Client: d.dynamic, Current: watcher.RouteStatus, Logger: d.log})
 	trafficStatuses := trafficstatus.New(trafficstatus.Options{Client: d.dynamic, Current: watcher.TrafficPolicy, Logger: d.log})
-	l := newLeader(d.client, o, certPEM, leaderWriters{statuses, routeStatuses, trafficStatuses}, d.log, reg)
-	authority, err := ca.New(ca.Options{CertPEM: certPEM, KeyPEM: keyPEM, TrustDomain: o.trustDomain,
+	l := newLeader(d.client, o, roots.BundlePEM(), leaderWriters{statuses, routeStatuses, trafficStatuses}, d.log, reg)
+	authority, err := ca.New(ca.Options{CertPEM: roots.CertPEM, KeyPEM: roots.KeyPEM, TrustDomain: o.trustDomain,
 		Lifetime: o.certLifetime, Pods: watcher, ServiceAccounts: watcher, Logger: d.log, Registerer: reg})
 	if err != nil {
+		return err
+	}
+	if err := authority.SetRoots(roots); err != nil {
 		return err
 	}
 	serving, err := authority.NewServing(o.servingNames)
@@ -191,7 +194,19 @@ func run(ctx context.Context, o *options, d deps) error {
 	}
 	authn := auth.New(auth.Options{Reviewer: d.reviewer, Audiences: o.audiences, NodeServiceAccounts: o.nodeSAs, Logger: d.log})
 	hub := stream.NewHub(stream.All)
-	hub.SetTrustBundle(certPEM)
+	hub.SetTrustBundle(roots.BundlePEM())
+	rotation := &ca.Rotation{Client: d.client, Namespace: o.namespace, Name: o.caSecret, Leads: l.leads, Kick: l.rotate,
+		Timing: ca.Timing{Propagation: o.caPropagation, LeafLifetime: o.certLifetime, RotateBefore: o.caRotateBefore,
+			TrustDomain: o.trustDomain},
+		OnRoots: func(r ca.Roots) {
+			if err := authority.SetRoots(r); err != nil {
+				d.log.Error("ca secret changed to roots that cannot sign: the roots in use stay", "err", err)
+				return
+			}
+			hub.SetTrustBundle(r.BundlePEM())
+			l.setBundle(r.BundlePEM())
+		},
+		Logger: d.log.With("component", "ca-rotation")}
 	streams := stream.NewServer(stream.Options{Hub: hub, Authorize: auth.AuthorizeNode, NodeExists: watcher.NodeExists,
 		Logger: d.log, Registerer: reg})
 	gs := newGRPCServer(serving, authn)
@@ -199,6 +214,7 @@ func run(ctx context.Context, o *options, d deps) error {
 	out := &views{hub: hub, statuses: statuses, routes: routeStatuses, traffic: trafficStatuses, streams: streams}
 	return serve(ctx, o, d, tasks{
 		watcher:       func(ctx context.Context) error { return watcher.Run(ctx, out) },
+		roots:         rotation.Run,
 		leader:        l.run,
 		status:        statuses.Run,
 		routeStatus:   routeStatuses.Run,
@@ -226,6 +242,7 @@ func newGRPCServer(serving *ca.Serving, authn *auth.Authenticator) *grpc.Server 
 // tasks are the long-running parts serve starts and stops.
 type tasks struct {
 	watcher func(context.Context) error
+	roots   func(context.Context) error // the CA Secret (ca.Rotation)
 	leader  func(context.Context)
 	status  func(context.Context)
 	// routeStatus and trafficStatus run the route and TrafficPolicy
@@ -247,6 +264,13 @@ func serve(ctx context.Context, o *options, d deps, t tasks) error {
 			cancel(fmt.Errorf("watch kubernetes: %w", err))
 		}
 	})
+	if t.roots != nil {
+		wg.Go(func() {
+			if err := t.roots(ctx); err != nil {
+				cancel(fmt.Errorf("watch ca secret: %w", err))
+			}
+		})
+	}
 	wg.Go(func() { t.leader(ctx) })
 	wg.Go(func() { t.status(ctx) })
 	for _, run := range []func(context.Context){t.routeStatus, t.trafficStatus} {

@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/url"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -45,10 +46,7 @@ type Options struct {
 
 // CA signs workload certificates.
 type CA struct {
-	local    *pki.LocalCA
-	root     *x509.Certificate
-	key      crypto.Signer
-	rootPEM  []byte
+	roots    atomic.Pointer[signer] // swapped by SetRoots
 	td       string
 	lifetime time.Duration
 	pods     Pods
@@ -58,21 +56,37 @@ type CA struct {
 	refused  *prometheus.CounterVec // reason
 }
 
-// New loads the root and returns a CA.
-func New(o Options) (*CA, error) {
-	local, err := pki.NewLocalCA(o.CertPEM, o.KeyPEM)
+// signer is the root that signs and the bundle of every trusted root.
+type signer struct {
+	local     *pki.LocalCA
+	root      *x509.Certificate
+	key       crypto.Signer
+	bundlePEM []byte
+}
+
+func newSigner(certPEM, keyPEM, bundlePEM []byte, td string) (*signer, error) {
+	local, err := pki.NewLocalCA(certPEM, keyPEM)
 	if err != nil {
 		return nil, err
 	}
-	pair, err := tls.X509KeyPair(o.CertPEM, o.KeyPEM)
+	pair, err := tls.X509KeyPair(certPEM, keyPEM)
 	if err != nil {
 		return nil, fmt.Errorf("load ca key pair: %w", err)
 	}
-	if err := checkRootDomain(local.Certificate(), o.TrustDomain); err != nil {
+	if err := checkRootDomain(local.Certificate(), td); err != nil {
 		return nil, err
 	}
-	c := &CA{local: local, root: local.Certificate(), key: pair.PrivateKey.(crypto.Signer), rootPEM: o.CertPEM,
-		td: o.TrustDomain, lifetime: o.Lifetime, pods: o.Pods, sas: o.ServiceAccounts, log: o.Logger}
+	return &signer{local: local, root: local.Certificate(), key: pair.PrivateKey.(crypto.Signer), bundlePEM: bundlePEM}, nil
+}
+
+// New loads the root and returns a CA.
+func New(o Options) (*CA, error) {
+	s, err := newSigner(o.CertPEM, o.KeyPEM, o.CertPEM, o.TrustDomain)
+	if err != nil {
+		return nil, err
+	}
+	c := &CA{td: o.TrustDomain, lifetime: o.Lifetime, pods: o.Pods, sas: o.ServiceAccounts, log: o.Logger}
+	c.roots.Store(s)
 	if c.lifetime <= 0 {
 		c.lifetime = pki.DefaultLifetime
 	}
@@ -99,11 +113,26 @@ func checkRootDomain(root *x509.Certificate, td string) error {
 	return nil
 }
 
-// RootPEM returns the root certificate, PEM.
-func (c *CA) RootPEM() []byte { return c.rootPEM }
+// SetRoots makes r's signing root sign from now on and its bundle the
+// one BundlePEM returns; on error the roots in use stay.
+func (c *CA) SetRoots(r Roots) error {
+	s, err := newSigner(r.CertPEM, r.KeyPEM, r.BundlePEM(), c.td)
+	if err != nil {
+		return err
+	}
+	old := c.roots.Swap(s)
+	if !old.root.Equal(s.root) {
+		c.log.Info("ca signs with a new root", "subject_key_id", fmt.Sprintf("%x", s.root.SubjectKeyId),
+			"not_after", s.root.NotAfter)
+	}
+	return nil
+}
 
-// Root returns the root certificate.
-func (c *CA) Root() *x509.Certificate { return c.root }
+// BundlePEM returns every root the mesh trusts, PEM.
+func (c *CA) BundlePEM() []byte { return c.roots.Load().bundlePEM }
+
+// Root returns the root that signs.
+func (c *CA) Root() *x509.Certificate { return c.roots.Load().root }
 
 // Refusal reasons (label values of the refused counter).
 const (
@@ -162,7 +191,7 @@ func (c *CA) sign(ctx context.Context, node string, csrPEM []byte) ([]byte, erro
 	if c.sas == nil || !c.sas.ServiceAccountExists(id.Namespace, id.ServiceAccount) {
 		return nil, &RefusedError{ReasonNoSA, fmt.Errorf("%w: %s/%s (identity %s)", errNoSA, id.Namespace, id.ServiceAccount, id)}
 	}
-	chain, err := c.local.Sign(ctx, blk.Bytes, id, c.lifetime)
+	chain, err := c.roots.Load().local.Sign(ctx, blk.Bytes, id, c.lifetime)
 	if err != nil {
 		reason := ReasonSign
 		if errors.Is(err, pki.ErrBadCSR) {

@@ -144,11 +144,11 @@ func TestEnsureRoot(t *testing.T) {
 	certs := make([][]byte, 4)
 	for i := range certs {
 		wg.Go(func() {
-			c, _, err := EnsureRoot(ctx, client, "ns", "agentmesh-ca", "td.test", quiet)
+			r, err := EnsureRoot(ctx, client, "ns", "agentmesh-ca", "td.test", quiet)
 			if err != nil {
 				t.Error(err)
 			}
-			certs[i] = c
+			certs[i] = r.CertPEM
 		})
 	}
 	wg.Wait()
@@ -157,11 +157,11 @@ func TestEnsureRoot(t *testing.T) {
 			t.Fatalf("replica %d got another root", i)
 		}
 	}
-	again, key, err := EnsureRoot(ctx, client, "ns", "agentmesh-ca", "td.test", quiet)
-	if err != nil || string(again) != string(certs[0]) {
+	again, err := EnsureRoot(ctx, client, "ns", "agentmesh-ca", "td.test", quiet)
+	if err != nil || string(again.CertPEM) != string(certs[0]) {
 		t.Fatalf("restart: root changed (err %v)", err)
 	}
-	if _, err := New(Options{CertPEM: again, KeyPEM: key, TrustDomain: "other.td"}); err == nil {
+	if _, err := New(Options{CertPEM: again.CertPEM, KeyPEM: again.KeyPEM, TrustDomain: "other.td"}); err == nil {
 		t.Error("New accepted a root of another trust domain")
 	}
 	s, err := client.CoreV1().Secrets("ns").Get(ctx, "agentmesh-ca", metav1.GetOptions{})

@@ -29,11 +29,11 @@ const (
 	RootLifetime = 10 * 365 * 24 * time.Hour
 )
 
-// EnsureRoot returns the root certificate and key from the Secret ns/name,
+// EnsureRoot returns the roots in the Secret ns/name (see Roots),
 // creating it with a new root for trustDomain if it does not exist. Two
 // replicas starting together are safe: the loser of the create reads the
 // winner's Secret.
-func EnsureRoot(ctx context.Context, c kubernetes.Interface, ns, name, trustDomain string, log *slog.Logger) (certPEM, keyPEM []byte, err error) {
+func EnsureRoot(ctx context.Context, c kubernetes.Interface, ns, name, trustDomain string, log *slog.Logger) (Roots, error) {
 	secrets := c.CoreV1().Secrets(ns)
 	s, err := secrets.Get(ctx, name, metav1.GetOptions{})
 	if apierrors.IsNotFound(err) {
@@ -45,13 +45,9 @@ func EnsureRoot(ctx context.Context, c kubernetes.Interface, ns, name, trustDoma
 		}
 	}
 	if err != nil {
-		return nil, nil, fmt.Errorf("ca secret %s/%s: %w", ns, name, err)
+		return Roots{}, fmt.Errorf("ca secret %s/%s: %w", ns, name, err)
 	}
-	certPEM, keyPEM = s.Data[SecretCertKey], s.Data[SecretKeyKey]
-	if len(certPEM) == 0 || len(keyPEM) == 0 {
-		return nil, nil, fmt.Errorf("ca secret %s/%s: missing %s or %s", ns, name, SecretCertKey, SecretKeyKey)
-	}
-	return certPEM, keyPEM, nil
+	return RootsFromSecret(s)
 }
 
 func createRoot(ctx context.Context, c kubernetes.Interface, ns, name, trustDomain string) (*corev1.Secret, error) {
@@ -68,8 +64,8 @@ func createRoot(ctx context.Context, c kubernetes.Interface, ns, name, trustDoma
 	return c.CoreV1().Secrets(ns).Create(ctx, s, metav1.CreateOptions{})
 }
 
-// PublishRoot writes the root certificate to the ConfigMap RootConfigMap in
-// ns, creating or updating it.
+// PublishRoot writes the trust bundle (every root the mesh trusts, PEM)
+// to the ConfigMap RootConfigMap in ns, creating or updating it.
 func PublishRoot(ctx context.Context, c kubernetes.Interface, ns string, certPEM []byte) error {
 	cms := c.CoreV1().ConfigMaps(ns)
 	want := map[string]string{RootCertKey: string(certPEM)}

@@ -28,6 +28,7 @@ type Serving struct {
 	mu      sync.Mutex
 	cert    *tls.Certificate // guarded by mu
 	renewAt time.Time        // guarded by mu
+	by      *signer          // guarded by mu: the root cert was issued from
 }
 
 // NewServing issues the first serving certificate.
@@ -40,16 +41,18 @@ func (c *CA) NewServing(names []string) (*Serving, error) {
 }
 
 // GetCertificate is for tls.Config.GetCertificate: it returns the current
-// certificate, issuing a new one when the old one is due for renewal. When
+// certificate, issuing a new one when the old one is due for renewal or
+// another root signs now (a root rotation). When
 // renewal fails the old certificate is used until it expires.
 func (s *Serving) GetCertificate(*tls.ClientHelloInfo) (*tls.Certificate, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	now := s.now()
-	if s.cert != nil && now.Before(s.renewAt) {
+	by := s.ca.roots.Load()
+	if s.cert != nil && now.Before(s.renewAt) && s.by == by {
 		return s.cert, nil
 	}
-	c, err := s.issue(now)
+	c, err := s.issue(now, by)
 	if err != nil {
 		if s.cert != nil && now.Before(s.cert.Leaf.NotAfter) {
 			s.ca.log.Warn("renew serving certificate failed, keeping the old one", "err", err)
@@ -57,12 +60,13 @@ func (s *Serving) GetCertificate(*tls.ClientHelloInfo) (*tls.Certificate, error)
 		}
 		return nil, err
 	}
-	s.cert = c
+	s.cert, s.by = c, by
 	s.renewAt = c.Leaf.NotBefore.Add(c.Leaf.NotAfter.Sub(c.Leaf.NotBefore) * 2 / 3)
 	return c, nil
 }
 
-func (s *Serving) issue(now time.Time) (*tls.Certificate, error) {
+// issue makes a serving certificate from root r.
+func (s *Serving) issue(now time.Time, r *signer) (*tls.Certificate, error) {
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
 		return nil, fmt.Errorf("serving key: %w", err)
@@ -79,8 +83,8 @@ func (s *Serving) issue(now time.Time) (*tls.Certificate, error) {
 		KeyUsage:     x509.KeyUsageDigitalSignature,
 		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
 	}
-	if tmpl.NotAfter.After(s.ca.root.NotAfter) {
-		tmpl.NotAfter = s.ca.root.NotAfter
+	if tmpl.NotAfter.After(r.root.NotAfter) {
+		tmpl.NotAfter = r.root.NotAfter
 	}
 	for _, n := range s.names {
 		if ip := net.ParseIP(n); ip != nil {
@@ -89,7 +93,7 @@ func (s *Serving) issue(now time.Time) (*tls.Certificate, error) {
 			tmpl.DNSNames = append(tmpl.DNSNames, n)
 		}
 	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, s.ca.root, &key.PublicKey, s.ca.key)
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, r.root, &key.PublicKey, r.key)
 	if err != nil {
 		return nil, fmt.Errorf("create serving certificate: %w", err)
 	}

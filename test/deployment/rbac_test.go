@@ -70,6 +70,11 @@ var controllerAccess = []access{
 	// controller/ca, in its namespace.
 	{"create", "", "secrets", meshNS, "", true},
 	{"get", "", "secrets", meshNS, caSecret, true},
+	// ca.Rotation: every replica watches the CA Secret (by name), the
+	// leader writes the steps of a root rotation into it.
+	{"list", "", "secrets", meshNS, caSecret, true},
+	{"watch", "", "secrets", meshNS, caSecret, true},
+	{"update", "", "secrets", meshNS, caSecret, true},
 	{"create", "", "configmaps", meshNS, "", true},
 	{"get", "", "configmaps", meshNS, rootCM, true},
 	{"update", "", "configmaps", meshNS, rootCM, true},
@@ -85,7 +90,7 @@ var controllerAccess = []access{
 	{"list", "", "secrets", "", "", false},
 	{"get", "", "secrets", "kube-system", caSecret, false},
 	{"create", "", "secrets", "default", "", false},
-	{"update", "", "secrets", meshNS, caSecret, false},
+	{"update", "", "secrets", meshNS, "other", false},
 	{"delete", "", "secrets", meshNS, caSecret, false},
 	// Only reads of workloads.
 	{"get", "", "pods", "default", "p", false},

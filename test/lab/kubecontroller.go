@@ -72,13 +72,14 @@ func (l *Lab) writeControllerKubeconfig(ctx context.Context) error {
 // controllerArgs is replica r's command line.
 func (l *Lab) controllerArgs(r int) []string {
 	ip := controllerIP(r)
-	return []string{l.Bin("controller"), "--kubeconfig", l.controllerKubeconfig(),
+	args := []string{l.Bin("controller"), "--kubeconfig", l.controllerKubeconfig(),
 		"--namespace", MeshNamespace, "--listen", ControllerAddr(r).String(),
 		"--serving-names", ControllerServerName + "," + ip.String(),
 		"--trust-domain", l.opts.TrustDomain, "--cert-lifetime", max(l.opts.CertLifetime, time.Minute).String(),
 		"--node-service-accounts", MeshNamespace + "/" + NodeServiceAccount, "--token-audience", TokenAudience,
 		"--metrics-addr", netip.AddrPortFrom(ip, ControllerAdminPort).String(),
 		"--id", ControllerID(r), "--lease-duration", "4s", "--renew-deadline", "3s", "--retry-period", "1s"}
+	return append(args, l.opts.ControllerArgs...)
 }
 
 // StartController starts controller replica r (0 or 1) in the wire netns,

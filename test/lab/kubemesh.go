@@ -74,7 +74,13 @@ func (l *Lab) prepareKubeMesh(ctx context.Context) error {
 	return l.saveMeshRoot(ctx)
 }
 
-// saveMeshRoot waits for the root ConfigMap and writes ControllerCAFile.
+// RefreshMeshRoot copies the root ConfigMap to ControllerCAFile again, as
+// the kubelet updates a ConfigMap volume (the lab's node components read
+// the file, which nothing else updates after the lab started).
+func (l *Lab) RefreshMeshRoot(ctx context.Context) error { return l.saveMeshRoot(ctx) }
+
+// saveMeshRoot waits for the root ConfigMap and writes ControllerCAFile
+// (replaced whole, by a rename, as a kubelet's atomic writer does).
 func (l *Lab) saveMeshRoot(ctx context.Context) error {
 	var pem string
 	err := l.kubeWait(ctx, "configmap "+RootConfigMap, func() (bool, error) {
@@ -88,7 +94,11 @@ func (l *Lab) saveMeshRoot(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	if err := os.WriteFile(l.ControllerCAFile(), []byte(pem), 0o644); err != nil {
+	tmp := l.ControllerCAFile() + ".new"
+	if err := os.WriteFile(tmp, []byte(pem), 0o644); err != nil {
+		return fmt.Errorf("write mesh root: %w", err)
+	}
+	if err := os.Rename(tmp, l.ControllerCAFile()); err != nil {
 		return fmt.Errorf("write mesh root: %w", err)
 	}
 	return nil

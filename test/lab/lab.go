@@ -72,6 +72,8 @@ type Options struct {
 	Logger *slog.Logger
 	// CertLifetime is passed to ztunnel's --cert-lifetime (default 1h).
 	CertLifetime time.Duration
+	// ControllerArgs are more flags for every controller replica (Kube).
+	ControllerArgs []string
 	// TrustDomain of the mesh (default cluster.local).
 	TrustDomain string
 	// StartMesh starts agentd and ztunnel on every node.

@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/hex"
 	"fmt"
 	"log/slog"
 	"slices"
@@ -54,12 +55,15 @@ type entry struct {
 
 // CertInfo describes one identity's certificate, for the admin endpoint.
 type CertInfo struct {
-	ID          spiffe.ID `json:"id"`
-	Serial      string    `json:"serial,omitempty"` // hex
-	NotBefore   time.Time `json:"notBefore"`
-	NotAfter    time.Time `json:"notAfter"`
-	NextRenewal time.Time `json:"nextRenewal"`
-	Failures    int       `json:"failures"` // renewals failed in a row
+	ID        spiffe.ID `json:"id"`
+	Serial    string    `json:"serial,omitempty"` // hex
+	NotBefore time.Time `json:"notBefore"`
+	NotAfter  time.Time `json:"notAfter"`
+	// AuthorityKeyID (hex) names the root that signed it: its subject
+	// key id (a root rotation shows which one).
+	AuthorityKeyID string    `json:"authorityKeyId,omitempty"`
+	NextRenewal    time.Time `json:"nextRenewal"`
+	Failures       int       `json:"failures"` // renewals failed in a row
 }
 
 // NewManager returns a Manager; call Run to renew certificates.
@@ -127,6 +131,7 @@ func (m *Manager) Snapshot() []CertInfo {
 		if e.cert != nil {
 			ci.Serial = e.cert.Leaf.SerialNumber.Text(16)
 			ci.NotBefore, ci.NotAfter = e.cert.Leaf.NotBefore, e.cert.Leaf.NotAfter
+			ci.AuthorityKeyID = hex.EncodeToString(e.cert.Leaf.AuthorityKeyId)
 		}
 		out = append(out, ci)
 	}

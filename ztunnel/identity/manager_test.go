@@ -176,7 +176,7 @@ func TestEnsureSharesFetchAndForget(t *testing.T) {
 		t.Errorf("10 concurrent Ensure made %d signer calls, want 1", n)
 	}
 	snap := m.Snapshot()
-	if len(snap) != 1 || snap[0].ID != idA || snap[0].Serial == "" {
+	if len(snap) != 1 || snap[0].ID != idA || snap[0].Serial == "" || snap[0].AuthorityKeyID == "" {
 		t.Fatalf("snapshot %+v", snap)
 	}
 	life := snap[0].NotAfter.Sub(snap[0].NotBefore)
