@@ -97,6 +97,14 @@ func RootsFromSecret(s *corev1.Secret) (Roots, error) {
 	if r.Phase == PhaseRetiring && len(r.PreviousCertPEM) == 0 {
 		return Roots{}, fmt.Errorf("ca secret %s: phase %s without %s", name, r.Phase, SecretPreviousCertKey)
 	}
+	for k, p := range map[string][]byte{SecretNextCertKey: r.NextCertPEM, SecretPreviousCertKey: r.PreviousCertPEM} {
+		if len(p) == 0 {
+			continue
+		}
+		if _, err := rootNotAfter(p); err != nil {
+			return Roots{}, fmt.Errorf("ca secret %s: %s: %w", name, k, err)
+		}
+	}
 	return r, nil
 }
 

@@ -103,6 +103,10 @@ func TestRootsSecretRoundTrip(t *testing.T) {
 	if err != nil || !bytes.Equal(got.NextCertPEM, nextPEM) || got.Phase != PhaseTrusting || !got.Since.Equal(since) {
 		t.Fatalf("round trip: %+v, %v", got, err)
 	}
+	s.Data[SecretNextCertKey] = []byte("garbage")
+	if _, err := RootsFromSecret(s); err == nil {
+		t.Error("a Secret with an unparsable next root was accepted")
+	}
 	delete(s.Data, SecretNextKeyKey)
 	if _, err := RootsFromSecret(s); err == nil {
 		t.Error("a trusting Secret without the next key was accepted")
