@@ -23,8 +23,12 @@ func newGauges(reg prometheus.Registerer, podStates func() map[string]int, l *li
 	reg.MustRegister(g.pods,
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "ztunnel_proxy_sockets",
-			Help: "Sockets held for proxied connections (accepted, dialed, HBONE connections): the fd budget in use.",
+			Help: "The fd budget in use: sockets held for proxied connections (accepted, dialed, HBONE connections) and the pods' own (ztunnel_pod_sockets).",
 		}, func() float64 { return float64(l.FDs.Used.Load()) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "ztunnel_pod_sockets",
+			Help: "Of the fd budget, what the pods hold themselves: netns handles, listeners, DNS sockets.",
+		}, func() float64 { return float64(l.PodFDs.Load()) }),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "ztunnel_proxy_sockets_limit", Help: "The fd budget: sockets beyond it are refused (0: none).",
 		}, func() float64 { return float64(l.FDs.Max.Load()) }),

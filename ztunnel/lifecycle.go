@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/agentmesh/agentmesh/internal/handoff"
+	"github.com/agentmesh/agentmesh/ztunnel/dnsproxy"
 	"github.com/agentmesh/agentmesh/ztunnel/flow"
 	"github.com/agentmesh/agentmesh/ztunnel/podnet"
 )
@@ -43,11 +44,16 @@ func (n *Node) AddPod(info handoff.Pod, ns *os.File) error {
 		}
 		n.removeLocked(info.UID)
 	}
-	pn, err := n.opts.PodNet.Open(info, ns)
-	if err != nil {
+	if err := n.limits.AdmitPod(1); err != nil {
+		ns.Close()
 		return fmt.Errorf("pod %s/%s netns: %w", info.Namespace, info.Name, err)
 	}
-	p := &pod{info: info, net: pn, state: statePending}
+	pn, err := n.opts.PodNet.Open(info, ns)
+	if err != nil {
+		n.limits.ReleasePod(1)
+		return fmt.Errorf("pod %s/%s netns: %w", info.Namespace, info.Name, err)
+	}
+	p := &pod{info: info, net: pn, state: statePending, netFDs: 1}
 	// Set before the pod is in n.pods: a config swap reads it
 	// (authorize.Authorizer.Reevaluate) without the node's lock.
 	p.live.UID = info.UID
@@ -135,9 +141,11 @@ func (n *Node) teardownLocked(p *pod) error {
 		}
 		l.Ln.Close()
 	}
+	p.listeners = nil
 	if err := n.stopDNSLocked(p); err != nil {
 		errs = append(errs, err)
 	}
+	n.releaseSocketsLocked(p)
 	if p.cancel != nil {
 		p.cancel()
 	}
@@ -150,6 +158,8 @@ func (n *Node) teardownLocked(p *pod) error {
 		errs = append(errs, fmt.Errorf("pod %s: connections still running after %s", p.name(), teardownWait))
 	}
 	p.net.Close()
+	n.limits.ReleasePod(p.netFDs)
+	p.netFDs = 0
 	if st == stateReady && !n.identityInUseLocked(p) {
 		n.opts.Certs.Forget(p.flow.ID)
 	}
@@ -219,8 +229,13 @@ func (n *Node) setupLocked(p *pod) error {
 	if err != nil {
 		return fmt.Errorf("certificate for %s: %w", p.flow.ID, err)
 	}
+	if err := n.limits.AdmitPod(podnet.Sockets() + dnsproxy.Sockets()); err != nil {
+		return fmt.Errorf("pod sockets: %w", err)
+	}
+	p.sockFDs = podnet.Sockets() + dnsproxy.Sockets()
 	lns, err := podnet.Open(p.net)
 	if err != nil {
+		n.releaseSocketsLocked(p)
 		return err
 	}
 	p.listeners = nil

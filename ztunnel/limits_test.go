@@ -3,14 +3,21 @@ package ztunnel
 import (
 	"errors"
 	"net"
+	"net/netip"
+	"os"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus/testutil"
+	"golang.org/x/sys/unix"
 
+	"github.com/agentmesh/agentmesh/internal/handoff"
 	"github.com/agentmesh/agentmesh/internal/netns"
+	"github.com/agentmesh/agentmesh/ztunnel/dnsproxy"
 	"github.com/agentmesh/agentmesh/ztunnel/limits"
+	"github.com/agentmesh/agentmesh/ztunnel/podnet"
 )
 
 // holdOutbound opens a connection from pod A through the outbound listener
@@ -116,26 +123,98 @@ func TestRefusedOutboundConsumesOrigDst(t *testing.T) {
 func TestFDBudgetRefusesBeforeEMFILE(t *testing.T) {
 	e := newEnv(t)
 	e.handOverAB()
-	e.orig.set(appX) // passthrough: two sockets per connection
-	e.node.limits.FDs.Max.Store(4)
+	e.orig.set(appX)                    // passthrough: two sockets per connection
+	pods := e.node.limits.PodFDs.Load() // the pods' own sockets take units too
+	e.node.limits.FDs.Max.Store(pods + 4)
 	for range 2 {
 		if _, err := holdOutbound(t, e); err != nil {
 			t.Fatal(err)
 		}
 	}
-	waitFor(t, "4 sockets in use", func() bool { return e.node.limits.FDs.Used.Load() == 4 })
+	waitFor(t, "4 sockets in use", func() bool { return e.node.limits.FDs.Used.Load() == pods+4 })
 	c, err := holdOutbound(t, e)
 	refusedFast(t, c, err)
 	if got := testutil.ToFloat64(e.node.rec.M.Rejected.WithLabelValues("outbound", limits.ReasonFDBudget)); got != 1 {
 		t.Errorf("rejected{outbound,fd_budget} = %v, want 1", got)
 	}
 	// One unit left: the accept fits, the upstream dial does not.
-	e.node.limits.FDs.Max.Store(5)
+	e.node.limits.FDs.Max.Store(pods + 5)
 	c, err = holdOutbound(t, e)
 	refusedFast(t, c, err)
 	e.logs.wait(t, map[string]any{"msg": "access", "direction": "outbound", "result": "~connection limit"})
-	waitFor(t, "the failed connection's socket released", func() bool { return e.node.limits.FDs.Used.Load() == 4 })
+	waitFor(t, "the failed connection's socket released", func() bool { return e.node.limits.FDs.Used.Load() == pods+4 })
 	if got := testutil.ToFloat64(e.node.rec.M.Rejected.WithLabelValues("outbound", limits.ReasonFDBudget)); got != 2 {
 		t.Errorf("rejected{outbound,fd_budget} = %v after the refused dial, want 2", got)
+	}
+}
+
+// TestPodsShareFDBudget: a pod's own sockets (netns handle, listeners,
+// DNS sockets) take fd budget units, so a node handed more pods than its
+// open-file limit carries sets up what fits, reports the rest failed with
+// the reason, and keeps serving the pods it has; the units come back when
+// a pod goes, and the next reconcile sets up the waiting pod.
+func TestPodsShareFDBudget(t *testing.T) {
+	e := newEnv(t)
+	perPod := int64(1 + podnet.Sockets() + dnsproxy.Sockets())
+	e.node.limits.FDs.Max.Store(perPod + 1) // A, and B's netns handle only
+	e.handOver("uid-a", "client", e.a, ipA, ip6A)
+	if err := e.node.SnapshotDone([]string{"uid-a", "uid-b"}); err != nil {
+		t.Fatal(err)
+	}
+	if got := e.node.limits.PodFDs.Load(); got != perPod {
+		t.Fatalf("pod A holds %d fd units, want %d", got, perPod)
+	}
+	fd, err := unix.Dup(int(e.b.Fd()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = e.node.AddPod(handoff.Pod{UID: "uid-b", Name: "server", Namespace: "agents", IPs: []netip.Addr{ipB, ip6B}}, os.NewFile(uintptr(fd), "netns-b"))
+	if !errors.Is(err, limits.ErrPodFDs) {
+		t.Fatalf("AddPod(B) beyond the budget = %v, want %v", err, limits.ErrPodFDs)
+	}
+	if st, perr := e.pod("uid-b").getState(); st != stateFailed || !errors.Is(perr, limits.ErrPodFDs) {
+		t.Errorf("B: %s, %v; want failed for the fd budget", st, perr)
+	}
+	if err := e.node.Ready(); err == nil || !strings.Contains(err.Error(), "agents/server (failed)") {
+		t.Errorf("Ready() = %v, want B failed", err)
+	}
+	for _, k := range e.lst.keys() {
+		if strings.Contains(k, "198.18.1.2") {
+			t.Errorf("B's listener %s registered although it was refused", k)
+		}
+	}
+	// A full budget refuses the next netns outright, and closes it.
+	fd, err = unix.Dup(int(e.x.Fd()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := e.node.AddPod(handoff.Pod{UID: "uid-x", Name: "x", Namespace: "agents"}, os.NewFile(uintptr(fd), "netns-x")); !errors.Is(err, limits.ErrPodFDs) {
+		t.Errorf("AddPod(X) on a full budget = %v, want %v", err, limits.ErrPodFDs)
+	}
+	if e.pod("uid-x") != nil {
+		t.Error("X kept although refused")
+	}
+	if _, err := unix.FcntlInt(uintptr(fd), unix.F_GETFD, 0); !errors.Is(err, unix.EBADF) {
+		t.Errorf("X's netns fd %d still open after the refusal (%v)", fd, err)
+	}
+	// A still serves, given room for a connection (two sockets).
+	e.node.limits.FDs.Max.Add(2)
+	e.orig.set(appX)
+	if got, err := roundTrip(dialIn(t, e.a, "127.0.0.1:15001"), "still"); got != "echo:still" {
+		t.Fatalf("A's round trip with B refused = %q, %v", got, err)
+	}
+	// A leaves: B fits now and is set up at the next reconcile.
+	if err := e.node.RemovePod("uid-a"); err != nil {
+		t.Fatal(err)
+	}
+	e.node.reconcile()
+	if st, perr := e.pod("uid-b").getState(); st != stateReady {
+		t.Fatalf("B after A left: %s, %v; want ready", st, perr)
+	}
+	if err := e.node.RemovePod("uid-b"); err != nil {
+		t.Fatal(err)
+	}
+	if used, pods := e.node.limits.FDs.Used.Load(), e.node.limits.PodFDs.Load(); used != 0 || pods != 0 {
+		t.Errorf("after every pod left: %d fd units in use, %d by pods; want 0", used, pods)
 	}
 }

@@ -43,6 +43,10 @@ type pod struct {
 	live   authorize.Live // admitted inbound connections, for policy changes
 
 	pendingLogged bool // guarded by Node.opMu
+	// fd budget units held (limits.AdmitPod), under Node.opMu: the netns
+	// handle's from AddPod to teardown, the listeners' and DNS sockets'
+	// from setup until they are closed.
+	netFDs, sockFDs int
 
 	mu    sync.Mutex // guards state and err
 	state string

@@ -41,6 +41,14 @@ func (n *Node) unregisterLocked(p *pod) {
 	}
 	p.listeners = nil
 	n.stopDNSLocked(p) //nolint:errcheck // logged; its goroutines are bounded by its timeout
+	n.releaseSocketsLocked(p)
+}
+
+// releaseSocketsLocked gives back the fd budget units of p's listeners
+// and DNS sockets, once they are closed.
+func (n *Node) releaseSocketsLocked(p *pod) {
+	n.limits.ReleasePod(p.sockFDs)
+	p.sockFDs = 0
 }
 
 // podIPs merges the addresses agentd saw with the config's, unmapped.

@@ -52,6 +52,9 @@ var specs = []struct {
 	{"udp6", fmt.Sprintf("[::1]:%d", mesh.DNSPort), true},
 }
 
+// Sockets is how many sockets Start opens at most.
+func Sockets() int { return len(specs) }
+
 // Start opens the pod's proxy sockets in n and serves them until Close.
 func (p *Proxy) Start(pod Pod, n Net) (*Server, error) {
 	s := &Server{p: p, pod: pod, net: n, forwards: make(chan struct{}, p.opts.MaxForwards),

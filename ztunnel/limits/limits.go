@@ -1,7 +1,10 @@
 // Package limits keeps a burst larger than the node can carry from taking
 // its tunnel down: every socket ztunnel opens or accepts for a proxied
 // connection takes one unit of the fd budget (the process's open-file
-// limit less a reserve for listeners, pipes and the rest), and every
+// limit less a reserve for pipes, the admin server and the rest), and so
+// does each pod's own socket (its netns handle, listeners and DNS
+// sockets: a node with more pods than the budget carries sets up what
+// fits and reports the rest failed); every
 // proxied connection (an outbound or plaintext connection, an HBONE
 // stream) one slot of --max-connections. What does not fit is refused at
 // once (a TCP reset, an HBONE 503), counted by the caller, and logged once
@@ -33,7 +36,8 @@ var ErrOverloaded = errors.New("node tunnel at its connection limit")
 // refusals. Safe for concurrent use.
 type Limits struct {
 	FDs     Counter
-	Conns   Counter // Max 0: no limit but the fd budget
+	Conns   Counter      // Max 0: no limit but the fd budget
+	PodFDs  atomic.Int64 // of FDs.Used: the pods' own (netns handles, listeners, DNS sockets)
 	Refused Refusals
 }
 
@@ -44,20 +48,27 @@ type Counter struct {
 }
 
 // Take takes one unit; false when none is left.
-func (c *Counter) Take() bool {
-	if n, m := c.Used.Add(1), c.Max.Load(); m > 0 && n > m {
-		c.Used.Add(-1)
+func (c *Counter) Take() bool { return c.TakeN(1) }
+
+// TakeN takes k units at once; false, with nothing taken, when fewer are
+// left.
+func (c *Counter) TakeN(k int64) bool {
+	if n, m := c.Used.Add(k), c.Max.Load(); m > 0 && n > m {
+		c.Used.Add(-k)
 		return false
 	}
 	return true
 }
 
 // Give gives one unit back.
-func (c *Counter) Give() { c.Used.Add(-1) }
+func (c *Counter) Give() { c.GiveN(1) }
 
-// Reserve is how much of the open-file limit is kept for what is not a
-// proxied connection's socket: a pod's listeners and netns, relay pipes,
-// the config stream, logs.
+// GiveN gives k units back.
+func (c *Counter) GiveN(k int64) { c.Used.Add(-k) }
+
+// Reserve is how much of the open-file limit is kept for what is neither a
+// proxied connection's socket nor a pod's (netns handle, listeners, DNS
+// sockets): relay pipes, the config stream, the admin server, logs.
 func Reserve(limit int64) int64 { return max(256, limit/20) }
 
 // New sizes the fd budget from the process's open-file limit. When it
@@ -100,6 +111,30 @@ func (l *Limits) ReleaseSocket(kind podnet.Kind) {
 		l.Conns.Give()
 	}
 	l.FDs.Give()
+}
+
+// ErrPodFDs is why a pod was not set up: its sockets do not fit the fd
+// budget.
+var ErrPodFDs = errors.New("the node's open-file budget cannot carry this pod")
+
+// AdmitPod takes k fd units for a pod's own sockets; the error says how
+// full the budget is. Pods and proxied connections share the budget, so a
+// node with more pods than its open-file limit carries refuses the excess
+// pods (they stay failed, fail closed, and are retried) instead of running
+// out of fds for everyone.
+func (l *Limits) AdmitPod(k int) error {
+	if !l.FDs.TakeN(int64(k)) {
+		return fmt.Errorf("%w: %d sockets needed, %d of %d in use (%d by pods); raise RLIMIT_NOFILE",
+			ErrPodFDs, k, l.FDs.Used.Load(), l.FDs.Max.Load(), l.PodFDs.Load())
+	}
+	l.PodFDs.Add(int64(k))
+	return nil
+}
+
+// ReleasePod gives back what AdmitPod took.
+func (l *Limits) ReleasePod(k int) {
+	l.PodFDs.Add(-int64(k))
+	l.FDs.GiveN(int64(k))
 }
 
 // Refuse closes c with a reset, so its client learns at once.

@@ -35,6 +35,9 @@ var specs = []spec{
 	{HBONE, "tcp", fmt.Sprintf(":%d", mesh.HBONEPort), false},
 }
 
+// Sockets is how many listeners Open opens at most.
+func Sockets() int { return len(specs) }
+
 // Listener is one listening socket in a pod netns.
 type Listener struct {
 	Kind Kind
