@@ -97,6 +97,7 @@ func (o *Objects) LoadAccel(existing map[string]*ebpf.Map) (err error) {
 		}
 		own[name], repl[name] = m, m
 	}
+	fitReplacements(s, repl)
 	coll, err := ebpf.NewCollectionWithOptions(s, ebpf.CollectionOptions{MapReplacements: repl})
 	if err != nil {
 		return fmt.Errorf("load accel programs: %w", err)

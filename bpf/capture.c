@@ -12,7 +12,7 @@ char __license[] SEC("license") = "Dual MIT/GPL";
 // Pod network namespaces whose connections are captured.
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, 4096);
+	__uint(max_entries, MAX_PODS);
 	__type(key, __u64); // netns cookie
 	__type(value, __u8);
 } enrolled_netns SEC(".maps");

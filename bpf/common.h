@@ -26,6 +26,10 @@
 #define HBONE_PORT 15008
 #define DNS_PROXY_PORT 15053
 #define SOCKET_MARK 0x539
+
+// The enrolled pods a node holds (bpf.MaxPods): enrolled_netns has an
+// entry per pod, listeners four (15006 and 15008, IPv4 and IPv6).
+#define MAX_PODS 16384
 // ztunnel's delivery sockets that connect from the caller's address
 // (IP_TRANSPARENT); the capture lets them through like SOCKET_MARK.
 #define DELIVERY_MARK 0x53a

@@ -33,7 +33,7 @@ char __license[] SEC("license") = "Dual MIT/GPL";
 // The same map as capture.c's (one map when loaded: shared by name).
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, 4096);
+	__uint(max_entries, MAX_PODS);
 	__type(key, __u64); // netns cookie
 	__type(value, __u8);
 } enrolled_netns SEC(".maps");

@@ -14,7 +14,16 @@ import (
 type Objects struct {
 	Programs map[string]*ebpf.Program
 	Maps     map[string]*ebpf.Map
+	// Smaller names the existing maps used although they hold fewer
+	// entries than this version makes (pinned by an older agentd, whose
+	// pods' state they carry), with their capacity. New pins get the
+	// full size once the old ones are gone (agentd cleanup, a reboot).
+	Smaller map[string]uint32
 }
+
+// MaxPods is the number of enrolled pods a node's maps hold (MAX_PODS in
+// common.h).
+const MaxPods = 16384
 
 // specs returns the collection specs of every object file. Maps with the
 // same name (stats) are one map shared by all of them.
@@ -72,7 +81,7 @@ func Load(existing map[string]*ebpf.Map) (_ *Objects, err error) {
 	if err != nil {
 		return nil, err
 	}
-	o := &Objects{Programs: map[string]*ebpf.Program{}, Maps: map[string]*ebpf.Map{}}
+	o := &Objects{Programs: map[string]*ebpf.Program{}, Maps: map[string]*ebpf.Map{}, Smaller: map[string]uint32{}}
 	defer func() {
 		if err != nil {
 			err = errors.Join(err, o.Close())
@@ -87,6 +96,9 @@ func Load(existing map[string]*ebpf.Map) (_ *Objects, err error) {
 		if err != nil {
 			return nil, fmt.Errorf("map %s: %w", name, err)
 		}
+		if n := m.MaxEntries(); n < mspecs[name].MaxEntries {
+			o.Smaller[name] = n
+		}
 		o.Maps[name] = m
 	}
 	for _, s := range all {
@@ -97,14 +109,31 @@ func Load(existing map[string]*ebpf.Map) (_ *Objects, err error) {
 	return o, nil
 }
 
+// openMap makes a map of spec, or clones existing when it is compatible
+// with spec or differs only in holding fewer entries (an older version's
+// pin, whose entries are the node's live state: it stays in use).
 func openMap(spec *ebpf.MapSpec, existing *ebpf.Map) (*ebpf.Map, error) {
 	if existing == nil {
 		return ebpf.NewMap(spec)
 	}
 	if err := spec.Compatible(existing); err != nil {
-		return nil, fmt.Errorf("existing map: %w", err)
+		older := spec.Copy()
+		older.MaxEntries = existing.MaxEntries()
+		if older.MaxEntries > spec.MaxEntries || older.Compatible(existing) != nil {
+			return nil, fmt.Errorf("existing map: %w", err)
+		}
 	}
 	return existing.Clone()
+}
+
+// fitReplacements sets the capacity of every map of s that repl replaces
+// to the replacement's (an older, smaller pin that openMap took).
+func fitReplacements(s *ebpf.CollectionSpec, repl map[string]*ebpf.Map) {
+	for name, m := range repl {
+		if ms := s.Maps[name]; ms != nil && m.MaxEntries() < ms.MaxEntries {
+			ms.MaxEntries = m.MaxEntries()
+		}
+	}
 }
 
 func (o *Objects) loadPrograms(s *ebpf.CollectionSpec) error {
@@ -112,6 +141,7 @@ func (o *Objects) loadPrograms(s *ebpf.CollectionSpec) error {
 	for name := range s.Maps {
 		repl[name] = o.Maps[name]
 	}
+	fitReplacements(s, repl)
 	coll, err := ebpf.NewCollectionWithOptions(s, ebpf.CollectionOptions{MapReplacements: repl})
 	if err != nil {
 		return fmt.Errorf("load programs: %w", err)

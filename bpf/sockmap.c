@@ -50,7 +50,7 @@ struct sock_key {
 // Shared with capture.c (maps of the same name are one map).
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, 4096);
+	__uint(max_entries, MAX_PODS);
 	__type(key, __u64); // netns cookie
 	__type(value, __u8);
 } enrolled_netns SEC(".maps");

@@ -12,7 +12,7 @@ char __license[] SEC("license") = "Dual MIT/GPL";
 // ztunnel's listening sockets by pod IP and port (15006, 15008).
 struct {
 	__uint(type, BPF_MAP_TYPE_SOCKHASH);
-	__uint(max_entries, 8192);
+	__uint(max_entries, 4 * MAX_PODS); // two ports, IPv4 and IPv6
 	__type(key, struct listener_key);
 	__type(value, __u64);
 } listeners SEC(".maps");

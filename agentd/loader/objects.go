@@ -38,6 +38,10 @@ func loadObjects(pinDir string, log *slog.Logger) (*bpf.Objects, error) {
 	if err != nil {
 		return nil, fmt.Errorf("load (if a pinned map is incompatible, run cleanup): %w", err)
 	}
+	for name, n := range objs.Smaller {
+		log.Warn("pinned map of an older version holds fewer entries: the node's pods are capped by it until its pins are removed (agentd cleanup) and agentd starts again",
+			"map", name, "max_entries", n, "this_version", specs[name].MaxEntries)
+	}
 	for name, m := range objs.Maps {
 		if existing[name] != nil {
 			log.Debug("reusing pinned map", "map", name)
