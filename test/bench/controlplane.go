@@ -12,6 +12,7 @@ import (
 	"github.com/agentmesh/agentmesh/test/bench/controlplane"
 	"github.com/agentmesh/agentmesh/test/bench/l7"
 	policybench "github.com/agentmesh/agentmesh/test/bench/policy"
+	"github.com/agentmesh/agentmesh/test/bench/scale"
 	"github.com/agentmesh/agentmesh/test/bench/services"
 )
 
@@ -24,6 +25,7 @@ type controlPlaneFlags struct {
 	svc                                                   services.Options
 	l7o                                                   l7.Options
 	bal                                                   balance.Options
+	scalePods                                             int
 }
 
 // register adds --data-path, --control-plane and the --cp-* sizes to fs.
@@ -50,6 +52,24 @@ func (f *controlPlaneFlags) register(fs *flag.FlagSet) {
 	fs.IntVar(&f.bal.Requests, "balance-requests", 600, "balance: requests per row, one after the other")
 	fs.DurationVar(&f.bal.Fast, "balance-fast", 2*time.Millisecond, "balance: the fast replicas' answer delay")
 	fs.DurationVar(&f.bal.Slow, "balance-slow", 40*time.Millisecond, "balance: the slow replica's answer delay")
+	fs.IntVar(&f.scalePods, "scale", 0, "then enroll this many pods without apps on a one-node standalone lab and report enrollment time, ztunnel and agentd RSS, fds and goroutines per pod, and the time a restarted ztunnel takes to list them all again (needs root; 0: skip)")
+}
+
+// runScale runs the scale benchmark and prints its table, also what it
+// measured before failing.
+func runScale(ctx context.Context, o Options, stdout io.Writer) error {
+	load := loadAverage()
+	r, err := scale.Measure(ctx, scale.Options{BinDir: o.BinDir, Pods: o.cpFlags.scalePods, Logger: o.Logger})
+	if r != nil {
+		fmt.Fprintln(stdout)
+		scale.WriteTable(stdout, r)
+		fmt.Fprintf(stdout, "\nmachine: %d CPUs, load average %s before and %s after the run\n",
+			runtime.NumCPU(), load, loadAverage())
+	}
+	if err != nil {
+		return fmt.Errorf("scale bench: %w", err)
+	}
+	return nil
 }
 
 // runBalance runs the balancing benchmark and prints its table, also

@@ -82,6 +82,9 @@ func Run(ctx context.Context, args []string, stdout io.Writer) error {
 	if opts.cpFlags.balance {
 		err = errors.Join(err, runBalance(ctx, opts, stdout))
 	}
+	if opts.cpFlags.scalePods > 0 {
+		err = errors.Join(err, runScale(ctx, opts, stdout))
+	}
 	return err
 }
 

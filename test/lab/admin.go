@@ -56,6 +56,30 @@ func collectUIDs(v any, into map[string]bool) {
 	}
 }
 
+// ZtunnelPodStates counts the pods node i's ztunnel lists by state
+// (pending, failed, ready).
+func (l *Lab) ZtunnelPodStates(ctx context.Context, i int) (map[string]int, error) {
+	url := "http://" + netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), mesh.AdminPort).String() + "/pods"
+	code, body, err := l.httpGet(ctx, i, url)
+	if err != nil {
+		return nil, err
+	}
+	if code != http.StatusOK {
+		return nil, fmt.Errorf("get %s: status %d", url, code)
+	}
+	var pods []struct {
+		State string `json:"state"`
+	}
+	if err := json.Unmarshal(body, &pods); err != nil {
+		return nil, fmt.Errorf("decode /pods: %w", err)
+	}
+	out := map[string]int{}
+	for _, p := range pods {
+		out[p.State]++
+	}
+	return out, nil
+}
+
 // waitPodListed waits until p's node ztunnel lists p (want) or no longer
 // does (!want).
 func (l *Lab) waitPodListed(ctx context.Context, p *Pod, want bool) error {
@@ -75,6 +99,42 @@ func (l *Lab) waitPodListed(ctx context.Context, p *Pod, want bool) error {
 		case <-time.After(100 * time.Millisecond):
 		}
 	}
+}
+
+// waitPodsListed waits, for ReadyTimeout at most, until every enrolled
+// pod of pods is listed by its node's ztunnel.
+func (l *Lab) waitPodsListed(ctx context.Context, pods []*Pod) error {
+	ctx, cancel := context.WithTimeout(ctx, l.opts.ReadyTimeout)
+	defer cancel()
+	want := map[int][]string{}
+	for _, p := range pods {
+		if p.Enrolled {
+			want[p.Node] = append(want[p.Node], p.UID)
+		}
+	}
+	for node, uids := range want {
+		var listed int
+		var last error
+		for {
+			got, err := l.ZtunnelPods(ctx, node)
+			listed, last = 0, err
+			for _, u := range uids {
+				if got[u] {
+					listed++
+				}
+			}
+			if err == nil && listed == len(uids) {
+				break
+			}
+			select {
+			case <-ctx.Done():
+				return l.daemonError(node, ztunnelKind,
+					fmt.Errorf("%d of %d pods listed: %w (last error: %v)", listed, len(uids), ctx.Err(), last))
+			case <-time.After(100 * time.Millisecond):
+			}
+		}
+	}
+	return nil
 }
 
 // ztunnelConfig returns the mesh config node i's ztunnel has in force

@@ -48,8 +48,19 @@ func nodeIPv6(i int) netip.Addr {
 	return netip.MustParseAddr(fmt.Sprintf("fd00:18::%x", i))
 }
 
-// podIPv4 is pod k's address on node i: 198.19.<i>.<k>; k=1 is the node side.
-func podIPv4(i, k int) netip.Addr { return netip.AddrFrom4([4]byte{198, 19, byte(i), byte(k)}) }
+// podIPv4 is pod k's address on node i: 198.19.<i>.<k>; k=1 is the node
+// side. Pods past the /24 (k > 254, only AddPods makes that many) get
+// 10.<i>.<k/256>.<k%256>, which the other nodes have no route to: a node
+// full of pods measures scale, not cross-node traffic.
+func podIPv4(i, k int) netip.Addr {
+	if k > 254 {
+		return netip.AddrFrom4([4]byte{10, byte(i), byte(k >> 8), byte(k)})
+	}
+	return netip.AddrFrom4([4]byte{198, 19, byte(i), byte(k)})
+}
+
+// maxPodIndex bounds a node's pods (the datapath's bpf.MaxPods is larger).
+const maxPodIndex = 10000
 
 // podIPv6 is pod k's address on node i: fd00:19:<i>::<k>.
 func podIPv6(i, k int) netip.Addr {
