@@ -3,11 +3,13 @@ package main
 import (
 	"archive/tar"
 	"bytes"
+	"cmp"
 	"fmt"
 	"io"
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/google/go-containerregistry/pkg/name"
@@ -28,11 +30,23 @@ const NonRoot = 65532
 
 // Spec is what an image is made of.
 type Spec struct {
-	BinDir   string    // holds Binaries
-	Ref      string    // repository:tag
-	Version  string    // the org.opencontainers.image.version label ("" none)
-	Revision string    // the org.opencontainers.image.revision label ("" none)
-	Created  time.Time // every time in the image
+	BinDir   string   // holds the binaries
+	Binaries []string // what it carries in /usr/local/bin (nil: Binaries)
+	// Entrypoint is the image's (nil: /usr/local/bin/controller); Title
+	// and Description its labels ("": AgentMesh's).
+	Entrypoint         []string
+	Title, Description string
+	Ref                string    // repository:tag
+	Version            string    // the org.opencontainers.image.version label ("" none)
+	Revision           string    // the org.opencontainers.image.revision label ("" none)
+	Created            time.Time // every time in the image
+}
+
+func (s Spec) binaries() []string {
+	if s.Binaries == nil {
+		return Binaries
+	}
+	return s.Binaries
 }
 
 // Result is what Write wrote.
@@ -51,7 +65,7 @@ func Build(s Spec) (v1.Image, error) {
 	img := mutate.MediaType(empty.Image, types.OCIManifestSchema1)
 	img = mutate.ConfigMediaType(img, types.OCIConfigJSON)
 	img, err = mutate.Append(img, mutate.Addendum{Layer: layer, MediaType: types.OCILayer,
-		History: v1.History{Created: v1.Time{Time: s.Created}, CreatedBy: "make image", Comment: "static agentd, controller, meshctl, ztunnel"}})
+		History: v1.History{Created: v1.Time{Time: s.Created}, CreatedBy: "make image", Comment: "static " + strings.Join(s.binaries(), ", ")}})
 	if err != nil {
 		return nil, fmt.Errorf("image: %w", err)
 	}
@@ -60,11 +74,14 @@ func Build(s Spec) (v1.Image, error) {
 		return nil, fmt.Errorf("image config: %w", err)
 	}
 	cf = cf.DeepCopy()
+	if s.Entrypoint == nil {
+		s.Entrypoint = []string{"/usr/local/bin/controller"}
+	}
 	cf.Architecture, cf.OS = "amd64", "linux"
 	cf.Created = v1.Time{Time: s.Created}
 	labels := map[string]string{
-		"org.opencontainers.image.title":       "agentmesh",
-		"org.opencontainers.image.description": "AgentMesh: the node components (agentd, ztunnel), the controller and meshctl",
+		"org.opencontainers.image.title":       cmp.Or(s.Title, "agentmesh"),
+		"org.opencontainers.image.description": cmp.Or(s.Description, "AgentMesh: the node components (agentd, ztunnel), the controller and meshctl"),
 		"org.opencontainers.image.licenses":    "Apache-2.0",
 		"org.opencontainers.image.created":     s.Created.Format(time.RFC3339),
 	}
@@ -78,7 +95,7 @@ func Build(s Spec) (v1.Image, error) {
 		User:       fmt.Sprintf("%d:%d", NonRoot, NonRoot),
 		Env:        []string{"PATH=/usr/local/bin:/usr/bin:/bin"},
 		WorkingDir: "/",
-		Entrypoint: []string{"/usr/local/bin/controller"},
+		Entrypoint: s.Entrypoint,
 		Labels:     labels,
 	}
 	img, err = mutate.ConfigFile(img, cf)
@@ -122,7 +139,7 @@ func rootLayer(s Spec) (v1.Layer, error) {
 			return nil, fmt.Errorf("layer: %w", err)
 		}
 	}
-	for _, b := range slices.Sorted(slices.Values(Binaries)) {
+	for _, b := range slices.Sorted(slices.Values(s.binaries())) {
 		if err := addFile(file, filepath.Join(s.BinDir, b), "usr/local/bin/"+b); err != nil {
 			return nil, err
 		}
@@ -160,7 +177,8 @@ func addFile(file func(string, int64, io.Reader, int64) error, path, name string
 }
 
 // Write builds the image of s and writes it under out: an OCI image
-// layout in out/oci and a docker-archive tarball out/agentmesh-<tag>.tar,
+// layout in out/oci and a docker-archive tarball out/<name>-<tag>.tar
+// (the last part of the repository: agentmesh-<tag>.tar),
 // both replaced.
 func Write(s Spec, out string) (*Result, error) {
 	ref, err := name.NewTag(s.Ref, name.StrictValidation)
@@ -175,7 +193,7 @@ func Write(s Spec, out string) (*Result, error) {
 	if err != nil {
 		return nil, fmt.Errorf("image digest: %w", err)
 	}
-	res := &Result{Ref: ref.String(), Digest: digest, Layout: filepath.Join(out, "oci"), Tarball: filepath.Join(out, "agentmesh-"+ref.TagStr()+".tar")}
+	res := &Result{Ref: ref.String(), Digest: digest, Layout: filepath.Join(out, "oci"), Tarball: filepath.Join(out, lastPart(ref.RepositoryStr())+"-"+ref.TagStr()+".tar")}
 	if err := os.MkdirAll(out, 0o755); err != nil {
 		return nil, fmt.Errorf("image output: %w", err)
 	}

@@ -159,3 +159,52 @@ func TestMissingBinary(t *testing.T) {
 		t.Errorf("err %v, want one naming ztunnel", err)
 	}
 }
+
+// TestOtherImage: the lab's apps image (make lab-image) carries only the
+// binaries it names, with its own entrypoint and title, and is written as
+// <name>-<tag>.tar.
+func TestOtherImage(t *testing.T) {
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "meshlab"), []byte("m"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	s := Spec{BinDir: dir, Binaries: []string{"meshlab"}, Entrypoint: []string{"/usr/local/bin/meshlab", "app", "pause"},
+		Title: "apps", Ref: "localhost/lab/apps:lab", Created: time.Unix(1764900000, 0).UTC()}
+	res, err := Write(s, t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if filepath.Base(res.Tarball) != "apps-lab.tar" {
+		t.Errorf("tarball %s, want apps-lab.tar", res.Tarball)
+	}
+	img, err := Build(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cf, err := img.ConfigFile()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := strings.Join(cf.Config.Entrypoint, " "); got != "/usr/local/bin/meshlab app pause" || cf.Config.Labels["org.opencontainers.image.title"] != "apps" {
+		t.Errorf("entrypoint %q, labels %v", got, cf.Config.Labels)
+	}
+	r := mutate.Extract(img)
+	defer r.Close()
+	tr := tar.NewReader(r)
+	var bins []string
+	for {
+		h, err := tr.Next()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		if strings.HasPrefix(h.Name, "usr/local/bin/") && h.Typeflag == tar.TypeReg {
+			bins = append(bins, h.Name)
+		}
+	}
+	if strings.Join(bins, ",") != "usr/local/bin/meshlab" {
+		t.Errorf("binaries %v, want only meshlab", bins)
+	}
+}

@@ -42,6 +42,10 @@ func run(args []string, stdout io.Writer) error {
 	ref := fs.String("ref", "", "the image reference instead of the chart's (repository:tag)")
 	created := fs.Int64("created", 0, "the image's creation time, Unix seconds (make image: the commit's time)")
 	revision := fs.String("revision", "", "the source revision for the image's label (make image: the commit)")
+	binaries := fs.String("binaries", strings.Join(Binaries, ","), "the binaries of -bin the image carries in /usr/local/bin, comma-separated")
+	entrypoint := fs.String("entrypoint", "/usr/local/bin/controller", "the image's entrypoint, space-separated")
+	title := fs.String("title", "", "the image's title label (\"\": agentmesh)")
+	description := fs.String("description", "", "the image's description label (\"\": AgentMesh's)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -58,7 +62,8 @@ func run(args []string, stdout io.Writer) error {
 	} else if _, tag, ok := strings.Cut(lastPart(r), ":"); ok {
 		version = tag
 	}
-	spec := Spec{BinDir: *bin, Ref: r, Version: version, Revision: *revision, Created: time.Unix(*created, 0).UTC()}
+	spec := Spec{BinDir: *bin, Ref: r, Version: version, Revision: *revision, Created: time.Unix(*created, 0).UTC(),
+		Binaries: strings.Split(*binaries, ","), Entrypoint: strings.Fields(*entrypoint), Title: *title, Description: *description}
 	res, err := Write(spec, *out)
 	if err != nil {
 		return err

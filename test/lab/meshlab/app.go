@@ -10,7 +10,7 @@ import (
 // runApp dispatches `meshlab app <name>`.
 func runApp(ctx context.Context, args []string, stdout io.Writer) error {
 	if len(args) == 0 {
-		return fmt.Errorf("%w: app needs one of echo, http, send, stream, dialer, burst, flood, dns-query, dns-upstream, dns-flood, mcp-server, mcp-call, a2a-server, a2a-call, http-do, sse-get, grpc-call", ErrUsage)
+		return fmt.Errorf("%w: app needs one of echo, http, send, stream, dialer, burst, flood, dns-query, dns-upstream, dns-flood, mcp-server, mcp-call, a2a-server, a2a-call, http-do, sse-get, grpc-call, pause", ErrUsage)
 	}
 	switch args[0] {
 	case "echo":
@@ -47,6 +47,11 @@ func runApp(ctx context.Context, args []string, stdout io.Writer) error {
 		return appSSEGet(ctx, args[1:], stdout)
 	case "grpc-call":
 		return appGRPCCall(ctx, args[1:], stdout)
+	case "pause":
+		// A pod sandbox's process (the lab's images have no other): it
+		// holds the pod's namespaces until SIGTERM or SIGINT.
+		<-ctx.Done()
+		return nil
 	}
 	return fmt.Errorf("%w: unknown app %q", ErrUsage, args[0])
 }
