@@ -48,7 +48,7 @@ test: ## run every test, the privileged lab tests included (needs root; installs
 	@$(AS_ROOT) $(MAKE) --no-print-directory test-as-root
 
 .PHONY: test-as-root
-test-as-root: check-generate check-manifests lint build kube jaeger
+test-as-root: check-generate check-manifests lint build kube jaeger containerd lab-image
 	cd deploy/render && $(GO) vet ./... && $(GO) test -count=1 ./...
 	cd deploy/image && $(GO) vet ./... && $(GO) test -count=1 ./...
 	$(GO) test -count=1 -timeout $(TEST_TIMEOUT) ./...
@@ -67,6 +67,16 @@ image: ## build the OCI image into bin/image: an OCI layout (oci/) and a tarball
 	CGO_ENABLED=0 $(GO) build -trimpath -buildvcs=false -ldflags '-s -w -buildid=' -o $(BIN)/static/ $(addprefix ./cmd/,$(IMAGE_BINS))
 	cd deploy/image && $(GO) run . -bin $(BIN)/static -out $(BIN)/image -chart ../charts/agentmesh \
 		-created "$$(git log -1 --format=%ct 2>/dev/null || echo 0)" -revision "$$(git rev-parse HEAD 2>/dev/null)"
+
+# The lab's own image for real nodes: static meshlab, whose `app` commands
+# are the sample agents and whose `app pause` is the pod sandbox (no
+# registry is reachable; the lab imports it into each node's containerd).
+.PHONY: lab-image
+lab-image: ## build the lab's apps and pause image into bin/lab-image (localhost/agentmesh-lab/apps:lab)
+	CGO_ENABLED=0 $(GO) build -trimpath -buildvcs=false -ldflags '-s -w -buildid=' -o $(BIN)/static/ ./cmd/meshlab
+	cd deploy/image && $(GO) run . -bin $(BIN)/static -out $(BIN)/lab-image -ref localhost/agentmesh-lab/apps:lab \
+		-binaries meshlab -entrypoint "/usr/local/bin/meshlab app pause" -title agentmesh-lab-apps \
+		-description "AgentMesh lab: sample agents (meshlab app) and the pod sandbox (meshlab app pause)"
 
 .PHONY: bench
 bench: ## benchmark the mesh against direct pod-to-pod on the lab (needs root)
@@ -101,13 +111,15 @@ KUBE := $(BIN)/kube
 KUBE_MOD := test/kube/go.mod test/kube/go.sum
 
 .PHONY: kube
-kube: $(KUBE)/kube-apiserver $(KUBE)/kube-controller-manager $(KUBE)/kube-scheduler $(KUBE)/etcd $(KUBE)/kubectl ## build kube-apiserver, kube-controller-manager, kube-scheduler, etcd and kubectl from source into bin/kube/ (minutes the first time)
+kube: $(KUBE)/kube-apiserver $(KUBE)/kube-controller-manager $(KUBE)/kube-scheduler $(KUBE)/etcd $(KUBE)/kubectl $(KUBE)/kubelet $(KUBE)/kube-proxy ## build kube-apiserver, kube-controller-manager, kube-scheduler, etcd, kubectl, and for real lab nodes the kubelet and kube-proxy, from source into bin/kube/ (minutes the first time)
 
 # One binary at a time (2 cores): the order-only prerequisites chain the builds under -j too.
 $(KUBE)/kube-controller-manager: | $(KUBE)/kube-apiserver
 $(KUBE)/kube-scheduler: | $(KUBE)/kube-controller-manager
 $(KUBE)/etcd: | $(KUBE)/kube-scheduler
 $(KUBE)/kubectl: | $(KUBE)/etcd
+$(KUBE)/kubelet: | $(KUBE)/kubectl
+$(KUBE)/kube-proxy: | $(KUBE)/kubelet
 $(KUBE)/%: test/kube/cmd/%/main.go $(KUBE_MOD)
 	@echo "kube: building $* ..."; start=$$(date +%s); \
 	cd test/kube && v=$$($(GO) list -m -f '{{.Version}}' k8s.io/kubernetes) && \
