@@ -33,6 +33,7 @@ func (l *Lab) Close() error {
 		_, _ = c.Stop()
 	}
 	l.stopKubelets() // first, so no kubelet restarts a pod's process
+	errs = append(errs, l.stopRealNodes()...)
 	for _, p := range procs {
 		errs = append(errs, p.Stop())
 	}
@@ -60,6 +61,10 @@ func removeLeftovers(ctx context.Context, id string) error {
 		errs = append(errs, removeCgroupTree(ctx, filepath.Join(root, id)))
 	} else {
 		errs = append(errs, err)
+	}
+	if err := removeRealNodeLeftovers(id, filepath.Join(StateRoot, id)); err != nil {
+		// The state dir keeps the host's saved state for the next try.
+		return errors.Join(append(errs, fmt.Errorf("real nodes: %w (state dir kept)", err))...)
 	}
 	names, err := labNetns(id + "-")
 	errs = append(errs, err)

@@ -16,6 +16,7 @@ import (
 
 	"github.com/agentmesh/agentmesh/test/lab/kubecp"
 	"github.com/agentmesh/agentmesh/test/lab/kubelet"
+	"github.com/agentmesh/agentmesh/test/lab/realnode"
 )
 
 // In Kubernetes mode the control plane runs in the wire netns and listens
@@ -42,8 +43,10 @@ type kubeMode struct {
 	mu          sync.Mutex // guards the fields below
 	procs       []*Process // etcd, kube-apiserver, kube-controller-manager, kube-scheduler
 	nextNode    int        // round-robin placement by CreatePod
-	hostForward *Forward   // the host's way to the apiserver (kubehost.go); nil once closed
-	hostAddr    string     // its address
+	real        []*realnode.Node
+	realHost    *realnode.Host // the host before the first real node
+	hostForward *Forward       // the host's way to the apiserver (kubehost.go); nil once closed
+	hostAddr    string         // its address
 }
 
 // startKube starts the control plane in the wire netns and one fake
@@ -75,7 +78,10 @@ func (l *Lab) startKube(ctx context.Context) error {
 	if err := l.startHostAccess(); err != nil {
 		return err
 	}
-	return l.startKubelets(ctx)
+	if err := l.startKubelets(ctx); err != nil {
+		return err
+	}
+	return l.startRealNodes(ctx)
 }
 
 // kubeCgroup holds the control plane's processes, so Down kills them too.
@@ -120,6 +126,9 @@ func (l *Lab) startKubelets(ctx context.Context) error {
 	m.cancel = cancel
 	var kls []*kubelet.Kubelet
 	for i := 1; i <= l.opts.Nodes; i++ {
+		if l.isRealNode(i) {
+			continue
+		}
 		k, err := l.newKubelet(i)
 		if err != nil {
 			return err

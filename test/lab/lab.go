@@ -85,6 +85,14 @@ type Options struct {
 	// kube-controller-manager in the wire netns, and a fake kubelet per
 	// node that runs the Pods bound to it (see kube.go).
 	Kube bool
+	// RealNodes, in Kubernetes mode, makes the last RealNodes of the nodes
+	// real ones (test/lab/realnode): a kubelet built from source with
+	// containerd, runc and the CNI bridge in the node's netns, running the
+	// Pods bound to it as containers from the lab's image (LabImage; make
+	// kube containerd lab-image). The lab starts no agentd or ztunnel
+	// there (the chart's DaemonSet does); Close restores what they
+	// change on the host.
+	RealNodes int
 	// KubeBinDir holds etcd, kube-apiserver, kube-controller-manager and
 	// kube-scheduler (default BinDir/kube; `make kube` builds them, and
 	// kubectl, into bin/kube).
@@ -149,6 +157,9 @@ func New(ctx context.Context, opts Options) (*Lab, error) {
 func newLab(opts Options) (*Lab, error) {
 	if opts.Nodes < 1 || opts.Nodes > 250 {
 		return nil, fmt.Errorf("nodes must be 1..250, got %d", opts.Nodes)
+	}
+	if opts.RealNodes < 0 || opts.RealNodes > opts.Nodes || (opts.RealNodes > 0 && !opts.Kube) {
+		return nil, fmt.Errorf("real nodes must be 0..%d, in Kubernetes mode; got %d", opts.Nodes, opts.RealNodes)
 	}
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))

@@ -36,6 +36,9 @@ func (l *Lab) startMesh(ctx context.Context) error {
 		return err
 	}
 	for i := 1; i <= l.opts.Nodes; i++ {
+		if l.isRealNode(i) {
+			continue // the chart's DaemonSet runs the mesh there
+		}
 		for _, d := range []string{l.pinDir(i), filepath.Join(l.state, nodeName(i))} {
 			if err := os.MkdirAll(d, 0o755); err != nil {
 				return fmt.Errorf("make %s: %w", d, err)

@@ -1,6 +1,7 @@
 package realnode
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -103,6 +104,31 @@ func (h *Host) Restore(dir string) error {
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// Save writes h to path, for a cleanup after a crash (LoadHost).
+func (h *Host) Save(path string) error {
+	b, err := json.Marshal(h)
+	if err != nil {
+		return fmt.Errorf("host state: %w", err)
+	}
+	if err := os.WriteFile(path, b, 0o644); err != nil {
+		return fmt.Errorf("host state: %w", err)
+	}
+	return nil
+}
+
+// LoadHost reads what Save wrote.
+func LoadHost(path string) (*Host, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("host state: %w", err)
+	}
+	h := &Host{}
+	if err := json.Unmarshal(b, h); err != nil {
+		return nil, fmt.Errorf("host state %s: %w", path, err)
+	}
+	return h, nil
 }
 
 // Diff says how now differs from h ("" when it does not).

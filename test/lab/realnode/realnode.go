@@ -43,12 +43,21 @@ import (
 
 // Options describe one node.
 type Options struct {
-	Name       string       // the Node's name
-	Netns      string       // path of its network namespace (the caller's)
-	Dir        string       // every file of the node; made by Start, removed by Close
-	CgroupRoot string       // relative cgroup path made in every hierarchy ("amlab-x/rn1"), removed by Close
-	PodCIDR    netip.Prefix // the CNI bridge's pod range
-	BinDir     string       // holds kube/kubelet and containerd/{containerd,containerd-shim-runc-v2,ctr}
+	Name       string // the Node's name
+	Netns      string // path of its network namespace (the caller's)
+	Dir        string // every file of the node; made by Start, removed by Close
+	CgroupRoot string // relative cgroup path made in every hierarchy ("amlab-x/rn1"), removed by Close
+	// ProcessCgroup is a cgroup v2 directory containerd, its shims and the
+	// kubelet start in ("": the caller's); a crashed caller's cleanup that
+	// kills what is in it ends them.
+	ProcessCgroup string
+	PodCIDRs      []netip.Prefix // the CNI bridge's pod ranges (IPv4, optionally IPv6)
+	NodeIP        netip.Addr     // the kubelet's --node-ip (invalid: its own pick)
+	// ClusterDNS and ClusterDomain go into pods' resolv.conf (dnsPolicy
+	// ClusterFirst); none: the host's.
+	ClusterDNS    []netip.Addr
+	ClusterDomain string
+	BinDir        string // holds kube/kubelet and containerd/{containerd,containerd-shim-runc-v2,ctr}
 	// Images are image tarballs (docker-archive or OCI) imported into the
 	// node's containerd before the kubelet starts; SandboxImage (one of
 	// them) is the pod sandbox's.
@@ -57,7 +66,14 @@ type Options struct {
 	// Kubeconfig is the kubelet's credentials for the apiserver; "" runs
 	// the kubelet standalone (static pods from Dir/manifests only).
 	Kubeconfig string
-	Logger     *slog.Logger
+	// ProxyKubeconfig, when set, runs kube-proxy (nftables mode, in the
+	// node's netns) with these credentials (the user system:kube-proxy,
+	// whom the default binding system:node-proxier authorizes); it leaves
+	// the conntrack sysctls alone. ClusterCIDRs are the pod ranges it
+	// tells local from remote traffic by.
+	ProxyKubeconfig string
+	ClusterCIDRs    []netip.Prefix
+	Logger          *slog.Logger
 }
 
 // Node is a running real node.
@@ -65,11 +81,12 @@ type Node struct {
 	o          Options
 	containerd *proc
 	kubelet    *proc
+	proxy      *proc
 	cgroups    []string // the cgroup directories makeCgroups made, in order
 }
 
 // Binaries are what a real node runs, relative to Options.BinDir.
-var Binaries = []string{"kube/kubelet", "containerd/containerd", "containerd/containerd-shim-runc-v2", "containerd/ctr"}
+var Binaries = []string{"kube/kubelet", "kube/kube-proxy", "containerd/containerd", "containerd/containerd-shim-runc-v2", "containerd/ctr"}
 
 // CgroupHierarchies are the hierarchies a node's cgroups are made in: the
 // v1 controllers the kubelet checks, and the v2 tree.
@@ -118,12 +135,21 @@ func Start(ctx context.Context, o Options) (_ *Node, err error) {
 	}
 	args := []string{"--config", n.path("kubelet.yaml"), "--root-dir", n.path("kubelet"),
 		"--cert-dir", n.path("kubelet/pki"), "--hostname-override", o.Name, "--v", "1"}
+	if o.NodeIP.IsValid() {
+		args = append(args, "--node-ip", o.NodeIP.String())
+	}
 	if o.Kubeconfig != "" {
 		args = append(args, "--kubeconfig", o.Kubeconfig)
 	}
 	n.kubelet, err = n.start("kubelet", filepath.Join(o.BinDir, "kube/kubelet"), args...)
 	if err != nil {
 		return nil, err
+	}
+	if o.ProxyKubeconfig != "" {
+		n.proxy, err = n.start("kube-proxy", filepath.Join(o.BinDir, "kube/kube-proxy"), "--config", n.path("kube-proxy.yaml"), "--v", "1")
+		if err != nil {
+			return nil, err
+		}
 	}
 	return n, nil
 }
@@ -149,6 +175,9 @@ func (n *Node) Dir() string { return n.o.Dir }
 // the Host (that is the caller's, after the last node).
 func (n *Node) Close() error {
 	var errs []error
+	if n.proxy != nil {
+		errs = append(errs, n.proxy.stop())
+	}
 	if n.kubelet != nil {
 		errs = append(errs, n.kubelet.stop())
 	}
@@ -160,7 +189,7 @@ func (n *Node) Close() error {
 	if n.containerd != nil {
 		errs = append(errs, n.containerd.stop())
 	}
-	errs = append(errs, n.killShims(), unmountUnder(n.o.Dir), n.removeCgroups())
+	errs = append(errs, n.killShims(), UnmountUnder(n.o.Dir), n.removeCgroups())
 	if err := os.RemoveAll(n.o.Dir); err != nil {
 		errs = append(errs, fmt.Errorf("remove %s: %w", n.o.Dir, err))
 	}
@@ -206,11 +235,20 @@ state = %[2]q
 [plugins.'io.containerd.grpc.v1.cri']
   disable_tcp_service = true
 `, n.path("containerd"), n.path("run", "state"), n.socket(), n.socket()+".ttrpc", n.o.SandboxImage, n.path("cni"), n.path("run", "runc"))
+	var ranges, routes []string
+	for _, p := range n.o.PodCIDRs {
+		ranges = append(ranges, fmt.Sprintf(`[{"subnet": %q}]`, p.Masked()))
+		if p.Addr().Is4() {
+			routes = append(routes, `{"dst": "0.0.0.0/0"}`)
+		} else {
+			routes = append(routes, `{"dst": "::/0"}`)
+		}
+	}
 	cni := fmt.Sprintf(`{"cniVersion": "1.0.0", "name": "lab", "plugins": [
   {"type": "bridge", "bridge": "cni0", "isGateway": true, "ipMasq": false, "hairpinMode": true,
-   "ipam": {"type": "host-local", "ranges": [[{"subnet": %q}]], "routes": [{"dst": "0.0.0.0/0"}], "dataDir": %q}},
+   "ipam": {"type": "host-local", "ranges": [%s], "routes": [%s], "dataDir": %q}},
   {"type": "loopback"}]}
-`, n.o.PodCIDR.String(), n.path("run", "ipam"))
+`, strings.Join(ranges, ", "), strings.Join(routes, ", "), n.path("run", "ipam"))
 	kubelet := fmt.Sprintf(`apiVersion: kubelet.config.k8s.io/v1beta1
 kind: KubeletConfiguration
 failCgroupV1: false
@@ -230,9 +268,29 @@ failSwapOn: false
 evictionHard: {"memory.available": "0%%", "nodefs.available": "0%%", "imagefs.available": "0%%"}
 imageGCHighThresholdPercent: 100
 resolvConf: /etc/resolv.conf
-podCIDR: %s
-`, n.o.CgroupRoot, n.socket(), n.path("manifests"), n.path("pods"), n.path("volume-plugins"), n.o.PodCIDR)
-	for name, data := range map[string]string{"containerd.toml": containerd, "cni/10-lab.conflist": cni, "kubelet.yaml": kubelet} {
+`, n.o.CgroupRoot, n.socket(), n.path("manifests"), n.path("pods"), n.path("volume-plugins"))
+	if len(n.o.ClusterDNS) > 0 {
+		var dns []string
+		for _, a := range n.o.ClusterDNS {
+			dns = append(dns, fmt.Sprintf("%q", a))
+		}
+		kubelet += fmt.Sprintf("clusterDNS: [%s]\nclusterDomain: %q\n", strings.Join(dns, ", "), n.o.ClusterDomain)
+	}
+	var cidrs []string
+	for _, p := range n.o.ClusterCIDRs {
+		cidrs = append(cidrs, p.String())
+	}
+	proxy := fmt.Sprintf(`apiVersion: kubeproxy.config.k8s.io/v1alpha1
+kind: KubeProxyConfiguration
+mode: nftables
+clientConnection: {kubeconfig: %q}
+hostnameOverride: %q
+healthzBindAddress: 127.0.0.1:10256
+metricsBindAddress: 127.0.0.1:10249
+clusterCIDR: %q
+conntrack: {maxPerCore: 0, min: 0, tcpEstablishedTimeout: 0s, tcpCloseWaitTimeout: 0s}
+`, n.o.ProxyKubeconfig, n.o.Name, strings.Join(cidrs, ","))
+	for name, data := range map[string]string{"containerd.toml": containerd, "cni/10-lab.conflist": cni, "kubelet.yaml": kubelet, "kube-proxy.yaml": proxy} {
 		if err := os.WriteFile(n.path(name), []byte(data), 0o644); err != nil {
 			return fmt.Errorf("real node %s: %w", name, err)
 		}
@@ -273,9 +331,22 @@ func (n *Node) makeCgroups() error {
 // first (what the kubelet and runc made), then the parents makeCgroups
 // made.
 func (n *Node) removeCgroups() error {
+	errs := []error{RemoveCgroupTrees(n.o.CgroupRoot)}
+	for _, d := range slices.Backward(n.cgroups) {
+		if err := rmdirRetry(d); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	n.cgroups = nil
+	return errors.Join(errs...)
+}
+
+// RemoveCgroupTrees removes rel's subtree in every hierarchy, deepest
+// first; the cgroups must be empty (their processes gone).
+func RemoveCgroupTrees(rel string) error {
 	var errs []error
 	for _, h := range CgroupHierarchies {
-		root := filepath.Join("/sys/fs/cgroup", h, n.o.CgroupRoot)
+		root := filepath.Join("/sys/fs/cgroup", h, rel)
 		var dirs []string
 		filepath.WalkDir(root, func(p string, d os.DirEntry, err error) error { //nolint:errcheck // a missing root is fine
 			if err == nil && d.IsDir() {
@@ -290,12 +361,6 @@ func (n *Node) removeCgroups() error {
 			}
 		}
 	}
-	for _, d := range slices.Backward(n.cgroups) {
-		if err := rmdirRetry(d); err != nil {
-			errs = append(errs, err)
-		}
-	}
-	n.cgroups = nil
 	return errors.Join(errs...)
 }
 
@@ -422,9 +487,9 @@ func (n *Node) killShims() error {
 	return errors.Join(errs...)
 }
 
-// unmountUnder unmounts every mount point under dir, deepest first
+// UnmountUnder unmounts every mount point under dir, deepest first
 // (sandboxes' shm, container rootfs, netns bind mounts left by a crash).
-func unmountUnder(dir string) error {
+func UnmountUnder(dir string) error {
 	f, err := os.Open("/proc/self/mountinfo")
 	if err != nil {
 		return fmt.Errorf("read mounts: %w", err)
@@ -489,6 +554,14 @@ func (n *Node) start(name, bin string, args ...string) (*proc, error) {
 	// The shim is found next to containerd; runc and the CNI plugins by path.
 	cmd.Env = append(os.Environ(), "PATH="+filepath.Join(n.o.BinDir, "containerd")+":/usr/sbin:/usr/bin:/sbin:/bin")
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if n.o.ProcessCgroup != "" {
+		cg, err := os.Open(n.o.ProcessCgroup)
+		if err != nil {
+			return nil, fmt.Errorf("%s cgroup: %w", name, err)
+		}
+		defer cg.Close()
+		cmd.SysProcAttr.UseCgroupFD, cmd.SysProcAttr.CgroupFD = true, int(cg.Fd())
+	}
 	if err := netns.DoPath(n.o.Netns, cmd.Start); err != nil {
 		return nil, fmt.Errorf("start %s: %w", name, err)
 	}

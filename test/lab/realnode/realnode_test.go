@@ -45,7 +45,7 @@ func TestStaticPodOnRealNode(t *testing.T) {
 	start := time.Now()
 	n, err := realnode.Start(ctx, realnode.Options{
 		Name: "rn1", Netns: fmt.Sprintf("/proc/%d/fd/%d", os.Getpid(), ns.Fd()), Dir: dir, CgroupRoot: cgroupRoot,
-		PodCIDR: netip.MustParsePrefix("10.244.7.0/24"), BinDir: bin,
+		PodCIDRs: []netip.Prefix{netip.MustParsePrefix("10.244.7.0/24"), netip.MustParsePrefix("fd00:244:7::/64")}, BinDir: bin,
 		Images: []string{filepath.Join(bin, "lab-image/apps-lab.tar")}, SandboxImage: image,
 		Logger: testutil.TLogger(t, slog.LevelInfo),
 	})

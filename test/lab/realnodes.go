@@ -1,0 +1,218 @@
+package lab
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"slices"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/tools/clientcmd"
+	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
+
+	"github.com/agentmesh/agentmesh/test/lab/realnode"
+)
+
+// LabImage is the lab's own image (make lab-image) that real nodes import:
+// the sample agents (meshlab app) and the pod sandbox (meshlab app pause).
+const LabImage = "localhost/agentmesh-lab/apps:lab"
+
+// labImageTarball is where make lab-image writes it, under BinDir.
+const labImageTarball = "lab-image/apps-lab.tar"
+
+// realHostFile keeps the host's state from before the first real node, so
+// that a cleanup after a crash (meshlab down) restores it too.
+const realHostFile = "realnode-host.json"
+
+// RealNodeBinaries are what Options.RealNodes needs under BinDir.
+func RealNodeBinaries() []string { return append(slices.Clone(realnode.Binaries), labImageTarball) }
+
+// isRealNode reports whether node i runs a real kubelet: the last
+// Options.RealNodes of the nodes, in Kubernetes mode.
+func (l *Lab) isRealNode(i int) bool {
+	return l.opts.Kube && i > l.opts.Nodes-l.opts.RealNodes
+}
+
+// realNodeDir holds node i's files (containerd, kubelet, pod logs).
+func (l *Lab) realNodeDir(i int) string { return filepath.Join(l.state, nodeName(i)+"-real") }
+
+// startRealNodes starts the kubelet, containerd and the CNI bridge of every
+// real node and waits until each Node is Ready.
+func (l *Lab) startRealNodes(ctx context.Context) error {
+	if l.opts.RealNodes == 0 {
+		return nil
+	}
+	host, err := realnode.ReadHost()
+	if err != nil {
+		return err
+	}
+	if err := host.Save(filepath.Join(l.state, realHostFile)); err != nil {
+		return err
+	}
+	l.kube.mu.Lock()
+	l.kube.realHost = host
+	l.kube.mu.Unlock()
+	for i := 1; i <= l.opts.Nodes; i++ {
+		if !l.isRealNode(i) {
+			continue
+		}
+		kubeconfig := filepath.Join(l.state, nodeName(i)+"-kubelet.kubeconfig")
+		if err := l.writeKubeconfig(kubeconfig, "system:node:"+nodeName(i), "system:nodes"); err != nil {
+			return err
+		}
+		proxyKubeconfig := filepath.Join(l.state, nodeName(i)+"-kube-proxy.kubeconfig")
+		if err := l.writeKubeconfig(proxyKubeconfig, "system:kube-proxy"); err != nil {
+			return err
+		}
+		if err := l.routeDefault(i); err != nil {
+			return err
+		}
+		procs := filepath.Join(l.cgRoot, nodeName(i)+"-system")
+		if err := mkdirCgroup(procs); err != nil {
+			return err
+		}
+		n, err := realnode.Start(ctx, realnode.Options{
+			Name: nodeName(i), Netns: netnsPath(l.nodeNetns(i)), Dir: l.realNodeDir(i),
+			CgroupRoot: l.id + "/" + nodeName(i), ProcessCgroup: procs,
+			PodCIDRs: []netip.Prefix{podPrefixV4(i), podPrefixV6(i)}, NodeIP: nodeIPv4(i),
+			ClusterDNS: l.opts.ClusterDNS, ClusterDomain: ClusterDomain,
+			BinDir: l.opts.BinDir, Images: []string{filepath.Join(l.opts.BinDir, labImageTarball)}, SandboxImage: LabImage,
+			Kubeconfig: kubeconfig, ProxyKubeconfig: proxyKubeconfig, Logger: l.log,
+			ClusterCIDRs: []netip.Prefix{podRangeV4, podRangeV6},
+		})
+		if err != nil {
+			return fmt.Errorf("real node %s: %w", nodeName(i), err)
+		}
+		l.kube.mu.Lock()
+		l.kube.real = append(l.kube.real, n)
+		l.kube.mu.Unlock()
+	}
+	return l.waitRealNodesReady(ctx)
+}
+
+// routeDefault gives real node i default routes via the wire's control
+// plane address, as a real node has: kube-proxy's Service VIPs are
+// rewritten after the route lookup, which otherwise fails ("network is
+// unreachable"), and the kubelet picks its node IP by it.
+func (l *Lab) routeDefault(i int) error {
+	h, err := openNetns(l.nodeNetns(i))
+	if err != nil {
+		return err
+	}
+	defer h.Close()
+	nl, err := handleAt(h)
+	if err != nil {
+		return err
+	}
+	defer nl.Close()
+	eth, err := nl.LinkByName(podIfName)
+	if err != nil {
+		return fmt.Errorf("real node %s: %w", nodeName(i), err)
+	}
+	return errors.Join(addRoute(nl, eth, netip.MustParsePrefix("0.0.0.0/0"), KubeAPIIPv4),
+		addRoute(nl, eth, netip.MustParsePrefix("::/0"), kubeAPIIPv6))
+}
+
+// waitRealNodesReady waits until every real node's Node is Ready.
+func (l *Lab) waitRealNodesReady(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(ctx, max(l.opts.ReadyTimeout, 2*time.Minute))
+	defer cancel()
+	for i := 1; i <= l.opts.Nodes; i++ {
+		if !l.isRealNode(i) {
+			continue
+		}
+		var last string
+		for {
+			node, err := l.kube.client.CoreV1().Nodes().Get(ctx, nodeName(i), metav1.GetOptions{})
+			if err == nil && nodeReady(node) {
+				break
+			}
+			last = fmt.Sprint(err)
+			if err == nil {
+				last = fmt.Sprintf("conditions %v", node.Status.Conditions)
+			}
+			select {
+			case <-ctx.Done():
+				return fmt.Errorf("real node %s not ready: %w (last: %s); kubelet log:\n%s", nodeName(i), ctx.Err(), last,
+					logTail(filepath.Join(l.realNodeDir(i), "kubelet.log"), 20))
+			case <-time.After(200 * time.Millisecond):
+			}
+		}
+		l.log.Info("real node ready", "node", nodeName(i))
+	}
+	return nil
+}
+
+func nodeReady(n *corev1.Node) bool {
+	for _, c := range n.Status.Conditions {
+		if c.Type == corev1.NodeReady {
+			return c.Status == corev1.ConditionTrue
+		}
+	}
+	return false
+}
+
+// podRangeV4 and podRangeV6 hold every node's pod range.
+var (
+	podRangeV4 = netip.MustParsePrefix("198.19.0.0/16")
+	podRangeV6 = netip.MustParsePrefix("fd00:19::/32")
+)
+
+// writeKubeconfig writes credentials for user (a client certificate of
+// the control plane's CA) and the apiserver's address on the wire.
+func (l *Lab) writeKubeconfig(path, user string, groups ...string) error {
+	cfg, err := l.kube.cp.ClientConfig(user, groups...)
+	if err != nil {
+		return fmt.Errorf("identity %s: %w", user, err)
+	}
+	out := clientcmdapi.NewConfig()
+	out.Clusters["lab"] = &clientcmdapi.Cluster{Server: l.kube.cp.URL(), CertificateAuthorityData: cfg.CAData}
+	out.AuthInfos["node"] = &clientcmdapi.AuthInfo{ClientCertificateData: cfg.CertData, ClientKeyData: cfg.KeyData}
+	out.Contexts["node"] = &clientcmdapi.Context{Cluster: "lab", AuthInfo: "node"}
+	out.CurrentContext = "node"
+	if err := clientcmd.WriteToFile(*out, path); err != nil {
+		return fmt.Errorf("write kubeconfig for %s: %w", user, err)
+	}
+	return nil
+}
+
+// stopRealNodes stops every real node (its pods first, through the CRI)
+// and then restores the host.
+func (l *Lab) stopRealNodes() []error {
+	if l.kube == nil {
+		return nil
+	}
+	l.kube.mu.Lock()
+	nodes, host := l.kube.real, l.kube.realHost
+	l.kube.real, l.kube.realHost = nil, nil
+	l.kube.mu.Unlock()
+	var errs []error
+	for _, n := range nodes {
+		errs = append(errs, n.Close())
+	}
+	if host != nil {
+		errs = append(errs, host.Restore(l.state))
+	}
+	return errs
+}
+
+// removeRealNodeLeftovers is the cleanup of real nodes after a crash,
+// once the lab's cgroups and their processes are gone: the host's state
+// first, then the mounts under the state dir and the node cgroups in the
+// v1 hierarchies. On error the caller keeps the state dir (and so the
+// host's saved state) for another try.
+func removeRealNodeLeftovers(id, state string) error {
+	host, err := realnode.LoadHost(filepath.Join(state, realHostFile))
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	return errors.Join(host.Restore(state), realnode.UnmountUnder(state), realnode.RemoveCgroupTrees(id))
+}

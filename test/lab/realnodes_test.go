@@ -1,0 +1,202 @@
+package lab
+
+import (
+	"context"
+	"io"
+	"log/slog"
+	"net"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/intstr"
+
+	"github.com/agentmesh/agentmesh/internal/testutil"
+	"github.com/agentmesh/agentmesh/test/lab/realnode"
+)
+
+// echoIn sends msg to addr's echo from inside the named netns.
+func echoIn(netns string, addr netip.AddrPort, msg string) (string, error) {
+	var got []byte
+	err := doInNetns(netns, func() error {
+		c, err := net.DialTimeout("tcp", addr.String(), 2*time.Second)
+		if err != nil {
+			return err
+		}
+		defer c.Close()
+		c.SetDeadline(time.Now().Add(5 * time.Second))
+		if _, err := c.Write([]byte(msg)); err != nil {
+			return err
+		}
+		c.(*net.TCPConn).CloseWrite()
+		got, err = io.ReadAll(c)
+		return err
+	})
+	return string(got), err
+}
+
+// TestRealNode: a Kubernetes-mode lab with one fake and one real node. The
+// real kubelet registers and becomes Ready, kube-scheduler binds a Pod to
+// it, the kubelet runs the Pod from the lab's image through containerd,
+// a fake node reaches the Pod's app over the wire, and the real node a
+// Service VIP of it through kube-proxy; after Close the
+// host is as before (sysctls, fixed directories, nft tables) and nothing
+// of the lab is left (cgroups in every hierarchy, the state dir).
+func TestRealNode(t *testing.T) {
+	requireLab(t)
+	bin := RequireModuleBins(t, append(RealNodeBinaries(), KubeBinPaths()...)...)
+	before, err := realnode.ReadHost()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(t.Context(), 5*time.Minute)
+	defer cancel()
+	start := time.Now()
+	l, err := New(ctx, Options{Nodes: 2, RealNodes: 1, Kube: true, BinDir: bin, Logger: testutil.TLogger(t, slog.LevelInfo)})
+	if err != nil {
+		t.Fatalf("new lab: %v", err)
+	}
+	closed := false
+	t.Cleanup(func() {
+		if !closed {
+			l.Close()
+		}
+	})
+	t.Logf("lab with a real node ready in %v", time.Since(start).Round(time.Millisecond))
+	pod := &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Name: "echo", Namespace: "default", Labels: map[string]string{"app": "echo"}},
+		Spec: corev1.PodSpec{
+			NodeSelector: map[string]string{"kubernetes.io/hostname": nodeName(2)},
+			Containers: []corev1.Container{{Name: "echo", Image: LabImage, ImagePullPolicy: corev1.PullNever,
+				Command: []string{"/usr/local/bin/meshlab", "app", "echo", "--listen", ":8080"}}},
+		},
+	}
+	start = time.Now()
+	if _, err := l.Client().CoreV1().Pods("default").Create(ctx, pod, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	var ip netip.Addr
+	for !ip.IsValid() {
+		p, err := l.Client().CoreV1().Pods("default").Get(ctx, "echo", metav1.GetOptions{})
+		if err == nil && p.Status.Phase == corev1.PodRunning && p.Spec.NodeName == nodeName(2) {
+			ip, _ = netip.ParseAddr(p.Status.PodIP)
+		}
+		select {
+		case <-ctx.Done():
+			t.Fatalf("pod not running on %s: %v %+v; kubelet log:\n%s", nodeName(2), err, p.Status, logTail(filepath.Join(l.realNodeDir(2), "kubelet.log"), 30))
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+	t.Logf("pod running on the real node at %s in %v", ip, time.Since(start).Round(time.Millisecond))
+	if !podPrefixV4(2).Contains(ip) {
+		t.Errorf("pod IP %s outside %s", ip, podPrefixV4(2))
+	}
+	if got, err := echoIn(l.nodeNetns(1), netip.AddrPortFrom(ip, 8080), "from n1"); got != "from n1" {
+		t.Errorf("echo from the fake node = %q, %v", got, err)
+	}
+	// kube-proxy on the real node: its Service VIP answers there.
+	svc, err := l.Client().CoreV1().Services("default").Create(ctx, &corev1.Service{
+		ObjectMeta: metav1.ObjectMeta{Name: "echo", Namespace: "default"},
+		Spec: corev1.ServiceSpec{Selector: map[string]string{"app": "echo"},
+			Ports: []corev1.ServicePort{{Port: 80, TargetPort: intstr.FromInt32(8080)}}},
+	}, metav1.CreateOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	vip := netip.AddrPortFrom(netip.MustParseAddr(svc.Spec.ClusterIP), 80)
+	vctx, vcancel := context.WithTimeout(ctx, time.Minute)
+	defer vcancel()
+	for {
+		got, err := echoIn(l.nodeNetns(2), vip, "via kube-proxy")
+		if got == "via kube-proxy" {
+			break
+		}
+		select {
+		case <-vctx.Done():
+			t.Fatalf("Service %s from the real node: %q, %v; kube-proxy log:\n%s", vip, got, err, logTail(filepath.Join(l.realNodeDir(2), "kube-proxy.log"), 30))
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+
+	closed = true
+	if err := l.Close(); err != nil {
+		t.Errorf("close: %v", err)
+	}
+	checkHostAsBefore(t, l, before)
+}
+
+// TestRealNodeDown: meshlab down after a crash (nothing of the lab
+// closed, a pod running on the real node) ends the kubelet, containerd,
+// its shims and the pod, restores the host from the state it saved, and
+// leaves nothing of the lab.
+func TestRealNodeDown(t *testing.T) {
+	requireLab(t)
+	bin := RequireModuleBins(t, append(RealNodeBinaries(), KubeBinPaths()...)...)
+	before, err := realnode.ReadHost()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(t.Context(), 3*time.Minute)
+	defer cancel()
+	l, err := New(ctx, Options{Nodes: 1, RealNodes: 1, Kube: true, BinDir: bin, Logger: testutil.TLogger(t, slog.LevelInfo)})
+	if err != nil {
+		t.Fatalf("new lab: %v", err)
+	}
+	t.Cleanup(func() { l.Close() })
+	pod := &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Name: "orphan", Namespace: "default"},
+		Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "echo", Image: LabImage, ImagePullPolicy: corev1.PullNever,
+			Command: []string{"/usr/local/bin/meshlab", "app", "echo", "--listen", ":8080"}}}},
+	}
+	if _, err := l.Client().CoreV1().Pods("default").Create(ctx, pod, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	for {
+		p, err := l.Client().CoreV1().Pods("default").Get(ctx, "orphan", metav1.GetOptions{})
+		if err == nil && p.Status.Phase == corev1.PodRunning {
+			break
+		}
+		select {
+		case <-ctx.Done():
+			t.Fatalf("pod not running: %v", err)
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+	during, err := realnode.ReadHost()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if before.Diff(during) == "" {
+		t.Fatal("the real node changed nothing on the host: this test would not see a missing restore")
+	}
+	if err := DownLab(nil, l.ID()); err != nil {
+		t.Fatalf("down: %v", err)
+	}
+	checkHostAsBefore(t, l, before)
+}
+
+// checkHostAsBefore asserts the host is as before the lab and nothing of
+// it is left.
+func checkHostAsBefore(t *testing.T, l *Lab, before *realnode.Host) {
+	t.Helper()
+	after, err := realnode.ReadHost()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d := before.Diff(after); d != "" {
+		t.Errorf("host after the lab: %s", d)
+	}
+	for _, h := range realnode.CgroupHierarchies {
+		if _, err := os.Stat(filepath.Join("/sys/fs/cgroup", h, l.ID())); err == nil {
+			t.Errorf("cgroup %s/%s left behind", h, l.ID())
+		}
+	}
+	if _, err := os.Stat(l.StateDir()); err == nil {
+		t.Errorf("state dir %s left behind", l.StateDir())
+	}
+	checkGone(t, l.ID())
+}
