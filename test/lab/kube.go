@@ -45,8 +45,9 @@ type kubeMode struct {
 	nextNode    int        // round-robin placement by CreatePod
 	real        []*realnode.Node
 	realHost    *realnode.Host // the host before the first real node
-	hostForward *Forward       // the host's way to the apiserver (kubehost.go); nil once closed
-	hostAddr    string         // its address
+	realLock    *realnode.HostLock
+	hostForward *Forward // the host's way to the apiserver (kubehost.go); nil once closed
+	hostAddr    string   // its address
 }
 
 // startKube starts the control plane in the wire netns and one fake

@@ -125,12 +125,19 @@ func (l *Lab) CreatePod(ctx context.Context, pod *corev1.Pod) (*corev1.Pod, erro
 	return out, err
 }
 
-// scheduleNode picks the next node round-robin.
+// scheduleNode picks the next node round-robin, among the fake ones when
+// there are any: a lab pod's process runs on a fake kubelet, not in a
+// real node's container.
 func (l *Lab) scheduleNode() string {
 	m := l.kube
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	m.nextNode = m.nextNode%l.opts.Nodes + 1
+	for range l.opts.Nodes {
+		m.nextNode = m.nextNode%l.opts.Nodes + 1
+		if !l.isRealNode(m.nextNode) {
+			break
+		}
+	}
 	return nodeName(m.nextNode)
 }
 

@@ -93,6 +93,9 @@ type Options struct {
 	// there (the chart's DaemonSet does); Close restores what they
 	// change on the host.
 	RealNodes int
+	// RealNodeImages are more image tarballs every real node imports (make
+	// image's, for the chart).
+	RealNodeImages []string
 	// KubeBinDir holds etcd, kube-apiserver, kube-controller-manager and
 	// kube-scheduler (default BinDir/kube; `make kube` builds them, and
 	// kubectl, into bin/kube).

@@ -38,6 +38,26 @@ func (l *Lab) isRealNode(i int) bool {
 	return l.opts.Kube && i > l.opts.Nodes-l.opts.RealNodes
 }
 
+// RealNodesHost is the host's state from before the real nodes started
+// (nil without real nodes, and after Close).
+func (l *Lab) RealNodesHost() *realnode.Host {
+	if l.kube == nil {
+		return nil
+	}
+	l.kube.mu.Lock()
+	defer l.kube.mu.Unlock()
+	return l.kube.realHost
+}
+
+// RealNodeBPFFS is real node i's bpffs, for the chart's
+// node.hostPaths.bpffs ("" when i is not a real node).
+func (l *Lab) RealNodeBPFFS(i int) string {
+	if !l.isRealNode(i) {
+		return ""
+	}
+	return filepath.Join(l.realNodeDir(i), "bpffs")
+}
+
 // realNodeDir holds node i's files (containerd, kubelet, pod logs).
 func (l *Lab) realNodeDir(i int) string { return filepath.Join(l.state, nodeName(i)+"-real") }
 
@@ -47,6 +67,13 @@ func (l *Lab) startRealNodes(ctx context.Context) error {
 	if l.opts.RealNodes == 0 {
 		return nil
 	}
+	lock, err := realnode.LockHost(ctx)
+	if err != nil {
+		return err
+	}
+	l.kube.mu.Lock()
+	l.kube.realLock = lock
+	l.kube.mu.Unlock()
 	host, err := realnode.ReadHost()
 	if err != nil {
 		return err
@@ -81,7 +108,7 @@ func (l *Lab) startRealNodes(ctx context.Context) error {
 			CgroupRoot: l.id + "/" + nodeName(i), ProcessCgroup: procs,
 			PodCIDRs: []netip.Prefix{podPrefixV4(i), podPrefixV6(i)}, NodeIP: nodeIPv4(i),
 			ClusterDNS: l.opts.ClusterDNS, ClusterDomain: ClusterDomain,
-			BinDir: l.opts.BinDir, Images: []string{filepath.Join(l.opts.BinDir, labImageTarball)}, SandboxImage: LabImage,
+			BinDir: l.opts.BinDir, Images: append([]string{filepath.Join(l.opts.BinDir, labImageTarball)}, l.opts.RealNodeImages...), SandboxImage: LabImage,
 			Kubeconfig: kubeconfig, ProxyKubeconfig: proxyKubeconfig, Logger: l.log,
 			ClusterCIDRs: []netip.Prefix{podRangeV4, podRangeV6},
 		})
@@ -188,15 +215,22 @@ func (l *Lab) stopRealNodes() []error {
 		return nil
 	}
 	l.kube.mu.Lock()
-	nodes, host := l.kube.real, l.kube.realHost
-	l.kube.real, l.kube.realHost = nil, nil
+	nodes, host, lock := l.kube.real, l.kube.realHost, l.kube.realLock
+	l.kube.real, l.kube.realHost, l.kube.realLock = nil, nil, nil
 	l.kube.mu.Unlock()
 	var errs []error
 	for _, n := range nodes {
 		errs = append(errs, n.Close())
 	}
 	if host != nil {
-		errs = append(errs, host.Restore(l.state))
+		if err := host.Restore(l.state); err != nil {
+			errs = append(errs, err) // the saved state stays for meshlab down
+		} else if err := os.Remove(filepath.Join(l.state, realHostFile)); err != nil {
+			errs = append(errs, fmt.Errorf("host state: %w", err))
+		}
+	}
+	if lock != nil {
+		lock.Unlock()
 	}
 	return errs
 }
@@ -205,7 +239,10 @@ func (l *Lab) stopRealNodes() []error {
 // once the lab's cgroups and their processes are gone: the host's state
 // first, then the mounts under the state dir and the node cgroups in the
 // v1 hierarchies. On error the caller keeps the state dir (and so the
-// host's saved state) for another try.
+// host's saved state) for another try. It does not take the HostLock (a
+// crashed lab's is released; a lab whose process still runs holds it):
+// another lab's real nodes running meanwhile make the restore's check
+// fail.
 func removeRealNodeLeftovers(id, state string) error {
 	host, err := realnode.LoadHost(filepath.Join(state, realHostFile))
 	if errors.Is(err, os.ErrNotExist) {

@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
@@ -42,17 +43,14 @@ func echoIn(netns string, addr netip.AddrPort, msg string) (string, error) {
 // TestRealNode: a Kubernetes-mode lab with one fake and one real node. The
 // real kubelet registers and becomes Ready, kube-scheduler binds a Pod to
 // it, the kubelet runs the Pod from the lab's image through containerd,
-// a fake node reaches the Pod's app over the wire, and the real node a
+// a fake node reaches the Pod's app over the wire, a DaemonSet pod runs
+// there with the node's bpffs mounted as the chart does, and the real node a
 // Service VIP of it through kube-proxy; after Close the
 // host is as before (sysctls, fixed directories, nft tables) and nothing
 // of the lab is left (cgroups in every hierarchy, the state dir).
 func TestRealNode(t *testing.T) {
 	requireLab(t)
 	bin := RequireModuleBins(t, append(RealNodeBinaries(), KubeBinPaths()...)...)
-	before, err := realnode.ReadHost()
-	if err != nil {
-		t.Fatal(err)
-	}
 	ctx, cancel := context.WithTimeout(t.Context(), 5*time.Minute)
 	defer cancel()
 	start := time.Now()
@@ -98,6 +96,41 @@ func TestRealNode(t *testing.T) {
 	if got, err := echoIn(l.nodeNetns(1), netip.AddrPortFrom(ip, 8080), "from n1"); got != "from n1" {
 		t.Errorf("echo from the fake node = %q, %v", got, err)
 	}
+	// A DaemonSet (kube-controller-manager's daemonset-controller) runs on
+	// the real node with the host network and its bpffs mounted as the
+	// chart mounts it (HostToContainer needs a shared mount).
+	propagation := corev1.MountPropagationHostToContainer
+	ds := &appsv1.DaemonSet{
+		ObjectMeta: metav1.ObjectMeta{Name: "node-agent", Namespace: "default"},
+		Spec: appsv1.DaemonSetSpec{
+			Selector: &metav1.LabelSelector{MatchLabels: map[string]string{"app": "node-agent"}},
+			Template: corev1.PodTemplateSpec{
+				ObjectMeta: metav1.ObjectMeta{Labels: map[string]string{"app": "node-agent"}},
+				Spec: corev1.PodSpec{
+					HostNetwork:  true,
+					NodeSelector: map[string]string{"kubernetes.io/hostname": nodeName(2)},
+					Containers: []corev1.Container{{Name: "pause", Image: LabImage, ImagePullPolicy: corev1.PullNever,
+						VolumeMounts: []corev1.VolumeMount{{Name: "bpffs", MountPath: "/sys/fs/bpf", MountPropagation: &propagation}}}},
+					Volumes: []corev1.Volume{{Name: "bpffs", VolumeSource: corev1.VolumeSource{
+						HostPath: &corev1.HostPathVolumeSource{Path: l.RealNodeBPFFS(2)}}}},
+				},
+			},
+		},
+	}
+	if _, err := l.Client().AppsV1().DaemonSets("default").Create(ctx, ds, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	for {
+		d, err := l.Client().AppsV1().DaemonSets("default").Get(ctx, "node-agent", metav1.GetOptions{})
+		if err == nil && d.Status.NumberReady == 1 {
+			break
+		}
+		select {
+		case <-ctx.Done():
+			t.Fatalf("DaemonSet not ready on the real node: %v %+v", err, d.Status)
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
 	// kube-proxy on the real node: its Service VIP answers there.
 	svc, err := l.Client().CoreV1().Services("default").Create(ctx, &corev1.Service{
 		ObjectMeta: metav1.ObjectMeta{Name: "echo", Namespace: "default"},
@@ -123,10 +156,10 @@ func TestRealNode(t *testing.T) {
 	}
 
 	closed = true
-	if err := l.Close(); err != nil {
+	if err := l.Close(); err != nil { // it checks the host is as before
 		t.Errorf("close: %v", err)
 	}
-	checkHostAsBefore(t, l, before)
+	checkRealNodesGone(t, l)
 }
 
 // TestRealNodeDown: meshlab down after a crash (nothing of the lab
@@ -136,10 +169,6 @@ func TestRealNode(t *testing.T) {
 func TestRealNodeDown(t *testing.T) {
 	requireLab(t)
 	bin := RequireModuleBins(t, append(RealNodeBinaries(), KubeBinPaths()...)...)
-	before, err := realnode.ReadHost()
-	if err != nil {
-		t.Fatal(err)
-	}
 	ctx, cancel := context.WithTimeout(t.Context(), 3*time.Minute)
 	defer cancel()
 	l, err := New(ctx, Options{Nodes: 1, RealNodes: 1, Kube: true, BinDir: bin, Logger: testutil.TLogger(t, slog.LevelInfo)})
@@ -166,6 +195,8 @@ func TestRealNodeDown(t *testing.T) {
 		case <-time.After(200 * time.Millisecond):
 		}
 	}
+	// The lab holds the HostLock: nothing else changes the host now.
+	before := l.RealNodesHost()
 	during, err := realnode.ReadHost()
 	if err != nil {
 		t.Fatal(err)
@@ -173,23 +204,23 @@ func TestRealNodeDown(t *testing.T) {
 	if before.Diff(during) == "" {
 		t.Fatal("the real node changed nothing on the host: this test would not see a missing restore")
 	}
-	if err := DownLab(nil, l.ID()); err != nil {
+	if err := DownLab(nil, l.ID()); err != nil { // it checks the host is as before
 		t.Fatalf("down: %v", err)
 	}
-	checkHostAsBefore(t, l, before)
-}
-
-// checkHostAsBefore asserts the host is as before the lab and nothing of
-// it is left.
-func checkHostAsBefore(t *testing.T, l *Lab, before *realnode.Host) {
-	t.Helper()
 	after, err := realnode.ReadHost()
 	if err != nil {
 		t.Fatal(err)
 	}
 	if d := before.Diff(after); d != "" {
-		t.Errorf("host after the lab: %s", d)
+		t.Errorf("host after meshlab down: %s", d)
 	}
+	checkRealNodesGone(t, l)
+}
+
+// checkRealNodesGone asserts nothing of l is left: cgroups in every
+// hierarchy, the state dir, the rest of what Leftovers knows.
+func checkRealNodesGone(t *testing.T, l *Lab) {
+	t.Helper()
 	for _, h := range realnode.CgroupHierarchies {
 		if _, err := os.Stat(filepath.Join("/sys/fs/cgroup", h, l.ID())); err == nil {
 			t.Errorf("cgroup %s/%s left behind", h, l.ID())

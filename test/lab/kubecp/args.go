@@ -30,6 +30,7 @@ var controllers = []string{
 	"deployment-controller",                    // Deployments -> ReplicaSets, rollouts
 	"replicaset-controller",                    // ReplicaSets -> Pods
 	"statefulset-controller",                   // StatefulSets -> Pods
+	"daemonset-controller",                     // DaemonSets -> a Pod per node (the chart's node component on real nodes)
 	"node-lifecycle-controller",                // lifts the not-ready taint new Nodes get once they are Ready
 	"endpointslice-controller",                 // Service selectors -> EndpointSlices
 	"serviceaccount-controller",                // the "default" ServiceAccount per namespace

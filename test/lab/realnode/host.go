@@ -1,6 +1,7 @@
 package realnode
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -10,6 +11,8 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"syscall"
+	"time"
 )
 
 // What a real node changes on the host outside its own directory, network
@@ -32,6 +35,42 @@ var (
 		"/var/lib/containerd",
 	}
 )
+
+// HostLock serializes the real nodes of this host, across processes:
+// each user reads the Host, runs its nodes and restores the Host while
+// holding it, so no one snapshots another's changes as the original. It
+// is an flock on /proc/sys/kernel/panic, one of the sysctls in question:
+// a file that is always there and that nothing else locks, so the lock
+// leaves nothing behind; the kernel releases it when its holder dies.
+type HostLock struct{ f *os.File }
+
+// LockHost takes the HostLock, waiting for its holder as long as ctx
+// allows.
+func LockHost(ctx context.Context) (*HostLock, error) {
+	f, err := os.Open(sysctlPath("kernel.panic"))
+	if err != nil {
+		return nil, fmt.Errorf("host lock: %w", err)
+	}
+	for {
+		err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB)
+		if err == nil {
+			return &HostLock{f: f}, nil
+		}
+		if !errors.Is(err, syscall.EWOULDBLOCK) {
+			f.Close()
+			return nil, fmt.Errorf("host lock: %w", err)
+		}
+		select {
+		case <-ctx.Done():
+			f.Close()
+			return nil, fmt.Errorf("host lock: another lab's real nodes hold it: %w", ctx.Err())
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
+
+// Unlock releases the lock.
+func (l *HostLock) Unlock() { l.f.Close() }
 
 // Host is what the host looked like before a real node ran: the sysctls
 // it changes, which of its fixed directories existed, the host netns's
@@ -78,7 +117,9 @@ func ReadHost() (*Host, error) {
 // removes the fixed directories that did not exist before (with what is
 // in them: only the nodes wrote there). In a directory that existed it
 // removes the kubelet's log symlinks into dir (the nodes' directory).
-// Call it after every node has stopped.
+// It then checks the host is as h says (the nodes' tables are gone with
+// their netns; another host change would show too), so call it after
+// every node has stopped, holding the HostLock.
 func (h *Host) Restore(dir string) error {
 	var errs []error
 	for s, v := range h.Sysctls {
@@ -103,7 +144,17 @@ func (h *Host) Restore(dir string) error {
 			}
 		}
 	}
-	return errors.Join(errs...)
+	if err := errors.Join(errs...); err != nil {
+		return err
+	}
+	now, err := ReadHost()
+	if err != nil {
+		return err
+	}
+	if d := h.Diff(now); d != "" {
+		return fmt.Errorf("host not as before after the restore: %s", d)
+	}
+	return nil
 }
 
 // Save writes h to path, for a cleanup after a crash (LoadHost).

@@ -121,6 +121,9 @@ func Start(ctx context.Context, o Options) (_ *Node, err error) {
 	if err := n.makeCgroups(); err != nil {
 		return nil, err
 	}
+	if err := n.mountBPFFS(); err != nil {
+		return nil, err
+	}
 	n.containerd, err = n.start("containerd", filepath.Join(o.BinDir, "containerd/containerd"), "--config", n.path("containerd.toml"))
 	if err != nil {
 		return nil, err
@@ -159,6 +162,27 @@ func Start(ctx context.Context, o Options) (_ *Node, err error) {
 func (n *Node) StaticPod(name, manifest string) error {
 	if err := os.WriteFile(n.path("manifests", name+".yaml"), []byte(manifest), 0o644); err != nil {
 		return fmt.Errorf("static pod %s: %w", name, err)
+	}
+	return nil
+}
+
+// BPFFS is the node's own bpffs (Dir/bpffs), a shared mount: the host's
+// /sys/fs/bpf may be private, and a DaemonSet's hostPath with
+// mountPropagation HostToContainer (the chart's) needs a shared or slave
+// one. Every bpffs mount is an instance of its own, so the node's pins
+// stay apart from the host's and other nodes'.
+func (n *Node) BPFFS() string { return n.path("bpffs") }
+
+// mountBPFFS mounts BPFFS, shared; Close's unmounting removes it.
+func (n *Node) mountBPFFS() error {
+	if err := os.MkdirAll(n.BPFFS(), 0o755); err != nil {
+		return fmt.Errorf("bpffs dir: %w", err)
+	}
+	if err := syscall.Mount("bpf", n.BPFFS(), "bpf", 0, ""); err != nil {
+		return fmt.Errorf("mount bpffs at %s: %w", n.BPFFS(), err)
+	}
+	if err := syscall.Mount("", n.BPFFS(), "", syscall.MS_SHARED, ""); err != nil {
+		return fmt.Errorf("make %s shared: %w", n.BPFFS(), err)
 	}
 	return nil
 }

@@ -32,16 +32,23 @@ const image = "localhost/agentmesh-lab/apps:lab"
 func TestStaticPodOnRealNode(t *testing.T) {
 	testutil.RequireRoot(t, "a real node runs containerd and the kubelet in a network namespace")
 	bin := lab.RequireModuleBins(t, append(realnode.Binaries, "lab-image/apps-lab.tar")...)
-	host, err := realnode.ReadHost()
-	if err != nil {
-		t.Fatal(err)
-	}
 	ns := testutil.NewNetns(t)
 	name := fmt.Sprintf("rntest-%d", os.Getpid())
 	dir := filepath.Join(os.TempDir(), name)
 	cgroupRoot := name + "/node"
 	ctx, cancel := context.WithTimeout(t.Context(), 4*time.Minute)
 	defer cancel()
+	// Other tests' real nodes (test/lab) change the host too: hold the
+	// lock from reading the host until after checking it again.
+	lock, err := realnode.LockHost(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(lock.Unlock)
+	host, err := realnode.ReadHost()
+	if err != nil {
+		t.Fatal(err)
+	}
 	start := time.Now()
 	n, err := realnode.Start(ctx, realnode.Options{
 		Name: "rn1", Netns: fmt.Sprintf("/proc/%d/fd/%d", os.Getpid(), ns.Fd()), Dir: dir, CgroupRoot: cgroupRoot,
