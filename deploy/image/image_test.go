@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/google/go-containerregistry/pkg/name"
+	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/layout"
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
 	"github.com/google/go-containerregistry/pkg/v1/tarball"
@@ -108,24 +109,7 @@ func TestContents(t *testing.T) {
 		c.Labels["org.opencontainers.image.revision"] != "abc" || c.Labels["org.opencontainers.image.version"] != "1" || !cf.Created.Equal(created) {
 		t.Errorf("config %+v", cf)
 	}
-	files := map[string]*tar.Header{}
-	contents := map[string]string{}
-	r := mutate.Extract(img)
-	defer r.Close()
-	tr := tar.NewReader(r)
-	for {
-		h, err := tr.Next()
-		if err == io.EOF {
-			break
-		}
-		if err != nil {
-			t.Fatal(err)
-		}
-		files[h.Name] = h
-		var b bytes.Buffer
-		io.Copy(&b, tr)
-		contents[h.Name] = b.String()
-	}
+	files, contents := imageFiles(t, img)
 	for _, b := range Binaries {
 		h := files["usr/local/bin/"+b]
 		if h == nil || h.Mode != 0o755 || h.Uid != 0 || !h.ModTime.Equal(created) || contents[h.Name] != "x"+b {
@@ -188,10 +172,27 @@ func TestOtherImage(t *testing.T) {
 	if got := strings.Join(cf.Config.Entrypoint, " "); got != "/usr/local/bin/meshlab app pause" || cf.Config.Labels["org.opencontainers.image.title"] != "apps" {
 		t.Errorf("entrypoint %q, labels %v", got, cf.Config.Labels)
 	}
+	files, _ := imageFiles(t, img)
+	var bins []string
+	for name, h := range files {
+		if strings.HasPrefix(name, "usr/local/bin/") && h.Typeflag == tar.TypeReg {
+			bins = append(bins, name)
+		}
+	}
+	if strings.Join(bins, ",") != "usr/local/bin/meshlab" {
+		t.Errorf("binaries %v, want only meshlab", bins)
+	}
+}
+
+// imageFiles reads img's flattened file system: each entry's header and
+// content by name.
+func imageFiles(t *testing.T, img v1.Image) (map[string]*tar.Header, map[string]string) {
+	t.Helper()
+	files := map[string]*tar.Header{}
+	contents := map[string]string{}
 	r := mutate.Extract(img)
 	defer r.Close()
 	tr := tar.NewReader(r)
-	var bins []string
 	for {
 		h, err := tr.Next()
 		if err == io.EOF {
@@ -200,11 +201,10 @@ func TestOtherImage(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if strings.HasPrefix(h.Name, "usr/local/bin/") && h.Typeflag == tar.TypeReg {
-			bins = append(bins, h.Name)
-		}
+		files[h.Name] = h
+		var b bytes.Buffer
+		io.Copy(&b, tr)
+		contents[h.Name] = b.String()
 	}
-	if strings.Join(bins, ",") != "usr/local/bin/meshlab" {
-		t.Errorf("binaries %v, want only meshlab", bins)
-	}
+	return files, contents
 }

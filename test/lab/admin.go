@@ -18,17 +18,9 @@ import (
 // ZtunnelPods returns the pod uids node i's ztunnel reports as set up
 // (admin GET /pods on 127.0.0.1:15000 inside the node netns).
 func (l *Lab) ZtunnelPods(ctx context.Context, i int) (map[string]bool, error) {
-	url := "http://" + netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), mesh.AdminPort).String() + "/pods"
-	code, body, err := l.httpGet(ctx, i, url)
-	if err != nil {
-		return nil, err
-	}
-	if code != http.StatusOK {
-		return nil, fmt.Errorf("get %s: status %d", url, code)
-	}
 	var v any
-	if err := json.Unmarshal(body, &v); err != nil {
-		return nil, fmt.Errorf("decode /pods: %w", err)
+	if err := l.ztunnelPodsJSON(ctx, i, &v); err != nil {
+		return nil, err
 	}
 	uids := map[string]bool{}
 	collectUIDs(v, uids)
@@ -59,25 +51,34 @@ func collectUIDs(v any, into map[string]bool) {
 // ZtunnelPodStates counts the pods node i's ztunnel lists by state
 // (pending, failed, ready).
 func (l *Lab) ZtunnelPodStates(ctx context.Context, i int) (map[string]int, error) {
-	url := "http://" + netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), mesh.AdminPort).String() + "/pods"
-	code, body, err := l.httpGet(ctx, i, url)
-	if err != nil {
-		return nil, err
-	}
-	if code != http.StatusOK {
-		return nil, fmt.Errorf("get %s: status %d", url, code)
-	}
 	var pods []struct {
 		State string `json:"state"`
 	}
-	if err := json.Unmarshal(body, &pods); err != nil {
-		return nil, fmt.Errorf("decode /pods: %w", err)
+	if err := l.ztunnelPodsJSON(ctx, i, &pods); err != nil {
+		return nil, err
 	}
 	out := map[string]int{}
 	for _, p := range pods {
 		out[p.State]++
 	}
 	return out, nil
+}
+
+// ztunnelPodsJSON decodes node i's ztunnel's admin GET /pods
+// (127.0.0.1:15000 inside the node netns) into v.
+func (l *Lab) ztunnelPodsJSON(ctx context.Context, i int, v any) error {
+	url := "http://" + netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), mesh.AdminPort).String() + "/pods"
+	code, body, err := l.httpGet(ctx, i, url)
+	if err != nil {
+		return err
+	}
+	if code != http.StatusOK {
+		return fmt.Errorf("get %s: status %d", url, code)
+	}
+	if err := json.Unmarshal(body, v); err != nil {
+		return fmt.Errorf("decode /pods: %w", err)
+	}
+	return nil
 }
 
 // waitPodListed waits until p's node ztunnel lists p (want) or no longer

@@ -6,9 +6,10 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"os"
 	"strings"
 	"time"
+
+	"github.com/agentmesh/agentmesh/test/lab/realnode"
 )
 
 // httpGet does a GET from inside node i's network namespace.
@@ -85,15 +86,6 @@ func httpDoIn(ctx context.Context, ns, method, url string, header http.Header) (
 	return resp.StatusCode, body, nil
 }
 
-// logTail returns the last n lines of the file at path.
-func logTail(path string, n int) string {
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return "(" + err.Error() + ")"
-	}
-	lines := strings.Split(strings.TrimRight(string(b), "\n"), "\n")
-	if len(lines) > n {
-		lines = lines[len(lines)-n:]
-	}
-	return strings.Join(lines, "\n")
-}
+// logTail returns the last n lines of the file at path (realnode.Tail;
+// the lab imports realnode, not the other way round).
+func logTail(path string, n int) string { return realnode.Tail(path, n) }

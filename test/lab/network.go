@@ -67,7 +67,8 @@ func (l *Lab) setupNode(i int) error {
 	return l.configureNodeLink(nl, eth, i)
 }
 
-// configureNodeLink addresses node i's eth0 and routes the other pod ranges.
+// configureNodeLink addresses node i's eth0 and routes the other pod
+// ranges (a real node also gets default routes).
 func (l *Lab) configureNodeLink(nl *netlink.Handle, eth netlink.Link, i int) error {
 	for _, p := range []netip.Prefix{netip.PrefixFrom(nodeIPv4(i), 24), netip.PrefixFrom(nodeIPv6(i), 64)} {
 		if err := addAddr(nl, eth, p); err != nil {
@@ -78,6 +79,14 @@ func (l *Lab) configureNodeLink(nl *netlink.Handle, eth netlink.Link, i int) err
 		return err
 	}
 	var errs []error
+	if l.isRealNode(i) {
+		// As a real node has: kube-proxy rewrites Service VIPs after the
+		// route lookup, which fails without a route ("network is
+		// unreachable"), and the kubelet picks its node IP by it. The
+		// gateway is the control plane's address on the wire.
+		errs = append(errs, addRoute(nl, eth, netip.MustParsePrefix("0.0.0.0/0"), KubeAPIIPv4),
+			addRoute(nl, eth, netip.MustParsePrefix("::/0"), kubeAPIIPv6))
+	}
 	for j := 1; j <= l.opts.Nodes; j++ {
 		if j == i {
 			continue

@@ -71,18 +71,16 @@ func (l *Lab) startRealNodes(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	l.kube.mu.Lock()
-	l.kube.realLock = lock
-	l.kube.mu.Unlock()
 	host, err := realnode.ReadHost()
-	if err != nil {
-		return err
+	if err == nil {
+		err = host.Save(filepath.Join(l.state, realHostFile))
 	}
-	if err := host.Save(filepath.Join(l.state, realHostFile)); err != nil {
+	if err != nil {
+		lock.Unlock()
 		return err
 	}
 	l.kube.mu.Lock()
-	l.kube.realHost = host
+	l.kube.realLock, l.kube.realHost = lock, host
 	l.kube.mu.Unlock()
 	for i := 1; i <= l.opts.Nodes; i++ {
 		if !l.isRealNode(i) {
@@ -94,9 +92,6 @@ func (l *Lab) startRealNodes(ctx context.Context) error {
 		}
 		proxyKubeconfig := filepath.Join(l.state, nodeName(i)+"-kube-proxy.kubeconfig")
 		if err := l.writeKubeconfig(proxyKubeconfig, "system:kube-proxy"); err != nil {
-			return err
-		}
-		if err := l.routeDefault(i); err != nil {
 			return err
 		}
 		procs := filepath.Join(l.cgRoot, nodeName(i)+"-system")
@@ -120,29 +115,6 @@ func (l *Lab) startRealNodes(ctx context.Context) error {
 		l.kube.mu.Unlock()
 	}
 	return l.waitRealNodesReady(ctx)
-}
-
-// routeDefault gives real node i default routes via the wire's control
-// plane address, as a real node has: kube-proxy's Service VIPs are
-// rewritten after the route lookup, which otherwise fails ("network is
-// unreachable"), and the kubelet picks its node IP by it.
-func (l *Lab) routeDefault(i int) error {
-	h, err := openNetns(l.nodeNetns(i))
-	if err != nil {
-		return err
-	}
-	defer h.Close()
-	nl, err := handleAt(h)
-	if err != nil {
-		return err
-	}
-	defer nl.Close()
-	eth, err := nl.LinkByName(podIfName)
-	if err != nil {
-		return fmt.Errorf("real node %s: %w", nodeName(i), err)
-	}
-	return errors.Join(addRoute(nl, eth, netip.MustParsePrefix("0.0.0.0/0"), KubeAPIIPv4),
-		addRoute(nl, eth, netip.MustParsePrefix("::/0"), kubeAPIIPv6))
 }
 
 // waitRealNodesReady waits until every real node's Node is Ready.

@@ -418,7 +418,7 @@ func (n *Node) waitContainerd(ctx context.Context) error {
 		}
 		select {
 		case <-n.containerd.done:
-			return fmt.Errorf("containerd exited: %v; log:\n%s", n.containerd.exitErr, tail(n.path("containerd.log"), 20))
+			return fmt.Errorf("containerd exited: %v; log:\n%s", n.containerd.exitErr, Tail(n.path("containerd.log"), 20))
 		case <-ctx.Done():
 			return fmt.Errorf("containerd not answering: %w (last: %v)", ctx.Err(), last)
 		case <-time.After(100 * time.Millisecond):
@@ -548,11 +548,11 @@ func (n *Node) ctr(ctx context.Context, args ...string) error {
 	return nil
 }
 
-// tail is the last n lines of a file, for error messages.
-func tail(path string, n int) string {
+// Tail is the last n lines of the file at path, for error messages.
+func Tail(path string, n int) string {
 	b, err := os.ReadFile(path)
 	if err != nil {
-		return err.Error()
+		return "(" + err.Error() + ")"
 	}
 	lines := strings.Split(strings.TrimRight(string(b), "\n"), "\n")
 	return strings.Join(lines[max(0, len(lines)-n):], "\n")

@@ -97,7 +97,7 @@ spec:
 		}
 		select {
 		case <-ctx.Done():
-			t.Fatalf("no ready echo sandbox (%v, last error %v); kubelet log:\n%s", sbs, err, lastLines(n.KubeletLog(), 30))
+			t.Fatalf("no ready echo sandbox (%v, last error %v); kubelet log:\n%s", sbs, err, realnode.Tail(n.KubeletLog(), 30))
 		case <-time.After(200 * time.Millisecond):
 		}
 	}
@@ -159,13 +159,4 @@ func echoFrom(ns *os.File, addr netip.AddrPort) (string, error) {
 		return err
 	})
 	return got, err
-}
-
-func lastLines(path string, n int) string {
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return err.Error()
-	}
-	lines := strings.Split(strings.TrimRight(string(b), "\n"), "\n")
-	return strings.Join(lines[max(0, len(lines)-n):], "\n")
 }
