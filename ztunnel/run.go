@@ -123,7 +123,7 @@ func run(ctx context.Context, o *options, log *slog.Logger) error {
 	relay.SetSpliceVeto(accel.Accelerated)
 	defer func() { relay.SetSpliceVeto(nil); accel.Close() }()
 	tables := bpfTables{origDst: maps.OrigDst, listeners: maps.Listeners, dnsUpstream: maps.DNSUpstream}
-	podNet := podnet.Netns{Log: log}
+	podNet := podnet.Netns{Log: log, ProcSysNet: o.procSysNet}
 	switch {
 	case !o.callerAddress:
 	case maps.Deliveries == nil:

@@ -63,15 +63,16 @@ type fromCaller struct {
 // "fwmark DeliveryMark lookup DeliveryRouteTable" with the table's one
 // route "local default dev lo". IPv4 must work; IPv6 may be missing (a
 // pod without it). All of it is idempotent (a ztunnel restart).
-func setupFromCaller(fd int, table DeliveryTable) (*fromCaller, error) {
+func setupFromCaller(fd int, table DeliveryTable, procSysNet string) (*fromCaller, error) {
 	d := &fromCaller{table: table}
 	err := netns.Do(fd, func() error {
-		if err := os.WriteFile(FwmarkAccept, []byte("1"), 0); err != nil {
-			return fmt.Errorf("set %s: %w", FwmarkAccept, err)
+		if err := writeSysctl(procSysNet, FwmarkAccept); err != nil {
+			return err
 		}
-		b, err := os.ReadFile(portRange)
+		path := sysctlPath(procSysNet, portRange)
+		b, err := os.ReadFile(path)
 		if err != nil {
-			return fmt.Errorf("read %s: %w", portRange, err)
+			return fmt.Errorf("read %s: %w", path, err)
 		}
 		lo, hi, err := parsePortRange(string(b))
 		if err != nil {

@@ -7,6 +7,8 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"path/filepath"
+	"strings"
 	"syscall"
 
 	"github.com/agentmesh/agentmesh/api/mesh"
@@ -23,6 +25,12 @@ type Netns struct {
 	// Deliveries, when set, makes DialFrom deliver from the caller's
 	// address (see fromCaller); nil delivers from the pod's own.
 	Deliveries DeliveryTable
+	// ProcSysNet is where this process sees /proc/sys/net, read-write
+	// ("": there). A container's /proc/sys is read-only, so the chart
+	// mounts the host's /proc/sys/net elsewhere: a net sysctl's file is
+	// the one of the netns of whoever opens it, through any mount, so a
+	// thread that joined the pod's netns sets the pod's.
+	ProcSysNet string
 }
 
 // Open takes ns over, turns on the reuse of TIME_WAIT ports for the
@@ -34,13 +42,13 @@ func (n Netns) Open(p handoff.Pod, ns *os.File) (Net, error) {
 		log = slog.New(slog.DiscardHandler)
 	}
 	fd := int(ns.Fd())
-	if err := reuseTimeWait(fd); err != nil {
+	if err := reuseTimeWait(fd, n.ProcSysNet); err != nil {
 		log.Warn("cannot let deliveries reuse TIME_WAIT ports: new connections to the pod slow down past some 14 000 a minute",
 			"pod", p.Namespace+"/"+p.Name, "err", err)
 	}
 	nn := &nsNet{f: ns, fd: fd}
 	if n.Deliveries != nil {
-		d, err := setupFromCaller(fd, n.Deliveries)
+		d, err := setupFromCaller(fd, n.Deliveries, n.ProcSysNet)
 		if err != nil {
 			log.Warn("cannot deliver from the caller's address: the pod's apps see connections from its own address",
 				"pod", p.Namespace+"/"+p.Name, "err", err)
@@ -70,13 +78,27 @@ const TimeWaitReuse = "/proc/sys/net/ipv4/tcp_tw_reuse"
 // fail. With 1 they reuse ports a second old. The app's own outbound
 // connections go to ztunnel over loopback, where the default reused them
 // already.
-func reuseTimeWait(fd int) error {
-	return netns.Do(fd, func() error {
-		if err := os.WriteFile(TimeWaitReuse, []byte("1"), 0); err != nil {
-			return fmt.Errorf("set %s: %w", TimeWaitReuse, err)
-		}
-		return nil
-	})
+func reuseTimeWait(fd int, procSysNet string) error {
+	return netns.Do(fd, func() error { return writeSysctl(procSysNet, TimeWaitReuse) })
+}
+
+// sysctlPath is the sysctl at path (under /proc/sys/net) as this process
+// sees it: below procSysNet unless that is "".
+func sysctlPath(procSysNet, path string) string {
+	if procSysNet == "" {
+		return path
+	}
+	return filepath.Join(procSysNet, strings.TrimPrefix(path, "/proc/sys/net/"))
+}
+
+// writeSysctl sets the sysctl at path (under /proc/sys/net) to 1 in the
+// calling thread's netns.
+func writeSysctl(procSysNet, path string) error {
+	p := sysctlPath(procSysNet, path)
+	if err := os.WriteFile(p, []byte("1"), 0); err != nil {
+		return fmt.Errorf("set %s: %w", p, err)
+	}
+	return nil
 }
 
 type nsNet struct {
