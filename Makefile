@@ -48,7 +48,7 @@ test: ## run every test, the privileged lab tests included (needs root; installs
 	@$(AS_ROOT) $(MAKE) --no-print-directory test-as-root
 
 .PHONY: test-as-root
-test-as-root: check-generate check-manifests lint build kube jaeger containerd lab-image
+test-as-root: check-generate check-manifests lint build kube jaeger containerd coredns helm image lab-image
 	cd deploy/render && $(GO) vet ./... && $(GO) test -count=1 ./...
 	cd deploy/image && $(GO) vet ./... && $(GO) test -count=1 ./...
 	$(GO) test -count=1 -timeout $(TEST_TIMEOUT) ./...
@@ -99,7 +99,7 @@ demo: ## run the mesh on a local two-node lab and show what it did (needs root)
 	@$(AS_ROOT) $(MAKE) --no-print-directory demo-as-root
 
 .PHONY: demo-as-root
-demo-as-root: deps build kube jaeger
+demo-as-root: deps build kube jaeger coredns
 	$(BIN)/meshlab demo --bin-dir $(BIN)
 
 .PHONY: clean
@@ -160,6 +160,33 @@ $(BIN)/containerd/containerd: $(CONTAINERD_MOD)
 	cd test/containerd && CGO_ENABLED=0 $(GO) build -trimpath -ldflags "-s -w" -o $(abspath $(BIN)/containerd)/ \
 		$(addprefix github.com/containerd/containerd/v2/cmd/,$(CONTAINERD_CMDS)) && \
 	echo "containerd: built in $$(( $$(date +%s) - start ))s"
+
+# CoreDNS with only the plugins the lab uses (test/coredns/cmd/coredns, its
+# own module), static, the cluster DNS for the lab's real Kubernetes nodes;
+# cached like the kube binaries.
+COREDNS_SRC := test/coredns/go.mod test/coredns/go.sum test/coredns/cmd/coredns/main.go
+
+.PHONY: coredns
+coredns: $(BIN)/coredns ## build CoreDNS (ready, health, errors, log, loadbalance, cache, kubernetes, forward) from source into bin/coredns for the lab's cluster DNS (a few minutes the first time)
+
+$(BIN)/coredns: $(COREDNS_SRC)
+	@echo "coredns: building ..."; start=$$(date +%s); \
+	cd test/coredns && CGO_ENABLED=0 $(GO) build -trimpath -ldflags "-s -w" -o $(abspath $@) ./cmd/coredns && \
+	echo "coredns: built in $$(( $$(date +%s) - start ))s ($$(du -h $(abspath $@) | cut -f1))"
+
+# helm, the real CLI, built from the Helm Go SDK's module (a tool of
+# deploy/render, whose helm version it shares), for the install on the
+# lab's real nodes and for users without one; cached like the kube binaries.
+HELM_MOD := deploy/render/go.mod deploy/render/go.sum
+
+.PHONY: helm
+helm: $(BIN)/helm ## build helm from source into bin/helm (a few minutes the first time)
+
+$(BIN)/helm: $(HELM_MOD)
+	@echo "helm: building ..."; start=$$(date +%s); \
+	cd deploy/render && v=$$($(GO) list -m -f '{{.Version}}' helm.sh/helm/v3) && \
+	CGO_ENABLED=0 $(GO) build -trimpath -ldflags "-s -w -X helm.sh/helm/v3/internal/version.version=$$v" -o $(abspath $@) helm.sh/helm/v3/cmd/helm && \
+	echo "helm: built $$v in $$(( $$(date +%s) - start ))s ($$(du -h $(abspath $@) | cut -f1))"
 
 .PHONY: dashboards
 dashboards: ## regenerate the chart's Grafana dashboard (deploy/charts/agentmesh/dashboards/agentmesh.json) from internal/dashboard

@@ -76,6 +76,9 @@ func (l *Lab) startKube(ctx context.Context) error {
 	if err := l.createClusterDNSService(ctx); err != nil {
 		return err
 	}
+	if err := l.startClusterDNS(ctx); err != nil {
+		return err
+	}
 	if err := l.startHostAccess(); err != nil {
 		return err
 	}

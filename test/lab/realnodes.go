@@ -25,12 +25,18 @@ const LabImage = "localhost/agentmesh-lab/apps:lab"
 // labImageTarball is where make lab-image writes it, under BinDir.
 const labImageTarball = "lab-image/apps-lab.tar"
 
+// RealNodeLabel marks a real node (value "real"): the lab's sample agents
+// keep off real nodes, where the lab runs no mesh of its own.
+const RealNodeLabel = "agentmesh.io/lab-node"
+
 // realHostFile keeps the host's state from before the first real node, so
 // that a cleanup after a crash (meshlab down) restores it too.
 const realHostFile = "realnode-host.json"
 
 // RealNodeBinaries are what Options.RealNodes needs under BinDir.
-func RealNodeBinaries() []string { return append(slices.Clone(realnode.Binaries), labImageTarball) }
+func RealNodeBinaries() []string {
+	return append(slices.Clone(realnode.Binaries), labImageTarball, "coredns")
+}
 
 // isRealNode reports whether node i runs a real kubelet: the last
 // Options.RealNodes of the nodes, in Kubernetes mode.
@@ -56,6 +62,26 @@ func (l *Lab) RealNodeBPFFS(i int) string {
 		return ""
 	}
 	return filepath.Join(l.realNodeDir(i), "bpffs")
+}
+
+// RealNodeCgroup is real node i's cgroup v2 directory, below which its
+// kubelet places the pods: the chart's node.hostPaths.cgroupRoot ("" when
+// i is not a real node).
+func (l *Lab) RealNodeCgroup(i int) string {
+	if !l.isRealNode(i) {
+		return ""
+	}
+	return l.nodeCgroup(i)
+}
+
+// RealNodePodLogs is the kubelet's pod log directory of real node i:
+// <namespace>_<pod>_<uid>/<container>/<restart>.log, in the CRI format
+// ("" when i is not a real node).
+func (l *Lab) RealNodePodLogs(i int) string {
+	if !l.isRealNode(i) {
+		return ""
+	}
+	return filepath.Join(l.realNodeDir(i), "pods")
 }
 
 // realNodeDir holds node i's files (containerd, kubelet, pod logs).
@@ -105,7 +131,7 @@ func (l *Lab) startRealNodes(ctx context.Context) error {
 			ClusterDNS: l.opts.ClusterDNS, ClusterDomain: ClusterDomain,
 			BinDir: l.opts.BinDir, Images: append([]string{filepath.Join(l.opts.BinDir, labImageTarball)}, l.opts.RealNodeImages...), SandboxImage: LabImage,
 			Kubeconfig: kubeconfig, ProxyKubeconfig: proxyKubeconfig, Logger: l.log,
-			ClusterCIDRs: []netip.Prefix{podRangeV4, podRangeV6},
+			ClusterCIDRs: []netip.Prefix{podRangeV4, podRangeV6}, Labels: map[string]string{RealNodeLabel: "real"},
 		})
 		if err != nil {
 			return fmt.Errorf("real node %s: %w", nodeName(i), err)

@@ -40,12 +40,32 @@ func echoIn(netns string, addr netip.AddrPort, msg string) (string, error) {
 	return string(got), err
 }
 
+// lookupIn resolves name's addresses by asking server, with sockets made
+// inside the named netns (the resolver's goroutines run on other threads,
+// so each dial enters the netns itself).
+func lookupIn(ctx context.Context, netns string, server netip.AddrPort, name string) ([]string, error) {
+	r := &net.Resolver{PreferGo: true, Dial: func(ctx context.Context, network, _ string) (net.Conn, error) {
+		var c net.Conn
+		err := doInNetns(netns, func() error {
+			var d net.Dialer
+			var err error
+			c, err = d.DialContext(ctx, network, server.String())
+			return err
+		})
+		return c, err
+	}}
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	return r.LookupHost(ctx, name)
+}
+
 // TestRealNode: a Kubernetes-mode lab with one fake and one real node. The
 // real kubelet registers and becomes Ready, kube-scheduler binds a Pod to
 // it, the kubelet runs the Pod from the lab's image through containerd,
 // a fake node reaches the Pod's app over the wire, a DaemonSet pod runs
-// there with the node's bpffs mounted as the chart does, and the real node a
-// Service VIP of it through kube-proxy; after Close the
+// there with the node's bpffs mounted as the chart does, the real node
+// reaches a Service VIP of it through kube-proxy and resolves its name
+// through the cluster DNS (CoreDNS behind kube-dns); after Close the
 // host is as before (sysctls, fixed directories, nft tables) and nothing
 // of the lab is left (cgroups in every hierarchy, the state dir).
 func TestRealNode(t *testing.T) {
@@ -151,6 +171,21 @@ func TestRealNode(t *testing.T) {
 		select {
 		case <-vctx.Done():
 			t.Fatalf("Service %s from the real node: %q, %v; kube-proxy log:\n%s", vip, got, err, logTail(filepath.Join(l.realNodeDir(2), "kube-proxy.log"), 30))
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+	// The cluster DNS: the real node asks the kube-dns VIP (kube-proxy
+	// sends it to CoreDNS in the wire netns) for the Service's name.
+	name := "echo.default.svc." + ClusterDomain
+	for {
+		addrs, err := lookupIn(vctx, l.nodeNetns(2), netip.AddrPortFrom(ClusterDNSIPv4, 53), name)
+		if len(addrs) == 1 && addrs[0] == svc.Spec.ClusterIP {
+			break
+		}
+		select {
+		case <-vctx.Done():
+			t.Fatalf("%s from the real node via %s: %v, %v (want %s); coredns log:\n%s", name, ClusterDNSIPv4, addrs, err,
+				svc.Spec.ClusterIP, logTail(filepath.Join(l.state, "coredns.log"), 30))
 		case <-time.After(200 * time.Millisecond):
 		}
 	}

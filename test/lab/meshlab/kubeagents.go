@@ -109,7 +109,12 @@ func agentDeployment(s lab.PodSpec) *appsv1.Deployment {
 	c := corev1.Container{Name: "agent", Image: "meshlab",
 		Command: []string{"meshlab", "app", "http", "--name", s.Name, "--listen", ":" + strconv.Itoa(agentPort)},
 		Ports:   []corev1.ContainerPort{{Name: "http", ContainerPort: agentPort}}}
-	spec := corev1.PodSpec{ServiceAccountName: s.ServiceAccount, Containers: []corev1.Container{c}}
+	spec := corev1.PodSpec{ServiceAccountName: s.ServiceAccount, Containers: []corev1.Container{c},
+		// Real nodes (meshlab up --real-nodes) run the lab's image, not
+		// this one, and no mesh unless the chart is installed there.
+		Affinity: &corev1.Affinity{NodeAffinity: &corev1.NodeAffinity{RequiredDuringSchedulingIgnoredDuringExecution: &corev1.NodeSelector{
+			NodeSelectorTerms: []corev1.NodeSelectorTerm{{MatchExpressions: []corev1.NodeSelectorRequirement{
+				{Key: lab.RealNodeLabel, Operator: corev1.NodeSelectorOpDoesNotExist}}}}}}}}
 	n := replicas(s.Name)
 	if n == 1 {
 		spec.NodeSelector = map[string]string{hostnameLabel: "n" + strconv.Itoa(s.Node)}

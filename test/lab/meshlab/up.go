@@ -24,6 +24,7 @@ type labFlags struct {
 	noMesh       bool
 	kube         bool
 	kubeBinDir   string
+	realNodes    int
 }
 
 func (f *labFlags) register(fs *flag.FlagSet, nodes int) {
@@ -44,8 +45,13 @@ func (f *labFlags) newLab(ctx context.Context) (*lab.Lab, error) {
 	if err != nil {
 		return nil, fmt.Errorf("bin dir: %w", err)
 	}
-	return lab.New(ctx, lab.Options{Nodes: f.nodes, BinDir: abs, Logger: newLogger(f.verbose),
-		CertLifetime: f.certLifetime, StartMesh: !f.noMesh, Kube: f.kube, KubeBinDir: f.kubeBinDir})
+	o := lab.Options{Nodes: f.nodes + f.realNodes, RealNodes: f.realNodes, BinDir: abs, Logger: newLogger(f.verbose),
+		CertLifetime: f.certLifetime, StartMesh: !f.noMesh && f.nodes > 0, Kube: f.kube, KubeBinDir: f.kubeBinDir}
+	if f.realNodes > 0 {
+		// make image's tarball, for helm install on the real nodes.
+		o.RealNodeImages, _ = filepath.Glob(filepath.Join(abs, "image", "agentmesh-*.tar"))
+	}
+	return lab.New(ctx, o)
 }
 
 // runUp is `meshlab up`: start a lab with the demo's agents, print how to
@@ -55,17 +61,24 @@ func runUp(ctx context.Context, args []string, stdout io.Writer) (err error) {
 	fs := flag.NewFlagSet("up", flag.ContinueOnError)
 	f.register(fs, 2)
 	fs.BoolVar(&f.noMesh, "no-mesh", false, "do not start agentd and ztunnel")
+	fs.IntVar(&f.realNodes, "real-nodes", 0, "Kubernetes mode: this many real nodes after the --nodes fake ones (kubelet, containerd, runc, CNI bridge, kube-proxy; built by make kube containerd coredns lab-image, and make image helm to install the chart there); the lab runs no mesh of its own on them, and the demo's agents keep off them")
 	if err := fs.Parse(args); err != nil {
 		return fmt.Errorf("%w: %w", ErrUsage, err)
+	}
+	if f.nodes < 0 || f.realNodes < 0 || f.nodes+f.realNodes < 1 || (f.realNodes > 0 && !f.kube) {
+		return fmt.Errorf("%w: want --nodes >= 0 and --real-nodes >= 0, at least one node, and --kube with real nodes", ErrUsage)
 	}
 	l, err := f.newLab(ctx)
 	if err != nil {
 		return err
 	}
 	defer func() { err = closeLab(l, stdout, err) }()
-	pods, err := f.startAgents(ctx, l, demoPods(f.nodes))
-	if err != nil {
-		return err
+	pods := map[string]*lab.Pod{}
+	if f.nodes > 0 {
+		// The demo's agents, on the fake nodes.
+		if pods, err = f.startAgents(ctx, l, demoPods(f.nodes)); err != nil {
+			return err
+		}
 	}
 	printUp(stdout, l, pods)
 	<-ctx.Done()
@@ -101,6 +114,7 @@ func printUp(w io.Writer, l *lab.Lab, pods map[string]*lab.Pod) {
 	if l.HostKubeconfig() != "" {
 		printKubectl(w, l)
 	}
+	printRealNodes(w, l)
 	fmt.Fprintln(w, "\nCtrl-C stops the lab and removes everything (after a crash: meshlab down)")
 }
 
@@ -113,8 +127,32 @@ func printKubectl(w io.Writer, l *lab.Lab) {
 		fmt.Fprintf(w, "  export PATH=%s:$PATH   # the kubectl make kube built\n", l.KubeBinDir())
 	}
 	fmt.Fprintf(w, "  kubectl get pods -A -o wide\n  kubectl -n agents scale deployment/data-validator --replicas=5\n")
-	fmt.Fprintf(w, "pods' /etc/resolv.conf names the cluster DNS %s and %s (Service kube-system/%s); no kube-proxy runs: a Service VIP answers only through the mesh\n",
+	fmt.Fprintf(w, "pods' /etc/resolv.conf names the cluster DNS %s and %s (Service kube-system/%s); on the lab's fake nodes no kube-proxy runs: a Service VIP answers only through the mesh\n",
 		lab.ClusterDNSIPv4, lab.ClusterDNSIPv6, lab.ClusterDNSService)
+}
+
+// printRealNodes says how to install the chart on the real nodes.
+func printRealNodes(w io.Writer, l *lab.Lab) {
+	var real []int
+	for i := 1; i <= l.Nodes(); i++ {
+		if l.RealNodeBPFFS(i) != "" {
+			real = append(real, i)
+		}
+	}
+	if len(real) == 0 {
+		return
+	}
+	fmt.Fprintf(w, "\nreal nodes (kubelet, containerd, kube-proxy; CoreDNS behind kube-dns): %v; their files, pod logs among them, are in %s/n<i>-real\n", real, l.StateDir())
+	if len(real) != 1 || l.MeshStarted() {
+		fmt.Fprintln(w, "the chart installs on a lab of one real node and no fake ones: meshlab up --nodes 0 --real-nodes 1")
+		return
+	}
+	i := real[0]
+	fmt.Fprintf(w, "install the chart there (make image helm; the image is imported, not pulled):\n"+
+		"  bin/helm install agentmesh deploy/charts/agentmesh -n agentmesh-system --create-namespace --kubeconfig %s \\\n"+
+		"    --set image.pullPolicy=Never --set node.hostPaths.bpffs=%s --set node.hostPaths.cgroupRoot=%s --wait\n",
+		l.HostKubeconfig(), l.RealNodeBPFFS(i), l.RealNodeCgroup(i))
+	fmt.Fprintf(w, "pods run the lab's image %s (meshlab app ...) with imagePullPolicy Never\n", lab.LabImage)
 }
 
 // closeLab closes l, reports what was removed and joins the errors.

@@ -73,7 +73,9 @@ type Options struct {
 	// tells local from remote traffic by.
 	ProxyKubeconfig string
 	ClusterCIDRs    []netip.Prefix
-	Logger          *slog.Logger
+	// Labels are the Node's own labels (the kubelet's --node-labels).
+	Labels map[string]string
+	Logger *slog.Logger
 }
 
 // Node is a running real node.
@@ -143,6 +145,14 @@ func Start(ctx context.Context, o Options) (_ *Node, err error) {
 	}
 	if o.Kubeconfig != "" {
 		args = append(args, "--kubeconfig", o.Kubeconfig)
+	}
+	if len(o.Labels) > 0 {
+		var kv []string
+		for k, v := range o.Labels {
+			kv = append(kv, k+"="+v)
+		}
+		slices.Sort(kv)
+		args = append(args, "--node-labels", strings.Join(kv, ","))
 	}
 	n.kubelet, err = n.start("kubelet", filepath.Join(o.BinDir, "kube/kubelet"), args...)
 	if err != nil {
