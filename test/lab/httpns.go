@@ -25,6 +25,13 @@ func (p *Pod) HTTPGet(ctx context.Context, url string) (int, []byte, error) {
 	return httpGetIn(ctx, p.NetnsName(), url)
 }
 
+// HTTPGetWithin is HTTPGet bounded by d instead of 10s: for a request
+// whose answer is a long piece of work, like an agent's /calls?n=2000
+// (which bounds itself at 60s), on a loaded machine.
+func (p *Pod) HTTPGetWithin(ctx context.Context, url string, d time.Duration) (int, []byte, error) {
+	return httpDoInWithin(ctx, p.NetnsName(), http.MethodGet, url, nil, d)
+}
+
 // HTTPGetWith is HTTPGet with request headers (a traceparent, say).
 func (p *Pod) HTTPGetWith(ctx context.Context, url string, header http.Header) (int, []byte, error) {
 	return httpGetInWith(ctx, p.NetnsName(), url, header)
@@ -51,6 +58,11 @@ func httpGetInWith(ctx context.Context, ns, url string, header http.Header) (int
 // httpDoIn sends a request without a body with a connection made inside
 // the named netns, bounded by 10s.
 func httpDoIn(ctx context.Context, ns, method, url string, header http.Header) (int, []byte, error) {
+	return httpDoInWithin(ctx, ns, method, url, header, 10*time.Second)
+}
+
+// httpDoInWithin is httpDoIn bounded by d.
+func httpDoInWithin(ctx context.Context, ns, method, url string, header http.Header, d time.Duration) (int, []byte, error) {
 	tr := &http.Transport{
 		DisableKeepAlives: true,
 		DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
@@ -65,7 +77,7 @@ func httpDoIn(ctx context.Context, ns, method, url string, header http.Header) (
 		},
 	}
 	defer tr.CloseIdleConnections()
-	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	ctx, cancel := context.WithTimeout(ctx, d)
 	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, method, url, nil)
 	if err != nil {

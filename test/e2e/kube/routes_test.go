@@ -83,7 +83,7 @@ rules:
 			if header != "" {
 				u += "&header=" + neturl.QueryEscape(header)
 			}
-			code, body, err := caller.HTTPGet(ctx, u)
+			code, body, err := caller.HTTPGetWithin(ctx, u, callsTimeout)
 			if err != nil || code != 200 {
 				t.Fatalf("calls: %d %s %v", code, body, err)
 			}
@@ -264,7 +264,7 @@ rules:
 	run := func(method string, n int) meshlab.CallsResult {
 		t.Helper()
 		u := fmt.Sprintf("http://127.0.0.1:8080/calls?n=%d&method=%s&to=%s", n, method, neturl.QueryEscape(to))
-		code, body, err := tl.caller.HTTPGet(ctx, u)
+		code, body, err := tl.caller.HTTPGetWithin(ctx, u, callsTimeout)
 		if err != nil || code != 200 {
 			t.Fatalf("calls: %d %s %v", code, body, err)
 		}

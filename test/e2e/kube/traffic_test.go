@@ -107,7 +107,9 @@ func (tl *trafficLab) calls(n int, header string) meshlab.CallsResult {
 	if header != "" {
 		u += "&header=" + neturl.QueryEscape(header)
 	}
-	code, body, err := tl.caller.HTTPGet(tl.ctx, u)
+	// The agent bounds the n calls at 60s; 10s (HTTPGet's bound) was
+	// too short for 600 of them on a machine loaded by other test packages.
+	code, body, err := tl.caller.HTTPGetWithin(tl.ctx, u, callsTimeout)
 	if err != nil || code != 200 {
 		t.Fatalf("calls: %d %s %v", code, body, err)
 	}
@@ -117,6 +119,10 @@ func (tl *trafficLab) calls(n int, header string) meshlab.CallsResult {
 	}
 	return res
 }
+
+// callsTimeout bounds a GET of an agent's /calls?n=N, which bounds the
+// calls itself at 60s.
+const callsTimeout = 75 * time.Second
 
 // TestTrafficPolicyAffinityLab: 1000 requests carrying one Mcp-Session-Id
 // land on one replica; when that replica dies they move to another and
