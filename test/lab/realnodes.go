@@ -130,7 +130,7 @@ func (l *Lab) startRealNodes(ctx context.Context) error {
 			PodCIDRs: []netip.Prefix{podPrefixV4(i), podPrefixV6(i)}, NodeIP: nodeIPv4(i),
 			ClusterDNS: l.opts.ClusterDNS, ClusterDomain: ClusterDomain,
 			BinDir: l.opts.BinDir, Images: append([]string{filepath.Join(l.opts.BinDir, labImageTarball)}, l.opts.RealNodeImages...), SandboxImage: LabImage,
-			Kubeconfig: kubeconfig, ProxyKubeconfig: proxyKubeconfig, Logger: l.log,
+			Kubeconfig: kubeconfig, ProxyKubeconfig: proxyKubeconfig, ClientCAFile: l.kube.cp.ClientCAFile(), Logger: l.log,
 			ClusterCIDRs: []netip.Prefix{podRangeV4, podRangeV6}, Labels: map[string]string{RealNodeLabel: "real"},
 		})
 		if err != nil {

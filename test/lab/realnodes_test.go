@@ -8,6 +8,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -62,7 +63,8 @@ func lookupIn(ctx context.Context, netns string, server netip.AddrPort, name str
 // TestRealNode: a Kubernetes-mode lab with one fake and one real node. The
 // real kubelet registers and becomes Ready, kube-scheduler binds a Pod to
 // it, the kubelet runs the Pod from the lab's image through containerd,
-// a fake node reaches the Pod's app over the wire, a DaemonSet pod runs
+// a fake node reaches the Pod's app over the wire, whose log the
+// apiserver reads from the kubelet (kubectl logs), a DaemonSet pod runs
 // there with the node's bpffs mounted as the chart does, the real node
 // reaches a Service VIP of it through kube-proxy and resolves its name
 // through the cluster DNS (CoreDNS behind kube-dns); after Close the
@@ -115,6 +117,19 @@ func TestRealNode(t *testing.T) {
 	}
 	if got, err := echoIn(l.nodeNetns(1), netip.AddrPortFrom(ip, 8080), "from n1"); got != "from n1" {
 		t.Errorf("echo from the fake node = %q, %v", got, err)
+	}
+	// kubectl logs: the apiserver reads them from the real kubelet.
+	const want = "echo listening on"
+	for {
+		b, err := l.Client().CoreV1().Pods("default").GetLogs("echo", &corev1.PodLogOptions{}).DoRaw(ctx)
+		if err == nil && strings.Contains(string(b), want) {
+			break
+		}
+		select {
+		case <-ctx.Done():
+			t.Fatalf("pod logs through the apiserver: %q, %v; want a line with %q", b, err, want)
+		case <-time.After(200 * time.Millisecond):
+		}
 	}
 	// A DaemonSet (kube-controller-manager's daemonset-controller) runs on
 	// the real node with the host network and its bpffs mounted as the

@@ -73,6 +73,13 @@ func apiserverArgs(o Options, f files, etcdURL string, port uint16) []string {
 		"--enable-admission-plugins=" + strings.Join(admissionPlugins, ","),
 		"--allow-privileged=true",
 		"--profiling=false",
+		// kubectl logs and exec on real nodes: the apiserver dials the
+		// kubelet at the Node's InternalIP (the lab has no node names in
+		// DNS) with a certificate from clientCA, which those kubelets
+		// trust (their serving certificates are self-signed: not verified).
+		"--kubelet-client-certificate=" + f.kubeletClientCert,
+		"--kubelet-client-key=" + f.kubeletClientKey,
+		"--kubelet-preferred-address-types=InternalIP,Hostname",
 	}
 	if o.BindAddr.IsLoopback() {
 		// The "kubernetes" Service's endpoints may not be loopback

@@ -168,6 +168,10 @@ func (c *ControlPlane) URL() string { return c.url }
 // serving certificate (also the kube-root-ca.crt that pods get).
 func (c *ControlPlane) CAFile() string { return c.st.caCert }
 
+// ClientCAFile is the CA of the client certificates the apiserver accepts,
+// and of its own at the kubelets: a real kubelet's clientCAFile.
+func (c *ControlPlane) ClientCAFile() string { return c.st.files.clientCA }
+
 // check validates o and fills in defaults.
 func (o *Options) check() error {
 	if o.Logger == nil {

@@ -20,6 +20,8 @@ const (
 	// schedulerUser is bound to system:kube-scheduler and
 	// system:volume-scheduler by RBAC's bootstrap policy.
 	schedulerUser = "system:kube-scheduler"
+	// kubeletClientUser is the apiserver's identity at the kubelets.
+	kubeletClientUser = "kube-apiserver-kubelet-client"
 )
 
 // files are the paths of what writeState made under the state dir.
@@ -34,6 +36,10 @@ type files struct {
 	kcmKubeconfig       string
 	schedulerKubeconfig string
 	etcdData            string
+	// kubeletClientCert and kubeletClientKey are the apiserver's client
+	// certificate for kubelets (logs, exec; real nodes trust clientCA).
+	kubeletClientCert string
+	kubeletClientKey  string
 }
 
 // state is what Start needs from writeState.
@@ -56,6 +62,7 @@ func writeState(dir string, bind netip.Addr, url string) (*state, error) {
 		saKey: filepath.Join(pki, "sa.key"), saPub: filepath.Join(pki, "sa.pub"),
 		adminKubeconfig: filepath.Join(dir, "admin.kubeconfig"), kcmKubeconfig: filepath.Join(dir, "kcm.kubeconfig"),
 		schedulerKubeconfig: filepath.Join(dir, "scheduler.kubeconfig"), etcdData: filepath.Join(dir, "etcd"),
+		kubeletClientCert: filepath.Join(pki, "apiserver-kubelet-client.crt"), kubeletClientKey: filepath.Join(pki, "apiserver-kubelet-client.key"),
 	}}
 	servingCA, err := newAuthority("kubecp-ca")
 	if err != nil {
@@ -72,9 +79,14 @@ func writeState(dir string, bind netip.Addr, url string) (*state, error) {
 	if err != nil {
 		return nil, err
 	}
+	kubeletClient, err := s.clientCA.client(kubeletClientUser, nil)
+	if err != nil {
+		return nil, err
+	}
 	err = writeFiles(pki, map[string][]byte{
 		"ca.crt": servingCA.pem, "client-ca.crt": s.clientCA.pem, "sa.key": saPriv, "sa.pub": saPub,
 		"apiserver.crt": serving.certPEM, "apiserver.key": serving.keyPEM,
+		"apiserver-kubelet-client.crt": kubeletClient.certPEM, "apiserver-kubelet-client.key": kubeletClient.keyPEM,
 	})
 	if err != nil {
 		return nil, err

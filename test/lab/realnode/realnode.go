@@ -73,6 +73,10 @@ type Options struct {
 	// tells local from remote traffic by.
 	ProxyKubeconfig string
 	ClusterCIDRs    []netip.Prefix
+	// ClientCAFile, when set, is the CA of the clients the kubelet's API
+	// accepts (the apiserver's, for logs and exec), which then listens on
+	// NodeIP; "": none, on 127.0.0.1 only.
+	ClientCAFile string
 	// Labels are the Node's own labels (the kubelet's --node-labels).
 	Labels map[string]string
 	Logger *slog.Logger
@@ -85,6 +89,16 @@ type Node struct {
 	kubelet    *proc
 	proxy      *proc
 	cgroups    []string // the cgroup directories makeCgroups made, in order
+}
+
+// apiAddress is where the kubelet's API listens: on NodeIP for the
+// apiserver when it has a client CA to check callers by, else loopback
+// only (with no client CA and anonymous off, nothing can call it).
+func (n *Node) apiAddress() string {
+	if n.o.ClientCAFile != "" && n.o.NodeIP.IsValid() {
+		return n.o.NodeIP.String()
+	}
+	return "127.0.0.1"
 }
 
 // Binaries are what a real node runs, relative to Options.BinDir.
@@ -292,9 +306,9 @@ containerRuntimeEndpoint: unix://%s
 staticPodPath: %s
 podLogsDir: %s
 volumePluginDir: %s
-authentication: {anonymous: {enabled: false}, webhook: {enabled: false}}
+authentication: {anonymous: {enabled: false}, webhook: {enabled: false}, x509: {clientCAFile: %q}}
 authorization: {mode: AlwaysAllow}
-address: 127.0.0.1
+address: %s
 port: 10250
 readOnlyPort: 0
 healthzPort: 0
@@ -302,7 +316,7 @@ failSwapOn: false
 evictionHard: {"memory.available": "0%%", "nodefs.available": "0%%", "imagefs.available": "0%%"}
 imageGCHighThresholdPercent: 100
 resolvConf: /etc/resolv.conf
-`, n.o.CgroupRoot, n.socket(), n.path("manifests"), n.path("pods"), n.path("volume-plugins"))
+`, n.o.CgroupRoot, n.socket(), n.path("manifests"), n.path("pods"), n.path("volume-plugins"), n.o.ClientCAFile, n.apiAddress())
 	if len(n.o.ClusterDNS) > 0 {
 		var dns []string
 		for _, a := range n.o.ClusterDNS {
