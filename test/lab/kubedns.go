@@ -77,7 +77,7 @@ func (l *Lab) createClusterDNSService(ctx context.Context) error {
 // With real nodes the Service gets a server: CoreDNS (make coredns), in
 // the wire netns on the control plane's addresses, serves the cluster's
 // Services and Pods from the apiserver (its kubernetes plugin, with the
-// RBAC kubeadm gives it), and an EndpointSlice the lab manages puts it
+// least RBAC that plugin needs), and an EndpointSlice the lab manages puts it
 // behind the kube-dns VIPs, where kube-proxy on the real nodes sends their
 // questions. The chart's agentd and ztunnel (hostNetwork, dnsPolicy
 // ClusterFirstWithHostNet) need it to find the controller; the mesh's own

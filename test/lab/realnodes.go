@@ -97,6 +97,10 @@ func (l *Lab) startRealNodes(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	if err := l.checkNoCrashedRealNodes(); err != nil {
+		lock.Unlock()
+		return err
+	}
 	host, err := realnode.ReadHost()
 	if err == nil {
 		err = host.Save(filepath.Join(l.state, realHostFile))
@@ -141,6 +145,28 @@ func (l *Lab) startRealNodes(ctx context.Context) error {
 		l.kube.mu.Unlock()
 	}
 	return l.waitRealNodesReady(ctx)
+}
+
+// checkNoCrashedRealNodes fails when another lab's saved host state is
+// still there. A lab holds the host lock from its first real node until
+// Close restored the host and removed that file, so while this lab holds
+// the lock such a file is a crashed lab's (a test binary killed at its
+// -timeout runs no cleanup): its kubelets may still run and change the
+// host, and this lab would save their values as the host's own.
+func (l *Lab) checkNoCrashedRealNodes() error { return crashedRealNodes(StateRoot, l.id) }
+
+// crashedRealNodes is checkNoCrashedRealNodes for labs under root.
+func crashedRealNodes(root, self string) error {
+	saved, err := filepath.Glob(filepath.Join(root, "*", realHostFile))
+	if err != nil {
+		return fmt.Errorf("look for crashed labs: %w", err)
+	}
+	for _, f := range saved {
+		if id := filepath.Base(filepath.Dir(f)); id != self {
+			return fmt.Errorf("lab %s had real nodes and did not stop (its saved host state %s is there): run meshlab down first, which ends its nodes and restores the host", id, f)
+		}
+	}
+	return nil
 }
 
 // waitRealNodesReady waits until every real node's Node is Ready.

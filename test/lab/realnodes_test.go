@@ -281,3 +281,29 @@ func checkRealNodesGone(t *testing.T, l *Lab) {
 	}
 	checkGone(t, l.ID())
 }
+
+// TestCrashedRealNodesRefused: a lab about to start real nodes refuses
+// while another lab's saved host state is there (a crashed lab, whose
+// kubelets may still be changing the host), and names meshlab down; its
+// own state and labs without real nodes do not count.
+func TestCrashedRealNodesRefused(t *testing.T) {
+	root := t.TempDir()
+	for _, d := range []string{"amlab-aaaaaa", "amlab-bbbbbb"} {
+		if err := os.MkdirAll(filepath.Join(root, d), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := crashedRealNodes(root, "amlab-aaaaaa"); err != nil {
+		t.Fatalf("no saved host state: %v", err)
+	}
+	if err := os.WriteFile(filepath.Join(root, "amlab-aaaaaa", realHostFile), []byte("{}"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := crashedRealNodes(root, "amlab-aaaaaa"); err != nil {
+		t.Fatalf("only its own saved host state: %v", err)
+	}
+	err := crashedRealNodes(root, "amlab-bbbbbb")
+	if err == nil || !strings.Contains(err.Error(), "amlab-aaaaaa") || !strings.Contains(err.Error(), "meshlab down") {
+		t.Fatalf("another lab's saved host state: %v, want an error naming amlab-aaaaaa and meshlab down", err)
+	}
+}
