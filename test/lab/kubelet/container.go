@@ -144,17 +144,29 @@ func restarts(policy corev1.RestartPolicy, code int32) bool {
 	return true // Always, the default
 }
 
-// stopProcess sends SIGTERM, then SIGKILL after grace (capped), and waits
-// (bounded) until the process is gone.
+// minGraceAfterHook is the least time SIGTERM gets after a preStop hook
+// used up the grace period (the real kubelet's minimum too).
+const minGraceAfterHook = 2 * time.Second
+
+// stopProcess runs the container's preStop hook, sends SIGTERM, then
+// SIGKILL after what is left of grace (capped at MaxGrace), and waits
+// (bounded) until the process is gone. grace 0 kills at once, without
+// the hook.
 func (w *worker) stopProcess(ctx context.Context, grace time.Duration) {
 	p := w.ctr.proc
 	if p == nil {
 		return
 	}
+	if grace > 0 {
+		grace = min(grace, w.k.opts.MaxGrace)
+		if slept := w.preStop(ctx, p, grace); slept > 0 {
+			grace = max(grace-slept, min(minGraceAfterHook, w.k.opts.MaxGrace))
+		}
+	}
 	w.ctr.proc, w.ctr.restartAt = nil, time.Time{}
 	if grace > 0 {
 		_ = p.Signal(syscall.SIGTERM)
-		if waitDone(ctx, p, min(grace, w.k.opts.MaxGrace)) {
+		if waitDone(ctx, p, grace) {
 			return
 		}
 	}
@@ -162,6 +174,31 @@ func (w *worker) stopProcess(ctx context.Context, grace time.Duration) {
 	if !waitDone(ctx, p, 5*time.Second) && ctx.Err() == nil {
 		w.log.Warn("process survived SIGKILL", "pid", p.PID())
 	}
+}
+
+// preStop runs the container's preStop hook within grace and returns
+// how long it took. Only the sleep action runs here (what a pod uses to
+// stay in service while its endpoint's removal reaches every proxy); an
+// exec or httpGet hook is logged as not run. The hook ends early when p
+// exits or ctx ends.
+func (w *worker) preStop(ctx context.Context, p Process, grace time.Duration) time.Duration {
+	lc := w.ctr.spec.Lifecycle
+	if lc == nil || lc.PreStop == nil {
+		return 0
+	}
+	h := lc.PreStop
+	if h.Sleep == nil {
+		w.log.Warn("preStop hook not run: the lab kubelet runs only the sleep action", "container", w.ctr.spec.Name)
+		return 0
+	}
+	d := min(time.Duration(h.Sleep.Seconds)*time.Second, grace)
+	if d <= 0 {
+		return 0
+	}
+	w.log.Info("preStop hook: sleeping", "container", w.ctr.spec.Name, "for", d)
+	start := time.Now()
+	waitDone(ctx, p, d)
+	return time.Since(start)
 }
 
 // waitDone waits up to d for p to exit.

@@ -8,6 +8,7 @@ import (
 	"os"
 	"sync"
 	"syscall"
+	"time"
 )
 
 // fakeRuntime is an in-memory PodRuntime: sandboxes are records and
@@ -139,6 +140,7 @@ type fakeProc struct {
 	code    int
 	exited  bool
 	signals []os.Signal
+	first   time.Time // when the first signal came
 }
 
 func (p *fakeProc) PID() int              { return p.pid }
@@ -152,6 +154,9 @@ func (p *fakeProc) ExitCode() int {
 
 func (p *fakeProc) Signal(sig os.Signal) error {
 	p.mu.Lock()
+	if len(p.signals) == 0 {
+		p.first = time.Now()
+	}
 	p.signals = append(p.signals, sig)
 	p.mu.Unlock()
 	if s, ok := sig.(syscall.Signal); ok {
@@ -169,6 +174,13 @@ func (p *fakeProc) exit(code int) {
 	}
 	p.exited, p.code = true, code
 	close(p.done)
+}
+
+// firstSignal is when the first signal came (zero: none yet).
+func (p *fakeProc) firstSignal() time.Time {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.first
 }
 
 func (p *fakeProc) gotSignals() []os.Signal {

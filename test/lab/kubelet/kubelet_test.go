@@ -257,3 +257,43 @@ func TestPodDeletedByForce(t *testing.T) {
 	}
 	h.eventually("sandbox removed", func() (bool, string) { return h.rt.sandbox("uid-forced").isRemoved(), "" })
 }
+
+// TestPreStopSleep: a preStop sleep hook keeps the process running (no
+// signal) for its seconds, within the grace period (the harness caps it
+// at 300ms), before SIGTERM; an exec hook is not run and does not delay.
+func TestPreStopSleep(t *testing.T) {
+	h := startKubelet(t)
+	for _, tc := range []struct {
+		name  string
+		hook  corev1.LifecycleHandler
+		delay time.Duration // at least this long between deletion and SIGTERM
+	}{
+		{"sleeper", corev1.LifecycleHandler{Sleep: &corev1.SleepAction{Seconds: 30}}, 300 * time.Millisecond},
+		{"execer", corev1.LifecycleHandler{Exec: &corev1.ExecAction{Command: []string{"/bin/true"}}}, 0},
+	} {
+		h.createPodWith(tc.name, corev1.RestartPolicyAlways, func(c *corev1.Container) {
+			c.Lifecycle = &corev1.Lifecycle{PreStop: &tc.hook}
+		})
+		var proc *fakeProc
+		h.eventually(tc.name+" running", func() (bool, string) {
+			sb := h.rt.sandbox("uid-" + tc.name)
+			if sb == nil || sb.last() == nil {
+				return false, "no process"
+			}
+			proc = sb.last()
+			return true, ""
+		})
+		p := h.pod(tc.name)
+		deleted := time.Now()
+		p.DeletionTimestamp, p.DeletionGracePeriodSeconds = ptr.To(metav1.Now()), ptr.To(int64(30))
+		if _, err := h.client.CoreV1().Pods("default").Update(context.Background(), p, metav1.UpdateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		h.eventually(tc.name+" pod object deleted", func() (bool, string) { return h.pod(tc.name) == nil, "still there" })
+		if got := proc.gotSignals(); len(got) == 0 || got[0] != syscall.SIGTERM {
+			t.Errorf("%s: signals %v, want SIGTERM first", tc.name, got)
+		} else if waited := proc.firstSignal().Sub(deleted); waited < tc.delay {
+			t.Errorf("%s: SIGTERM %s after the deletion, want the hook's %s first", tc.name, waited, tc.delay)
+		}
+	}
+}
