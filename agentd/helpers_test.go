@@ -185,6 +185,8 @@ func (z *ztunnel) SnapshotDone(uids []string) error {
 	return nil
 }
 
+func (z *ztunnel) HandOver() error { z.ev.add("zt handover"); return nil }
+
 // startZtunnel connects an in-process ztunnel to path until the test ends.
 func startZtunnel(t *testing.T, path string, ev *eventLog, log *slog.Logger) (stop func()) {
 	ctx, cancel := context.WithCancel(context.Background())

@@ -2,8 +2,10 @@ package ztunnel
 
 import (
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"net/http/pprof"
+	"os"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -73,7 +75,8 @@ func (n *Node) ReadyHandler() http.Handler {
 			http.Error(w, err.Error(), http.StatusServiceUnavailable)
 			return
 		}
-		w.Write([]byte("ready\n"))
+		// The pid tells apart two ztunnels sharing the port (an upgrade).
+		fmt.Fprintf(w, "ready (pid %d)\n", os.Getpid())
 	})
 	return mux
 }

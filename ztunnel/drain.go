@@ -94,6 +94,55 @@ func (d *drainingNode) drainPod(uid string) error {
 	return nil
 }
 
+// HandOver is agentd giving every pod to a successor ztunnel, which has
+// set them up beside this one (its listeners joined this one's
+// SO_REUSEPORT groups, its sockets replaced this one's in the SOCKHASH):
+// this node closes its listeners (what their queues hold migrates to the
+// successor's, podnet.MigrateRequests) and DNS sockets, leaves the SOCKHASH
+// entries alone (they are the successor's now), and lets the connections
+// it proxies run until they end; each pod is released after its last one.
+// From here on the node is not ready and takes no pods.
+func (d *drainingNode) HandOver() error {
+	n := d.Node
+	n.opMu.Lock()
+	defer n.opMu.Unlock()
+	n.handedOver.Store(true)
+	n.mu.Lock()
+	pods := n.pods
+	n.pods = map[string]*pod{}
+	n.mu.Unlock()
+	var errs []error
+	active := int64(0)
+	for _, p := range pods {
+		if st, _ := p.getState(); st != stateReady {
+			errs = append(errs, n.teardownLocked(p)) // nothing proxied, no entries of its own
+			continue
+		}
+		for _, l := range p.listeners {
+			l.Ln.Close()
+		}
+		p.listeners = nil
+		if err := n.stopDNSLocked(p); err != nil {
+			errs = append(errs, err)
+		}
+		n.releaseSocketsLocked(p)
+		active += p.active.Load()
+		n.mu.Lock()
+		n.handed = append(n.handed, p)
+		n.mu.Unlock()
+		d.wg.Go(func() { d.finish(p) })
+	}
+	// Inbound HBONE connections are pooled by their clients: GOAWAY sends
+	// their next streams to a new connection, the successor's.
+	n.server.Drain()
+	n.gauges.refreshPods()
+	n.log.Info("pods handed over to a successor ztunnel; draining their connections", "pods", len(pods), "active_conns", active)
+	return errors.Join(errs...)
+}
+
+// HandedOver reports whether the pods went to a successor (HandOver).
+func (d *drainingNode) HandedOver() bool { return d.handedOver.Load() }
+
 // finish releases a drained pod once its connections ended (closing those
 // still open after maxDrain).
 func (d *drainingNode) finish(p *pod) {
@@ -117,7 +166,16 @@ func (d *drainingNode) finish(p *pod) {
 		n.opts.Certs.Forget(p.flow.ID)
 	}
 	p.setState("removed", nil)
+	n.mu.Lock()
+	n.handed = slices.DeleteFunc(n.handed, func(o *pod) bool { return o == p })
+	n.mu.Unlock()
 	n.log.Info("drained pod released", "pod", p.name(), "uid", p.info.UID)
+}
+
+// waitDrained waits up to d for the drained pods' connections to end, and
+// reports whether they did.
+func (d *drainingNode) waitDrained(timeout time.Duration) bool {
+	return waitTimeout(&d.wg, timeout)
 }
 
 // ipsInUseLocked reports whether a current pod has one of p's addresses.

@@ -36,12 +36,14 @@ type options struct {
 	sameNodeFastPath bool
 	callerAddress    bool
 	procSysNet       string
-	httpPerRequest   bool
-	otlpEndpoint     string
-	traceSampling    float64
-	recentRequests   int
-	detect           detect.Options
-	failover         transport.Failover
+	// handoverWait and drainTimeout: see their flags (upgrades).
+	handoverWait, drainTimeout time.Duration
+	httpPerRequest             bool
+	otlpEndpoint               string
+	traceSampling              float64
+	recentRequests             int
+	detect                     detect.Options
+	failover                   transport.Failover
 	// clusterDomain is the Services' DNS domain the DNS proxy answers.
 	clusterDomain string
 	// cpuProfile and allocProfile: files for a CPU profile of the whole
@@ -79,6 +81,8 @@ func parseFlags(args []string, usage io.Writer) (*options, error) {
 	fs.DurationVar(&o.failover.BackoffMax, "service-connect-backoff-max", d.BackoffMax, "largest backoff between Service connect attempts")
 	fs.BoolVar(&o.sameNodeFastPath, "same-node-fast-path", true, "join connections between two pods of this node inside the tunnel, without TLS and HTTP/2 (policy and telemetry as over HBONE; the access log says protocol local); false: they go over HBONE like cross-node traffic")
 	fs.StringVar(&o.procSysNet, "proc-sys-net", "/proc/sys/net", "where this process sees /proc/sys/net read-write, to set a pod's per-netns sysctls (tcp_tw_reuse, tcp_fwmark_accept) from inside its netns; in a container, whose /proc/sys is read-only, a hostPath of the node's /proc/sys/net mounted elsewhere")
+	fs.DurationVar(&o.handoverWait, "handover-wait", 0, "on SIGTERM, how long to keep serving while waiting for a successor ztunnel to take the pods over (an upgrade that started the next ztunnel beside this one) before shutting down without one; 0: shut down at once")
+	fs.DurationVar(&o.drainTimeout, "drain-timeout", 20*time.Second, "after the pods were handed over to a successor, how long the connections this ztunnel still proxies may run once SIGTERM came; those still open then are closed")
 	fs.BoolVar(&o.callerAddress, "caller-address", true, "deliver inbound connections to the app from the caller's address (IP_TRANSPARENT in the pod netns), so that apps see their real peer; needs agentd's deliveries map; false: from the pod's own address")
 	fs.BoolVar(&o.httpPerRequest, "http-per-request", false, "proxy outbound HTTP flows (HTTP/1.x, HTTP/2, gRPC, A2A, MCP, declared or sniffed) request by request: each request is balanced on its own over the Service's endpoints and gets its access line and agentmesh_requests_total; false: they are copied as opaque bytes like TCP")
 	fs.StringVar(&o.otlpEndpoint, "otlp-endpoint", "", "host:port of an OpenTelemetry collector (OTLP/gRPC, plaintext) that gets a span per request proxied per request; empty: no tracing")

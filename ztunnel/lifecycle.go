@@ -18,6 +18,10 @@ import (
 // errClosed is returned by AddPod after the node shut down.
 var errClosed = errors.New("ztunnel node is shut down")
 
+// errHandedOver is Ready's and AddPod's answer once the pods went to a
+// successor ztunnel.
+var errHandedOver = errors.New("pods handed over to a successor ztunnel")
+
 // teardownWait bounds how long removing a pod waits for its goroutines.
 const teardownWait = 5 * time.Second
 
@@ -30,6 +34,10 @@ func (n *Node) AddPod(info handoff.Pod, ns *os.File) error {
 	if n.closed {
 		ns.Close()
 		return errClosed
+	}
+	if n.handedOver.Load() {
+		ns.Close()
+		return errHandedOver
 	}
 	n.mu.Lock()
 	old := n.pods[info.UID]
@@ -94,6 +102,12 @@ func (n *Node) SnapshotDone(uids []string) error {
 		errs = append(errs, n.removeLocked(uid))
 	}
 	n.gauges.refreshPods()
+	// A pod not set up makes the acknowledgement an error: agentd does
+	// not hand the pods of a current ztunnel (an upgrade's old one) to
+	// this one then, which would leave that pod without listeners.
+	if err := n.podsNotReady(); err != nil {
+		errs = append(errs, err)
+	}
 	return errors.Join(errs...)
 }
 

@@ -132,8 +132,13 @@ type Node struct {
 	// draining makes Ready fail from the start of shutdown.
 	draining atomic.Bool
 
-	mu           sync.Mutex // guards pods and snapshotDone
+	// handedOver is set once agentd gave the pods to a successor ztunnel
+	// (drainingNode.HandOver): Ready fails and AddPod refuses from then on.
+	handedOver atomic.Bool
+
+	mu           sync.Mutex // guards pods, handed and snapshotDone
 	pods         map[string]*pod
+	handed       []*pod // pods handed over, draining until released
 	snapshotDone bool
 }
 
@@ -239,8 +244,13 @@ func hasEndpoint(idx *meshconfig.Index, service, endpoint string) bool {
 func (n *Node) liveSets() []*authorize.Live {
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	out := make([]*authorize.Live, 0, len(n.pods))
+	out := make([]*authorize.Live, 0, len(n.pods)+len(n.handed))
 	for _, p := range n.pods {
+		out = append(out, &p.live)
+	}
+	// A handed-over pod's connections still run here: a policy change
+	// closes those it no longer allows as for any pod.
+	for _, p := range n.handed {
 		out = append(out, &p.live)
 	}
 	return out

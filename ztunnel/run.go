@@ -10,7 +10,10 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"syscall"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
@@ -157,18 +160,62 @@ func run(ctx context.Context, o *options, log *slog.Logger) error {
 	nodeTask := startTask("node", log, node.Run)
 	drains := newDrainingNode(node)
 	handoffTask := startTask("agentd hand-off", log, func(ctx context.Context) error {
+		// Pods come with a config only: a successor (an upgrade's new
+		// ztunnel beside this one) acknowledges agentd's snapshot once
+		// it set every pod up, and agentd then hands the pods over.
+		if !src.waitConfigured(ctx) {
+			return nil
+		}
 		return handoff.Connect(ctx, o.agentdSocket, drains, log.With("component", "handoff"))
 	})
 	log.Info("ztunnel running", append([]any{"pin_dir", o.pinDir, "agentd_socket", o.agentdSocket}, src.describe()...)...)
 	<-ctx.Done()
 	log.Info("ztunnel shutting down")
+	handoffErr := handOver(o, drains, handoffTask, log)
 	node.draining.Store(true)
 	end := deadline()
-	err = cleanup(handoffTask.stop(end), watchTask.stop(end), nodeTask.stop(end), drains.waitUntil(end), addrTask.stop(end))
+	err = cleanup(handoffErr, watchTask.stop(end), nodeTask.stop(end), drains.waitUntil(end), addrTask.stop(end))
 	tctx, tcancel := context.WithDeadline(context.Background(), deadline())
 	err = errors.Join(err, maps.Close(), tr.stop(tctx))
 	tcancel()
 	log.Info("ztunnel stopped", "err", err)
+	return err
+}
+
+// handOver is the first step of the shutdown: the hand-off ends, and the
+// pods' connections drain when a successor took the pods over (an upgrade)
+// or --handover-wait asks for one. Without --handover-wait (0) and no
+// successor, the node's shutdown closes every connection as before.
+//
+// With --handover-wait, ztunnel first waits that long for agentd to hand
+// the pods to a successor (the kubelet may have taken the successor for
+// ready before it set the pods up: the readiness port is shared). Then it
+// leaves agentd, which makes a waiting successor the current one, and
+// drains by itself what was not handed over: new connections find the
+// successor's listeners, or none (refused: fail closed). Drained
+// connections run for up to --drain-timeout.
+func handOver(o *options, drains *drainingNode, handoffTask *task, log *slog.Logger) error {
+	if !drains.HandedOver() && o.handoverWait > 0 {
+		log.Info("waiting for a successor ztunnel to take the pods over", "for", o.handoverWait)
+		deadline := time.Now().Add(o.handoverWait)
+		for !drains.HandedOver() && time.Now().Before(deadline) {
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+	err := handoffTask.stop(time.Now().Add(shutdownBudget))
+	if !drains.HandedOver() {
+		if o.handoverWait == 0 {
+			return err
+		}
+		log.Info("no successor took the pods over; draining them")
+		err = errors.Join(err, drains.HandOver())
+	}
+	log.Info("draining connections of the handed-over pods", "for_at_most", o.drainTimeout)
+	if !drains.waitDrained(o.drainTimeout) {
+		log.Info("closing the connections still open after the drain timeout")
+	} else {
+		log.Info("handed-over pods drained")
+	}
 	return err
 }
 
@@ -202,8 +249,20 @@ type server struct {
 // serves each on its own goroutine.
 func startServers(log *slog.Logger, handlers map[string]http.Handler) ([]*server, error) {
 	var out []*server
+	// SO_REUSEPORT: during an upgrade the next ztunnel (a DaemonSet's
+	// surge pod, in the same host netns) binds the same ports beside this
+	// one until this one stops.
+	lc := net.ListenConfig{Control: func(_, _ string, rc syscall.RawConn) error {
+		var serr error
+		if err := rc.Control(func(fd uintptr) {
+			serr = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, unix.SO_REUSEPORT, 1)
+		}); err != nil {
+			return err
+		}
+		return serr
+	}}
 	for addr, h := range handlers {
-		ln, err := net.Listen("tcp", addr)
+		ln, err := lc.Listen(context.Background(), "tcp", addr)
 		if err != nil {
 			stopServers(out, time.Now().Add(time.Second))
 			return nil, fmt.Errorf("listen %s: %w", addr, err)

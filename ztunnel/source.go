@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net/http"
 	"sync/atomic"
+	"time"
 
 	"github.com/agentmesh/agentmesh/api/configapi"
 	"github.com/agentmesh/agentmesh/api/meshconfig"
@@ -89,6 +90,7 @@ func (s *source) applier(apply func(*meshconfig.Config)) func(*meshconfig.Config
 		return func(c *meshconfig.Config) {
 			fillStandaloneAuthz(c)
 			apply(c)
+			s.got.Store(true)
 		}
 	}
 	return func(c *meshconfig.Config) {
@@ -106,6 +108,19 @@ func (s *source) ready() error {
 		return errNoConfigYet
 	}
 	return nil
+}
+
+// waitConfigured waits until the source applied a first config (false:
+// ctx ended first).
+func (s *source) waitConfigured(ctx context.Context) bool {
+	for !s.got.Load() {
+		select {
+		case <-ctx.Done():
+			return false
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+	return true
 }
 
 // close releases the source after run returned and nothing signs any

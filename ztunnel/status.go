@@ -67,12 +67,26 @@ func (p *pod) status() PodStatus {
 func (n *Node) Ready() error {
 	n.mu.Lock()
 	defer n.mu.Unlock()
+	if n.handedOver.Load() {
+		return errHandedOver
+	}
 	if n.draining.Load() {
 		return fmt.Errorf("shutting down")
 	}
 	if !n.snapshotDone {
 		return fmt.Errorf("waiting for the agentd snapshot")
 	}
+	return n.podsNotReadyLocked()
+}
+
+// podsNotReady says which pods are not set up (nil: all are).
+func (n *Node) podsNotReady() error {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.podsNotReadyLocked()
+}
+
+func (n *Node) podsNotReadyLocked() error {
 	var notReady []string
 	for _, p := range n.pods {
 		if st, _ := p.getState(); st != stateReady {

@@ -2,6 +2,9 @@ package handoff
 
 import (
 	"context"
+	"errors"
+	"fmt"
+	"io"
 	"net"
 	"path/filepath"
 	"strings"
@@ -61,11 +64,69 @@ func TestClientRejectsBadMessages(t *testing.T) {
 			t.Fatalf("%s: bad ack %q: %v", tt.packet, p.data, err)
 		}
 		want, _ := decode([]byte(tt.packet))
-		if ack.Seq != want.Seq || ack.OK != (tt.wantErr == "") || !strings.Contains(ack.Error, tt.wantErr) {
+		if ack.Seq != want.Seq || ack.OK != (tt.wantErr == "") || !strings.Contains(ack.Error, tt.wantErr) || !ack.Takeover {
 			t.Errorf("%s: ack = %+v, want seq %d error %q", tt.packet, ack, want.Seq, tt.wantErr)
 		}
 	}
 	h.waitEvents(t, addEvent("a", ns, 9), "del a", "snapshot-end a")
+}
+
+// TestClientHandOver plays agentd handing a client's pods over: the
+// handler's HandOver is acked (ok or with its error), the client hangs up
+// and Connect returns nil without dialling again.
+func TestClientHandOver(t *testing.T) {
+	for _, herr := range []error{nil, errors.New("listeners stuck")} {
+		t.Run(fmt.Sprint(herr), func(t *testing.T) {
+			log, logs := newLog(t)
+			path := filepath.Join(t.TempDir(), "fake.sock")
+			ln, err := net.ListenUnix("unixpacket", &net.UnixAddr{Name: path, Net: "unixpacket"})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer ln.Close()
+			h := &recHandler{handOverErr: herr}
+			a := goConnect(t, path, h, log)
+			ln.SetDeadline(time.Now().Add(5 * time.Second))
+			c, err := ln.AcceptUnix()
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			c.SetDeadline(time.Now().Add(5 * time.Second))
+			for i, packet := range []string{`{"v":2,"type":"snapshot-end","seq":1}`, `{"v":2,"type":"handover","seq":2}`} {
+				if err := writePacket(c, []byte(packet), nil); err != nil {
+					t.Fatal(err)
+				}
+				p, err := readPacket(c)
+				if err != nil {
+					t.Fatalf("%s: read ack: %v", packet, err)
+				}
+				ack, err := decode(p.data)
+				if err != nil {
+					t.Fatal(err)
+				}
+				wantOK := i == 0 || herr == nil
+				if ack.Seq != uint64(i+1) || !ack.Takeover || ack.OK != wantOK || (!wantOK && ack.Error != herr.Error()) {
+					t.Errorf("%s: ack %s", packet, p.data)
+				}
+			}
+			if _, err := readPacket(c); !errors.Is(err, io.EOF) {
+				t.Errorf("after the handover ack: %v, want the client to hang up", err)
+			}
+			if err := a.wait(t); err != nil {
+				t.Fatalf("Connect = %v, want nil", err)
+			}
+			h.waitEvents(t, "snapshot-end ", "handover")
+			ln.SetDeadline(time.Now().Add(10 * time.Millisecond))
+			if c2, err := ln.AcceptUnix(); err == nil {
+				c2.Close()
+				t.Error("Connect dialled again after the hand-over")
+			}
+			if !strings.Contains(logs.String(), `level=INFO msg="pods handed over to a successor; not reconnecting to agentd"`) {
+				t.Error("the end of the connection was not logged")
+			}
+		})
+	}
 }
 
 func TestConnectWithoutAgentdReturnsOnCancel(t *testing.T) {

@@ -110,7 +110,7 @@ func TestHandlerErrorIsAckedAndLogged(t *testing.T) {
 	s.Upsert(pod("b", 2), ns)
 	h.waitEvents(t, "snapshot-end ", addEvent("a", ns, 1), addEvent("b", ns, 2))
 	waitFor(t, "server to log the rejection", func() bool {
-		return strings.Count(logs.String(), `msg="ztunnel rejected message" client=ztunnel type=add`) == 2 &&
+		return strings.Count(logs.String(), `msg="ztunnel rejected message" client=ztunnel conn=1 type=add`) == 2 &&
 			strings.Contains(logs.String(), `err="no room for listeners"`)
 	})
 	if !s.Connected() {
@@ -252,6 +252,7 @@ func (h *countHandler) SnapshotDone(uids []string) error {
 	h.mu.Unlock()
 	return nil
 }
+func (h *countHandler) HandOver() error { return nil }
 
 // TestLargeSnapshot: a node with 5000 pods (UIDs as long as Kubernetes'),
 // more than version 1's snapshot-end could list, is handed over whole.

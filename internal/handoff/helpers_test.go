@@ -24,14 +24,18 @@ type nopHandler struct{}
 func (nopHandler) AddPod(_ Pod, f *os.File) error { return f.Close() }
 func (nopHandler) RemovePod(string) error         { return nil }
 func (nopHandler) SnapshotDone([]string) error    { return nil }
+func (nopHandler) HandOver() error                { return nil }
 
 func newLog(t *testing.T) (*slog.Logger, *testutil.LogBuffer) { return testutil.NewLog(t) }
 
 // recHandler records what ztunnel would see, as lines like "add u1 ino=5".
 type recHandler struct {
-	mu     sync.Mutex
-	events []string
-	addErr error
+	mu          sync.Mutex
+	events      []string
+	addErr      error
+	handOverErr error         // HandOver's result
+	snapGate    chan struct{} // if set, SnapshotDone returns once it is closed
+	delGate     chan struct{} // if set, RemovePod returns once it is closed
 }
 
 func (h *recHandler) record(s string) {
@@ -48,11 +52,25 @@ func (h *recHandler) AddPod(p Pod, f *os.File) error {
 	return h.addErr
 }
 
-func (h *recHandler) RemovePod(uid string) error { h.record("del " + uid); return nil }
+func (h *recHandler) RemovePod(uid string) error {
+	h.record("del " + uid)
+	if h.delGate != nil {
+		<-h.delGate
+	}
+	return nil
+}
 
 func (h *recHandler) SnapshotDone(uids []string) error {
 	h.record("snapshot-end " + strings.Join(uids, ","))
+	if h.snapGate != nil {
+		<-h.snapGate
+	}
 	return nil
+}
+
+func (h *recHandler) HandOver() error {
+	h.record("handover")
+	return h.handOverErr
 }
 
 func (h *recHandler) snapshot() []string {
@@ -84,12 +102,18 @@ func inode(f *os.File) uint64 {
 // startServer runs a server on a fresh socket until the test ends.
 func startServer(t *testing.T, log *slog.Logger) (*Server, string) {
 	t.Helper()
+	return startServerAckTimeout(t, log, 500*time.Millisecond)
+}
+
+// startServerAckTimeout is startServer with the given ack timeout.
+func startServerAckTimeout(t *testing.T, log *slog.Logger, ackTimeout time.Duration) (*Server, string) {
+	t.Helper()
 	path := filepath.Join(t.TempDir(), "run", "agentd.sock")
 	s, err := Listen(path, log)
 	if err != nil {
 		t.Fatal(err)
 	}
-	s.ackTimeout = 500 * time.Millisecond
+	s.ackTimeout = ackTimeout
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- s.Run(ctx) }()

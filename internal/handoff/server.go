@@ -22,17 +22,20 @@ const DefaultAckTimeout = 5 * time.Second
 const acceptRetryDelay = 100 * time.Millisecond
 
 // Server is agentd's side: it keeps the enrolled pods with a netns fd each
-// and streams them to the one connected ztunnel.
+// and streams them to the current ztunnel and to every candidate successor
+// (see the package doc on hand-over).
 type Server struct {
 	log        *slog.Logger
 	path       string
 	ln         *net.UnixListener
 	ackTimeout time.Duration // set before Run; tests shorten it
 
-	mu      sync.Mutex
-	pods    map[string]*entry // guarded by mu: by pod UID
-	current *session          // guarded by mu: the connected client, or nil
-	closed  bool              // guarded by mu: Run has returned
+	mu         sync.Mutex
+	pods       map[string]*entry // guarded by mu: by pod UID
+	current    *session          // guarded by mu: the current client, or nil
+	candidates []*session        // guarded by mu: oldest first; empty when current is nil
+	conns      uint64            // guarded by mu: connections so far, names sessions in logs
+	closed     bool              // guarded by mu: Run is returning or has returned
 }
 
 // entry is one pod and the server's own duplicate of its netns fd.
@@ -86,18 +89,25 @@ func removeStale(path string) error {
 	return nil
 }
 
-// Run accepts ztunnel connections until ctx is done. A new connection
-// replaces the previous one. On return the listener is closed, the socket
-// file removed, every goroutine stopped and every kept netns fd closed;
-// Upsert and Remove do nothing afterwards.
+// Run accepts ztunnel connections until ctx is done. A connection becomes
+// the current one when there is none, or else a candidate that takes over
+// once it has set up every pod (see the package doc). On return the
+// listener is closed, the socket file removed, every session (current,
+// candidate or handing over) ended, every goroutine stopped and every kept
+// netns fd closed; Upsert and Remove do nothing afterwards.
 func (s *Server) Run(ctx context.Context) error {
 	stop := context.AfterFunc(ctx, func() { s.ln.Close() })
 	defer stop()
-	var sess *session
+	// Sessions end only through cancel, after closed is set: so that none
+	// is promoted while Run returns.
+	sessCtx, cancel := context.WithCancelCause(context.WithoutCancel(ctx))
+	var sessions sync.WaitGroup
 	defer func() {
-		if sess != nil {
-			sess.stop()
-		}
+		s.mu.Lock()
+		s.closed = true // no more promotions, adds or dels
+		s.mu.Unlock()
+		cancel(errStopped)
+		sessions.Wait()
 		s.shutdown()
 	}()
 	for {
@@ -115,15 +125,12 @@ func (s *Server) Run(ctx context.Context) error {
 			time.Sleep(acceptRetryDelay)
 			continue
 		}
-		if sess != nil {
-			s.log.Info("new ztunnel connection replaces the current one")
-			sess.stop()
-		}
-		sess = s.startSession(ctx, c)
+		s.startSession(sessCtx, c, &sessions)
 	}
 }
 
 // shutdown closes the listener and every kept fd, and removes the socket.
+// Every session has ended.
 func (s *Server) shutdown() {
 	s.ln.Close()
 	if err := os.Remove(s.path); err != nil && !errors.Is(err, fs.ErrNotExist) {
@@ -139,7 +146,8 @@ func (s *Server) shutdown() {
 }
 
 // Upsert adds or replaces pod p. The server keeps a duplicate of netns (the
-// caller keeps and closes its own) and sends an add to a connected client.
+// caller keeps and closes its own) and sends an add to the current client
+// and every candidate.
 func (s *Server) Upsert(p Pod, netns *os.File) {
 	if p.UID == "" {
 		s.log.Error("hand-off ignores a pod without uid", "pod", p.Namespace+"/"+p.Name)
@@ -162,15 +170,24 @@ func (s *Server) Upsert(p Pod, netns *os.File) {
 	}
 	e := &entry{pod: p, netns: own}
 	s.pods[p.UID] = e
-	if s.current != nil {
-		s.current.enqueueAddLocked(e)
+	for _, sess := range s.receiversLocked() {
+		sess.enqueueAddLocked(e)
 	}
 }
 
-// Remove forgets the pod with uid and sends a del to a connected client. It
-// returns once the client acknowledged the del, or right away when no client
-// is connected, but never later than the ack timeout. Unknown uids are
-// ignored.
+// receiversLocked returns the sessions that get updates: the current one
+// and every candidate.
+func (s *Server) receiversLocked() []*session {
+	if s.current == nil {
+		return nil
+	}
+	return append([]*session{s.current}, s.candidates...)
+}
+
+// Remove forgets the pod with uid and sends a del to the current client and
+// every candidate. It returns once each of them acknowledged the del (or
+// went away), or right away when no client is connected, but never later
+// than the ack timeout. Unknown uids are ignored.
 func (s *Server) Remove(uid string) {
 	s.mu.Lock()
 	e := s.pods[uid]
@@ -180,24 +197,27 @@ func (s *Server) Remove(uid string) {
 	}
 	delete(s.pods, uid)
 	e.netns.Close()
-	var done chan struct{}
-	if s.current != nil {
-		done = s.current.enqueueLocked(&outgoing{msg: message{Type: typeDel, UID: uid}})
+	var acked []chan struct{}
+	for _, sess := range s.receiversLocked() {
+		acked = append(acked, sess.enqueueLocked(&outgoing{msg: message{Type: typeDel, UID: uid}}))
 	}
 	s.mu.Unlock()
-	if done == nil {
+	if len(acked) == 0 {
 		return
 	}
 	t := time.NewTimer(s.ackTimeout)
 	defer t.Stop()
-	select {
-	case <-done:
-	case <-t.C:
-		s.log.Warn("ztunnel did not acknowledge del in time", "uid", uid)
+	for _, done := range acked {
+		select {
+		case <-done:
+		case <-t.C:
+			s.log.Warn("ztunnel did not acknowledge del in time", "uid", uid)
+			return
+		}
 	}
 }
 
-// Connected reports whether a ztunnel client is connected.
+// Connected reports whether a current ztunnel client is connected.
 func (s *Server) Connected() bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()

@@ -17,12 +17,41 @@
 //	{"v":2,"type":"add","seq":N,"pod":{"uid","name","namespace","ips","netnsCookie"}}  + 1 fd
 //	{"v":2,"type":"del","seq":N,"uid":"..."}
 //	{"v":2,"type":"snapshot-end","seq":N,"pods":N}
-//	{"v":2,"type":"ack","seq":N,"ok":true}  or  {"v":2,"type":"ack","seq":N,"error":"..."}
+//	{"v":2,"type":"handover","seq":N}
+//	{"v":2,"type":"ack","seq":N,"ok":true,"takeover":true,"started":T}  or  {"v":2,"type":"ack","seq":N,"error":"...","takeover":true,"started":T}
 //
 // seq starts at 1 on every connection. A message ztunnel cannot use (bad
 // JSON, other version, unknown type, an add without exactly one fd) is
 // answered with an error ack; agentd drops a client whose ack is late,
 // malformed or for the wrong seq, and the client reconnects.
+//
+// # Hand-over to a successor
+//
+// To upgrade ztunnel without downtime a new ztunnel starts beside the old
+// one and connects while the old one is still agentd's current client.
+// agentd makes the new connection a candidate: it gets the full snapshot
+// and from then on every add and del the current client gets. A client
+// that understands hand-over sets "takeover" on every ack it sends. Once a
+// candidate acknowledges its snapshot-end with ok and takeover it has set
+// every pod up, and agentd promotes it to current. agentd then sends the
+// previous current client a handover when that client's acks carried
+// takeover: the client stops accepting for every pod, drains, acks, and
+// ends its connection without reconnecting; agentd closes the connection
+// after the ack or the ack timeout. A previous client without takeover
+// (an older ztunnel) is closed at once instead. A candidate that rejects
+// its snapshot-end or does not set takeover stays a candidate and keeps
+// getting every update; when the current client goes away the oldest
+// candidate becomes current. Acks also carry "started", when the client's
+// process started (Unix nanoseconds): a candidate that started before the
+// current client (an agentd restart during an upgrade, the old ztunnel
+// reconnecting after the new one) is the one sent the handover once it
+// acked its snapshot, and the newer client stays current.
+//
+// Both extensions stay within version 2: an older agentd ignores
+// "takeover" and, seeing a second connection, closes the first one; an
+// older ztunnel never sets takeover (so it is never promoted while a
+// current client exists and never sent a handover) and would answer a
+// handover with an error ack for an unknown type.
 package handoff
 
 import (
@@ -43,6 +72,7 @@ const (
 	typeAdd         = "add"          // agentd -> ztunnel, with one netns fd
 	typeDel         = "del"          // agentd -> ztunnel
 	typeSnapshotEnd = "snapshot-end" // agentd -> ztunnel, after the full snapshot
+	typeHandover    = "handover"     // agentd -> ztunnel: a successor has the pods
 	typeAck         = "ack"          // ztunnel -> agentd, for every message
 )
 
@@ -65,6 +95,14 @@ type message struct {
 	Pods  int    `json:"pods,omitempty"`  // snapshot-end: the adds of the snapshot
 	OK    bool   `json:"ok,omitempty"`    // ack
 	Error string `json:"error,omitempty"` // ack with OK false
+	// Takeover, on an ack, says the client understands handover; clients
+	// of this version set it on every ack.
+	Takeover bool `json:"takeover,omitempty"`
+	// Started, on an ack, is when the client's process started (Unix
+	// nanoseconds): of two ztunnels that both set every pod up, the one
+	// started later keeps the pods (an agentd restart in the middle of an
+	// upgrade reconnects both, in either order).
+	Started int64 `json:"started,omitempty"`
 }
 
 var errTooLarge = errors.New("message too large")
@@ -108,7 +146,7 @@ func (m *message) validate() error {
 		if m.Pods < 0 {
 			return errors.New("negative pod count")
 		}
-	case typeAck:
+	case typeHandover, typeAck:
 	default:
 		return fmt.Errorf("unknown message type %q", m.Type)
 	}

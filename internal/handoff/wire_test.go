@@ -17,6 +17,8 @@ func TestDecode(t *testing.T) {
 		{"del", `{"v":2,"type":"del","seq":4,"uid":"u1"}`, ""},
 		{"snapshot end empty", `{"v":2,"type":"snapshot-end","seq":1}`, ""},
 		{"ack", `{"v":2,"type":"ack","seq":1,"ok":true}`, ""},
+		{"ack with takeover", `{"v":2,"type":"ack","seq":1,"ok":true,"takeover":true}`, ""},
+		{"handover", `{"v":2,"type":"handover","seq":5}`, ""},
 		{"not json", `garbage`, "decode message"},
 		{"old version", `{"v":1,"type":"ack"}`, "unsupported protocol version 1"},
 		{"future version", `{"v":3,"type":"ack"}`, "unsupported protocol version 3"},
@@ -63,6 +65,52 @@ func TestEncodeRoundTrip(t *testing.T) {
 	}
 	if out.V != Version || out.Seq != 7 || out.Pod.NetnsCookie != 1<<40 || len(out.Pod.IPs) != 2 || out.Pod.IPs[1] != in.Pod.IPs[1] {
 		t.Fatalf("round trip: got %+v %+v", out, out.Pod)
+	}
+}
+
+// TestTakeoverOnTheWire: takeover is omitted when false (what an older
+// agentd never sees otherwise) and an older client's ack, without it,
+// decodes as not understanding handover.
+func TestTakeoverOnTheWire(t *testing.T) {
+	for _, tt := range []struct {
+		ack  message
+		want string
+	}{
+		{message{Type: typeAck, Seq: 3, OK: true}, `{"v":2,"type":"ack","seq":3,"ok":true}`},
+		{message{Type: typeAck, Seq: 3, OK: true, Takeover: true}, `{"v":2,"type":"ack","seq":3,"ok":true,"takeover":true}`},
+		{message{Type: typeAck, Seq: 4, Error: "x", Takeover: true}, `{"v":2,"type":"ack","seq":4,"error":"x","takeover":true}`},
+		{message{Type: typeHandover, Seq: 5}, `{"v":2,"type":"handover","seq":5}`},
+	} {
+		data, err := encode(&tt.ack)
+		if err != nil || string(data) != tt.want {
+			t.Errorf("encode %+v = %s, %v; want %s", tt.ack, data, err, tt.want)
+		}
+		m, err := decode(data)
+		if err != nil || m.Takeover != tt.ack.Takeover {
+			t.Errorf("decode %s = %+v, %v", data, m, err)
+		}
+	}
+}
+
+// TestHandleHandover: a handover reaches the handler, marks the
+// connection handed over and is acked with the handler's result; every
+// ack says takeover.
+func TestHandleHandover(t *testing.T) {
+	for _, herr := range []error{nil, fmt.Errorf("stuck")} {
+		h, snap := &recHandler{handOverErr: herr}, &snapshot{}
+		ack := handle(&packet{data: []byte(`{"v":2,"type":"handover","seq":7}`)}, h, snap, discardLog())
+		if ack.Seq != 7 || ack.OK != (herr == nil) || !ack.Takeover || !snap.handedOver {
+			t.Errorf("handler error %v: ack %+v, handed over %v", herr, ack, snap.handedOver)
+		}
+		if herr != nil && ack.Error != "stuck" {
+			t.Errorf("ack error %q, want the handler's", ack.Error)
+		}
+		h.waitEvents(t, "handover")
+	}
+	h, snap := &recHandler{}, &snapshot{}
+	ack := handle(&packet{data: []byte(`{"v":2,"type":"teleport","seq":8}`)}, h, snap, discardLog())
+	if ack.OK || !ack.Takeover || snap.handedOver {
+		t.Errorf("unknown type: ack %+v, handed over %v", ack, snap.handedOver)
 	}
 }
 
@@ -146,9 +194,10 @@ func FuzzHandle(f *testing.F) {
 	f.Add([]byte(`{"v":2,"type":"add","seq":3,"pod":{"uid":"u1"}}`))
 	f.Add([]byte(`{"v":2,"type":"del","seq":3,"uid":"u1"}`))
 	f.Add([]byte(`{"v":2,"type":"ack","seq":3}`))
+	f.Add([]byte(`{"v":2,"type":"handover","seq":3}`))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		ack := handle(&packet{data: data}, nopHandler{}, &snapshot{}, discardLog())
-		if ack.Type != typeAck || (!ack.OK && ack.Error == "") {
+		if ack.Type != typeAck || !ack.Takeover || (!ack.OK && ack.Error == "") {
 			t.Fatalf("bad ack %+v", ack)
 		}
 	})

@@ -6,7 +6,9 @@ import (
 	"fmt"
 	"net/http"
 	"net/netip"
-	"strconv"
+	"os"
+	"strings"
+	"syscall"
 	"time"
 
 	"github.com/agentmesh/agentmesh/api/mesh"
@@ -41,6 +43,42 @@ func (l *Lab) RestartZtunnel(ctx context.Context, i int) error {
 	}
 	return l.StartZtunnel(ctx, i)
 }
+
+// UpgradeZtunnel replaces node i's ztunnel as a DaemonSet rolling update
+// with maxSurge does: the next ztunnel starts beside the running one (on
+// the same ports: SO_REUSEPORT), takes the pods over from agentd once it
+// has set them all up, and is ready; then the old one gets SIGTERM,
+// drains the connections it still proxies (for at most its
+// --drain-timeout) and exits. It returns the new process and how long the
+// old one took to exit after SIGTERM.
+func (l *Lab) UpgradeZtunnel(ctx context.Context, i int) (*Process, time.Duration, error) {
+	name := daemonKey(i, ztunnelKind)
+	old := l.sup.take(name) // its exit is asked for, not a crash
+	if old == nil || !running(old) {
+		return nil, 0, fmt.Errorf("%s is not running", name)
+	}
+	if err := l.startDaemon(ctx, i, ztunnelKind); err != nil {
+		return nil, 0, errors.Join(err, old.Stop())
+	}
+	p := l.sup.current(name)
+	start := time.Now()
+	if err := old.cmd.Process.Signal(syscall.SIGTERM); err != nil && !errors.Is(err, os.ErrProcessDone) {
+		return p, 0, fmt.Errorf("stop old %s: %w", name, err)
+	}
+	select {
+	case <-old.Done():
+		return p, time.Since(start), nil
+	case <-time.After(upgradeDrainWait):
+		return p, time.Since(start), errors.Join(fmt.Errorf("old %s (pid %d) still runs %s after SIGTERM", name, old.PID, upgradeDrainWait), old.Stop())
+	case <-ctx.Done():
+		return p, time.Since(start), errors.Join(ctx.Err(), old.Stop())
+	}
+}
+
+// upgradeDrainWait bounds how long UpgradeZtunnel waits for the old
+// ztunnel after SIGTERM: its drain (ztunnel's --drain-timeout, 20s by
+// default) and then its shutdown.
+const upgradeDrainWait = 45 * time.Second
 
 // Daemon returns node i's agentd or ztunnel process: the running one, or
 // one that died and is about to be restarted; nil once stopped.
@@ -121,18 +159,21 @@ func (l *Lab) daemonError(i int, kind string, err error) error {
 		nodeName(i), kind, err, l.DaemonLog(i, kind), logTail(l.DaemonLog(i, kind), 20))
 }
 
-// waitReady polls ztunnel's readiness endpoint from inside the node netns.
+// waitReady polls ztunnel's readiness endpoint from inside the node netns
+// until p answers ready: two ztunnels share the port during an upgrade
+// (SO_REUSEPORT), and the answer names the pid of the one that gave it.
 func (l *Lab) waitReady(ctx context.Context, i int, p *Process) error {
 	url := "http://" + netip.AddrPortFrom(nodeIPv4(i), mesh.ReadinessPort).String() + "/healthz/ready"
+	mine := fmt.Sprintf("(pid %d)", p.PID)
 	var last error
 	for {
-		code, _, err := l.httpGet(ctx, i, url)
-		if err == nil && code == http.StatusOK {
+		code, body, err := l.httpGet(ctx, i, url)
+		if err == nil && code == http.StatusOK && strings.Contains(string(body), mine) {
 			return nil
 		}
 		last = err
 		if err == nil {
-			last = errors.New("status " + strconv.Itoa(code))
+			last = fmt.Errorf("status %d: %s", code, strings.TrimSpace(string(body)))
 		}
 		select {
 		case <-ctx.Done():

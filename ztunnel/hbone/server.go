@@ -68,10 +68,11 @@ type ServerOptions struct {
 type Server struct {
 	log *slog.Logger
 
-	mu     sync.Mutex
-	conns  map[*serverConn]struct{} // being served; guarded by mu
-	closed bool                     // no new connections; guarded by mu
-	wg     sync.WaitGroup           // ServeConn calls; Add only under mu while !closed
+	mu       sync.Mutex
+	conns    map[*serverConn]struct{} // being served; guarded by mu
+	closed   bool                     // no new connections; guarded by mu
+	draining bool                     // Drain came: new connections get GOAWAY once started; guarded by mu
+	wg       sync.WaitGroup           // ServeConn calls; Add only under mu while !closed
 }
 
 // NewServer returns a Server.
@@ -147,6 +148,11 @@ func (s *Server) track(sc *serverConn) bool {
 	if s.closed {
 		return false
 	}
+	if s.draining {
+		// Accepted before the drain closed its listener: served, so
+		// that its client sends its CONNECT again elsewhere.
+		sc.drainOnStart = true
+	}
 	s.conns[sc] = struct{}{}
 	s.wg.Add(1)
 	return true
@@ -185,6 +191,23 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		s.Close()
 		<-done
 		return ctx.Err()
+	}
+}
+
+// Drain is Shutdown without the wait, and gentler with connections still
+// in their handshake: GOAWAY on every connection (one in its handshake,
+// or one accepted but not yet served, gets it right after its preface;
+// clients open their next streams, and send a refused first one again,
+// elsewhere), each closed once its streams have ended. The caller has
+// closed the listeners. A ztunnel that handed its pods to a successor
+// drains so: the peers' pooled connections would otherwise keep bringing
+// it new streams until its drain timeout cut them.
+func (s *Server) Drain() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.draining = true
+	for sc := range s.conns {
+		sc.drain() // does not block
 	}
 }
 

@@ -50,21 +50,22 @@ type serverConn struct {
 	tableSize uint32 // the encoder's dynamic table limit; guarded by wmu
 	peerTable atomic.Uint32
 
-	mu          sync.Mutex
-	cond        *sync.Cond // send windows grew, or the connection ended
-	started     bool       // HTTP/2 is running; guarded by mu
-	draining    bool       // GOAWAY queued (Shutdown, idle): no new streams; guarded by mu
-	goAwaySent  bool       // that GOAWAY is on the wire; guarded by mu
-	streams     map[uint32]*Stream
-	maxID       uint32 // highest stream id the client opened
-	served      int    // streams handed to the handler
-	peerWin     int32  // the client's SETTINGS_INITIAL_WINDOW_SIZE
-	peerFrame   uint32 // the client's SETTINGS_MAX_FRAME_SIZE
-	sendWin     int64  // connection-level send window
-	recvWin     int64  // what the client may still send on the connection
-	recvUnacked int64  // read by streams, not yet returned to the client
-	closeErr    error  // set once the connection is done
-	idle        *time.Timer
+	mu           sync.Mutex
+	cond         *sync.Cond // send windows grew, or the connection ended
+	started      bool       // HTTP/2 is running; guarded by mu
+	draining     bool       // GOAWAY queued (Shutdown, idle): no new streams; guarded by mu
+	drainOnStart bool       // Drain came during the handshake: GOAWAY right after the preface; guarded by mu
+	goAwaySent   bool       // that GOAWAY is on the wire; guarded by mu
+	streams      map[uint32]*Stream
+	maxID        uint32 // highest stream id the client opened
+	served       int    // streams handed to the handler
+	peerWin      int32  // the client's SETTINGS_INITIAL_WINDOW_SIZE
+	peerFrame    uint32 // the client's SETTINGS_MAX_FRAME_SIZE
+	sendWin      int64  // connection-level send window
+	recvWin      int64  // what the client may still send on the connection
+	recvUnacked  int64  // read by streams, not yet returned to the client
+	closeErr     error  // set once the connection is done
+	idle         *time.Timer
 
 	// Control frames queued by the reader (and by Shutdown and the idle
 	// timer), written out by flushControl. Guarded by mu.
@@ -132,6 +133,13 @@ func (sc *serverConn) serve(ctx context.Context, nc net.Conn, p peer, h Handle) 
 
 	err := sc.writePreface()
 	if err == nil {
+		sc.mu.Lock()
+		if sc.drainOnStart {
+			// Its first CONNECT, refused unprocessed, is sent again on
+			// another connection by the client.
+			sc.queueGoAwayLocked()
+		}
+		sc.mu.Unlock()
 		err = sc.readLoop()
 	}
 	var ce connError
@@ -233,6 +241,18 @@ func (sc *serverConn) shutdown() {
 	}
 	sc.queueGoAwayLocked()
 	sc.mu.Unlock()
+}
+
+// drain is shutdown for a connection still in its handshake too: it is
+// not cut but started, and gets its GOAWAY right after the preface.
+func (sc *serverConn) drain() {
+	sc.mu.Lock()
+	defer sc.mu.Unlock()
+	if !sc.started {
+		sc.drainOnStart = true
+		return
+	}
+	sc.queueGoAwayLocked()
 }
 
 // onIdle closes a connection that had no streams for serverIdleTimeout,

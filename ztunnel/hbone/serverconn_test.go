@@ -640,3 +640,43 @@ func TestServerStreamReadDeadline(t *testing.T) {
 		t.Fatalf("read after the deadline was cleared: %v", err)
 	}
 }
+
+// TestServerDrainDuringHandshake: Drain reaching a connection still in its
+// handshake (a ztunnel handing its pods over), or one accepted but not yet
+// served, does not cut it: it starts,
+// and GOAWAY follows its preface, so the client's first CONNECT is refused
+// unprocessed (the client sends it again elsewhere) instead of the
+// connection failing.
+func TestServerDrainDuringHandshake(t *testing.T) {
+	srv := NewServer(ServerOptions{Logger: quietLogger()})
+	a, b := net.Pipe()
+	defer b.Close()
+	sc := &serverConn{log: srv.log, hard: a}
+	if !srv.track(sc) {
+		t.Fatal("server closed")
+	}
+	srv.Drain() // before HTTP/2 started on sc
+	// One accepted before the drain but served only after it is served
+	// the same way, not refused.
+	late := &serverConn{log: srv.log, hard: a}
+	if !srv.track(late) || !late.drainOnStart {
+		t.Error("a connection served after Drain is refused, or not drained once started")
+	}
+	srv.untrack(late)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		defer srv.untrack(sc)
+		srv.serve(context.Background(), sc, a, peer{id: idA}, echoHandler)
+	}()
+	hc := newH2Client(t, b)
+	hc.await("GOAWAY", isGoAway(http2.ErrCodeNo))
+	hc.connect(1, "10.0.0.2:80")
+	hc.await("the CONNECT refused", isRST(1, http2.ErrCodeRefusedStream))
+	b.Close()
+	select {
+	case <-done:
+	case <-time.After(5 * time.Second):
+		t.Fatal("drained connection not closed")
+	}
+}

@@ -11,6 +11,8 @@ import (
 	"strings"
 	"syscall"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/agentmesh/agentmesh/api/mesh"
 	"github.com/agentmesh/agentmesh/internal/handoff"
 	"github.com/agentmesh/agentmesh/internal/netns"
@@ -44,6 +46,10 @@ func (n Netns) Open(p handoff.Pod, ns *os.File) (Net, error) {
 	fd := int(ns.Fd())
 	if err := reuseTimeWait(fd, n.ProcSysNet); err != nil {
 		log.Warn("cannot let deliveries reuse TIME_WAIT ports: new connections to the pod slow down past some 14 000 a minute",
+			"pod", p.Namespace+"/"+p.Name, "err", err)
+	}
+	if err := migrateRequests(fd, n.ProcSysNet); err != nil {
+		log.Warn("cannot migrate queued connections between ztunnels: a ztunnel upgrade may reset the pod's connections not yet accepted",
 			"pod", p.Namespace+"/"+p.Name, "err", err)
 	}
 	nn := &nsNet{f: ns, fd: fd}
@@ -82,6 +88,20 @@ func reuseTimeWait(fd int, procSysNet string) error {
 	return netns.Do(fd, func() error { return writeSysctl(procSysNet, TimeWaitReuse) })
 }
 
+// MigrateRequests is the sysctl, per netns, that moves the connections in
+// a closing listener's queues (accepted by the kernel, not yet by the
+// process, or still in their handshake) to another listener of the same
+// SO_REUSEPORT group instead of resetting them.
+const MigrateRequests = "/proc/sys/net/ipv4/tcp_migrate_req"
+
+// migrateRequests sets MigrateRequests to 1 in the netns open at fd. Every
+// pod listener is in a SO_REUSEPORT group (listen), so a new ztunnel binds
+// beside the old one during an upgrade; when the old one then closes its
+// listeners, what their queues hold goes to the new one's.
+func migrateRequests(fd int, procSysNet string) error {
+	return netns.Do(fd, func() error { return writeSysctl(procSysNet, MigrateRequests) })
+}
+
 // sysctlPath is the sysctl at path (under /proc/sys/net) as this process
 // sees it: below procSysNet unless that is "".
 func sysctlPath(procSysNet, path string) string {
@@ -107,10 +127,13 @@ type nsNet struct {
 	from *fromCaller // nil: deliveries come from the pod's address
 }
 
-// Listen listens inside the namespace with plain TCP: the SOCKHASH and
-// sk_lookup take no MPTCP sockets, and Go listens with MPTCP by default.
+// Listen listens inside the namespace with plain TCP (the SOCKHASH and
+// sk_lookup take no MPTCP sockets, and Go listens with MPTCP by default)
+// and SO_REUSEPORT: a second ztunnel (an upgrade's) listens beside this
+// one, and migrateRequests hands it what this one's queues hold when it
+// closes.
 func (n *nsNet) Listen(network, addr string) (net.Listener, error) {
-	var lc net.ListenConfig
+	lc := net.ListenConfig{Control: reusePort}
 	lc.SetMultipathTCP(false)
 	var ln net.Listener
 	err := netns.Do(n.fd, func() error {
@@ -149,6 +172,22 @@ func (n *nsNet) Cookie() (uint64, error) { return netns.Cookie(n.fd) }
 
 func (n *nsNet) Close() error { return n.f.Close() }
 
+// reusePort sets SO_REUSEPORT on a socket before bind: another ztunnel
+// (the next version, during an upgrade) may bind the same address beside
+// it. Only a process of the same user joins a group.
+func reusePort(_, _ string, rc syscall.RawConn) error {
+	var serr error
+	if err := rc.Control(func(fd uintptr) {
+		serr = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, unix.SO_REUSEPORT, 1)
+	}); err != nil {
+		return err
+	}
+	if serr != nil {
+		return fmt.Errorf("set SO_REUSEPORT: %w", serr)
+	}
+	return nil
+}
+
 // markSocket sets SO_MARK = mesh.SocketMark on a socket before connect.
 func markSocket(fd int) error {
 	if err := syscall.SetsockoptInt(fd, syscall.SOL_SOCKET, syscall.SO_MARK, mesh.SocketMark); err != nil {
@@ -166,7 +205,10 @@ func (n *nsNet) ListenUDP(network, addr string) (*net.UDPConn, error) {
 		if err := rc.Control(func(fd uintptr) { serr = markSocket(int(fd)) }); err != nil {
 			return err
 		}
-		return serr
+		if serr != nil {
+			return serr
+		}
+		return reusePort("", "", rc)
 	}}
 	var c net.PacketConn
 	err := netns.Do(n.fd, func() error {

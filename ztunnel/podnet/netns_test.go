@@ -2,13 +2,19 @@ package podnet
 
 import (
 	"bytes"
+	"context"
 	"fmt"
+	"io"
+	"net"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"testing"
+	"time"
 
 	"golang.org/x/sys/unix"
 
+	"github.com/agentmesh/agentmesh/api/mesh"
 	"github.com/agentmesh/agentmesh/internal/handoff"
 	"github.com/agentmesh/agentmesh/internal/netns"
 	"github.com/agentmesh/agentmesh/internal/testutil"
@@ -38,15 +44,7 @@ func TestOpenReusesTimeWait(t *testing.T) {
 	if got := read(int(ns.Fd())); got != "2" {
 		t.Fatalf("a new netns has %s=%s, want the default 2", TimeWaitReuse, got)
 	}
-	dup, err := os.Open(fmt.Sprintf("/proc/self/fd/%d", ns.Fd()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	n, err := Netns{}.Open(handoff.Pod{UID: "u", Name: "p", Namespace: "ns"}, dup)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer n.Close()
+	openPod(t, ns)
 	if got := read(int(ns.Fd())); got != "1" {
 		t.Errorf("after Open the pod's netns has %s=%s, want 1", TimeWaitReuse, got)
 	}
@@ -103,4 +101,82 @@ func TestOpenProcSysNet(t *testing.T) {
 	if ns, _ := open(filepath.Join(t.TempDir(), "missing")); read(int(ns.Fd())) != "2" {
 		t.Errorf("through a missing directory: %s=%s, want the default 2 (ProcSysNet not used?)", TimeWaitReuse, read(int(ns.Fd())))
 	}
+}
+
+// TestListenersMigrateToSuccessor: a second ztunnel's listener binds the
+// same pod address beside the first (SO_REUSEPORT), and when the first
+// closes, a connection its queue held (handshake done, not accepted) is
+// accepted by the second and carries data, instead of being reset: what an
+// upgrade relies on for the connections in flight at its switch.
+func TestListenersMigrateToSuccessor(t *testing.T) {
+	ns := testutil.NewNetns(t)
+	oldNet, newNet := openPod(t, ns), openPod(t, ns) // two ztunnels
+	oldLns, err := Open(oldNet)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer closeAll(oldLns)
+	// A connection in the old listener's queue, before the new one binds
+	// (alone in the group, the old one gets it).
+	addr := netip.MustParseAddrPort(fmt.Sprintf("127.0.0.1:%d", mesh.OutboundPort))
+	c, err := netns.DialTCP(context.Background(), int(ns.Fd()), addr, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if _, err := c.Write([]byte("queued")); err != nil {
+		t.Fatal(err)
+	}
+	newLns, err := Open(newNet)
+	if err != nil {
+		t.Fatalf("a second ztunnel cannot listen beside the first: %v", err)
+	}
+	defer closeAll(newLns)
+	closeAll(oldLns)
+	var outbound net.Listener
+	for _, l := range newLns {
+		if l.Kind == Outbound && l.Ln.Addr().(*net.TCPAddr).IP.To4() != nil {
+			outbound = l.Ln
+		}
+	}
+	outbound.(*net.TCPListener).SetDeadline(time.Now().Add(5 * time.Second))
+	s, err := outbound.Accept()
+	if err != nil {
+		t.Fatalf("the queued connection did not reach the new listener: %v", err)
+	}
+	defer s.Close()
+	buf := make([]byte, len("queued"))
+	s.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if _, err := io.ReadFull(s, buf); err != nil || string(buf) != "queued" {
+		t.Fatalf("read %q, %v; want the bytes sent before the switch", buf, err)
+	}
+	if _, err := s.Write([]byte("ok")); err != nil {
+		t.Fatal(err)
+	}
+	c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if _, err := io.ReadFull(c, buf[:2]); err != nil {
+		t.Fatalf("the client's connection did not survive the switch: %v", err)
+	}
+}
+
+func closeAll(lns []*Listener) {
+	for _, l := range lns {
+		l.Ln.Close()
+	}
+}
+
+// openPod opens a duplicate of ns as a pod's Net the way ztunnel does
+// with agentd's fd, closed when the test ends.
+func openPod(t *testing.T, ns *os.File) Net {
+	t.Helper()
+	dup, err := os.Open(fmt.Sprintf("/proc/self/fd/%d", ns.Fd()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	n, err := Netns{}.Open(handoff.Pod{UID: "u", Name: "p", Namespace: "ns"}, dup)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { n.Close() })
+	return n
 }

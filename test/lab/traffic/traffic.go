@@ -21,7 +21,10 @@ type Options struct {
 	Interval time.Duration // between new connections (default 50ms)
 	Timeout  time.Duration // of one new connection (default 2s)
 	Duration time.Duration // how long the processes run at most (default 10m)
-	Tag      string        // suffix of the processes' names
+	// StreamDuration is how long the streams run, when shorter than
+	// Duration (0: Duration).
+	StreamDuration time.Duration
+	Tag            string // suffix of the processes' names
 }
 
 // Load is a dialer and streams started in one pod.
@@ -42,10 +45,13 @@ func Start(ctx context.Context, l *lab.Lab, p *lab.Pod, dial netip.AddrPort, str
 	if o.Duration == 0 {
 		o.Duration = 10 * time.Minute
 	}
+	if o.StreamDuration == 0 {
+		o.StreamDuration = o.Duration
+	}
 	ld := &Load{}
 	for k, dst := range streams {
 		s, err := p.Start(ctx, fmt.Sprintf("stream%s-%d", o.Tag, k), l.Bin("meshlab"), "app", "stream",
-			"--to", dst.String(), "--interval", "50ms", "--duration", o.Duration.String(), "--progress")
+			"--to", dst.String(), "--interval", "50ms", "--duration", o.StreamDuration.String(), "--progress")
 		if err != nil {
 			return nil, errors.Join(fmt.Errorf("start stream: %w", err), ld.Stop())
 		}
