@@ -44,7 +44,7 @@ func TestRenderDefaults(t *testing.T) {
 	for _, want := range []string{"ServiceAccount/agentmesh-controller", "ServiceAccount/agentmesh-node",
 		"ClusterRole/agentmesh-controller", "ClusterRoleBinding/agentmesh-controller", "Role/agentmesh-controller",
 		"RoleBinding/agentmesh-controller", "Service/agentmesh-controller", "Deployment/agentmesh-controller",
-		"PodDisruptionBudget/agentmesh-controller", "DaemonSet/agentmesh-node",
+		"PodDisruptionBudget/agentmesh-controller", "DaemonSet/agentmesh-node", "DaemonSet/agentmesh-ztunnel",
 		"CustomResourceDefinition/agentpolicies.agentmesh.io", "CustomResourceDefinition/httproutes.gateway.networking.k8s.io",
 		"CustomResourceDefinition/grpcroutes.gateway.networking.k8s.io", "CustomResourceDefinition/referencegrants.gateway.networking.k8s.io"} {
 		if objs[want] == nil {
@@ -54,12 +54,12 @@ func TestRenderDefaults(t *testing.T) {
 	if objs["Namespace/agentmesh-system"] != nil {
 		t.Errorf("Namespace rendered though createNamespace is false")
 	}
-	// The ten templates' objects and every CRD of crds/.
+	// The eleven templates' objects and every CRD of crds/.
 	crds, err := filepath.Glob(filepath.Join(chartDir, "crds", "*.yaml"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if want := 10 + len(crds); len(objs) != want {
+	if want := 11 + len(crds); len(objs) != want {
 		t.Errorf("rendered %d objects, want %d: %v", len(objs), want, keys(objs))
 	}
 	d := objs["Deployment/agentmesh-controller"].(*appsv1.Deployment)
@@ -68,6 +68,47 @@ func TestRenderDefaults(t *testing.T) {
 	}
 	wantArgs(t, d.Spec.Template.Spec.Containers[0].Args, "--leader-elect=true", "--trust-domain=cluster.local",
 		"--cert-lifetime=24h", "--node-service-accounts=agentmesh-system/agentmesh-node", "--token-audience=agentmesh")
+	checkNodeDaemonSets(t, objs)
+}
+
+// checkNodeDaemonSets: agentd rolls a node at a time; ztunnel rolls with a
+// surge pod beside the old one (no hostPort, which would keep it from
+// scheduling), waits for a successor and drains within its grace period;
+// both meet at the hand-off socket on one hostPath.
+func checkNodeDaemonSets(t *testing.T, objs map[string]runtime.Object) {
+	t.Helper()
+	agentd := objs["DaemonSet/agentmesh-node"].(*appsv1.DaemonSet)
+	zt := objs["DaemonSet/agentmesh-ztunnel"].(*appsv1.DaemonSet)
+	if cs := agentd.Spec.Template.Spec.Containers; len(cs) != 1 || cs[0].Name != "agentd" {
+		t.Errorf("agentmesh-node containers %v, want agentd alone", cs)
+	}
+	cs := zt.Spec.Template.Spec.Containers
+	if len(cs) != 1 || cs[0].Name != "ztunnel" {
+		t.Fatalf("agentmesh-ztunnel containers %v, want ztunnel alone", cs)
+	}
+	ru := zt.Spec.UpdateStrategy.RollingUpdate
+	if ru == nil || ru.MaxSurge == nil || ru.MaxSurge.IntValue() != 1 || ru.MaxUnavailable == nil || ru.MaxUnavailable.IntValue() != 0 {
+		t.Errorf("ztunnel rolling update %+v, want maxSurge 1, maxUnavailable 0", ru)
+	}
+	if len(cs[0].Ports) != 0 {
+		t.Errorf("ztunnel declares ports %v: with hostNetwork they are hostPorts, and a surge pod cannot schedule", cs[0].Ports)
+	}
+	wantArgs(t, cs[0].Args, "--handover-wait=10s", "--drain-timeout=20s", "--agentd-socket=/var/run/agentmesh/handoff/agentd.sock")
+	if g := zt.Spec.Template.Spec.TerminationGracePeriodSeconds; g == nil || *g < 10+20 {
+		t.Errorf("ztunnel grace period %v, want at least handoverWait and drainTimeout", g)
+	}
+	wantArgs(t, agentd.Spec.Template.Spec.Containers[0].Args, "--socket=/var/run/agentmesh/handoff/agentd.sock")
+	for _, ds := range []*appsv1.DaemonSet{agentd, zt} {
+		found := false
+		for _, v := range ds.Spec.Template.Spec.Volumes {
+			if v.Name == "run" {
+				found = v.HostPath != nil && v.HostPath.Path == "/var/run/agentmesh"
+			}
+		}
+		if !found {
+			t.Errorf("%s: no hostPath /var/run/agentmesh for the hand-off socket", ds.Name)
+		}
+	}
 }
 
 func TestRenderOverrides(t *testing.T) {
@@ -87,19 +128,21 @@ func TestRenderOverrides(t *testing.T) {
 	wantArgs(t, d.Spec.Template.Spec.Containers[0].Args, "--trust-domain=example.org", "--token-audience=aud",
 		"--serving-names=agentmesh-controller,agentmesh-controller.mesh,agentmesh-controller.mesh.svc",
 		"--node-service-accounts=mesh/agentmesh-node")
-	ds := objs["DaemonSet/agentmesh-node"].(*appsv1.DaemonSet)
-	for _, c := range ds.Spec.Template.Spec.Containers {
-		if c.Image != "ghcr.io/agentmesh/agentmesh:v9" {
-			t.Errorf("%s image = %s", c.Name, c.Image)
+	for _, name := range []string{"DaemonSet/agentmesh-node", "DaemonSet/agentmesh-ztunnel"} {
+		ds := objs[name].(*appsv1.DaemonSet)
+		for _, c := range ds.Spec.Template.Spec.Containers {
+			if c.Image != "ghcr.io/agentmesh/agentmesh:v9" {
+				t.Errorf("%s image = %s", c.Name, c.Image)
+			}
+			wantArgs(t, c.Args, "--controller=agentmesh-controller.mesh.svc:15012")
 		}
-		wantArgs(t, c.Args, "--controller=agentmesh-controller.mesh.svc:15012")
-	}
-	for _, v := range ds.Spec.Template.Spec.Volumes {
-		if v.Name == "cgroup" && v.HostPath.Path != "/sys/fs/cgroup/unified" {
-			t.Errorf("cgroup host path = %s", v.HostPath.Path)
-		}
-		if v.Name == "token" && v.Projected.Sources[0].ServiceAccountToken.Audience != "aud" {
-			t.Errorf("token audience = %s", v.Projected.Sources[0].ServiceAccountToken.Audience)
+		for _, v := range ds.Spec.Template.Spec.Volumes {
+			if v.Name == "cgroup" && v.HostPath.Path != "/sys/fs/cgroup/unified" {
+				t.Errorf("cgroup host path = %s", v.HostPath.Path)
+			}
+			if v.Name == "token" && v.Projected.Sources[0].ServiceAccountToken.Audience != "aud" {
+				t.Errorf("token audience = %s", v.Projected.Sources[0].ServiceAccountToken.Audience)
+			}
 		}
 	}
 }

@@ -64,6 +64,36 @@ func (l *Lab) RealNodeBPFFS(i int) string {
 	return filepath.Join(l.realNodeDir(i), "bpffs")
 }
 
+// RealNodeRunDir is where real node i's agentd puts its hand-off socket
+// for the node's ztunnel pods: the chart's node.hostPaths.run ("" when i
+// is not a real node). It is below the node's directory, removed with it.
+func (l *Lab) RealNodeRunDir(i int) string {
+	if !l.isRealNode(i) {
+		return ""
+	}
+	return filepath.Join(l.realNodeDir(i), "agentmesh-run")
+}
+
+// RealNodeTagImage gives the image src, imported on every real node, the
+// reference dst too (what pushing a new tag would do; an upgrade's image).
+func (l *Lab) RealNodeTagImage(ctx context.Context, src, dst string) error {
+	if l.kube == nil {
+		return errors.New("no real nodes")
+	}
+	l.kube.mu.Lock()
+	nodes := slices.Clone(l.kube.real)
+	l.kube.mu.Unlock()
+	if len(nodes) == 0 {
+		return errors.New("no real nodes")
+	}
+	for _, n := range nodes {
+		if err := n.TagImage(ctx, src, dst); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 // RealNodeCgroup is real node i's cgroup v2 directory, below which its
 // kubelet places the pods: the chart's node.hostPaths.cgroupRoot ("" when
 // i is not a real node).

@@ -52,7 +52,7 @@ const agentsNS = "agents"
 var policyGVR = schema.GroupVersionResource{Group: "agentmesh.io", Version: "v1alpha1", Resource: "agentpolicies"}
 
 // TestHelmInstall: helm install of the chart on a lab whose node is real
-// runs the controller Deployment and the node DaemonSet from make image's
+// runs the controller Deployment and the node DaemonSets from make image's
 // image with the chart's RBAC and nothing else; two agent pods then call
 // each other through the mesh by their Service's name, over HBONE and mTLS
 // with their SPIFFE identities (the chart's sameNodeFastPath=false: both
@@ -60,69 +60,10 @@ var policyGVR = schema.GroupVersionResource{Group: "agentmesh.io", Version: "v1a
 // AgentPolicy that allows another caller only refuses the call until it
 // allows this one. After the lab is gone, the host is as before.
 func TestHelmInstall(t *testing.T) {
-	bins := append(append(lab.RealNodeBinaries(), lab.KubeBinPaths()...), "helm")
-	bin := lab.RequireModuleBins(t, bins...)
-	images, _ := filepath.Glob(filepath.Join(bin, "image", "agentmesh-*.tar"))
-	if len(images) != 1 {
-		msg := fmt.Sprintf("want one image tarball in %s/image (make image), found %v", bin, images)
-		if os.Getenv("CI") == "true" {
-			t.Fatal(msg)
-		}
-		t.Skip(msg)
-	}
-	root, err := lab.ModuleRoot(t.Context())
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Minute)
-	defer cancel()
-
-	start := time.Now()
-	l, err := lab.New(ctx, lab.Options{Nodes: 1, RealNodes: 1, Kube: true, BinDir: bin, RealNodeImages: images,
-		Logger: testutil.TLogger(t, slog.LevelInfo)})
-	if err != nil {
-		t.Fatalf("new lab: %v", err)
-	}
-	closed := false
-	t.Cleanup(func() {
-		if !closed {
-			l.Close()
-		}
-	})
-	t.Logf("lab %s with a real node up in %v", l.ID(), time.Since(start).Round(time.Millisecond))
-	defer func() {
-		if t.Failed() && !closed {
-			dumpPodLogs(t, l)
-		}
-	}()
-
-	// helm install, as a user runs it: the chart's defaults, but for this
-	// node's host paths (its bpffs and cgroup are its own, below the lab's
-	// state and cgroup) and the image, which is imported, not pulled.
-	values := fmt.Sprintf(`image: {pullPolicy: Never}
-node:
-  hostPaths: {bpffs: %q, cgroupRoot: %q}
-  ztunnel: {sameNodeFastPath: false}
-`, l.RealNodeBPFFS(node), l.RealNodeCgroup(node))
-	valuesFile := filepath.Join(t.TempDir(), "values.yaml")
-	if err := os.WriteFile(valuesFile, []byte(values), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	start = time.Now()
-	helm := exec.CommandContext(ctx, filepath.Join(bin, "helm"), "install", "agentmesh", filepath.Join(root, "deploy", "charts", "agentmesh"),
-		"--namespace", "agentmesh-system", "--create-namespace", "--kubeconfig", l.HostKubeconfig(),
-		"--values", valuesFile, "--wait", "--timeout", "5m")
-	helm.Env = append(os.Environ(), "HELM_CACHE_HOME="+t.TempDir(), "HELM_CONFIG_HOME="+t.TempDir(), "HELM_DATA_HOME="+t.TempDir())
-	out, err := helm.CombinedOutput()
-	if err != nil {
-		t.Fatalf("helm install: %v\n%s", err, out)
-	}
-	t.Logf("helm install --wait: %v\n%s", time.Since(start).Round(time.Millisecond), out)
-	waitMeshPods(ctx, t, l)
-	t.Logf("the mesh's pods ready %v after helm install began", time.Since(start).Round(time.Millisecond))
+	l, ctx, closeLab := installedLab(t, "")
 
 	// Two agents in an enrolled namespace, each with its ServiceAccount.
-	start = time.Now()
+	start := time.Now()
 	if _, err := l.CreateNamespace(ctx, agentsNS, map[string]string{"agentmesh.io/dataplane": "enabled"}); err != nil {
 		t.Fatal(err)
 	}
@@ -186,18 +127,104 @@ node:
 	waitCall(ctx, t, l, caller, calleeURL, "tcp4", func(r meshlab.CallResult) bool { return r.Status == http.StatusOK })
 	t.Logf("policy allowing sa/caller too: the call answers again after %v", time.Since(start).Round(time.Millisecond))
 
-	if t.Failed() {
-		dumpPodLogs(t, l)
+	closeLab()
+}
+
+// installedLab starts a lab whose one node is real and helm installs the
+// chart there with extra values (YAML under node.ztunnel, may be ""),
+// waiting until the mesh's pods are ready. closeLab closes the lab (it
+// restores the host and checks it) and checks it left nothing; a failed
+// test dumps the mesh's container logs first.
+func installedLab(t *testing.T, ztunnelValues string) (l *lab.Lab, ctx context.Context, closeLab func()) {
+	t.Helper()
+	bins := append(append(lab.RealNodeBinaries(), lab.KubeBinPaths()...), "helm")
+	bin := lab.RequireModuleBins(t, bins...)
+	images, _ := filepath.Glob(filepath.Join(bin, "image", "agentmesh-*.tar"))
+	if len(images) != 1 {
+		msg := fmt.Sprintf("want one image tarball in %s/image (make image), found %v", bin, images)
+		if os.Getenv("CI") == "true" {
+			t.Fatal(msg)
+		}
+		t.Skip(msg)
 	}
-	closed = true
-	if err := l.Close(); err != nil { // it restores the host and checks it
-		t.Fatalf("close: %v", err)
+	root, err := lab.ModuleRoot(t.Context())
+	if err != nil {
+		t.Fatal(err)
 	}
-	for _, d := range []string{l.StateDir(), l.RealNodeBPFFS(node)} {
-		if _, err := os.Stat(d); !os.IsNotExist(err) {
-			t.Errorf("%s left behind (%v)", d, err)
+	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Minute)
+	t.Cleanup(cancel)
+
+	start := time.Now()
+	l, err = lab.New(ctx, lab.Options{Nodes: 1, RealNodes: 1, Kube: true, BinDir: bin, RealNodeImages: images,
+		Logger: testutil.TLogger(t, slog.LevelInfo)})
+	if err != nil {
+		t.Fatalf("new lab: %v", err)
+	}
+	closed := false
+	t.Cleanup(func() {
+		if !closed {
+			if t.Failed() {
+				dumpPodLogs(t, l)
+			}
+			l.Close()
+		}
+	})
+	t.Logf("lab %s with a real node up in %v", l.ID(), time.Since(start).Round(time.Millisecond))
+
+	// helm install, as a user runs it: the chart's defaults, but for this
+	// node's host paths (its bpffs, cgroup and hand-off socket directory
+	// are its own, below the lab's state and cgroup) and the image, which
+	// is imported, not pulled.
+	values := fmt.Sprintf(`image: {pullPolicy: Never}
+node:
+  hostPaths: {bpffs: %q, cgroupRoot: %q, run: %q}
+  ztunnel: {sameNodeFastPath: false%s}
+`, l.RealNodeBPFFS(node), l.RealNodeCgroup(node), l.RealNodeRunDir(node), ztunnelValues)
+	start = time.Now()
+	out := helm(ctx, t, l, "install", "agentmesh", filepath.Join(root, "deploy", "charts", "agentmesh"),
+		"--namespace", "agentmesh-system", "--create-namespace", "--values", writeValues(t, values), "--wait", "--timeout", "5m")
+	t.Logf("helm install --wait: %v\n%s", time.Since(start).Round(time.Millisecond), out)
+	waitMeshPods(ctx, t, l)
+	t.Logf("the mesh's pods ready %v after helm install began", time.Since(start).Round(time.Millisecond))
+	return l, ctx, func() {
+		t.Helper()
+		if t.Failed() {
+			dumpPodLogs(t, l)
+		}
+		closed = true
+		if err := l.Close(); err != nil { // it restores the host and checks it
+			t.Fatalf("close: %v", err)
+		}
+		for _, d := range []string{l.StateDir(), l.RealNodeBPFFS(node)} {
+			if _, err := os.Stat(d); !os.IsNotExist(err) {
+				t.Errorf("%s left behind (%v)", d, err)
+			}
 		}
 	}
+}
+
+// helm runs make helm's helm against the lab (its own cache and config
+// directories) and returns its output; an error fails the test.
+func helm(ctx context.Context, t *testing.T, l *lab.Lab, args ...string) []byte {
+	t.Helper()
+	bin := lab.RequireModuleBins(t, "helm")
+	cmd := exec.CommandContext(ctx, filepath.Join(bin, "helm"), append(args, "--kubeconfig", l.HostKubeconfig())...)
+	cmd.Env = append(os.Environ(), "HELM_CACHE_HOME="+t.TempDir(), "HELM_CONFIG_HOME="+t.TempDir(), "HELM_DATA_HOME="+t.TempDir())
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("helm %s: %v\n%s", args[0], err, out)
+	}
+	return out
+}
+
+// writeValues writes a values file and returns its path.
+func writeValues(t *testing.T, values string) string {
+	t.Helper()
+	f := filepath.Join(t.TempDir(), "values.yaml")
+	if err := os.WriteFile(f, []byte(values), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return f
 }
 
 // podIP is p's IPv4 or IPv6 address.

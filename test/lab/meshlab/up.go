@@ -150,8 +150,9 @@ func printRealNodes(w io.Writer, l *lab.Lab) {
 	i := real[0]
 	fmt.Fprintf(w, "install the chart there (make image helm; the image is imported, not pulled):\n"+
 		"  bin/helm install agentmesh deploy/charts/agentmesh -n agentmesh-system --create-namespace --kubeconfig %s \\\n"+
-		"    --set image.pullPolicy=Never --set node.hostPaths.bpffs=%s --set node.hostPaths.cgroupRoot=%s --wait\n",
-		l.HostKubeconfig(), l.RealNodeBPFFS(i), l.RealNodeCgroup(i))
+		"    --set image.pullPolicy=Never --set node.hostPaths.bpffs=%s --set node.hostPaths.cgroupRoot=%s \\\n"+
+		"    --set node.hostPaths.run=%s --wait\n",
+		l.HostKubeconfig(), l.RealNodeBPFFS(i), l.RealNodeCgroup(i), l.RealNodeRunDir(i))
 	fmt.Fprintf(w, "pods run the lab's image %s (meshlab app ...) with imagePullPolicy Never\n", lab.LabImage)
 }
 

@@ -561,6 +561,12 @@ func UnmountUnder(dir string) error {
 	return errors.Join(errs...)
 }
 
+// TagImage gives the node's image src (imported) the reference dst too,
+// as a registry would serve a new tag of the same image (an upgrade).
+func (n *Node) TagImage(ctx context.Context, src, dst string) error {
+	return n.ctr(ctx, "images", "tag", "--force", src, dst)
+}
+
 // ctr runs containerd's ctr against the node's containerd, k8s.io
 // namespace (the CRI's).
 func (n *Node) ctr(ctx context.Context, args ...string) error {
