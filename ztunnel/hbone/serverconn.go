@@ -66,6 +66,7 @@ type serverConn struct {
 	recvUnacked  int64  // read by streams, not yet returned to the client
 	closeErr     error  // set once the connection is done
 	idle         *time.Timer
+	linger       *time.Timer // closes a drained connection; guarded by mu
 
 	// Control frames queued by the reader (and by Shutdown and the idle
 	// timer), written out by flushControl. Guarded by mu.
@@ -100,6 +101,15 @@ func (e clientResetError) Error() string { return "hbone stream reset by client:
 
 // errDrained ends a connection whose streams ended after its GOAWAY.
 var errDrained = errors.New("drained after GOAWAY")
+
+// drainLinger is how long a drained connection stays open after its
+// GOAWAY went out and its last stream ended, reading (and refusing) what
+// the client sent before it saw the GOAWAY. Closing at once, with the
+// client's frames unread, would make the kernel answer with a reset,
+// which can destroy the GOAWAY in the client's receive queue before it
+// read it: the client would then not know its last CONNECT went
+// unprocessed. The client usually closes first.
+const drainLinger = time.Second
 
 // serve runs the connection until it ends: it writes the server's
 // preface, reads the client's, then reads frames. It returns once every
@@ -199,12 +209,18 @@ func (sc *serverConn) fail(err error) {
 	if err == nil {
 		err = io.EOF
 	}
+	if sc.goAwaySent && len(sc.streams) == 0 && errors.Is(err, io.EOF) {
+		err = errDrained // the client closed on our GOAWAY
+	}
 	sc.closeErr = fmt.Errorf("%w: %w", errConnClosed, err)
 	streams := sc.streams
 	sc.streams = map[uint32]*Stream{}
 	sc.cond.Broadcast()
 	if sc.idle != nil {
 		sc.idle.Stop()
+	}
+	if sc.linger != nil {
+		sc.linger.Stop()
 	}
 	sc.mu.Unlock()
 	sc.stop()
@@ -276,10 +292,13 @@ func (sc *serverConn) queueGoAwayLocked() {
 	sc.flushLocked()
 }
 
-// closeIfDrainedLocked reports whether a draining connection has no
-// streams left and its GOAWAY is out: then it should close.
-func (sc *serverConn) closeIfDrainedLocked() bool {
-	return sc.goAwaySent && len(sc.streams) == 0 && sc.closeErr == nil
+// closeIfDrainedLocked closes a draining connection, drainLinger from
+// now, once it has no streams left and its GOAWAY is out.
+func (sc *serverConn) closeIfDrainedLocked() {
+	if !sc.goAwaySent || len(sc.streams) != 0 || sc.closeErr != nil || sc.linger != nil {
+		return
+	}
+	sc.linger = time.AfterFunc(drainLinger, func() { sc.fail(errDrained) })
 }
 
 // queueRST, queueWindowUpdate, queueSettingsAck and queuePingAck queue
@@ -353,11 +372,8 @@ func (sc *serverConn) flushControl() {
 		if goAway {
 			sc.mu.Lock()
 			sc.goAwaySent = true
-			drained := sc.closeIfDrainedLocked()
+			sc.closeIfDrainedLocked()
 			sc.mu.Unlock()
-			if drained {
-				sc.fail(errDrained)
-			}
 		}
 	}
 }
@@ -373,11 +389,8 @@ func (sc *serverConn) forget(s *Stream) {
 			sc.idle.Reset(serverIdleTimeout)
 		}
 	}
-	drained := sc.closeIfDrainedLocked()
+	sc.closeIfDrainedLocked()
 	sc.mu.Unlock()
-	if drained {
-		sc.fail(errDrained)
-	}
 }
 
 // writeHeaders answers stream id with status and header.

@@ -56,6 +56,7 @@ type frame struct {
 	stream uint32
 	flags  http2.Flags
 	code   http2.ErrCode // RST_STREAM, GOAWAY
+	last   uint32        // GOAWAY: the last stream the server processed
 	status string        // HEADERS
 	data   []byte        // DATA
 	incr   uint32        // WINDOW_UPDATE
@@ -111,6 +112,7 @@ func (hc *h2Client) read() {
 			fi.code = f.ErrCode
 		case *http2.GoAwayFrame:
 			fi.code = f.ErrCode
+			fi.last = f.LastStreamID
 		case *http2.MetaHeadersFrame:
 			fi.status = f.PseudoValue("status")
 		case *http2.DataFrame:
@@ -670,7 +672,16 @@ func TestServerDrainDuringHandshake(t *testing.T) {
 		srv.serve(context.Background(), sc, a, peer{id: idA}, echoHandler)
 	}()
 	hc := newH2Client(t, b)
-	hc.await("GOAWAY", isGoAway(http2.ErrCodeNo))
+	g, ok := hc.await("GOAWAY", isGoAway(http2.ErrCodeNo))
+	if !ok {
+		t.Fatal("connection closed without a GOAWAY")
+	}
+	if g.last != 0 {
+		t.Errorf("GOAWAY last stream %d, want 0: the client's first CONNECT is not processed and may be sent again", g.last)
+	}
+	// The client's first CONNECT crosses the GOAWAY: the drained
+	// connection lingers to read and refuse it rather than close with it
+	// unread (a reset that can destroy the GOAWAY on its way).
 	hc.connect(1, "10.0.0.2:80")
 	hc.await("the CONNECT refused", isRST(1, http2.ErrCodeRefusedStream))
 	b.Close()
