@@ -23,6 +23,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/agentmesh/agentmesh/api/mesh"
+	"github.com/agentmesh/agentmesh/internal/bpffs"
 	"github.com/agentmesh/agentmesh/internal/netns"
 )
 
@@ -534,7 +535,10 @@ func TestAccelAppSplices(t *testing.T) {
 
 func TestAccelProbe(t *testing.T) {
 	e := newAccelEnv(t)
-	dir, err := os.MkdirTemp("/sys/fs/bpf", "amtest-accel-")
+	if _, err := bpffs.Ensure(); err != nil {
+		t.Fatal(err)
+	}
+	dir, err := os.MkdirTemp(bpffs.Path, "amtest-accel-")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -16,6 +16,7 @@ import (
 
 	"github.com/agentmesh/agentmesh/api/meshconfig"
 	"github.com/agentmesh/agentmesh/bpf"
+	"github.com/agentmesh/agentmesh/internal/bpffs"
 	"github.com/agentmesh/agentmesh/internal/freeport"
 	"github.com/agentmesh/agentmesh/internal/handoff"
 	"github.com/agentmesh/agentmesh/internal/netns"
@@ -30,7 +31,10 @@ func pinMaps(t *testing.T) (string, *ebpf.Map) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	dir := filepath.Join("/sys/fs/bpf", fmt.Sprintf("amzt-test-%d", os.Getpid()))
+	if _, err := bpffs.Ensure(); err != nil {
+		t.Fatal(err)
+	}
+	dir := filepath.Join(bpffs.Path, fmt.Sprintf("amzt-test-%d", os.Getpid()))
 	if err := os.MkdirAll(filepath.Join(dir, bpf.MapsDir), 0o700); err != nil {
 		t.Fatalf("bpffs: %v", err)
 	}

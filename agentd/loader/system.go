@@ -9,26 +9,19 @@ import (
 	"os"
 	"strings"
 
-	"golang.org/x/sys/unix"
+	"github.com/agentmesh/agentmesh/internal/bpffs"
 )
 
 // BPFFSPath is where bpffs is mounted when it is not yet.
-const BPFFSPath = "/sys/fs/bpf"
+const BPFFSPath = bpffs.Path
 
 // ensureBPFFS mounts bpffs at BPFFSPath unless it is mounted there.
 func ensureBPFFS(log *slog.Logger) error {
-	var st unix.Statfs_t
-	if err := unix.Statfs(BPFFSPath, &st); err != nil {
-		return fmt.Errorf("statfs %s: %w", BPFFSPath, err)
+	mounted, err := bpffs.Ensure()
+	if mounted {
+		log.Info("mounted bpffs", "path", BPFFSPath)
 	}
-	if st.Type == unix.BPF_FS_MAGIC {
-		return nil
-	}
-	if err := unix.Mount("bpf", BPFFSPath, "bpf", 0, "mode=0700"); err != nil {
-		return fmt.Errorf("mount bpffs at %s: %w", BPFFSPath, err)
-	}
-	log.Info("mounted bpffs", "path", BPFFSPath)
-	return nil
+	return err
 }
 
 // FindCgroup2Root returns the mount point of the cgroup v2 hierarchy from

@@ -9,9 +9,8 @@ import (
 	"strconv"
 	"time"
 
-	"golang.org/x/sys/unix"
-
 	"github.com/agentmesh/agentmesh/api/mesh"
+	"github.com/agentmesh/agentmesh/internal/bpffs"
 	"github.com/agentmesh/agentmesh/internal/pki"
 )
 
@@ -127,17 +126,8 @@ func (l *Lab) ztunnelArgs(i int) []string {
 
 // ensureBPFFS mounts bpffs on /sys/fs/bpf unless it is mounted already.
 func ensureBPFFS() error {
-	var st unix.Statfs_t
-	if err := unix.Statfs(BPFRoot, &st); err != nil {
-		return fmt.Errorf("statfs %s: %w", BPFRoot, err)
-	}
-	if st.Type == unix.BPF_FS_MAGIC {
-		return nil
-	}
-	if err := unix.Mount("bpffs", BPFRoot, "bpf", 0, "mode=0700"); err != nil {
-		return fmt.Errorf("mount bpffs: %w", err)
-	}
-	return nil
+	_, err := bpffs.Ensure()
+	return err
 }
 
 // removeStaleSocket removes the socket file at path, as a killed agentd
