@@ -118,14 +118,9 @@ func (d *drainingNode) HandOver() error {
 			errs = append(errs, n.teardownLocked(p)) // nothing proxied, no entries of its own
 			continue
 		}
-		for _, l := range p.listeners {
-			l.Ln.Close()
-		}
-		p.listeners = nil
-		if err := n.stopDNSLocked(p); err != nil {
+		if err := n.closeSocketsLocked(p); err != nil {
 			errs = append(errs, err)
 		}
-		n.releaseSocketsLocked(p)
 		active += p.active.Load()
 		n.mu.Lock()
 		n.handed = append(n.handed, p)

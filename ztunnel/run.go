@@ -10,10 +10,7 @@ import (
 	"net"
 	"net/http"
 	"os"
-	"syscall"
 	"time"
-
-	"golang.org/x/sys/unix"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
@@ -252,15 +249,7 @@ func startServers(log *slog.Logger, handlers map[string]http.Handler) ([]*server
 	// SO_REUSEPORT: during an upgrade the next ztunnel (a DaemonSet's
 	// surge pod, in the same host netns) binds the same ports beside this
 	// one until this one stops.
-	lc := net.ListenConfig{Control: func(_, _ string, rc syscall.RawConn) error {
-		var serr error
-		if err := rc.Control(func(fd uintptr) {
-			serr = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, unix.SO_REUSEPORT, 1)
-		}); err != nil {
-			return err
-		}
-		return serr
-	}}
+	lc := net.ListenConfig{Control: podnet.ReusePort}
 	for addr, h := range handlers {
 		ln, err := lc.Listen(context.Background(), "tcp", addr)
 		if err != nil {

@@ -37,11 +37,21 @@ func (n *Node) unregisterLocked(p *pod) {
 		for _, ip := range l.registered {
 			n.opts.Listeners.Delete(ip, l.Port()) //nolint:errcheck // best effort on a failed setup
 		}
+	}
+	n.closeSocketsLocked(p) //nolint:errcheck // logged; its goroutines are bounded by its timeout
+}
+
+// closeSocketsLocked closes p's listeners and DNS proxy and gives their
+// fd budget back; SOCKHASH entries are the caller's business (a hand-over
+// leaves them to the successor).
+func (n *Node) closeSocketsLocked(p *pod) error {
+	for _, l := range p.listeners {
 		l.Ln.Close()
 	}
 	p.listeners = nil
-	n.stopDNSLocked(p) //nolint:errcheck // logged; its goroutines are bounded by its timeout
+	err := n.stopDNSLocked(p)
 	n.releaseSocketsLocked(p)
+	return err
 }
 
 // releaseSocketsLocked gives back the fd budget units of p's listeners

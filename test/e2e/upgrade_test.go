@@ -98,7 +98,7 @@ func upgradeRound(t *testing.T, l *lab.Lab, node int, tag string, flows []upgrad
 			t.Error(err)
 		}
 	}
-	attempts, failed, afterUpgrade := 0, 0, 0
+	attempts, failed, afterUpgrade, broken := 0, 0, 0, 0
 	for k, ld := range loads {
 		for _, at := range ld.Attempts() {
 			attempts++
@@ -117,6 +117,7 @@ func upgradeRound(t *testing.T, l *lab.Lab, node int, tag string, flows []upgrad
 		}
 		for _, st := range stats {
 			if st.Error != "" || st.BrokenAt != 0 || st.Echoed != st.Sent || st.Sent == 0 {
+				broken++
 				t.Errorf("stream from %s to %s broke: %+v", flows[k].from.Name, st.To, st)
 			}
 		}
@@ -126,23 +127,9 @@ func upgradeRound(t *testing.T, l *lab.Lab, node int, tag string, flows []upgrad
 		streams += len(f.streams)
 	}
 	t.Logf("UPGRADE n%d under load: %d new connections, %d failed (%d begun after the old ztunnel exited); %d streams, %d broken",
-		node, attempts, failed, afterUpgrade, streams, countBroken(loads))
+		node, attempts, failed, afterUpgrade, streams, broken)
 	log, _ := os.ReadFile(l.DaemonLog(node, "ztunnel"))
 	if !strings.Contains(string(log), "pods handed over to a successor ztunnel") {
 		t.Errorf("n%d: the old ztunnel did not log the hand-over", node)
 	}
-}
-
-// countBroken counts the streams whose last stats say they broke.
-func countBroken(loads []*traffic.Load) int {
-	n := 0
-	for _, ld := range loads {
-		stats, _ := ld.StreamStats()
-		for _, st := range stats {
-			if st.Error != "" || st.BrokenAt != 0 {
-				n++
-			}
-		}
-	}
-	return n
 }

@@ -84,9 +84,7 @@ const TimeWaitReuse = "/proc/sys/net/ipv4/tcp_tw_reuse"
 // fail. With 1 they reuse ports a second old. The app's own outbound
 // connections go to ztunnel over loopback, where the default reused them
 // already.
-func reuseTimeWait(fd int, procSysNet string) error {
-	return netns.Do(fd, func() error { return writeSysctl(procSysNet, TimeWaitReuse) })
-}
+func reuseTimeWait(fd int, procSysNet string) error { return enableIn(fd, procSysNet, TimeWaitReuse) }
 
 // MigrateRequests is the sysctl, per netns, that moves the connections in
 // a closing listener's queues (accepted by the kernel, not yet by the
@@ -99,7 +97,13 @@ const MigrateRequests = "/proc/sys/net/ipv4/tcp_migrate_req"
 // beside the old one during an upgrade; when the old one then closes its
 // listeners, what their queues hold goes to the new one's.
 func migrateRequests(fd int, procSysNet string) error {
-	return netns.Do(fd, func() error { return writeSysctl(procSysNet, MigrateRequests) })
+	return enableIn(fd, procSysNet, MigrateRequests)
+}
+
+// enableIn sets the sysctl at path (under /proc/sys/net) to 1 in the netns
+// open at fd.
+func enableIn(fd int, procSysNet, path string) error {
+	return netns.Do(fd, func() error { return writeSysctl(procSysNet, path) })
 }
 
 // sysctlPath is the sysctl at path (under /proc/sys/net) as this process
@@ -133,7 +137,7 @@ type nsNet struct {
 // one, and migrateRequests hands it what this one's queues hold when it
 // closes.
 func (n *nsNet) Listen(network, addr string) (net.Listener, error) {
-	lc := net.ListenConfig{Control: reusePort}
+	lc := net.ListenConfig{Control: ReusePort}
 	lc.SetMultipathTCP(false)
 	var ln net.Listener
 	err := netns.Do(n.fd, func() error {
@@ -172,10 +176,11 @@ func (n *nsNet) Cookie() (uint64, error) { return netns.Cookie(n.fd) }
 
 func (n *nsNet) Close() error { return n.f.Close() }
 
-// reusePort sets SO_REUSEPORT on a socket before bind: another ztunnel
-// (the next version, during an upgrade) may bind the same address beside
-// it. Only a process of the same user joins a group.
-func reusePort(_, _ string, rc syscall.RawConn) error {
+// ReusePort (a net.ListenConfig Control) sets SO_REUSEPORT on a socket
+// before bind: another ztunnel (the next version, during an upgrade) may
+// bind the same address beside it. Only a process of the same user joins
+// a group.
+func ReusePort(_, _ string, rc syscall.RawConn) error {
 	var serr error
 	if err := rc.Control(func(fd uintptr) {
 		serr = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, unix.SO_REUSEPORT, 1)
@@ -208,7 +213,7 @@ func (n *nsNet) ListenUDP(network, addr string) (*net.UDPConn, error) {
 		if serr != nil {
 			return serr
 		}
-		return reusePort("", "", rc)
+		return ReusePort("", "", rc)
 	}}
 	var c net.PacketConn
 	err := netns.Do(n.fd, func() error {
