@@ -106,7 +106,9 @@ func (d *drainingNode) HandOver() error {
 	n := d.Node
 	n.opMu.Lock()
 	defer n.opMu.Unlock()
-	n.handedOver.Store(true)
+	if !n.handedOver.Swap(true) {
+		close(n.handedC)
+	}
 	n.mu.Lock()
 	pods := n.pods
 	n.pods = map[string]*pod{}
@@ -137,6 +139,19 @@ func (d *drainingNode) HandOver() error {
 
 // HandedOver reports whether the pods went to a successor (HandOver).
 func (d *drainingNode) HandedOver() bool { return d.handedOver.Load() }
+
+// waitHandedOver waits up to timeout for HandOver and reports whether it
+// came.
+func (d *drainingNode) waitHandedOver(timeout time.Duration) bool {
+	t := time.NewTimer(timeout)
+	defer t.Stop()
+	select {
+	case <-d.handedC:
+		return true
+	case <-t.C:
+		return false
+	}
+}
 
 // finish releases a drained pod once its connections ended (closing those
 // still open after maxDrain).

@@ -165,8 +165,16 @@ func TestHandOverToSuccessor(t *testing.T) {
 		t.Fatal(err)
 	}
 
+	if d.waitHandedOver(0) {
+		t.Error("waitHandedOver reports a hand-over before it")
+	}
+	waited := make(chan bool, 1)
+	go func() { waited <- d.waitHandedOver(time.Minute) }()
 	if err := d.HandOver(); err != nil {
 		t.Fatal(err)
+	}
+	if !<-waited {
+		t.Error("waitHandedOver did not see the hand-over")
 	}
 	if err := e.node.Ready(); !errors.Is(err, errHandedOver) {
 		t.Errorf("Ready after the hand-over = %v, want %v", err, errHandedOver)

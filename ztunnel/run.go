@@ -194,10 +194,7 @@ func run(ctx context.Context, o *options, log *slog.Logger) error {
 func handOver(o *options, drains *drainingNode, handoffTask *task, log *slog.Logger) error {
 	if !drains.HandedOver() && o.handoverWait > 0 {
 		log.Info("waiting for a successor ztunnel to take the pods over", "for", o.handoverWait)
-		deadline := time.Now().Add(o.handoverWait)
-		for !drains.HandedOver() && time.Now().Before(deadline) {
-			time.Sleep(20 * time.Millisecond)
-		}
+		drains.waitHandedOver(o.handoverWait)
 	}
 	err := handoffTask.stop(time.Now().Add(shutdownBudget))
 	if !drains.HandedOver() {

@@ -8,7 +8,6 @@ import (
 	"log/slog"
 	"net/http"
 	"sync/atomic"
-	"time"
 
 	"github.com/agentmesh/agentmesh/api/configapi"
 	"github.com/agentmesh/agentmesh/api/meshconfig"
@@ -40,9 +39,10 @@ import (
 // identity manager retries renewals with backoff and uses the current
 // certificate until it expires).
 type source struct {
-	cfg *configsource.Source
-	ca  *pki.LocalCA // standalone mode
-	got atomic.Bool  // a first config was applied
+	cfg   *configsource.Source
+	ca    *pki.LocalCA  // standalone mode
+	got   atomic.Bool   // a first config was applied
+	first chan struct{} // closed when got is set
 }
 
 // newSource returns the source of the mode o selects.
@@ -58,7 +58,7 @@ func newSource(o *options, log *slog.Logger) (*source, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &source{cfg: cfg, ca: ca}, nil
+	return &source{cfg: cfg, ca: ca, first: make(chan struct{})}, nil
 }
 
 // signer issues workload certificates.
@@ -90,12 +90,12 @@ func (s *source) applier(apply func(*meshconfig.Config)) func(*meshconfig.Config
 		return func(c *meshconfig.Config) {
 			fillStandaloneAuthz(c)
 			apply(c)
-			s.got.Store(true)
+			s.applied()
 		}
 	}
 	return func(c *meshconfig.Config) {
 		apply(c)
-		s.got.Store(true)
+		s.applied()
 	}
 }
 
@@ -113,14 +113,19 @@ func (s *source) ready() error {
 // waitConfigured waits until the source applied a first config (false:
 // ctx ended first).
 func (s *source) waitConfigured(ctx context.Context) bool {
-	for !s.got.Load() {
-		select {
-		case <-ctx.Done():
-			return false
-		case <-time.After(20 * time.Millisecond):
-		}
+	select {
+	case <-s.first:
+		return true
+	case <-ctx.Done():
+		return s.got.Load()
 	}
-	return true
+}
+
+// applied marks that a config was applied.
+func (s *source) applied() {
+	if !s.got.Swap(true) {
+		close(s.first)
+	}
 }
 
 // close releases the source after run returned and nothing signs any

@@ -156,7 +156,7 @@ func TestStandaloneAuthzFill(t *testing.T) {
 	if err := os.WriteFile(path, []byte(file), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	src := &source{cfg: newConfigSource(t, configsource.Flags{Node: "n1", ConfigPath: path})}
+	src := &source{cfg: newConfigSource(t, configsource.Flags{Node: "n1", ConfigPath: path}), first: make(chan struct{})}
 	applied := make(chan *meshconfig.Config, 1)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
@@ -196,11 +196,38 @@ func TestStandaloneAuthzFill(t *testing.T) {
 
 	// Kubernetes mode: nil stays nil (no policy data: deny).
 	var got *meshconfig.Config
-	cs := &source{cfg: newConfigSource(t, configsource.Flags{Node: "n1", Controller: "ctl:15012", ControllerCA: "ca.pem", TokenFile: "tok"})}
+	cs := &source{cfg: newConfigSource(t, configsource.Flags{Node: "n1", Controller: "ctl:15012", ControllerCA: "ca.pem", TokenFile: "tok"}), first: make(chan struct{})}
 	kc, _ := meshconfig.Parse([]byte(file))
 	cs.applier(func(c *meshconfig.Config) { got = c })(kc)
 	if got.Workloads[0].Authz != nil {
 		t.Errorf("controller source filled in authz: %+v", got.Workloads[0].Authz)
+	}
+}
+
+// TestWaitConfigured: waitConfigured returns at once when the first
+// config is applied, and false when its context ends before.
+func TestWaitConfigured(t *testing.T) {
+	s := &source{cfg: newConfigSource(t, configsource.Flags{Node: "n1", Controller: "ctl:15012", ControllerCA: "ca.pem", TokenFile: "tok"}), first: make(chan struct{})}
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if s.waitConfigured(ctx) {
+		t.Error("configured before any config")
+	}
+	done := make(chan bool, 1)
+	go func() { done <- s.waitConfigured(context.Background()) }()
+	apply := s.applier(func(*meshconfig.Config) {})
+	apply(&meshconfig.Config{})
+	select {
+	case ok := <-done:
+		if !ok {
+			t.Error("waitConfigured = false after a config was applied")
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("waitConfigured still waits after a config was applied")
+	}
+	apply(&meshconfig.Config{}) // a second config
+	if !s.waitConfigured(ctx) {
+		t.Error("waitConfigured = false after configs were applied")
 	}
 }
 
