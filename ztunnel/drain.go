@@ -106,9 +106,7 @@ func (d *drainingNode) HandOver() error {
 	n := d.Node
 	n.opMu.Lock()
 	defer n.opMu.Unlock()
-	if !n.handedOver.Swap(true) {
-		close(n.handedC)
-	}
+	n.handedOver.Store(true)
 	n.mu.Lock()
 	pods := n.pods
 	n.pods = map[string]*pod{}
@@ -139,19 +137,6 @@ func (d *drainingNode) HandOver() error {
 
 // HandedOver reports whether the pods went to a successor (HandOver).
 func (d *drainingNode) HandedOver() bool { return d.handedOver.Load() }
-
-// waitHandedOver waits up to timeout for HandOver and reports whether it
-// came.
-func (d *drainingNode) waitHandedOver(timeout time.Duration) bool {
-	t := time.NewTimer(timeout)
-	defer t.Stop()
-	select {
-	case <-d.handedC:
-		return true
-	case <-t.C:
-		return false
-	}
-}
 
 // finish releases a drained pod once its connections ended (closing those
 // still open after maxDrain).

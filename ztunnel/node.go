@@ -133,10 +133,8 @@ type Node struct {
 	draining atomic.Bool
 
 	// handedOver is set once agentd gave the pods to a successor ztunnel
-	// (drainingNode.HandOver): Ready fails and AddPod refuses from then on;
-	// handedC is closed then.
+	// (drainingNode.HandOver): Ready fails and AddPod refuses from then on.
 	handedOver atomic.Bool
-	handedC    chan struct{}
 
 	mu           sync.Mutex // guards pods, handed and snapshotDone
 	pods         map[string]*pod
@@ -165,11 +163,10 @@ func NewNode(o NodeOptions) *Node {
 		o.RecentRequests = record.DefaultRecentRequests
 	}
 	n := &Node{
-		opts:    o,
-		log:     o.Logger,
-		kick:    make(chan struct{}, 1),
-		pods:    map[string]*pod{},
-		handedC: make(chan struct{}),
+		opts: o,
+		log:  o.Logger,
+		kick: make(chan struct{}, 1),
+		pods: map[string]*pod{},
 	}
 	n.ctx, n.cancel = context.WithCancel(context.Background())
 	n.idx.Store(meshconfig.NewIndex(&meshconfig.Config{}))

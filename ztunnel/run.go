@@ -191,10 +191,18 @@ func run(ctx context.Context, o *options, log *slog.Logger) error {
 // drains by itself what was not handed over: new connections find the
 // successor's listeners, or none (refused: fail closed). Drained
 // connections run for up to --drain-timeout.
+//
+// The hand-off task ends by itself only once agentd handed the pods over
+// and the acknowledgement is out (handoff.Connect): that is what it waits
+// for, also when a hand-over has begun already, so that the shutdown does
+// not cut the acknowledgement off.
 func handOver(o *options, drains *drainingNode, handoffTask *task, log *slog.Logger) error {
-	if !drains.HandedOver() && o.handoverWait > 0 {
+	switch {
+	case drains.HandedOver():
+		handoffTask.wait(shutdownBudget) // its acknowledgement is on its way
+	case o.handoverWait > 0:
 		log.Info("waiting for a successor ztunnel to take the pods over", "for", o.handoverWait)
-		drains.waitHandedOver(o.handoverWait)
+		handoffTask.wait(o.handoverWait)
 	}
 	err := handoffTask.stop(time.Now().Add(shutdownBudget))
 	if !drains.HandedOver() {

@@ -40,6 +40,19 @@ func (t *task) stop(deadline time.Time) error {
 	}
 }
 
+// wait waits up to d for the task to end by itself and reports whether it
+// did.
+func (t *task) wait(d time.Duration) bool {
+	timer := time.NewTimer(d)
+	defer timer.Stop()
+	select {
+	case <-t.done:
+		return true
+	case <-timer.C:
+		return false
+	}
+}
+
 // waitTimeout waits for wg for at most d and reports whether it finished.
 func waitTimeout(wg *sync.WaitGroup, d time.Duration) bool {
 	done := make(chan struct{})
