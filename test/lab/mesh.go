@@ -24,7 +24,7 @@ const (
 // objects, the controller, node pods and tokens) and starts agentd and
 // ztunnel on every node.
 func (l *Lab) startMesh(ctx context.Context) error {
-	if err := ensureBPFFS(); err != nil {
+	if _, err := bpffs.Ensure(); err != nil {
 		return err
 	}
 	if l.kube != nil {
@@ -122,12 +122,6 @@ func (l *Lab) ztunnelArgs(i int) []string {
 	}
 	return append(args, "--config", l.ConfigPath(),
 		"--ca-cert", filepath.Join(l.state, "ca.pem"), "--ca-key", filepath.Join(l.state, "ca-key.pem"))
-}
-
-// ensureBPFFS mounts bpffs on /sys/fs/bpf unless it is mounted already.
-func ensureBPFFS() error {
-	_, err := bpffs.Ensure()
-	return err
 }
 
 // removeStaleSocket removes the socket file at path, as a killed agentd

@@ -4,6 +4,7 @@ import (
 	"context"
 	"io"
 	"net/netip"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -83,16 +84,11 @@ func TestHelmUpgradeUnderLoad(t *testing.T) {
 	// pod its connections are refused (fail closed). Those are not the
 	// upgrade's: failures before the first good connection are counted
 	// apart.
-	firstOK := -1
-	for i, a := range dials {
-		if a.OK {
-			firstOK = i
-			break
-		}
-	}
+	// waitLoad saw good connections before the upgrade.
+	firstOK := slices.IndexFunc(dials, func(a meshlab.DialAttempt) bool { return a.OK })
 	failed, after, startup := 0, 0, 0
 	for i, a := range dials {
-		if !a.OK && (firstOK < 0 || i < firstOK) {
+		if !a.OK && i < firstOK {
 			startup++
 			t.Logf("new connection failed at %s, before the dialer's first good one (its pod was not set up yet): %s", a.At.Format("15:04:05.000"), a.Error)
 			continue
