@@ -64,12 +64,13 @@ func newReconciler(node string, dp Datapath, ho Handoff, log *slog.Logger) (*rec
 	return r, nil
 }
 
-// wanted returns the workloads of this node that must be enrolled.
+// wanted returns the workloads of this node that must be enrolled. A pod
+// without addresses yet is not: ztunnel could not tell its traffic apart.
 func (r *reconciler) wanted(cfg *meshconfig.Config) map[string]*meshconfig.Workload {
 	out := map[string]*meshconfig.Workload{}
 	for i := range cfg.Workloads {
 		w := &cfg.Workloads[i]
-		if w.Node == r.node && w.Enrolled && (r.finder != nil || w.Netns != "") && !r.skipped[w.UID] {
+		if w.Node == r.node && w.Enrolled && len(w.IPs) > 0 && (r.finder != nil || w.Netns != "") && !r.skipped[w.UID] {
 			out[w.UID] = w
 		}
 	}

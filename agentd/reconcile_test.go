@@ -65,12 +65,13 @@ func (f *fixture) waitEnrolled(t *testing.T, pods map[string]*testNetns) {
 }
 
 func TestReconcileEnrollsOnlyThisNodesEnrolledPods(t *testing.T) {
-	a, b, c, d := newNetns(t), newNetns(t), newNetns(t), newNetns(t)
+	a, b, c, d, g := newNetns(t), newNetns(t), newNetns(t), newNetns(t), newNetns(t)
 	f := newFixture(t)
 	other := workload("c", c, true)
 	other.Node = "node-2"
 	cfg := config(workload("a", a, true), workload("b", b, true), other,
-		workload("d", d, false), workload("e", nil, true))
+		workload("d", d, false), workload("e", nil, true), workload("g", g, true))
+	cfg.Workloads[5].IPs = nil // scheduled, no address yet
 	if err := f.r.sync(cfg); err != nil {
 		t.Fatal(err)
 	}

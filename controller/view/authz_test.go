@@ -87,7 +87,8 @@ func TestAuthzSelection(t *testing.T) {
 }
 
 // TestAuthzResolver: peers given by namespaceSelector and podSelector are
-// resolved over the inputs (workloads with addresses only).
+// resolved over the inputs' workloads, those without an address yet
+// included: their uid is what a peer is checked by once they have one.
 func TestAuthzResolver(t *testing.T) {
 	sel := &metav1.LabelSelector{MatchLabels: map[string]string{"team": "b"}}
 	s := Compute(Inputs{TrustDomain: "td",
@@ -103,8 +104,8 @@ func TestAuthzResolver(t *testing.T) {
 	if !from[0].Namespaces.Equal(policy.SetOf("b")) || !from[0].Workloads.Any() {
 		t.Errorf("namespaceSelector peer %+v, want namespaces {b}", from[0])
 	}
-	if !from[1].Workloads.Equal(policy.SetOf("uid-c1")) || !from[1].Namespaces.Any() {
-		t.Errorf("podSelector peer %+v, want workloads {uid-c1}", from[1])
+	if !from[1].Workloads.Equal(policy.SetOf("uid-c1", "uid-noip")) || !from[1].Namespaces.Any() {
+		t.Errorf("podSelector peer %+v, want workloads {uid-c1, uid-noip}", from[1])
 	}
 }
 

@@ -115,7 +115,7 @@ func lookupIn(svcs []*corev1.Service) serviceLookup {
 	return func(namespace, name string) *corev1.Service { return by[namespace+"/"+name] }
 }
 
-// workloads converts the pods that have addresses. When two live pods claim
+// workloads converts the pods the mesh sees. When two live pods claim
 // one address (an address reused while the old pod terminates), the newer
 // pod keeps it and the older one is left out, so the view stays valid;
 // conflicts reports that this happened.
@@ -147,15 +147,14 @@ func workloads(pods []*corev1.Pod, enabled map[string]bool) (out []meshconfig.Wo
 }
 
 // workload converts one pod; ok is false for pods the mesh does not see:
-// unscheduled, host-network, finished, or without addresses.
+// unscheduled, host-network or finished. A scheduled pod without addresses
+// yet is a workload without IPs: its node's agentd learns from it whether
+// to capture the pod before the pod's containers start (the CNI gate).
 func workload(p *corev1.Pod, nsEnabled bool) (meshconfig.Workload, bool) {
 	if p.Spec.NodeName == "" || p.Spec.HostNetwork || finished(p) {
 		return meshconfig.Workload{}, false
 	}
 	ips := podIPs(p)
-	if len(ips) == 0 {
-		return meshconfig.Workload{}, false
-	}
 	sa := cmp.Or(p.Spec.ServiceAccountName, "default")
 	return meshconfig.Workload{
 		UID:            string(p.UID),

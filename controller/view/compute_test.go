@@ -115,9 +115,8 @@ func TestWorkloads(t *testing.T) {
 			}()},
 		},
 		{
-			name: "left out: no ip, finished, host network, unscheduled",
+			name: "left out: finished, host network, unscheduled",
 			objs: []runtime.Object{ns("a", enabled),
-				pod("a", "noip", "n1", ""),
 				pod("a", "done", "n1", "10.0.0.2", func(p *corev1.Pod) { p.Status.Phase = corev1.PodSucceeded }),
 				pod("a", "failed", "n1", "10.0.0.3", func(p *corev1.Pod) { p.Status.Phase = corev1.PodFailed }),
 				pod("a", "host", "n1", "192.0.2.1", func(p *corev1.Pod) { p.Spec.HostNetwork = true }),
@@ -125,6 +124,14 @@ func TestWorkloads(t *testing.T) {
 				pod("a", "ok", "n2", "10.0.0.5"),
 			},
 			want: []meshconfig.Workload{wl("a", "ok", "n2", true, "10.0.0.5")},
+		},
+		{
+			// Its node's agentd must know before the pod's containers
+			// start whether to capture it (the CNI gate).
+			name: "scheduled, no address yet: a workload without IPs",
+			objs: []runtime.Object{ns("a", enabled), ns("b", nil),
+				pod("a", "noip", "n1", ""), pod("b", "off", "n1", "")},
+			want: []meshconfig.Workload{wl("a", "noip", "n1", true), wl("b", "off", "n1", false)},
 		},
 		{
 			name: "dual stack, default service account, pods on all nodes, sorted by uid",
