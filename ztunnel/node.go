@@ -57,7 +57,9 @@ type NodeOptions struct {
 	NodeAddrs NodeAddrs
 	// Registry receives the node's metrics; nil makes a private one.
 	Registry *prometheus.Registry
-	// DialTimeout bounds upstream dials (default 10s).
+	// DialTimeout bounds each upstream TCP connect (default 10s); an
+	// outbound flow's upstream as a whole gets twice it and 5 s more
+	// (transport.Transport.Dial).
 	DialTimeout time.Duration
 	// HandshakeTimeout bounds inbound TLS handshakes (default 10s).
 	HandshakeTimeout time.Duration

@@ -75,14 +75,32 @@ func New(o Options) *Transport {
 		dialTimeout: o.DialTimeout, balancer: o.Balancer, failover: o.Failover, local: o.Local}
 }
 
-// Dial opens the upstream of outbound flow f from pod p, bounded by the
-// dial timeout: an HBONE stream to the destination pod's ztunnel, or a
-// plain TCP connection for a passthrough.
+// Dial opens the upstream of outbound flow f from pod p: an HBONE stream
+// to the destination pod's ztunnel, or a plain TCP connection for a
+// passthrough. Each TCP connect is bounded by the dial timeout (see dial):
+// a destination node or address that does not answer fails after it, as
+// before; the whole of it by dialBudget.
 func (t *Transport) Dial(ctx context.Context, p *flow.Pod, f *flow.Flow) (net.Conn, error) {
-	ctx, cancel := context.WithTimeout(ctx, t.dialTimeout)
+	ctx, cancel := context.WithTimeout(ctx, t.dialBudget())
 	defer cancel()
 	return t.dialTo(ctx, p, f, f.Dst, nil)
 }
+
+// answerGrace is what an outbound flow's budget allows beyond the
+// destination tunnel's own dial timeout for the answer to its CONNECT
+// (transit, and queues at either end).
+const answerGrace = 5 * time.Second
+
+// dialBudget bounds an outbound flow's upstream as a whole: a dial timeout
+// for its HBONE stream to go out (the wait for a pooled connection among a
+// burst's others, their TLS handshakes), then the destination's delivery,
+// which it bounds by its own dial timeout and answers 503 after, and
+// answerGrace. The app's connection was accepted at once, so its own
+// connect timeout no longer applies: with the dial timeout alone as the
+// budget, a burst queued behind handshakes and deliveries on a busy node
+// was reset although both ends were healthy, the source giving up on
+// streams the destination was still delivering within its own timeout.
+func (t *Transport) dialBudget() time.Duration { return 2*t.dialTimeout + answerGrace }
 
 // dialTo opens f's upstream at dst (the original destination, or the
 // endpoint of a Service chosen for it): HBONE to dst's pod with f's
@@ -150,7 +168,8 @@ func (t *Transport) Close() error { return t.hbone.Close() }
 
 // dial connects from inside p's netns (marked, so the capture lets it
 // pass), from the caller's address from if valid (a delivery), else from
-// the pod's; the socket takes a unit of the fd budget until it is closed.
+// the pod's, bounded by the dial timeout; the socket takes a unit of the
+// fd budget until it is closed.
 // Without one left it fails with limits.ErrOverloaded, counted as a
 // rejection in dir.
 func (t *Transport) dial(ctx context.Context, dir flow.Direction, p *flow.Pod, from netip.Addr, addr netip.AddrPort) (net.Conn, error) {
@@ -159,6 +178,8 @@ func (t *Transport) dial(ctx context.Context, dir flow.Direction, p *flow.Pod, f
 		t.limits.NoteRefusal(limits.ReasonFDBudget, string(dir))
 		return nil, fmt.Errorf("dial %s: %w (%s)", addr, limits.ErrOverloaded, limits.ReasonFDBudget)
 	}
+	ctx, cancel := context.WithTimeout(ctx, t.dialTimeout)
+	defer cancel()
 	var c net.Conn
 	var err error
 	if from.IsValid() {
