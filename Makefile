@@ -3,7 +3,7 @@ SHELL := /usr/bin/env bash
 GO ?= go
 BIN := $(CURDIR)/bin
 AS_ROOT := $(CURDIR)/test/scripts/as-root
-CMDS := agentd ztunnel meshlab controller meshctl
+CMDS := agentd agentmesh-cni ztunnel meshlab controller meshctl
 TEST_TIMEOUT ?= 40m
 SOAK_DURATION ?= 30m
 
@@ -60,7 +60,7 @@ test-as-root: check-generate check-manifests lint build kube jaeger containerd c
 # sources give the same bytes) in one layer, written by deploy/image (its own
 # module) as an OCI layout and a docker-archive tarball, tagged as the
 # chart's default image; every time in it is the commit's.
-IMAGE_BINS := agentd ztunnel controller meshctl
+IMAGE_BINS := agentd agentmesh-cni ztunnel controller meshctl
 
 .PHONY: image
 image: ## build the OCI image into bin/image: an OCI layout (oci/) and a tarball for docker load, ctr images import and kind load image-archive

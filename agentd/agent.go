@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/agentmesh/agentmesh/agentd/loader"
+	"github.com/agentmesh/agentmesh/api/cnigate"
 	"github.com/agentmesh/agentmesh/api/configapi"
 	"github.com/agentmesh/agentmesh/api/meshconfig"
 	"github.com/agentmesh/agentmesh/internal/configsource"
@@ -68,8 +69,31 @@ func run(ctx context.Context, o *options, log *slog.Logger, open func(loader.Opt
 			cancel() // a failed server ends agentd
 		})
 	})
-	log.Info("agentd running", append([]any{"socket", o.socket, "pin_dir", o.pinDir}, src.Describe()...)...)
-	loop(ctx, src, o.retryInterval, r, log, serve)
+	var gateReqs chan *gateRequest
+	var gateErr error
+	if o.cniSocket != "" {
+		gateReqs = make(chan *gateRequest)
+		g := &gate{reqs: gateReqs, wait: o.cniWait, log: log.With("component", "cni-gate")}
+		gs, err := cnigate.Listen(o.cniSocket, g.handle, g.log)
+		if err != nil {
+			return err
+		}
+		wg.Go(func() {
+			gateErr = gs.Run(ctx)
+			cancel() // a failed gate ends agentd
+		})
+		if o.cniConfDir != "" {
+			inst, err := newCNIInstall(o, log.With("component", "cni-install"))
+			if err != nil {
+				cancel()
+				wg.Wait()
+				return err
+			}
+			wg.Go(func() { inst.keep(ctx, cniEnsureInterval) })
+		}
+	}
+	log.Info("agentd running", append([]any{"socket", o.socket, "pin_dir", o.pinDir, "cni_socket", o.cniSocket}, src.Describe()...)...)
+	loop(ctx, src, o.retryInterval, r, log, serve, gateReqs)
 	if err := src.Close(); err != nil {
 		log.Warn("close config source", "err", err)
 	}
@@ -78,6 +102,9 @@ func run(ctx context.Context, o *options, log *slog.Logger, open func(loader.Opt
 	wg.Wait()
 	if srvErr != nil {
 		return fmt.Errorf("hand-off server: %w", srvErr)
+	}
+	if gateErr != nil {
+		return fmt.Errorf("CNI gate: %w", gateErr)
 	}
 	log.Info("agentd stopped; pods stay enrolled")
 	return nil
@@ -110,8 +137,9 @@ func closeDatapath(dp Datapath) error {
 // loop reconciles every new config from src, and retries failed pods
 // every retryInterval, until ctx is done. It calls synced after every sync.
 // It returns after src ended. While the controller is away src applies
-// nothing, so the last config stays.
-func loop(ctx context.Context, src *configsource.Source, retryInterval time.Duration, r *reconciler, log *slog.Logger, synced func()) {
+// nothing, so the last config stays. It answers the CNI gate's requests
+// (nil: no gate) from the last config, or holds them for the next.
+func loop(ctx context.Context, src *configsource.Source, retryInterval time.Duration, r *reconciler, log *slog.Logger, synced func(), gateReqs <-chan *gateRequest) {
 	configs := make(chan *meshconfig.Config, 1)
 	var wg sync.WaitGroup
 	defer wg.Wait()
@@ -121,14 +149,21 @@ func loop(ctx context.Context, src *configsource.Source, retryInterval time.Dura
 	retry := time.NewTimer(0)
 	retry.Stop()
 	var last *meshconfig.Config
+	var idx *meshconfig.Index
+	var held gates
+	defer held.close()
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case last = <-configs:
+			idx = meshconfig.NewIndex(last)
 			log.Info("mesh config loaded", "workloads", len(last.Workloads))
 		case <-retry.C:
 			log.Info("retrying failed pods")
+		case g := <-gateReqs:
+			held.add(g, r, idx)
+			continue
 		}
 		if err := r.sync(last); err != nil {
 			log.Warn("reconcile incomplete, will retry", "in", retryInterval, "err", err)
@@ -137,6 +172,7 @@ func loop(ctx context.Context, src *configsource.Source, retryInterval time.Dura
 			retry.Stop()
 			log.Info("reconciled", "enrolled_pods", len(r.pods))
 		}
+		held.retry(r, idx)
 		synced()
 	}
 }

@@ -9,6 +9,7 @@
 package agentd
 
 import (
+	"context"
 	"os"
 
 	"github.com/agentmesh/agentmesh/agentd/loader"
@@ -34,6 +35,9 @@ type Datapath interface {
 type Handoff interface {
 	// Upsert hands pod p (a duplicate of netns) to ztunnel.
 	Upsert(p handoff.Pod, netns *os.File)
+	// UpsertGated is Upsert for a pod whose start waits on it; wait
+	// returns once ztunnel set it up, or why not.
+	UpsertGated(p handoff.Pod, netns *os.File) (wait func(context.Context) error)
 	// Remove takes the pod away from ztunnel; it returns once ztunnel has
 	// acknowledged (bounded by a timeout) or when no ztunnel is connected.
 	Remove(uid string)

@@ -174,7 +174,11 @@ func (z *ztunnel) AddPod(p handoff.Pod, f *os.File) error {
 	if err != nil || c != p.NetnsCookie {
 		z.t.Errorf("add %s: fd is netns %d (%v), message says %d", p.UID, c, err, p.NetnsCookie)
 	}
-	z.ev.add("zt add %s %d", p.UID, p.NetnsCookie)
+	if p.Gate {
+		z.ev.add("zt gated add %s %d", p.UID, p.NetnsCookie)
+	} else {
+		z.ev.add("zt add %s %d", p.UID, p.NetnsCookie)
+	}
 	return nil
 }
 

@@ -1,6 +1,7 @@
 package agentd
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"os"
@@ -56,6 +57,11 @@ func (h recordingHandoff) Upsert(p handoff.Pod, _ *os.File) {
 	h.ev.add("ho add %s %d", p.UID, p.NetnsCookie)
 }
 func (h recordingHandoff) Remove(uid string) { h.ev.add("ho del %s", uid) }
+
+func (h recordingHandoff) UpsertGated(p handoff.Pod, _ *os.File) func(context.Context) error {
+	h.ev.add("ho gated add %s %d", p.UID, p.NetnsCookie)
+	return func(context.Context) error { return nil }
+}
 
 // kubeWorkload is a workload as the controller sends it: no Netns.
 func kubeWorkload(uid string, enrolled bool) meshconfig.Workload {

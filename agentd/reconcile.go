@@ -44,6 +44,7 @@ type reconciler struct {
 type enrolledPod struct {
 	w      meshconfig.Workload
 	cookie uint64
+	gated  bool // captured at its CNI ADD (gate.go)
 }
 
 // newReconciler starts from what the datapath has enrolled already.
@@ -88,7 +89,11 @@ func (r *reconciler) sync(cfg *meshconfig.Config) error {
 		if want[uid] != nil {
 			continue
 		}
-		if w := idx.ByUID(uid); w != nil && w.Node == r.node && !w.Enrolled {
+		w := idx.ByUID(uid)
+		if r.pods[uid].gated && w != nil && w.Node == r.node && w.Enrolled {
+			continue // captured at its CNI ADD, in the sandbox's netns; its addresses may not be in the config yet
+		}
+		if w != nil && w.Node == r.node && !w.Enrolled {
 			errs = append(errs, r.optOut(uid))
 		} else {
 			errs = append(errs, r.remove(uid))

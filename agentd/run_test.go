@@ -33,6 +33,8 @@ func TestRunFlags(t *testing.T) {
 		{[]string{"--node", "n", "--config", "x", "extra"}, "unexpected arguments"},
 		{[]string{"--bogus"}, "flag provided but not defined"},
 		{[]string{"cleanup", "extra"}, "unexpected arguments"},
+		{[]string{"--node", "n", "--config", "x", "--cni-conf-dir", "/etc/cni/net.d"}, "--cni-conf-dir needs --cni-socket"},
+		{[]string{"--node", "n", "--config", "x", "--cni-socket", "s", "--cni-wait", "0s"}, "--cni-wait must be positive"},
 		{[]string{"-h"}, ""},
 	}
 	for _, tt := range tests {

@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -267,5 +268,63 @@ func TestPendingPodSetUpByConfig(t *testing.T) {
 			st, _ := p.getStateOrNil()
 			return st == stateReady
 		})
+	}
+}
+
+func (e *fakeEnv) pod(uid string) *pod {
+	e.node.mu.Lock()
+	defer e.node.mu.Unlock()
+	return e.node.pods[uid]
+}
+
+// TestGatedAddWaitsForConfig: a gated add (agentd's CNI gate holds the
+// pod's containers until it is acknowledged) of a pod the config does not
+// know yet returns only once the config brought the pod and it is set up;
+// the workload comes as the controller sends a pod before it has an
+// address, the addresses come from the hand-off. One the config never
+// brings fails after gatePendingWait and stays pending.
+func TestGatedAddWaitsForConfig(t *testing.T) {
+	e := newFakeEnv(t)
+	p := e.net.AddPod("uid-g", true)
+	ns, err := os.Open(os.DevNull)
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() {
+		done <- e.node.AddPod(handoff.Pod{UID: "uid-g", Name: "gated", Namespace: "agents", IPs: []netip.Addr{p.IP}, Gate: true}, ns)
+	}()
+	waitFor(t, "uid-g handed over", func() bool { return e.pod("uid-g") != nil })
+	select {
+	case err := <-done:
+		t.Fatalf("gated AddPod returned (%v) before the config knew the pod", err)
+	case <-time.After(100 * time.Millisecond):
+	}
+	c := e.config(nil)
+	w := workload("uid-g", "gated", p.IP)
+	w.IPs = nil
+	c.Workloads = append(c.Workloads, w)
+	e.node.SetConfig(c)
+	if err := <-done; err != nil {
+		t.Fatalf("gated AddPod = %v once the config knew the pod", err)
+	}
+	if st, err := e.pod("uid-g").getState(); st != stateReady {
+		t.Fatalf("uid-g %s (%v) when its gated add returned", st, err)
+	}
+	if got := e.pod("uid-g").flow.IPs; len(got) != 1 || got[0] != p.IP {
+		t.Errorf("uid-g addresses %v, want the hand-off's %v", got, p.IP)
+	}
+
+	q := e.net.AddPod("uid-never", true)
+	ns2, err := os.Open(os.DevNull)
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = e.node.AddPod(handoff.Pod{UID: "uid-never", Name: "never", Namespace: "agents", IPs: []netip.Addr{q.IP}, Gate: true}, ns2)
+	if err == nil || !strings.Contains(err.Error(), "not in ztunnel's mesh config") {
+		t.Fatalf("gated AddPod of a pod the config never brings = %v", err)
+	}
+	if st, _ := e.pod("uid-never").getState(); st != statePending {
+		t.Errorf("uid-never %s, want pending", st)
 	}
 }

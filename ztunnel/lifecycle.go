@@ -29,15 +29,48 @@ const teardownWait = 5 * time.Second
 // from now on. A pod the config does not know yet stays pending and is set up
 // when the config catches up; setup failures are retried.
 func (n *Node) AddPod(info handoff.Pod, ns *os.File) error {
+	p, err := n.addPod(info, ns)
+	if err != nil || p == nil || !info.Gate {
+		return err
+	}
+	return n.awaitSettled(p)
+}
+
+// gatePendingWait bounds how long a gated add waits for the config to know
+// its pod: below agentd's hand-off ack timeout (handoff.DefaultAckTimeout).
+// agentd and ztunnel get the same config from the controller, so the wait
+// is usually one push.
+const gatePendingWait = 3 * time.Second
+
+// awaitSettled waits, without the node's locks, until pending pod p is set
+// up or failed, and returns why it is not ready.
+func (n *Node) awaitSettled(p *pod) error {
+	t := time.NewTimer(gatePendingWait)
+	defer t.Stop()
+	select {
+	case <-p.settled:
+	case <-t.C:
+		return fmt.Errorf("pod %s (uid %s) is not in ztunnel's mesh config after %s; it is set up once it is", p.name(), p.info.UID, gatePendingWait)
+	case <-n.ctx.Done():
+		return errClosed
+	}
+	if st, err := p.getState(); st != stateReady {
+		return fmt.Errorf("pod %s: %s: %w", p.name(), st, err)
+	}
+	return nil
+}
+
+// addPod is AddPod under the node's lock; it returns the pod it added.
+func (n *Node) addPod(info handoff.Pod, ns *os.File) (*pod, error) {
 	n.opMu.Lock()
 	defer n.opMu.Unlock()
 	if n.closed {
 		ns.Close()
-		return errClosed
+		return nil, errClosed
 	}
 	if n.handedOver.Load() {
 		ns.Close()
-		return errHandedOver
+		return nil, errHandedOver
 	}
 	n.mu.Lock()
 	old := n.pods[info.UID]
@@ -48,30 +81,30 @@ func (n *Node) AddPod(info handoff.Pod, ns *os.File) error {
 			// A re-sent add after agentd reconnected, same netns: keep
 			// what runs.
 			ns.Close()
-			return nil
+			return nil, nil
 		}
 		n.removeLocked(info.UID)
 	}
 	if err := n.limits.AdmitPod(1); err != nil {
 		ns.Close()
-		return fmt.Errorf("pod %s/%s netns: %w", info.Namespace, info.Name, err)
+		return nil, fmt.Errorf("pod %s/%s netns: %w", info.Namespace, info.Name, err)
 	}
 	pn, err := n.opts.PodNet.Open(info, ns)
 	if err != nil {
 		n.limits.ReleasePod(1)
-		return fmt.Errorf("pod %s/%s netns: %w", info.Namespace, info.Name, err)
+		return nil, fmt.Errorf("pod %s/%s netns: %w", info.Namespace, info.Name, err)
 	}
-	p := &pod{info: info, net: pn, state: statePending, netFDs: 1}
+	p := &pod{info: info, net: pn, state: statePending, netFDs: 1, settled: make(chan struct{})}
 	// Set before the pod is in n.pods: a config swap reads it
 	// (authorize.Authorizer.Reevaluate) without the node's lock.
 	p.live.UID = info.UID
 	n.mu.Lock()
 	n.pods[info.UID] = p
 	n.mu.Unlock()
-	n.log.Info("pod handed over", "pod", p.name(), "uid", info.UID, "ips", info.IPs)
+	n.log.Info("pod handed over", "pod", p.name(), "uid", info.UID, "ips", info.IPs, "gate", info.Gate)
 	err = n.trySetupLocked(p)
 	n.gauges.refreshPods()
-	return err
+	return p, err
 }
 
 // RemovePod tears down everything the node made for the pod.

@@ -51,6 +51,10 @@ type pod struct {
 	mu    sync.Mutex // guards state and err
 	state string
 	err   error
+	// settled is closed when the pod first leaves the pending state (set
+	// up or failed); a gated add waits for it.
+	settled    chan struct{}
+	settleOnce sync.Once
 }
 
 // podListener is one listening socket in a pod netns.
@@ -64,6 +68,9 @@ func (p *pod) setState(s string, err error) {
 	p.mu.Lock()
 	p.state, p.err = s, err
 	p.mu.Unlock()
+	if s != statePending && p.settled != nil {
+		p.settleOnce.Do(func() { close(p.settled) })
+	}
 }
 
 func (p *pod) getState() (string, error) {

@@ -22,7 +22,7 @@ import (
 )
 
 // Binaries are what the image carries, in /usr/local/bin.
-var Binaries = []string{"agentd", "controller", "meshctl", "ztunnel"}
+var Binaries = []string{"agentd", "agentmesh-cni", "controller", "meshctl", "ztunnel"}
 
 // NonRoot is the user and group the image runs as unless a pod says
 // otherwise.
@@ -81,7 +81,7 @@ func Build(s Spec) (v1.Image, error) {
 	cf.Created = v1.Time{Time: s.Created}
 	labels := map[string]string{
 		"org.opencontainers.image.title":       cmp.Or(s.Title, "agentmesh"),
-		"org.opencontainers.image.description": cmp.Or(s.Description, "AgentMesh: the node components (agentd, ztunnel), the controller and meshctl"),
+		"org.opencontainers.image.description": cmp.Or(s.Description, "AgentMesh: the node components (agentd with its CNI plugin, ztunnel), the controller and meshctl"),
 		"org.opencontainers.image.licenses":    "Apache-2.0",
 		"org.opencontainers.image.created":     s.Created.Format(time.RFC3339),
 	}

@@ -1,7 +1,7 @@
 // Command image writes the AgentMesh OCI image (make image): one layer
-// holding the static binaries agentd, ztunnel, controller and meshctl in
-// /usr/local/bin, plus /etc/passwd and /etc/group naming the non-root user
-// 65532 the image runs as by default (the chart runs the node components
+// holding the static binaries agentd, agentmesh-cni, ztunnel, controller
+// and meshctl in /usr/local/bin, plus /etc/passwd and /etc/group naming
+// the non-root user 65532 the image runs as by default (the chart runs the node components
 // as root, which eBPF and the pods' network namespaces need, and the
 // controller as 65532). The same binaries and the same -created time give
 // the same digest: file times, owners and modes in the layer are fixed,
@@ -36,7 +36,7 @@ func main() {
 
 func run(args []string, stdout io.Writer) error {
 	fs := flag.NewFlagSet("image", flag.ContinueOnError)
-	bin := fs.String("bin", "", "directory holding the static binaries agentd, ztunnel, controller, meshctl")
+	bin := fs.String("bin", "", "directory holding the static binaries agentd, agentmesh-cni, ztunnel, controller, meshctl")
 	out := fs.String("out", "", "output directory (its oci/ and the tarball are replaced)")
 	chart := fs.String("chart", "", "the chart directory: the image is tagged with its values' image.repository and its appVersion")
 	ref := fs.String("ref", "", "the image reference instead of the chart's (repository:tag)")

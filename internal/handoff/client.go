@@ -8,6 +8,8 @@ import (
 	"net"
 	"os"
 	"time"
+
+	"github.com/agentmesh/agentmesh/internal/fdpass"
 )
 
 // Handler is ztunnel's side of the hand-off. Calls come one at a time, in
@@ -106,14 +108,14 @@ func connectOnce(ctx context.Context, path string, h Handler, log *slog.Logger) 
 	log.Info("connected to agentd", "path", path)
 	snap := &snapshot{}
 	for {
-		p, err := readPacket(conn)
+		p, err := fdpass.Read(conn, maxMessageSize)
 		if err != nil {
 			return fmt.Errorf("read from agentd: %w", err)
 		}
 		ack := handle(p, h, snap, log)
 		data, err := encode(ack)
 		if err == nil {
-			err = writePacket(conn, data, nil)
+			err = fdpass.Write(conn, data, nil)
 		}
 		if snap.handedOver {
 			if err != nil {
@@ -139,8 +141,8 @@ type snapshot struct {
 // handle dispatches one packet to h and returns the acknowledgement, which
 // always says the client understands hand-over. It always consumes p's
 // files: they go to h or are closed.
-func handle(p *packet, h Handler, snap *snapshot, log *slog.Logger) *message {
-	m, err := decode(p.data)
+func handle(p *fdpass.Packet, h Handler, snap *snapshot, log *slog.Logger) *message {
+	m, err := decode(p.Data)
 	ack := &message{Type: typeAck, Takeover: true, Started: processStart}
 	if m != nil {
 		ack.Seq = m.Seq
@@ -148,7 +150,7 @@ func handle(p *packet, h Handler, snap *snapshot, log *slog.Logger) *message {
 	if err == nil {
 		err = dispatch(m, p, h, snap)
 	}
-	p.closeFiles()
+	p.CloseFiles()
 	if err != nil {
 		log.Warn("hand-off message failed", "seq", ack.Seq, "err", err)
 		ack.Error = err.Error()
@@ -164,20 +166,20 @@ func handle(p *packet, h Handler, snap *snapshot, log *slog.Logger) *message {
 // snapshot-end hands them to the handler once their number is the one
 // agentd sent. A handover marks snap handed over, whatever the handler
 // returns.
-func dispatch(m *message, p *packet, h Handler, snap *snapshot) error {
+func dispatch(m *message, p *fdpass.Packet, h Handler, snap *snapshot) error {
 	if m.Type == typeAdd {
-		if len(p.files) != 1 {
-			return fmt.Errorf("add %s: want 1 netns fd, got %d", m.Pod.UID, len(p.files))
+		if len(p.Files) != 1 {
+			return fmt.Errorf("add %s: want 1 netns fd, got %d", m.Pod.UID, len(p.Files))
 		}
-		f := p.files[0]
-		p.files = nil
+		f := p.Files[0]
+		p.Files = nil
 		if !snap.done {
 			snap.uids = append(snap.uids, m.Pod.UID)
 		}
 		return h.AddPod(*m.Pod, f)
 	}
-	if len(p.files) != 0 {
-		return fmt.Errorf("%s message carries %d unexpected fds", m.Type, len(p.files))
+	if len(p.Files) != 0 {
+		return fmt.Errorf("%s message carries %d unexpected fds", m.Type, len(p.Files))
 	}
 	switch m.Type {
 	case typeDel:

@@ -10,6 +10,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/agentmesh/agentmesh/internal/fdpass"
 )
 
 // TestClientRejectsBadMessages plays a broken agentd against Connect: every
@@ -51,17 +53,17 @@ func TestClientRejectsBadMessages(t *testing.T) {
 		if !tt.withFD {
 			f = nil
 		}
-		if err := writePacket(c, []byte(tt.packet), f); err != nil {
+		if err := fdpass.Write(c, []byte(tt.packet), f); err != nil {
 			t.Fatal(err)
 		}
 		c.SetReadDeadline(time.Now().Add(5 * time.Second))
-		p, err := readPacket(c)
+		p, err := fdpass.Read(c, maxMessageSize)
 		if err != nil {
 			t.Fatalf("%s: read ack: %v", tt.packet, err)
 		}
-		ack, err := decode(p.data)
+		ack, err := decode(p.Data)
 		if err != nil || ack.Type != typeAck {
-			t.Fatalf("%s: bad ack %q: %v", tt.packet, p.data, err)
+			t.Fatalf("%s: bad ack %q: %v", tt.packet, p.Data, err)
 		}
 		want, _ := decode([]byte(tt.packet))
 		if ack.Seq != want.Seq || ack.OK != (tt.wantErr == "") || !strings.Contains(ack.Error, tt.wantErr) || !ack.Takeover {
@@ -94,23 +96,23 @@ func TestClientHandOver(t *testing.T) {
 			defer c.Close()
 			c.SetDeadline(time.Now().Add(5 * time.Second))
 			for i, packet := range []string{`{"v":2,"type":"snapshot-end","seq":1}`, `{"v":2,"type":"handover","seq":2}`} {
-				if err := writePacket(c, []byte(packet), nil); err != nil {
+				if err := fdpass.Write(c, []byte(packet), nil); err != nil {
 					t.Fatal(err)
 				}
-				p, err := readPacket(c)
+				p, err := fdpass.Read(c, maxMessageSize)
 				if err != nil {
 					t.Fatalf("%s: read ack: %v", packet, err)
 				}
-				ack, err := decode(p.data)
+				ack, err := decode(p.Data)
 				if err != nil {
 					t.Fatal(err)
 				}
 				wantOK := i == 0 || herr == nil
 				if ack.Seq != uint64(i+1) || !ack.Takeover || ack.OK != wantOK || (!wantOK && ack.Error != herr.Error()) {
-					t.Errorf("%s: ack %s", packet, p.data)
+					t.Errorf("%s: ack %s", packet, p.Data)
 				}
 			}
-			if _, err := readPacket(c); !errors.Is(err, io.EOF) {
+			if _, err := fdpass.Read(c, maxMessageSize); !errors.Is(err, io.EOF) {
 				t.Errorf("after the handover ack: %v, want the client to hang up", err)
 			}
 			if err := a.wait(t); err != nil {

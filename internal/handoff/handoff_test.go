@@ -15,6 +15,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/agentmesh/agentmesh/internal/fdpass"
 )
 
 func pod(uid string, cookie uint64) Pod {
@@ -90,7 +92,7 @@ func TestNewConnectionReplacesOld(t *testing.T) {
 	s, path := startServer(t, log)
 	s.Upsert(pod("a", 1), selfNetns(t))
 	old := dialRaw(t, path)
-	if _, err := readPacket(old); err != nil { // first add, never acked
+	if _, err := fdpass.Read(old, maxMessageSize); err != nil { // first add, never acked
 		t.Fatal(err)
 	}
 	h := &recHandler{}
@@ -118,15 +120,68 @@ func TestHandlerErrorIsAckedAndLogged(t *testing.T) {
 	}
 }
 
+// TestUpsertGated: a gated add reaches the current ztunnel marked as gated
+// and its wait returns only once ztunnel acknowledged it, with
+// ztunnel's error; without a ztunnel it fails at once and the pod goes,
+// ungated, into the next ztunnel's snapshot.
+func TestUpsertGated(t *testing.T) {
+	log, _ := newLog(t)
+	s, path := startServer(t, log)
+	ns := selfNetns(t)
+	ctx := context.Background()
+	if err := s.UpsertGated(pod("a", 1), ns)(ctx); !errors.Is(err, ErrNoZtunnel) {
+		t.Fatalf("gated wait without ztunnel = %v, want ErrNoZtunnel", err)
+	}
+	h := &recHandler{addGate: make(chan struct{})}
+	close(h.addGate) // the snapshot's add
+	startClient(t, path, h, log)
+	h.waitEvents(t, addEvent("a", ns, 1), "snapshot-end a")
+
+	gate := make(chan struct{})
+	h.mu.Lock()
+	h.addGate = gate
+	h.mu.Unlock()
+	done := make(chan error, 1)
+	go func() { done <- s.UpsertGated(pod("b", 2), ns)(ctx) }()
+	h.waitEvents(t, addEvent("a", ns, 1), "snapshot-end a", addEvent("b", ns, 2)+" gate")
+	select {
+	case err := <-done:
+		t.Fatalf("gated wait returned (%v) before ztunnel's AddPod did", err)
+	case <-time.After(50 * time.Millisecond):
+	}
+	close(gate)
+	if err := <-done; err != nil {
+		t.Fatalf("gated wait = %v after ztunnel set the pod up", err)
+	}
+	h.mu.Lock()
+	h.addGate = nil
+	h.addErr = errors.New("no certificate for the pod")
+	h.mu.Unlock()
+	if err := s.UpsertGated(pod("c", 3), ns)(ctx); err == nil || !strings.Contains(err.Error(), "no certificate for the pod") {
+		t.Fatalf("gated wait = %v, want ztunnel's error", err)
+	}
+	gate = make(chan struct{})
+	h.mu.Lock()
+	h.addErr = nil
+	h.addGate = gate
+	h.mu.Unlock()
+	short, cancel := context.WithTimeout(ctx, 100*time.Millisecond)
+	defer cancel()
+	if err := s.UpsertGated(pod("d", 4), ns)(short); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("gated wait past its deadline = %v", err)
+	}
+	close(gate)
+}
+
 func TestGarbageClientDoesNotStopServer(t *testing.T) {
 	log, logs := newLog(t)
 	s, path := startServer(t, log)
 	for _, junk := range [][]byte{[]byte("\x00\xffnot json"), []byte(`{"v":2,"type":"add","seq":1}`), []byte(`{"v":9}`), []byte(`{"v":2,"type":"ack","seq":99,"ok":true}`)} {
 		c := dialRaw(t, path)
-		if _, err := readPacket(c); err != nil { // snapshot-end
+		if _, err := fdpass.Read(c, maxMessageSize); err != nil { // snapshot-end
 			t.Fatal(err)
 		}
-		if err := writePacket(c, junk, nil); err != nil {
+		if err := fdpass.Write(c, junk, nil); err != nil {
 			t.Fatal(err)
 		}
 		expectClosed(t, c)
@@ -219,14 +274,14 @@ func expectClosed(t *testing.T, c *net.UnixConn) {
 	t.Helper()
 	c.SetReadDeadline(time.Now().Add(5 * time.Second))
 	for {
-		p, err := readPacket(c)
+		p, err := fdpass.Read(c, maxMessageSize)
 		if errors.Is(err, io.EOF) {
 			return
 		}
 		if err != nil {
 			t.Fatalf("want the server to close the connection, got %v", err)
 		}
-		p.closeFiles()
+		p.CloseFiles()
 	}
 }
 

@@ -15,6 +15,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/agentmesh/agentmesh/internal/fdpass"
 )
 
 // clientRun is one Connect (or old-style client) running in the background.
@@ -69,9 +71,9 @@ func goConnect(t *testing.T, path string, h Handler, log *slog.Logger) *clientRu
 // "rejected handover". It returns when the server hangs up.
 func oldClient(t *testing.T, path string, h *recHandler) *clientRun {
 	t.Helper()
-	return rawClient(t, path, nil, func(p *packet, m *message, snap *snapshot) (*message, bool) {
+	return rawClient(t, path, nil, func(p *fdpass.Packet, m *message, snap *snapshot) (*message, bool) {
 		if m != nil && m.Type == typeHandover {
-			p.closeFiles()
+			p.CloseFiles()
 			h.record("rejected handover")
 			return &message{Type: typeAck, Seq: m.Seq, Error: `unknown message type "handover"`}, false
 		}
@@ -85,7 +87,7 @@ func oldClient(t *testing.T, path string, h *recHandler) *clientRun {
 // closed (nil: at once): answer makes the ack of each packet (m is nil
 // when it does not decode) and says whether the client ends after sending
 // it. It returns when answer says so or the server hangs up.
-func rawClient(t *testing.T, path string, gate <-chan struct{}, answer func(p *packet, m *message, snap *snapshot) (ack *message, last bool)) *clientRun {
+func rawClient(t *testing.T, path string, gate <-chan struct{}, answer func(p *fdpass.Packet, m *message, snap *snapshot) (ack *message, last bool)) *clientRun {
 	t.Helper()
 	conn := dialRaw(t, path)
 	c := &clientRun{cancel: func() { conn.Close() }, done: make(chan struct{})}
@@ -97,16 +99,16 @@ func rawClient(t *testing.T, path string, gate <-chan struct{}, answer func(p *p
 		}
 		snap := &snapshot{}
 		for {
-			p, err := readPacket(conn)
+			p, err := fdpass.Read(conn, maxMessageSize)
 			if err != nil {
 				c.err = err
 				return
 			}
-			m, _ := decode(p.data)
+			m, _ := decode(p.Data)
 			ack, last := answer(p, m, snap)
 			data, err := encode(ack)
 			if err == nil {
-				err = writePacket(conn, data, nil)
+				err = fdpass.Write(conn, data, nil)
 			}
 			if err != nil || last {
 				c.err = err
@@ -511,7 +513,7 @@ func startedClient(t *testing.T, path string, h *recHandler, started int64) *cli
 // closed (nil: at once).
 func startedClientGated(t *testing.T, path string, h *recHandler, started int64, gate <-chan struct{}) *clientRun {
 	t.Helper()
-	return rawClient(t, path, gate, func(p *packet, m *message, snap *snapshot) (*message, bool) {
+	return rawClient(t, path, gate, func(p *fdpass.Packet, m *message, snap *snapshot) (*message, bool) {
 		ack := handle(p, h, snap, discardLog())
 		ack.Started = started
 		return ack, m != nil && m.Type == typeHandover

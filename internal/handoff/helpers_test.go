@@ -36,6 +36,7 @@ type recHandler struct {
 	handOverErr error         // HandOver's result
 	snapGate    chan struct{} // if set, SnapshotDone returns once it is closed
 	delGate     chan struct{} // if set, RemovePod returns once it is closed
+	addGate     chan struct{} // if set, AddPod returns once it is closed
 }
 
 func (h *recHandler) record(s string) {
@@ -46,7 +47,17 @@ func (h *recHandler) record(s string) {
 
 func (h *recHandler) AddPod(p Pod, f *os.File) error {
 	defer f.Close()
-	h.record(fmt.Sprintf("add %s ino=%d cookie=%d", p.UID, inode(f), p.NetnsCookie))
+	ev := fmt.Sprintf("add %s ino=%d cookie=%d", p.UID, inode(f), p.NetnsCookie)
+	if p.Gate {
+		ev += " gate"
+	}
+	h.record(ev)
+	h.mu.Lock()
+	gate := h.addGate
+	h.mu.Unlock()
+	if gate != nil {
+		<-gate
+	}
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	return h.addErr

@@ -12,6 +12,8 @@ import (
 	"slices"
 	"sync"
 	"time"
+
+	"github.com/agentmesh/agentmesh/internal/fdpass"
 )
 
 // DefaultAckTimeout is how long the server waits for ztunnel to acknowledge
@@ -149,30 +151,76 @@ func (s *Server) shutdown() {
 // caller keeps and closes its own) and sends an add to the current client
 // and every candidate.
 func (s *Server) Upsert(p Pod, netns *os.File) {
+	s.upsert(p, netns, false) //nolint:errcheck // logged
+}
+
+// ErrNoZtunnel: no ztunnel is connected to take a gated pod.
+var ErrNoZtunnel = errors.New("no ztunnel connected to agentd")
+
+// UpsertGated is Upsert for a pod whose start waits on it (the CNI gate):
+// it queues the add at once, marked as gated for the current ztunnel, and
+// returns wait, which blocks until that ztunnel acknowledged the add (or
+// ctx is done) and returns ztunnel's error: nil means ztunnel serves the
+// pod. Without a current ztunnel, wait returns ErrNoZtunnel; the pod stays
+// known either way, so the next ztunnel gets it with its snapshot.
+func (s *Server) UpsertGated(p Pod, netns *os.File) (wait func(context.Context) error) {
+	o, err := s.upsert(p, netns, true)
+	if err != nil {
+		return func(context.Context) error { return err }
+	}
+	return func(ctx context.Context) error {
+		select {
+		case <-o.acked:
+		case <-ctx.Done():
+			return fmt.Errorf("pod %s/%s: waiting for ztunnel: %w", p.Namespace, p.Name, context.Cause(ctx))
+		}
+		switch {
+		case o.ack == nil:
+			return fmt.Errorf("pod %s/%s: ztunnel went away before acknowledging it", p.Namespace, p.Name)
+		case !o.ack.OK:
+			return fmt.Errorf("pod %s/%s: ztunnel: %s", p.Namespace, p.Name, o.ack.Error)
+		}
+		return nil
+	}
+}
+
+// upsert keeps p and queues its add for every receiver; it returns the
+// add queued for the current ztunnel, which alone is gated when gate is
+// set (a snapshot to a later ztunnel is not).
+func (s *Server) upsert(p Pod, netns *os.File, gate bool) (*outgoing, error) {
+	p.Gate = false
 	if p.UID == "" {
 		s.log.Error("hand-off ignores a pod without uid", "pod", p.Namespace+"/"+p.Name)
-		return
+		return nil, errors.New("pod without uid")
 	}
-	own, err := dupFile(netns)
+	own, err := fdpass.Dup(netns)
 	if err != nil {
 		s.log.Error("hand-off cannot keep pod netns", "pod", p.Namespace+"/"+p.Name, "uid", p.UID, "err", err)
-		return
+		return nil, fmt.Errorf("keep netns of %s/%s: %w", p.Namespace, p.Name, err)
 	}
 	p.IPs = slices.Clone(p.IPs)
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.closed {
 		own.Close()
-		return
+		return nil, errStopped
 	}
 	if old := s.pods[p.UID]; old != nil {
 		old.netns.Close()
 	}
 	e := &entry{pod: p, netns: own}
 	s.pods[p.UID] = e
+	var cur *outgoing
 	for _, sess := range s.receiversLocked() {
-		sess.enqueueAddLocked(e)
+		if o := sess.enqueueAddLocked(e); sess == s.current && o != nil {
+			cur = o
+			o.msg.Pod.Gate = gate // before the write loop takes it (under s.mu)
+		}
 	}
+	if cur == nil {
+		return nil, ErrNoZtunnel
+	}
+	return cur, nil
 }
 
 // receiversLocked returns the sessions that get updates: the current one

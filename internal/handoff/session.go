@@ -12,6 +12,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/agentmesh/agentmesh/internal/fdpass"
 )
 
 // session serves one ztunnel connection: it sends the queued messages one
@@ -42,6 +44,7 @@ type outgoing struct {
 	msg   message
 	netns *os.File      // add only: a duplicate owned by the queue
 	acked chan struct{} // closed once acknowledged or dropped
+	ack   *message      // the acknowledgement, nil if none came; set before acked is closed
 }
 
 // startSession queues the full snapshot, makes the session current (or a
@@ -150,7 +153,7 @@ func (sess *session) enqueueSnapshotLocked() int {
 	slices.Sort(uids)
 	sent := uids[:0]
 	for _, uid := range uids {
-		if sess.enqueueAddLocked(sess.srv.pods[uid]) {
+		if sess.enqueueAddLocked(sess.srv.pods[uid]) != nil {
 			sent = append(sent, uid)
 		}
 	}
@@ -158,16 +161,18 @@ func (sess *session) enqueueSnapshotLocked() int {
 	return len(sent)
 }
 
-// enqueueAddLocked queues an add for e with its own duplicate of the fd.
-func (sess *session) enqueueAddLocked(e *entry) bool {
-	f, err := dupFile(e.netns)
+// enqueueAddLocked queues an add for e with its own duplicate of the fd;
+// nil when it could not.
+func (sess *session) enqueueAddLocked(e *entry) *outgoing {
+	f, err := fdpass.Dup(e.netns)
 	if err != nil {
 		sess.log.Error("cannot send pod", "uid", e.pod.UID, "err", err)
-		return false
+		return nil
 	}
 	p := e.pod
-	sess.enqueueLocked(&outgoing{msg: message{Type: typeAdd, Pod: &p}, netns: f})
-	return true
+	o := &outgoing{msg: message{Type: typeAdd, Pod: &p}, netns: f}
+	sess.enqueueLocked(o)
+	return o
 }
 
 // enqueueLocked appends o and returns the channel closed when it is acked.
@@ -262,6 +267,7 @@ func (sess *session) writeLoop(ctx context.Context) error {
 			}
 		}
 		ack, err := sess.send(ctx, o)
+		o.ack = ack
 		o.release()
 		switch {
 		case o.msg.Type == typeHandover:
@@ -336,7 +342,7 @@ func (sess *session) send(ctx context.Context, o *outgoing) (*message, error) {
 	}
 	timeout := sess.srv.ackTimeout
 	sess.conn.SetWriteDeadline(time.Now().Add(timeout))
-	if err := writePacket(sess.conn, data, o.netns); err != nil {
+	if err := fdpass.Write(sess.conn, data, o.netns); err != nil {
 		return nil, err
 	}
 	t := time.NewTimer(timeout)
@@ -385,13 +391,13 @@ var errUnexpected = errors.New("unexpected message type")
 // error ends the session.
 func (sess *session) readAcks(ctx context.Context) {
 	for {
-		p, err := readPacket(sess.conn)
+		p, err := fdpass.Read(sess.conn, maxMessageSize)
 		if err != nil {
 			sess.cancel(fmt.Errorf("read from client: %w", err))
 			return
 		}
-		p.closeFiles() // a client has no business sending fds
-		m, err := decode(p.data)
+		p.CloseFiles() // a client has no business sending fds
+		m, err := decode(p.Data)
 		if err == nil && m.Type != typeAck {
 			err = fmt.Errorf("%w: %s", errUnexpected, m.Type)
 		}

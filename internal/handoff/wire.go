@@ -59,6 +59,8 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+
+	"github.com/agentmesh/agentmesh/internal/fdpass"
 )
 
 // Version is the wire protocol version carried in every message.
@@ -83,6 +85,11 @@ type Pod struct {
 	Namespace   string       `json:"namespace"`
 	IPs         []netip.Addr `json:"ips"`
 	NetnsCookie uint64       `json:"netnsCookie"`
+	// Gate: the pod's containers wait for this add (agentd's CNI gate).
+	// ztunnel acknowledges it once the pod is set up or failed, waiting a
+	// moment for its config to know the pod, so an OK ack means the pod's
+	// listeners are up.
+	Gate bool `json:"gate,omitempty"`
 }
 
 // message is the single wire shape; Type says which fields are set.
@@ -105,7 +112,7 @@ type message struct {
 	Started int64 `json:"started,omitempty"`
 }
 
-var errTooLarge = errors.New("message too large")
+var errTooLarge = fdpass.ErrTooLarge
 
 // decode parses and validates one packet. It never panics. When the packet
 // is JSON but invalid, it returns the message too (for its Seq) with the error.

@@ -7,6 +7,8 @@ import (
 	"os"
 	"strings"
 	"testing"
+
+	"github.com/agentmesh/agentmesh/internal/fdpass"
 )
 
 func TestDecode(t *testing.T) {
@@ -98,7 +100,7 @@ func TestTakeoverOnTheWire(t *testing.T) {
 func TestHandleHandover(t *testing.T) {
 	for _, herr := range []error{nil, fmt.Errorf("stuck")} {
 		h, snap := &recHandler{handOverErr: herr}, &snapshot{}
-		ack := handle(&packet{data: []byte(`{"v":2,"type":"handover","seq":7}`)}, h, snap, discardLog())
+		ack := handle(&fdpass.Packet{Data: []byte(`{"v":2,"type":"handover","seq":7}`)}, h, snap, discardLog())
 		if ack.Seq != 7 || ack.OK != (herr == nil) || !ack.Takeover || !snap.handedOver {
 			t.Errorf("handler error %v: ack %+v, handed over %v", herr, ack, snap.handedOver)
 		}
@@ -108,7 +110,7 @@ func TestHandleHandover(t *testing.T) {
 		h.waitEvents(t, "handover")
 	}
 	h, snap := &recHandler{}, &snapshot{}
-	ack := handle(&packet{data: []byte(`{"v":2,"type":"teleport","seq":8}`)}, h, snap, discardLog())
+	ack := handle(&fdpass.Packet{Data: []byte(`{"v":2,"type":"teleport","seq":8}`)}, h, snap, discardLog())
 	if ack.OK || !ack.Takeover || snap.handedOver {
 		t.Errorf("unknown type: ack %+v, handed over %v", ack, snap.handedOver)
 	}
@@ -128,12 +130,12 @@ func TestEncodeRejectsOversized(t *testing.T) {
 func TestSnapshotCount(t *testing.T) {
 	ns := selfNetns(t)
 	add := func(h Handler, snap *snapshot, uid string) error {
-		f, err := dupFile(ns)
+		f, err := fdpass.Dup(ns)
 		if err != nil {
 			t.Fatal(err)
 		}
 		p := pod(uid, 1)
-		return dispatch(&message{Type: typeAdd, Pod: &p}, &packet{files: []*os.File{f}}, h, snap)
+		return dispatch(&message{Type: typeAdd, Pod: &p}, &fdpass.Packet{Files: []*os.File{f}}, h, snap)
 	}
 	h, snap := &recHandler{}, &snapshot{}
 	for _, uid := range []string{"a", "b"} {
@@ -141,7 +143,7 @@ func TestSnapshotCount(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if err := dispatch(&message{Type: typeSnapshotEnd, Pods: 3}, &packet{}, h, snap); err == nil || !strings.Contains(err.Error(), "snapshot of 3 pods, 2 adds") {
+	if err := dispatch(&message{Type: typeSnapshotEnd, Pods: 3}, &fdpass.Packet{}, h, snap); err == nil || !strings.Contains(err.Error(), "snapshot of 3 pods, 2 adds") {
 		t.Errorf("a short snapshot: %v", err)
 	}
 	if ev := h.snapshot(); len(ev) != 2 {
@@ -149,11 +151,11 @@ func TestSnapshotCount(t *testing.T) {
 	}
 	h, snap = &recHandler{}, &snapshot{}
 	add(h, snap, "a")
-	if err := dispatch(&message{Type: typeSnapshotEnd, Pods: 1}, &packet{}, h, snap); err != nil {
+	if err := dispatch(&message{Type: typeSnapshotEnd, Pods: 1}, &fdpass.Packet{}, h, snap); err != nil {
 		t.Fatal(err)
 	}
 	add(h, snap, "c")
-	if err := dispatch(&message{Type: typeSnapshotEnd}, &packet{}, h, snap); err == nil {
+	if err := dispatch(&message{Type: typeSnapshotEnd}, &fdpass.Packet{}, h, snap); err == nil {
 		t.Error("a second snapshot-end accepted")
 	}
 	h.waitEvents(t, "add a ino="+fmt.Sprint(inode(ns))+" cookie=1", "snapshot-end a", "add c ino="+fmt.Sprint(inode(ns))+" cookie=1")
@@ -196,7 +198,7 @@ func FuzzHandle(f *testing.F) {
 	f.Add([]byte(`{"v":2,"type":"ack","seq":3}`))
 	f.Add([]byte(`{"v":2,"type":"handover","seq":3}`))
 	f.Fuzz(func(t *testing.T, data []byte) {
-		ack := handle(&packet{data: data}, nopHandler{}, &snapshot{}, discardLog())
+		ack := handle(&fdpass.Packet{Data: data}, nopHandler{}, &snapshot{}, discardLog())
 		if ack.Type != typeAck || !ack.Takeover || (!ack.OK && ack.Error == "") {
 			t.Fatalf("bad ack %+v", ack)
 		}

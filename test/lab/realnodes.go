@@ -74,6 +74,24 @@ func (l *Lab) RealNodeRunDir(i int) string {
 	return filepath.Join(l.realNodeDir(i), "agentmesh-run")
 }
 
+// RealNodeCNIConfDir and RealNodeCNIBinDir are real node i's CNI
+// configuration and plugin directories (containerd's conf_dir and first
+// bin_dir): the chart's node.cni.confDir and node.cni.binDir ("" when i is
+// not a real node).
+func (l *Lab) RealNodeCNIConfDir(i int) string {
+	if !l.isRealNode(i) {
+		return ""
+	}
+	return filepath.Join(l.realNodeDir(i), "cni")
+}
+
+func (l *Lab) RealNodeCNIBinDir(i int) string {
+	if !l.isRealNode(i) {
+		return ""
+	}
+	return filepath.Join(l.realNodeDir(i), "cni-bin")
+}
+
 // RealNodeTagImage gives the image src, imported on every real node, the
 // reference dst too (what pushing a new tag would do; an upgrade's image).
 func (l *Lab) RealNodeTagImage(ctx context.Context, src, dst string) error {

@@ -21,6 +21,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -34,6 +35,7 @@ import (
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/yaml"
 
+	"github.com/agentmesh/agentmesh/controller/api/v1alpha1"
 	"github.com/agentmesh/agentmesh/internal/testutil"
 	"github.com/agentmesh/agentmesh/test/lab"
 	"github.com/agentmesh/agentmesh/test/lab/meshlab"
@@ -127,6 +129,48 @@ func TestHelmInstall(t *testing.T) {
 	waitCall(ctx, t, l, caller, calleeURL, "tcp4", func(r meshlab.CallResult) bool { return r.Status == http.StatusOK })
 	t.Logf("policy allowing sa/caller too: the call answers again after %v", time.Since(start).Round(time.Millisecond))
 
+	// The CNI gate captured both agents before their containers started.
+	r, err := containerLogs(l, "agentmesh-system", "agentd")
+	if err != nil {
+		t.Fatal(err)
+	}
+	logs, _ := io.ReadAll(r)
+	for _, p := range []*corev1.Pod{caller, callee} {
+		if !slices.ContainsFunc(strings.Split(string(logs), "\n"), func(line string) bool {
+			return strings.Contains(line, `msg="CNI gate: pod captured before its containers start"`) && strings.Contains(line, " pod="+agentsNS+"/"+p.Name+" ")
+		}) {
+			t.Errorf("agentd did not log that the CNI gate captured %s", p.Name)
+		}
+	}
+
+	// helm uninstall takes the plugin out of the node's network with
+	// agentd: a new pod starts on the node without the mesh.
+	start = time.Now()
+	out := helm(ctx, t, l, "uninstall", "agentmesh", "--namespace", "agentmesh-system", "--wait", "--timeout", "5m")
+	t.Logf("helm uninstall --wait: %v\n%s", time.Since(start).Round(time.Millisecond), out)
+	waitChained(ctx, t, l, false)
+	if _, err := l.CreateNamespace(ctx, "plain", nil); err != nil {
+		t.Fatal(err)
+	}
+	plain := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "after-uninstall", Namespace: "plain"},
+		Spec: corev1.PodSpec{RestartPolicy: corev1.RestartPolicyNever, Containers: []corev1.Container{{Name: "app", Image: lab.LabImage,
+			ImagePullPolicy: corev1.PullNever, Command: []string{"/usr/local/bin/meshlab", "app", "pause"}}}}}
+	if _, err := l.Client().CoreV1().Pods("plain").Create(ctx, plain, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	for {
+		p, err := l.Client().CoreV1().Pods("plain").Get(ctx, plain.Name, metav1.GetOptions{})
+		if err == nil && p.Status.Phase == corev1.PodRunning {
+			break
+		}
+		select {
+		case <-ctx.Done():
+			t.Fatalf("a pod created after helm uninstall did not start: %v %+v", err, p.Status)
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+	t.Logf("a pod created after helm uninstall runs, %v after the uninstall began", time.Since(start).Round(time.Millisecond))
+
 	closeLab()
 }
 
@@ -178,14 +222,17 @@ func installedLab(t *testing.T, ztunnelValues string) (l *lab.Lab, ctx context.C
 	values := fmt.Sprintf(`image: {pullPolicy: Never}
 node:
   hostPaths: {bpffs: %q, cgroupRoot: %q, run: %q}
+  cni: {binDir: %q, confDir: %q}
   ztunnel: {sameNodeFastPath: false%s}
-`, l.RealNodeBPFFS(node), l.RealNodeCgroup(node), l.RealNodeRunDir(node), ztunnelValues)
+`, l.RealNodeBPFFS(node), l.RealNodeCgroup(node), l.RealNodeRunDir(node), l.RealNodeCNIBinDir(node), l.RealNodeCNIConfDir(node), ztunnelValues)
 	start = time.Now()
 	out := helm(ctx, t, l, "install", "agentmesh", filepath.Join(root, "deploy", "charts", "agentmesh"),
 		"--namespace", "agentmesh-system", "--create-namespace", "--values", writeValues(t, values), "--wait", "--timeout", "5m")
 	t.Logf("helm install --wait: %v\n%s", time.Since(start).Round(time.Millisecond), out)
 	waitMeshPods(ctx, t, l)
 	t.Logf("the mesh's pods ready %v after helm install began", time.Since(start).Round(time.Millisecond))
+	waitChained(ctx, t, l, true)
+	t.Logf("agentd chained the CNI gate into the node's network %v after helm install began", time.Since(start).Round(time.Millisecond))
 	return l, ctx, func() {
 		t.Helper()
 		if t.Failed() {
@@ -225,6 +272,53 @@ func writeValues(t *testing.T, values string) string {
 		t.Fatal(err)
 	}
 	return f
+}
+
+// waitChained waits until the node's CNI network has the AgentMesh plugin
+// at the end of its chain (want) or not at all.
+func waitChained(ctx context.Context, t *testing.T, l *lab.Lab, want bool) {
+	t.Helper()
+	conf := filepath.Join(l.RealNodeCNIConfDir(node), "10-lab.conflist")
+	var types []string
+	for {
+		types = nil
+		var c struct {
+			Plugins []struct {
+				Type string `json:"type"`
+			} `json:"plugins"`
+		}
+		if b, err := os.ReadFile(conf); err == nil && json.Unmarshal(b, &c) == nil {
+			for _, p := range c.Plugins {
+				types = append(types, p.Type)
+			}
+		}
+		n := strings.Count(strings.Join(types, ","), "agentmesh-cni")
+		if want && n == 1 && types[len(types)-1] == "agentmesh-cni" || !want && n == 0 && len(types) > 0 {
+			return
+		}
+		select {
+		case <-ctx.Done():
+			t.Fatalf("node's CNI chain %v, want the AgentMesh plugin chained: %v", types, want)
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+}
+
+// strictNamespace creates namespace name enrolled in the mesh and STRICT:
+// its pods refuse plaintext (kubelet probes aside).
+func strictNamespace(ctx context.Context, t *testing.T, l *lab.Lab, name string) {
+	t.Helper()
+	if _, err := l.CreateNamespace(ctx, name, map[string]string{"agentmesh.io/dataplane": "enabled"}); err != nil {
+		t.Fatal(err)
+	}
+	ns, err := l.Client().CoreV1().Namespaces().Get(ctx, name, metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ns.Annotations = map[string]string{v1alpha1.MTLSModeAnnotation: "STRICT"}
+	if _, err := l.Client().CoreV1().Namespaces().Update(ctx, ns, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
 }
 
 // podIP is p's IPv4 or IPv6 address.

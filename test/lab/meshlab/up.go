@@ -151,8 +151,8 @@ func printRealNodes(w io.Writer, l *lab.Lab) {
 	fmt.Fprintf(w, "install the chart there (make image helm; the image is imported, not pulled):\n"+
 		"  bin/helm install agentmesh deploy/charts/agentmesh -n agentmesh-system --create-namespace --kubeconfig %s \\\n"+
 		"    --set image.pullPolicy=Never --set node.hostPaths.bpffs=%s --set node.hostPaths.cgroupRoot=%s \\\n"+
-		"    --set node.hostPaths.run=%s --wait\n",
-		l.HostKubeconfig(), l.RealNodeBPFFS(i), l.RealNodeCgroup(i), l.RealNodeRunDir(i))
+		"    --set node.hostPaths.run=%s --set node.cni.binDir=%s --set node.cni.confDir=%s --wait\n",
+		l.HostKubeconfig(), l.RealNodeBPFFS(i), l.RealNodeCgroup(i), l.RealNodeRunDir(i), l.RealNodeCNIBinDir(i), l.RealNodeCNIConfDir(i))
 	fmt.Fprintf(w, "pods run the lab's image %s (meshlab app ...) with imagePullPolicy Never\n", lab.LabImage)
 }
 

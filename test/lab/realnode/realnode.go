@@ -251,9 +251,11 @@ func (n *Node) path(parts ...string) string {
 func (n *Node) socket() string { return n.path("run", "containerd.sock") }
 
 // writeFiles writes containerd's config, the CNI network and the
-// kubelet's config.
+// kubelet's config. The node's own CNI configuration and plugin
+// directories (cni, cni-bin; Debian's plugins come after) are the chart's
+// node.cni.confDir and node.cni.binDir, where agentd chains its plugin.
 func (n *Node) writeFiles() error {
-	for _, d := range []string{"manifests", "cni", "run", "kubelet/pki", "pods", "volume-plugins"} {
+	for _, d := range []string{"manifests", "cni", "cni-bin", "run", "kubelet/pki", "pods", "volume-plugins"} {
 		if err := os.MkdirAll(n.path(d), 0o755); err != nil {
 			return fmt.Errorf("real node dir: %w", err)
 		}
@@ -274,7 +276,7 @@ state = %[2]q
   netns_mounts_under_state_dir = true
   cdi_spec_dirs = []
   [plugins.'io.containerd.cri.v1.runtime'.cni]
-    bin_dirs = ["/usr/lib/cni"]
+    bin_dirs = [%[8]q, "/usr/lib/cni"]
     conf_dir = %[6]q
   [plugins.'io.containerd.cri.v1.runtime'.containerd.runtimes.runc.options]
     BinaryName = "/usr/sbin/runc"
@@ -282,7 +284,7 @@ state = %[2]q
     SystemdCgroup = false
 [plugins.'io.containerd.grpc.v1.cri']
   disable_tcp_service = true
-`, n.path("containerd"), n.path("run", "state"), n.socket(), n.socket()+".ttrpc", n.o.SandboxImage, n.path("cni"), n.path("run", "runc"))
+`, n.path("containerd"), n.path("run", "state"), n.socket(), n.socket()+".ttrpc", n.o.SandboxImage, n.path("cni"), n.path("run", "runc"), n.path("cni-bin"))
 	var ranges, routes []string
 	for _, p := range n.o.PodCIDRs {
 		ranges = append(ranges, fmt.Sprintf(`[{"subnet": %q}]`, p.Masked()))
