@@ -121,16 +121,31 @@ func (rc *reconciler) decide(r *gateRequest, idx *meshconfig.Index) bool {
 		r.netns.Close()
 		return true
 	}
-	var w *meshconfig.Workload
-	if idx != nil {
-		w = idx.ByUID(r.req.UID)
-	}
+	w := rc.podOf(r.req, idx)
 	if w == nil {
 		return false
 	}
 	defer r.netns.Close()
 	r.answer <- rc.capture(r.req, w, r.netns)
 	return true
+}
+
+// podOf finds req's pod in idx (nil: no config yet): by its uid, or by
+// namespace and name on this node where the runtime did not set
+// K8S_POD_UID.
+func (rc *reconciler) podOf(req cnigate.Request, idx *meshconfig.Index) *meshconfig.Workload {
+	if idx == nil {
+		return nil
+	}
+	if req.UID != "" {
+		return idx.ByUID(req.UID)
+	}
+	for i := range idx.Config.Workloads {
+		if w := &idx.Config.Workloads[i]; w.Node == rc.node && w.Namespace == req.Namespace && w.Name == req.Name {
+			return w
+		}
+	}
+	return nil
 }
 
 // capture enrolls pod w from its CNI request with the sandbox's netns and

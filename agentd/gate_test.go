@@ -221,3 +221,24 @@ func TestRunChainsThePlugin(t *testing.T) {
 		t.Errorf("after agentd stopped the chain is %s", got)
 	}
 }
+
+// TestGateWithoutUID: a runtime that does not set K8S_POD_UID gets its
+// pod found by namespace and name on this node.
+func TestGateWithoutUID(t *testing.T) {
+	e := startGateEnv(t, true)
+	a := newNetns(t)
+	other := pending("a-elsewhere", true)
+	other.Name, other.Node = "agent-a", "node-2" // same name, another node
+	e.save(other, pending("a", true))
+	f, err := os.Open(a.path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	r, err := cnigate.Call(context.Background(), e.o.cniSocket, cnigate.Request{Netns: a.path, Namespace: "team", Name: "agent-a",
+		IPs: []netip.Addr{netip.MustParseAddr("198.18.1.1")}}, f)
+	if err != nil || !r.Captured {
+		t.Fatalf("ADD without a uid: %+v, %v", r, err)
+	}
+	e.ev.waitFor(t, fmt.Sprintf("dp enroll %d", a.cookie), fmt.Sprintf("zt gated add a %d", a.cookie))
+}

@@ -40,8 +40,8 @@ type Request struct {
 	Netns     string       `json:"netns"`
 	Namespace string       `json:"namespace"`
 	Name      string       `json:"name"`
-	UID       string       `json:"uid"`
-	IPs       []netip.Addr `json:"ips"` // from the earlier plugins' result
+	UID       string       `json:"uid,omitempty"` // K8S_POD_UID, where the runtime sets it
+	IPs       []netip.Addr `json:"ips"`           // from the earlier plugins' result
 }
 
 // Reply is agentd's answer. Err set: the pod must not start (the ADD
@@ -149,8 +149,8 @@ func (s *Server) serve(ctx context.Context, c *net.UnixConn) {
 		r.Err = fmt.Sprintf("bad request: %v", err)
 	case len(p.Files) != 1:
 		r.Err = fmt.Sprintf("want the pod netns with the request, got %d files", len(p.Files))
-	case req.UID == "" || req.Namespace == "" || req.Name == "":
-		r.Err = "request without the pod's uid, namespace and name (K8S_POD_UID, K8S_POD_NAMESPACE, K8S_POD_NAME)"
+	case req.Namespace == "" || req.Name == "":
+		r.Err = "request without the pod's namespace and name (K8S_POD_NAMESPACE, K8S_POD_NAME)"
 	default:
 		r = s.h(ctx, req, p.Files[0])
 	}

@@ -90,9 +90,9 @@ func TestBadRequests(t *testing.T) {
 	defer ns.Close()
 	var called atomic.Int32
 	path := serve(t, func(context.Context, Request, *os.File) Reply { called.Add(1); return Reply{Captured: true} })
-	r, err := Call(context.Background(), path, Request{Name: "agent", Namespace: "team"}, ns)
-	if err != nil || !strings.Contains(r.Err, "K8S_POD_UID") {
-		t.Errorf("no uid: reply %+v, %v; want an error naming K8S_POD_UID", r, err)
+	r, err := Call(context.Background(), path, Request{UID: "u", Name: "agent"}, ns)
+	if err != nil || !strings.Contains(r.Err, "K8S_POD_NAMESPACE") {
+		t.Errorf("no namespace: reply %+v, %v; want an error naming K8S_POD_NAMESPACE", r, err)
 	}
 	r, err = Call(context.Background(), path, Request{UID: "u", Name: "agent", Namespace: "team"}, nil)
 	if err != nil || !strings.Contains(r.Err, "got 0 files") {
