@@ -137,7 +137,7 @@ func TestHelmInstall(t *testing.T) {
 	logs, _ := io.ReadAll(r)
 	for _, p := range []*corev1.Pod{caller, callee} {
 		if !slices.ContainsFunc(strings.Split(string(logs), "\n"), func(line string) bool {
-			return strings.Contains(line, `msg="CNI gate: pod captured before its containers start"`) && strings.Contains(line, " pod="+agentsNS+"/"+p.Name+" ")
+			return strings.Contains(line, `"msg":"CNI gate: pod captured before its containers start"`) && strings.Contains(line, `"pod":"`+agentsNS+"/"+p.Name+`"`)
 		}) {
 			t.Errorf("agentd did not log that the CNI gate captured %s", p.Name)
 		}

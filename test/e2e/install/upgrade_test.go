@@ -79,8 +79,9 @@ func TestHelmUpgradeUnderLoad(t *testing.T) {
 	dials := meshlab.ParseDialAttempts(podOutput(t, l, dialer))
 	// The dialer dials from the moment its container starts: the CNI gate
 	// held the container until ztunnel served the pod, so its first
-	// connection is in the mesh too (without the gate it was refused, or
-	// went out uncaptured and STRICT refused it).
+	// connection is in the mesh too. (Without the gate that raced the
+	// pod's set-up: usually won here, but CI saw a first connection
+	// refused; TestHelmInstall checks that the gate captured its pods.)
 	if len(dials) == 0 || !dials[0].OK {
 		t.Errorf("the dialer's first connection, made as its container started, failed: %+v", dials[:min(1, len(dials))])
 	}
