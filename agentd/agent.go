@@ -50,8 +50,26 @@ func run(ctx context.Context, o *options, log *slog.Logger, open func(loader.Opt
 		return err
 	}
 	r.finder = finder
+	var gateReqs chan *gateRequest // nil: no CNI gate
+	var gs *cnigate.Server
+	var inst *cniInstall
+	if o.cniSocket != "" {
+		if o.cniConfDir != "" {
+			if inst, err = newCNIInstall(o, log.With("component", "cni-install")); err != nil {
+				return err
+			}
+		}
+		gateReqs = make(chan *gateRequest)
+		g := &gate{reqs: gateReqs, wait: o.cniWait, log: log.With("component", "cni-gate")}
+		if gs, err = cnigate.Listen(o.cniSocket, g.handle, g.log); err != nil {
+			return err
+		}
+	}
 	srv, err := handoff.Listen(o.socket, log.With("component", "handoff"))
 	if err != nil {
+		if gs != nil {
+			gs.Close()
+		}
 		return err
 	}
 	r.ho = srv
@@ -69,28 +87,16 @@ func run(ctx context.Context, o *options, log *slog.Logger, open func(loader.Opt
 			cancel() // a failed server ends agentd
 		})
 	})
-	var gateReqs chan *gateRequest
 	var gateErr error
-	if o.cniSocket != "" {
-		gateReqs = make(chan *gateRequest)
-		g := &gate{reqs: gateReqs, wait: o.cniWait, log: log.With("component", "cni-gate")}
-		gs, err := cnigate.Listen(o.cniSocket, g.handle, g.log)
-		if err != nil {
-			return err
-		}
+	if gs != nil {
 		wg.Go(func() {
 			gateErr = gs.Run(ctx)
 			cancel() // a failed gate ends agentd
 		})
-		if o.cniConfDir != "" {
-			inst, err := newCNIInstall(o, log.With("component", "cni-install"))
-			if err != nil {
-				cancel()
-				wg.Wait()
-				return err
-			}
-			wg.Go(func() { inst.keep(ctx, cniEnsureInterval) })
-		}
+	}
+	if inst != nil {
+		// Chained only once the gate listens; taken out when agentd stops.
+		wg.Go(func() { inst.keep(ctx, cniEnsureInterval) })
 	}
 	log.Info("agentd running", append([]any{"socket", o.socket, "pin_dir", o.pinDir, "cni_socket", o.cniSocket}, src.Describe()...)...)
 	loop(ctx, src, o.retryInterval, r, log, serve, gateReqs)

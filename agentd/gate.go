@@ -73,6 +73,11 @@ func (g *gate) handle(ctx context.Context, req cnigate.Request, netns *os.File) 
 	case a = <-r.answer:
 	case <-t.C:
 		r.abandoned.Store(true)
+		select {
+		case a = <-r.answer: // decided as the wait ended
+			return g.finish(ctx, req, a)
+		default:
+		}
 		reason := fmt.Sprintf("not in the mesh config after %s: starts uncaptured, captured once the config names it", g.wait)
 		g.log.Warn("CNI gate: pod starts before the mesh knows it", "pod", req.Namespace+"/"+req.Name, "uid", req.UID, "reason", reason)
 		return cnigate.Reply{Reason: reason}
@@ -80,6 +85,11 @@ func (g *gate) handle(ctx context.Context, req cnigate.Request, netns *os.File) 
 		r.abandoned.Store(true)
 		return cnigate.Reply{Err: "agentd is stopping"}
 	}
+	return g.finish(ctx, req, a)
+}
+
+// finish turns the loop's answer into the reply, waiting for ztunnel.
+func (g *gate) finish(ctx context.Context, req cnigate.Request, a gateAnswer) cnigate.Reply {
 	if a.wait == nil {
 		return a.reply
 	}

@@ -242,3 +242,23 @@ func TestGateWithoutUID(t *testing.T) {
 	}
 	e.ev.waitFor(t, fmt.Sprintf("dp enroll %d", a.cookie), fmt.Sprintf("zt gated add a %d", a.cookie))
 }
+
+// TestRunGateSocketFails: a gate socket that cannot be made fails agentd
+// run with the reason, leaving neither socket behind.
+func TestRunGateSocketFails(t *testing.T) {
+	log, _ := newLog(t)
+	dir := t.TempDir()
+	blocker := filepath.Join(dir, "file")
+	writeConf(t, blocker, "not a directory")
+	o := &options{mode: configsource.Flags{Node: node, ConfigPath: filepath.Join(dir, "mesh.json")},
+		socket: filepath.Join(dir, "run", "agentd.sock"), cniSocket: filepath.Join(blocker, "cni.sock"), cniWait: time.Second,
+		watchInterval: 20 * time.Millisecond, retryInterval: 50 * time.Millisecond}
+	save(t, o.mode.ConfigPath, &meshconfig.Config{TrustDomain: "cluster.local"})
+	err := run(context.Background(), o, log, func(loader.Options) (Datapath, error) { return newFakeDatapath(&eventLog{}), nil })
+	if err == nil || !strings.Contains(err.Error(), "cni gate socket") {
+		t.Fatalf("run = %v, want the gate socket's error", err)
+	}
+	if _, err := os.Stat(o.socket); !os.IsNotExist(err) {
+		t.Errorf("hand-off socket left behind: %v", err)
+	}
+}

@@ -113,6 +113,9 @@ func Listen(path string, h Handler, log *slog.Logger) (*Server, error) {
 	return &Server{ln: ln, h: h, log: log}, nil
 }
 
+// Close closes a server that is not running (Run closes its own socket).
+func (s *Server) Close() error { return s.ln.Close() }
+
 // Run serves until ctx is done, then closes the socket and waits for the
 // requests in flight (their handlers see ctx done).
 func (s *Server) Run(ctx context.Context) error {
