@@ -9,15 +9,15 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/agentmesh/agentmesh/api/cnigate"
 	"github.com/agentmesh/agentmesh/api/meshconfig"
+	"github.com/agentmesh/agentmesh/internal/cnigate"
 	"github.com/agentmesh/agentmesh/internal/fdpass"
 	"github.com/agentmesh/agentmesh/internal/handoff"
 )
 
 // The CNI gate: the AgentMesh CNI plugin (cmd/agentmesh-cni), chained into
 // the node's CNI configuration, sends agentd every new pod sandbox's netns
-// before the runtime starts the pod's containers (api/cnigate). The
+// before the runtime starts the pod's containers (internal/cnigate). The
 // controller sends a scheduled pod before it has an address, so the config
 // already says whether the pod is enrolled; an enrolled pod is captured and
 // handed to ztunnel right then, and the plugin returns only once ztunnel

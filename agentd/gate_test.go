@@ -11,8 +11,8 @@ import (
 	"time"
 
 	"github.com/agentmesh/agentmesh/agentd/loader"
-	"github.com/agentmesh/agentmesh/api/cnigate"
 	"github.com/agentmesh/agentmesh/api/meshconfig"
+	"github.com/agentmesh/agentmesh/internal/cnigate"
 	"github.com/agentmesh/agentmesh/internal/configsource"
 	"github.com/agentmesh/agentmesh/internal/testutil"
 )

@@ -1,6 +1,6 @@
 // Command agentmesh-cni is the AgentMesh CNI plugin. Chained after the
 // plugins that give a pod its interface and addresses, its ADD hands the
-// pod to the node's agentd (api/cnigate) and returns only when agentd has
+// pod to the node's agentd (internal/cnigate) and returns only when agentd has
 // captured the pod, or decided it is not in the mesh: the runtime starts a
 // pod's containers after the ADD, so their first connection is captured.
 // When agentd cannot answer, the ADD fails and the kubelet tries the
@@ -25,7 +25,7 @@ import (
 	current "github.com/containernetworking/cni/pkg/types/100"
 	"github.com/containernetworking/cni/pkg/version"
 
-	"github.com/agentmesh/agentmesh/api/cnigate"
+	"github.com/agentmesh/agentmesh/internal/cnigate"
 )
 
 // defaultTimeout bounds one ADD's wait for agentd.

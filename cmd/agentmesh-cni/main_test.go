@@ -13,7 +13,7 @@ import (
 	"sync"
 	"testing"
 
-	"github.com/agentmesh/agentmesh/api/cnigate"
+	"github.com/agentmesh/agentmesh/internal/cnigate"
 	"github.com/agentmesh/agentmesh/internal/testutil"
 )
 

@@ -110,7 +110,8 @@ func (l *Lab) prepareKubeNode(ctx context.Context, i int) error {
 		ObjectMeta: metav1.ObjectMeta{Name: NodePodName(i), Namespace: MeshNamespace,
 			Labels:      map[string]string{"app.kubernetes.io/name": "agentmesh-node"},
 			Annotations: map[string]string{kubelet.NotRunAnnotation: "true"}},
-		Spec: corev1.PodSpec{NodeName: nodeName(i), ServiceAccountName: NodeServiceAccount,
+		// hostNetwork, as the chart's node pods: no workload of the mesh.
+		Spec: corev1.PodSpec{NodeName: nodeName(i), ServiceAccountName: NodeServiceAccount, HostNetwork: true,
 			Containers: []corev1.Container{{Name: "node", Image: "agentmesh-node", Command: []string{"agentd"}}}},
 	}
 	if _, err := l.CreatePod(ctx, pod); err != nil && !apierrors.IsAlreadyExists(err) {

@@ -65,7 +65,8 @@ func writeNodeToken(ctx context.Context, c kubernetes.Interface, i int, path str
 	pod := &corev1.Pod{
 		ObjectMeta: metav1.ObjectMeta{Name: nodePodName(i), Namespace: lab.MeshNamespace,
 			Labels: map[string]string{"app.kubernetes.io/name": "agentmesh-node"}},
-		Spec: corev1.PodSpec{NodeName: nodeName(i), ServiceAccountName: lab.NodeServiceAccount,
+		// hostNetwork, as the chart's node pods: no workload of the mesh.
+		Spec: corev1.PodSpec{NodeName: nodeName(i), ServiceAccountName: lab.NodeServiceAccount, HostNetwork: true,
 			Containers: []corev1.Container{{Name: "node", Image: "agentmesh-node"}}},
 	}
 	pod, err := c.CoreV1().Pods(lab.MeshNamespace).Create(ctx, pod, metav1.CreateOptions{})
