@@ -262,3 +262,36 @@ func TestRunGateSocketFails(t *testing.T) {
 		t.Errorf("hand-off socket left behind: %v", err)
 	}
 }
+
+// TestGatesDropAbandoned: a held request whose plugin stopped waiting is
+// dropped, and its netns closed, at the next request too, not only at the
+// next config (which does not come while the controller is away).
+func TestGatesDropAbandoned(t *testing.T) {
+	log, _ := newLog(t)
+	r, err := newReconciler(node, newFakeDatapath(&eventLog{}), recordingHandoff{&eventLog{}}, log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	open := func() *os.File {
+		f, err := os.Open(os.DevNull)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return f
+	}
+	var held gates
+	old := &gateRequest{req: cnigate.Request{Namespace: "team", Name: "old", UID: "old"}, netns: open(), answer: make(chan gateAnswer, 1)}
+	held.add(old, r, nil)
+	if len(held) != 1 {
+		t.Fatalf("held %d, want the request kept for a config", len(held))
+	}
+	old.abandoned.Store(true)
+	held.add(&gateRequest{req: cnigate.Request{Namespace: "team", Name: "new", UID: "new"}, netns: open(), answer: make(chan gateAnswer, 1)}, r, nil)
+	if len(held) != 1 || held[0].req.UID != "new" {
+		t.Errorf("held %d requests, want only the new one", len(held))
+	}
+	if err := old.netns.Close(); err == nil {
+		t.Error("the abandoned request's netns was still open")
+	}
+	held.close()
+}
