@@ -157,15 +157,17 @@ func (r *Recorder) Access(f *flow.Flow) {
 	if f.Err != nil {
 		ok = "error"
 	}
+	// Bytes before the closed counts: whoever sees a connection closed
+	// (a scrape, a test waiting for it) sees all of its bytes too.
 	if f.TCPLabels != nil {
-		r.M.TCPClosed.WithLabelValues(f.TCPLabels...).Inc()
 		r.M.TCPReceived.WithLabelValues(f.TCPLabels...).Add(float64(f.Sent))
 		r.M.TCPSent.WithLabelValues(f.TCPLabels...).Add(float64(f.Received))
+		r.M.TCPClosed.WithLabelValues(f.TCPLabels...).Inc()
 	}
 	d, p := string(f.Direction), string(f.Protocol)
-	r.M.Closed.WithLabelValues(d, p, ok).Inc()
 	r.M.Bytes.WithLabelValues(d, p, "sent").Add(float64(f.Sent))
 	r.M.Bytes.WithLabelValues(d, p, "received").Add(float64(f.Received))
+	r.M.Closed.WithLabelValues(d, p, ok).Inc()
 }
 
 // flowAttrs are the attributes every line about flow f begins with: its
