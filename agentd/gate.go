@@ -103,20 +103,14 @@ func (g *gate) finish(ctx context.Context, req cnigate.Request, a gateAnswer) cn
 // gates are the requests the loop holds until the config names their pod.
 type gates []*gateRequest
 
-// add takes r and answers it if idx can; else it keeps it. It drops the
-// requests whose plugins stopped waiting (their netns go with them), also
-// while no config comes.
+// add takes r and answers it if idx can; else it keeps it. Like retry, it
+// drops the requests whose plugins stopped waiting (their netns go with
+// them), also while no config comes.
 func (gs *gates) add(r *gateRequest, rc *reconciler, idx *meshconfig.Index) {
-	*gs = slices.DeleteFunc(*gs, func(h *gateRequest) bool {
-		if h.abandoned.Load() {
-			h.netns.Close()
-			return true
-		}
-		return false
-	})
-	if !rc.decide(r, idx) {
+	*gs = append(*gs, r)
+	gs.retry(rc, idx)
+	if slices.Contains(*gs, r) {
 		rc.log.Debug("CNI gate: holding pod until the mesh config names it", "pod", r.req.Namespace+"/"+r.req.Name, "uid", r.req.UID)
-		*gs = append(*gs, r)
 	}
 }
 

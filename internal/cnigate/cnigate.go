@@ -19,7 +19,6 @@ import (
 	"net"
 	"net/netip"
 	"os"
-	"path/filepath"
 	"sync"
 	"time"
 
@@ -97,16 +96,9 @@ type Server struct {
 	log *slog.Logger
 }
 
-// Listen creates the socket at path (and its directory), replacing a
-// stale one.
+// Listen creates the socket at path (fdpass.Listen).
 func Listen(path string, h Handler, log *slog.Logger) (*Server, error) {
-	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
-		return nil, fmt.Errorf("cni gate socket dir: %w", err)
-	}
-	if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
-		return nil, fmt.Errorf("remove stale cni gate socket: %w", err)
-	}
-	ln, err := net.ListenUnix("unixpacket", &net.UnixAddr{Name: path, Net: "unixpacket"})
+	ln, err := fdpass.Listen(path)
 	if err != nil {
 		return nil, fmt.Errorf("cni gate socket: %w", err)
 	}

@@ -8,7 +8,6 @@ import (
 	"log/slog"
 	"net"
 	"os"
-	"path/filepath"
 	"slices"
 	"sync"
 	"time"
@@ -49,19 +48,9 @@ type entry struct {
 // Listen creates the socket at path (its directory too, replacing a stale
 // socket file) with mode 0600. Call Run to serve it.
 func Listen(path string, log *slog.Logger) (*Server, error) {
-	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
-		return nil, fmt.Errorf("create socket directory: %w", err)
-	}
-	if err := removeStale(path); err != nil {
-		return nil, err
-	}
-	ln, err := net.ListenUnix("unixpacket", &net.UnixAddr{Name: path, Net: "unixpacket"})
+	ln, err := fdpass.Listen(path)
 	if err != nil {
-		return nil, fmt.Errorf("listen on %s: %w", path, err)
-	}
-	if err := os.Chmod(path, 0o600); err != nil {
-		ln.Close()
-		return nil, fmt.Errorf("chmod %s: %w", path, err)
+		return nil, err
 	}
 	return &Server{
 		log:        log,
@@ -70,25 +59,6 @@ func Listen(path string, log *slog.Logger) (*Server, error) {
 		ackTimeout: DefaultAckTimeout,
 		pods:       map[string]*entry{},
 	}, nil
-}
-
-// removeStale removes a socket file left by an earlier run; it refuses to
-// remove anything that is not a socket.
-func removeStale(path string) error {
-	fi, err := os.Lstat(path)
-	if errors.Is(err, fs.ErrNotExist) {
-		return nil
-	}
-	if err != nil {
-		return fmt.Errorf("stat %s: %w", path, err)
-	}
-	if fi.Mode().Type() != fs.ModeSocket {
-		return fmt.Errorf("%s exists and is not a socket", path)
-	}
-	if err := os.Remove(path); err != nil {
-		return fmt.Errorf("remove stale socket: %w", err)
-	}
-	return nil
 }
 
 // Run accepts ztunnel connections until ctx is done. A connection becomes
@@ -151,7 +121,7 @@ func (s *Server) shutdown() {
 // caller keeps and closes its own) and sends an add to the current client
 // and every candidate.
 func (s *Server) Upsert(p Pod, netns *os.File) {
-	s.upsert(p, netns, false) //nolint:errcheck // logged
+	s.upsert(p, netns, false) //nolint:errcheck // failures are logged; without a ztunnel the next one gets p in its snapshot
 }
 
 // ErrNoZtunnel: no ztunnel is connected to take a gated pod.

@@ -148,10 +148,8 @@ func (t *Transport) dialTo(ctx context.Context, p *flow.Pod, f *flow.Flow, dst n
 
 // Deliver connects to the app at dst inside pod p from the caller's
 // address src where p's netns allows it (podnet.Net.DialFrom), bounded by
-// the dial timeout: the upstream of an inbound flow.
+// the dial timeout (dial's): the upstream of an inbound flow.
 func (t *Transport) Deliver(ctx context.Context, p *flow.Pod, src netip.Addr, dst netip.AddrPort) (net.Conn, error) {
-	ctx, cancel := context.WithTimeout(ctx, t.dialTimeout)
-	defer cancel()
 	c, err := t.dial(ctx, flow.Inbound, p, src, dst)
 	if err != nil {
 		return nil, fmt.Errorf("deliver to %s: %w", dst, err)
