@@ -92,6 +92,11 @@ func TestSkLookup(t *testing.T) {
 		{"inside pod v6 own ip passes", pod, "", "[fd00:18::1]:8080", app, Counters{}},
 		{"loopback passes", pod, "", "127.0.0.1:8080", app, Counters{}},
 		{"inside pod from loopback source passes", pod, "127.0.0.1", "198.18.0.1:8080", app, Counters{}},
+		// A pod calling itself through the mesh: ztunnel's HBONE
+		// connection to the pod's own address is steered, as from outside.
+		{"inside pod to own hbone port steered", pod, "", "198.18.0.1:15008", hbone, Counters{LookupSteered: 1}},
+		{"inside pod to own v6 hbone port steered", pod, "", "[fd00:18::1]:15008", hbone, Counters{LookupSteered: 1}},
+		{"loopback hbone port passes", pod, "", "127.0.0.1:15008", hbone, Counters{}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -106,6 +111,21 @@ func TestSkLookup(t *testing.T) {
 			}
 		})
 	}
+
+	// ztunnel registers its pod's one socket for both ports.
+	t.Run("one socket for both ports", func(t *testing.T) {
+		if err := PutListener(ls, netip.MustParseAddr("198.18.0.1"), 15008, plain); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { PutListener(ls, netip.MustParseAddr("198.18.0.1"), 15008, hbone) })
+		for _, dst := range []string{"198.18.0.1:15008", "198.18.0.1:8080"} {
+			c, err := dialFrom(t, client, dst)
+			if err != nil {
+				t.Fatalf("dial %s: %v", dst, err)
+			}
+			acceptFrom(t, plain, c.LocalAddr().String())
+		}
+	})
 
 	t.Run("no listener refuses", func(t *testing.T) {
 		if err := DeleteListener(ls, netip.MustParseAddr("198.18.0.1"), 15006); err != nil {

@@ -2,14 +2,18 @@
 
 // Inbound steering: an sk_lookup program, attached to every enrolled pod
 // network namespace, hands TCP connections that arrive from outside the pod
-// to ztunnel's listeners in that namespace: port 15008 to the HBONE listener,
-// every other port to the plaintext listener 15006. Without a listener the
-// connection is refused (fail closed).
+// to ztunnel's listeners in that namespace: port 15008 to the socket
+// registered for HBONE, every other port to the one registered for plaintext
+// (15006; ztunnel registers one socket for both and tells them apart by the
+// port a connection came to). A connection from inside the pod to its own
+// address's port 15008 (a pod calling itself through the mesh) is steered
+// too. Without a listener the connection is refused (fail closed).
 #include "common.h"
 
 char __license[] SEC("license") = "Dual MIT/GPL";
 
-// ztunnel's listening sockets by pod IP and port (15006, 15008).
+// ztunnel's listening sockets by pod IP and port (15006, 15008); both
+// ports of an IP may hold the same socket.
 struct {
 	__uint(type, BPF_MAP_TYPE_SOCKHASH);
 	__uint(max_entries, 4 * MAX_PODS); // two ports, IPv4 and IPv6
@@ -56,7 +60,10 @@ int steer_inbound(struct bpf_sk_lookup *ctx)
 		addr_set6(remote, CTX_U32(ctx, remote_ip6[0]), CTX_U32(ctx, remote_ip6[1]),
 			  CTX_U32(ctx, remote_ip6[2]), CTX_U32(ctx, remote_ip6[3]));
 	}
-	if (from_inside(key.addr, remote))
+	// A pod's own call to its address's HBONE port is ztunnel's: steered
+	// like one from outside (the socket is not bound to 15008).
+	bool own_hbone = ctx->local_port == HBONE_PORT && !addr_is_local(key.addr);
+	if (from_inside(key.addr, remote) && !own_hbone)
 		return SK_PASS;
 	struct delivery_key dk = {.local_port = ctx->local_port, .remote_port = bpf_ntohs(ctx->remote_port)};
 	__builtin_memcpy(dk.local_addr, key.addr, sizeof(dk.local_addr));

@@ -19,7 +19,8 @@ import (
 const acceptBackoff = 100 * time.Millisecond
 
 // startAcceptLoops serves every listener of p until it is closed, each
-// accepted connection on its own goroutine owned by the pod (goConn).
+// accepted connection on its own goroutine owned by the pod (goConn),
+// served as what it is (podnet.KindOf).
 func (n *Node) startAcceptLoops(p *pod) {
 	for _, l := range p.listeners {
 		p.wg.Go(func() { n.acceptLoop(p, l) })
@@ -41,7 +42,14 @@ func (n *Node) acceptLoop(p *pod, l *podListener) {
 			}
 			continue
 		}
-		n.accepted(p, l.Kind, c)
+		kind := podnet.KindOf(c.LocalAddr())
+		if kind == podnet.Plaintext && podnet.FromInside(c.LocalAddr(), c.RemoteAddr()) {
+			n.log.Warn("connection from the pod to its own address's mesh port refused: serving it would deliver it to the same port again",
+				"pod", p.name(), "src_addr", c.RemoteAddr().String(), "dst_addr", c.LocalAddr().String())
+			c.Close()
+			continue
+		}
+		n.accepted(p, kind, c)
 	}
 }
 

@@ -6,15 +6,15 @@ import (
 	"github.com/agentmesh/agentmesh/ztunnel/dnsproxy"
 )
 
-// startDNSLocked starts the pod's DNS proxy (127.0.0.1:15053 and
-// [::1]:15053 in its netns), when the node runs one and the pod's Net can
+// startDNSLocked starts the pod's DNS proxy (one socket at port 15053 in
+// its netns, reached at 127.0.0.1 and [::1]), when the node runs one and the pod's Net can
 // make UDP sockets (the fake podnettest cannot).
 func (n *Node) startDNSLocked(p *pod) error {
 	pn, ok := p.net.(dnsproxy.Net)
 	if n.dns == nil || !ok {
 		return nil
 	}
-	s, err := n.dns.Start(dnsproxy.Pod{Namespace: p.info.Namespace, Name: p.info.Name, NetnsCookie: p.flow.Cookie}, pn)
+	s, err := n.dns.Start(dnsproxy.Pod{Namespace: p.info.Namespace, Name: p.info.Name, NetnsCookie: p.flow.Cookie, IPs: p.flow.IPs}, pn)
 	if err != nil {
 		return fmt.Errorf("pod %s: %w", p.name(), err)
 	}

@@ -13,12 +13,14 @@
 //     and ends refusal bursts.
 //   - Pods (lifecycle.go, pod.go, drain.go, status.go): agentd hands every
 //     enrolled pod's netns over (internal/handoff); a pod the config knows
-//     gets its certificate, its four listeners (podnet) and their SOCKHASH
+//     gets its certificate, its one listener (podnet) and its SOCKHASH
 //     entries (steering.go; without them sk_lookup refuses inbound
 //     connections: the mesh fails closed); a pod that opted out is drained.
-//   - Connections (conn.go): each accepted socket is admitted by the limits
-//     and handed to its listener's pipeline entry on a goroutine the pod
-//     owns, which recovers from a panic and closes the socket at the end.
+//   - Connections (conn.go): each accepted socket is told apart by the
+//     port it came to (outbound, plaintext or HBONE: podnet.KindOf),
+//     admitted by the limits and handed to that pipeline entry on a
+//     goroutine the pod owns, which recovers from a panic and closes the
+//     socket at the end.
 //   - The process (run.go, flags.go, source.go): standalone or
 //     Kubernetes mode, the admin API (/healthz, /pods, /certs, /config,
 //     /debug/authz, /debug/pprof), readiness, Prometheus metrics, and the

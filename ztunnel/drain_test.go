@@ -15,6 +15,7 @@ import (
 	"github.com/agentmesh/agentmesh/api/meshconfig"
 	"github.com/agentmesh/agentmesh/internal/handoff"
 	"github.com/agentmesh/agentmesh/internal/netns"
+	"github.com/agentmesh/agentmesh/ztunnel/podnet"
 )
 
 // optOutConfig returns testConfig(true) with the named pods not enrolled.
@@ -134,7 +135,7 @@ func TestHandOverToSuccessor(t *testing.T) {
 	next := &logBuf{}
 	// Its own certificates, as another process has.
 	succ := NewNode(NodeOptions{NodeName: "n1", Logger: next.logger(), Certs: newManager(t, e.ca, nil), OrigDst: e.orig, Listeners: e.lst,
-		NodeAddrs: e.nodeAddrs, DialTimeout: 2 * time.Second, HandshakeTimeout: 2 * time.Second})
+		NodeAddrs: e.nodeAddrs, DialTimeout: 2 * time.Second, HandshakeTimeout: 2 * time.Second, PodNet: hboneBeside{podnet.Netns{}}})
 	succ.SetConfig(testConfig(true))
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)

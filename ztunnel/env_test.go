@@ -3,6 +3,7 @@ package ztunnel
 import (
 	"context"
 	"crypto/tls"
+	"fmt"
 	"log/slog"
 	"net"
 	"net/netip"
@@ -12,12 +13,15 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/agentmesh/agentmesh/api/mesh"
 	"github.com/agentmesh/agentmesh/api/meshconfig"
 	"github.com/agentmesh/agentmesh/internal/handoff"
 	"github.com/agentmesh/agentmesh/internal/netns"
 	"github.com/agentmesh/agentmesh/internal/pki"
+	"github.com/agentmesh/agentmesh/ztunnel/dnsproxy"
 	"github.com/agentmesh/agentmesh/ztunnel/identity"
 	"github.com/agentmesh/agentmesh/ztunnel/podnet"
+	"github.com/agentmesh/agentmesh/ztunnel/podnet/podnettest"
 )
 
 // Test addresses: pods A (client) and B (server) share a veth; X is outside
@@ -86,7 +90,7 @@ func newEnv(t *testing.T, opts ...func(*NodeOptions)) *env {
 	e.certs = newManager(t, e.ca, nil)
 	o := NodeOptions{
 		NodeName: "n1", Logger: e.logs.logger(), Certs: e.certs, OrigDst: e.orig, Listeners: e.lst, NodeAddrs: e.nodeAddrs,
-		DialTimeout: 2 * time.Second, HandshakeTimeout: 2 * time.Second,
+		DialTimeout: 2 * time.Second, HandshakeTimeout: 2 * time.Second, PodNet: hboneBeside{podnet.Netns{}},
 	}
 	for _, f := range opts {
 		f(&o)
@@ -157,4 +161,43 @@ var discard = slog.New(slog.DiscardHandler)
 // servePlaintext hands c to p's plaintext path as the accept loop does.
 func (e *env) servePlaintext(p *pod, c net.Conn) {
 	e.node.goConn(p, podnet.Plaintext, c, func(ctx context.Context) { e.node.pipe.Plaintext(ctx, &p.flow, &p.live, c) })
+}
+
+// hboneBeside opens the real pod Net, whose one listener also listens at
+// the HBONE port: the env attaches no sk_lookup (its tests emulate the
+// plaintext steering by hand, see plaintextTo), which would steer a peer's
+// connections to that port to the listener. bpf's TestSkLookup and the
+// e2e tests check the real steering.
+type hboneBeside struct{ podnet.Opener }
+
+func (h hboneBeside) Open(info handoff.Pod, ns *os.File) (podnet.Net, error) {
+	n, err := h.Opener.Open(info, ns)
+	if err != nil {
+		return nil, err
+	}
+	return hboneNet{n}, nil
+}
+
+type hboneNet struct{ podnet.Net }
+
+func (n hboneNet) Listen(network, addr string) (net.Listener, error) {
+	ln, err := n.Net.Listen(network, addr)
+	if err != nil {
+		return nil, err
+	}
+	hb, err := n.Net.Listen(network, fmt.Sprintf(":%d", mesh.HBONEPort))
+	if err != nil {
+		ln.Close()
+		return nil, err
+	}
+	return podnettest.Merge(ln, hb), nil
+}
+
+// ListenUDP and DialUDP are the real Net's (the DNS proxy's).
+func (n hboneNet) ListenUDP(network, addr string) (*net.UDPConn, error) {
+	return n.Net.(dnsproxy.Net).ListenUDP(network, addr)
+}
+
+func (n hboneNet) DialUDP(addr netip.AddrPort) (*net.UDPConn, error) {
+	return n.Net.(dnsproxy.Net).DialUDP(addr)
 }

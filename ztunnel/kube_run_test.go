@@ -33,7 +33,8 @@ func TestRunKubernetesMode(t *testing.T) {
 	a, b := newNetns(t), newNetns(t)
 	linkNetns(t, a, b, "kr", []string{"198.18.1.1/24", "fd00:18::1/64"}, []string{"198.18.1.2/24", "fd00:18::2/64"})
 	serveEcho(t, listenIn(t, b, ":8080"))
-	pinDir, _ := pinMaps(t)
+	pinDir, listeners := pinMaps(t)
+	steerIn(t, listeners, b) // B's HBONE port reaches ztunnel's one listener
 	ctl := startTestController(t, map[string][]*corev1.Pod{"n1": {kubePod("client-0", "client"), kubePod("server-0", "server")}})
 	sock := startHandoffWith(t, map[string]*os.File{"uid-a": a, "uid-b": b})
 

@@ -181,9 +181,9 @@ func (n *Node) teardownLocked(p *pod) error {
 	st, _ := p.getState()
 	var errs []error
 	for _, l := range p.listeners {
-		for _, ip := range l.registered {
-			if err := n.opts.Listeners.Delete(ip, l.Port()); err != nil {
-				errs = append(errs, fmt.Errorf("delete listener %s:%d: %w", ip, l.Port(), err))
+		for _, k := range l.registered {
+			if err := n.opts.Listeners.Delete(k.Addr(), k.Port()); err != nil {
+				errs = append(errs, fmt.Errorf("delete listener %s: %w", k, err))
 			}
 		}
 		l.Ln.Close()

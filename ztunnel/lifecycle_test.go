@@ -138,7 +138,7 @@ func TestAdminAndReadiness(t *testing.T) {
 	}
 	var pods []PodStatus
 	get(t, admin.URL+"/pods", &pods)
-	if len(pods) != 2 || pods[0].Name != "client" || pods[0].State != stateReady || len(pods[0].Listeners) != 4 {
+	if len(pods) != 2 || pods[0].Name != "client" || pods[0].State != stateReady || len(pods[0].Listeners) != 1 || len(pods[0].Listeners[0].Registered) != 4 {
 		t.Errorf("/pods = %+v", pods)
 	}
 	var certs []map[string]any

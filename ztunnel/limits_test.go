@@ -151,8 +151,9 @@ func TestFDBudgetRefusesBeforeEMFILE(t *testing.T) {
 // TestPodsShareFDBudget: a pod's own sockets (netns handle, listeners,
 // DNS sockets) take fd budget units, so a node handed more pods than its
 // open-file limit carries sets up what fits, reports the rest failed with
-// the reason, and keeps serving the pods it has; the units come back when
-// a pod goes, and the next reconcile sets up the waiting pod.
+// the reason, and keeps serving the pods it has; the next reconcile sets
+// up the waiting pod once the budget has room, and the units come back
+// when a pod goes.
 func TestPodsShareFDBudget(t *testing.T) {
 	e := newEnv(t)
 	perPod := int64(1 + podnet.Sockets() + dnsproxy.Sockets())
@@ -197,19 +198,36 @@ func TestPodsShareFDBudget(t *testing.T) {
 	if _, err := unix.FcntlInt(uintptr(fd), unix.F_GETFD, 0); !errors.Is(err, unix.EBADF) {
 		t.Errorf("X's netns fd %d still open after the refusal (%v)", fd, err)
 	}
-	// A still serves, given room for a connection (two sockets).
+	// Room for B's sockets: B is set up at the next reconcile (the loop's
+	// own may come first; this one is then a no-op).
+	e.node.limits.FDs.Max.Add(perPod - 1)
+	e.node.reconcile()
+	if st, perr := e.pod("uid-b").getState(); st != stateReady {
+		t.Fatalf("B with room in the budget: %s, %v; want ready", st, perr)
+	}
+	// The budget is full again, with pods only: A's connection is
+	// refused; given room for one (two sockets) A serves.
+	var full net.Conn
+	if err := netns.Do(int(e.a.Fd()), func() (err error) {
+		full, err = net.DialTimeout("tcp", "127.0.0.1:15001", 5*time.Second)
+		return err
+	}); err == nil {
+		defer full.Close()
+		if got, err := roundTrip(full, "full"); got == "echo:full" {
+			t.Fatalf("A's round trip on a full budget = %q, %v; want refused", got, err)
+		}
+	}
 	e.node.limits.FDs.Max.Add(2)
 	e.orig.set(appX)
 	if got, err := roundTrip(dialIn(t, e.a, "127.0.0.1:15001"), "still"); got != "echo:still" {
-		t.Fatalf("A's round trip with B refused = %q, %v", got, err)
+		t.Fatalf("A's round trip with room for it = %q, %v", got, err)
 	}
-	// A leaves: B fits now and is set up at the next reconcile.
+	// A leaves: its units come back.
 	if err := e.node.RemovePod("uid-a"); err != nil {
 		t.Fatal(err)
 	}
-	e.node.reconcile()
-	if st, perr := e.pod("uid-b").getState(); st != stateReady {
-		t.Fatalf("B after A left: %s, %v; want ready", st, perr)
+	if got := e.node.limits.PodFDs.Load(); got != perPod {
+		t.Errorf("after A left pods hold %d fd units, want B's %d", got, perPod)
 	}
 	if err := e.node.RemovePod("uid-b"); err != nil {
 		t.Fatal(err)

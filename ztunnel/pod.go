@@ -60,8 +60,8 @@ type pod struct {
 // podListener is one listening socket in a pod netns.
 type podListener struct {
 	*podnet.Listener
-	// registered lists the SOCKHASH keys inserted for it.
-	registered []netip.Addr
+	// registered lists the SOCKHASH keys (pod ip, port) inserted for it.
+	registered []netip.AddrPort
 }
 
 func (p *pod) setState(s string, err error) {

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/link"
 
 	"github.com/agentmesh/agentmesh/api/meshconfig"
 	"github.com/agentmesh/agentmesh/bpf"
@@ -56,6 +57,25 @@ func pinMaps(t *testing.T) (string, *ebpf.Map) {
 		}
 	}
 	return dir, listeners
+}
+
+// steerIn attaches the real sk_lookup program, steering by listeners (as
+// agentd does with the pinned map), to each netns in nss until the test
+// ends.
+func steerIn(t *testing.T, listeners *ebpf.Map, nss ...*os.File) {
+	t.Helper()
+	o, err := bpf.Load(map[string]*ebpf.Map{bpf.MapListeners: listeners})
+	if err != nil {
+		t.Fatalf("load eBPF programs: %v", err)
+	}
+	t.Cleanup(func() { o.Close() })
+	for _, ns := range nss {
+		l, err := link.AttachNetNs(int(ns.Fd()), o.Programs[bpf.ProgSkLookup])
+		if err != nil {
+			t.Fatalf("attach sk_lookup: %v", err)
+		}
+		t.Cleanup(func() { l.Close() })
+	}
 }
 
 func countKeys(t *testing.T, m *ebpf.Map) int {

@@ -23,9 +23,9 @@ type PodStatus struct {
 
 // ListenerState is one listening socket of a pod.
 type ListenerState struct {
-	Kind       string       `json:"kind"`
-	Addr       string       `json:"addr"`
-	Registered []netip.Addr `json:"registered,omitempty"` // SOCKHASH keys
+	Kind       string           `json:"kind"`
+	Addr       string           `json:"addr"`
+	Registered []netip.AddrPort `json:"registered,omitempty"` // SOCKHASH keys: pod ip and port
 }
 
 // Pods returns the status of every handed-over pod, sorted by namespace/name.

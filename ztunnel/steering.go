@@ -9,22 +9,21 @@ import (
 	"github.com/agentmesh/agentmesh/ztunnel/podnet"
 )
 
-// registerLocked inserts the inbound sockets into the SOCKHASH for every pod
-// ip so sk_lookup can steer traffic to them.
+// registerLocked inserts the pod's listener into the SOCKHASH for every pod
+// ip and inbound mesh port so sk_lookup can steer traffic to it.
 func (n *Node) registerLocked(p *pod) error {
 	for _, l := range p.listeners {
-		if l.Kind == podnet.Outbound {
-			continue
-		}
 		sc, ok := l.Ln.(syscall.Conn)
 		if !ok {
 			return fmt.Errorf("register listener %s: not a socket", l.Ln.Addr())
 		}
 		for _, ip := range p.flow.IPs {
-			if err := n.opts.Listeners.Put(ip, l.Port(), sc); err != nil {
-				return fmt.Errorf("register listener %s:%d: %w", ip, l.Port(), err)
+			for _, port := range podnet.Registered {
+				if err := n.opts.Listeners.Put(ip, port, sc); err != nil {
+					return fmt.Errorf("register listener %s for %s:%d: %w", l.Ln.Addr(), ip, port, err)
+				}
+				l.registered = append(l.registered, netip.AddrPortFrom(ip, port))
 			}
-			l.registered = append(l.registered, ip)
 		}
 	}
 	return nil
@@ -34,8 +33,8 @@ func (n *Node) registerLocked(p *pod) error {
 // entries, then sockets, then the DNS proxy.
 func (n *Node) unregisterLocked(p *pod) {
 	for _, l := range p.listeners {
-		for _, ip := range l.registered {
-			n.opts.Listeners.Delete(ip, l.Port()) //nolint:errcheck // best effort on a failed setup
+		for _, k := range l.registered {
+			n.opts.Listeners.Delete(k.Addr(), k.Port()) //nolint:errcheck // best effort on a failed setup
 		}
 	}
 	n.closeSocketsLocked(p) //nolint:errcheck // logged; its goroutines are bounded by its timeout

@@ -8,7 +8,7 @@ const (
 	NXDomain      = "nxdomain"       // a name of the cluster's Service tree that the mesh config says does not exist
 	Forwarded     = "forwarded"      // sent to the upstream the app addressed; its reply relayed
 	FormErr       = "formerr"        // malformed after a readable header: answered FORMERR
-	Dropped       = "dropped"        // not a query (too short, a response) or the pod's forwards are full: no reply
+	Dropped       = "dropped"        // not a query (too short, a response), not from the pod, or the pod's forwards are full: no reply
 	UpstreamError = "upstream_error" // the upstream is unknown, failed or timed out: answered SERVFAIL
 )
 

@@ -1,6 +1,7 @@
 // Package dnsproxy is ztunnel's DNS proxy: one Server per enrolled pod,
-// listening on 127.0.0.1:15053 and [::1]:15053 inside the pod's network
-// namespace, where the DNS capture (bpf/dns.c) sends the pod's UDP
+// on one dual-stack socket at port 15053 inside the pod's network
+// namespace (answering only the pod itself), reached at 127.0.0.1:15053
+// and [::1]:15053, where the DNS capture (bpf/dns.c) sends the pod's UDP
 // queries to port 53. It answers A and AAAA questions for the mesh's
 // Services (svc, svc.ns, svc.ns.svc, svc.ns.svc.<cluster domain>, the pod
 // namespace's search path) from the config in force, and forwards every

@@ -23,6 +23,9 @@ type Pod struct {
 	Namespace, Name string
 	// NetnsCookie keys the upstreams the capture recorded for the pod.
 	NetnsCookie uint64
+	// IPs are the pod's own addresses: besides loopback, the only
+	// sources a query may come from (see fromPod).
+	IPs []netip.Addr
 }
 
 // Server is the DNS proxy of one pod: its sockets, its read loops and its
@@ -42,18 +45,36 @@ type Server struct {
 	closeErr error
 }
 
-// specs: IPv4 is required (the capture sends IPv4 queries to
-// 127.0.0.1), IPv6 tolerated to fail (a pod without IPv6).
+// specs: one dual-stack socket on every address of the pod netns (one
+// fd per pod, not one per family): the capture sends IPv4 queries to
+// 127.0.0.1 and IPv6 ones to [::1], both of which it takes; a query from
+// anywhere but the pod itself is dropped (fromPod).
 var specs = []struct {
 	network, addr string
 	optional      bool
 }{
-	{"udp4", fmt.Sprintf("127.0.0.1:%d", mesh.DNSPort), false},
-	{"udp6", fmt.Sprintf("[::1]:%d", mesh.DNSPort), true},
+	{"udp", fmt.Sprintf(":%d", mesh.DNSPort), false},
 }
 
 // Sockets is how many sockets Start opens at most.
 func Sockets() int { return len(specs) }
+
+// fromPod reports whether a query from client comes from inside the pod:
+// a loopback address (where the capture sends queries) or the pod's own
+// (an app whose socket is bound to it). The socket listens on the pod's
+// addresses too, where anyone may send to it; they get no answer.
+func (s *Server) fromPod(client netip.AddrPort) bool {
+	a := client.Addr().Unmap()
+	if a.IsLoopback() {
+		return true
+	}
+	for _, ip := range s.pod.IPs {
+		if ip.Unmap() == a {
+			return true
+		}
+	}
+	return false
+}
 
 // Start opens the pod's proxy sockets in n and serves them until Close.
 func (p *Proxy) Start(pod Pod, n Net) (*Server, error) {
@@ -109,6 +130,11 @@ func (s *Server) serve(c *net.UDPConn) {
 		}
 		if err != nil {
 			s.log.Debug("dns proxy read failed", "err", err)
+			continue
+		}
+		if !s.fromPod(client) {
+			s.p.metrics.count(Dropped)
+			s.log.Debug("dns query from outside the pod dropped", "client", client)
 			continue
 		}
 		s.handle(c, buf[:n], client)
@@ -199,11 +225,20 @@ func (s *Server) ask(up netip.AddrPort, q []byte) ([]byte, error) {
 	}
 }
 
-// Addrs are the addresses the proxy listens on.
+// Addrs are the addresses a query reaches the proxy at: its sockets'
+// own, or for one on every address the loopback ones it takes.
 func (s *Server) Addrs() []netip.AddrPort {
 	var out []netip.AddrPort
 	for _, c := range s.conns {
-		out = append(out, c.LocalAddr().(*net.UDPAddr).AddrPort())
+		a := c.LocalAddr().(*net.UDPAddr).AddrPort()
+		if !a.Addr().IsUnspecified() {
+			out = append(out, a)
+			continue
+		}
+		out = append(out, netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), a.Port()))
+		if a.Addr().Is6() {
+			out = append(out, netip.AddrPortFrom(netip.IPv6Loopback(), a.Port()))
+		}
 	}
 	return out
 }

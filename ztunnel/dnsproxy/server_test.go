@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"github.com/miekg/dns"
+
+	"github.com/agentmesh/agentmesh/api/mesh"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 )
@@ -18,11 +20,10 @@ import (
 type loopNet struct{}
 
 func (loopNet) ListenUDP(network, addr string) (*net.UDPConn, error) {
-	host := "127.0.0.1"
-	if network == "udp6" {
-		host = "::1"
+	if network != "udp" || addr != fmt.Sprintf(":%d", mesh.DNSPort) {
+		return nil, fmt.Errorf("listen %s %s: want the dual-stack socket at the DNS port", network, addr)
 	}
-	return net.ListenUDP(network, net.UDPAddrFromAddrPort(netip.AddrPortFrom(netip.MustParseAddr(host), 0)))
+	return net.ListenUDP(network, &net.UDPAddr{IP: net.IPv6unspecified})
 }
 
 func (loopNet) DialUDP(addr netip.AddrPort) (*net.UDPConn, error) {
@@ -229,5 +230,44 @@ func TestServerFloodIsolation(t *testing.T) {
 	}
 	if err := flooded.Close(); err != nil {
 		t.Errorf("second Close: %v", err)
+	}
+}
+
+// TestServerAnswersOnlyThePod: the socket listens on every address of the
+// pod netns, so anyone who reaches the pod reaches it; a query from an
+// address that is neither loopback nor the pod's own gets no answer and
+// counts as dropped, one from the pod's own address is answered.
+func TestServerAnswersOnlyThePod(t *testing.T) {
+	var own netip.Addr
+	addrs, err := net.InterfaceAddrs()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, a := range addrs {
+		if n, ok := a.(*net.IPNet); ok {
+			if ip, ok := netip.AddrFromSlice(n.IP); ok && ip.Unmap().Is4() && !ip.IsLoopback() {
+				own = ip.Unmap()
+				break
+			}
+		}
+	}
+	if !own.IsValid() {
+		t.Skip("no non-loopback IPv4 address on this host to send from")
+	}
+	p, reg := newProxy(t, upstreams{}, 0)
+	outside := startServer(t, p, Pod{Namespace: "agents", Name: "a", NetnsCookie: 1})
+	at := netip.AddrPortFrom(own, outside.Addrs()[0].Port())
+	m := new(dns.Msg)
+	m.SetQuestion("data-validator.", dns.TypeA)
+	c := &dns.Client{Timeout: 300 * time.Millisecond}
+	if r, _, err := c.Exchange(m, at.String()); err == nil {
+		t.Fatalf("query from %s (not the pod's) answered: %v", own, r.Answer)
+	}
+	if got := count(reg, Dropped); got != 1 {
+		t.Errorf("dropped = %d, want 1", got)
+	}
+	pod := startServer(t, p, Pod{Namespace: "agents", Name: "b", NetnsCookie: 2, IPs: []netip.Addr{own}})
+	if r := exchange(t, netip.AddrPortFrom(own, pod.Addrs()[0].Port()), "data-validator.", dns.TypeA); len(r.Answer) != 1 {
+		t.Errorf("query from the pod's own address %s: %v", own, r.Answer)
 	}
 }

@@ -5,40 +5,39 @@ import (
 	"net"
 
 	"github.com/agentmesh/agentmesh/api/mesh"
+	"github.com/agentmesh/agentmesh/internal/netaddr"
 )
 
-// Kind says what a pod listener takes.
+// Kind says what a connection accepted in a pod is.
 type Kind string
 
-// Listener kinds.
+// Connection kinds.
 const (
 	Outbound  Kind = "outbound"          // the app's connections, redirected by connect4/6
 	Plaintext Kind = "inbound-plaintext" // inbound from outside the mesh, steered by sk_lookup
 	HBONE     Kind = "hbone"             // inbound mTLS HTTP/2 CONNECT
+	// Mesh is the pod's one listener, which takes all three.
+	Mesh Kind = "mesh"
 )
 
-// spec is one socket ztunnel opens in every pod netns.
-type spec struct {
-	kind     Kind
-	network  string
-	addr     string
-	optional bool // tolerated to fail (no IPv6 in the pod)
-}
+// listenAddr is the pod's one TCP socket: dual-stack, on every address
+// of the pod netns, at the outbound port. The connect hooks send the app's
+// IPv4 connections to 127.0.0.1:15001 and IPv6 ones to [::1]:15001, which
+// it takes as any socket bound there; sk_lookup hands it what arrives
+// from outside the pod on any port (registered for 15006 and 15008). One
+// socket instead of one per kind keeps a pod's fd cost at three (netns
+// handle, this, the DNS proxy's), so a node's open-file limit carries
+// 5000 pods and more.
+var listenAddr = fmt.Sprintf(":%d", mesh.OutboundPort)
 
-// specs: the connect hooks send IPv4 to 127.0.0.1:15001 and IPv6 to
-// [::1]:15001; sk_lookup steers inbound traffic to the dual-stack 15006 and
-// 15008 sockets.
-var specs = []spec{
-	{Outbound, "tcp4", fmt.Sprintf("127.0.0.1:%d", mesh.OutboundPort), false},
-	{Outbound, "tcp6", fmt.Sprintf("[::1]:%d", mesh.OutboundPort), true},
-	{Plaintext, "tcp", fmt.Sprintf(":%d", mesh.InboundPlaintextPort), false},
-	{HBONE, "tcp", fmt.Sprintf(":%d", mesh.HBONEPort), false},
-}
+// Sockets is how many sockets Open opens.
+func Sockets() int { return 1 }
 
-// Sockets is how many listeners Open opens at most.
-func Sockets() int { return len(specs) }
+// Registered are the ports the pod's listener is registered for in the
+// SOCKHASH that sk_lookup steers by.
+var Registered = []uint16{mesh.InboundPlaintextPort, mesh.HBONEPort}
 
-// Listener is one listening socket in a pod netns.
+// Listener is the listening socket in a pod netns.
 type Listener struct {
 	Kind Kind
 	Ln   net.Listener
@@ -52,21 +51,37 @@ func (l *Listener) Port() uint16 {
 	return 0
 }
 
-// Open opens the pod's listeners in n; on error none stays open.
+// Open opens the pod's listener in n.
 func Open(n Net) ([]*Listener, error) {
-	var out []*Listener
-	for _, s := range specs {
-		ln, err := n.Listen(s.network, s.addr)
-		if err != nil && s.optional {
-			continue
-		}
-		if err != nil {
-			for _, l := range out {
-				l.Ln.Close()
-			}
-			return nil, err
-		}
-		out = append(out, &Listener{Kind: s.kind, Ln: ln})
+	ln, err := n.Listen("tcp", listenAddr)
+	if err != nil {
+		return nil, err
 	}
-	return out, nil
+	return []*Listener{{Kind: Mesh, Ln: ln}}, nil
+}
+
+// KindOf says what a connection accepted on the pod's listener is, by the
+// local address it came to (sk_lookup keeps a steered connection's
+// original destination): the HBONE port is HBONE; the outbound port on a
+// loopback address is the app's own, captured; anything else arrived from
+// outside the pod, or from the pod to its own address, and is plaintext.
+func KindOf(local net.Addr) Kind {
+	a := netaddr.AddrPort(local)
+	switch {
+	case a.Port() == mesh.HBONEPort:
+		return HBONE
+	case a.Port() == mesh.OutboundPort && a.Addr().IsLoopback():
+		return Outbound
+	}
+	return Plaintext
+}
+
+// FromInside reports a connection made inside the pod to its own address
+// (not loopback, which the capture uses): sk_lookup steers none of these
+// but to the HBONE port, so one that is not HBONE reached the listener
+// directly at the outbound port, and serving it as plaintext would
+// deliver it to that port again, to the listener itself.
+func FromInside(local, remote net.Addr) bool {
+	l, r := netaddr.AddrPort(local).Addr(), netaddr.AddrPort(remote).Addr()
+	return !l.IsLoopback() && (r == l || r.IsLoopback())
 }

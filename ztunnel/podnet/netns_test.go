@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 
 	"github.com/agentmesh/agentmesh/api/mesh"
@@ -133,12 +134,7 @@ func TestListenersMigrateToSuccessor(t *testing.T) {
 	}
 	defer closeAll(newLns)
 	closeAll(oldLns)
-	var outbound net.Listener
-	for _, l := range newLns {
-		if l.Kind == Outbound && l.Ln.Addr().(*net.TCPAddr).IP.To4() != nil {
-			outbound = l.Ln
-		}
-	}
+	outbound := newLns[0].Ln
 	outbound.(*net.TCPListener).SetDeadline(time.Now().Add(5 * time.Second))
 	s, err := outbound.Accept()
 	if err != nil {
@@ -179,4 +175,82 @@ func openPod(t *testing.T, ns *os.File) Net {
 	}
 	t.Cleanup(func() { n.Close() })
 	return n
+}
+
+// TestOneListenerTakesEveryKind: the pod's one dual-stack socket takes the
+// app's captured connections to 127.0.0.1:15001 and [::1]:15001 (the
+// connect hooks' targets) as outbound; a connection from the pod to its
+// own address at that port is plaintext from inside (refused by the node,
+// which would deliver it to the same port); KindOf tells the steered ports
+// apart by their local address.
+func TestOneListenerTakesEveryKind(t *testing.T) {
+	ns := testutil.NewNetns(t)
+	if err := netns.Do(int(ns.Fd()), func() error {
+		lo, err := netlink.LinkByName("lo")
+		if err != nil {
+			return err
+		}
+		if err := netlink.LinkSetUp(lo); err != nil {
+			return err
+		}
+		return netlink.AddrAdd(lo, &netlink.Addr{IPNet: &net.IPNet{IP: net.ParseIP("198.18.7.1"), Mask: net.CIDRMask(32, 32)}})
+	}); err != nil {
+		t.Fatal(err)
+	}
+	lns, err := Open(openPod(t, ns))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer closeAll(lns)
+	if len(lns) != Sockets() || lns[0].Kind != Mesh {
+		t.Fatalf("Open = %d listeners (%v), want %d of kind %s", len(lns), lns, Sockets(), Mesh)
+	}
+	ln := lns[0].Ln.(*net.TCPListener)
+	for _, tc := range []struct {
+		dst        string
+		kind       Kind
+		fromInside bool
+	}{
+		{fmt.Sprintf("127.0.0.1:%d", mesh.OutboundPort), Outbound, false},
+		{fmt.Sprintf("[::1]:%d", mesh.OutboundPort), Outbound, false},
+		{fmt.Sprintf("198.18.7.1:%d", mesh.OutboundPort), Plaintext, true},
+	} {
+		c, err := netns.DialTCP(context.Background(), int(ns.Fd()), netip.MustParseAddrPort(tc.dst), nil)
+		if err != nil {
+			t.Fatalf("dial %s: %v", tc.dst, err)
+		}
+		ln.SetDeadline(time.Now().Add(5 * time.Second))
+		s, err := ln.Accept()
+		if err != nil {
+			t.Fatalf("accept %s: %v", tc.dst, err)
+		}
+		if got := KindOf(s.LocalAddr()); got != tc.kind {
+			t.Errorf("%s: KindOf(%s) = %s, want %s", tc.dst, s.LocalAddr(), got, tc.kind)
+		}
+		if got := FromInside(s.LocalAddr(), s.RemoteAddr()); got != tc.fromInside {
+			t.Errorf("%s: FromInside(%s, %s) = %v, want %v", tc.dst, s.LocalAddr(), s.RemoteAddr(), got, tc.fromInside)
+		}
+		s.Close()
+		c.Close()
+	}
+	// What sk_lookup steers keeps its original destination as the local
+	// address: the HBONE port is HBONE, any other port plaintext.
+	for _, tc := range []struct {
+		local, remote string
+		kind          Kind
+	}{
+		{"198.18.7.1:15008", "198.18.9.9:40000", HBONE},
+		{"[fd00::7]:15008", "[fd00::9]:40000", HBONE},
+		{"198.18.7.1:8080", "198.18.9.9:40000", Plaintext},
+		{"198.18.7.1:15001", "198.18.9.9:40000", Plaintext},
+		{"[::ffff:127.0.0.1]:15001", "[::ffff:127.0.0.1]:40000", Outbound},
+	} {
+		l, r := net.TCPAddrFromAddrPort(netip.MustParseAddrPort(tc.local)), net.TCPAddrFromAddrPort(netip.MustParseAddrPort(tc.remote))
+		if got := KindOf(l); got != tc.kind {
+			t.Errorf("KindOf(%s) = %s, want %s", tc.local, got, tc.kind)
+		}
+		if FromInside(l, r) {
+			t.Errorf("FromInside(%s, %s) = true for a connection from elsewhere", tc.local, tc.remote)
+		}
+	}
 }

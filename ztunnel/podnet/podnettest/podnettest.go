@@ -216,8 +216,11 @@ func (n *Network) steeredTo(src netip.AddrPort) (netip.AddrPort, bool) {
 // podNet is a Pod as podnet.Net: ztunnel's sockets in the pod.
 type podNet struct{ p *Pod }
 
-// Listen maps the pod's listener addresses to its loopback address;
-// [::1] fails (IPv4 only), as a pod without IPv6 would.
+// Listen maps the pod's one listener (on every address at the outbound
+// port) to three on its loopback address, merged (meshListener): the
+// kernel hands the real one the outbound port's connections, and sk_lookup
+// the plaintext and HBONE ones, which the fake cannot. IPv6 fails (IPv4
+// only), as in a pod without IPv6.
 func (pn podNet) Listen(network, addr string) (net.Listener, error) {
 	_, port, err := net.SplitHostPort(addr)
 	if err != nil {
@@ -226,14 +229,97 @@ func (pn podNet) Listen(network, addr string) (net.Listener, error) {
 	if network == "tcp6" {
 		return nil, errors.New("fake pod network: no IPv6")
 	}
-	ln, err := net.Listen("tcp4", net.JoinHostPort(pn.p.IP.String(), port))
-	if err != nil {
-		return nil, err
+	if port != fmt.Sprint(mesh.OutboundPort) {
+		return nil, fmt.Errorf("fake pod network: listen %s: only the mesh listener (port %d)", addr, mesh.OutboundPort)
 	}
-	if port == fmt.Sprint(mesh.InboundPlaintextPort) {
-		return &steeringListener{Listener: ln, n: pn.p.net}, nil
+	var lns []net.Listener
+	for _, port := range []uint16{mesh.OutboundPort, mesh.InboundPlaintextPort, mesh.HBONEPort} {
+		ln, err := net.Listen("tcp4", netip.AddrPortFrom(pn.p.IP, port).String())
+		if err != nil {
+			for _, l := range lns {
+				l.Close()
+			}
+			return nil, err
+		}
+		if port == mesh.InboundPlaintextPort {
+			ln = &steeringListener{Listener: ln, n: pn.p.net}
+		}
+		lns = append(lns, ln)
 	}
-	return ln, nil
+	return Merge(lns...), nil
+}
+
+// Merge is one listener that accepts what any of lns accepts (each on an
+// accept goroutine, ended by Close, which closes them all), for a test
+// that stands in for sk_lookup's steering to the pod's one listener by
+// listening on the ports it steers. Its address and SyscallConn are the
+// first's.
+func Merge(lns ...net.Listener) net.Listener {
+	m := &meshListener{lns: lns, conns: make(chan net.Conn), done: make(chan struct{})}
+	for _, ln := range m.lns {
+		m.wg.Go(func() { m.serve(ln) })
+	}
+	return m
+}
+
+// meshListener is Merge's.
+type meshListener struct {
+	lns   []net.Listener
+	conns chan net.Conn
+	done  chan struct{}
+	once  sync.Once
+	wg    sync.WaitGroup
+}
+
+func (m *meshListener) serve(ln net.Listener) {
+	for {
+		c, err := ln.Accept()
+		if err != nil {
+			return // closed by Close
+		}
+		select {
+		case m.conns <- c:
+		case <-m.done:
+			c.Close()
+			return
+		}
+	}
+}
+
+func (m *meshListener) Accept() (net.Conn, error) {
+	select {
+	case c := <-m.conns:
+		return c, nil
+	case <-m.done:
+		return nil, &net.OpError{Op: "accept", Net: "tcp", Addr: m.Addr(), Err: net.ErrClosed}
+	}
+}
+
+func (m *meshListener) Close() error {
+	m.once.Do(func() {
+		close(m.done)
+		for _, ln := range m.lns {
+			ln.Close()
+		}
+		m.wg.Wait()
+	})
+	return nil
+}
+
+func (m *meshListener) Addr() net.Addr {
+	if len(m.lns) == 0 {
+		return &net.TCPAddr{}
+	}
+	return m.lns[0].Addr()
+}
+
+// SyscallConn is the first listener's, for the SOCKHASH registration.
+func (m *meshListener) SyscallConn() (syscall.RawConn, error) {
+	sc, ok := m.lns[0].(syscall.Conn)
+	if !ok {
+		return nil, fmt.Errorf("listener %s: not a socket", m.lns[0].Addr())
+	}
+	return sc.SyscallConn()
 }
 
 // Dial connects from the pod's address; marked sockets are neither
