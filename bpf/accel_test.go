@@ -14,6 +14,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"syscall"
 	"testing"
 	"time"
@@ -39,6 +40,10 @@ func childSockets(spec string) error {
 	if _, err := fmt.Sscan(spec, &family, &n); err != nil {
 		return fmt.Errorf("parse %q: %w", spec, err)
 	}
+	// setns moves only this thread: without the lock the goroutine may
+	// make its sockets on another, still in the parent's netns (CI saw
+	// "bind 198.18.0.2: cannot assign requested address").
+	runtime.LockOSThread() // never unlocked: the process exits
 	if err := unix.Setns(3, unix.CLONE_NEWNET); err != nil {
 		return fmt.Errorf("setns: %w", err)
 	}
