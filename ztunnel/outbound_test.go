@@ -121,7 +121,7 @@ func TestOutboundUnreachable(t *testing.T) {
 func TestDialMarksSocketInPodNetns(t *testing.T) {
 	e := newEnv(t)
 	e.handOverAB()
-	c, err := e.node.transport.Deliver(context.Background(), &e.pod("uid-a").flow, netip.Addr{}, appX)
+	c, err := e.node.transport.Deliver(context.Background(), &e.pod("uid-a").flow, netip.AddrPort{}, appX)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"net/netip"
+	"strconv"
 	"testing"
 	"time"
 
@@ -13,9 +14,10 @@ import (
 
 // TestCallerAddress: the app in pod b logs pod a's address for a mesh
 // call, over IPv4 and IPv6, cross-node (HBONE) and same-node (the fast
-// path): the destination tunnel delivers from the caller's address. A
-// plaintext connection from outside the mesh is delivered from the
-// destination pod's own address (see pipeline.Plaintext).
+// path): the destination tunnel delivers from the caller's address. So it
+// does for a plaintext connection from a pod outside the mesh (e, on
+// node 1), to a pod on another node and on its own, from a port below the
+// ephemeral range (see podnet's fromCaller).
 func TestCallerAddress(t *testing.T) {
 	l := newLab(t, lab.Options{Nodes: 2})
 	a := addPod(t, l, "a", 1, true)
@@ -36,7 +38,8 @@ func TestCallerAddress(t *testing.T) {
 		}{
 			{"cross-node", a, b, bLog, "hbone", a},
 			{"same-node", a, c, cLog, "local", a},
-			{"plaintext from outside the mesh", e, b, bLog, "plaintext", b},
+			{"plaintext from outside the mesh", e, b, bLog, "plaintext", e},
+			{"plaintext from outside the mesh, same node", e, c, cLog, "plaintext", e},
 		} {
 			t.Run(fam.name+"/"+tc.name, func(t *testing.T) {
 				caller, dst := fam.ip(tc.from), netip.AddrPortFrom(fam.ip(tc.to), echoPort)
@@ -49,6 +52,11 @@ func TestCallerAddress(t *testing.T) {
 				})
 				if in.Protocol != tc.proto || in.Result != "ok" {
 					t.Errorf("inbound access log: %+v; want protocol %s, ok", in, tc.proto)
+				}
+				// A caller from outside the mesh reaches the pod itself:
+				// its delivery takes a port its kernel does not pick.
+				if port := lastPeerPort(t, tc.log, seen); tc.proto == "plaintext" && (port < 1024 || port >= 32768 || port == in.Src().Port()) {
+					t.Errorf("the app saw the plaintext caller at port %d (its own %d); want 1024-32767, not its own", port, in.Src().Port())
 				}
 			})
 		}
@@ -84,6 +92,35 @@ func peerLines(t *testing.T, p *lab.Process, ip netip.Addr) int {
 		host = "[" + host + "]"
 	}
 	return bytes.Count(out, []byte(" from "+host+":"))
+}
+
+// lastPeerPort is the port of the last connection the echo server
+// logged from ip.
+func lastPeerPort(t *testing.T, p *lab.Process, ip netip.Addr) uint16 {
+	t.Helper()
+	out, err := p.Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	host := ip.String()
+	if ip.Is6() {
+		host = "[" + host + "]"
+	}
+	marker := []byte(" from " + host + ":")
+	i := bytes.LastIndex(out, marker)
+	if i < 0 {
+		t.Fatalf("the app logged no connection from %s", ip)
+	}
+	rest := out[i+len(marker):]
+	end := bytes.IndexFunc(rest, func(r rune) bool { return r < '0' || r > '9' })
+	if end < 0 {
+		end = len(rest)
+	}
+	port, err := strconv.ParseUint(string(rest[:end]), 10, 16)
+	if err != nil {
+		t.Fatalf("the app's line from %s: port %q: %v", ip, rest[:end], err)
+	}
+	return uint16(port)
 }
 
 // waitPeerLines waits until the echo server logged n connections from ip.

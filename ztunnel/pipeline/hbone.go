@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"net/netip"
 
 	"github.com/agentmesh/agentmesh/api/meshconfig"
 	"github.com/agentmesh/agentmesh/api/policy"
@@ -158,7 +159,7 @@ func (pl *Pipeline) authorizeStream(ctx context.Context, p *flow.Pod, live *auth
 		ac.End()
 		return nil, nil, ac.RevokedErr()
 	}
-	up, err := pl.Transport.Deliver(dctx, p, f.Src.Addr(), f.Dst)
+	up, err := pl.Transport.Deliver(dctx, p, netip.AddrPortFrom(f.Src.Addr(), 0), f.Dst)
 	if err != nil {
 		ac.End()
 		if perr := ac.RevokedErr(); perr != nil {

@@ -205,7 +205,7 @@ func (pl *Pipeline) serveInbound(ctx context.Context, p *flow.Pod, f *flow.Flow,
 			if c != nil {
 				return c, nil
 			}
-			c, err := pl.Transport.Deliver(ctx, p, f.Src.Addr(), f.Dst)
+			c, err := pl.Transport.Deliver(ctx, p, netip.AddrPortFrom(f.Src.Addr(), 0), f.Dst)
 			if err != nil {
 				return nil, err
 			}

@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"net"
-	"net/netip"
 	"time"
 
 	"github.com/agentmesh/agentmesh/api/policy"
@@ -52,12 +51,11 @@ func (pl *Pipeline) Plaintext(ctx context.Context, p *flow.Pod, live *authorize.
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	ac.Attach(func() { cancel(); c.Close() })
-	// From the pod's own address, not the caller's: this connection's
-	// own socket in the pod netns (steered, pod IP:app port <-> caller)
-	// and the caller's other connections to the app hold four-tuples that
-	// a delivery from the caller's IP could pick; its SYN would then hit
-	// that established socket instead of the app.
-	up, err := pl.Transport.Deliver(ctx, p, netip.Addr{}, f.Dst)
+	// From the caller's address and a port its own connections do not
+	// use: this one's socket in the pod netns (steered, pod IP:app port
+	// <-> caller) holds a four-tuple that a delivery on its port would
+	// hit instead of the app (see podnet's fromCaller).
+	up, err := pl.Transport.Deliver(ctx, p, f.Src, f.Dst)
 	if err == nil {
 		pl.Record.Connected(f)
 		stop := context.AfterFunc(ctx, func() { up.Close() })

@@ -43,20 +43,49 @@ const deliveryTries = 16
 
 // fromCaller delivers connections into one pod netns from the caller's
 // address: a socket with IP_TRANSPARENT and mesh.DeliveryMark, bound to
-// the caller's IP and a port of the netns's ephemeral range chosen here
-// (round robin from a random start), so that its four-tuple is known and
-// recorded in table before the SYN is sent. The kernel's own choice would
-// come too late (at connect, which sends the SYN) or, bound to port 0,
-// skip every port a TIME_WAIT entry holds, which slows down past some
-// 14 000 connections a minute from one caller; SO_REUSEADDR lets a bind
-// share those ports, and connect refuses a four-tuple in use
-// (EADDRNOTAVAIL), when the next port is tried.
+// the caller's IP and a port chosen here (round robin from a random
+// start), so that its four-tuple is known and recorded in table before
+// the SYN is sent. The kernel's own choice would come too late (at
+// connect, which sends the SYN) or, bound to port 0, skip every port a
+// TIME_WAIT entry holds, which slows down past some 14 000 connections a
+// minute from one caller; SO_REUSEADDR lets a bind share those ports, and
+// connect refuses a four-tuple in use (EADDRNOTAVAIL), when the next port
+// is tried.
+//
+// Which ports: a mesh caller's own connections never reach the app's
+// address (its pod's are captured, its tunnel's go to port 15008), so its
+// deliveries take ports of the netns's ephemeral range. A caller from
+// outside the mesh reaches the pod directly, and each of its connections
+// to the app holds a socket in the pod netns (ztunnel's, steered there):
+// a delivery on one of their ports would send its SYN into that
+// established socket instead of the app, and a connection the caller
+// opens later from a live delivery's port would hit the app's end of the
+// delivery and reset it. Its deliveries therefore take ports from
+// directLo up to the ephemeral range, which clients' kernels do not pick
+// source ports from (Linux 32768-60999, Windows and macOS 49152-65535),
+// and never the port of the connection being delivered. A caller that
+// binds a source port below 32768 itself, or a NAT that maps it there,
+// can still meet a live delivery's port: the delivery is then reset.
 type fromCaller struct {
 	table  DeliveryTable
 	v4, v6 bool // the netns routes the replies of that family back
 	lo, n  uint32
 	next   atomic.Uint32
+	// direct is the range for callers from outside the mesh:
+	// [directLo, directLo+directN); directN is 0 when the ephemeral
+	// range leaves no room below it (they are delivered from the pod's
+	// own address then).
+	directN    uint32
+	directNext atomic.Uint32
 }
+
+// directLo is the lowest port a delivery for a caller from outside the
+// mesh takes; directMin the fewest ports that make such deliveries
+// worthwhile.
+const (
+	directLo  = 1024
+	directMin = 4096
+)
 
 // setupFromCaller prepares the netns open at fd for deliveries from the
 // caller's address: tcp_fwmark_accept, and for IPv4 and IPv6 the rule
@@ -79,12 +108,18 @@ func setupFromCaller(fd int, table DeliveryTable, procSysNet string) (*fromCalle
 			return err
 		}
 		d.lo, d.n = lo, hi-lo+1
+		if lo >= directLo+directMin {
+			d.directN = min(lo, 32768) - directLo
+		}
 		return nil
 	})
 	if err != nil {
 		return nil, err
 	}
 	d.next.Store(rand.Uint32N(d.n))
+	if d.directN > 0 {
+		d.directNext.Store(rand.Uint32N(d.directN))
+	}
 	h, err := netlink.NewHandleAt(vnetns.NsHandle(fd))
 	if err != nil {
 		return nil, fmt.Errorf("netlink in pod netns: %w", err)
@@ -140,24 +175,39 @@ func parsePortRange(s string) (lo, hi uint32, err error) {
 
 // usable reports whether a delivery to app can come from caller: a real
 // (not loopback, not unspecified) address of app's family that this
-// netns routes back.
-func (d *fromCaller) usable(caller, app netip.Addr) bool {
-	if !caller.IsValid() || caller.IsLoopback() || caller.IsUnspecified() || caller.Is4() != app.Is4() {
+// netns routes back; for a caller from outside the mesh (a port given),
+// only with a range of ports for it.
+func (d *fromCaller) usable(caller netip.AddrPort, app netip.Addr) bool {
+	a := caller.Addr()
+	if !a.IsValid() || a.IsLoopback() || a.IsUnspecified() || a.Is4() != app.Is4() {
 		return false
 	}
-	return caller.Is4() && d.v4 || caller.Is6() && d.v6
+	if caller.Port() != 0 && d.directN == 0 {
+		return false
+	}
+	return a.Is4() && d.v4 || a.Is6() && d.v6
 }
 
-func (d *fromCaller) port() uint16 { return uint16(d.lo + d.next.Add(1)%d.n) }
+// port is the next port for a delivery from caller: see fromCaller.
+func (d *fromCaller) port(caller netip.AddrPort) uint16 {
+	if caller.Port() == 0 {
+		return uint16(d.lo + d.next.Add(1)%d.n)
+	}
+	p := uint16(directLo + d.directNext.Add(1)%d.directN)
+	if p == caller.Port() {
+		p = uint16(directLo + d.directNext.Add(1)%d.directN)
+	}
+	return p
+}
 
 // dial connects to app from caller's IP inside the netns open at fd.
-func (d *fromCaller) dial(ctx context.Context, fd int, caller netip.Addr, app netip.AddrPort) (net.Conn, error) {
+func (d *fromCaller) dial(ctx context.Context, fd int, caller netip.AddrPort, app netip.AddrPort) (net.Conn, error) {
 	var last error
 	for range deliveryTries {
 		if err := ctx.Err(); err != nil {
-			return nil, fmt.Errorf("deliver to %s from %s: %w", app, caller, err)
+			return nil, fmt.Errorf("deliver to %s from %s: %w", app, caller.Addr(), err)
 		}
-		from := netip.AddrPortFrom(caller, d.port())
+		from := netip.AddrPortFrom(caller.Addr(), d.port(caller))
 		if err := d.table.Put(app, from); err != nil {
 			if errors.Is(err, bpf.ErrDeliveryTaken) {
 				last = err
@@ -178,7 +228,7 @@ func (d *fromCaller) dial(ctx context.Context, fd int, caller netip.Addr, app ne
 		}
 		return c, nil
 	}
-	return nil, fmt.Errorf("deliver to %s from %s: no free port in %d tries: %w", app, caller, deliveryTries, last)
+	return nil, fmt.Errorf("deliver to %s from %s: no free port in %d tries: %w", app, caller.Addr(), deliveryTries, last)
 }
 
 // bindCaller marks socket fd as a delivery and binds it to from.

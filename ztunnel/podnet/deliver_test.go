@@ -105,7 +105,9 @@ func podNetns(t *testing.T, addrs ...string) *os.File {
 // address (IPv4 and IPv6): the app's accept sees it, the echo comes back,
 // and the four-tuple was recorded while connecting and is gone after. A
 // loopback caller or a family that differs is delivered from the pod's
-// own address, as without Deliveries.
+// own address, as without Deliveries. A mesh caller's delivery takes a
+// port of the ephemeral range; one for a caller from outside the mesh a
+// port below it, never the caller's own.
 func TestDialFromCaller(t *testing.T) {
 	ns := podNetns(t, "10.99.0.2/24", "fd00:99::2/64")
 	table := &fakeDeliveries{live: map[[2]netip.AddrPort]bool{}}
@@ -124,15 +126,17 @@ func TestDialFromCaller(t *testing.T) {
 		caller     string
 		wantCaller bool
 	}{
-		{"ipv4", "10.99.0.2:8080", "198.51.100.7", true},
-		{"ipv6", "[fd00:99::2]:8080", "2001:db8::7", true},
-		{"v4-mapped caller", "10.99.0.2:8081", "::ffff:198.51.100.8", true},
-		{"loopback caller", "10.99.0.2:8082", "127.0.0.1", false},
-		{"other family", "10.99.0.2:8083", "2001:db8::7", false},
+		{"ipv4", "10.99.0.2:8080", "198.51.100.7:0", true},
+		{"ipv6", "[fd00:99::2]:8080", "[2001:db8::7]:0", true},
+		{"v4-mapped caller", "10.99.0.2:8081", "[::ffff:198.51.100.8]:0", true},
+		{"loopback caller", "10.99.0.2:8082", "127.0.0.1:0", false},
+		{"other family", "10.99.0.2:8083", "[2001:db8::7]:0", false},
+		{"ipv4 from outside the mesh", "10.99.0.2:8084", "198.51.100.9:41000", true},
+		{"ipv6 from outside the mesh", "[fd00:99::2]:8084", "[2001:db8::9]:41000", true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			app := netip.MustParseAddrPort(tc.app)
-			caller := netip.MustParseAddr(tc.caller)
+			caller := netip.MustParseAddrPort(tc.caller)
 			ln, err := n.Listen("tcp", app.String())
 			if err != nil {
 				t.Fatal(err)
@@ -157,12 +161,18 @@ func TestDialFromCaller(t *testing.T) {
 			}
 			defer c.Close()
 			peer := <-peers
-			want := caller.Unmap()
+			want := caller.Addr().Unmap()
 			if !tc.wantCaller {
 				want = app.Addr()
 			}
 			if peer.Addr() != want {
 				t.Errorf("the app saw the connection from %s, want %s", peer.Addr(), want)
+			}
+			if tc.wantCaller && caller.Port() == 0 && (peer.Port() < 32768 || peer.Port() > 60999) {
+				t.Errorf("a mesh caller's delivery from port %d, want one of the ephemeral range 32768-60999", peer.Port())
+			}
+			if caller.Port() != 0 && (peer.Port() < 1024 || peer.Port() >= 32768 || peer.Port() == caller.Port()) {
+				t.Errorf("a delivery for %s (outside the mesh) from port %d, want one in 1024-32767, not the caller's", caller, peer.Port())
 			}
 			if got := netaddr.AddrPort(c.LocalAddr()); got != peer {
 				t.Errorf("ztunnel's end is %s, the app's peer %s", got, peer)
@@ -203,7 +213,7 @@ func TestDialFromCallerTakenPort(t *testing.T) {
 	defer ln.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	c, err := n.DialFrom(ctx, netip.MustParseAddr("198.51.100.7"), app)
+	c, err := n.DialFrom(ctx, netip.MustParseAddrPort("198.51.100.7:0"), app)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -257,3 +267,33 @@ func TestOpenFromCallerIdempotent(t *testing.T) {
 }
 
 func vnetnsHandle(f *os.File) vnetns.NsHandle { return vnetns.NsHandle(f.Fd()) }
+
+// TestDirectPortSkipsTheCallers: the round robin of ports for callers
+// from outside the mesh steps over the port of the connection being
+// delivered (its four-tuple is held by the steered socket), stays below
+// the ephemeral range, and a netns whose ephemeral range leaves too few
+// ports below it delivers such callers from the pod's own address.
+func TestDirectPortSkipsTheCallers(t *testing.T) {
+	d := &fromCaller{v4: true, lo: 32768, n: 28232, directN: 32768 - directLo}
+	caller := netip.MustParseAddrPort("198.51.100.9:5000")
+	d.directNext.Store(5000 - directLo - 1) // the next port would be 5000
+	if p := d.port(caller); p != 5001 {
+		t.Errorf("port = %d, want 5001 (5000 is the caller's)", p)
+	}
+	for range 2 * d.directN {
+		if p := d.port(caller); p < directLo || p >= 32768 || p == 5000 {
+			t.Fatalf("port %d: want 1024-32767 without the caller's 5000", p)
+		}
+	}
+	app := netip.MustParseAddr("10.99.0.2")
+	if !d.usable(caller, app) || !d.usable(netip.AddrPortFrom(caller.Addr(), 0), app) {
+		t.Error("not usable with a direct range")
+	}
+	d.directN = 0
+	if d.usable(caller, app) {
+		t.Error("a caller from outside the mesh usable without a direct range")
+	}
+	if !d.usable(netip.AddrPortFrom(caller.Addr(), 0), app) {
+		t.Error("a mesh caller not usable without a direct range")
+	}
+}

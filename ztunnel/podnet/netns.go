@@ -163,8 +163,8 @@ func (n *nsNet) Dial(ctx context.Context, addr netip.AddrPort) (net.Conn, error)
 
 // DialFrom connects to the app at addr from the caller's address when
 // the netns is set up for it and from is usable there, else as Dial.
-func (n *nsNet) DialFrom(ctx context.Context, from netip.Addr, addr netip.AddrPort) (net.Conn, error) {
-	from = from.Unmap()
+func (n *nsNet) DialFrom(ctx context.Context, from netip.AddrPort, addr netip.AddrPort) (net.Conn, error) {
+	from = netip.AddrPortFrom(from.Addr().Unmap(), from.Port())
 	app := netip.AddrPortFrom(addr.Addr().Unmap(), addr.Port())
 	if n.from == nil || !n.from.usable(from, app.Addr()) {
 		return n.Dial(ctx, addr)

@@ -24,9 +24,13 @@ type Net interface {
 	// capture lets it through: its source address is the pod's.
 	Dial(ctx context.Context, addr netip.AddrPort) (net.Conn, error)
 	// DialFrom connects to the app at addr in the namespace from the
-	// caller's address from where it can (the real Net set up for
+	// caller's address from.Addr() where it can (the real Net set up for
 	// deliveries from the caller, see Netns.Deliveries), else as Dial.
-	DialFrom(ctx context.Context, from netip.Addr, addr netip.AddrPort) (net.Conn, error)
+	// from.Port() is 0 for a mesh caller, whose own connections never
+	// reach the app's address; a caller from outside the mesh gives the
+	// port of its connection, which reached the pod directly (see
+	// fromCaller for what that changes).
+	DialFrom(ctx context.Context, from netip.AddrPort, addr netip.AddrPort) (net.Conn, error)
 	// Cookie is the namespace's cookie (bpf_get_netns_cookie's value),
 	// which keys the original destinations the capture records.
 	Cookie() (uint64, error)

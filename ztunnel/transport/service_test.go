@@ -30,7 +30,7 @@ func (hostNet) Dial(ctx context.Context, addr netip.AddrPort) (net.Conn, error) 
 	var d net.Dialer
 	return d.DialContext(ctx, "tcp", addr.String())
 }
-func (n hostNet) DialFrom(ctx context.Context, _ netip.Addr, addr netip.AddrPort) (net.Conn, error) {
+func (n hostNet) DialFrom(ctx context.Context, _ netip.AddrPort, addr netip.AddrPort) (net.Conn, error) {
 	return n.Dial(ctx, addr)
 }
 func (hostNet) Cookie() (uint64, error) { return 0, nil }
@@ -368,7 +368,7 @@ func (n *deadlineNet) Dial(ctx context.Context, addr netip.AddrPort) (net.Conn, 
 	return nil, ctx.Err()
 }
 
-func (n *deadlineNet) DialFrom(ctx context.Context, _ netip.Addr, addr netip.AddrPort) (net.Conn, error) {
+func (n *deadlineNet) DialFrom(ctx context.Context, _ netip.AddrPort, addr netip.AddrPort) (net.Conn, error) {
 	return n.Dial(ctx, addr)
 }
 

@@ -109,7 +109,7 @@ func (t *Transport) dialBudget() time.Duration { return 2*t.dialTimeout + answer
 // called as the HBONE CONNECT goes out (hbone.Target.Sending).
 func (t *Transport) dialTo(ctx context.Context, p *flow.Pod, f *flow.Flow, dst netip.AddrPort, sending func()) (net.Conn, error) {
 	if f.Protocol == flow.Passthrough {
-		c, err := t.dial(ctx, flow.Outbound, p, netip.Addr{}, dst)
+		c, err := t.dial(ctx, flow.Outbound, p, netip.AddrPort{}, dst)
 		if err != nil {
 			return nil, fmt.Errorf("passthrough dial %s: %w", dst, err)
 		}
@@ -134,7 +134,7 @@ func (t *Transport) dialTo(ctx context.Context, p *flow.Pod, f *flow.Flow, dst n
 		TLS:       t.certs.ClientTLSConfig(f.SrcID, f.DstID),
 		Sending:   sending,
 		Dial: func(ctx context.Context, addr netip.AddrPort) (net.Conn, error) {
-			return t.dial(ctx, flow.Outbound, p, netip.Addr{}, addr)
+			return t.dial(ctx, flow.Outbound, p, netip.AddrPort{}, addr)
 		},
 	})
 	if err == nil && c == nil {
@@ -147,9 +147,11 @@ func (t *Transport) dialTo(ctx context.Context, p *flow.Pod, f *flow.Flow, dst n
 }
 
 // Deliver connects to the app at dst inside pod p from the caller's
-// address src where p's netns allows it (podnet.Net.DialFrom), bounded by
-// the dial timeout (dial's): the upstream of an inbound flow.
-func (t *Transport) Deliver(ctx context.Context, p *flow.Pod, src netip.Addr, dst netip.AddrPort) (net.Conn, error) {
+// address src where p's netns allows it (podnet.Net.DialFrom: src's port
+// is 0 for a mesh caller, else the port of a caller from outside the
+// mesh), bounded by the dial timeout (dial's): the upstream of an inbound
+// flow.
+func (t *Transport) Deliver(ctx context.Context, p *flow.Pod, src netip.AddrPort, dst netip.AddrPort) (net.Conn, error) {
 	c, err := t.dial(ctx, flow.Inbound, p, src, dst)
 	if err != nil {
 		return nil, fmt.Errorf("deliver to %s: %w", dst, err)
@@ -170,7 +172,7 @@ func (t *Transport) Close() error { return t.hbone.Close() }
 // fd budget until it is closed.
 // Without one left it fails with limits.ErrOverloaded, counted as a
 // rejection in dir.
-func (t *Transport) dial(ctx context.Context, dir flow.Direction, p *flow.Pod, from netip.Addr, addr netip.AddrPort) (net.Conn, error) {
+func (t *Transport) dial(ctx context.Context, dir flow.Direction, p *flow.Pod, from netip.AddrPort, addr netip.AddrPort) (net.Conn, error) {
 	if !t.limits.FDs.Take() {
 		t.rec.Rejected(dir, limits.ReasonFDBudget)
 		t.limits.NoteRefusal(limits.ReasonFDBudget, string(dir))
@@ -180,7 +182,7 @@ func (t *Transport) dial(ctx context.Context, dir flow.Direction, p *flow.Pod, f
 	defer cancel()
 	var c net.Conn
 	var err error
-	if from.IsValid() {
+	if from.Addr().IsValid() {
 		c, err = p.Net.DialFrom(ctx, from, addr)
 	} else {
 		c, err = p.Net.Dial(ctx, addr)

@@ -331,7 +331,7 @@ func (pn podNet) Dial(ctx context.Context, addr netip.AddrPort) (net.Conn, error
 
 // DialFrom dials from the pod's address: the fake network cannot take on
 // the caller's.
-func (pn podNet) DialFrom(ctx context.Context, _ netip.Addr, addr netip.AddrPort) (net.Conn, error) {
+func (pn podNet) DialFrom(ctx context.Context, _ netip.AddrPort, addr netip.AddrPort) (net.Conn, error) {
 	return pn.Dial(ctx, addr)
 }
 
