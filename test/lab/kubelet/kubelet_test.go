@@ -283,13 +283,25 @@ func TestPreStopSleep(t *testing.T) {
 			proc = sb.last()
 			return true, ""
 		})
-		p := h.pod(tc.name)
 		deleted := time.Now()
-		p.DeletionTimestamp, p.DeletionGracePeriodSeconds = ptr.To(metav1.Now()), ptr.To(int64(30))
-		if _, err := h.client.CoreV1().Pods("default").Update(context.Background(), p, metav1.UpdateOptions{}); err != nil {
-			t.Fatal(err)
-		}
-		h.eventually(tc.name+" pod object deleted", func() (bool, string) { return h.pod(tc.name) == nil, "still there" })
+		// The fake clientset's UpdateStatus writes the whole object and
+		// checks no resourceVersion: a status the kubelet writes from its
+		// copy just after this update takes the deletion back (CI saw the
+		// execer never terminated). Mark it again until the kubelet has
+		// it, as the API server's graceful deletion would persist.
+		h.eventually(tc.name+" pod object deleted", func() (bool, string) {
+			p := h.pod(tc.name)
+			if p == nil {
+				return true, ""
+			}
+			if p.DeletionTimestamp == nil {
+				p.DeletionTimestamp, p.DeletionGracePeriodSeconds = ptr.To(metav1.Now()), ptr.To(int64(30))
+				if _, err := h.client.CoreV1().Pods("default").Update(context.Background(), p, metav1.UpdateOptions{}); err != nil {
+					return false, err.Error()
+				}
+			}
+			return false, "still there"
+		})
 		if got := proc.gotSignals(); len(got) == 0 || got[0] != syscall.SIGTERM {
 			t.Errorf("%s: signals %v, want SIGTERM first", tc.name, got)
 		} else if waited := proc.firstSignal().Sub(deleted); waited < tc.delay {
