@@ -42,14 +42,7 @@ func (n *Node) acceptLoop(p *pod, l *podListener) {
 			}
 			continue
 		}
-		kind := podnet.KindOf(c.LocalAddr())
-		if kind == podnet.Plaintext && podnet.FromInside(c.LocalAddr(), c.RemoteAddr()) {
-			n.log.Warn("connection from the pod to its own address's mesh port refused: serving it would deliver it to the same port again",
-				"pod", p.name(), "src_addr", c.RemoteAddr().String(), "dst_addr", c.LocalAddr().String())
-			c.Close()
-			continue
-		}
-		n.accepted(p, kind, c)
+		n.accepted(p, podnet.KindOf(c.LocalAddr()), c)
 	}
 }
 

@@ -125,6 +125,9 @@ func TestInboundPlaintext(t *testing.T) {
 	}{
 		{"delivered", "ok", appB, "echo:plain"},
 		{"mesh port refused", "~mesh port", netip.AddrPortFrom(ipB, 15006), ""},
+		// What reaches the pod's listener at its own address's outbound
+		// port (the pod calling itself there) is not delivered to it again.
+		{"outbound port refused", "~mesh port", netip.AddrPortFrom(ipB, 15001), ""},
 		{"other pod refused", "~not an address of pod", appX, ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

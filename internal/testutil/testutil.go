@@ -6,6 +6,8 @@ package testutil
 import (
 	"bytes"
 	"log/slog"
+	"net"
+	"net/netip"
 	"os"
 	"strings"
 	"sync"
@@ -50,6 +52,22 @@ func NewNetns(t testing.TB) *os.File {
 		t.Fatalf("bring lo up in new netns: %v", err)
 	}
 	return f
+}
+
+// AddrOnLo adds ip (as a host address) to lo in ns, a namespace of
+// NewNetns: an address of the namespace that is not loopback.
+func AddrOnLo(t testing.TB, ns *os.File, ip netip.Addr) {
+	t.Helper()
+	err := netns.Do(int(ns.Fd()), func() error {
+		lo, err := netlink.LinkByName("lo")
+		if err != nil {
+			return err
+		}
+		return netlink.AddrAdd(lo, &netlink.Addr{IPNet: &net.IPNet{IP: ip.AsSlice(), Mask: net.CIDRMask(ip.BitLen(), ip.BitLen())}})
+	})
+	if err != nil {
+		t.Fatalf("add %s to lo: %v", ip, err)
+	}
 }
 
 // LogBuffer is a goroutine-safe log sink a test can search.

@@ -80,8 +80,9 @@ func addLoggingPod(t *testing.T, l *lab.Lab, name string, node int) (*lab.Pod, *
 	return p, proc
 }
 
-// peerLines counts the connections the echo server logged from ip.
-func peerLines(t *testing.T, p *lab.Process, ip netip.Addr) int {
+// peerLog is the echo server's log and the marker that starts the port of
+// each connection it logged from ip.
+func peerLog(t *testing.T, p *lab.Process, ip netip.Addr) (out, marker []byte) {
 	t.Helper()
 	out, err := p.Output()
 	if err != nil {
@@ -91,22 +92,21 @@ func peerLines(t *testing.T, p *lab.Process, ip netip.Addr) int {
 	if ip.Is6() {
 		host = "[" + host + "]"
 	}
-	return bytes.Count(out, []byte(" from "+host+":"))
+	return out, []byte(" from " + host + ":")
+}
+
+// peerLines counts the connections the echo server logged from ip.
+func peerLines(t *testing.T, p *lab.Process, ip netip.Addr) int {
+	t.Helper()
+	out, marker := peerLog(t, p, ip)
+	return bytes.Count(out, marker)
 }
 
 // lastPeerPort is the port of the last connection the echo server
 // logged from ip.
 func lastPeerPort(t *testing.T, p *lab.Process, ip netip.Addr) uint16 {
 	t.Helper()
-	out, err := p.Output()
-	if err != nil {
-		t.Fatal(err)
-	}
-	host := ip.String()
-	if ip.Is6() {
-		host = "[" + host + "]"
-	}
-	marker := []byte(" from " + host + ":")
+	out, marker := peerLog(t, p, ip)
 	i := bytes.LastIndex(out, marker)
 	if i < 0 {
 		t.Fatalf("the app logged no connection from %s", ip)

@@ -31,11 +31,11 @@ type Pod struct {
 // Server is the DNS proxy of one pod: its sockets, its read loops and its
 // forwards in flight, all ended by Close.
 type Server struct {
-	p     *Proxy
-	pod   Pod
-	net   Net
-	log   *slog.Logger
-	conns []*net.UDPConn
+	p    *Proxy
+	pod  Pod
+	net  Net
+	log  *slog.Logger
+	conn *net.UDPConn
 
 	forwards chan struct{} // a slot per forward in flight
 	ctx      context.Context
@@ -45,19 +45,14 @@ type Server struct {
 	closeErr error
 }
 
-// specs: one dual-stack socket on every address of the pod netns (one
-// fd per pod, not one per family): the capture sends IPv4 queries to
-// 127.0.0.1 and IPv6 ones to [::1], both of which it takes; a query from
-// anywhere but the pod itself is dropped (fromPod).
-var specs = []struct {
-	network, addr string
-	optional      bool
-}{
-	{"udp", fmt.Sprintf(":%d", mesh.DNSPort), false},
-}
+// listenAddr is the proxy's one socket: dual-stack, on every address of
+// the pod netns (one fd per pod, not one per family). The capture sends
+// IPv4 queries to 127.0.0.1 and IPv6 ones to [::1], both of which it
+// takes; a query from anywhere but the pod itself is dropped (fromPod).
+var listenAddr = fmt.Sprintf(":%d", mesh.DNSPort)
 
-// Sockets is how many sockets Start opens at most.
-func Sockets() int { return len(specs) }
+// Sockets is how many sockets Start opens.
+func Sockets() int { return 1 }
 
 // fromPod reports whether a query from client comes from inside the pod:
 // a loopback address (where the capture sends queries) or the pod's own
@@ -76,39 +71,25 @@ func (s *Server) fromPod(client netip.AddrPort) bool {
 	return false
 }
 
-// Start opens the pod's proxy sockets in n and serves them until Close.
+// Start opens the pod's proxy socket in n and serves it until Close.
 func (p *Proxy) Start(pod Pod, n Net) (*Server, error) {
-	s := &Server{p: p, pod: pod, net: n, forwards: make(chan struct{}, p.opts.MaxForwards),
+	c, err := n.ListenUDP("udp", listenAddr)
+	if err != nil {
+		return nil, fmt.Errorf("dns proxy: %w", err)
+	}
+	s := &Server{p: p, pod: pod, net: n, conn: c, forwards: make(chan struct{}, p.opts.MaxForwards),
 		log: p.opts.Logger.With("pod", pod.Namespace+"/"+pod.Name)}
-	for _, sp := range specs {
-		c, err := n.ListenUDP(sp.network, sp.addr)
-		if err != nil && sp.optional {
-			s.log.Debug("no dns proxy socket", "addr", sp.addr, "err", err)
-			continue
-		}
-		if err != nil {
-			for _, c := range s.conns {
-				c.Close()
-			}
-			return nil, fmt.Errorf("dns proxy: %w", err)
-		}
-		s.conns = append(s.conns, c)
-	}
 	s.ctx, s.cancel = context.WithCancel(context.Background())
-	for _, c := range s.conns {
-		s.wg.Go(func() { s.serve(c) })
-	}
+	s.wg.Go(func() { s.serve(c) })
 	return s, nil
 }
 
-// Close closes the sockets, ends the forwards in flight and waits for
+// Close closes the socket, ends the forwards in flight and waits for
 // every goroutine (bounded by closeWait). It is idempotent.
 func (s *Server) Close() error {
 	s.once.Do(func() {
 		s.cancel()
-		for _, c := range s.conns {
-			c.Close()
-		}
+		s.conn.Close()
 		done := make(chan struct{})
 		go func() { s.wg.Wait(); close(done) }()
 		select {
@@ -225,20 +206,13 @@ func (s *Server) ask(up netip.AddrPort, q []byte) ([]byte, error) {
 	}
 }
 
-// Addrs are the addresses a query reaches the proxy at: its sockets'
-// own, or for one on every address the loopback ones it takes.
+// Addrs are the addresses a query reaches the proxy at: the loopback ones
+// its socket on every address takes (for the tests).
 func (s *Server) Addrs() []netip.AddrPort {
-	var out []netip.AddrPort
-	for _, c := range s.conns {
-		a := c.LocalAddr().(*net.UDPAddr).AddrPort()
-		if !a.Addr().IsUnspecified() {
-			out = append(out, a)
-			continue
-		}
-		out = append(out, netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), a.Port()))
-		if a.Addr().Is6() {
-			out = append(out, netip.AddrPortFrom(netip.IPv6Loopback(), a.Port()))
-		}
+	a := s.conn.LocalAddr().(*net.UDPAddr).AddrPort()
+	out := []netip.AddrPort{netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), a.Port())}
+	if a.Addr().Is6() {
+		out = append(out, netip.AddrPortFrom(netip.IPv6Loopback(), a.Port()))
 	}
 	return out
 }

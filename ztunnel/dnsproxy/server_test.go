@@ -4,15 +4,18 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"os"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/miekg/dns"
+	"github.com/prometheus/client_golang/prometheus"
+	promtest "github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/agentmesh/agentmesh/api/mesh"
-	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/testutil"
+	"github.com/agentmesh/agentmesh/internal/netns"
+	"github.com/agentmesh/agentmesh/internal/testutil"
 )
 
 // loopNet is a Net on the test's own loopback: the proxy's sockets take
@@ -131,7 +134,7 @@ func TestServer(t *testing.T) {
 	if a, f := count(reg, Answered), count(reg, Forwarded); a != 2*n || f != n {
 		t.Errorf("answered %d, forwarded %d; want %d, %d", a, f, 2*n, n)
 	}
-	if got := testutil.CollectAndCount(reg, "ztunnel_dns_queries_total"); got != len(outcomes) {
+	if got := promtest.CollectAndCount(reg, "ztunnel_dns_queries_total"); got != len(outcomes) {
 		t.Errorf("%d series, want one per outcome (%d)", got, len(outcomes))
 	}
 }
@@ -236,38 +239,58 @@ func TestServerFloodIsolation(t *testing.T) {
 // TestServerAnswersOnlyThePod: the socket listens on every address of the
 // pod netns, so anyone who reaches the pod reaches it; a query from an
 // address that is neither loopback nor the pod's own gets no answer and
-// counts as dropped, one from the pod's own address is answered.
+// counts as dropped, one from the pod's own address is answered. In a
+// netns of its own with 198.18.5.1 on lo: a query to that address comes
+// from it.
 func TestServerAnswersOnlyThePod(t *testing.T) {
-	var own netip.Addr
-	addrs, err := net.InterfaceAddrs()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, a := range addrs {
-		if n, ok := a.(*net.IPNet); ok {
-			if ip, ok := netip.AddrFromSlice(n.IP); ok && ip.Unmap().Is4() && !ip.IsLoopback() {
-				own = ip.Unmap()
-				break
-			}
-		}
-	}
-	if !own.IsValid() {
-		t.Skip("no non-loopback IPv4 address on this host to send from")
+	testutil.RequireRoot(t, "a network namespace with an address that is not loopback")
+	ns := testutil.NewNetns(t)
+	own := netip.MustParseAddr("198.18.5.1")
+	testutil.AddrOnLo(t, ns, own)
+	query := func(to netip.AddrPort) (*dns.Msg, error) {
+		var r *dns.Msg
+		err := netns.Do(int(ns.Fd()), func() (err error) {
+			m := new(dns.Msg)
+			m.SetQuestion("data-validator.", dns.TypeA)
+			r, _, err = (&dns.Client{Timeout: 300 * time.Millisecond}).Exchange(m, to.String())
+			return err
+		})
+		return r, err
 	}
 	p, reg := newProxy(t, upstreams{}, 0)
-	outside := startServer(t, p, Pod{Namespace: "agents", Name: "a", NetnsCookie: 1})
-	at := netip.AddrPortFrom(own, outside.Addrs()[0].Port())
-	m := new(dns.Msg)
-	m.SetQuestion("data-validator.", dns.TypeA)
-	c := &dns.Client{Timeout: 300 * time.Millisecond}
-	if r, _, err := c.Exchange(m, at.String()); err == nil {
+	start := func(pod Pod) *Server {
+		s, err := p.Start(pod, nsNet{ns})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { s.Close() })
+		return s
+	}
+	outside := start(Pod{Namespace: "agents", Name: "a", NetnsCookie: 1})
+	if r, err := query(netip.AddrPortFrom(own, outside.Addrs()[0].Port())); err == nil {
 		t.Fatalf("query from %s (not the pod's) answered: %v", own, r.Answer)
 	}
 	if got := count(reg, Dropped); got != 1 {
 		t.Errorf("dropped = %d, want 1", got)
 	}
-	pod := startServer(t, p, Pod{Namespace: "agents", Name: "b", NetnsCookie: 2, IPs: []netip.Addr{own}})
-	if r := exchange(t, netip.AddrPortFrom(own, pod.Addrs()[0].Port()), "data-validator.", dns.TypeA); len(r.Answer) != 1 {
-		t.Errorf("query from the pod's own address %s: %v", own, r.Answer)
+	pod := start(Pod{Namespace: "agents", Name: "b", NetnsCookie: 2, IPs: []netip.Addr{own}})
+	if r, err := query(netip.AddrPortFrom(own, pod.Addrs()[0].Port())); err != nil || len(r.Answer) != 1 {
+		t.Errorf("query from the pod's own address %s: %v, %v", own, r, err)
 	}
+}
+
+// nsNet is a Net in the netns ns: the proxy's socket on any free port.
+type nsNet struct{ ns *os.File }
+
+func (n nsNet) ListenUDP(network, _ string) (*net.UDPConn, error) {
+	var c *net.UDPConn
+	err := netns.Do(int(n.ns.Fd()), func() (err error) {
+		c, err = net.ListenUDP(network, &net.UDPAddr{IP: net.IPv6unspecified})
+		return err
+	})
+	return c, err
+}
+
+func (n nsNet) DialUDP(addr netip.AddrPort) (*net.UDPConn, error) {
+	return nil, fmt.Errorf("no upstream in this test (%s)", addr)
 }

@@ -71,7 +71,7 @@ type fromCaller struct {
 	v4, v6 bool // the netns routes the replies of that family back
 	lo, n  uint32
 	next   atomic.Uint32
-	// direct is the range for callers from outside the mesh:
+	// The ports for callers from outside the mesh are
 	// [directLo, directLo+directN); directN is 0 when the ephemeral
 	// range leaves no room below it (they are delivered from the pod's
 	// own address then).

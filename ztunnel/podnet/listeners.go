@@ -43,14 +43,6 @@ type Listener struct {
 	Ln   net.Listener
 }
 
-// Port is the mesh port l listens on.
-func (l *Listener) Port() uint16 {
-	if a, ok := l.Ln.Addr().(*net.TCPAddr); ok {
-		return uint16(a.Port)
-	}
-	return 0
-}
-
 // Open opens the pod's listener in n.
 func Open(n Net) ([]*Listener, error) {
 	ln, err := n.Listen("tcp", listenAddr)
@@ -64,7 +56,10 @@ func Open(n Net) ([]*Listener, error) {
 // local address it came to (sk_lookup keeps a steered connection's
 // original destination): the HBONE port is HBONE; the outbound port on a
 // loopback address is the app's own, captured; anything else arrived from
-// outside the pod, or from the pod to its own address, and is plaintext.
+// outside the pod, or from the pod to its own address, and is plaintext
+// (which refuses a mesh port as its destination, authorize.Destination:
+// the pod's own address at the outbound port is not delivered to the
+// listener again).
 func KindOf(local net.Addr) Kind {
 	a := netaddr.AddrPort(local)
 	switch {
@@ -74,14 +69,4 @@ func KindOf(local net.Addr) Kind {
 		return Outbound
 	}
 	return Plaintext
-}
-
-// FromInside reports a connection made inside the pod to its own address
-// (not loopback, which the capture uses): sk_lookup steers none of these
-// but to the HBONE port, so one that is not HBONE reached the listener
-// directly at the outbound port, and serving it as plaintext would
-// deliver it to that port again, to the listener itself.
-func FromInside(local, remote net.Addr) bool {
-	l, r := netaddr.AddrPort(local).Addr(), netaddr.AddrPort(remote).Addr()
-	return !l.IsLoopback() && (r == l || r.IsLoopback())
 }

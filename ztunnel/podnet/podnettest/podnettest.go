@@ -357,11 +357,6 @@ func (l *steeringListener) Accept() (net.Conn, error) {
 	return &steeredConn{TCPConn: c.(*net.TCPConn), local: net.TCPAddrFromAddrPort(dst)}, nil
 }
 
-// SyscallConn is the listener's, for the SOCKHASH registration.
-func (l *steeringListener) SyscallConn() (syscall.RawConn, error) {
-	return l.Listener.(*net.TCPListener).SyscallConn()
-}
-
 // steeredConn is a TCP socket whose local address is the original
 // destination.
 type steeredConn struct {
